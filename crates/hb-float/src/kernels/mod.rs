@@ -1,0 +1,11 @@
+//! Float kernels, one module per op family. Each module has a
+//! `register(&mut Registry)` adding its ops.
+
+pub mod util;
+
+use crate::registry::Registry;
+
+/// Registers every built-in kernel.
+pub fn register_all(r: &mut Registry) {
+    let _ = r;
+}

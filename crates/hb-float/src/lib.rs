@@ -1,0 +1,21 @@
+//! The float reference interpreter of hbkit — the role ONNX Runtime plays
+//! inside the Horizon toolchain.
+//!
+//! - [`Registry`]: `(domain, op_type)` → kernel function.
+//! - [`Session`]: a model prepared for execution; [`Session::run`] and
+//!   [`Session::run_with_hook`] (a [`NodeHook`] sees every produced value and
+//!   may replace it: calibration, dumps, fake-quant, sensitivity).
+//! - [`fold`]: constant folding; [`shapes`]: shape inference by execution.
+//! - [`kernels`]: one module per op family; f32 is the main path, with
+//!   integer/bool/f16 support where ONNX models need it.
+
+pub mod error;
+pub mod fold;
+pub mod kernels;
+pub mod registry;
+pub mod session;
+pub mod shapes;
+
+pub use error::{FloatError, OpError};
+pub use registry::{KernelFn, OpCtx, Registry};
+pub use session::{NodeHook, Session, ValueDump};

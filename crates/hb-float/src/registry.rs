@@ -1,0 +1,86 @@
+//! The op registry: `(domain, op_type)` → kernel.
+
+use crate::error::OpResult;
+use hb_ir::Node;
+use hb_tensor::Tensor;
+use std::collections::HashMap;
+
+/// What a kernel knows about the node it runs.
+pub struct OpCtx<'a> {
+    /// The node (attributes, names).
+    pub node: &'a Node,
+    /// The opset version of the node's domain in this model.
+    pub opset: i64,
+}
+
+/// A kernel: inputs (`None` for omitted optional inputs) → outputs, one per
+/// node output (trailing optional outputs may be left off).
+pub type KernelFn = fn(&OpCtx, &[Option<&Tensor>]) -> OpResult<Vec<Tensor>>;
+
+/// Maps `(domain, op_type)` to kernels. The default domain is `""`.
+#[derive(Clone)]
+pub struct Registry {
+    map: HashMap<(String, String), KernelFn>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Registry {
+            map: HashMap::new(),
+        }
+    }
+
+    /// The registry with every built-in kernel.
+    pub fn standard() -> Self {
+        let mut r = Self::empty();
+        crate::kernels::register_all(&mut r);
+        r
+    }
+
+    /// Registers (or replaces) a kernel for an op of the default domain.
+    pub fn register(&mut self, op_type: &str, f: KernelFn) {
+        self.register_in("", op_type, f);
+    }
+
+    /// Registers (or replaces) a kernel for an op in `domain`.
+    pub fn register_in(&mut self, domain: &str, op_type: &str, f: KernelFn) {
+        self.map.insert(
+            (normalize_domain(domain).to_string(), op_type.to_string()),
+            f,
+        );
+    }
+
+    /// The kernel for an op, if any.
+    pub fn get(&self, domain: &str, op_type: &str) -> Option<KernelFn> {
+        self.map
+            .get(&(normalize_domain(domain).to_string(), op_type.to_string()))
+            .copied()
+    }
+
+    /// True when the op has a kernel.
+    pub fn supports(&self, domain: &str, op_type: &str) -> bool {
+        self.get(domain, op_type).is_some()
+    }
+
+    /// Every registered `(domain, op_type)`, sorted.
+    pub fn ops(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self.map.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::standard()
+    }
+}
+
+fn normalize_domain(d: &str) -> &str {
+    if d == "ai.onnx" {
+        ""
+    } else {
+        d
+    }
+}

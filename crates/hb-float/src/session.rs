@@ -1,0 +1,354 @@
+//! Executes a model's graph node by node.
+
+use crate::error::FloatError;
+use crate::registry::{KernelFn, OpCtx, Registry};
+use hb_ir::{Dim, Graph, Model, Node};
+use hb_tensor::Tensor;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Sees every node's outputs as they are produced and may replace them.
+pub trait NodeHook {
+    /// Called after node `index` ran; `outputs[k]` is the value named `node.outputs[k]`.
+    fn after_node(
+        &mut self,
+        index: usize,
+        node: &Node,
+        outputs: &mut [Tensor],
+    ) -> Result<(), String>;
+}
+
+/// A hook that keeps a copy of every produced value (for `--dump-intermediate`).
+#[derive(Default)]
+pub struct ValueDump {
+    /// `(node name, value name, tensor)` in execution order.
+    pub values: Vec<(String, String, Tensor)>,
+}
+
+impl NodeHook for ValueDump {
+    fn after_node(
+        &mut self,
+        _index: usize,
+        node: &Node,
+        outputs: &mut [Tensor],
+    ) -> Result<(), String> {
+        for (name, t) in node.outputs.iter().zip(outputs.iter()) {
+            if !name.is_empty() {
+                self.values
+                    .push((node.name.clone(), name.clone(), t.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Step {
+    kernel: KernelFn,
+    opset: i64,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<Option<usize>>,
+    /// Values whose last reader is this step (freed after it).
+    frees: Vec<usize>,
+}
+
+/// A model prepared for execution: kernels resolved, values numbered, and
+/// the last reader of every value known so memory is released early.
+pub struct Session {
+    graph: Graph,
+    steps: Vec<Step>,
+    value_names: Vec<String>,
+    input_ids: Vec<usize>,
+    output_ids: Vec<usize>,
+    constants: Vec<(usize, Arc<Tensor>)>,
+}
+
+impl Session {
+    /// Prepares `model` with the standard kernels.
+    pub fn new(model: &Model) -> Result<Self, FloatError> {
+        Self::with_registry(model, &Registry::standard())
+    }
+
+    /// Prepares `model` with the given registry. Fails, naming the first
+    /// node, when an op has no kernel.
+    pub fn with_registry(model: &Model, registry: &Registry) -> Result<Self, FloatError> {
+        let graph = model.graph.clone();
+        let missing: Vec<&Node> = graph
+            .nodes
+            .iter()
+            .filter(|n| !registry.supports(&n.domain, &n.op_type))
+            .collect();
+        if let Some(first) = missing.first() {
+            let mut others: Vec<String> =
+                missing.iter().skip(1).map(|n| n.qualified_op()).collect();
+            others.sort();
+            others.dedup();
+            others.retain(|o| *o != first.qualified_op());
+            let more = if others.is_empty() {
+                String::new()
+            } else {
+                format!(" (also missing: {})", others.join(", "))
+            };
+            return Err(FloatError::UnsupportedOp {
+                node: first.name.clone(),
+                op: first.qualified_op(),
+                more,
+            });
+        }
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut value_names = Vec::new();
+        let mut id_of = |name: &str, ids: &mut HashMap<String, usize>| -> usize {
+            if let Some(&i) = ids.get(name) {
+                return i;
+            }
+            let i = value_names.len();
+            value_names.push(name.to_string());
+            ids.insert(name.to_string(), i);
+            i
+        };
+        let input_ids: Vec<usize> = graph
+            .inputs
+            .iter()
+            .map(|v| id_of(&v.name, &mut ids))
+            .collect();
+        let constants: Vec<(usize, Arc<Tensor>)> = graph
+            .initializers
+            .iter()
+            .map(|(n, t)| (id_of(n, &mut ids), t.clone()))
+            .collect();
+        let mut defined: Vec<bool> = Vec::new();
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for n in &graph.nodes {
+            let inputs = n
+                .inputs
+                .iter()
+                .map(|i| {
+                    if i.is_empty() {
+                        None
+                    } else {
+                        Some(id_of(i, &mut ids))
+                    }
+                })
+                .collect();
+            let outputs = n
+                .outputs
+                .iter()
+                .map(|o| {
+                    if o.is_empty() {
+                        None
+                    } else {
+                        Some(id_of(o, &mut ids))
+                    }
+                })
+                .collect();
+            let kernel = registry.get(&n.domain, &n.op_type).expect("checked above");
+            steps.push(Step {
+                kernel,
+                opset: model.opset_for(&n.domain),
+                inputs,
+                outputs,
+                frees: Vec::new(),
+            });
+        }
+        let output_ids: Vec<usize> = graph
+            .outputs
+            .iter()
+            .map(|o| id_of(&o.name, &mut ids))
+            .collect();
+        // Every value read must be a graph input, an initializer or produced earlier.
+        defined.resize(value_names.len(), false);
+        for &i in &input_ids {
+            defined[i] = true;
+        }
+        for (i, _) in &constants {
+            defined[*i] = true;
+        }
+        for (s, n) in steps.iter().zip(&graph.nodes) {
+            for (k, i) in s.inputs.iter().enumerate() {
+                if let Some(i) = i {
+                    if !defined[*i] {
+                        return Err(FloatError::Graph(format!(
+                            "node '{}' ({}) reads '{}', which no node, input or initializer provides",
+                            n.name, n.op_type, n.inputs[k]
+                        )));
+                    }
+                }
+            }
+            for o in s.outputs.iter().flatten() {
+                defined[*o] = true;
+            }
+        }
+        for (o, v) in output_ids.iter().zip(&graph.outputs) {
+            if !defined[*o] {
+                return Err(FloatError::Graph(format!(
+                    "graph output '{}' is never produced",
+                    v.name
+                )));
+            }
+        }
+        // Last use: free a value after its last reader unless it is an output.
+        let mut last: Vec<Option<usize>> = vec![None; value_names.len()];
+        for (k, s) in steps.iter().enumerate() {
+            for i in s.inputs.iter().flatten() {
+                last[*i] = Some(k);
+            }
+        }
+        for o in &output_ids {
+            last[*o] = None;
+        }
+        for (v, l) in last.iter().enumerate() {
+            if let Some(k) = l {
+                steps[*k].frees.push(v);
+            }
+        }
+        Ok(Session {
+            graph,
+            steps,
+            value_names,
+            input_ids,
+            output_ids,
+            constants,
+        })
+    }
+
+    /// The graph being run.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Runs the model; `inputs` are by graph-input name. Returns the outputs in graph order.
+    pub fn run(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+    ) -> Result<Vec<(String, Tensor)>, FloatError> {
+        self.run_inner(inputs, None)
+    }
+
+    /// Runs the model and calls `hook` after every node.
+    pub fn run_with_hook(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        hook: &mut dyn NodeHook,
+    ) -> Result<Vec<(String, Tensor)>, FloatError> {
+        self.run_inner(inputs, Some(hook))
+    }
+
+    /// Checks inputs against the declared types and shapes.
+    pub fn check_inputs(&self, inputs: &HashMap<String, Tensor>) -> Result<(), FloatError> {
+        for v in &self.graph.inputs {
+            let t = inputs.get(&v.name).ok_or_else(|| FloatError::Input {
+                name: v.name.clone(),
+                msg: "missing (the model needs it)".into(),
+            })?;
+            let bad = |msg: String| FloatError::Input {
+                name: v.name.clone(),
+                msg,
+            };
+            if let Some(dt) = v.dtype() {
+                if t.dtype() != dt {
+                    return Err(bad(format!(
+                        "expected {}{}, got {}",
+                        dt,
+                        v.shape_text(),
+                        t.describe()
+                    )));
+                }
+            }
+            if let Some(dims) = &v.shape {
+                let ok = dims.len() == t.rank()
+                    && dims
+                        .iter()
+                        .zip(t.shape())
+                        .all(|(d, &n)| !matches!(d, Dim::Fixed(m) if *m != n));
+                if !ok {
+                    return Err(bad(format!(
+                        "expected shape {}, got {}",
+                        v.shape_text(),
+                        t.describe()
+                    )));
+                }
+            }
+        }
+        for name in inputs.keys() {
+            if !self.graph.inputs.iter().any(|v| &v.name == name) {
+                let names: Vec<&str> = self.graph.inputs.iter().map(|v| v.name.as_str()).collect();
+                return Err(FloatError::Input {
+                    name: name.clone(),
+                    msg: format!("the model has no such input (inputs: {})", names.join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn run_inner(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        mut hook: Option<&mut dyn NodeHook>,
+    ) -> Result<Vec<(String, Tensor)>, FloatError> {
+        self.check_inputs(inputs)?;
+        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.value_names.len()];
+        for (id, t) in &self.constants {
+            values[*id] = Some(t.clone());
+        }
+        for (id, v) in self.input_ids.iter().zip(&self.graph.inputs) {
+            values[*id] = inputs.get(&v.name).map(|t| Arc::new(t.clone()));
+        }
+        for (k, (step, node)) in self.steps.iter().zip(&self.graph.nodes).enumerate() {
+            let args: Vec<Option<&Tensor>> = step
+                .inputs
+                .iter()
+                .map(|i| i.and_then(|i| values[i].as_deref()))
+                .collect();
+            let ctx = OpCtx {
+                node,
+                opset: step.opset,
+            };
+            let mut outs = (step.kernel)(&ctx, &args).map_err(|source| FloatError::Node {
+                node: node.name.clone(),
+                op: node.qualified_op(),
+                source,
+            })?;
+            let needed = step
+                .outputs
+                .iter()
+                .rposition(|o| o.is_some())
+                .map_or(0, |p| p + 1);
+            if outs.len() < needed {
+                return Err(FloatError::Node {
+                    node: node.name.clone(),
+                    op: node.qualified_op(),
+                    source: crate::invalid!(
+                        "kernel produced {} outputs, the node names {}",
+                        outs.len(),
+                        needed
+                    ),
+                });
+            }
+            outs.truncate(step.outputs.len());
+            if let Some(h) = hook.as_deref_mut() {
+                h.after_node(k, node, &mut outs).map_err(FloatError::Hook)?;
+            }
+            for (o, t) in step.outputs.iter().zip(outs) {
+                if let Some(o) = o {
+                    values[*o] = Some(Arc::new(t));
+                }
+            }
+            for f in &step.frees {
+                values[*f] = None;
+            }
+        }
+        self.output_ids
+            .iter()
+            .zip(&self.graph.outputs)
+            .map(|(id, v)| {
+                let t = values[*id].clone().ok_or_else(|| {
+                    FloatError::Graph(format!("output '{}' was not produced", v.name))
+                })?;
+                Ok((
+                    v.name.clone(),
+                    Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone()),
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,347 @@
+//! Tensor files: `.npy` (via ndarray-npy; float16 by hand), raw binary
+//! `.bin` with a known dtype and shape, and atomic writes.
+
+use crate::{DType, Result, Tensor, TensorError};
+use half::f16;
+use ndarray::ArrayD;
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+fn io_err(path: &Path, source: std::io::Error) -> TensorError {
+    TensorError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn fmt_err(path: &Path, msg: impl Into<String>) -> TensorError {
+    TensorError::Format {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// The `descr` and `shape` of an `.npy` header.
+#[derive(Debug, Clone)]
+pub struct NpyHeader {
+    /// numpy type string, e.g. `<f4`.
+    pub descr: String,
+    /// Fortran order flag.
+    pub fortran_order: bool,
+    /// Array shape.
+    pub shape: Vec<usize>,
+    /// Offset of the data after the header.
+    pub data_offset: usize,
+}
+
+/// Reads and parses the header of an `.npy` file.
+pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
+    let mut f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let mut pre = [0u8; 10];
+    f.read_exact(&mut pre)
+        .map_err(|_| fmt_err(path, "not an .npy file (too short)"))?;
+    if &pre[..6] != b"\x93NUMPY" {
+        return Err(fmt_err(path, "not an .npy file (bad magic)"));
+    }
+    let (len, offset) = match pre[6] {
+        1 => (u16::from_le_bytes([pre[8], pre[9]]) as usize, 10),
+        2 | 3 => {
+            let mut more = [0u8; 2];
+            f.read_exact(&mut more)
+                .map_err(|_| fmt_err(path, "truncated .npy header"))?;
+            (
+                u32::from_le_bytes([pre[8], pre[9], more[0], more[1]]) as usize,
+                12,
+            )
+        }
+        v => return Err(fmt_err(path, format!("unsupported .npy version {v}"))),
+    };
+    if len > 1 << 20 {
+        return Err(fmt_err(path, "corrupt .npy header length"));
+    }
+    let mut hdr = vec![0u8; len];
+    f.read_exact(&mut hdr)
+        .map_err(|_| fmt_err(path, "truncated .npy header"))?;
+    let text = String::from_utf8_lossy(&hdr);
+    let descr = dict_value(&text, "descr")
+        .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+        .ok_or_else(|| fmt_err(path, "no descr in .npy header"))?;
+    let fortran_order = dict_value(&text, "fortran_order")
+        .map(|v| v.starts_with("True"))
+        .unwrap_or(false);
+    let shape_txt = text
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| fmt_err(path, "no shape in .npy header"))?;
+    let shape = shape_txt
+        .trim()
+        .trim_start_matches('(')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| fmt_err(path, "bad shape in .npy header"))?;
+    Ok(NpyHeader {
+        descr,
+        fortran_order,
+        shape,
+        data_offset: offset + len,
+    })
+}
+
+fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("'{key}':");
+    let rest = text.split(&pat).nth(1)?.trim_start();
+    let end = rest.find(',').unwrap_or(rest.len());
+    Some(rest[..end].trim())
+}
+
+/// The element type named by a numpy `descr` string.
+pub fn dtype_of_descr(descr: &str) -> Option<DType> {
+    let d = descr.trim_start_matches(['<', '|', '=']);
+    Some(match d {
+        "f4" => DType::F32,
+        "f8" => DType::F64,
+        "f2" => DType::F16,
+        "i1" => DType::I8,
+        "i2" => DType::I16,
+        "i4" => DType::I32,
+        "i8" => DType::I64,
+        "u1" => DType::U8,
+        "u2" => DType::U16,
+        "u4" => DType::U32,
+        "u8" => DType::U64,
+        "b1" => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// Reads an `.npy` file of any supported element type.
+pub fn read_npy(path: &Path) -> Result<Tensor> {
+    let header = read_npy_header(path)?;
+    let dtype = dtype_of_descr(&header.descr)
+        .ok_or_else(|| fmt_err(path, format!("unsupported .npy dtype '{}'", header.descr)))?;
+    if dtype == DType::F16 {
+        return read_npy_f16(path, &header);
+    }
+    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let reader = BufReader::new(file);
+    macro_rules! rd {
+        ($t:ty) => {
+            ArrayD::<$t>::read_npy(reader)
+                .map(Tensor::from)
+                .map_err(|e| fmt_err(path, e.to_string()))
+        };
+    }
+    match dtype {
+        DType::F32 => rd!(f32),
+        DType::F64 => rd!(f64),
+        DType::I8 => rd!(i8),
+        DType::I16 => rd!(i16),
+        DType::I32 => rd!(i32),
+        DType::I64 => rd!(i64),
+        DType::U8 => rd!(u8),
+        DType::U16 => rd!(u16),
+        DType::U32 => rd!(u32),
+        DType::U64 => rd!(u64),
+        DType::Bool => rd!(bool),
+        other => Err(fmt_err(path, format!("unsupported .npy dtype {other}"))),
+    }
+}
+
+fn read_npy_f16(path: &Path, h: &NpyHeader) -> Result<Tensor> {
+    if h.descr.starts_with('>') || h.fortran_order {
+        return Err(fmt_err(
+            path,
+            "big-endian or Fortran-order float16 .npy is not supported",
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let n: usize = h.shape.iter().product();
+    let data = bytes
+        .get(h.data_offset..h.data_offset + 2 * n)
+        .ok_or_else(|| fmt_err(path, "truncated .npy data"))?;
+    let v: Vec<f16> = data
+        .chunks_exact(2)
+        .map(|c| f16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    Tensor::from_vec(&h.shape, v)
+}
+
+/// Writes `t` to `path` as `.npy`, atomically (temp file + rename).
+pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
+    write_atomic(path, |w| write_npy_to(w, t).map_err(|e| fmt_err(path, e)))
+}
+
+fn write_npy_to(w: &mut dyn Write, t: &Tensor) -> std::result::Result<(), String> {
+    let t = t.clone().into_standard_layout();
+    macro_rules! wr {
+        ($a:expr) => {
+            $a.write_npy(w).map_err(|e| e.to_string())
+        };
+    }
+    match &t {
+        Tensor::F32(a) => wr!(a),
+        Tensor::F64(a) => wr!(a),
+        Tensor::I8(a) => wr!(a),
+        Tensor::I16(a) => wr!(a),
+        Tensor::I32(a) => wr!(a),
+        Tensor::I64(a) => wr!(a),
+        Tensor::U8(a) => wr!(a),
+        Tensor::U16(a) => wr!(a),
+        Tensor::U32(a) => wr!(a),
+        Tensor::U64(a) => wr!(a),
+        Tensor::Bool(a) => wr!(a),
+        Tensor::F16(a) => write_f16_npy(w, a),
+        Tensor::BF16(a) => wr!(a.mapv(|v| v.to_f32())),
+        Tensor::Str(_) => Err("string tensors cannot be written as .npy".into()),
+    }
+}
+
+fn write_f16_npy(w: &mut dyn Write, a: &ArrayD<f16>) -> std::result::Result<(), String> {
+    let shape: Vec<String> = a.shape().iter().map(|d| d.to_string()).collect();
+    let shape_txt = if shape.len() == 1 {
+        format!("({},)", shape[0])
+    } else {
+        format!("({})", shape.join(", "))
+    };
+    let mut header = format!("{{'descr': '<f2', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 2 * a.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in a.iter() {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    w.write_all(&out).map_err(|e| e.to_string())
+}
+
+/// Reads a raw little-endian binary file as a tensor of `dtype` and `shape`.
+pub fn read_raw(path: &Path, dtype: DType, shape: &[usize]) -> Result<Tensor> {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let n: usize = shape.iter().product();
+    let want = n * dtype.size_of();
+    if bytes.len() != want {
+        return Err(fmt_err(
+            path,
+            format!(
+                "has {} bytes, expected {want} for {dtype}{shape:?}",
+                bytes.len()
+            ),
+        ));
+    }
+    macro_rules! le {
+        ($t:ty, $w:expr) => {{
+            let v: Vec<$t> = bytes
+                .chunks_exact($w)
+                .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")))
+                .collect();
+            Tensor::from_vec(shape, v)
+        }};
+    }
+    match dtype {
+        DType::F32 => le!(f32, 4),
+        DType::F64 => le!(f64, 8),
+        DType::F16 => le!(f16, 2),
+        DType::I8 => le!(i8, 1),
+        DType::I16 => le!(i16, 2),
+        DType::I32 => le!(i32, 4),
+        DType::I64 => le!(i64, 8),
+        DType::U8 => le!(u8, 1),
+        DType::U16 => le!(u16, 2),
+        DType::U32 => le!(u32, 4),
+        DType::U64 => le!(u64, 8),
+        DType::Bool => Tensor::from_vec(shape, bytes.iter().map(|&b| b != 0).collect()),
+        other => Err(fmt_err(
+            path,
+            format!("raw files of {other} are not supported"),
+        )),
+    }
+}
+
+/// Writes a file atomically: `fill` writes into a temp file next to `path`,
+/// which is renamed over `path` only when `fill` succeeds.
+pub fn write_atomic<E>(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E>
+where
+    E: From<TensorError>,
+{
+    let tmp = temp_path(path);
+    let file = std::fs::File::create(&tmp).map_err(|e| io_err(path, e))?;
+    let mut w = BufWriter::new(file);
+    let res = fill(&mut w);
+    let flushed = w.flush().map_err(|e| io_err(path, e));
+    match (res, flushed) {
+        (Ok(()), Ok(())) => std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            E::from(io_err(path, e))
+        }),
+        (Err(e), _) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+        (_, Err(e)) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(E::from(e))
+        }
+    }
+}
+
+/// The temp file used by [`write_atomic`] for `path`.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trip_all_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = vec![
+            Tensor::from_vec(&[2, 3], vec![1.5f32, -2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
+            Tensor::from_vec(&[3], vec![1i64, -2, 3]).unwrap(),
+            Tensor::from_vec(&[2], vec![-1i8, 7]).unwrap(),
+            Tensor::from_vec(&[1], vec![300i16]).unwrap(),
+            Tensor::from_vec(&[2], vec![true, false]).unwrap(),
+            Tensor::from_vec(&[2, 1], vec![f16::from_f32(0.5), f16::from_f32(-3.0)]).unwrap(),
+            Tensor::scalar(7u8),
+        ];
+        for (i, t) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("{i}.npy"));
+            write_npy(&p, t).unwrap();
+            assert_eq!(&read_npy(&p).unwrap(), t, "case {i}");
+        }
+    }
+
+    #[test]
+    fn bad_npy_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        std::fs::write(&p, b"hello").unwrap();
+        let e = read_npy(&p).unwrap_err().to_string();
+        assert!(e.contains("x.npy") && e.contains("not an .npy"), "{e}");
+    }
+
+    #[test]
+    fn raw_size_mismatch_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.bin");
+        std::fs::write(&p, [0u8; 10]).unwrap();
+        let e = read_raw(&p, DType::F32, &[2, 2]).unwrap_err().to_string();
+        assert!(e.contains("expected 16"), "{e}");
+    }
+}

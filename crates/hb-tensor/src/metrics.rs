@@ -1,0 +1,133 @@
+//! Similarity metrics between a reference (float) and a test (quantized)
+//! tensor, defined exactly as the Horizon tools define them (see
+//! `docs/metrics.md`). Inputs are flattened; f64 accumulation.
+
+/// Cosine similarity `a·b / (max(‖a‖,1e-8) · max(‖b‖,1e-8))`.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64, y as f64);
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    dot / (na.sqrt().max(1e-8) * nb.sqrt().max(1e-8))
+}
+
+/// Mean squared error.
+pub fn mse(a: &[f32], b: &[f32]) -> f64 {
+    mean(
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (x as f64 - y as f64).powi(2)),
+        a.len(),
+    )
+}
+
+/// "mre" as the Horizon tools compute it: the mean ABSOLUTE error.
+pub fn mre(a: &[f32], b: &[f32]) -> f64 {
+    l1_distance(a, b)
+}
+
+/// Horizon's sqnr: `10·log10(‖a‖₂ / ‖a−b‖₂)` (norms, not energies); +inf when equal.
+pub fn sqnr(a: &[f32], b: &[f32]) -> f64 {
+    let na = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let nd = l2_norm_diff(a, b);
+    if nd == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (na / nd).log10()
+    }
+}
+
+/// Maximum absolute difference.
+pub fn chebyshev(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+/// L1 distance: mean |a − b|.
+pub fn l1_distance(a: &[f32], b: &[f32]) -> f64 {
+    mean(
+        a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()),
+        a.len(),
+    )
+}
+
+/// L2 distance: ‖a − b‖₂ / N.
+pub fn l2_distance(a: &[f32], b: &[f32]) -> f64 {
+    if a.is_empty() {
+        0.0
+    } else {
+        l2_norm_diff(a, b) / a.len() as f64
+    }
+}
+
+/// Maximum absolute error divided by the reference's value range (max − min).
+pub fn max_abs_rel_to_range(a: &[f32], b: &[f32]) -> f64 {
+    let (lo, hi) = a
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+            (l.min(x), h.max(x))
+        });
+    let range = (hi - lo) as f64;
+    let m = chebyshev(a, b);
+    if range > 0.0 {
+        m / range
+    } else {
+        m
+    }
+}
+
+/// Number of distinct values (bitwise, NaNs counted once each pattern).
+pub fn unique_count(a: &[f32]) -> usize {
+    let mut bits: Vec<u32> = a.iter().map(|x| x.to_bits()).collect();
+    bits.sort_unstable();
+    bits.dedup();
+    bits.len()
+}
+
+fn l2_norm_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn mean(it: impl Iterator<Item = f64>, n: usize) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        it.sum::<f64>() / n as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_computed_values() {
+        let a = [1.0f32, 2.0, 3.0, 4.0];
+        let b = [1.0f32, 2.5, 2.0, 4.0];
+        // diffs: 0, -0.5, 1, 0
+        assert!((mse(&a, &b) - 1.25 / 4.0).abs() < 1e-12);
+        assert!((mre(&a, &b) - 1.5 / 4.0).abs() < 1e-12);
+        assert!((chebyshev(&a, &b) - 1.0).abs() < 1e-12);
+        assert!((l2_distance(&a, &b) - 1.25f64.sqrt() / 4.0).abs() < 1e-12);
+        let dot = 1.0 + 5.0 + 6.0 + 16.0;
+        let cos = dot / (30f64.sqrt() * (1.0f64 + 6.25 + 4.0 + 16.0).sqrt());
+        assert!((cosine(&a, &b) - cos).abs() < 1e-12);
+        assert!((sqnr(&a, &b) - 10.0 * (30f64.sqrt() / 1.25f64.sqrt()).log10()).abs() < 1e-12);
+        assert_eq!(unique_count(&b), 4);
+    }
+
+    #[test]
+    fn zero_vectors_do_not_divide_by_zero() {
+        assert_eq!(cosine(&[0.0; 3], &[0.0; 3]), 0.0);
+        assert_eq!(sqnr(&[1.0], &[1.0]), f64::INFINITY);
+    }
+}

@@ -1,0 +1,52 @@
+//! Project automation: `cargo xtask <task>`.
+//!
+//! - `codegen [--check]`: regenerate `crates/hb-onnx-proto/src/onnx.rs` from
+//!   the vendored `onnx.proto` with protox + prost-build (no protoc binary);
+//!   `--check` fails when the committed file differs.
+//! - `bench`: float latency of each fixture, side by side with ONNX Runtime
+//!   when Python onnxruntime is available; writes `docs/benchmarks.md`.
+//! - `onnx-suite [--promote]`: run the ONNX node conformance cases.
+
+mod bench;
+mod codegen;
+
+use anyhow::{bail, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        bail!("usage: cargo xtask <codegen [--check] | bench [--runs N] | onnx-suite [--promote]>");
+    };
+    let rest = &args[1..];
+    match task.as_str() {
+        "codegen" => codegen::run(rest.iter().any(|a| a == "--check")),
+        "bench" => bench::run(rest),
+        "onnx-suite" => {
+            let mut cmd = std::process::Command::new(env!("CARGO"));
+            cmd.args([
+                "run",
+                "--release",
+                "-p",
+                "hb-testkit",
+                "--bin",
+                "onnx-suite",
+                "--",
+            ]);
+            cmd.args(rest);
+            let status = cmd.current_dir(workspace_root()).status()?;
+            if !status.success() {
+                bail!("onnx-suite failed");
+            }
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`"),
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
