@@ -1,0 +1,100 @@
+//! Exit codes and the error type every tool returns.
+//!
+//! Exit codes: 0 success, 1 a comparison failed its threshold, 2 bad input
+//! or usage. Errors print as ONE line: `<tool>: error: <message>`.
+
+use std::process::ExitCode;
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct ToolError {
+    /// Process exit code.
+    pub code: u8,
+    /// One-line message.
+    pub message: String,
+}
+
+impl ToolError {
+    /// Bad input or usage (exit 2).
+    pub fn input(msg: impl std::fmt::Display) -> Self {
+        ToolError {
+            code: 2,
+            message: one_line(&msg.to_string()),
+        }
+    }
+
+    /// A comparison failed (exit 1).
+    pub fn failed(msg: impl std::fmt::Display) -> Self {
+        ToolError {
+            code: 1,
+            message: one_line(&msg.to_string()),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for ToolError {
+    fn from(e: E) -> Self {
+        ToolError::input(e)
+    }
+}
+
+/// Result type of tool entry points.
+pub type ToolResult<T> = Result<T, ToolError>;
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Runs a tool body: prints errors as one line, maps them (and panics) to exit codes.
+pub fn run_tool(
+    tool: &str,
+    body: impl FnOnce() -> ToolResult<()> + std::panic::UnwindSafe,
+) -> ExitCode {
+    std::panic::set_hook(Box::new(|_| {}));
+    match std::panic::catch_unwind(body) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("{tool}: error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown".into());
+            eprintln!(
+                "{tool}: error: internal error (please report): {}",
+                one_line(&msg)
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads a model with a message that names the file.
+pub fn load_model(path: &std::path::Path) -> ToolResult<hb_ir::Model> {
+    if !path.exists() {
+        return Err(ToolError::input(format!(
+            "{}: no such file",
+            path.display()
+        )));
+    }
+    hb_ir::load_model(path).map_err(ToolError::input)
+}
+
+/// Parses clap arguments, mapping usage errors to exit code 2 (help/version to 0).
+pub fn parse_args<T: clap::Parser>() -> Result<T, ExitCode> {
+    match T::try_parse() {
+        Ok(a) => Ok(a),
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            Err(ExitCode::from(code))
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `hb-model-exec`: run a model on input files, write outputs (and every
+//! intermediate value) as `.npy`, and time it.
+
+use crate::cli::{ToolError, ToolResult};
+use crate::inputs::{read_inputs, Sample};
+use crate::names::file_safe;
+use hb_float::{Session, ValueDump};
+use hb_ir::Model;
+use hb_tensor::{io, Tensor};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Outputs (and optionally intermediates) of one sample.
+pub struct SampleResult {
+    /// `(output name, tensor)` in graph order.
+    pub outputs: Vec<(String, Tensor)>,
+    /// `(node name, value name, tensor)` in execution order, when dumping.
+    pub intermediates: Vec<(String, String, Tensor)>,
+}
+
+/// Builds a rayon pool with `threads` threads (None = all cores).
+pub fn thread_pool(threads: Option<usize>) -> ToolResult<rayon::ThreadPool> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(ToolError::input("--thread-num must be at least 1"));
+        }
+        b = b.num_threads(n);
+    }
+    b.build()
+        .map_err(|e| ToolError::input(format!("cannot start {threads:?} threads: {e}")))
+}
+
+/// Runs every sample; all results are computed before anything is written.
+pub fn run_samples(
+    session: &Session,
+    samples: &[Sample],
+    dump: bool,
+    pool: &rayon::ThreadPool,
+) -> ToolResult<Vec<SampleResult>> {
+    pool.install(|| {
+        samples
+            .iter()
+            .map(|s| {
+                if dump {
+                    let mut d = ValueDump::default();
+                    let outputs = session.run_with_hook(s, &mut d)?;
+                    Ok(SampleResult {
+                        outputs,
+                        intermediates: d.values,
+                    })
+                } else {
+                    Ok(SampleResult {
+                        outputs: session.run(s)?,
+                        intermediates: Vec::new(),
+                    })
+                }
+            })
+            .collect()
+    })
+}
+
+/// Writes results under `dir`: one sample → `<dir>/<output>.npy`; several →
+/// `<dir>/<output>/<k>.npy`. Intermediates go to `<dir>/intermediate[/<k>]/<index>_<value>.npy`.
+/// Returns the files written.
+pub fn write_results(dir: &Path, results: &[SampleResult]) -> ToolResult<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let many = results.len() > 1;
+    let mkdir = |d: &Path| {
+        std::fs::create_dir_all(d).map_err(|e| ToolError::input(format!("{}: {e}", d.display())))
+    };
+    mkdir(dir)?;
+    for (k, r) in results.iter().enumerate() {
+        for (name, t) in &r.outputs {
+            let p = if many {
+                let d = dir.join(file_safe(name));
+                mkdir(&d)?;
+                d.join(format!("{k}.npy"))
+            } else {
+                dir.join(format!("{}.npy", file_safe(name)))
+            };
+            write_tensor(&p, t)?;
+            written.push(p);
+        }
+        if !r.intermediates.is_empty() {
+            let d = if many {
+                dir.join("intermediate").join(k.to_string())
+            } else {
+                dir.join("intermediate")
+            };
+            mkdir(&d)?;
+            for (i, (_, value, t)) in r.intermediates.iter().enumerate() {
+                let p = d.join(format!("{i:04}_{}.npy", file_safe(value)));
+                write_tensor(&p, t)?;
+                written.push(p);
+            }
+        }
+    }
+    Ok(written)
+}
+
+fn write_tensor(p: &Path, t: &Tensor) -> ToolResult<()> {
+    match t {
+        Tensor::Str(_) => Err(ToolError::input(format!(
+            "{}: string outputs cannot be saved as .npy",
+            p.display()
+        ))),
+        _ => io::write_npy(p, t).map_err(ToolError::input),
+    }
+}
+
+/// Timing of repeated runs.
+#[derive(Debug, serde::Serialize)]
+pub struct PerfReport {
+    /// Compute threads.
+    pub threads: usize,
+    /// Runs timed.
+    pub frame_count: usize,
+    /// Total wall time in ms.
+    pub total_ms: f64,
+    /// Mean latency in ms.
+    pub average_ms: f64,
+    /// Median latency in ms.
+    pub median_ms: f64,
+    /// Frames per second.
+    pub fps: f64,
+}
+
+/// Times `frames` runs of `sample` (after one warm-up run).
+pub fn perf(
+    session: &Session,
+    sample: &Sample,
+    frames: usize,
+    pool: &rayon::ThreadPool,
+) -> ToolResult<PerfReport> {
+    let frames = frames.max(1);
+    pool.install(|| -> ToolResult<PerfReport> {
+        session.run(sample)?;
+        let mut times = Vec::with_capacity(frames);
+        let start = Instant::now();
+        for _ in 0..frames {
+            let t = Instant::now();
+            session.run(sample)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let total_ms = start.elapsed().as_secs_f64() * 1e3;
+        times.sort_by(f64::total_cmp);
+        Ok(PerfReport {
+            threads: pool.current_num_threads(),
+            frame_count: frames,
+            total_ms,
+            average_ms: total_ms / frames as f64,
+            median_ms: times[times.len() / 2],
+            fps: frames as f64 / (total_ms / 1e3),
+        })
+    })
+}
+
+/// Deterministic synthetic inputs of each input's declared type and shape
+/// (dynamic dims taken as 1): floats in [-1, 1), integers 0.
+pub fn synthetic_inputs(model: &Model) -> ToolResult<Sample> {
+    let mut s = Sample::new();
+    for v in &model.graph.inputs {
+        let shape: Vec<usize> = v
+            .shape
+            .as_ref()
+            .map(|d| {
+                d.iter()
+                    .map(|x| if let hb_ir::Dim::Fixed(n) = x { *n } else { 1 })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dtype = v.dtype().ok_or_else(|| {
+            ToolError::input(format!(
+                "input '{}' has unsupported type {}",
+                v.name,
+                v.dtype_name()
+            ))
+        })?;
+        let n: usize = shape.iter().product();
+        let mut state = 0x2545F491u32;
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect();
+        let t = Tensor::from_vec(&shape, data)?;
+        let t = if dtype.is_float() {
+            t.cast(dtype)?
+        } else {
+            Tensor::zeros(dtype, &shape)
+        };
+        s.insert(v.name.clone(), t);
+    }
+    Ok(s)
+}
+
+/// Reads `--input-file` for a model, or makes synthetic inputs when absent.
+pub fn inputs_or_synthetic(model: &Model, spec: Option<&str>) -> ToolResult<Vec<Sample>> {
+    match spec {
+        Some(s) => read_inputs(&model.graph, s),
+        None => Ok(vec![synthetic_inputs(model)?]),
+    }
+}
