@@ -36,3 +36,12 @@ fn tempdir() -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    /// CI: the committed prost output matches `onnx.proto`.
+    #[test]
+    fn committed_onnx_rs_is_current() {
+        super::run(true).expect("crates/hb-onnx-proto/src/onnx.rs is stale: run `cargo xtask codegen`");
+    }
+}

@@ -37,3 +37,45 @@ pub fn load_samples(set_dir: &Path, names: &[String]) -> Result<Vec<HashMap<Stri
         })
         .collect()
 }
+
+/// One model file of a fixture and where its ORT reference outputs are.
+#[derive(Debug, Clone)]
+pub struct FixtureModel {
+    /// Fixture name (folder).
+    pub fixture: String,
+    /// The `.onnx` file.
+    pub model: PathBuf,
+    /// Folder of ORT outputs `<output>/<k>.npy` for the test samples.
+    pub ort_dir: PathBuf,
+    /// Folder of held-out inputs `<input>/<k>.npy`.
+    pub test_dir: PathBuf,
+    /// Folder of calibration inputs.
+    pub calib_dir: PathBuf,
+}
+
+/// Every fixture model listed in `fixtures/*/meta.json` (`models[].file`, `models[].ort_dir`).
+pub fn all_models() -> Result<Vec<FixtureModel>> {
+    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("meta.json").exists())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("meta.json"))?)?;
+        let fixture = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let models = meta["models"].as_array().cloned().unwrap_or_default();
+        for m in models {
+            let file = m["file"].as_str().context("models[].file")?;
+            let ort = m["ort_dir"].as_str().unwrap_or("ort");
+            out.push(FixtureModel {
+                fixture: fixture.clone(),
+                model: d.join(file),
+                ort_dir: d.join(ort),
+                test_dir: d.join("test"),
+                calib_dir: d.join("calib"),
+            });
+        }
+    }
+    Ok(out)
+}
