@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn npy_round_trip_all_types() {
         let dir = tempfile::tempdir().unwrap();
-        let cases = vec![
+        let cases = [
             Tensor::from_vec(&[2, 3], vec![1.5f32, -2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
             Tensor::from_vec(&[3], vec![1i64, -2, 3]).unwrap(),
             Tensor::from_vec(&[2], vec![-1i8, 7]).unwrap(),

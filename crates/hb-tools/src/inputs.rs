@@ -5,6 +5,7 @@
 //! - `name:a.npy,other:b.npy`: files by input name, any order;
 //! - a folder holding one sub-folder per input (`<dir>/<input>/<k>.npy`):
 //!   every sample k is one run; a folder of `.npy` files for a one-input model.
+//!
 //! `.bin`/`.raw` files are raw little-endian data of the input's declared type and shape.
 
 use crate::cli::{ToolError, ToolResult};
