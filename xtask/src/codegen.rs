@@ -42,6 +42,7 @@ mod tests {
     /// CI: the committed prost output matches `onnx.proto`.
     #[test]
     fn committed_onnx_rs_is_current() {
-        super::run(true).expect("crates/hb-onnx-proto/src/onnx.rs is stale: run `cargo xtask codegen`");
+        super::run(true)
+            .expect("crates/hb-onnx-proto/src/onnx.rs is stale: run `cargo xtask codegen`");
     }
 }

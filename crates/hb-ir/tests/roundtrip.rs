@@ -12,7 +12,12 @@ fn fixtures() -> PathBuf {
 #[test]
 fn fixture_models_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    for m in ["digits_cnn/model.onnx", "resnet_tiny/model.onnx", "sem_decoder/model.onnx", "seg_head/model.onnx"] {
+    for m in [
+        "digits_cnn/model.onnx",
+        "resnet_tiny/model.onnx",
+        "sem_decoder/model.onnx",
+        "seg_head/model.onnx",
+    ] {
         let a = load_model(&fixtures().join(m)).unwrap();
         let p = dir.path().join("m.onnx");
         save_model(&a, &p).unwrap();
@@ -32,9 +37,14 @@ fn model_over_100_mb_loads() {
     let mut g = Graph::default();
     g.inputs.push(ValueInfo::tensor("x", DType::F32, &[n]));
     g.outputs.push(ValueInfo::tensor("y", DType::F32, &[n]));
-    g.initializers.insert("w".into(), Arc::new(Tensor::from_vec(&[n], data).unwrap()));
+    g.initializers
+        .insert("w".into(), Arc::new(Tensor::from_vec(&[n], data).unwrap()));
     g.nodes.push(Node::new("add", "Add", &["x", "w"], &["y"]));
-    let mut m = Model { ir_version: 8, graph: g, ..Default::default() };
+    let mut m = Model {
+        ir_version: 8,
+        graph: g,
+        ..Default::default()
+    };
     m.opsets.insert(String::new(), 13);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("big.onnx");

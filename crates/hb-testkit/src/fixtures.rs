@@ -62,8 +62,12 @@ pub fn all_models() -> Result<Vec<FixtureModel>> {
         .collect();
     dirs.sort();
     for d in dirs {
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("meta.json"))?)?;
-        let fixture = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("meta.json"))?)?;
+        let fixture = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let models = meta["models"].as_array().cloned().unwrap_or_default();
         for m in models {
             let file = m["file"].as_str().context("models[].file")?;

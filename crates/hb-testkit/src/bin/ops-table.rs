@@ -14,8 +14,18 @@ fn main() -> anyhow::Result<()> {
     // op → (passed, total) over cases whose main (first non-Constant) op it is.
     let mut per_op: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for r in &results {
-        let Ok(model) = hb_ir::load_model(&dir.join(&r.name).join("model.onnx")) else { continue };
-        let Some(op) = model.graph.nodes.iter().map(|n| n.op_type.clone()).find(|o| o != "Constant") else { continue };
+        let Ok(model) = hb_ir::load_model(&dir.join(&r.name).join("model.onnx")) else {
+            continue;
+        };
+        let Some(op) = model
+            .graph
+            .nodes
+            .iter()
+            .map(|n| n.op_type.clone())
+            .find(|o| o != "Constant")
+        else {
+            continue;
+        };
         let e = per_op.entry(op).or_default();
         e.1 += 1;
         e.0 += r.outcome.is_ok() as usize;
@@ -30,12 +40,24 @@ fn main() -> anyhow::Result<()> {
     );
     for (domain, op) in registry.ops() {
         let (p, t) = per_op.get(&op).copied().unwrap_or((0, 0));
-        let d = if domain.is_empty() { "ai.onnx".to_string() } else { domain };
-        let cases = if t == 0 { "—".to_string() } else { format!("{p} / {t}") };
+        let d = if domain.is_empty() {
+            "ai.onnx".to_string()
+        } else {
+            domain
+        };
+        let cases = if t == 0 {
+            "—".to_string()
+        } else {
+            format!("{p} / {t}")
+        };
         md += &format!("| {op} | {d} | {cases} |\n");
     }
     let out = hb_testkit::workspace_root().join("docs/supported-ops.md");
     std::fs::write(&out, md)?;
-    println!("wrote {} ({} ops, {passed} cases pass)", out.display(), registry.ops().len());
+    println!(
+        "wrote {} ({} ops, {passed} cases pass)",
+        out.display(),
+        registry.ops().len()
+    );
     Ok(())
 }
