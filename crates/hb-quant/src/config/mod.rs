@@ -527,7 +527,7 @@ fn parse_inputs(s: &Section, ignored: &mut Vec<Ignored>) -> Result<Vec<InputPara
                 nums("scale_value")?,
                 nums("std_value")?,
             );
-            if std.iter().any(|&v| v == 0.0) {
+            if std.contains(&0.0) {
                 return Err(s.err("std_value", "must not be 0"));
             }
             let derived = match (mean.is_empty(), scale.is_empty() && std.is_empty()) {
