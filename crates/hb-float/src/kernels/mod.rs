@@ -3,6 +3,7 @@
 
 pub mod gather;
 pub mod generate;
+pub mod pad;
 pub mod remap;
 pub mod shape_ops;
 pub mod util;
@@ -14,4 +15,5 @@ pub fn register_all(r: &mut Registry) {
     shape_ops::register(r);
     gather::register(r);
     generate::register(r);
+    pad::register(r);
 }

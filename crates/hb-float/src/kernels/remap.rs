@@ -3,7 +3,8 @@
 
 use crate::error::OpResult;
 use crate::invalid;
-use hb_tensor::Tensor;
+use hb_tensor::tensor::Element;
+use hb_tensor::{with_tensor, Tensor};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use std::borrow::Cow;
 
@@ -141,4 +142,21 @@ pub fn to_dims(v: &[i64]) -> OpResult<Vec<usize>> {
     v.iter()
         .map(|&d| usize::try_from(d).map_err(|_| invalid!("negative dimension {d} in {v:?}")))
         .collect()
+}
+
+fn remap_as<T: Element>(
+    a: &ArrayD<T>,
+    maps: &[Vec<Option<usize>>],
+    fill: &Tensor,
+) -> OpResult<Tensor> {
+    let f = fill
+        .as_array::<T>()
+        .and_then(|x| x.iter().next().cloned())
+        .ok_or_else(|| invalid!("fill value type differs from data"))?;
+    Ok(T::wrap(remap_axes(a, maps, &f)?))
+}
+
+/// [`remap_axes`] on any tensor; `fill` is a one-element tensor of the same type.
+pub fn remap_tensor(x: &Tensor, maps: &[Vec<Option<usize>>], fill: &Tensor) -> OpResult<Tensor> {
+    with_tensor!(x, a => remap_as(a, maps, fill))
 }
