@@ -5,6 +5,7 @@ pub mod gather;
 pub mod generate;
 pub mod pad;
 pub mod remap;
+pub mod resize;
 pub mod shape_ops;
 pub mod util;
 
@@ -16,4 +17,5 @@ pub fn register_all(r: &mut Registry) {
     gather::register(r);
     generate::register(r);
     pad::register(r);
+    resize::register(r);
 }
