@@ -1,0 +1,143 @@
+//! Pad: constant / reflect / edge / wrap modes, negative pads crop.
+
+use super::remap::remap_tensor;
+use super::util::{attr_err, input, ints_input, norm_axis, one, opt_input};
+use crate::error::OpResult;
+use crate::invalid;
+use crate::registry::{OpCtx, Registry};
+use hb_tensor::Tensor;
+
+/// Registers Pad.
+pub fn register(r: &mut Registry) {
+    r.register("Pad", pad);
+}
+
+/// How positions outside the input are filled.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum PadMode {
+    /// A constant value.
+    Constant,
+    /// Mirror without repeating the edge.
+    Reflect,
+    /// Repeat the edge element.
+    Edge,
+    /// Wrap around.
+    Wrap,
+}
+
+impl PadMode {
+    fn parse(s: &str) -> OpResult<Self> {
+        Ok(match s {
+            "constant" => PadMode::Constant,
+            "reflect" => PadMode::Reflect,
+            "edge" => PadMode::Edge,
+            "wrap" => PadMode::Wrap,
+            other => return Err(invalid!("unknown pad mode '{other}'")),
+        })
+    }
+}
+
+/// Source index along one axis for every output position (`None` = fill).
+pub fn pad_map(n: usize, begin: i64, end: i64, mode: PadMode) -> OpResult<Vec<Option<usize>>> {
+    let len = n as i64 + begin + end;
+    if len < 0 {
+        return Err(invalid!("pads {begin},{end} crop more than the dimension {n}"));
+    }
+    if n == 0 && len > 0 && mode != PadMode::Constant {
+        return Err(invalid!("cannot {mode:?}-pad an empty dimension"));
+    }
+    let ni = n as i64;
+    (0..len)
+        .map(|o| {
+            let j = o - begin;
+            Ok(match mode {
+                PadMode::Constant => (0..ni).contains(&j).then_some(j as usize),
+                PadMode::Edge => Some(j.clamp(0, ni - 1) as usize),
+                PadMode::Wrap => Some(j.rem_euclid(ni) as usize),
+                PadMode::Reflect => Some(reflect(j, ni) as usize),
+            })
+        })
+        .collect()
+}
+
+/// Mirrors `j` into `[0, n)` without repeating the edges.
+fn reflect(j: i64, n: i64) -> i64 {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let m = j.rem_euclid(period);
+    if m >= n {
+        period - m
+    } else {
+        m
+    }
+}
+
+/// Per-axis `(begin, end)` pads from the ONNX pads list and optional axes.
+fn axis_pads(rank: usize, pads: &[i64], axes: Option<Vec<i64>>) -> OpResult<Vec<(i64, i64)>> {
+    let axes: Vec<usize> = match axes {
+        Some(a) => a
+            .iter()
+            .map(|&x| norm_axis(x, rank))
+            .collect::<OpResult<_>>()?,
+        None => (0..rank).collect(),
+    };
+    let k = axes.len();
+    if pads.len() != 2 * k {
+        return Err(invalid!("pads {pads:?} do not fit {k} axes"));
+    }
+    let mut out = vec![(0, 0); rank];
+    for (i, &a) in axes.iter().enumerate() {
+        out[a] = (pads[i], pads[i + k]);
+    }
+    Ok(out)
+}
+
+fn pad(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let mode = PadMode::parse(&ctx.node.string_or("mode", "constant").map_err(attr_err)?)?;
+    let (pads, fill, axes) = if ctx.opset >= 11 {
+        let pads = ints_input(inputs, 1)?.ok_or_else(|| invalid!("Pad needs pads"))?;
+        let fill = match opt_input(inputs, 2) {
+            Some(t) if !t.is_empty() => t.clone(),
+            _ => Tensor::zeros(x.dtype(), &[1]),
+        };
+        (pads, fill, ints_input(inputs, 3)?)
+    } else {
+        let pads = ctx.node.get_ints("pads").map_err(attr_err)?;
+        let v = ctx.node.float_or("value", 0.0).map_err(attr_err)?;
+        let pads = pads.ok_or_else(|| invalid!("Pad needs pads"))?;
+        (pads, Tensor::scalar(v).cast(x.dtype())?, None)
+    };
+    let per_axis = axis_pads(x.rank(), &pads, axes)?;
+    let maps = x
+        .shape()
+        .iter()
+        .zip(&per_axis)
+        .map(|(&n, &(b, e))| pad_map(n, b, e, mode))
+        .collect::<OpResult<Vec<_>>>()?;
+    one(remap_tensor(x, &maps, &fill)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_map() {
+        // [a b c] reflect-padded by 2 on both sides: c b | a b c | b a
+        let m = pad_map(3, 2, 2, PadMode::Reflect).unwrap();
+        let v: Vec<usize> = m.into_iter().flatten().collect();
+        assert_eq!(v, vec![2, 1, 0, 1, 2, 1, 0]);
+    }
+
+    #[test]
+    fn negative_pads_crop_and_errors() {
+        let m = pad_map(4, -1, 1, PadMode::Constant).unwrap();
+        assert_eq!(m, vec![Some(1), Some(2), Some(3), None]);
+        assert!(pad_map(2, -2, -1, PadMode::Constant).is_err());
+        assert!(pad_map(0, 1, 0, PadMode::Edge).is_err());
+        assert!(axis_pads(2, &[1, 1, 1], None).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! Generic data-movement helpers shared by the data-movement kernels:
+//! contiguous copies, reshapes and per-axis index remapping.
+
+use crate::error::OpResult;
+use crate::invalid;
+use hb_tensor::tensor::Element;
+use hb_tensor::{with_tensor, Tensor};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use std::borrow::Cow;
+
+/// A standard-layout owned copy of `v`, copying row by row (the inner loop
+/// walks the last axis with its stride, no per-element index arithmetic).
+pub fn to_standard<T: Clone>(v: ArrayViewD<'_, T>) -> ArrayD<T> {
+    if v.is_standard_layout() || v.ndim() == 0 {
+        return v.to_owned();
+    }
+    let shape = v.shape().to_vec();
+    let mut data = Vec::with_capacity(v.len());
+    for row in v.rows() {
+        data.extend(row.iter().cloned());
+    }
+    // The row copy fills the shape exactly; the fallback is never taken.
+    ArrayD::from_shape_vec(IxDyn(&shape), data)
+        .unwrap_or_else(|_| v.as_standard_layout().into_owned())
+}
+
+/// The elements of `a` in row-major order, borrowed when already contiguous.
+pub fn std_data<'a, T: Clone>(a: &'a ArrayD<T>) -> Cow<'a, [T]> {
+    match a.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(to_standard(a.view()).into_iter().collect()),
+    }
+}
+
+/// `a` (any layout) with a new shape of the same element count.
+pub fn reshape_arr<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> OpResult<ArrayD<T>> {
+    let n: usize = shape.iter().product();
+    if n != a.len() {
+        return Err(invalid!(
+            "cannot reshape {:?} ({} elements) to {:?}",
+            a.shape(),
+            a.len(),
+            shape
+        ));
+    }
+    let data = std_data(a).into_owned();
+    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| invalid!("{e}"))
+}
+
+/// Any tensor with a new shape of the same element count.
+pub fn reshape_tensor(t: &Tensor, shape: &[usize]) -> OpResult<Tensor> {
+    Ok(hb_tensor::map_tensor!(t, a => reshape_arr(a, shape)?))
+}
+
+/// Row-major strides of a shape.
+pub fn strides_of(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Builds an array whose element at output index `o` along every axis `k`
+/// is `src[maps[0][o0], maps[1][o1], ...]`, or `fill` when any map entry is
+/// `None`. Map entries must be in range for `src` (callers check).
+pub fn remap_axes<T: Clone>(
+    src: &ArrayD<T>,
+    maps: &[Vec<Option<usize>>],
+    fill: &T,
+) -> OpResult<ArrayD<T>> {
+    let rank = maps.len();
+    if rank != src.ndim() {
+        return Err(invalid!("remap of rank {} with {rank} maps", src.ndim()));
+    }
+    let out_shape: Vec<usize> = maps.iter().map(|m| m.len()).collect();
+    if rank == 0 {
+        return Ok(src.clone());
+    }
+    let bad = maps
+        .iter()
+        .zip(src.shape())
+        .any(|(m, &d)| m.iter().flatten().any(|&i| i >= d));
+    if bad {
+        return Err(invalid!("index out of range for shape {:?}", src.shape()));
+    }
+    let data = std_data(src);
+    let strides = strides_of(src.shape());
+    let total: usize = out_shape.iter().product();
+    let mut out = Vec::with_capacity(total);
+    if total > 0 {
+        let last = &maps[rank - 1];
+        let ls = strides[rank - 1];
+        let mut idx = vec![0usize; rank - 1];
+        loop {
+            let mut base = Some(0usize);
+            for (k, &i) in idx.iter().enumerate() {
+                base = match (base, maps[k][i]) {
+                    (Some(b), Some(s)) => Some(b + s * strides[k]),
+                    _ => None,
+                };
+            }
+            match base {
+                None => out.extend(std::iter::repeat_n(fill.clone(), last.len())),
+                Some(b) => out.extend(last.iter().map(|m| match m {
+                    Some(s) => data[b + s * ls].clone(),
+                    None => fill.clone(),
+                })),
+            }
+            if !next_index(&mut idx, &out_shape[..rank - 1]) {
+                break;
+            }
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(|e| invalid!("{e}"))
+}
+
+/// Advances a row-major odometer; false when it wraps around.
+pub fn next_index(idx: &mut [usize], shape: &[usize]) -> bool {
+    for k in (0..idx.len()).rev() {
+        idx[k] += 1;
+        if idx[k] < shape[k] {
+            return true;
+        }
+        idx[k] = 0;
+    }
+    false
+}
+
+/// Resolves a possibly negative index against `len`.
+pub fn norm_index(i: i64, len: usize) -> OpResult<usize> {
+    let n = len as i64;
+    let j = if i < 0 { i + n } else { i };
+    if j < 0 || j >= n {
+        return Err(invalid!("index {i} is out of range for a dimension of {len}"));
+    }
+    Ok(j as usize)
+}
+
+/// Converts a list of non-negative i64 dims to usize.
+pub fn to_dims(v: &[i64]) -> OpResult<Vec<usize>> {
+    v.iter()
+        .map(|&d| usize::try_from(d).map_err(|_| invalid!("negative dimension {d} in {v:?}")))
+        .collect()
+}
+
+fn remap_as<T: Element>(
+    a: &ArrayD<T>,
+    maps: &[Vec<Option<usize>>],
+    fill: &Tensor,
+) -> OpResult<Tensor> {
+    let f = fill
+        .as_array::<T>()
+        .and_then(|x| x.iter().next().cloned())
+        .ok_or_else(|| invalid!("fill value type differs from data"))?;
+    Ok(T::wrap(remap_axes(a, maps, &f)?))
+}
+
+/// [`remap_axes`] on any tensor; `fill` is a one-element tensor of the same type.
+pub fn remap_tensor(x: &Tensor, maps: &[Vec<Option<usize>>], fill: &Tensor) -> OpResult<Tensor> {
+    with_tensor!(x, a => remap_as(a, maps, fill))
+}

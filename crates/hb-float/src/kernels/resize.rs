@@ -1,0 +1,522 @@
+//! Resize (opsets 10–19) and Upsample (7–9).
+//!
+//! Nearest works on every element type through per-axis index maps.
+//! Linear and cubic are separable: each resized axis is interpolated in
+//! turn with a precomputed tap table (source row, weight) per output
+//! position; rows are combined as contiguous runs and the outer blocks are
+//! processed in parallel.
+
+use super::remap::{remap_tensor, to_dims};
+use super::util::{attr_err, input, norm_axis, one, opt_input};
+use crate::error::OpResult;
+use crate::registry::{OpCtx, Registry};
+use crate::{invalid, unsupported};
+use hb_tensor::Tensor;
+use rayon::prelude::*;
+
+/// Registers Resize and Upsample.
+pub fn register(r: &mut Registry) {
+    r.register("Resize", resize);
+    r.register("Upsample", upsample);
+}
+
+/// Interpolation mode.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Mode {
+    /// Nearest neighbour.
+    Nearest,
+    /// (Multi)linear.
+    Linear,
+    /// Cubic convolution.
+    Cubic,
+}
+
+/// `coordinate_transformation_mode`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Ctm {
+    /// `half_pixel`
+    HalfPixel,
+    /// `half_pixel_symmetric`
+    HalfPixelSymmetric,
+    /// `pytorch_half_pixel`
+    PytorchHalfPixel,
+    /// `align_corners`
+    AlignCorners,
+    /// `asymmetric`
+    Asymmetric,
+    /// `tf_half_pixel_for_nn`
+    TfHalfPixelForNn,
+    /// `tf_crop_and_resize`
+    TfCropAndResize,
+}
+
+/// `nearest_mode`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum NearestMode {
+    /// Round, ties down.
+    RoundPreferFloor,
+    /// Round, ties up.
+    RoundPreferCeil,
+    /// Floor.
+    Floor,
+    /// Ceil.
+    Ceil,
+}
+
+/// Everything that decides the interpolation along one axis.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Interpolation mode.
+    pub mode: Mode,
+    /// Coordinate transformation.
+    pub ctm: Ctm,
+    /// Rounding of nearest.
+    pub nearest: NearestMode,
+    /// Cubic coefficient `a`.
+    pub cubic_a: f64,
+    /// Zero the weights of taps outside the input.
+    pub exclude_outside: bool,
+    /// Value outside the crop for `tf_crop_and_resize`.
+    pub extrapolation: f32,
+    /// Widen the filter when downsampling (linear/cubic).
+    pub antialias: bool,
+}
+
+impl Params {
+    fn parse(ctx: &OpCtx) -> OpResult<Self> {
+        let n = ctx.node;
+        let s = |k: &str, d: &str| n.string_or(k, d).map_err(attr_err);
+        let mode = match s("mode", "nearest")?.as_str() {
+            "nearest" => Mode::Nearest,
+            "linear" | "bilinear" | "trilinear" => Mode::Linear,
+            "cubic" | "bicubic" => Mode::Cubic,
+            m => return Err(invalid!("unknown mode '{m}'")),
+        };
+        let legacy = ctx.op_is_legacy();
+        let ctm = if legacy {
+            Ctm::Asymmetric
+        } else {
+            match s("coordinate_transformation_mode", "half_pixel")?.as_str() {
+                "half_pixel" => Ctm::HalfPixel,
+                "half_pixel_symmetric" => Ctm::HalfPixelSymmetric,
+                "pytorch_half_pixel" => Ctm::PytorchHalfPixel,
+                "align_corners" => Ctm::AlignCorners,
+                "asymmetric" => Ctm::Asymmetric,
+                "tf_half_pixel_for_nn" => Ctm::TfHalfPixelForNn,
+                "tf_crop_and_resize" => Ctm::TfCropAndResize,
+                m => return Err(invalid!("unknown coordinate_transformation_mode '{m}'")),
+            }
+        };
+        let nearest = if legacy {
+            NearestMode::Floor
+        } else {
+            match s("nearest_mode", "round_prefer_floor")?.as_str() {
+                "round_prefer_floor" => NearestMode::RoundPreferFloor,
+                "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+                "floor" => NearestMode::Floor,
+                "ceil" => NearestMode::Ceil,
+                m => return Err(invalid!("unknown nearest_mode '{m}'")),
+            }
+        };
+        Ok(Params {
+            mode,
+            ctm,
+            nearest,
+            cubic_a: n.float_or("cubic_coeff_a", -0.75).map_err(attr_err)? as f64,
+            exclude_outside: n.int_or("exclude_outside", 0).map_err(attr_err)? != 0,
+            extrapolation: n.float_or("extrapolation_value", 0.0).map_err(attr_err)?,
+            antialias: n.int_or("antialias", 0).map_err(attr_err)? != 0,
+        })
+    }
+}
+
+/// Legacy (Upsample / Resize-10) semantics: asymmetric, floor.
+trait Legacy {
+    fn op_is_legacy(&self) -> bool;
+}
+
+impl Legacy for OpCtx<'_> {
+    fn op_is_legacy(&self) -> bool {
+        self.node.op_type == "Upsample" || self.opset < 11
+    }
+}
+
+/// One axis: input and output length, scale and crop region.
+#[derive(Clone, Copy, Debug)]
+pub struct AxisSpec {
+    /// Input length.
+    pub in_len: usize,
+    /// Output length.
+    pub out_len: usize,
+    /// Scale factor.
+    pub scale: f64,
+    /// Region of interest start (normalized).
+    pub roi_start: f64,
+    /// Region of interest end (normalized).
+    pub roi_end: f64,
+}
+
+impl AxisSpec {
+    fn is_identity(&self, p: &Params) -> bool {
+        self.in_len == self.out_len && self.scale == 1.0 && p.ctm != Ctm::TfCropAndResize
+    }
+
+    /// The input coordinate of output position `x`.
+    pub fn source_coord(&self, x: usize, ctm: Ctm) -> f64 {
+        let (x, s) = (x as f64, self.scale);
+        // As in the ONNX reference, the resized length is the unrounded
+        // `scale * in_len` (only half_pixel_symmetric uses the integer one).
+        let (li, lo) = (self.in_len as f64, s * self.in_len as f64);
+        match ctm {
+            Ctm::HalfPixel => (x + 0.5) / s - 0.5,
+            Ctm::HalfPixelSymmetric => {
+                let adjustment = self.out_len as f64 / lo;
+                let offset = li / 2.0 * (1.0 - adjustment);
+                offset + (x + 0.5) / s - 0.5
+            }
+            Ctm::PytorchHalfPixel if lo > 1.0 => (x + 0.5) / s - 0.5,
+            Ctm::PytorchHalfPixel => 0.0,
+            Ctm::AlignCorners if lo > 1.0 => x * (li - 1.0) / (lo - 1.0),
+            Ctm::AlignCorners => 0.0,
+            Ctm::Asymmetric => x / s,
+            Ctm::TfHalfPixelForNn => (x + 0.5) / s,
+            Ctm::TfCropAndResize if lo > 1.0 => {
+                self.roi_start * (li - 1.0)
+                    + x * (self.roi_end - self.roi_start) * (li - 1.0) / (lo - 1.0)
+            }
+            Ctm::TfCropAndResize => 0.5 * (self.roi_start + self.roi_end) * (li - 1.0),
+        }
+    }
+
+    fn extrapolates(&self, xo: f64, p: &Params) -> bool {
+        p.ctm == Ctm::TfCropAndResize && (xo < 0.0 || xo > self.in_len as f64 - 1.0)
+    }
+
+    /// The nearest source index of every output position (None = extrapolate).
+    pub fn nearest_map(&self, p: &Params) -> Vec<Option<usize>> {
+        let last = self.in_len.saturating_sub(1) as i64;
+        (0..self.out_len)
+            .map(|o| {
+                let xo = self.source_coord(o, p.ctm);
+                if self.extrapolates(xo, p) {
+                    return None;
+                }
+                let f = xo.floor();
+                let r = xo - f;
+                let up = if r == 0.0 {
+                    false
+                } else {
+                    match p.nearest {
+                        NearestMode::RoundPreferFloor => r > 0.5,
+                        NearestMode::RoundPreferCeil => r >= 0.5,
+                        NearestMode::Floor => false,
+                        NearestMode::Ceil => true,
+                    }
+                };
+                Some((f as i64 + i64::from(up)).clamp(0, last) as usize)
+            })
+            .collect()
+    }
+
+    /// The (source index, weight) taps of every output position for linear
+    /// or cubic interpolation (None = extrapolate), following the ONNX
+    /// reference neighbour selection.
+    pub fn tap_table(&self, p: &Params) -> Vec<Option<Vec<(usize, f32)>>> {
+        (0..self.out_len)
+            .map(|o| {
+                let xo = self.source_coord(o, p.ctm);
+                (!self.extrapolates(xo, p)).then(|| self.taps(xo, p))
+            })
+            .collect()
+    }
+
+    fn taps(&self, xo: f64, p: &Params) -> Vec<(usize, f32)> {
+        let mut base = xo.floor();
+        let mut ratio = xo - base;
+        if ratio == 0.0 {
+            ratio = 1.0;
+            base -= 1.0;
+        }
+        let mut coeffs = coefficients(ratio, self.scale, p);
+        let n = coeffs.len() as i64;
+        let n_in = self.in_len as i64;
+        let pad = (n + 1) / 2;
+        let limit = n_in + 2 * pad;
+        let start = 1 - n / 2;
+        let w = (base as i64 + start + pad).clamp(0, (limit - n).max(0));
+        let idx: Vec<i64> = (0..n).map(|k| w + k - pad).collect();
+        if p.exclude_outside {
+            for (c, &i) in coeffs.iter_mut().zip(&idx) {
+                if i < 0 || i >= n_in {
+                    *c = 0.0;
+                }
+            }
+            let sum: f64 = coeffs.iter().sum();
+            if sum != 0.0 {
+                coeffs.iter_mut().for_each(|c| *c /= sum);
+            }
+        }
+        idx.iter()
+            .zip(&coeffs)
+            .map(|(&i, &c)| (i.clamp(0, (n_in - 1).max(0)) as usize, c as f32))
+            .collect()
+    }
+}
+
+/// Filter coefficients for the taps starting at `1 - n/2` around `ratio`.
+fn coefficients(ratio: f64, scale: f64, p: &Params) -> Vec<f64> {
+    let a = p.cubic_a;
+    let cubic = |x: f64| {
+        let x = x.abs();
+        if x <= 1.0 {
+            ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+        } else if x < 2.0 {
+            ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+        } else {
+            0.0
+        }
+    };
+    let s = if p.antialias { scale.min(1.0) } else { 1.0 };
+    let (support, f): (f64, &dyn Fn(f64) -> f64) = match p.mode {
+        Mode::Cubic => (2.0, &cubic),
+        _ => (1.0, &|x: f64| (1.0 - x.abs()).clamp(0.0, 1.0)),
+    };
+    let start = (-support / s).floor() as i64 + 1;
+    let end = 2 - start;
+    let c: Vec<f64> = (start..end).map(|i| f(s * (i as f64 - ratio))).collect();
+    if p.antialias {
+        let sum: f64 = c.iter().sum();
+        if sum != 0.0 {
+            return c.iter().map(|v| v / sum).collect();
+        }
+    }
+    c
+}
+
+/// Interpolates `src` (row-major `shape`) along `axis` with a tap table.
+pub fn interp_axis(
+    src: &[f32],
+    shape: &[usize],
+    axis: usize,
+    taps: &[Option<Vec<(usize, f32)>>],
+    extrapolation: f32,
+) -> Vec<f32> {
+    let outer: usize = shape[..axis].iter().product();
+    let n = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let m = taps.len();
+    let mut out = vec![0f32; outer * m * inner];
+    if out.is_empty() {
+        return out;
+    }
+    let block = |(o, chunk): (usize, &mut [f32])| {
+        let s = &src[o * n * inner..(o + 1) * n * inner];
+        for (j, t) in taps.iter().enumerate() {
+            let dst = &mut chunk[j * inner..(j + 1) * inner];
+            match t {
+                None => dst.fill(extrapolation),
+                Some(tv) if inner == 1 => dst[0] = tv.iter().map(|&(i, w)| w * s[i]).sum(),
+                Some(tv) => {
+                    for &(i, w) in tv.iter().filter(|t| t.1 != 0.0) {
+                        let row = &s[i * inner..(i + 1) * inner];
+                        dst.iter_mut().zip(row).for_each(|(d, r)| *d += w * r);
+                    }
+                }
+            }
+        }
+    };
+    if out.len() >= 1 << 14 {
+        out.par_chunks_mut(m * inner).enumerate().for_each(block);
+    } else {
+        out.chunks_mut(m * inner).enumerate().for_each(block);
+    }
+    out
+}
+
+/// Linear / cubic resize of a float32 array in row-major order.
+fn interpolate(x: &Tensor, specs: &[AxisSpec], p: &Params) -> OpResult<Tensor> {
+    let xf = x.to_f32_cow()?;
+    let mut shape = xf.shape().to_vec();
+    let mut data: Vec<f32> = super::remap::std_data(&xf).into_owned();
+    for axis in (0..specs.len()).rev() {
+        let sp = &specs[axis];
+        if sp.is_identity(p) {
+            continue;
+        }
+        if sp.in_len == 0 {
+            return Err(invalid!("cannot interpolate an empty axis"));
+        }
+        let taps = sp.tap_table(p);
+        data = interp_axis(&data, &shape, axis, &taps, p.extrapolation);
+        shape[axis] = sp.out_len;
+    }
+    Ok(Tensor::from_vec(&shape, data)?.cast(x.dtype())?)
+}
+
+/// Runs the resize given per-axis specs.
+fn run(x: &Tensor, specs: &[AxisSpec], p: &Params) -> OpResult<Tensor> {
+    if p.mode == Mode::Nearest {
+        let maps: Vec<Vec<Option<usize>>> = specs.iter().map(|s| s.nearest_map(p)).collect();
+        let fill = Tensor::scalar(p.extrapolation).cast(x.dtype())?;
+        return remap_tensor(x, &maps, &fill);
+    }
+    if x.dtype() == hb_tensor::DType::String || x.dtype() == hb_tensor::DType::Bool {
+        return Err(unsupported!("{:?} resize of {}", p.mode, x.dtype()));
+    }
+    interpolate(x, specs, p)
+}
+
+/// A non-empty optional input.
+fn present<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
+    opt_input(inputs, i).filter(|t| !t.is_empty())
+}
+
+/// Per-axis specs from scales or sizes (with opset 18 axes and aspect policy).
+fn axis_specs(ctx: &OpCtx, x: &Tensor, inputs: &[Option<&Tensor>], legacy: bool) -> OpResult<Vec<AxisSpec>> {
+    let dims = x.shape();
+    let r = dims.len();
+    let axes: Vec<usize> = match ctx.node.get_ints("axes").map_err(attr_err)? {
+        Some(a) if ctx.opset >= 18 => a.iter().map(|&v| norm_axis(v, r)).collect::<OpResult<_>>()?,
+        _ => (0..r).collect(),
+    };
+    let k = axes.len();
+    let mut specs: Vec<AxisSpec> = dims
+        .iter()
+        .map(|&d| AxisSpec { in_len: d, out_len: d, scale: 1.0, roi_start: 0.0, roi_end: 1.0 })
+        .collect();
+    let (scales_i, sizes_i, roi_i) = if legacy { (1, usize::MAX, usize::MAX) } else { (2, 3, 1) };
+    if let Some(roi) = present(inputs, roi_i) {
+        let roi = roi.to_f64_vec()?;
+        if roi.len() != 2 * k {
+            return Err(invalid!("roi has {} values for {k} axes", roi.len()));
+        }
+        for (i, &a) in axes.iter().enumerate() {
+            specs[a].roi_start = roi[i];
+            specs[a].roi_end = roi[i + k];
+        }
+    }
+    let attr_scales = if ctx.node.op_type == "Upsample" && ctx.opset < 9 {
+        ctx.node.get_floats("scales").map_err(attr_err)?.map(|v| v.iter().map(|&s| s as f64).collect())
+    } else {
+        None
+    };
+    let scales = match attr_scales {
+        Some(s) => Some(s),
+        None => present(inputs, scales_i).map(|t| t.to_f64_vec()).transpose()?,
+    };
+    if let Some(scales) = scales {
+        if scales.len() != k {
+            return Err(invalid!("{} scales for {k} axes", scales.len()));
+        }
+        for (&a, &s) in axes.iter().zip(&scales) {
+            if !(s > 0.0) || !s.is_finite() {
+                return Err(invalid!("bad scale {s}"));
+            }
+            let sp = &mut specs[a];
+            sp.scale = s;
+            sp.out_len = (s * sp.in_len as f64).floor() as usize;
+        }
+        return Ok(specs);
+    }
+    let sizes = present(inputs, sizes_i).ok_or_else(|| invalid!("Resize needs scales or sizes"))?;
+    let sizes = to_dims(&sizes.to_i64_vec()?)?;
+    if sizes.len() != k {
+        return Err(invalid!("{} sizes for {k} axes", sizes.len()));
+    }
+    let policy = ctx.node.string_or("keep_aspect_ratio_policy", "stretch").map_err(attr_err)?;
+    let ratios = axes.iter().zip(&sizes).map(|(&a, &s)| s as f64 / dims[a] as f64);
+    let common = match policy.as_str() {
+        "stretch" => None,
+        "not_larger" => Some(ratios.fold(f64::INFINITY, f64::min)),
+        "not_smaller" => Some(ratios.fold(0.0, f64::max)),
+        other => return Err(invalid!("unknown keep_aspect_ratio_policy '{other}'")),
+    };
+    for (&a, &s) in axes.iter().zip(&sizes) {
+        let sp = &mut specs[a];
+        match common {
+            None => {
+                sp.out_len = s;
+                sp.scale = s as f64 / sp.in_len as f64;
+            }
+            Some(c) => {
+                sp.scale = c;
+                sp.out_len = (c * sp.in_len as f64 + 0.5).floor() as usize;
+            }
+        }
+    }
+    Ok(specs)
+}
+
+fn resize(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let p = Params::parse(ctx)?;
+    let specs = axis_specs(ctx, x, inputs, ctx.opset < 11)?;
+    one(run(x, &specs, &p)?)
+}
+
+fn upsample(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let p = Params::parse(ctx)?;
+    let specs = axis_specs(ctx, x, inputs, true)?;
+    one(run(x, &specs, &p)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(mode: Mode, ctm: Ctm) -> Params {
+        Params {
+            mode,
+            ctm,
+            nearest: NearestMode::RoundPreferFloor,
+            cubic_a: -0.75,
+            exclude_outside: false,
+            extrapolation: 0.0,
+            antialias: false,
+        }
+    }
+
+    fn spec(i: usize, o: usize) -> AxisSpec {
+        AxisSpec { in_len: i, out_len: o, scale: o as f64 / i as f64, roi_start: 0.0, roi_end: 1.0 }
+    }
+
+    #[test]
+    fn linear_half_pixel_upsample() {
+        // [0, 4] upsampled x2 (half_pixel): coords -0.25, 0.25, 0.75, 1.25
+        // → clamped edges 0, 1, 3, 4.
+        let p = params(Mode::Linear, Ctm::HalfPixel);
+        let taps = spec(2, 4).tap_table(&p);
+        let out = interp_axis(&[0.0, 4.0], &[2], 0, &taps, 0.0);
+        assert_eq!(out, vec![0.0, 1.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn bilinear_align_corners() {
+        // 2x2 [[0,1],[2,3]] → 3x3 align_corners: centre is the mean 1.5.
+        let p = params(Mode::Linear, Ctm::AlignCorners);
+        let x = Tensor::from_f32(&[2, 2], vec![0.0, 1.0, 2.0, 3.0]).unwrap();
+        let y = run(&x, &[spec(2, 3), spec(2, 3)], &p).unwrap();
+        let v = y.as_f32().unwrap().iter().copied().collect::<Vec<_>>();
+        assert_eq!(v, vec![0.0, 0.5, 1.0, 1.0, 1.5, 2.0, 2.0, 2.5, 3.0]);
+    }
+
+    #[test]
+    fn cubic_at_grid_points_and_midpoint() {
+        // Integer coordinates reproduce the input; the interior midpoint of a
+        // ramp is exact (1.5); near the edges the clamped taps pull inwards.
+        let p = params(Mode::Cubic, Ctm::AlignCorners);
+        let sp = AxisSpec { in_len: 4, out_len: 7, scale: 7.0 / 4.0, roi_start: 0.0, roi_end: 1.0 };
+        let out = interp_axis(&[0.0, 1.0, 2.0, 3.0], &[4], 0, &sp.tap_table(&p), 0.0);
+        for (o, e) in out.iter().zip([0.0, 0.40625, 1.0, 1.5, 2.0, 2.59375, 3.0]) {
+            assert!((o - e).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn nearest_modes() {
+        let mut p = params(Mode::Nearest, Ctm::Asymmetric);
+        p.nearest = NearestMode::Floor;
+        assert_eq!(spec(2, 4).nearest_map(&p), vec![Some(0), Some(0), Some(1), Some(1)]);
+    }
+}

@@ -1,0 +1,472 @@
+//! Shape and layout ops: Identity, Dropout, Shape, Size, Reshape, Flatten,
+//! Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Expand, Tile,
+//! DepthToSpace, SpaceToDepth. All work on every element type.
+
+use super::remap::{remap_axes, reshape_arr, reshape_tensor, to_dims, to_standard};
+use super::util::{attr_err, broadcast_shapes, input, ints_input, norm_axis, one, opt_input};
+use crate::error::OpResult;
+use crate::registry::{OpCtx, Registry};
+use crate::{invalid, unsupported};
+use hb_tensor::tensor::Element;
+use hb_tensor::{map_tensor, with_tensor, Tensor};
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+
+/// Registers the shape and layout ops.
+pub fn register(r: &mut Registry) {
+    r.register("Identity", identity);
+    r.register("Dropout", dropout);
+    r.register("Shape", shape);
+    r.register("Size", size);
+    r.register("Reshape", reshape);
+    r.register("Flatten", flatten);
+    r.register("Squeeze", squeeze);
+    r.register("Unsqueeze", unsqueeze);
+    r.register("Transpose", transpose);
+    r.register("Concat", concat);
+    r.register("Split", split);
+    r.register("Slice", slice);
+    r.register("Expand", expand);
+    r.register("Tile", tile);
+    r.register("DepthToSpace", depth_to_space);
+    r.register("SpaceToDepth", space_to_depth);
+}
+
+fn identity(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    one(input(inputs, 0)?.clone())
+}
+
+/// Inference-mode Dropout: output = input, mask all true.
+fn dropout(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let training = match opt_input(inputs, 2) {
+        Some(t) => t.to_i64_vec()?.first().copied().unwrap_or(0) != 0,
+        None => false,
+    };
+    let ratio = match opt_input(inputs, 1) {
+        Some(t) => t.to_f64_vec()?.first().copied().unwrap_or(0.5),
+        None => 0.5,
+    };
+    if training && ratio != 0.0 {
+        return Err(unsupported!("Dropout in training mode"));
+    }
+    let mut out = vec![x.clone()];
+    if ctx.node.outputs.len() > 1 {
+        out.push(Tensor::Bool(ArrayD::from_elem(IxDyn(x.shape()), true)));
+    }
+    Ok(out)
+}
+
+/// Clamps a Shape-style `start`/`end` attribute into `[0, rank]`.
+fn clamp_bound(v: i64, rank: usize) -> usize {
+    let r = rank as i64;
+    let v = if v < 0 { v + r } else { v };
+    v.clamp(0, r) as usize
+}
+
+fn shape(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let dims = input(inputs, 0)?.shape();
+    let r = dims.len();
+    let start = clamp_bound(ctx.node.int_or("start", 0).map_err(attr_err)?, r);
+    let end = match ctx.node.get_int("end").map_err(attr_err)? {
+        Some(e) => clamp_bound(e, r),
+        None => r,
+    };
+    let v: Vec<i64> = dims[start..end.max(start)]
+        .iter()
+        .map(|&d| d as i64)
+        .collect();
+    Ok(vec![Tensor::from_vec(&[v.len()], v)?])
+}
+
+fn size(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    one(Tensor::scalar(input(inputs, 0)?.len() as i64))
+}
+
+/// Resolves an ONNX Reshape target (0 copies, one -1 inferred).
+fn reshape_target(from: &[usize], spec: &[i64], allowzero: bool) -> OpResult<Vec<usize>> {
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &d) in spec.iter().enumerate() {
+        match d {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(
+                *from
+                    .get(i)
+                    .ok_or_else(|| invalid!("0 at position {i} beyond input rank"))?,
+            ),
+            d if d >= 0 => out.push(d as usize),
+            _ => return Err(invalid!("bad reshape target {spec:?}")),
+        }
+    }
+    let total: usize = from.iter().product();
+    if let Some(i) = infer {
+        let known: usize = out.iter().product();
+        if known == 0 || total % known != 0 {
+            return Err(invalid!("cannot reshape {from:?} to {spec:?}"));
+        }
+        out[i] = total / known;
+    }
+    Ok(out)
+}
+
+fn reshape(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let spec = match ints_input(inputs, 1)? {
+        Some(s) => s,
+        None => ctx
+            .node
+            .get_ints("shape")
+            .map_err(attr_err)?
+            .ok_or_else(|| invalid!("Reshape needs a shape"))?,
+    };
+    let allowzero = ctx.node.int_or("allowzero", 0).map_err(attr_err)? != 0;
+    let target = reshape_target(x.shape(), &spec, allowzero)?;
+    one(reshape_tensor(x, &target)?)
+}
+
+fn flatten(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let r = x.rank() as i64;
+    let axis = ctx.node.int_or("axis", 1).map_err(attr_err)?;
+    let axis = if axis < 0 { axis + r } else { axis };
+    if axis < 0 || axis > r {
+        return Err(invalid!("Flatten axis {axis} out of range for rank {r}"));
+    }
+    let outer: usize = x.shape()[..axis as usize].iter().product();
+    let inner: usize = x.shape()[axis as usize..].iter().product();
+    one(reshape_tensor(x, &[outer, inner])?)
+}
+
+/// Axes from the `axes` input (opset ≥ 13) or attribute.
+fn axes_arg(ctx: &OpCtx, inputs: &[Option<&Tensor>], idx: usize) -> OpResult<Option<Vec<i64>>> {
+    if ctx.opset >= 13 {
+        ints_input(inputs, idx)
+    } else {
+        ctx.node.get_ints("axes").map_err(attr_err)
+    }
+}
+
+/// Normalizes axes against `rank`, rejecting duplicates.
+fn norm_axes(axes: &[i64], rank: usize) -> OpResult<Vec<usize>> {
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let n = norm_axis(a, rank)?;
+        if out.contains(&n) {
+            return Err(invalid!("duplicate axis {a}"));
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+fn squeeze(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let dims = x.shape();
+    let axes = match axes_arg(ctx, inputs, 1)? {
+        Some(a) => norm_axes(&a, dims.len())?,
+        None => (0..dims.len()).filter(|&i| dims[i] == 1).collect(),
+    };
+    if let Some(&a) = axes.iter().find(|&&a| dims[a] != 1) {
+        return Err(invalid!("cannot squeeze axis {a} of size {}", dims[a]));
+    }
+    let out: Vec<usize> = (0..dims.len())
+        .filter(|i| !axes.contains(i))
+        .map(|i| dims[i])
+        .collect();
+    one(reshape_tensor(x, &out)?)
+}
+
+fn unsqueeze(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let axes = axes_arg(ctx, inputs, 1)?.ok_or_else(|| invalid!("Unsqueeze needs axes"))?;
+    let rank = x.rank() + axes.len();
+    let axes = norm_axes(&axes, rank)?;
+    let mut src = x.shape().iter();
+    let mut out = Vec::with_capacity(rank);
+    for i in 0..rank {
+        if axes.contains(&i) {
+            out.push(1);
+        } else {
+            out.push(*src.next().ok_or_else(|| invalid!("bad unsqueeze axes"))?);
+        }
+    }
+    one(reshape_tensor(x, &out)?)
+}
+
+/// `a` with its axes permuted (perm must be a permutation; checked).
+pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> OpResult<ArrayD<T>> {
+    let mut seen = vec![false; a.ndim()];
+    if perm.len() != a.ndim() {
+        return Err(invalid!("perm {perm:?} does not fit rank {}", a.ndim()));
+    }
+    for &p in perm {
+        match seen.get_mut(p) {
+            Some(s) if !*s => *s = true,
+            _ => return Err(invalid!("perm {perm:?} is not a permutation")),
+        }
+    }
+    Ok(to_standard(a.view().permuted_axes(IxDyn(perm))))
+}
+
+fn transpose(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let r = x.rank();
+    let perm: Vec<usize> = match ctx.node.get_ints("perm").map_err(attr_err)? {
+        Some(p) => p
+            .iter()
+            .map(|&v| norm_axis(v, r))
+            .collect::<OpResult<_>>()?,
+        None => (0..r).rev().collect(),
+    };
+    one(map_tensor!(x, a => permute(a, &perm)?))
+}
+
+/// Concatenates tensors of `first`'s element type along `axis`.
+fn concat_as<T: Element>(_first: &ArrayD<T>, ts: &[&Tensor], axis: usize) -> OpResult<Tensor> {
+    let views = ts
+        .iter()
+        .map(|t| {
+            t.as_array::<T>()
+                .map(|a| a.view())
+                .ok_or_else(|| invalid!("Concat inputs have different types"))
+        })
+        .collect::<OpResult<Vec<_>>>()?;
+    let out = ndarray::concatenate(Axis(axis), &views).map_err(|e| invalid!("Concat: {e}"))?;
+    Ok(T::wrap(out))
+}
+
+fn concat(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let ts: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+    let first = ts.first().ok_or_else(|| invalid!("Concat without inputs"))?;
+    let axis = norm_axis(ctx.node.int_req("axis").map_err(attr_err)?, first.rank())?;
+    if ts.iter().any(|t| t.rank() != first.rank()) {
+        return Err(invalid!("Concat inputs have different ranks"));
+    }
+    one(with_tensor!(*first, a => concat_as(a, &ts, axis)?))
+}
+
+/// Split sizes: explicit, `num_outputs` (uneven last chunk) or equal.
+fn split_sizes(ctx: &OpCtx, inputs: &[Option<&Tensor>], dim: usize) -> OpResult<Vec<usize>> {
+    let explicit = if ctx.opset >= 13 {
+        ints_input(inputs, 1)?
+    } else {
+        ctx.node.get_ints("split").map_err(attr_err)?
+    };
+    if let Some(s) = explicit {
+        let s = to_dims(&s)?;
+        if s.iter().sum::<usize>() != dim {
+            return Err(invalid!("split {s:?} does not sum to {dim}"));
+        }
+        return Ok(s);
+    }
+    let n = match ctx.node.get_int("num_outputs").map_err(attr_err)? {
+        Some(n) if n > 0 => n as usize,
+        Some(n) => return Err(invalid!("num_outputs {n}")),
+        None => ctx.node.outputs.len().max(1),
+    };
+    let from_attr = ctx.node.get_int("num_outputs").map_err(attr_err)?.is_some();
+    if !from_attr && dim % n != 0 {
+        return Err(invalid!("cannot split {dim} into {n} equal parts"));
+    }
+    let chunk = dim.div_ceil(n);
+    let mut out = Vec::with_capacity(n);
+    let mut left = dim;
+    for _ in 0..n {
+        let c = chunk.min(left);
+        out.push(c);
+        left -= c;
+    }
+    Ok(out)
+}
+
+fn split(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
+    let sizes = split_sizes(ctx, inputs, x.shape()[axis])?;
+    let mut start = 0;
+    let mut out = Vec::with_capacity(sizes.len());
+    for s in sizes {
+        let sl = Slice::from(start as isize..(start + s) as isize);
+        out.push(map_tensor!(x, a => to_standard(a.slice_axis(Axis(axis), sl))));
+        start += s;
+    }
+    Ok(out)
+}
+
+/// One axis of an ONNX slice as an ndarray slice (start, count, step).
+fn slice_axis_spec(start: i64, end: i64, step: i64, dim: usize) -> OpResult<Slice> {
+    if step == 0 {
+        return Err(invalid!("Slice step 0"));
+    }
+    let d = dim as i64;
+    let fix = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    let (s, e) = (fix(start), fix(end));
+    let (s, n) = if step > 0 {
+        let s = s.clamp(0, d);
+        let e = e.clamp(0, d);
+        (s, if e > s { (e - s + step - 1) / step } else { 0 })
+    } else {
+        let s = s.clamp(0, (d - 1).max(0));
+        let e = e.clamp(-1, d - 1);
+        let st = -step;
+        (s, if s > e { (s - e + st - 1) / st } else { 0 })
+    };
+    if n == 0 || d == 0 {
+        return Ok(Slice::new(0, Some(0), 1));
+    }
+    Ok(if step > 0 {
+        Slice::new(s as isize, Some((s + (n - 1) * step + 1) as isize), step as isize)
+    } else {
+        let last = s + (n - 1) * step;
+        Slice::new(last as isize, Some((s + 1) as isize), step as isize)
+    })
+}
+
+/// Slice arguments from inputs (opset ≥ 10) or attributes.
+fn slice_args(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<[Option<Vec<i64>>; 4]> {
+    if ctx.opset >= 10 {
+        Ok([
+            ints_input(inputs, 1)?,
+            ints_input(inputs, 2)?,
+            ints_input(inputs, 3)?,
+            ints_input(inputs, 4)?,
+        ])
+    } else {
+        let g = |n: &str| ctx.node.get_ints(n).map_err(attr_err);
+        Ok([g("starts")?, g("ends")?, g("axes")?, None])
+    }
+}
+
+fn slice(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let [starts, ends, axes, steps] = slice_args(ctx, inputs)?;
+    let starts = starts.ok_or_else(|| invalid!("Slice needs starts"))?;
+    let ends = ends.ok_or_else(|| invalid!("Slice needs ends"))?;
+    let n = starts.len();
+    let axes = axes.unwrap_or_else(|| (0..n as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; n]);
+    if ends.len() != n || axes.len() != n || steps.len() != n {
+        return Err(invalid!("Slice starts/ends/axes/steps lengths differ"));
+    }
+    let axes = norm_axes(&axes, x.rank())?;
+    let mut specs: Vec<Slice> = vec![Slice::from(..); x.rank()];
+    for i in 0..n {
+        specs[axes[i]] = slice_axis_spec(starts[i], ends[i], steps[i], x.shape()[axes[i]])?;
+    }
+    one(map_tensor!(x, a => to_standard(a.slice_each_axis(|d| specs[d.axis.index()]))))
+}
+
+fn expand(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let spec = ints_input(inputs, 1)?.ok_or_else(|| invalid!("Expand needs a shape"))?;
+    let target = broadcast_shapes(x.shape(), &to_dims(&spec)?)?;
+    one(map_tensor!(x, a => {
+        let v = a
+            .broadcast(IxDyn(&target))
+            .ok_or_else(|| invalid!("cannot expand {:?} to {target:?}", a.shape()))?;
+        to_standard(v)
+    }))
+}
+
+fn tile(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let reps = to_dims(&ints_input(inputs, 1)?.ok_or_else(|| invalid!("Tile needs repeats"))?)?;
+    if reps.len() != x.rank() {
+        return Err(invalid!("Tile repeats {reps:?} do not fit rank {}", x.rank()));
+    }
+    let maps: Vec<Vec<Option<usize>>> = x
+        .shape()
+        .iter()
+        .zip(&reps)
+        .map(|(&d, &r)| (0..d * r).map(|o| Some(o % d)).collect())
+        .collect();
+    one(map_tensor!(x, a => {
+        let fill = a.first().cloned();
+        match fill {
+            Some(f) => remap_axes(a, &maps, &f)?,
+            None => ArrayD::from_shape_vec(IxDyn(&maps.iter().map(|m| m.len()).collect::<Vec<_>>()), Vec::new())
+                .map_err(|e| invalid!("{e}"))?,
+        }
+    }))
+}
+
+/// The `[N, C, H, W]` dims of a 4-D input and the block size.
+fn block_args(ctx: &OpCtx, x: &Tensor) -> OpResult<([usize; 4], usize)> {
+    let b = ctx.node.int_req("blocksize").map_err(attr_err)?;
+    if b <= 0 {
+        return Err(invalid!("blocksize {b}"));
+    }
+    match x.shape() {
+        &[n, c, h, w] => Ok(([n, c, h, w], b as usize)),
+        s => Err(invalid!("expected a 4-D input, got {s:?}")),
+    }
+}
+
+/// Reshape → transpose → reshape, on any element type.
+fn shuffle(x: &Tensor, mid: &[usize], perm: &[usize], out: &[usize]) -> OpResult<Tensor> {
+    Ok(map_tensor!(x, a => {
+        let m = reshape_arr(a, mid)?;
+        let p = permute(&m, perm)?;
+        reshape_arr(&p, out)?
+    }))
+}
+
+fn depth_to_space(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let ([n, c, h, w], b) = block_args(ctx, x)?;
+    if c % (b * b) != 0 {
+        return Err(invalid!("channels {c} not divisible by blocksize² {}", b * b));
+    }
+    let c2 = c / (b * b);
+    let out = [n, c2, h * b, w * b];
+    let crd = ctx.node.string_or("mode", "DCR").map_err(attr_err)? == "CRD";
+    one(if crd {
+        shuffle(x, &[n, c2, b, b, h, w], &[0, 1, 4, 2, 5, 3], &out)?
+    } else {
+        shuffle(x, &[n, b, b, c2, h, w], &[0, 3, 4, 1, 5, 2], &out)?
+    })
+}
+
+fn space_to_depth(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let ([n, c, h, w], b) = block_args(ctx, x)?;
+    if h % b != 0 || w % b != 0 {
+        return Err(invalid!("spatial dims {h}x{w} not divisible by blocksize {b}"));
+    }
+    let mid = [n, c, h / b, b, w / b, b];
+    let crd = ctx.node.string_or("mode", "DCR").map_err(attr_err)? == "CRD";
+    let perm: &[usize] = if crd {
+        &[0, 1, 3, 5, 2, 4]
+    } else {
+        &[0, 3, 5, 1, 2, 4]
+    };
+    one(shuffle(x, &mid, perm, &[n, c * b * b, h / b, w / b])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negative_step_slice_spec() {
+        // [0..5) reversed from 4 down to (exclusive) 0 with step -2: 4, 2.
+        let a = ndarray::Array1::from(vec![0, 1, 2, 3, 4]).into_dyn();
+        let s = slice_axis_spec(i64::MAX, 0, -2, 5).unwrap();
+        let v: Vec<i32> = a.slice_each_axis(|_| s).iter().copied().collect();
+        assert_eq!(v, vec![4, 2]);
+        let s = slice_axis_spec(-1, i64::MIN, -1, 5).unwrap();
+        let v: Vec<i32> = a.slice_each_axis(|_| s).iter().copied().collect();
+        assert_eq!(v, vec![4, 3, 2, 1, 0]);
+        assert!(slice_axis_spec(0, 3, 0, 5).is_err());
+    }
+
+    #[test]
+    fn reshape_target_rules() {
+        assert_eq!(reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
+        assert!(reshape_target(&[2, 3], &[-1, -1], false).is_err());
+        assert!(reshape_target(&[2, 3], &[5, -1], false).is_err());
+    }
+}
