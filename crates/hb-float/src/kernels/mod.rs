@@ -3,9 +3,14 @@
 
 pub mod util;
 
+pub mod conv;
+pub mod floatio;
+pub mod gemm;
+pub mod spatial;
+
 use crate::registry::Registry;
 
 /// Registers every built-in kernel.
 pub fn register_all(r: &mut Registry) {
-    let _ = r;
+    conv::register(r);
 }
