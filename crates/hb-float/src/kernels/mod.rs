@@ -4,8 +4,10 @@
 pub mod util;
 
 pub mod conv;
+pub mod conv_transpose;
 pub mod floatio;
 pub mod gemm;
+pub mod matmul;
 pub mod spatial;
 
 use crate::registry::Registry;
@@ -13,4 +15,6 @@ use crate::registry::Registry;
 /// Registers every built-in kernel.
 pub fn register_all(r: &mut Registry) {
     conv::register(r);
+    conv_transpose::register(r);
+    matmul::register(r);
 }
