@@ -8,6 +8,7 @@ pub mod conv_transpose;
 pub mod floatio;
 pub mod gemm;
 pub mod matmul;
+pub mod softmax;
 pub mod spatial;
 
 use crate::registry::Registry;
@@ -17,4 +18,5 @@ pub fn register_all(r: &mut Registry) {
     conv::register(r);
     conv_transpose::register(r);
     matmul::register(r);
+    softmax::register(r);
 }
