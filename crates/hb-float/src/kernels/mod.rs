@@ -8,6 +8,7 @@ pub mod conv_transpose;
 pub mod floatio;
 pub mod gemm;
 pub mod matmul;
+pub mod norm;
 pub mod softmax;
 pub mod spatial;
 
@@ -18,5 +19,6 @@ pub fn register_all(r: &mut Registry) {
     conv::register(r);
     conv_transpose::register(r);
     matmul::register(r);
+    norm::register(r);
     softmax::register(r);
 }
