@@ -9,6 +9,7 @@ pub mod floatio;
 pub mod gemm;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod softmax;
 pub mod spatial;
 
@@ -20,5 +21,6 @@ pub fn register_all(r: &mut Registry) {
     conv_transpose::register(r);
     matmul::register(r);
     norm::register(r);
+    pool::register(r);
     softmax::register(r);
 }

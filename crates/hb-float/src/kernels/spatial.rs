@@ -86,12 +86,13 @@ impl WindowAttrs {
         (self.kernel[d] - 1) * self.dilations[d] + 1
     }
 
-    /// Output sizes and begin pads of a forward window op (Conv, pools) over
-    /// the spatial `input` sizes.
-    pub fn forward(&self, input: &[usize], ceil_mode: bool) -> OpResult<(Vec<usize>, Vec<usize>)> {
+    /// Output sizes, begin pads and end pads of a forward window op (Conv,
+    /// pools) over the spatial `input` sizes.
+    pub fn forward(&self, input: &[usize], ceil_mode: bool) -> OpResult<Padded> {
         let r = input.len();
         let mut out = Vec::with_capacity(r);
         let mut begin = Vec::with_capacity(r);
+        let mut end = Vec::with_capacity(r);
         for d in 0..r {
             let (i, s, e) = (input[d], self.strides[d], self.extent(d));
             match self.auto_pad.as_str() {
@@ -105,6 +106,7 @@ impl WindowAttrs {
                     };
                     out.push(o);
                     begin.push(b);
+                    end.push(total - b);
                 }
                 _ => {
                     let (pb, pe) = if self.auto_pad == "VALID" {
@@ -129,12 +131,16 @@ impl WindowAttrs {
                     }
                     out.push(o);
                     begin.push(pb);
+                    end.push(pe);
                 }
             }
         }
-        Ok((out, begin))
+        Ok((out, begin, end))
     }
 }
+
+/// Output sizes, begin pads and end pads.
+pub type Padded = (Vec<usize>, Vec<usize>, Vec<usize>);
 
 /// Pads `v` at the front with `fill` to [`SD`] entries.
 pub fn to3(v: &[usize], fill: usize) -> [usize; SD] {
@@ -161,12 +167,14 @@ pub struct Geom {
     pub dilations: [usize; SD],
     /// Begin pads.
     pub pad: [usize; SD],
+    /// End pads.
+    pub pad_end: [usize; SD],
 }
 
 impl Geom {
     /// Builds the geometry of a forward window op from attributes and input sizes.
     pub fn new(a: &WindowAttrs, input: &[usize], ceil_mode: bool) -> OpResult<(Geom, Vec<usize>)> {
-        let (out, begin) = a.forward(input, ceil_mode)?;
+        let (out, begin, end) = a.forward(input, ceil_mode)?;
         let g = Geom {
             input: to3(input, 1),
             out: to3(&out, 1),
@@ -174,6 +182,7 @@ impl Geom {
             strides: to3(&a.strides, 1),
             dilations: to3(&a.dilations, 1),
             pad: to3(&begin, 0),
+            pad_end: to3(&end, 0),
         };
         Ok((g, out))
     }
@@ -218,5 +227,11 @@ impl Geom {
             (i + p - kd).div_ceil(s).min(self.out[d])
         };
         (lo.min(hi), hi)
+    }
+
+    /// True when the window position lies inside the input or its pads.
+    #[inline]
+    pub fn in_padded(&self, d: usize, o: usize, k: usize) -> bool {
+        o * self.strides[d] + k * self.dilations[d] < self.pad[d] + self.input[d] + self.pad_end[d]
     }
 }
