@@ -9,6 +9,7 @@ pub mod floatio;
 pub mod gemm;
 pub mod matmul;
 pub mod norm;
+pub mod norm_misc;
 pub mod pool;
 pub mod softmax;
 pub mod spatial;
@@ -21,6 +22,7 @@ pub fn register_all(r: &mut Registry) {
     conv_transpose::register(r);
     matmul::register(r);
     norm::register(r);
+    norm_misc::register(r);
     pool::register(r);
     softmax::register(r);
 }
