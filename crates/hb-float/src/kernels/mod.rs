@@ -5,6 +5,7 @@ pub mod util;
 
 pub mod conv;
 pub mod conv_transpose;
+pub mod einsum;
 pub mod floatio;
 pub mod gemm;
 pub mod matmul;
@@ -20,6 +21,7 @@ use crate::registry::Registry;
 pub fn register_all(r: &mut Registry) {
     conv::register(r);
     conv_transpose::register(r);
+    einsum::register(r);
     matmul::register(r);
     norm::register(r);
     norm_misc::register(r);
