@@ -49,7 +49,7 @@ pub fn check_group(group: i64, cin: usize, cout: usize) -> OpResult<usize> {
         return Err(invalid!("group must be positive, got {group}"));
     }
     let g = group as usize;
-    if cin % g != 0 || cout % g != 0 {
+    if !cin.is_multiple_of(g) || !cout.is_multiple_of(g) {
         return Err(invalid!(
             "channels ({cin} in, {cout} out) are not divisible by group {g}"
         ));
@@ -101,7 +101,10 @@ pub fn conv_f32(
     }
     let attrs = WindowAttrs::read(ctx, xs.len() - 2, Some(ws[2..].to_vec()))?;
     if attrs.kernel != ws[2..] {
-        return Err(invalid!("kernel_shape {:?} does not match weight {ws:?}", attrs.kernel));
+        return Err(invalid!(
+            "kernel_shape {:?} does not match weight {ws:?}",
+            attrs.kernel
+        ));
     }
     let (geom, out_sp) = Geom::new(&attrs, &xs[2..], false)?;
     let bias = bias_values(b, cout)?;
@@ -139,10 +142,18 @@ fn conv_gemm(d: &ConvDims, x: &[f32], w: &[f32], out: &mut [f32]) -> OpResult<()
     let work = d.cout * rows * ol;
     for_each_chunk(out, d.cout * ol, work, |b, out_b| {
         let xb = x.get(b * d.cin * il..(b + 1) * d.cin * il).unwrap_or(&[]);
-        let mut col = if pointwise { Vec::new() } else { vec![0f32; rows * ol] };
+        let mut col = if pointwise {
+            Vec::new()
+        } else {
+            vec![0f32; rows * ol]
+        };
         for gi in 0..d.group {
-            let xg = xb.get(gi * cin_g * il..(gi + 1) * cin_g * il).unwrap_or(&[]);
-            let wg = w.get(gi * cout_g * rows..(gi + 1) * cout_g * rows).unwrap_or(&[]);
+            let xg = xb
+                .get(gi * cin_g * il..(gi + 1) * cin_g * il)
+                .unwrap_or(&[]);
+            let wg = w
+                .get(gi * cout_g * rows..(gi + 1) * cout_g * rows)
+                .unwrap_or(&[]);
             let rhs = if pointwise {
                 xg
             } else {
@@ -180,9 +191,13 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
         im2col_row(g, plane, kernel_pos(g, r % kl), row);
     };
     if rayon::current_num_threads() > 1 && col.len() >= 1 << 16 {
-        col.par_chunks_mut(ol).enumerate().for_each(|(r, row)| fill(r, row));
+        col.par_chunks_mut(ol)
+            .enumerate()
+            .for_each(|(r, row)| fill(r, row));
     } else {
-        col.chunks_mut(ol).enumerate().for_each(|(r, row)| fill(r, row));
+        col.chunks_mut(ol)
+            .enumerate()
+            .for_each(|(r, row)| fill(r, row));
     }
 }
 
@@ -194,9 +209,13 @@ fn im2col_row(g: &Geom, plane: &[f32], k: [usize; 3], row: &mut [f32]) {
     let (lo, hi) = g.valid_range(2, k[2]);
     let (sw, off) = (g.strides[2], k[2] * g.dilations[2]);
     for od in 0..g.out[0] {
-        let Some(id) = g.coord(0, od, k[0]) else { continue };
+        let Some(id) = g.coord(0, od, k[0]) else {
+            continue;
+        };
         for oh in 0..oh_n {
-            let Some(ih) = g.coord(1, oh, k[1]) else { continue };
+            let Some(ih) = g.coord(1, oh, k[1]) else {
+                continue;
+            };
             let src = (id * ih_n + ih) * iw_n;
             let dst = (od * oh_n + oh) * ow_n;
             for ow in lo..hi {
@@ -220,7 +239,9 @@ fn depthwise(d: &ConvDims, x: &[f32], w: &[f32], out: &mut [f32]) {
         }
     };
     if rayon::current_num_threads() > 1 && out.len() * kl >= 1 << 16 {
-        out.par_chunks_mut(ol).enumerate().for_each(|(p, o)| run(p, o));
+        out.par_chunks_mut(ol)
+            .enumerate()
+            .for_each(|(p, o)| run(p, o));
     } else {
         out.chunks_mut(ol).enumerate().for_each(|(p, o)| run(p, o));
     }
@@ -236,15 +257,16 @@ fn accumulate_tap(g: &Geom, plane: &[f32], k: [usize; 3], wv: f32, out: &mut [f3
     }
     let (sw, off) = (g.strides[2], k[2] * g.dilations[2]);
     for od in 0..g.out[0] {
-        let Some(id) = g.coord(0, od, k[0]) else { continue };
+        let Some(id) = g.coord(0, od, k[0]) else {
+            continue;
+        };
         for oh in 0..oh_n {
-            let Some(ih) = g.coord(1, oh, k[1]) else { continue };
+            let Some(ih) = g.coord(1, oh, k[1]) else {
+                continue;
+            };
             let src = (id * ih_n + ih) * iw_n + lo * sw + off - g.pad[2];
             let dst = (od * oh_n + oh) * ow_n;
-            let (Some(o), Some(s)) = (
-                out.get_mut(dst + lo..dst + hi),
-                plane.get(src..),
-            ) else {
+            let (Some(o), Some(s)) = (out.get_mut(dst + lo..dst + hi), plane.get(src..)) else {
                 continue;
             };
             if sw == 1 {

@@ -50,16 +50,27 @@ fn output_geometry(
         Some(v) if v.len() == r && v.iter().all(|&x| x >= 0) => {
             v.iter().map(|&x| x as usize).collect()
         }
-        Some(v) => return Err(invalid!("output_padding {v:?} must hold {r} non-negative values")),
+        Some(v) => {
+            return Err(invalid!(
+                "output_padding {v:?} must hold {r} non-negative values"
+            ))
+        }
     };
     let natural: Vec<isize> = (0..r)
         .map(|d| (a.strides[d] * (input[d].max(1) - 1) + op[d] + a.extent(d)) as isize)
         .collect();
     let requested = match ctx.node.get_ints("output_shape")? {
-        Some(v) if v.len() >= r && v[v.len() - r..].iter().all(|&x| x > 0) => {
-            Some(v[v.len() - r..].iter().map(|&x| x as usize).collect::<Vec<_>>())
+        Some(v) if v.len() >= r && v[v.len() - r..].iter().all(|&x| x > 0) => Some(
+            v[v.len() - r..]
+                .iter()
+                .map(|&x| x as usize)
+                .collect::<Vec<_>>(),
+        ),
+        Some(v) => {
+            return Err(invalid!(
+                "output_shape {v:?} must end with {r} positive sizes"
+            ))
         }
-        Some(v) => return Err(invalid!("output_shape {v:?} must end with {r} positive sizes")),
         None if a.auto_pad.starts_with("SAME") => {
             Some((0..r).map(|d| input[d] * a.strides[d]).collect())
         }
@@ -81,9 +92,13 @@ fn output_geometry(
     let valid = a.auto_pad == "VALID";
     let mut out = Vec::with_capacity(r);
     let mut begins = Vec::with_capacity(r);
-    for d in 0..r {
-        let (pb, pe) = if valid { (0, 0) } else { (a.pads[d], a.pads[d + r]) };
-        let o = natural[d] - (pb + pe) as isize;
+    for (d, nat) in natural.iter().enumerate() {
+        let (pb, pe) = if valid {
+            (0, 0)
+        } else {
+            (a.pads[d], a.pads[d + r])
+        };
+        let o = nat - (pb + pe) as isize;
         if o <= 0 {
             return Err(invalid!("pads leave no output along spatial dim {d}"));
         }
@@ -111,11 +126,17 @@ fn conv_transpose_f32(
     let group = check_group(group, cin, ws[1] * group.max(1) as usize)?;
     let cout = ws[1] * group;
     if ws[0] != cin {
-        return Err(invalid!("weight {ws:?} expects {} input channels, input has {cin}", ws[0]));
+        return Err(invalid!(
+            "weight {ws:?} expects {} input channels, input has {cin}",
+            ws[0]
+        ));
     }
     let attrs = WindowAttrs::read(ctx, xs.len() - 2, Some(ws[2..].to_vec()))?;
     if attrs.kernel != ws[2..] {
-        return Err(invalid!("kernel_shape {:?} does not match weight {ws:?}", attrs.kernel));
+        return Err(invalid!(
+            "kernel_shape {:?} does not match weight {ws:?}",
+            attrs.kernel
+        ));
     }
     let (out_sp, begins) = output_geometry(ctx, &attrs, &xs[2..])?;
     let mut pad = [0isize; SD];
@@ -133,7 +154,15 @@ fn conv_transpose_f32(
     let bias = bias_values(b, cout)?;
     let ol: usize = g.out.iter().product();
     let mut out = vec![0f32; n * cout * ol];
-    compute(&g, cin, cout, group, &contiguous(x), &contiguous(w), &mut out)?;
+    compute(
+        &g,
+        cin,
+        cout,
+        group,
+        &contiguous(x),
+        &contiguous(w),
+        &mut out,
+    )?;
     add_bias(&mut out, bias.as_deref(), ol);
     let mut shape = vec![n, cout];
     shape.extend(out_sp);
@@ -160,7 +189,9 @@ fn compute(
             let xg = x
                 .get((b * cin + gi * cin_g) * il..(b * cin + (gi + 1) * cin_g) * il)
                 .unwrap_or(&[]);
-            let wg = w.get(gi * cin_g * rows..(gi + 1) * cin_g * rows).unwrap_or(&[]);
+            let wg = w
+                .get(gi * cin_g * rows..(gi + 1) * cin_g * rows)
+                .unwrap_or(&[]);
             sgemm(
                 1.0,
                 Mat::row_major(wg, cin_g, rows).t(),
@@ -197,9 +228,13 @@ fn col2im_channel(g: &TGeom, cols: &[f32], plane: &mut [f32]) {
             break;
         }
         for id in 0..id_n {
-            let Some(od) = out_coord(g, 0, id, kd) else { continue };
+            let Some(od) = out_coord(g, 0, id, kd) else {
+                continue;
+            };
             for ih in 0..ih_n {
-                let Some(oh) = out_coord(g, 1, ih, kh) else { continue };
+                let Some(oh) = out_coord(g, 1, ih, kh) else {
+                    continue;
+                };
                 let src = (id * ih_n + ih) * iw_n;
                 let dst = (od * oh_n + oh) * ow_n;
                 for iw in 0..iw_n {

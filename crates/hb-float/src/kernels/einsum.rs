@@ -40,9 +40,9 @@ fn expand_term(term: &str, rank: Option<usize>, ell: &mut Option<usize>) -> OpRe
         return Ok(letters);
     };
     let n = match rank {
-        Some(r) => r
-            .checked_sub(letters.len())
-            .ok_or_else(|| invalid!("Einsum term '{term}' has more labels than its operand's {r} dims"))?,
+        Some(r) => r.checked_sub(letters.len()).ok_or_else(|| {
+            invalid!("Einsum term '{term}' has more labels than its operand's {r} dims")
+        })?,
         None => ell.unwrap_or(0),
     };
     if rank.is_some() {
@@ -51,7 +51,10 @@ fn expand_term(term: &str, rank: Option<usize>, ell: &mut Option<usize>) -> OpRe
     if n > ELLIPSIS.len() {
         return Err(invalid!("Einsum ellipsis covers too many dims ({n})"));
     }
-    let before = term[..pos].chars().filter(|c| c.is_ascii_alphabetic()).count();
+    let before = term[..pos]
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic())
+        .count();
     let mut out = letters;
     // Ellipsis dims are right-aligned across operands (numpy broadcasting).
     let total = rank.map_or(n, |_| n);
@@ -84,7 +87,9 @@ impl Equation {
             .collect::<OpResult<Vec<_>>>()?;
         for (t, &r) in inputs.iter().zip(ranks) {
             if t.len() != r {
-                return Err(invalid!("Einsum equation '{equation}' does not match operand rank {r}"));
+                return Err(invalid!(
+                    "Einsum equation '{equation}' does not match operand rank {r}"
+                ));
             }
         }
         let output = match rhs {
@@ -162,7 +167,10 @@ fn einsum(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
             return one(Tensor::F32(y).cast(dtype)?);
         }
     }
-    let data: Vec<Vec<f64>> = ts.iter().map(|t| t.to_f64_vec()).collect::<Result<_, _>>()?;
+    let data: Vec<Vec<f64>> = ts
+        .iter()
+        .map(|t| t.to_f64_vec())
+        .collect::<Result<_, _>>()?;
     let (shape, out) = general(&eq, &shapes, &sizes, &data)?;
     let y = ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid!("{e}"))?;
     one(Tensor::F64(y).cast(dtype)?)
@@ -286,12 +294,24 @@ impl GemmPlan {
             }
         }
         let ns: Vec<char> = lb.iter().copied().filter(|l| !la.contains(l)).collect();
-        if ns.iter().any(|l| !lo.contains(l)) || batch.iter().chain(&ks).any(|&l| size_a(l) != size_b(l)) {
+        if ns.iter().any(|l| !lo.contains(l))
+            || batch.iter().chain(&ks).any(|&l| size_a(l) != size_b(l))
+        {
             return None;
         }
         let pos = |v: &[char], l: &char| v.iter().position(|c| c == l).unwrap_or(0);
-        let perm_a: Vec<usize> = batch.iter().chain(&ms).chain(&ks).map(|l| pos(la, l)).collect();
-        let perm_b: Vec<usize> = batch.iter().chain(&ks).chain(&ns).map(|l| pos(lb, l)).collect();
+        let perm_a: Vec<usize> = batch
+            .iter()
+            .chain(&ms)
+            .chain(&ks)
+            .map(|l| pos(la, l))
+            .collect();
+        let perm_b: Vec<usize> = batch
+            .iter()
+            .chain(&ks)
+            .chain(&ns)
+            .map(|l| pos(lb, l))
+            .collect();
         let res: Vec<char> = batch.iter().chain(&ms).chain(&ns).copied().collect();
         let prod = |v: &[char], f: &dyn Fn(char) -> Option<usize>| -> usize {
             v.iter().map(|&l| f(l).unwrap_or(1)).product()
@@ -313,8 +333,18 @@ impl GemmPlan {
     }
 
     fn run(&self, a: &ArrayD<f32>, b: &ArrayD<f32>) -> OpResult<ArrayD<f32>> {
-        let pa: Vec<f32> = a.view().permuted_axes(IxDyn(&self.perm_a)).iter().copied().collect();
-        let pb: Vec<f32> = b.view().permuted_axes(IxDyn(&self.perm_b)).iter().copied().collect();
+        let pa: Vec<f32> = a
+            .view()
+            .permuted_axes(IxDyn(&self.perm_a))
+            .iter()
+            .copied()
+            .collect();
+        let pb: Vec<f32> = b
+            .view()
+            .permuted_axes(IxDyn(&self.perm_b))
+            .iter()
+            .copied()
+            .collect();
         let (m, k, n) = (self.m, self.k, self.n);
         let mut out = vec![0f32; self.batch * m * n];
         for_each_chunk(&mut out, m * n, m * k * n, |i, c| {
@@ -322,7 +352,11 @@ impl GemmPlan {
             let bm = Mat::row_major(pb.get(i * k * n..).unwrap_or(&[]), k, n);
             sgemm(1.0, am, bm, 0.0, c)
         })?;
-        let res = ArrayD::from_shape_vec(IxDyn(&self.res_shape), out).map_err(|e| invalid!("{e}"))?;
-        Ok(res.permuted_axes(IxDyn(&self.perm_out)).as_standard_layout().into_owned())
+        let res =
+            ArrayD::from_shape_vec(IxDyn(&self.res_shape), out).map_err(|e| invalid!("{e}"))?;
+        Ok(res
+            .permuted_axes(IxDyn(&self.perm_out))
+            .as_standard_layout()
+            .into_owned())
     }
 }

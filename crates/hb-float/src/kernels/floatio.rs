@@ -11,7 +11,9 @@ use std::borrow::Cow;
 pub fn f32_of(t: &Tensor) -> OpResult<Cow<'_, ArrayD<f32>>> {
     match t.dtype() {
         DType::F32 | DType::F64 | DType::F16 | DType::BF16 => Ok(t.to_f32_cow()?),
-        other => Err(unsupported!("element type {other} (a float type is required)")),
+        other => Err(unsupported!(
+            "element type {other} (a float type is required)"
+        )),
     }
 }
 

@@ -72,9 +72,11 @@ impl<'a> Mat<'a> {
         if self.rows == 0 || self.cols == 0 {
             return Ok(());
         }
-        let last = (self.rows - 1)
-            .checked_mul(self.rs)
-            .and_then(|x| (self.cols - 1).checked_mul(self.cs).and_then(|y| x.checked_add(y)));
+        let last = (self.rows - 1).checked_mul(self.rs).and_then(|x| {
+            (self.cols - 1)
+                .checked_mul(self.cs)
+                .and_then(|y| x.checked_add(y))
+        });
         match last {
             Some(l) if l < self.data.len() => Ok(()),
             _ => Err(invalid!(
@@ -95,10 +97,17 @@ impl<'a> Mat<'a> {
 pub fn sgemm(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) -> OpResult<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
-        return Err(invalid!("gemm: inner dims differ ({m}x{k} · {}x{n})", b.rows));
+        return Err(invalid!(
+            "gemm: inner dims differ ({m}x{k} · {}x{n})",
+            b.rows
+        ));
     }
     if c.len() < m * n {
-        return Err(invalid!("gemm: output holds {} elements, needs {}", c.len(), m * n));
+        return Err(invalid!(
+            "gemm: output holds {} elements, needs {}",
+            c.len(),
+            m * n
+        ));
     }
     a.check("A")?;
     b.check("B")?;
@@ -178,7 +187,9 @@ where
             .enumerate()
             .try_for_each(|(i, c)| f(i, c))
     } else {
-        out.chunks_mut(chunk).enumerate().try_for_each(|(i, c)| f(i, c))
+        out.chunks_mut(chunk)
+            .enumerate()
+            .try_for_each(|(i, c)| f(i, c))
     }
 }
 
@@ -191,8 +202,7 @@ mod tests {
         for i in 0..a.rows {
             for j in 0..b.cols {
                 for p in 0..a.cols {
-                    c[i * b.cols + j] +=
-                        a.data[i * a.rs + p * a.cs] * b.data[p * b.rs + j * b.cs];
+                    c[i * b.cols + j] += a.data[i * a.rs + p * a.cs] * b.data[p * b.rs + j * b.cs];
                 }
             }
         }
@@ -213,7 +223,14 @@ mod tests {
     #[test]
     fn beta_accumulates_and_k_zero() {
         let mut c = vec![1.0; 4];
-        sgemm(1.0, Mat::row_major(&[], 2, 0), Mat::row_major(&[], 0, 2), 2.0, &mut c).unwrap();
+        sgemm(
+            1.0,
+            Mat::row_major(&[], 2, 0),
+            Mat::row_major(&[], 0, 2),
+            2.0,
+            &mut c,
+        )
+        .unwrap();
         assert_eq!(c, vec![2.0; 4]);
     }
 
@@ -221,7 +238,13 @@ mod tests {
     fn out_of_bounds_view_is_an_error() {
         let a = vec![0.0; 5];
         let mut c = vec![0.0; 4];
-        let r = sgemm(1.0, Mat::row_major(&a, 2, 3), Mat::row_major(&a, 3, 2), 0.0, &mut c);
+        let r = sgemm(
+            1.0,
+            Mat::row_major(&a, 2, 3),
+            Mat::row_major(&a, 3, 2),
+            0.0,
+            &mut c,
+        );
         assert!(r.is_err());
     }
 }

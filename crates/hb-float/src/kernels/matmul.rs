@@ -69,10 +69,20 @@ impl MatMulPlan {
     /// Plans `a · b` for operand shapes `a` and `b`.
     pub fn new(a: &[usize], b: &[usize]) -> OpResult<Self> {
         if a.is_empty() || b.is_empty() {
-            return Err(invalid!("MatMul operands must have rank >= 1 (got {a:?}, {b:?})"));
+            return Err(invalid!(
+                "MatMul operands must have rank >= 1 (got {a:?}, {b:?})"
+            ));
         }
-        let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-        let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+        let a2: Vec<usize> = if a.len() == 1 {
+            vec![1, a[0]]
+        } else {
+            a.to_vec()
+        };
+        let b2: Vec<usize> = if b.len() == 1 {
+            vec![b[0], 1]
+        } else {
+            b.to_vec()
+        };
         let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
         let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
         if k != k2 {
@@ -110,7 +120,11 @@ impl MatMulPlan {
 fn matmul(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
     if a.dtype() != b.dtype() {
-        return Err(invalid!("MatMul operands differ in type: {} and {}", a.dtype(), b.dtype()));
+        return Err(invalid!(
+            "MatMul operands differ in type: {} and {}",
+            a.dtype(),
+            b.dtype()
+        ));
     }
     let plan = MatMulPlan::new(a.shape(), b.shape())?;
     match (a, b) {
@@ -133,7 +147,13 @@ pub fn matmul_f32(plan: &MatMulPlan, a: &ArrayD<f32>, b: &ArrayD<f32>) -> OpResu
     let mut out = vec![0f32; plan.count() * m * n];
     if plan.fold_a {
         let rows = plan.count() * m;
-        sgemm(1.0, Mat::row_major(&ad, rows, k), Mat::row_major(&bd, k, n), 0.0, &mut out)?;
+        sgemm(
+            1.0,
+            Mat::row_major(&ad, rows, k),
+            Mat::row_major(&bd, k, n),
+            0.0,
+            &mut out,
+        )?;
     } else {
         for_each_chunk(&mut out, m * n, m * k * n, |i, c| {
             let (ao, bo) = (plan.a_off[i], plan.b_off[i]);
@@ -175,7 +195,11 @@ fn dot<'a, T: Scalar>(pairs: impl Iterator<Item = (Option<&'a T>, Option<&'a T>)
             i = i.wrapping_add(x.to_i64().wrapping_mul(y.to_i64()));
         }
     }
-    Ok(if T::IS_FLOAT { T::from_f64(f) } else { T::from_i64(i) })
+    Ok(if T::IS_FLOAT {
+        T::from_f64(f)
+    } else {
+        T::from_i64(i)
+    })
 }
 
 fn gemm_op(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
@@ -191,7 +215,11 @@ fn gemm_op(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     }
     let (a, b) = (f32_of(at)?, f32_of(bt)?);
     if a.ndim() != 2 || b.ndim() != 2 {
-        return Err(invalid!("Gemm needs 2-D A and B, got {:?} and {:?}", a.shape(), b.shape()));
+        return Err(invalid!(
+            "Gemm needs 2-D A and B, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        ));
     }
     let (ad, bd) = (contiguous(&a), contiguous(&b));
     let am = Mat::row_major(&ad, a.shape()[0], a.shape()[1]).t_if(ta);

@@ -25,7 +25,9 @@ fn for_rows<F: Fn(usize, &mut [f32]) + Sync + Send>(data: &mut [f32], cols: usiz
         return;
     }
     if rayon::current_num_threads() > 1 && data.len() >= 1 << 16 && data.len() / cols > 1 {
-        data.par_chunks_mut(cols).enumerate().for_each(|(i, r)| f(i, r));
+        data.par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
     } else {
         data.chunks_mut(cols).enumerate().for_each(|(i, r)| f(i, r));
     }
@@ -55,7 +57,10 @@ fn param(t: Option<&Tensor>, shape: &[usize], what: &str) -> OpResult<Option<Vec
 fn channel_param(t: &Tensor, c: usize, what: &str) -> OpResult<Vec<f32>> {
     let a = f32_of(t)?;
     if a.len() != c {
-        return Err(invalid!("{what} has shape {:?}, expected {c} values", a.shape()));
+        return Err(invalid!(
+            "{what} has shape {:?}, expected {c} values",
+            a.shape()
+        ));
     }
     Ok(a.iter().copied().collect())
 }
@@ -75,7 +80,9 @@ fn nc_rest(shape: &[usize], op: &str) -> OpResult<(usize, usize, usize)> {
 
 fn batch_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     if ctx.node.int_or("training_mode", 0)? != 0 {
-        return Err(unsupported!("BatchNormalization with training_mode=1 (inference only)"));
+        return Err(unsupported!(
+            "BatchNormalization with training_mode=1 (inference only)"
+        ));
     }
     let xt = input(inputs, 0)?;
     let x = f32_of(xt)?;
@@ -83,7 +90,11 @@ fn batch_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> 
     let (_, c, rest) = nc_rest(&shape, "BatchNormalization")?;
     let eps = ctx.node.float_or("epsilon", 1e-5)?;
     // Per channel, or per (channel, position) for the old spatial=0 form.
-    let per = if f32_of(input(inputs, 1)?)?.len() == c { c } else { c * rest };
+    let per = if f32_of(input(inputs, 1)?)?.len() == c {
+        c
+    } else {
+        c * rest
+    };
     let p: Vec<Vec<f32>> = (1..5)
         .map(|i| channel_param(input(inputs, i)?, per, "BatchNormalization parameter"))
         .collect::<OpResult<_>>()?;
@@ -130,12 +141,16 @@ fn group_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> 
     let (_, c, rest) = nc_rest(&shape, "GroupNormalization")?;
     let eps = ctx.node.float_or("epsilon", 1e-5)?;
     let g = ctx.node.int_req("num_groups")?;
-    if g < 1 || c % g as usize != 0 {
+    if g < 1 || !c.is_multiple_of(g as usize) {
         return Err(invalid!("num_groups {g} does not divide the {c} channels"));
     }
     let g = g as usize;
     // Opset 18 has one scale per group, opset 21 one per channel.
-    let per = if f32_of(input(inputs, 1)?)?.len() == c { c } else { g };
+    let per = if f32_of(input(inputs, 1)?)?.len() == c {
+        c
+    } else {
+        g
+    };
     let scale = channel_param(input(inputs, 1)?, per, "scale")?;
     let bias = channel_param(input(inputs, 2)?, per, "bias")?;
     let cg = c / g;
@@ -186,7 +201,7 @@ fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpRe
         None
     };
     let mut data: Vec<f32> = x.iter().copied().collect();
-    let rows = if cols == 0 { 0 } else { data.len() / cols };
+    let rows = data.len().checked_div(cols).unwrap_or(0);
     let mut st = vec![(0f32, 0f32); rows];
     for (row, s) in data.chunks(cols.max(1)).zip(st.iter_mut()) {
         *s = match stats {
@@ -209,7 +224,11 @@ fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpRe
     });
     let mut outs = vec![build(&shape, data, xt.dtype())?];
     if stats == Stats::MeanVar && ctx.node.outputs.len() > 1 {
-        let stash = if ctx.node.int_or("stash_type", 1)? == 1 { DType::F32 } else { xt.dtype() };
+        let stash = if ctx.node.int_or("stash_type", 1)? == 1 {
+            DType::F32
+        } else {
+            xt.dtype()
+        };
         let mut sshape = shape[..axis].to_vec();
         sshape.resize(shape.len(), 1);
         outs.push(build(&sshape, st.iter().map(|s| s.0).collect(), stash)?);

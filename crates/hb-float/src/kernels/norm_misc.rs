@@ -109,7 +109,10 @@ fn lp_normalization(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Ten
         for j in 0..inner {
             let at = |i: usize| o * n * inner + i * inner + j;
             let norm = (0..n)
-                .map(|i| data.get(at(i)).map_or(0.0, |v| if p == 1 { v.abs() } else { v * v }))
+                .map(|i| {
+                    data.get(at(i))
+                        .map_or(0.0, |v| if p == 1 { v.abs() } else { v * v })
+                })
                 .sum::<f32>();
             let norm = if p == 2 { norm.sqrt() } else { norm };
             let inv = if norm == 0.0 { 0.0 } else { 1.0 / norm };
@@ -152,7 +155,9 @@ fn lrn(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
             let hi = (ch + after).min(c - 1);
             for j in 0..inner {
                 let at = |k: usize| o * c * inner + k * inner + j;
-                let sq: f32 = (lo..=hi).map(|k| xd.get(at(k)).map_or(0.0, |v| v * v)).sum();
+                let sq: f32 = (lo..=hi)
+                    .map(|k| xd.get(at(k)).map_or(0.0, |v| v * v))
+                    .sum();
                 let v = xd.get(at(ch)).copied().unwrap_or(0.0);
                 if let Some(d) = out.get_mut(at(ch)) {
                     *d = v / (bias + alpha / size as f32 * sq).powf(beta);

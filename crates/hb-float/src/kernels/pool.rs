@@ -35,7 +35,9 @@ struct Pooling {
 impl Pooling {
     fn new(ctx: &OpCtx, shape: &[usize]) -> OpResult<Self> {
         if shape.len() < 3 {
-            return Err(invalid!("pooling needs an input of rank >= 3, got {shape:?}"));
+            return Err(invalid!(
+                "pooling needs an input of rank >= 3, got {shape:?}"
+            ));
         }
         let attrs = WindowAttrs::read(ctx, shape.len() - 2, None)?;
         let ceil = ctx.node.int_or("ceil_mode", 0)? != 0;
@@ -65,7 +67,10 @@ impl Pooling {
                     for kd in 0..g.kernel[0] {
                         for kh in 0..g.kernel[1] {
                             for kw in 0..g.kernel[2] {
-                                if g.in_padded(0, od, kd) && g.in_padded(1, oh, kh) && g.in_padded(2, ow, kw) {
+                                if g.in_padded(0, od, kd)
+                                    && g.in_padded(1, oh, kh)
+                                    && g.in_padded(2, ow, kw)
+                                {
                                     padded += 1;
                                 }
                                 if let (Some(d), Some(h), Some(w)) =
@@ -105,7 +110,9 @@ where
         return out;
     }
     if rayon::current_num_threads() > 1 && out.len() * p.geom.k_len() >= 1 << 16 {
-        out.par_chunks_mut(ol).enumerate().for_each(|(i, o)| run(i, o));
+        out.par_chunks_mut(ol)
+            .enumerate()
+            .for_each(|(i, o)| run(i, o));
     } else {
         out.chunks_mut(ol).enumerate().for_each(|(i, o)| run(i, o));
     }
@@ -118,7 +125,7 @@ fn argmax<T: Scalar>(plane: &[T], win: &[usize]) -> Option<usize> {
     for &i in win {
         let Some(&v) = plane.get(i) else { continue };
         match best {
-            Some((_, b)) if !(v > b) => {}
+            Some((_, b)) if v.partial_cmp(&b) != Some(std::cmp::Ordering::Greater) => {}
             _ => best = Some((i, v)),
         }
     }
@@ -147,7 +154,11 @@ fn max_pool_t<T: Scalar>(
     let vals: Vec<T> = idx
         .iter()
         .enumerate()
-        .map(|(k, &i)| xd.get((k / ol.max(1)) * il + i).copied().unwrap_or_default())
+        .map(|(k, &i)| {
+            xd.get((k / ol.max(1)) * il + i)
+                .copied()
+                .unwrap_or_default()
+        })
         .collect();
     let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), vals).map_err(|e| invalid!("{e}"))?;
     if !want_indices {
@@ -227,7 +238,10 @@ where
 }
 
 /// Reduces every spatial plane of a `[N, C, ...]` input to one value.
-fn global_pool(inputs: &[Option<&Tensor>], reduce: impl Fn(&[f32]) -> f32) -> OpResult<Vec<Tensor>> {
+fn global_pool(
+    inputs: &[Option<&Tensor>],
+    reduce: impl Fn(&[f32]) -> f32,
+) -> OpResult<Vec<Tensor>> {
     let xt = input(inputs, 0)?;
     let x = f32_of(xt)?;
     let shape = x.shape();
@@ -248,7 +262,9 @@ fn global_pool(inputs: &[Option<&Tensor>], reduce: impl Fn(&[f32]) -> f32) -> Op
 }
 
 fn global_max_pool(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
-    global_pool(inputs, |p| p.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+    global_pool(inputs, |p| {
+        p.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    })
 }
 
 fn global_average_pool(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
@@ -276,7 +292,12 @@ fn max_unpool(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> 
         Some(s) if s.len() == shape.len() && s.iter().all(|&d| d >= 0) => {
             Some(s.iter().map(|&d| d as usize).collect::<Vec<_>>())
         }
-        Some(s) => return Err(invalid!("output_shape {s:?} must have rank {}", shape.len())),
+        Some(s) => {
+            return Err(invalid!(
+                "output_shape {s:?} must have rank {}",
+                shape.len()
+            ))
+        }
         None => None,
     };
     // With output_shape the pads are ignored and the result goes to its top-left corner.
@@ -292,7 +313,9 @@ fn max_unpool(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> 
     let mut y = ArrayD::from_shape_vec(IxDyn(&inferred), out).map_err(|e| invalid!("{e}"))?;
     if let Some(req) = requested {
         if req.iter().zip(&inferred).any(|(r, i)| r < i) {
-            return Err(invalid!("output_shape {req:?} is smaller than the inferred {inferred:?}"));
+            return Err(invalid!(
+                "output_shape {req:?} is smaller than the inferred {inferred:?}"
+            ));
         }
         let mut full = ArrayD::zeros(IxDyn(&req));
         full.slice_each_axis_mut(|ax| ndarray::Slice::from(0..inferred[ax.axis.index()]))
@@ -309,7 +332,11 @@ fn unpool_shape(ctx: &OpCtx, shape: &[usize], use_pads: bool) -> OpResult<Vec<us
     let mut out = shape[..2].to_vec();
     for d in 0..r {
         let full = (shape[d + 2].max(1) - 1) * a.strides[d] + a.kernel[d];
-        let pads = if use_pads { a.pads[d] + a.pads[d + r] } else { 0 };
+        let pads = if use_pads {
+            a.pads[d] + a.pads[d + r]
+        } else {
+            0
+        };
         if full <= pads {
             return Err(invalid!("pads leave no output along spatial dim {d}"));
         }

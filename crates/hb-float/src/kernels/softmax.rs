@@ -37,7 +37,11 @@ fn run(ctx: &OpCtx, inputs: &[Option<&Tensor>], log: bool) -> OpResult<Vec<Tenso
         let inner: usize = shape[axis + 1..].iter().product();
         (outer, shape[axis], inner)
     } else {
-        (shape[..axis].iter().product(), shape[axis..].iter().product(), 1)
+        (
+            shape[..axis].iter().product(),
+            shape[axis..].iter().product(),
+            1,
+        )
     };
     let mut data: Vec<f32> = x.iter().copied().collect();
     softmax_rows(&mut data, outer, n, inner, log);

@@ -52,7 +52,10 @@ impl WindowAttrs {
             (None, None) => return Err(invalid!("attribute kernel_shape is required")),
         };
         if kernel.len() != rank {
-            return Err(invalid!("kernel has {} dims, input has {rank} spatial dims", kernel.len()));
+            return Err(invalid!(
+                "kernel has {} dims, input has {rank} spatial dims",
+                kernel.len()
+            ));
         }
         let strides = positive("strides", n.get_ints("strides")?, rank)?;
         let dilations = positive("dilations", n.get_ints("dilations")?, rank)?;
@@ -69,7 +72,10 @@ impl WindowAttrs {
             }
         };
         let auto_pad = n.string_or("auto_pad", "NOTSET")?;
-        if !matches!(auto_pad.as_str(), "NOTSET" | "SAME_UPPER" | "SAME_LOWER" | "VALID") {
+        if !matches!(
+            auto_pad.as_str(),
+            "NOTSET" | "SAME_UPPER" | "SAME_LOWER" | "VALID"
+        ) {
             return Err(invalid!("unknown auto_pad '{auto_pad}'"));
         }
         Ok(WindowAttrs {
@@ -93,8 +99,8 @@ impl WindowAttrs {
         let mut out = Vec::with_capacity(r);
         let mut begin = Vec::with_capacity(r);
         let mut end = Vec::with_capacity(r);
-        for d in 0..r {
-            let (i, s, e) = (input[d], self.strides[d], self.extent(d));
+        for (d, &i) in input.iter().enumerate() {
+            let (s, e) = (self.strides[d], self.extent(d));
             match self.auto_pad.as_str() {
                 "SAME_UPPER" | "SAME_LOWER" => {
                     let o = i.div_ceil(s);
