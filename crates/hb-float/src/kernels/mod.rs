@@ -9,6 +9,18 @@ pub mod resize;
 pub mod shape_ops;
 pub mod util;
 
+pub mod conv;
+pub mod conv_transpose;
+pub mod einsum;
+pub mod floatio;
+pub mod gemm;
+pub mod matmul;
+pub mod norm;
+pub mod norm_misc;
+pub mod pool;
+pub mod softmax;
+pub mod spatial;
+
 use crate::registry::Registry;
 
 /// Registers every built-in kernel.
@@ -18,4 +30,12 @@ pub fn register_all(r: &mut Registry) {
     generate::register(r);
     pad::register(r);
     resize::register(r);
+    conv::register(r);
+    conv_transpose::register(r);
+    einsum::register(r);
+    matmul::register(r);
+    norm::register(r);
+    norm_misc::register(r);
+    pool::register(r);
+    softmax::register(r);
 }

@@ -1,0 +1,250 @@
+//! ConvTranspose (groups, dilations, strides, pads, output_padding,
+//! output_shape, auto_pad): GEMM into columns, then col2im.
+
+use crate::error::OpResult;
+use crate::invalid;
+use crate::kernels::conv::{add_bias, bias_values, check_group};
+use crate::kernels::floatio::{contiguous, f32_of, to_dtype};
+use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
+use crate::kernels::spatial::{to3, WindowAttrs, SD};
+use crate::kernels::util::{input, one, opt_input};
+use crate::registry::{OpCtx, Registry};
+use hb_tensor::Tensor;
+use ndarray::{ArrayD, IxDyn};
+
+/// Registers ConvTranspose.
+pub fn register(r: &mut Registry) {
+    r.register("ConvTranspose", conv_transpose);
+}
+
+fn conv_transpose(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let xt = input(inputs, 0)?;
+    let x = f32_of(xt)?;
+    let w = f32_of(input(inputs, 1)?)?;
+    let b = opt_input(inputs, 2).map(f32_of).transpose()?;
+    let y = conv_transpose_f32(ctx, &x, &w, b.as_deref())?;
+    one(to_dtype(y, xt.dtype())?)
+}
+
+/// Geometry of a transposed convolution, normalized to three spatial dims.
+#[derive(Debug, Clone, Copy)]
+struct TGeom {
+    input: [usize; SD],
+    out: [usize; SD],
+    kernel: [usize; SD],
+    strides: [usize; SD],
+    dilations: [usize; SD],
+    /// Begin pads (negative when output_shape asks for more than the natural size).
+    pad: [isize; SD],
+}
+
+/// Output sizes and begin pads from the attributes and spatial input sizes.
+fn output_geometry(
+    ctx: &OpCtx,
+    a: &WindowAttrs,
+    input: &[usize],
+) -> OpResult<(Vec<usize>, Vec<isize>)> {
+    let r = input.len();
+    let op = match ctx.node.get_ints("output_padding")? {
+        None => vec![0; r],
+        Some(v) if v.len() == r && v.iter().all(|&x| x >= 0) => {
+            v.iter().map(|&x| x as usize).collect()
+        }
+        Some(v) => {
+            return Err(invalid!(
+                "output_padding {v:?} must hold {r} non-negative values"
+            ))
+        }
+    };
+    let natural: Vec<isize> = (0..r)
+        .map(|d| (a.strides[d] * (input[d].max(1) - 1) + op[d] + a.extent(d)) as isize)
+        .collect();
+    let requested = match ctx.node.get_ints("output_shape")? {
+        Some(v) if v.len() >= r && v[v.len() - r..].iter().all(|&x| x > 0) => Some(
+            v[v.len() - r..]
+                .iter()
+                .map(|&x| x as usize)
+                .collect::<Vec<_>>(),
+        ),
+        Some(v) => {
+            return Err(invalid!(
+                "output_shape {v:?} must end with {r} positive sizes"
+            ))
+        }
+        None if a.auto_pad.starts_with("SAME") => {
+            Some((0..r).map(|d| input[d] * a.strides[d]).collect())
+        }
+        None => None,
+    };
+    if let Some(out) = requested {
+        let begins = (0..r)
+            .map(|d| {
+                let total = natural[d] - out[d] as isize;
+                if a.auto_pad == "SAME_UPPER" {
+                    total.div_euclid(2)
+                } else {
+                    total - total.div_euclid(2)
+                }
+            })
+            .collect();
+        return Ok((out, begins));
+    }
+    let valid = a.auto_pad == "VALID";
+    let mut out = Vec::with_capacity(r);
+    let mut begins = Vec::with_capacity(r);
+    for (d, nat) in natural.iter().enumerate() {
+        let (pb, pe) = if valid {
+            (0, 0)
+        } else {
+            (a.pads[d], a.pads[d + r])
+        };
+        let o = nat - (pb + pe) as isize;
+        if o <= 0 {
+            return Err(invalid!("pads leave no output along spatial dim {d}"));
+        }
+        out.push(o as usize);
+        begins.push(pb as isize);
+    }
+    Ok((out, begins))
+}
+
+/// ConvTranspose on f32 arrays: `x` is `[N, C, spatial...]`, `w` is `[C, M/group, kernel...]`.
+fn conv_transpose_f32(
+    ctx: &OpCtx,
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    b: Option<&ArrayD<f32>>,
+) -> OpResult<ArrayD<f32>> {
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.len() < 3 || ws.len() != xs.len() {
+        return Err(invalid!(
+            "input {xs:?} and weight {ws:?} must have the same rank, at least 3"
+        ));
+    }
+    let group = ctx.node.int_or("group", 1)?;
+    let (n, cin) = (xs[0], xs[1]);
+    let group = check_group(group, cin, ws[1] * group.max(1) as usize)?;
+    let cout = ws[1] * group;
+    if ws[0] != cin {
+        return Err(invalid!(
+            "weight {ws:?} expects {} input channels, input has {cin}",
+            ws[0]
+        ));
+    }
+    let attrs = WindowAttrs::read(ctx, xs.len() - 2, Some(ws[2..].to_vec()))?;
+    if attrs.kernel != ws[2..] {
+        return Err(invalid!(
+            "kernel_shape {:?} does not match weight {ws:?}",
+            attrs.kernel
+        ));
+    }
+    let (out_sp, begins) = output_geometry(ctx, &attrs, &xs[2..])?;
+    let mut pad = [0isize; SD];
+    for (k, p) in begins.iter().enumerate() {
+        pad[SD - begins.len() + k] = *p;
+    }
+    let g = TGeom {
+        input: to3(&xs[2..], 1),
+        out: to3(&out_sp, 1),
+        kernel: to3(&attrs.kernel, 1),
+        strides: to3(&attrs.strides, 1),
+        dilations: to3(&attrs.dilations, 1),
+        pad,
+    };
+    let bias = bias_values(b, cout)?;
+    let ol: usize = g.out.iter().product();
+    let mut out = vec![0f32; n * cout * ol];
+    compute(
+        &g,
+        cin,
+        cout,
+        group,
+        &contiguous(x),
+        &contiguous(w),
+        &mut out,
+    )?;
+    add_bias(&mut out, bias.as_deref(), ol);
+    let mut shape = vec![n, cout];
+    shape.extend(out_sp);
+    ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid!("{e}"))
+}
+
+fn compute(
+    g: &TGeom,
+    cin: usize,
+    cout: usize,
+    group: usize,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+) -> OpResult<()> {
+    let (cin_g, cout_g) = (cin / group, cout / group);
+    let kl: usize = g.kernel.iter().product();
+    let il: usize = g.input.iter().product();
+    let ol: usize = g.out.iter().product();
+    let rows = cout_g * kl;
+    for_each_chunk(out, cout * ol, cin * rows * il, |b, out_b| {
+        let mut col = vec![0f32; rows * il];
+        for gi in 0..group {
+            let xg = x
+                .get((b * cin + gi * cin_g) * il..(b * cin + (gi + 1) * cin_g) * il)
+                .unwrap_or(&[]);
+            let wg = w
+                .get(gi * cin_g * rows..(gi + 1) * cin_g * rows)
+                .unwrap_or(&[]);
+            sgemm(
+                1.0,
+                Mat::row_major(wg, cin_g, rows).t(),
+                Mat::row_major(xg, cin_g, il),
+                0.0,
+                &mut col,
+            )?;
+            let og = &mut out_b[gi * cout_g * ol..(gi + 1) * cout_g * ol];
+            for (co, plane) in og.chunks_mut(ol).enumerate() {
+                let rows_c = col.get(co * kl * il..(co + 1) * kl * il).unwrap_or(&[]);
+                col2im_channel(g, rows_c, plane);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Output coordinate along dim `d` of input position `i` and kernel offset `k`.
+#[inline]
+fn out_coord(g: &TGeom, d: usize, i: usize, k: usize) -> Option<usize> {
+    let o = (i * g.strides[d] + k * g.dilations[d]) as isize - g.pad[d];
+    (o >= 0 && (o as usize) < g.out[d]).then_some(o as usize)
+}
+
+/// Scatter-adds the `K × in_len` columns of one output channel into its plane.
+fn col2im_channel(g: &TGeom, cols: &[f32], plane: &mut [f32]) {
+    let il: usize = g.input.iter().product();
+    let [kd_n, kh_n, kw_n] = g.kernel;
+    let [id_n, ih_n, iw_n] = g.input;
+    let [_, oh_n, ow_n] = g.out;
+    for (k, row) in cols.chunks(il).enumerate() {
+        let (kd, kh, kw) = (k / (kh_n * kw_n), (k / kw_n) % kh_n, k % kw_n);
+        if kd >= kd_n {
+            break;
+        }
+        for id in 0..id_n {
+            let Some(od) = out_coord(g, 0, id, kd) else {
+                continue;
+            };
+            for ih in 0..ih_n {
+                let Some(oh) = out_coord(g, 1, ih, kh) else {
+                    continue;
+                };
+                let src = (id * ih_n + ih) * iw_n;
+                let dst = (od * oh_n + oh) * ow_n;
+                for iw in 0..iw_n {
+                    if let (Some(ow), Some(&v)) = (out_coord(g, 2, iw, kw), row.get(src + iw)) {
+                        if let Some(o) = plane.get_mut(dst + ow) {
+                            *o += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

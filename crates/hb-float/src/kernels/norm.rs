@@ -1,0 +1,238 @@
+//! Normalization kernels: BatchNormalization (inference), InstanceNormalization,
+//! LayerNormalization, GroupNormalization and RMSNormalization.
+
+use crate::error::OpResult;
+use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::util::{broadcast_view, input, norm_axis, opt_input};
+use crate::registry::{OpCtx, Registry};
+use crate::{invalid, unsupported};
+use hb_tensor::{DType, Tensor};
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+/// Registers the normalization kernels.
+pub fn register(r: &mut Registry) {
+    r.register("BatchNormalization", batch_norm);
+    r.register("InstanceNormalization", instance_norm);
+    r.register("LayerNormalization", layer_norm);
+    r.register("GroupNormalization", group_norm);
+    r.register("RMSNormalization", rms_norm);
+}
+
+/// Runs `f(row_index, row)` over the `cols`-sized rows of `data`, in parallel when large.
+fn for_rows<F: Fn(usize, &mut [f32]) + Sync + Send>(data: &mut [f32], cols: usize, f: F) {
+    if cols == 0 {
+        return;
+    }
+    if rayon::current_num_threads() > 1 && data.len() >= 1 << 16 && data.len() / cols > 1 {
+        data.par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+    } else {
+        data.chunks_mut(cols).enumerate().for_each(|(i, r)| f(i, r));
+    }
+}
+
+/// Mean and variance of a slice (accumulated in f64).
+fn mean_var(v: &[f32]) -> (f32, f32) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean as f32, var as f32)
+}
+
+/// An optional per-position parameter broadcast to `shape`, flattened.
+fn param(t: Option<&Tensor>, shape: &[usize], what: &str) -> OpResult<Option<Vec<f32>>> {
+    let Some(t) = t else { return Ok(None) };
+    let a = f32_of(t)?;
+    let v = broadcast_view(&a, shape)
+        .map_err(|_| invalid!("{what} {:?} does not broadcast to {shape:?}", a.shape()))?;
+    Ok(Some(v.iter().copied().collect()))
+}
+
+/// A per-channel parameter of exactly `c` values.
+fn channel_param(t: &Tensor, c: usize, what: &str) -> OpResult<Vec<f32>> {
+    let a = f32_of(t)?;
+    if a.len() != c {
+        return Err(invalid!(
+            "{what} has shape {:?}, expected {c} values",
+            a.shape()
+        ));
+    }
+    Ok(a.iter().copied().collect())
+}
+
+fn build(shape: &[usize], data: Vec<f32>, dtype: DType) -> OpResult<Tensor> {
+    let a = ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| invalid!("{e}"))?;
+    to_dtype(a, dtype)
+}
+
+/// `[N, C, rest]` sizes of an input of rank >= 2.
+fn nc_rest(shape: &[usize], op: &str) -> OpResult<(usize, usize, usize)> {
+    if shape.len() < 2 {
+        return Err(invalid!("{op} needs an input of rank >= 2, got {shape:?}"));
+    }
+    Ok((shape[0], shape[1], shape[2..].iter().product()))
+}
+
+fn batch_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    if ctx.node.int_or("training_mode", 0)? != 0 {
+        return Err(unsupported!(
+            "BatchNormalization with training_mode=1 (inference only)"
+        ));
+    }
+    let xt = input(inputs, 0)?;
+    let x = f32_of(xt)?;
+    let shape = x.shape().to_vec();
+    let (_, c, rest) = nc_rest(&shape, "BatchNormalization")?;
+    let eps = ctx.node.float_or("epsilon", 1e-5)?;
+    // Per channel, or per (channel, position) for the old spatial=0 form.
+    let per = if f32_of(input(inputs, 1)?)?.len() == c {
+        c
+    } else {
+        c * rest
+    };
+    let p: Vec<Vec<f32>> = (1..5)
+        .map(|i| channel_param(input(inputs, i)?, per, "BatchNormalization parameter"))
+        .collect::<OpResult<_>>()?;
+    let (scale, bias, mean, var) = (&p[0], &p[1], &p[2], &p[3]);
+    let mul: Vec<f32> = (0..per).map(|i| scale[i] / (var[i] + eps).sqrt()).collect();
+    let add: Vec<f32> = (0..per).map(|i| bias[i] - mean[i] * mul[i]).collect();
+    let mut data: Vec<f32> = x.iter().copied().collect();
+    let unit = if per == c { rest } else { 1 };
+    for_rows(&mut data, unit.max(1), |i, row| {
+        let k = i % per;
+        row.iter_mut().for_each(|v| *v = *v * mul[k] + add[k]);
+    });
+    let mut outs = vec![build(&shape, data, xt.dtype())?];
+    // Inference leaves the running statistics unchanged.
+    for i in [3, 4] {
+        outs.push(input(inputs, i)?.clone());
+    }
+    outs.truncate(ctx.node.outputs.len().max(1));
+    Ok(outs)
+}
+
+fn instance_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let xt = input(inputs, 0)?;
+    let x = f32_of(xt)?;
+    let shape = x.shape().to_vec();
+    let (_, c, rest) = nc_rest(&shape, "InstanceNormalization")?;
+    let eps = ctx.node.float_or("epsilon", 1e-5)?;
+    let scale = channel_param(input(inputs, 1)?, c, "scale")?;
+    let bias = channel_param(input(inputs, 2)?, c, "B")?;
+    let mut data: Vec<f32> = x.iter().copied().collect();
+    for_rows(&mut data, rest.max(1), |i, row| {
+        let k = i % c;
+        let (m, v) = mean_var(row);
+        let mul = scale[k] / (v + eps).sqrt();
+        row.iter_mut().for_each(|x| *x = (*x - m) * mul + bias[k]);
+    });
+    Ok(vec![build(&shape, data, xt.dtype())?])
+}
+
+fn group_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let xt = input(inputs, 0)?;
+    let x = f32_of(xt)?;
+    let shape = x.shape().to_vec();
+    let (_, c, rest) = nc_rest(&shape, "GroupNormalization")?;
+    let eps = ctx.node.float_or("epsilon", 1e-5)?;
+    let g = ctx.node.int_req("num_groups")?;
+    if g < 1 || !c.is_multiple_of(g as usize) {
+        return Err(invalid!("num_groups {g} does not divide the {c} channels"));
+    }
+    let g = g as usize;
+    // Opset 18 has one scale per group, opset 21 one per channel.
+    let per = if f32_of(input(inputs, 1)?)?.len() == c {
+        c
+    } else {
+        g
+    };
+    let scale = channel_param(input(inputs, 1)?, per, "scale")?;
+    let bias = channel_param(input(inputs, 2)?, per, "bias")?;
+    let cg = c / g;
+    let mut data: Vec<f32> = x.iter().copied().collect();
+    for_rows(&mut data, (cg * rest).max(1), |i, block| {
+        let gi = i % g;
+        let (m, v) = mean_var(block);
+        let inv = 1.0 / (v + eps).sqrt();
+        for (ci, plane) in block.chunks_mut(rest.max(1)).enumerate() {
+            let k = if per == c { gi * cg + ci } else { gi };
+            let (s, b) = (scale[k], bias[k]);
+            plane.iter_mut().for_each(|x| *x = (*x - m) * inv * s + b);
+        }
+    });
+    Ok(vec![build(&shape, data, xt.dtype())?])
+}
+
+/// Statistics kind of the last-axes normalizations.
+#[derive(Clone, Copy, PartialEq)]
+enum Stats {
+    /// Mean and variance (LayerNormalization).
+    MeanVar,
+    /// Root mean square only (RMSNormalization).
+    Rms,
+}
+
+fn layer_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    last_axes_norm(ctx, inputs, Stats::MeanVar)
+}
+
+fn rms_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    last_axes_norm(ctx, inputs, Stats::Rms)
+}
+
+/// Normalizes over the dims from `axis` on; outputs Y and, for LayerNorm,
+/// Mean and InvStdDev (stash type float32 unless `stash_type` says otherwise).
+fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpResult<Vec<Tensor>> {
+    let xt = input(inputs, 0)?;
+    let x = f32_of(xt)?;
+    let shape = x.shape().to_vec();
+    let axis = norm_axis(ctx.node.int_or("axis", -1)?, shape.len())?;
+    let eps = ctx.node.float_or("epsilon", 1e-5)?;
+    let cols: usize = shape[axis..].iter().product();
+    let scale = param(Some(input(inputs, 1)?), &shape[axis..], "scale")?.unwrap_or_default();
+    let bias = if stats == Stats::MeanVar {
+        param(opt_input(inputs, 2), &shape[axis..], "bias")?
+    } else {
+        None
+    };
+    let mut data: Vec<f32> = x.iter().copied().collect();
+    let rows = data.len().checked_div(cols).unwrap_or(0);
+    let mut st = vec![(0f32, 0f32); rows];
+    for (row, s) in data.chunks(cols.max(1)).zip(st.iter_mut()) {
+        *s = match stats {
+            Stats::MeanVar => {
+                let (m, v) = mean_var(row);
+                (m, 1.0 / (v + eps).sqrt())
+            }
+            Stats::Rms => {
+                let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
+                (0.0, 1.0 / (ms as f32 + eps).sqrt())
+            }
+        };
+    }
+    for_rows(&mut data, cols.max(1), |i, row| {
+        let (m, inv) = st.get(i).copied().unwrap_or((0.0, 0.0));
+        for (j, v) in row.iter_mut().enumerate() {
+            let b = bias.as_ref().map_or(0.0, |b| b[j]);
+            *v = (*v - m) * inv * scale[j] + b;
+        }
+    });
+    let mut outs = vec![build(&shape, data, xt.dtype())?];
+    if stats == Stats::MeanVar && ctx.node.outputs.len() > 1 {
+        let stash = if ctx.node.int_or("stash_type", 1)? == 1 {
+            DType::F32
+        } else {
+            xt.dtype()
+        };
+        let mut sshape = shape[..axis].to_vec();
+        sshape.resize(shape.len(), 1);
+        outs.push(build(&sshape, st.iter().map(|s| s.0).collect(), stash)?);
+        outs.push(build(&sshape, st.iter().map(|s| s.1).collect(), stash)?);
+    }
+    Ok(outs)
+}

@@ -1,0 +1,346 @@
+//! Pooling: MaxPool (with Indices), AveragePool, LpPool, their Global forms
+//! and MaxUnpool, over 1-D/2-D/3-D inputs.
+
+use crate::error::OpResult;
+use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::spatial::{Geom, WindowAttrs};
+use crate::kernels::util::{input, ints_input, one};
+use crate::registry::{OpCtx, Registry};
+use crate::{invalid, unsupported};
+use hb_tensor::tensor::Scalar;
+use hb_tensor::Tensor;
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+/// Registers the pooling kernels.
+pub fn register(r: &mut Registry) {
+    r.register("MaxPool", max_pool);
+    r.register("AveragePool", average_pool);
+    r.register("LpPool", lp_pool);
+    r.register("GlobalMaxPool", global_max_pool);
+    r.register("GlobalAveragePool", global_average_pool);
+    r.register("GlobalLpPool", global_lp_pool);
+    r.register("MaxUnpool", max_unpool);
+}
+
+/// A pooling window over one input tensor: geometry plus planes.
+struct Pooling {
+    geom: Geom,
+    /// `N·C` planes.
+    planes: usize,
+    /// Output shape.
+    out_shape: Vec<usize>,
+}
+
+impl Pooling {
+    fn new(ctx: &OpCtx, shape: &[usize]) -> OpResult<Self> {
+        if shape.len() < 3 {
+            return Err(invalid!(
+                "pooling needs an input of rank >= 3, got {shape:?}"
+            ));
+        }
+        let attrs = WindowAttrs::read(ctx, shape.len() - 2, None)?;
+        let ceil = ctx.node.int_or("ceil_mode", 0)? != 0;
+        let (geom, out_sp) = Geom::new(&attrs, &shape[2..], ceil)?;
+        let mut out_shape = shape[..2].to_vec();
+        out_shape.extend(out_sp);
+        Ok(Pooling {
+            geom,
+            planes: shape[0] * shape[1],
+            out_shape,
+        })
+    }
+
+    /// Calls `f(out_index_in_plane, window)` for every output position of a
+    /// plane, where `window` lists the in-plane input offsets and the count
+    /// of window positions inside the padded input.
+    fn windows(&self, mut f: impl FnMut(usize, &[usize], usize)) {
+        let g = &self.geom;
+        let [_, ih, iw] = g.input;
+        let mut win = Vec::with_capacity(g.k_len());
+        let mut o = 0;
+        for od in 0..g.out[0] {
+            for oh in 0..g.out[1] {
+                for ow in 0..g.out[2] {
+                    win.clear();
+                    let mut padded = 0;
+                    for kd in 0..g.kernel[0] {
+                        for kh in 0..g.kernel[1] {
+                            for kw in 0..g.kernel[2] {
+                                if g.in_padded(0, od, kd)
+                                    && g.in_padded(1, oh, kh)
+                                    && g.in_padded(2, ow, kw)
+                                {
+                                    padded += 1;
+                                }
+                                if let (Some(d), Some(h), Some(w)) =
+                                    (g.coord(0, od, kd), g.coord(1, oh, kh), g.coord(2, ow, kw))
+                                {
+                                    win.push((d * ih + h) * iw + w);
+                                }
+                            }
+                        }
+                    }
+                    f(o, &win, padded);
+                    o += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Applies `reduce(plane, window, padded_count)` to every window of every plane.
+fn pool_planes<T, U, F>(p: &Pooling, x: &[T], reduce: F) -> Vec<U>
+where
+    T: Sync,
+    U: Copy + Default + Send + Sync,
+    F: Fn(&[T], &[usize], usize) -> U + Sync + Send,
+{
+    let (il, ol) = (p.geom.in_len(), p.geom.out_len());
+    let mut out = vec![U::default(); p.planes * ol];
+    let run = |i: usize, o: &mut [U]| {
+        let plane = x.get(i * il..(i + 1) * il).unwrap_or(&[]);
+        p.windows(|k, win, padded| {
+            if let Some(v) = o.get_mut(k) {
+                *v = reduce(plane, win, padded);
+            }
+        });
+    };
+    if ol == 0 {
+        return out;
+    }
+    if rayon::current_num_threads() > 1 && out.len() * p.geom.k_len() >= 1 << 16 {
+        out.par_chunks_mut(ol)
+            .enumerate()
+            .for_each(|(i, o)| run(i, o));
+    } else {
+        out.chunks_mut(ol).enumerate().for_each(|(i, o)| run(i, o));
+    }
+    out
+}
+
+/// The position (in-plane offset) of the largest value of a window.
+fn argmax<T: Scalar>(plane: &[T], win: &[usize]) -> Option<usize> {
+    let mut best: Option<(usize, T)> = None;
+    for &i in win {
+        let Some(&v) = plane.get(i) else { continue };
+        match best {
+            Some((_, b)) if v.partial_cmp(&b) != Some(std::cmp::Ordering::Greater) => {}
+            _ => best = Some((i, v)),
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Converts an in-plane row-major offset to the column-major one.
+fn col_major(g: &Geom, off: usize) -> usize {
+    let [d_n, h_n, w_n] = g.input;
+    let (d, h, w) = (off / (h_n * w_n), (off / w_n) % h_n, off % w_n);
+    d + h * d_n + w * d_n * h_n
+}
+
+fn max_pool_t<T: Scalar>(
+    ctx: &OpCtx,
+    x: &ArrayD<T>,
+    want_indices: bool,
+) -> OpResult<(ArrayD<T>, Option<ArrayD<i64>>)> {
+    let p = Pooling::new(ctx, x.shape())?;
+    let xd: Vec<T> = x.iter().copied().collect();
+    let idx: Vec<usize> = pool_planes(&p, &xd, |plane, win, _| {
+        argmax(plane, win).unwrap_or(usize::MAX)
+    });
+    let ol = p.geom.out_len();
+    let il = p.geom.in_len();
+    let vals: Vec<T> = idx
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            xd.get((k / ol.max(1)) * il + i)
+                .copied()
+                .unwrap_or_default()
+        })
+        .collect();
+    let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), vals).map_err(|e| invalid!("{e}"))?;
+    if !want_indices {
+        return Ok((y, None));
+    }
+    let colm = ctx.node.int_or("storage_order", 0)? == 1;
+    let flat: Vec<i64> = idx
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let i = if i == usize::MAX { 0 } else { i };
+            let i = if colm { col_major(&p.geom, i) } else { i };
+            ((k / ol.max(1)) * il + i) as i64
+        })
+        .collect();
+    let ind = ArrayD::from_shape_vec(IxDyn(&p.out_shape), flat).map_err(|e| invalid!("{e}"))?;
+    Ok((y, Some(ind)))
+}
+
+fn max_pool(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let want = ctx.node.outputs.get(1).is_some_and(|o| !o.is_empty());
+    macro_rules! go {
+        ($a:expr) => {{
+            let (y, i) = max_pool_t(ctx, $a, want)?;
+            let mut v = vec![Tensor::from(y)];
+            v.extend(i.map(Tensor::from));
+            Ok(v)
+        }};
+    }
+    match input(inputs, 0)? {
+        Tensor::F32(a) => go!(a),
+        Tensor::F64(a) => go!(a),
+        Tensor::F16(a) => go!(a),
+        Tensor::BF16(a) => go!(a),
+        Tensor::I8(a) => go!(a),
+        Tensor::U8(a) => go!(a),
+        t => Err(unsupported!("MaxPool on {}", t.dtype())),
+    }
+}
+
+fn average_pool(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let include = ctx.node.int_or("count_include_pad", 0)? != 0;
+    float_pool(ctx, inputs, move |plane, win, padded| {
+        let s: f32 = win.iter().filter_map(|&i| plane.get(i)).sum();
+        let n = if include { padded } else { win.len() };
+        if n == 0 {
+            0.0
+        } else {
+            s / n as f32
+        }
+    })
+}
+
+fn lp_pool(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let p = ctx.node.int_or("p", 2)? as f32;
+    float_pool(ctx, inputs, move |plane, win, _| {
+        lp_norm(win.iter().filter_map(|&i| plane.get(i).copied()), p)
+    })
+}
+
+/// `(Σ |x|^p)^(1/p)`.
+fn lp_norm(v: impl Iterator<Item = f32>, p: f32) -> f32 {
+    v.map(|x| x.abs().powf(p)).sum::<f32>().powf(1.0 / p)
+}
+
+fn float_pool<F>(ctx: &OpCtx, inputs: &[Option<&Tensor>], reduce: F) -> OpResult<Vec<Tensor>>
+where
+    F: Fn(&[f32], &[usize], usize) -> f32 + Sync + Send,
+{
+    let xt = input(inputs, 0)?;
+    let x = f32_of(xt)?;
+    let p = Pooling::new(ctx, x.shape())?;
+    let xd: Vec<f32> = x.iter().copied().collect();
+    let out = pool_planes(&p, &xd, reduce);
+    let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), out).map_err(|e| invalid!("{e}"))?;
+    one(to_dtype(y, xt.dtype())?)
+}
+
+/// Reduces every spatial plane of a `[N, C, ...]` input to one value.
+fn global_pool(
+    inputs: &[Option<&Tensor>],
+    reduce: impl Fn(&[f32]) -> f32,
+) -> OpResult<Vec<Tensor>> {
+    let xt = input(inputs, 0)?;
+    let x = f32_of(xt)?;
+    let shape = x.shape();
+    if shape.len() < 2 {
+        return Err(invalid!("global pooling needs rank >= 2, got {shape:?}"));
+    }
+    let plane: usize = shape[2..].iter().product();
+    let xd: Vec<f32> = x.iter().copied().collect();
+    let out: Vec<f32> = if plane == 0 {
+        vec![0.0; shape[0] * shape[1]]
+    } else {
+        xd.chunks(plane).map(&reduce).collect()
+    };
+    let mut os = shape[..2].to_vec();
+    os.resize(shape.len(), 1);
+    let y = ArrayD::from_shape_vec(IxDyn(&os), out).map_err(|e| invalid!("{e}"))?;
+    one(to_dtype(y, xt.dtype())?)
+}
+
+fn global_max_pool(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    global_pool(inputs, |p| {
+        p.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    })
+}
+
+fn global_average_pool(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    global_pool(inputs, |p| p.iter().sum::<f32>() / p.len() as f32)
+}
+
+fn global_lp_pool(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let p = ctx.node.int_or("p", 2)? as f32;
+    global_pool(inputs, |v| lp_norm(v.iter().copied(), p))
+}
+
+fn max_unpool(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let xt = input(inputs, 0)?;
+    let x = f32_of(xt)?;
+    let idx = input(inputs, 1)?.to_i64_vec()?;
+    let shape = x.shape();
+    if shape.len() < 3 || idx.len() != x.len() {
+        return Err(invalid!(
+            "MaxUnpool needs X of rank >= 3 and as many indices as values ({:?}, {} indices)",
+            shape,
+            idx.len()
+        ));
+    }
+    let requested = match ints_input(inputs, 2)? {
+        Some(s) if s.len() == shape.len() && s.iter().all(|&d| d >= 0) => {
+            Some(s.iter().map(|&d| d as usize).collect::<Vec<_>>())
+        }
+        Some(s) => {
+            return Err(invalid!(
+                "output_shape {s:?} must have rank {}",
+                shape.len()
+            ))
+        }
+        None => None,
+    };
+    // With output_shape the pads are ignored and the result goes to its top-left corner.
+    let inferred = unpool_shape(ctx, shape, requested.is_none())?;
+    let mut out = vec![0f32; inferred.iter().product()];
+    for (&i, &v) in idx.iter().zip(x.iter()) {
+        let slot = usize::try_from(i).ok().and_then(|i| out.get_mut(i));
+        match slot {
+            Some(o) => *o = v,
+            None => return Err(invalid!("MaxUnpool index {i} is out of range")),
+        }
+    }
+    let mut y = ArrayD::from_shape_vec(IxDyn(&inferred), out).map_err(|e| invalid!("{e}"))?;
+    if let Some(req) = requested {
+        if req.iter().zip(&inferred).any(|(r, i)| r < i) {
+            return Err(invalid!(
+                "output_shape {req:?} is smaller than the inferred {inferred:?}"
+            ));
+        }
+        let mut full = ArrayD::zeros(IxDyn(&req));
+        full.slice_each_axis_mut(|ax| ndarray::Slice::from(0..inferred[ax.axis.index()]))
+            .assign(&y);
+        y = full;
+    }
+    one(to_dtype(y, xt.dtype())?)
+}
+
+/// Default MaxUnpool output shape: `(in - 1)·stride + kernel - pads`.
+fn unpool_shape(ctx: &OpCtx, shape: &[usize], use_pads: bool) -> OpResult<Vec<usize>> {
+    let r = shape.len() - 2;
+    let a = WindowAttrs::read(ctx, r, None)?;
+    let mut out = shape[..2].to_vec();
+    for d in 0..r {
+        let full = (shape[d + 2].max(1) - 1) * a.strides[d] + a.kernel[d];
+        let pads = if use_pads {
+            a.pads[d] + a.pads[d + r]
+        } else {
+            0
+        };
+        if full <= pads {
+            return Err(invalid!("pads leave no output along spatial dim {d}"));
+        }
+        out.push(full - pads);
+    }
+    Ok(out)
+}

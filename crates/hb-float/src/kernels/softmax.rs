@@ -1,0 +1,94 @@
+//! Softmax and LogSoftmax (opset < 13: input coerced to 2-D at `axis`;
+//! opset >= 13: along `axis`). Numerically stable (the row max is
+//! subtracted); a row of only -inf gives NaN, like the ONNX reference.
+
+use crate::error::OpResult;
+use crate::invalid;
+use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::util::{input, norm_axis, one};
+use crate::registry::{OpCtx, Registry};
+use hb_tensor::Tensor;
+use ndarray::{ArrayD, IxDyn};
+
+/// Registers Softmax and LogSoftmax.
+pub fn register(r: &mut Registry) {
+    r.register("Softmax", softmax);
+    r.register("LogSoftmax", log_softmax);
+}
+
+fn softmax(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    run(ctx, inputs, false)
+}
+
+fn log_softmax(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    run(ctx, inputs, true)
+}
+
+fn run(ctx: &OpCtx, inputs: &[Option<&Tensor>], log: bool) -> OpResult<Vec<Tensor>> {
+    let xt = input(inputs, 0)?;
+    let x = f32_of(xt)?;
+    let shape = x.shape().to_vec();
+    let default = if ctx.opset >= 13 { -1 } else { 1 };
+    let axis = norm_axis(ctx.node.int_or("axis", default)?, shape.len())?;
+    let (outer, n, inner) = if shape.is_empty() {
+        (1, 1, 1)
+    } else if ctx.opset >= 13 {
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        (outer, shape[axis], inner)
+    } else {
+        (
+            shape[..axis].iter().product(),
+            shape[axis..].iter().product(),
+            1,
+        )
+    };
+    let mut data: Vec<f32> = x.iter().copied().collect();
+    softmax_rows(&mut data, outer, n, inner, log);
+    let y = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| invalid!("{e}"))?;
+    one(to_dtype(y, xt.dtype())?)
+}
+
+/// Softmax (or log-softmax) in place over the middle dim of an
+/// `[outer, n, inner]` row-major buffer.
+pub fn softmax_rows(data: &mut [f32], outer: usize, n: usize, inner: usize, log: bool) {
+    if n == 0 || inner == 0 {
+        return;
+    }
+    if inner == 1 {
+        data.chunks_mut(n).for_each(|row| softmax_slice(row, log));
+        return;
+    }
+    let mut row = vec![0f32; n];
+    for block in data.chunks_mut(n * inner).take(outer) {
+        for j in 0..inner {
+            for (i, r) in row.iter_mut().enumerate() {
+                *r = block.get(i * inner + j).copied().unwrap_or(0.0);
+            }
+            softmax_slice(&mut row, log);
+            for (i, r) in row.iter().enumerate() {
+                if let Some(v) = block.get_mut(i * inner + j) {
+                    *v = *r;
+                }
+            }
+        }
+    }
+}
+
+/// Softmax (or log-softmax) of one contiguous row, in place.
+pub fn softmax_slice(row: &mut [f32], log: bool) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if log {
+        let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+        let ls = sum.ln();
+        row.iter_mut().for_each(|v| *v = *v - max - ls);
+    } else {
+        let mut sum = 0f32;
+        row.iter_mut().for_each(|v| {
+            *v = (*v - max).exp();
+            sum += *v;
+        });
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
