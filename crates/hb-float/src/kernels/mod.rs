@@ -7,6 +7,13 @@ pub mod pad;
 pub mod remap;
 pub mod resize;
 pub mod shape_ops;
+pub mod binary;
+pub mod cast;
+pub mod erf;
+pub mod ew;
+pub mod quant;
+pub mod reduce;
+pub mod unary;
 pub mod util;
 
 pub mod conv;
@@ -38,4 +45,9 @@ pub fn register_all(r: &mut Registry) {
     norm_misc::register(r);
     pool::register(r);
     softmax::register(r);
+    unary::register(r);
+    binary::register(r);
+    reduce::register(r);
+    cast::register(r);
+    quant::register(r);
 }
