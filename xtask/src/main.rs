@@ -5,7 +5,8 @@
 //!   `--check` fails when the committed file differs.
 //! - `bench`: float latency of each fixture, side by side with ONNX Runtime
 //!   when Python onnxruntime is available; writes `docs/benchmarks.md`.
-//! - `onnx-suite [--promote]`: run the ONNX node conformance cases.
+//! - `onnx-suite [--promote] [--dir D]`: run the ONNX node conformance cases.
+//! - `onnx-cases [OUT]`: regenerate the cases from the pinned onnx package.
 
 mod bench;
 mod codegen;
@@ -15,12 +16,27 @@ use anyhow::{bail, Result};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(task) = args.first() else {
-        bail!("usage: cargo xtask <codegen [--check] | bench [--runs N] | onnx-suite [--promote]>");
+        bail!("usage: cargo xtask <codegen [--check] | bench [--runs N] | onnx-suite [--promote] [--dir D] | onnx-cases [OUT]>");
     };
     let rest = &args[1..];
     match task.as_str() {
         "codegen" => codegen::run(rest.iter().any(|a| a == "--check")),
         "bench" => bench::run(rest),
+        "onnx-cases" => {
+            let out = rest
+                .first()
+                .map(String::as_str)
+                .unwrap_or("target/onnx-node-tests");
+            let status = std::process::Command::new("python3")
+                .arg(workspace_root().join("xtask/gen_onnx_node_cases.py"))
+                .arg(out)
+                .current_dir(workspace_root())
+                .status()?;
+            if !status.success() {
+                bail!("gen_onnx_node_cases.py failed (pip install onnx==1.23.2 numpy)");
+            }
+            Ok(())
+        }
         "onnx-suite" => {
             let mut cmd = std::process::Command::new(env!("CARGO"));
             cmd.args([

@@ -83,9 +83,16 @@ fn element_offsets(
     axis: usize,
 ) -> OpResult<Vec<usize>> {
     if dshape.len() != ishape.len() {
-        return Err(invalid!("data {dshape:?} and indices {ishape:?} ranks differ"));
+        return Err(invalid!(
+            "data {dshape:?} and indices {ishape:?} ranks differ"
+        ));
     }
-    if ishape.iter().zip(dshape).enumerate().any(|(k, (i, d))| k != axis && i > d) {
+    if ishape
+        .iter()
+        .zip(dshape)
+        .enumerate()
+        .any(|(k, (i, d))| k != axis && i > d)
+    {
         return Err(invalid!("indices {ishape:?} exceed data {dshape:?}"));
     }
     let strides = strides_of(dshape);
@@ -118,14 +125,12 @@ fn gather_elements(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tens
 
 /// Flat offsets of the slices GatherND/ScatterND address, with the slice
 /// length. Indices are `[..., m]` tuples into `dshape[b..b+m]` per batch.
-fn nd_offsets(
-    dshape: &[usize],
-    ind: &Tensor,
-    batch_dims: usize,
-) -> OpResult<(Vec<usize>, usize)> {
+fn nd_offsets(dshape: &[usize], ind: &Tensor, batch_dims: usize) -> OpResult<(Vec<usize>, usize)> {
     let ishape = ind.shape();
     let q = ishape.len();
-    let m = *ishape.last().ok_or_else(|| invalid!("indices must have rank >= 1"))?;
+    let m = *ishape
+        .last()
+        .ok_or_else(|| invalid!("indices must have rank >= 1"))?;
     if batch_dims >= q || batch_dims + m > dshape.len() {
         return Err(invalid!("bad indices {ishape:?} for data {dshape:?}"));
     }
@@ -185,14 +190,21 @@ enum Reduction {
 
 impl Reduction {
     fn parse(ctx: &OpCtx) -> OpResult<Self> {
-        Ok(match ctx.node.string_or("reduction", "none").map_err(attr_err)?.as_str() {
-            "none" => Reduction::None,
-            "add" => Reduction::Add,
-            "mul" => Reduction::Mul,
-            "max" => Reduction::Max,
-            "min" => Reduction::Min,
-            other => return Err(invalid!("unknown reduction '{other}'")),
-        })
+        Ok(
+            match ctx
+                .node
+                .string_or("reduction", "none")
+                .map_err(attr_err)?
+                .as_str()
+            {
+                "none" => Reduction::None,
+                "add" => Reduction::Add,
+                "mul" => Reduction::Mul,
+                "max" => Reduction::Max,
+                "min" => Reduction::Min,
+                other => return Err(invalid!("unknown reduction '{other}'")),
+            },
+        )
     }
 }
 
@@ -266,7 +278,11 @@ fn scatter_runs<T: Combine + Element>(
         .ok_or_else(|| invalid!("updates type differs from data"))?;
     let upd = std_data(upd);
     if upd.len() != offs.len() * len {
-        return Err(invalid!("updates have {} elements, expected {}", upd.len(), offs.len() * len));
+        return Err(invalid!(
+            "updates have {} elements, expected {}",
+            upd.len(),
+            offs.len() * len
+        ));
     }
     let mut out = std_data(a).into_owned();
     for (k, &o) in offs.iter().enumerate() {
@@ -297,7 +313,11 @@ fn scatter_elements(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Ten
     let ind = input(inputs, 1)?;
     let upd = input(inputs, 2)?;
     if upd.shape() != ind.shape() {
-        return Err(invalid!("updates {:?} and indices {:?} differ", upd.shape(), ind.shape()));
+        return Err(invalid!(
+            "updates {:?} and indices {:?} differ",
+            upd.shape(),
+            ind.shape()
+        ));
     }
     let r = Reduction::parse(ctx)?;
     let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;

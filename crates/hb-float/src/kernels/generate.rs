@@ -116,9 +116,7 @@ fn eye_like(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         None => x.dtype(),
     };
     let k = ctx.node.int_or("k", 0).map_err(attr_err)?;
-    let eye = ArrayD::from_shape_fn(IxDyn(&[r, c]), |i| {
-        u8::from(i[1] as i64 - i[0] as i64 == k)
-    });
+    let eye = ArrayD::from_shape_fn(IxDyn(&[r, c]), |i| u8::from(i[1] as i64 - i[0] as i64 == k));
     one(Tensor::U8(eye).cast(dtype)?)
 }
 

@@ -1,18 +1,18 @@
 //! Float kernels, one module per op family. Each module has a
 //! `register(&mut Registry)` adding its ops.
 
-pub mod gather;
-pub mod generate;
-pub mod pad;
-pub mod remap;
-pub mod resize;
-pub mod shape_ops;
 pub mod binary;
 pub mod cast;
 pub mod erf;
 pub mod ew;
+pub mod gather;
+pub mod generate;
+pub mod pad;
 pub mod quant;
 pub mod reduce;
+pub mod remap;
+pub mod resize;
+pub mod shape_ops;
 pub mod unary;
 pub mod util;
 
