@@ -7,6 +7,7 @@
 //!   effect on a CPU are accepted and listed as ignored.
 //! - [`qtype`]: quantization types and which ones each `march` allows.
 
+pub mod calib;
 pub mod config;
 pub mod qtype;
 

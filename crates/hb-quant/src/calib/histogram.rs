@@ -1,0 +1,238 @@
+//! A streaming histogram of |x| whose bins never move.
+//!
+//! Bins start at 0 and have a width that is a power of two. When a value
+//! falls beyond the last bin, the width doubles (pairs of bins merge) until
+//! it fits, so earlier counts stay exact. The final width is the smallest
+//! power of two with `max ≤ bins · width`, whatever the order the data came
+//! in: shards merge (by coarsening the finer one) to exactly the histogram of
+//! one pass. Memory is fixed (`bins` counters) however many samples stream in.
+
+/// Histogram of absolute values with power-of-two bin width.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbsHistogram {
+    counts: Vec<u64>,
+    /// log2 of the bin width; `None` until a non-zero finite value was seen.
+    log2_width: Option<i32>,
+    /// Largest |x| seen (finite values only).
+    pub max: f32,
+    /// Number of values seen (finite).
+    pub total: u64,
+    /// Number of non-finite values skipped (NaN, ±inf).
+    pub non_finite: u64,
+    /// Number of exact zeros.
+    pub zeros: u64,
+}
+
+impl AbsHistogram {
+    /// An empty histogram with `bins` bins (≥ 2, even).
+    pub fn new(bins: usize) -> Self {
+        let bins = bins.max(2) & !1;
+        AbsHistogram {
+            counts: vec![0; bins],
+            log2_width: None,
+            max: 0.0,
+            total: 0,
+            non_finite: 0,
+            zeros: 0,
+        }
+    }
+
+    /// Number of bins.
+    pub fn bins(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Bin counts.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    /// Bin width (0 when nothing non-zero was seen).
+    pub fn width(&self) -> f64 {
+        self.log2_width.map_or(0.0, |e| 2f64.powi(e))
+    }
+
+    /// The smallest power-of-two exponent `e` with `m ≤ bins · 2^e`.
+    fn exponent_for(&self, m: f32) -> i32 {
+        let need = m as f64 / self.counts.len() as f64;
+        let mut e = need.log2().ceil() as i32;
+        while 2f64.powi(e) * (self.counts.len() as f64) < m as f64 {
+            e += 1;
+        }
+        while e > -149 && 2f64.powi(e - 1) * (self.counts.len() as f64) >= m as f64 {
+            e -= 1;
+        }
+        e
+    }
+
+    /// Doubles the bin width until it is `2^e`.
+    fn coarsen_to(&mut self, e: i32) {
+        let Some(cur) = self.log2_width else {
+            self.log2_width = Some(e);
+            return;
+        };
+        for _ in cur..e {
+            let n = self.counts.len();
+            for i in 0..n / 2 {
+                self.counts[i] = self.counts[2 * i] + self.counts[2 * i + 1];
+            }
+            for c in &mut self.counts[n / 2..] {
+                *c = 0;
+            }
+        }
+        self.log2_width = Some(e.max(cur));
+    }
+
+    /// Adds values.
+    pub fn add(&mut self, xs: &[f32]) {
+        let mut batch_max = 0f32;
+        for &x in xs {
+            if x.is_finite() {
+                batch_max = batch_max.max(x.abs());
+            }
+        }
+        if batch_max > 0.0 {
+            let e = self.exponent_for(batch_max);
+            if self.log2_width.is_none_or(|cur| e > cur) {
+                self.coarsen_to(e);
+            }
+        }
+        self.max = self.max.max(batch_max);
+        let width = self.width();
+        let last = self.counts.len() - 1;
+        for &x in xs {
+            if !x.is_finite() {
+                self.non_finite += 1;
+                continue;
+            }
+            self.total += 1;
+            let a = x.abs();
+            if a == 0.0 {
+                self.zeros += 1;
+            }
+            let bin = if width > 0.0 {
+                ((a as f64 / width) as usize).min(last)
+            } else {
+                0
+            };
+            self.counts[bin] += 1;
+        }
+    }
+
+    /// Merges another histogram with the same number of bins (exact).
+    pub fn merge(&mut self, other: &AbsHistogram) {
+        assert_eq!(
+            self.bins(),
+            other.bins(),
+            "histograms must have the same number of bins"
+        );
+        let mut o = other.clone();
+        match (self.log2_width, o.log2_width) {
+            (_, None) => {}
+            (None, Some(e)) => self.coarsen_to(e),
+            (Some(a), Some(b)) if a < b => self.coarsen_to(b),
+            (Some(a), Some(b)) if b < a => o.coarsen_to(a),
+            _ => {}
+        }
+        if o.log2_width.is_some() && self.log2_width.is_none() {
+            self.log2_width = o.log2_width;
+        }
+        for (c, d) in self.counts.iter_mut().zip(&o.counts) {
+            *c += d;
+        }
+        self.max = self.max.max(o.max);
+        self.total += o.total;
+        self.non_finite += o.non_finite;
+        self.zeros += o.zeros;
+    }
+
+    /// The histogram re-binned to `n` bins over `[0, max]` (each fine bin's
+    /// count is spread uniformly over the coarse bins it overlaps).
+    pub fn rebin(&self, n: usize) -> Vec<f64> {
+        let mut out = vec![0f64; n.max(1)];
+        let (w, m) = (self.width(), self.max as f64);
+        if w == 0.0 || m == 0.0 {
+            out[0] = self.total as f64;
+            return out;
+        }
+        let cw = m / n as f64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let (lo, hi) = (
+                i as f64 * w,
+                ((i + 1) as f64 * w).min(m.max(i as f64 * w + f64::MIN_POSITIVE)),
+            );
+            let hi = if hi <= lo { lo + w } else { hi };
+            let (first, last) = ((lo / cw) as usize, ((hi / cw).ceil() as usize).max(1) - 1);
+            let (first, last) = (first.min(n - 1), last.min(n - 1));
+            if first == last {
+                out[first] += c as f64;
+                continue;
+            }
+            for (j, slot) in out.iter_mut().enumerate().take(last + 1).skip(first) {
+                let a = lo.max(j as f64 * cw);
+                let b = hi.min((j + 1) as f64 * cw);
+                if b > a {
+                    *slot += c as f64 * (b - a) / (hi - lo);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_stay_exact_when_the_range_grows() {
+        let mut h = AbsHistogram::new(8);
+        h.add(&[0.1, 0.2, -0.3]);
+        h.add(&[5.0, -7.5]);
+        assert_eq!(h.total, 5);
+        assert_eq!(h.counts().iter().sum::<u64>(), 5);
+        assert_eq!(h.width(), 1.0); // 7.5 ≤ 8 · 1
+        assert_eq!(h.counts()[0], 3);
+        assert_eq!(h.counts()[5], 1);
+        assert_eq!(h.counts()[7], 1);
+    }
+
+    #[test]
+    fn shards_merge_to_the_one_pass_result() {
+        let data: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.013 * ((i % 13) as f32))
+            .collect();
+        let mut one = AbsHistogram::new(64);
+        for c in data.chunks(37) {
+            one.add(c);
+        }
+        let (mut a, mut b) = (AbsHistogram::new(64), AbsHistogram::new(64));
+        for c in data[..300].chunks(10) {
+            a.add(c);
+        }
+        for c in data[300..].chunks(91) {
+            b.add(c);
+        }
+        a.merge(&b);
+        assert_eq!(a, one);
+    }
+
+    #[test]
+    fn non_finite_values_are_counted_not_binned() {
+        let mut h = AbsHistogram::new(16);
+        h.add(&[f32::NEG_INFINITY, 1.0, f32::NAN, 0.0]);
+        assert_eq!((h.total, h.non_finite, h.zeros), (2, 2, 1));
+        assert_eq!(h.max, 1.0);
+    }
+
+    #[test]
+    fn rebin_preserves_mass() {
+        let mut h = AbsHistogram::new(128);
+        h.add(&(0..500).map(|i| i as f32 * 0.01).collect::<Vec<_>>());
+        let r = h.rebin(10);
+        assert!((r.iter().sum::<f64>() - 500.0).abs() < 1e-6);
+    }
+}
