@@ -488,6 +488,7 @@ macro_rules! same_pair {
     ($a:expr, $b:expr, $x:ident, $y:ident, $T:ident => $e:expr; $($V:ident $t:ty),* $(,)?) => {
         match ($a, $b) {
             $( (hb_tensor::Tensor::$V($x), hb_tensor::Tensor::$V($y)) => {
+                #[allow(dead_code)]
                 type $T = $t;
                 Some($e)
             } )*
