@@ -3,6 +3,7 @@
 
 pub mod gather;
 pub mod generate;
+pub mod grid_sample;
 pub mod pad;
 pub mod remap;
 pub mod resize;
@@ -18,4 +19,5 @@ pub fn register_all(r: &mut Registry) {
     generate::register(r);
     pad::register(r);
     resize::register(r);
+    grid_sample::register(r);
 }
