@@ -83,9 +83,16 @@ fn element_offsets(
     axis: usize,
 ) -> OpResult<Vec<usize>> {
     if dshape.len() != ishape.len() {
-        return Err(invalid!("data {dshape:?} and indices {ishape:?} ranks differ"));
+        return Err(invalid!(
+            "data {dshape:?} and indices {ishape:?} ranks differ"
+        ));
     }
-    if ishape.iter().zip(dshape).enumerate().any(|(k, (i, d))| k != axis && i > d) {
+    if ishape
+        .iter()
+        .zip(dshape)
+        .enumerate()
+        .any(|(k, (i, d))| k != axis && i > d)
+    {
         return Err(invalid!("indices {ishape:?} exceed data {dshape:?}"));
     }
     let strides = strides_of(dshape);
@@ -103,29 +110,30 @@ fn element_offsets(
     Ok(out)
 }
 
+/// The elements of `a` at flat offsets, shaped as `shape`.
+fn pick<T: Clone>(a: &ArrayD<T>, offs: &[usize], shape: &[usize]) -> OpResult<ArrayD<T>> {
+    let data = std_data(a);
+    let v: Vec<T> = offs.iter().map(|&o| data[o].clone()).collect();
+    ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| invalid!("{e}"))
+}
+
 fn gather_elements(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let ind = input(inputs, 1)?;
     let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let idx = index_values(ind, *x.shape().get(axis).unwrap_or(&0))?;
     let offs = element_offsets(x.shape(), ind.shape(), &idx, axis)?;
-    one(map_tensor!(x, a => {
-        let data = std_data(a);
-        let v: Vec<_> = offs.iter().map(|&o| data[o].clone()).collect();
-        ArrayD::from_shape_vec(IxDyn(ind.shape()), v).map_err(|e| invalid!("{e}"))?
-    }))
+    one(map_tensor!(x, a => pick(a, &offs, ind.shape())?))
 }
 
 /// Flat offsets of the slices GatherND/ScatterND address, with the slice
 /// length. Indices are `[..., m]` tuples into `dshape[b..b+m]` per batch.
-fn nd_offsets(
-    dshape: &[usize],
-    ind: &Tensor,
-    batch_dims: usize,
-) -> OpResult<(Vec<usize>, usize)> {
+fn nd_offsets(dshape: &[usize], ind: &Tensor, batch_dims: usize) -> OpResult<(Vec<usize>, usize)> {
     let ishape = ind.shape();
     let q = ishape.len();
-    let m = *ishape.last().ok_or_else(|| invalid!("indices must have rank >= 1"))?;
+    let m = *ishape
+        .last()
+        .ok_or_else(|| invalid!("indices must have rank >= 1"))?;
     if batch_dims >= q || batch_dims + m > dshape.len() {
         return Err(invalid!("bad indices {ishape:?} for data {dshape:?}"));
     }
@@ -139,7 +147,7 @@ fn nd_offsets(
     let per_batch: usize = ishape[batch_dims..q - 1].iter().product();
     let mut offs = Vec::with_capacity(raw.len() / m.max(1));
     for (t, tuple) in raw.chunks(m.max(1)).enumerate() {
-        let b = if per_batch == 0 { 0 } else { t / per_batch };
+        let b = t.checked_div(per_batch).unwrap_or(0);
         let mut off = b * batch_size;
         for (j, &i) in tuple.iter().enumerate().take(m) {
             off += norm_index(i, dshape[batch_dims + j])? * strides[batch_dims + j];
@@ -185,14 +193,21 @@ enum Reduction {
 
 impl Reduction {
     fn parse(ctx: &OpCtx) -> OpResult<Self> {
-        Ok(match ctx.node.string_or("reduction", "none").map_err(attr_err)?.as_str() {
-            "none" => Reduction::None,
-            "add" => Reduction::Add,
-            "mul" => Reduction::Mul,
-            "max" => Reduction::Max,
-            "min" => Reduction::Min,
-            other => return Err(invalid!("unknown reduction '{other}'")),
-        })
+        Ok(
+            match ctx
+                .node
+                .string_or("reduction", "none")
+                .map_err(attr_err)?
+                .as_str()
+            {
+                "none" => Reduction::None,
+                "add" => Reduction::Add,
+                "mul" => Reduction::Mul,
+                "max" => Reduction::Max,
+                "min" => Reduction::Min,
+                other => return Err(invalid!("unknown reduction '{other}'")),
+            },
+        )
     }
 }
 
@@ -266,7 +281,11 @@ fn scatter_runs<T: Combine + Element>(
         .ok_or_else(|| invalid!("updates type differs from data"))?;
     let upd = std_data(upd);
     if upd.len() != offs.len() * len {
-        return Err(invalid!("updates have {} elements, expected {}", upd.len(), offs.len() * len));
+        return Err(invalid!(
+            "updates have {} elements, expected {}",
+            upd.len(),
+            offs.len() * len
+        ));
     }
     let mut out = std_data(a).into_owned();
     for (k, &o) in offs.iter().enumerate() {
@@ -297,7 +316,11 @@ fn scatter_elements(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Ten
     let ind = input(inputs, 1)?;
     let upd = input(inputs, 2)?;
     if upd.shape() != ind.shape() {
-        return Err(invalid!("updates {:?} and indices {:?} differ", upd.shape(), ind.shape()));
+        return Err(invalid!(
+            "updates {:?} and indices {:?} differ",
+            upd.shape(),
+            ind.shape()
+        ));
     }
     let r = Reduction::parse(ctx)?;
     let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;

@@ -116,9 +116,7 @@ fn eye_like(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         None => x.dtype(),
     };
     let k = ctx.node.int_or("k", 0).map_err(attr_err)?;
-    let eye = ArrayD::from_shape_fn(IxDyn(&[r, c]), |i| {
-        u8::from(i[1] as i64 - i[0] as i64 == k)
-    });
+    let eye = ArrayD::from_shape_fn(IxDyn(&[r, c]), |i| u8::from(i[1] as i64 - i[0] as i64 == k));
     one(Tensor::U8(eye).cast(dtype)?)
 }
 
@@ -130,7 +128,7 @@ fn one_hot(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         .first()
         .copied()
         .ok_or_else(|| invalid!("OneHot depth is empty"))?;
-    if !(depth >= 1.0 && depth < 1e9) {
+    if !(1.0..1e9).contains(&depth) {
         return Err(invalid!("OneHot depth {depth}"));
     }
     let depth = depth as usize;
@@ -144,23 +142,53 @@ fn one_hot(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let inner: usize = ishape[axis..].iter().product();
     let mut oshape = ishape.clone();
     oshape.insert(axis, depth);
-    // hot[o][d][i] is true where indices[o][i] == d (negative indices wrap).
-    let hot = |o: usize, d: usize, i: usize| -> bool {
-        let v = indices[o * inner + i].trunc() as i64;
-        let v = if v < 0 { v + depth as i64 } else { v };
-        v == d as i64
-    };
-    one(map_tensor!(values, a => {
-        let off = a.iter().next().cloned().ok_or_else(|| invalid!("empty values"))?;
-        let on = a.iter().nth(1).cloned().ok_or_else(|| invalid!("empty values"))?;
-        let mut out = Vec::with_capacity(outer * depth * inner);
-        for o in 0..outer {
-            for d in 0..depth {
-                out.extend((0..inner).map(|i| if hot(o, d, i) { on.clone() } else { off.clone() }));
+    let v = indices
+        .iter()
+        .map(|&i| {
+            let i = i.trunc() as i64;
+            if i < 0 {
+                i + depth as i64
+            } else {
+                i
             }
+        })
+        .collect::<Vec<_>>();
+    let layout = OneHotLayout {
+        outer,
+        depth,
+        inner,
+    };
+    one(map_tensor!(values, a => one_hot_arr(a, &v, layout, &oshape)?))
+}
+
+/// Sizes before the new axis, of it, and after it.
+#[derive(Clone, Copy)]
+struct OneHotLayout {
+    outer: usize,
+    depth: usize,
+    inner: usize,
+}
+
+/// Builds the one-hot array from `[off, on]` values and resolved indices.
+fn one_hot_arr<T: Clone>(
+    values: &ArrayD<T>,
+    idx: &[i64],
+    l: OneHotLayout,
+    shape: &[usize],
+) -> OpResult<ArrayD<T>> {
+    let mut it = values.iter();
+    let (off, on) = match (it.next(), it.next()) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(invalid!("OneHot values must have 2 elements")),
+    };
+    let mut out = Vec::with_capacity(l.outer * l.depth * l.inner);
+    for o in 0..l.outer {
+        for d in 0..l.depth as i64 {
+            let row = &idx[o * l.inner..(o + 1) * l.inner];
+            out.extend(row.iter().map(|&i| if i == d { on } else { off }).cloned());
         }
-        ArrayD::from_shape_vec(IxDyn(&oshape), out).map_err(|e| invalid!("{e}"))?
-    }))
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), out).map_err(|e| invalid!("{e}"))
 }
 
 /// Zeroes the lower (`upper`) or upper triangle of the last two axes.

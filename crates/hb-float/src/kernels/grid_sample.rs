@@ -46,21 +46,37 @@ struct Settings {
 impl Settings {
     fn parse(ctx: &OpCtx) -> OpResult<Self> {
         let n = ctx.node;
-        let default_mode = if ctx.opset >= 20 { "linear" } else { "bilinear" };
-        let mode = match n.string_or("mode", default_mode).map_err(attr_err)?.as_str() {
+        let default_mode = if ctx.opset >= 20 {
+            "linear"
+        } else {
+            "bilinear"
+        };
+        let mode = match n
+            .string_or("mode", default_mode)
+            .map_err(attr_err)?
+            .as_str()
+        {
             "nearest" => Mode::Nearest,
             "linear" | "bilinear" => Mode::Linear,
             "cubic" | "bicubic" => Mode::Cubic,
             m => return Err(invalid!("unknown GridSample mode '{m}'")),
         };
-        let padding = match n.string_or("padding_mode", "zeros").map_err(attr_err)?.as_str() {
+        let padding = match n
+            .string_or("padding_mode", "zeros")
+            .map_err(attr_err)?
+            .as_str()
+        {
             "zeros" => Padding::Zeros,
             "border" => Padding::Border,
             "reflection" => Padding::Reflection,
             m => return Err(invalid!("unknown padding_mode '{m}'")),
         };
         let align_corners = n.int_or("align_corners", 0).map_err(attr_err)? != 0;
-        Ok(Settings { mode, padding, align_corners })
+        Ok(Settings {
+            mode,
+            padding,
+            align_corners,
+        })
     }
 
     /// The valid coordinate range `[min, max]` of a dimension of length `d`.
@@ -126,7 +142,6 @@ fn tap_index(i: i64, d: usize, s: &Settings) -> Option<usize> {
     }
 }
 
-
 /// Taps `(index, weight)` along one dimension for pixel coordinate `v`.
 fn dim_taps(v: f64, d: usize, s: &Settings) -> Vec<(Option<usize>, f64)> {
     // Nearest rounds half to even (std::nearbyint), in every rank.
@@ -148,10 +163,7 @@ fn dim_taps(v: f64, d: usize, s: &Settings) -> Vec<(Option<usize>, f64)> {
     let x0 = x0 as i64;
     match s.mode {
         Mode::Nearest => vec![(tap_index(x.trunc() as i64, d, s), 1.0)],
-        Mode::Linear => vec![
-            (tap_index(x0, d, s), 1.0 - t),
-            (tap_index(x0 + 1, d, s), t),
-        ],
+        Mode::Linear => vec![(tap_index(x0, d, s), 1.0 - t), (tap_index(x0 + 1, d, s), t)],
         Mode::Cubic => cubic_coeffs(t)
             .iter()
             .enumerate()
@@ -161,7 +173,11 @@ fn dim_taps(v: f64, d: usize, s: &Settings) -> Vec<(Option<usize>, f64)> {
 }
 
 /// Expands per-dimension taps into flat `(offset, weight)` pairs.
-fn expand_taps(per_dim: &[Vec<(Option<usize>, f64)>], strides: &[usize], out: &mut Vec<(usize, f32)>) {
+fn expand_taps(
+    per_dim: &[Vec<(Option<usize>, f64)>],
+    strides: &[usize],
+    out: &mut Vec<(usize, f32)>,
+) {
     let lens: Vec<usize> = per_dim.iter().map(Vec::len).collect();
     if lens.contains(&0) {
         return;
@@ -197,7 +213,9 @@ fn grid_sample(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>>
     let gs = grid.shape().to_vec();
     let r = xs.len().saturating_sub(2);
     if r == 0 || gs.len() != r + 2 || gs[0] != xs[0] || gs[r + 1] != r {
-        return Err(invalid!("GridSample: input {xs:?} and grid {gs:?} do not fit"));
+        return Err(invalid!(
+            "GridSample: input {xs:?} and grid {gs:?} do not fit"
+        ));
     }
     let (n, c) = (xs[0], xs[1]);
     let dims = &xs[2..];
@@ -244,14 +262,20 @@ mod tests {
     use super::*;
 
     fn settings(mode: Mode, padding: Padding, align_corners: bool) -> Settings {
-        Settings { mode, padding, align_corners }
+        Settings {
+            mode,
+            padding,
+            align_corners,
+        }
     }
 
     #[test]
     fn bilinear_centre_of_2x2() {
         // Grid point (0, 0) is the centre of a 2x2 image: the mean.
         let s = settings(Mode::Linear, Padding::Zeros, false);
-        let per_dim: Vec<_> = (0..2).map(|_| dim_taps(s.denormalize(0.0, 2), 2, &s)).collect();
+        let per_dim: Vec<_> = (0..2)
+            .map(|_| dim_taps(s.denormalize(0.0, 2), 2, &s))
+            .collect();
         let mut t = Vec::new();
         expand_taps(&per_dim, &[2, 1], &mut t);
         let img = [1.0f32, 2.0, 3.0, 4.0];

@@ -41,7 +41,9 @@ impl PadMode {
 pub fn pad_map(n: usize, begin: i64, end: i64, mode: PadMode) -> OpResult<Vec<Option<usize>>> {
     let len = n as i64 + begin + end;
     if len < 0 {
-        return Err(invalid!("pads {begin},{end} crop more than the dimension {n}"));
+        return Err(invalid!(
+            "pads {begin},{end} crop more than the dimension {n}"
+        ));
     }
     if n == 0 && len > 0 && mode != PadMode::Constant {
         return Err(invalid!("cannot {mode:?}-pad an empty dimension"));

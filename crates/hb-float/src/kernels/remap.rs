@@ -132,7 +132,9 @@ pub fn norm_index(i: i64, len: usize) -> OpResult<usize> {
     let n = len as i64;
     let j = if i < 0 { i + n } else { i };
     if j < 0 || j >= n {
-        return Err(invalid!("index {i} is out of range for a dimension of {len}"));
+        return Err(invalid!(
+            "index {i} is out of range for a dimension of {len}"
+        ));
     }
     Ok(j as usize)
 }

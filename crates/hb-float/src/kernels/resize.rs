@@ -372,19 +372,37 @@ fn present<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
 }
 
 /// Per-axis specs from scales or sizes (with opset 18 axes and aspect policy).
-fn axis_specs(ctx: &OpCtx, x: &Tensor, inputs: &[Option<&Tensor>], legacy: bool) -> OpResult<Vec<AxisSpec>> {
+fn axis_specs(
+    ctx: &OpCtx,
+    x: &Tensor,
+    inputs: &[Option<&Tensor>],
+    legacy: bool,
+) -> OpResult<Vec<AxisSpec>> {
     let dims = x.shape();
     let r = dims.len();
     let axes: Vec<usize> = match ctx.node.get_ints("axes").map_err(attr_err)? {
-        Some(a) if ctx.opset >= 18 => a.iter().map(|&v| norm_axis(v, r)).collect::<OpResult<_>>()?,
+        Some(a) if ctx.opset >= 18 => a
+            .iter()
+            .map(|&v| norm_axis(v, r))
+            .collect::<OpResult<_>>()?,
         _ => (0..r).collect(),
     };
     let k = axes.len();
     let mut specs: Vec<AxisSpec> = dims
         .iter()
-        .map(|&d| AxisSpec { in_len: d, out_len: d, scale: 1.0, roi_start: 0.0, roi_end: 1.0 })
+        .map(|&d| AxisSpec {
+            in_len: d,
+            out_len: d,
+            scale: 1.0,
+            roi_start: 0.0,
+            roi_end: 1.0,
+        })
         .collect();
-    let (scales_i, sizes_i, roi_i) = if legacy { (1, usize::MAX, usize::MAX) } else { (2, 3, 1) };
+    let (scales_i, sizes_i, roi_i) = if legacy {
+        (1, usize::MAX, usize::MAX)
+    } else {
+        (2, 3, 1)
+    };
     if let Some(roi) = present(inputs, roi_i) {
         let roi = roi.to_f64_vec()?;
         if roi.len() != 2 * k {
@@ -396,20 +414,25 @@ fn axis_specs(ctx: &OpCtx, x: &Tensor, inputs: &[Option<&Tensor>], legacy: bool)
         }
     }
     let attr_scales = if ctx.node.op_type == "Upsample" && ctx.opset < 9 {
-        ctx.node.get_floats("scales").map_err(attr_err)?.map(|v| v.iter().map(|&s| s as f64).collect())
+        ctx.node
+            .get_floats("scales")
+            .map_err(attr_err)?
+            .map(|v| v.iter().map(|&s| s as f64).collect())
     } else {
         None
     };
     let scales = match attr_scales {
         Some(s) => Some(s),
-        None => present(inputs, scales_i).map(|t| t.to_f64_vec()).transpose()?,
+        None => present(inputs, scales_i)
+            .map(|t| t.to_f64_vec())
+            .transpose()?,
     };
     if let Some(scales) = scales {
         if scales.len() != k {
             return Err(invalid!("{} scales for {k} axes", scales.len()));
         }
         for (&a, &s) in axes.iter().zip(&scales) {
-            if !(s > 0.0) || !s.is_finite() {
+            if s.is_nan() || s <= 0.0 || !s.is_finite() {
                 return Err(invalid!("bad scale {s}"));
             }
             let sp = &mut specs[a];
@@ -423,8 +446,14 @@ fn axis_specs(ctx: &OpCtx, x: &Tensor, inputs: &[Option<&Tensor>], legacy: bool)
     if sizes.len() != k {
         return Err(invalid!("{} sizes for {k} axes", sizes.len()));
     }
-    let policy = ctx.node.string_or("keep_aspect_ratio_policy", "stretch").map_err(attr_err)?;
-    let ratios = axes.iter().zip(&sizes).map(|(&a, &s)| s as f64 / dims[a] as f64);
+    let policy = ctx
+        .node
+        .string_or("keep_aspect_ratio_policy", "stretch")
+        .map_err(attr_err)?;
+    let ratios = axes
+        .iter()
+        .zip(&sizes)
+        .map(|(&a, &s)| s as f64 / dims[a] as f64);
     let common = match policy.as_str() {
         "stretch" => None,
         "not_larger" => Some(ratios.fold(f64::INFINITY, f64::min)),
@@ -478,7 +507,13 @@ mod tests {
     }
 
     fn spec(i: usize, o: usize) -> AxisSpec {
-        AxisSpec { in_len: i, out_len: o, scale: o as f64 / i as f64, roi_start: 0.0, roi_end: 1.0 }
+        AxisSpec {
+            in_len: i,
+            out_len: o,
+            scale: o as f64 / i as f64,
+            roi_start: 0.0,
+            roi_end: 1.0,
+        }
     }
 
     #[test]
@@ -506,7 +541,13 @@ mod tests {
         // Integer coordinates reproduce the input; the interior midpoint of a
         // ramp is exact (1.5); near the edges the clamped taps pull inwards.
         let p = params(Mode::Cubic, Ctm::AlignCorners);
-        let sp = AxisSpec { in_len: 4, out_len: 7, scale: 7.0 / 4.0, roi_start: 0.0, roi_end: 1.0 };
+        let sp = AxisSpec {
+            in_len: 4,
+            out_len: 7,
+            scale: 7.0 / 4.0,
+            roi_start: 0.0,
+            roi_end: 1.0,
+        };
         let out = interp_axis(&[0.0, 1.0, 2.0, 3.0], &[4], 0, &sp.tap_table(&p), 0.0);
         for (o, e) in out.iter().zip([0.0, 0.40625, 1.0, 1.5, 2.0, 2.59375, 3.0]) {
             assert!((o - e).abs() < 1e-6, "{out:?}");
@@ -517,6 +558,9 @@ mod tests {
     fn nearest_modes() {
         let mut p = params(Mode::Nearest, Ctm::Asymmetric);
         p.nearest = NearestMode::Floor;
-        assert_eq!(spec(2, 4).nearest_map(&p), vec![Some(0), Some(0), Some(1), Some(1)]);
+        assert_eq!(
+            spec(2, 4).nearest_map(&p),
+            vec![Some(0), Some(0), Some(1), Some(1)]
+        );
     }
 }

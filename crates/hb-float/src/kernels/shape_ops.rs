@@ -104,7 +104,7 @@ fn reshape_target(from: &[usize], spec: &[i64], allowzero: bool) -> OpResult<Vec
     let total: usize = from.iter().product();
     if let Some(i) = infer {
         let known: usize = out.iter().product();
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(invalid!("cannot reshape {from:?} to {spec:?}"));
         }
         out[i] = total / known;
@@ -240,7 +240,9 @@ fn concat_as<T: Element>(_first: &ArrayD<T>, ts: &[&Tensor], axis: usize) -> OpR
 
 fn concat(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let ts: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
-    let first = ts.first().ok_or_else(|| invalid!("Concat without inputs"))?;
+    let first = ts
+        .first()
+        .ok_or_else(|| invalid!("Concat without inputs"))?;
     let axis = norm_axis(ctx.node.int_req("axis").map_err(attr_err)?, first.rank())?;
     if ts.iter().any(|t| t.rank() != first.rank()) {
         return Err(invalid!("Concat inputs have different ranks"));
@@ -268,7 +270,7 @@ fn split_sizes(ctx: &OpCtx, inputs: &[Option<&Tensor>], dim: usize) -> OpResult<
         None => ctx.node.outputs.len().max(1),
     };
     let from_attr = ctx.node.get_int("num_outputs").map_err(attr_err)?.is_some();
-    if !from_attr && dim % n != 0 {
+    if !from_attr && !dim.is_multiple_of(n) {
         return Err(invalid!("cannot split {dim} into {n} equal parts"));
     }
     let chunk = dim.div_ceil(n);
@@ -318,7 +320,11 @@ fn slice_axis_spec(start: i64, end: i64, step: i64, dim: usize) -> OpResult<Slic
         return Ok(Slice::new(0, Some(0), 1));
     }
     Ok(if step > 0 {
-        Slice::new(s as isize, Some((s + (n - 1) * step + 1) as isize), step as isize)
+        Slice::new(
+            s as isize,
+            Some((s + (n - 1) * step + 1) as isize),
+            step as isize,
+        )
     } else {
         let last = s + (n - 1) * step;
         Slice::new(last as isize, Some((s + 1) as isize), step as isize)
@@ -375,7 +381,10 @@ fn tile(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let reps = to_dims(&ints_input(inputs, 1)?.ok_or_else(|| invalid!("Tile needs repeats"))?)?;
     if reps.len() != x.rank() {
-        return Err(invalid!("Tile repeats {reps:?} do not fit rank {}", x.rank()));
+        return Err(invalid!(
+            "Tile repeats {reps:?} do not fit rank {}",
+            x.rank()
+        ));
     }
     let maps: Vec<Vec<Option<usize>>> = x
         .shape()
@@ -418,7 +427,10 @@ fn depth_to_space(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tenso
     let x = input(inputs, 0)?;
     let ([n, c, h, w], b) = block_args(ctx, x)?;
     if c % (b * b) != 0 {
-        return Err(invalid!("channels {c} not divisible by blocksize² {}", b * b));
+        return Err(invalid!(
+            "channels {c} not divisible by blocksize² {}",
+            b * b
+        ));
     }
     let c2 = c / (b * b);
     let out = [n, c2, h * b, w * b];
@@ -434,7 +446,9 @@ fn space_to_depth(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tenso
     let x = input(inputs, 0)?;
     let ([n, c, h, w], b) = block_args(ctx, x)?;
     if h % b != 0 || w % b != 0 {
-        return Err(invalid!("spatial dims {h}x{w} not divisible by blocksize {b}"));
+        return Err(invalid!(
+            "spatial dims {h}x{w} not divisible by blocksize {b}"
+        ));
     }
     let mid = [n, c, h / b, b, w / b, b];
     let crd = ctx.node.string_or("mode", "DCR").map_err(attr_err)? == "CRD";
@@ -465,7 +479,10 @@ mod tests {
 
     #[test]
     fn reshape_target_rules() {
-        assert_eq!(reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
+        assert_eq!(
+            reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
         assert!(reshape_target(&[2, 3], &[-1, -1], false).is_err());
         assert!(reshape_target(&[2, 3], &[5, -1], false).is_err());
     }
