@@ -8,6 +8,7 @@ pub mod pad;
 pub mod remap;
 pub mod resize;
 pub mod shape_ops;
+pub mod unique;
 pub mod util;
 
 use crate::registry::Registry;
@@ -20,4 +21,5 @@ pub fn register_all(r: &mut Registry) {
     pad::register(r);
     resize::register(r);
     grid_sample::register(r);
+    unique::register(r);
 }

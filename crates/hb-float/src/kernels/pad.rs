@@ -10,6 +10,7 @@ use hb_tensor::Tensor;
 /// Registers Pad.
 pub fn register(r: &mut Registry) {
     r.register("Pad", pad);
+    r.register("CenterCropPad", center_crop_pad);
 }
 
 /// How positions outside the input are filled.
@@ -120,6 +121,41 @@ fn pad(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         .map(|(&n, &(b, e))| pad_map(n, b, e, mode))
         .collect::<OpResult<Vec<_>>>()?;
     one(remap_tensor(x, &maps, &fill)?)
+}
+
+/// Center crop and/or zero pad to `shape` on `axes` (all axes by default).
+fn center_crop_pad(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let target = ints_input(inputs, 1)?.ok_or_else(|| invalid!("CenterCropPad needs a shape"))?;
+    let r = x.rank();
+    let axes: Vec<usize> = match ctx.node.get_ints("axes").map_err(attr_err)? {
+        Some(a) => a
+            .iter()
+            .map(|&v| norm_axis(v, r))
+            .collect::<OpResult<_>>()?,
+        None => (0..r).collect(),
+    };
+    if axes.len() != target.len() {
+        return Err(invalid!("shape {target:?} does not fit axes {axes:?}"));
+    }
+    let mut pads = vec![(0i64, 0i64); r];
+    for (&a, &s) in axes.iter().zip(&target) {
+        let d = x.shape()[a] as i64;
+        if s < 0 {
+            return Err(invalid!("negative target size {s}"));
+        }
+        // Crop takes floor((d - s) / 2) from the start; pad adds
+        // floor((s - d) / 2) before.
+        let begin = if s < d { -((d - s) / 2) } else { (s - d) / 2 };
+        pads[a] = (begin, s - d - begin);
+    }
+    let maps = x
+        .shape()
+        .iter()
+        .zip(&pads)
+        .map(|(&n, &(b, e))| pad_map(n, b, e, PadMode::Constant))
+        .collect::<OpResult<Vec<_>>>()?;
+    one(remap_tensor(x, &maps, &Tensor::zeros(x.dtype(), &[1]))?)
 }
 
 #[cfg(test)]
