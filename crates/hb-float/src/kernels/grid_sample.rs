@@ -163,11 +163,14 @@ fn dim_taps(v: f64, d: usize, s: &Settings) -> Vec<(Option<usize>, f64)> {
     let x0 = x0 as i64;
     match s.mode {
         Mode::Nearest => vec![(tap_index(x.trunc() as i64, d, s), 1.0)],
-        Mode::Linear => vec![(tap_index(x0, d, s), 1.0 - t), (tap_index(x0 + 1, d, s), t)],
+        Mode::Linear => vec![
+            (tap_index(x0, d, s), 1.0 - t),
+            (tap_index(x0.saturating_add(1), d, s), t),
+        ],
         Mode::Cubic => cubic_coeffs(t)
             .iter()
             .enumerate()
-            .map(|(k, &w)| (tap_index(x0 - 1 + k as i64, d, s), w))
+            .map(|(k, &w)| (tap_index(x0.saturating_add(k as i64 - 1), d, s), w))
             .collect(),
     }
 }
@@ -212,7 +215,7 @@ fn grid_sample(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>>
     let xs = x.shape().to_vec();
     let gs = grid.shape().to_vec();
     let r = xs.len().saturating_sub(2);
-    if r == 0 || gs.len() != r + 2 || gs[0] != xs[0] || gs[r + 1] != r {
+    if r == 0 || xs[2..].contains(&0) || gs.len() != r + 2 || gs[0] != xs[0] || gs[r + 1] != r {
         return Err(invalid!(
             "GridSample: input {xs:?} and grid {gs:?} do not fit"
         ));

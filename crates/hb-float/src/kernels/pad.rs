@@ -1,6 +1,6 @@
 //! Pad: constant / reflect / edge / wrap modes, negative pads crop.
 
-use super::remap::remap_tensor;
+use super::remap::{check_numel, remap_tensor, MAX_ELEMENTS};
 use super::util::{attr_err, input, ints_input, norm_axis, one, opt_input};
 use crate::error::OpResult;
 use crate::invalid;
@@ -40,7 +40,11 @@ impl PadMode {
 
 /// Source index along one axis for every output position (`None` = fill).
 pub fn pad_map(n: usize, begin: i64, end: i64, mode: PadMode) -> OpResult<Vec<Option<usize>>> {
-    let len = n as i64 + begin + end;
+    let len = (n as i64)
+        .checked_add(begin)
+        .and_then(|v| v.checked_add(end))
+        .filter(|&v| v <= MAX_ELEMENTS as i64)
+        .ok_or_else(|| invalid!("pads {begin},{end} are too large"))?;
     if len < 0 {
         return Err(invalid!(
             "pads {begin},{end} crop more than the dimension {n}"
@@ -120,6 +124,7 @@ fn pad(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         .zip(&per_axis)
         .map(|(&n, &(b, e))| pad_map(n, b, e, mode))
         .collect::<OpResult<Vec<_>>>()?;
+    check_numel(&maps.iter().map(Vec::len).collect::<Vec<_>>())?;
     one(remap_tensor(x, &maps, &fill)?)
 }
 
@@ -155,6 +160,7 @@ fn center_crop_pad(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tens
         .zip(&pads)
         .map(|(&n, &(b, e))| pad_map(n, b, e, PadMode::Constant))
         .collect::<OpResult<Vec<_>>>()?;
+    check_numel(&maps.iter().map(Vec::len).collect::<Vec<_>>())?;
     one(remap_tensor(x, &maps, &Tensor::zeros(x.dtype(), &[1]))?)
 }
 
