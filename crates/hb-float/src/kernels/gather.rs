@@ -22,6 +22,7 @@ pub fn register(r: &mut Registry) {
     r.register("Scatter", scatter_elements);
     r.register("NonZero", non_zero);
     r.register("Compress", compress);
+    r.register("ReverseSequence", reverse_sequence);
 }
 
 /// Index values of an integer tensor, each resolved against `len`.
@@ -110,17 +111,20 @@ fn element_offsets(
     Ok(out)
 }
 
+/// The elements of `a` at flat offsets, shaped as `shape`.
+fn pick<T: Clone>(a: &ArrayD<T>, offs: &[usize], shape: &[usize]) -> OpResult<ArrayD<T>> {
+    let data = std_data(a);
+    let v: Vec<T> = offs.iter().map(|&o| data[o].clone()).collect();
+    ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| invalid!("{e}"))
+}
+
 fn gather_elements(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let ind = input(inputs, 1)?;
     let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let idx = index_values(ind, *x.shape().get(axis).unwrap_or(&0))?;
     let offs = element_offsets(x.shape(), ind.shape(), &idx, axis)?;
-    one(map_tensor!(x, a => {
-        let data = std_data(a);
-        let v: Vec<_> = offs.iter().map(|&o| data[o].clone()).collect();
-        ArrayD::from_shape_vec(IxDyn(ind.shape()), v).map_err(|e| invalid!("{e}"))?
-    }))
+    one(map_tensor!(x, a => pick(a, &offs, ind.shape())?))
 }
 
 /// Flat offsets of the slices GatherND/ScatterND address, with the slice
@@ -144,7 +148,7 @@ fn nd_offsets(dshape: &[usize], ind: &Tensor, batch_dims: usize) -> OpResult<(Ve
     let per_batch: usize = ishape[batch_dims..q - 1].iter().product();
     let mut offs = Vec::with_capacity(raw.len() / m.max(1));
     for (t, tuple) in raw.chunks(m.max(1)).enumerate() {
-        let b = if per_batch == 0 { 0 } else { t / per_batch };
+        let b = t.checked_div(per_batch).unwrap_or(0);
         let mut off = b * batch_size;
         for (j, &i) in tuple.iter().enumerate().take(m) {
             off += norm_index(i, dshape[batch_dims + j])? * strides[batch_dims + j];
@@ -374,6 +378,54 @@ fn compress(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         ArrayD::from_shape_vec(IxDyn(&oshape), take_along(a, axis, &idx))
             .map_err(|e| invalid!("{e}"))?
     }))
+}
+
+/// Flat source offsets of ReverseSequence: along `time`, the first
+/// `lens[b]` entries of batch `b` are reversed.
+fn reverse_offsets(shape: &[usize], time: usize, batch: usize, lens: &[usize]) -> Vec<usize> {
+    let strides = strides_of(shape);
+    let total: usize = shape.iter().product();
+    let mut pos = vec![0usize; shape.len()];
+    let mut offs = Vec::with_capacity(total);
+    for _ in 0..total {
+        let t = pos[time];
+        let l = lens[pos[batch]];
+        let src_t = if t < l { l - 1 - t } else { t };
+        let off: usize = pos
+            .iter()
+            .zip(&strides)
+            .enumerate()
+            .map(|(k, (&p, &s))| if k == time { src_t } else { p } * s)
+            .sum();
+        offs.push(off);
+        next_index(&mut pos, shape);
+    }
+    offs
+}
+
+fn reverse_sequence(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let r = x.rank();
+    if r < 2 {
+        return Err(invalid!("ReverseSequence needs rank >= 2"));
+    }
+    let time = norm_axis(ctx.node.int_or("time_axis", 0).map_err(attr_err)?, r)?;
+    let batch = norm_axis(ctx.node.int_or("batch_axis", 1).map_err(attr_err)?, r)?;
+    if time == batch {
+        return Err(invalid!("time_axis and batch_axis are equal"));
+    }
+    let lens = input(inputs, 1)?.to_i64_vec()?;
+    let (tn, bn) = (x.shape()[time], x.shape()[batch]);
+    if lens.len() != bn {
+        return Err(invalid!("{} sequence_lens for batch {bn}", lens.len()));
+    }
+    let lens: Vec<usize> = lens
+        .iter()
+        .map(|&l| usize::try_from(l).ok().filter(|&l| l <= tn))
+        .collect::<Option<_>>()
+        .ok_or_else(|| invalid!("sequence_lens {lens:?} out of range 0..={tn}"))?;
+    let offs = reverse_offsets(x.shape(), time, batch, &lens);
+    one(map_tensor!(x, a => pick(a, &offs, a.shape())?))
 }
 
 #[cfg(test)]

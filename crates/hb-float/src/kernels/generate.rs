@@ -1,7 +1,7 @@
 //! Ops that generate tensors: Constant, ConstantOfShape, Range, EyeLike,
 //! OneHot, Trilu.
 
-use super::remap::{to_dims, to_standard};
+use super::remap::{check_numel, to_dims, to_standard, MAX_ELEMENTS};
 use super::util::{attr_err, input, ints_input, norm_axis, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
@@ -47,6 +47,7 @@ fn constant(ctx: &OpCtx, _inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
 
 fn constant_of_shape(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let shape = to_dims(&ints_input(inputs, 0)?.ok_or_else(|| invalid!("missing shape"))?)?;
+    check_numel(&shape)?;
     let value = match ctx.node.get_tensor("value").map_err(attr_err)? {
         Some(t) => t.clone(),
         None => Tensor::scalar(0f32),
@@ -67,7 +68,9 @@ fn range_of<T: Scalar>(start: T, delta: T, n: usize) -> ArrayD<T> {
         (0..n).map(|i| T::from_f64(s + i as f64 * d)).collect()
     } else {
         let (s, d) = (start.to_i64(), delta.to_i64());
-        (0..n).map(|i| T::from_i64(s + i as i64 * d)).collect()
+        (0..n)
+            .map(|i| T::from_i64(s.wrapping_add((i as i64).wrapping_mul(d))))
+            .collect()
     };
     ArrayD::from_shape_vec(IxDyn(&[n]), v).unwrap_or_else(|_| ArrayD::from_elem(IxDyn(&[0]), start))
 }
@@ -88,7 +91,7 @@ fn range(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         return Err(invalid!("Range delta is 0"));
     }
     let n = ((l - s) / d).ceil().max(0.0);
-    if !n.is_finite() || n > 1e10 {
+    if !n.is_finite() || n > MAX_ELEMENTS as f64 {
         return Err(invalid!("Range of {n} elements"));
     }
     let n = n as usize;
@@ -116,6 +119,7 @@ fn eye_like(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         None => x.dtype(),
     };
     let k = ctx.node.int_or("k", 0).map_err(attr_err)?;
+    check_numel(&[r, c])?;
     let eye = ArrayD::from_shape_fn(IxDyn(&[r, c]), |i| u8::from(i[1] as i64 - i[0] as i64 == k));
     one(Tensor::U8(eye).cast(dtype)?)
 }
@@ -128,7 +132,7 @@ fn one_hot(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         .first()
         .copied()
         .ok_or_else(|| invalid!("OneHot depth is empty"))?;
-    if !(depth >= 1.0 && depth < 1e9) {
+    if !(1.0..1e9).contains(&depth) {
         return Err(invalid!("OneHot depth {depth}"));
     }
     let depth = depth as usize;
@@ -137,28 +141,59 @@ fn one_hot(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         return Err(invalid!("OneHot values must have 2 elements"));
     }
     let rank = ishape.len() + 1;
+    check_numel(&[indices.len(), depth])?;
     let axis = norm_axis(ctx.node.int_or("axis", -1).map_err(attr_err)?, rank)?;
     let outer: usize = ishape[..axis].iter().product();
     let inner: usize = ishape[axis..].iter().product();
     let mut oshape = ishape.clone();
     oshape.insert(axis, depth);
-    // hot[o][d][i] is true where indices[o][i] == d (negative indices wrap).
-    let hot = |o: usize, d: usize, i: usize| -> bool {
-        let v = indices[o * inner + i].trunc() as i64;
-        let v = if v < 0 { v + depth as i64 } else { v };
-        v == d as i64
-    };
-    one(map_tensor!(values, a => {
-        let off = a.iter().next().cloned().ok_or_else(|| invalid!("empty values"))?;
-        let on = a.iter().nth(1).cloned().ok_or_else(|| invalid!("empty values"))?;
-        let mut out = Vec::with_capacity(outer * depth * inner);
-        for o in 0..outer {
-            for d in 0..depth {
-                out.extend((0..inner).map(|i| if hot(o, d, i) { on.clone() } else { off.clone() }));
+    let v = indices
+        .iter()
+        .map(|&i| {
+            let i = i.trunc() as i64;
+            if i < 0 {
+                i + depth as i64
+            } else {
+                i
             }
+        })
+        .collect::<Vec<_>>();
+    let layout = OneHotLayout {
+        outer,
+        depth,
+        inner,
+    };
+    one(map_tensor!(values, a => one_hot_arr(a, &v, layout, &oshape)?))
+}
+
+/// Sizes before the new axis, of it, and after it.
+#[derive(Clone, Copy)]
+struct OneHotLayout {
+    outer: usize,
+    depth: usize,
+    inner: usize,
+}
+
+/// Builds the one-hot array from `[off, on]` values and resolved indices.
+fn one_hot_arr<T: Clone>(
+    values: &ArrayD<T>,
+    idx: &[i64],
+    l: OneHotLayout,
+    shape: &[usize],
+) -> OpResult<ArrayD<T>> {
+    let mut it = values.iter();
+    let (off, on) = match (it.next(), it.next()) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(invalid!("OneHot values must have 2 elements")),
+    };
+    let mut out = Vec::with_capacity(l.outer * l.depth * l.inner);
+    for o in 0..l.outer {
+        for d in 0..l.depth as i64 {
+            let row = &idx[o * l.inner..(o + 1) * l.inner];
+            out.extend(row.iter().map(|&i| if i == d { on } else { off }).cloned());
         }
-        ArrayD::from_shape_vec(IxDyn(&oshape), out).map_err(|e| invalid!("{e}"))?
-    }))
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), out).map_err(|e| invalid!("{e}"))
 }
 
 /// Zeroes the lower (`upper`) or upper triangle of the last two axes.

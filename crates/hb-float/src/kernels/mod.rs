@@ -7,6 +7,7 @@ pub mod erf;
 pub mod ew;
 pub mod gather;
 pub mod generate;
+pub mod grid_sample;
 pub mod pad;
 pub mod quant;
 pub mod reduce;
@@ -14,6 +15,7 @@ pub mod remap;
 pub mod resize;
 pub mod shape_ops;
 pub mod unary;
+pub mod unique;
 pub mod util;
 
 pub mod conv;
@@ -50,4 +52,6 @@ pub fn register_all(r: &mut Registry) {
     reduce::register(r);
     cast::register(r);
     quant::register(r);
+    grid_sample::register(r);
+    unique::register(r);
 }

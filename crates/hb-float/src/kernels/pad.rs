@@ -1,6 +1,6 @@
 //! Pad: constant / reflect / edge / wrap modes, negative pads crop.
 
-use super::remap::remap_tensor;
+use super::remap::{check_numel, remap_tensor, MAX_ELEMENTS};
 use super::util::{attr_err, input, ints_input, norm_axis, one, opt_input};
 use crate::error::OpResult;
 use crate::invalid;
@@ -10,6 +10,7 @@ use hb_tensor::Tensor;
 /// Registers Pad.
 pub fn register(r: &mut Registry) {
     r.register("Pad", pad);
+    r.register("CenterCropPad", center_crop_pad);
 }
 
 /// How positions outside the input are filled.
@@ -39,7 +40,11 @@ impl PadMode {
 
 /// Source index along one axis for every output position (`None` = fill).
 pub fn pad_map(n: usize, begin: i64, end: i64, mode: PadMode) -> OpResult<Vec<Option<usize>>> {
-    let len = n as i64 + begin + end;
+    let len = (n as i64)
+        .checked_add(begin)
+        .and_then(|v| v.checked_add(end))
+        .filter(|&v| v <= MAX_ELEMENTS as i64)
+        .ok_or_else(|| invalid!("pads {begin},{end} are too large"))?;
     if len < 0 {
         return Err(invalid!(
             "pads {begin},{end} crop more than the dimension {n}"
@@ -119,7 +124,44 @@ fn pad(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         .zip(&per_axis)
         .map(|(&n, &(b, e))| pad_map(n, b, e, mode))
         .collect::<OpResult<Vec<_>>>()?;
+    check_numel(&maps.iter().map(Vec::len).collect::<Vec<_>>())?;
     one(remap_tensor(x, &maps, &fill)?)
+}
+
+/// Center crop and/or zero pad to `shape` on `axes` (all axes by default).
+fn center_crop_pad(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let x = input(inputs, 0)?;
+    let target = ints_input(inputs, 1)?.ok_or_else(|| invalid!("CenterCropPad needs a shape"))?;
+    let r = x.rank();
+    let axes: Vec<usize> = match ctx.node.get_ints("axes").map_err(attr_err)? {
+        Some(a) => a
+            .iter()
+            .map(|&v| norm_axis(v, r))
+            .collect::<OpResult<_>>()?,
+        None => (0..r).collect(),
+    };
+    if axes.len() != target.len() {
+        return Err(invalid!("shape {target:?} does not fit axes {axes:?}"));
+    }
+    let mut pads = vec![(0i64, 0i64); r];
+    for (&a, &s) in axes.iter().zip(&target) {
+        let d = x.shape()[a] as i64;
+        if s < 0 {
+            return Err(invalid!("negative target size {s}"));
+        }
+        // Crop takes floor((d - s) / 2) from the start; pad adds
+        // floor((s - d) / 2) before.
+        let begin = if s < d { -((d - s) / 2) } else { (s - d) / 2 };
+        pads[a] = (begin, s - d - begin);
+    }
+    let maps = x
+        .shape()
+        .iter()
+        .zip(&pads)
+        .map(|(&n, &(b, e))| pad_map(n, b, e, PadMode::Constant))
+        .collect::<OpResult<Vec<_>>>()?;
+    check_numel(&maps.iter().map(Vec::len).collect::<Vec<_>>())?;
+    one(remap_tensor(x, &maps, &Tensor::zeros(x.dtype(), &[1]))?)
 }
 
 #[cfg(test)]

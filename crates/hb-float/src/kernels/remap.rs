@@ -139,6 +139,19 @@ pub fn norm_index(i: i64, len: usize) -> OpResult<usize> {
     Ok(j as usize)
 }
 
+/// Largest element count a kernel will allocate (guards against absurd shapes).
+pub const MAX_ELEMENTS: usize = 1 << 32;
+
+/// The element count of `shape`, or an error when it overflows or exceeds
+/// [`MAX_ELEMENTS`].
+pub fn check_numel(shape: &[usize]) -> OpResult<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| invalid!("shape {shape:?} is too large"))
+}
+
 /// Converts a list of non-negative i64 dims to usize.
 pub fn to_dims(v: &[i64]) -> OpResult<Vec<usize>> {
     v.iter()

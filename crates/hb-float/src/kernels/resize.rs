@@ -6,7 +6,7 @@
 //! position; rows are combined as contiguous runs and the outer blocks are
 //! processed in parallel.
 
-use super::remap::{remap_tensor, to_dims};
+use super::remap::{check_numel, remap_tensor, to_dims};
 use super::util::{attr_err, input, norm_axis, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
@@ -432,7 +432,7 @@ fn axis_specs(
             return Err(invalid!("{} scales for {k} axes", scales.len()));
         }
         for (&a, &s) in axes.iter().zip(&scales) {
-            if !(s > 0.0) || !s.is_finite() {
+            if s.is_nan() || s <= 0.0 || !s.is_finite() {
                 return Err(invalid!("bad scale {s}"));
             }
             let sp = &mut specs[a];
@@ -480,6 +480,7 @@ fn resize(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let p = Params::parse(ctx)?;
     let specs = axis_specs(ctx, x, inputs, ctx.opset < 11)?;
+    check_numel(&specs.iter().map(|s| s.out_len).collect::<Vec<_>>())?;
     one(run(x, &specs, &p)?)
 }
 
@@ -487,6 +488,7 @@ fn upsample(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let p = Params::parse(ctx)?;
     let specs = axis_specs(ctx, x, inputs, true)?;
+    check_numel(&specs.iter().map(|s| s.out_len).collect::<Vec<_>>())?;
     one(run(x, &specs, &p)?)
 }
 

@@ -2,7 +2,7 @@
 //! Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Expand, Tile,
 //! DepthToSpace, SpaceToDepth. All work on every element type.
 
-use super::remap::{remap_axes, reshape_arr, reshape_tensor, to_dims, to_standard};
+use super::remap::{check_numel, remap_axes, reshape_arr, reshape_tensor, to_dims, to_standard};
 use super::util::{attr_err, broadcast_shapes, input, ints_input, norm_axis, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
@@ -103,8 +103,8 @@ fn reshape_target(from: &[usize], spec: &[i64], allowzero: bool) -> OpResult<Vec
     }
     let total: usize = from.iter().product();
     if let Some(i) = infer {
-        let known: usize = out.iter().product();
-        if known == 0 || total % known != 0 {
+        let known = check_numel(&out)?;
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(invalid!("cannot reshape {from:?} to {spec:?}"));
         }
         out[i] = total / known;
@@ -259,7 +259,7 @@ fn split_sizes(ctx: &OpCtx, inputs: &[Option<&Tensor>], dim: usize) -> OpResult<
     };
     if let Some(s) = explicit {
         let s = to_dims(&s)?;
-        if s.iter().sum::<usize>() != dim {
+        if s.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(dim) {
             return Err(invalid!("split {s:?} does not sum to {dim}"));
         }
         return Ok(s);
@@ -270,7 +270,7 @@ fn split_sizes(ctx: &OpCtx, inputs: &[Option<&Tensor>], dim: usize) -> OpResult<
         None => ctx.node.outputs.len().max(1),
     };
     let from_attr = ctx.node.get_int("num_outputs").map_err(attr_err)?.is_some();
-    if !from_attr && dim % n != 0 {
+    if !from_attr && !dim.is_multiple_of(n) {
         return Err(invalid!("cannot split {dim} into {n} equal parts"));
     }
     let chunk = dim.div_ceil(n);
@@ -303,18 +303,18 @@ fn slice_axis_spec(start: i64, end: i64, step: i64, dim: usize) -> OpResult<Slic
     if step == 0 {
         return Err(invalid!("Slice step 0"));
     }
-    let d = dim as i64;
-    let fix = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    // i128 keeps INT64_MIN/INT64_MAX style bounds and steps overflow-free.
+    let (d, step) = (dim as i128, step as i128);
+    let fix = |v: i64| if v < 0 { v as i128 + d } else { v as i128 };
     let (s, e) = (fix(start), fix(end));
     let (s, n) = if step > 0 {
         let s = s.clamp(0, d);
         let e = e.clamp(0, d);
-        (s, if e > s { (e - s + step - 1) / step } else { 0 })
+        (s, if e > s { (e - s - 1) / step + 1 } else { 0 })
     } else {
         let s = s.clamp(0, (d - 1).max(0));
         let e = e.clamp(-1, d - 1);
-        let st = -step;
-        (s, if s > e { (s - e + st - 1) / st } else { 0 })
+        (s, if s > e { (s - e - 1) / -step + 1 } else { 0 })
     };
     if n == 0 || d == 0 {
         return Ok(Slice::new(0, Some(0), 1));
@@ -369,6 +369,7 @@ fn expand(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let spec = ints_input(inputs, 1)?.ok_or_else(|| invalid!("Expand needs a shape"))?;
     let target = broadcast_shapes(x.shape(), &to_dims(&spec)?)?;
+    check_numel(&target)?;
     one(map_tensor!(x, a => {
         let v = a
             .broadcast(IxDyn(&target))
@@ -386,11 +387,18 @@ fn tile(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
             x.rank()
         ));
     }
-    let maps: Vec<Vec<Option<usize>>> = x
+    let out: Vec<usize> = x
         .shape()
         .iter()
         .zip(&reps)
-        .map(|(&d, &r)| (0..d * r).map(|o| Some(o % d)).collect())
+        .map(|(&d, &r)| d.checked_mul(r).ok_or_else(|| invalid!("Tile too large")))
+        .collect::<OpResult<_>>()?;
+    check_numel(&out)?;
+    let maps: Vec<Vec<Option<usize>>> = x
+        .shape()
+        .iter()
+        .zip(&out)
+        .map(|(&d, &o)| (0..o).map(|o| Some(o % d)).collect())
         .collect();
     one(map_tensor!(x, a => {
         let fill = a.first().cloned();
@@ -405,7 +413,7 @@ fn tile(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
 /// The `[N, C, H, W]` dims of a 4-D input and the block size.
 fn block_args(ctx: &OpCtx, x: &Tensor) -> OpResult<([usize; 4], usize)> {
     let b = ctx.node.int_req("blocksize").map_err(attr_err)?;
-    if b <= 0 {
+    if !(1..=1 << 16).contains(&b) {
         return Err(invalid!("blocksize {b}"));
     }
     match x.shape() {
