@@ -279,3 +279,135 @@ fn accumulate_tap(g: &Geom, plane: &[f32], k: [usize; 3], wv: f32, out: &mut [f3
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, data, ints, node, rand_vals, run, t};
+    use hb_ir::Attr;
+    use proptest::prelude::*;
+
+    /// Naive 2-D conv: x [N,C,H,W], w [M,C/g,KH,KW], pads [t,l,b,r].
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        g: usize,
+        s: [usize; 2],
+        d: [usize; 2],
+        p: [usize; 4],
+    ) -> (Vec<f32>, [usize; 4]) {
+        let [n, c, h, wd] = xs;
+        let [m, cg, kh, kw] = ws;
+        let oh = (h + p[0] + p[2] - (kh - 1) * d[0] - 1) / s[0] + 1;
+        let ow = (wd + p[1] + p[3] - (kw - 1) * d[1] - 1) / s[1] + 1;
+        let mut out = vec![0f32; n * m * oh * ow];
+        let mg = m / g;
+        for b in 0..n {
+            for o in 0..m {
+                let gi = o / mg;
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut acc = 0.0;
+                        for ci in 0..cg {
+                            let cin = gi * cg + ci;
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let iy = (y * s[0] + i * d[0]) as isize - p[0] as isize;
+                                    let ix = (xx * s[1] + j * d[1]) as isize - p[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((b * c + cin) * h + iy as usize) * wd + ix as usize];
+                                    acc += xv * w[((o * cg + ci) * kh + i) * kw + j];
+                                }
+                            }
+                        }
+                        out[((b * m + o) * oh + y) * ow + xx] = acc;
+                    }
+                }
+            }
+        }
+        (out, [n, m, oh, ow])
+    }
+
+    #[test]
+    fn hand_computed_padding_stride() {
+        // 1x1x3x3 input 1..9, 2x2 kernel of ones, pad 1, stride 2.
+        let x = t(&[1, 1, 3, 3], (1..=9).map(|v| v as f32).collect());
+        let w = t(&[1, 1, 2, 2], vec![1.0; 4]);
+        let b = t(&[1], vec![0.5]);
+        let n = node("Conv", vec![("pads", ints(&[1, 1, 1, 1])), ("strides", ints(&[2, 2]))]);
+        let y = run(conv, &n, 17, &[Some(&x), Some(&w), Some(&b)]).unwrap();
+        assert_eq!(y[0].shape(), &[1, 1, 2, 2]);
+        // windows: {1}, {2,3}, {4,7}, {5,6,8,9}
+        assert_eq!(data(&y[0]), vec![1.5, 5.5, 11.5, 28.5]);
+    }
+
+    #[test]
+    fn depthwise_and_groups_match_naive() {
+        for (c, m, g) in [(4, 4, 4), (4, 6, 2), (3, 2, 1)] {
+            let xs = [2, c, 7, 6];
+            let ws = [m, c / g, 3, 3];
+            let x = rand_vals(xs.iter().product(), 1);
+            let w = rand_vals(ws.iter().product(), 2);
+            let n = node(
+                "Conv",
+                vec![
+                    ("group", Attr::Int(g as i64)),
+                    ("pads", ints(&[1, 0, 2, 1])),
+                    ("dilations", ints(&[2, 1])),
+                    ("strides", ints(&[1, 2])),
+                ],
+            );
+            let y = run(conv, &n, 17, &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))]).unwrap();
+            let (want, shape) = naive(&x, xs, &w, ws, g, [1, 2], [2, 1], [1, 0, 2, 1]);
+            assert_eq!(y[0].shape(), &shape);
+            assert_close(&data(&y[0]), &want, 1e-5);
+        }
+    }
+
+    #[test]
+    fn errors_instead_of_panics() {
+        let x = t(&[1, 3, 4, 4], vec![0.0; 48]);
+        let w = t(&[4, 2, 3, 3], vec![0.0; 72]);
+        let n = node("Conv", vec![("group", Attr::Int(2))]);
+        assert!(run(conv, &n, 17, &[Some(&x), Some(&w)]).is_err(), "3 channels, group 2");
+        let w = t(&[1, 3, 5, 5], vec![0.0; 75]);
+        assert!(run(conv, &node("Conv", vec![]), 17, &[Some(&x), Some(&w)]).is_err());
+        assert!(run(conv, &node("Conv", vec![]), 17, &[Some(&x)]).is_err());
+        let b = t(&[2], vec![0.0; 2]);
+        let w = t(&[1, 3, 3, 3], vec![0.0; 27]);
+        assert!(run(conv, &node("Conv", vec![]), 17, &[Some(&x), Some(&w), Some(&b)]).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_shapes_match_naive(
+            n in 1usize..3, cg in 1usize..3, mg in 1usize..3, g in 1usize..3,
+            h in 1usize..8, w in 1usize..8, kh in 1usize..4, kw in 1usize..4,
+            s in 1usize..3, d in 1usize..3, p in 0usize..3, seed in 0u64..1000,
+        ) {
+            let (c, m) = (cg * g, mg * g);
+            let xs = [n, c, h, w];
+            let ws = [m, cg, kh, kw];
+            prop_assume!(h + 2 * p >= (kh - 1) * d + 1 && w + 2 * p >= (kw - 1) * d + 1);
+            let x = rand_vals(xs.iter().product(), seed);
+            let wv = rand_vals(ws.iter().product(), seed + 7);
+            let pi = p as i64;
+            let nd = node("Conv", vec![
+                ("group", Attr::Int(g as i64)),
+                ("pads", ints(&[pi, pi, pi, pi])),
+                ("dilations", ints(&[d as i64, d as i64])),
+                ("strides", ints(&[s as i64, s as i64])),
+            ]);
+            let y = run(conv, &nd, 17, &[Some(&t(&xs, x.clone())), Some(&t(&ws, wv.clone()))]).unwrap();
+            let (want, shape) = naive(&x, xs, &wv, ws, g, [s, s], [d, d], [p, p, p, p]);
+            prop_assert_eq!(y[0].shape(), &shape);
+            assert_close(&data(&y[0]), &want, 1e-4);
+        }
+    }
+}

@@ -14,6 +14,8 @@ pub mod norm_misc;
 pub mod pool;
 pub mod softmax;
 pub mod spatial;
+#[cfg(test)]
+pub mod testutil;
 
 use crate::registry::Registry;
 
