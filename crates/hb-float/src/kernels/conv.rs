@@ -320,7 +320,8 @@ mod tests {
                                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                         continue;
                                     }
-                                    let xv = x[((b * c + cin) * h + iy as usize) * wd + ix as usize];
+                                    let xv =
+                                        x[((b * c + cin) * h + iy as usize) * wd + ix as usize];
                                     acc += xv * w[((o * cg + ci) * kh + i) * kw + j];
                                 }
                             }
@@ -339,7 +340,10 @@ mod tests {
         let x = t(&[1, 1, 3, 3], (1..=9).map(|v| v as f32).collect());
         let w = t(&[1, 1, 2, 2], vec![1.0; 4]);
         let b = t(&[1], vec![0.5]);
-        let n = node("Conv", vec![("pads", ints(&[1, 1, 1, 1])), ("strides", ints(&[2, 2]))]);
+        let n = node(
+            "Conv",
+            vec![("pads", ints(&[1, 1, 1, 1])), ("strides", ints(&[2, 2]))],
+        );
         let y = run(conv, &n, 17, &[Some(&x), Some(&w), Some(&b)]).unwrap();
         assert_eq!(y[0].shape(), &[1, 1, 2, 2]);
         // windows: {1}, {2,3}, {4,7}, {5,6,8,9}
@@ -362,7 +366,13 @@ mod tests {
                     ("strides", ints(&[1, 2])),
                 ],
             );
-            let y = run(conv, &n, 17, &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))]).unwrap();
+            let y = run(
+                conv,
+                &n,
+                17,
+                &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))],
+            )
+            .unwrap();
             let (want, shape) = naive(&x, xs, &w, ws, g, [1, 2], [2, 1], [1, 0, 2, 1]);
             assert_eq!(y[0].shape(), &shape);
             assert_close(&data(&y[0]), &want, 1e-5);
@@ -374,13 +384,22 @@ mod tests {
         let x = t(&[1, 3, 4, 4], vec![0.0; 48]);
         let w = t(&[4, 2, 3, 3], vec![0.0; 72]);
         let n = node("Conv", vec![("group", Attr::Int(2))]);
-        assert!(run(conv, &n, 17, &[Some(&x), Some(&w)]).is_err(), "3 channels, group 2");
+        assert!(
+            run(conv, &n, 17, &[Some(&x), Some(&w)]).is_err(),
+            "3 channels, group 2"
+        );
         let w = t(&[1, 3, 5, 5], vec![0.0; 75]);
         assert!(run(conv, &node("Conv", vec![]), 17, &[Some(&x), Some(&w)]).is_err());
         assert!(run(conv, &node("Conv", vec![]), 17, &[Some(&x)]).is_err());
         let b = t(&[2], vec![0.0; 2]);
         let w = t(&[1, 3, 3, 3], vec![0.0; 27]);
-        assert!(run(conv, &node("Conv", vec![]), 17, &[Some(&x), Some(&w), Some(&b)]).is_err());
+        assert!(run(
+            conv,
+            &node("Conv", vec![]),
+            17,
+            &[Some(&x), Some(&w), Some(&b)]
+        )
+        .is_err());
     }
 
     proptest! {

@@ -236,3 +236,52 @@ fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpRe
     }
     Ok(outs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, data, node, run, t};
+    use hb_ir::Attr;
+
+    #[test]
+    fn layer_norm_by_hand() {
+        // Rows [1,2,3] and [2,4,6]: mean 2 / 4, var 2/3 / 8/3.
+        let x = t(&[2, 3], vec![1.0, 2.0, 3.0, 2.0, 4.0, 6.0]);
+        let s = t(&[3], vec![1.0, 2.0, 1.0]);
+        let b = t(&[3], vec![0.0, 0.0, 1.0]);
+        let n = node("LayerNormalization", vec![("epsilon", Attr::Float(0.0))]);
+        let mut n = n;
+        n.outputs = vec!["y".into(), "m".into(), "i".into()];
+        let y = run(layer_norm, &n, 17, &[Some(&x), Some(&s), Some(&b)]).unwrap();
+        let k = (1.5f32).sqrt(); // 1 / sqrt(2/3)
+        assert_close(&data(&y[0]), &[-k, 0.0, 1.0 + k, -k, 0.0, 1.0 + k], 1e-5);
+        assert_close(&data(&y[1]), &[2.0, 4.0], 1e-6);
+        assert_eq!(y[2].shape(), &[2, 1]);
+        assert_close(&data(&y[2]), &[k, k / 2.0], 1e-5);
+    }
+
+    #[test]
+    fn training_mode_and_bad_params_are_errors() {
+        let x = t(&[1, 2, 2], vec![0.0; 4]);
+        let p = t(&[2], vec![1.0; 2]);
+        let n = node("BatchNormalization", vec![("training_mode", Attr::Int(1))]);
+        assert!(run(
+            batch_norm,
+            &n,
+            15,
+            &[Some(&x), Some(&p), Some(&p), Some(&p), Some(&p)]
+        )
+        .is_err());
+        let q = t(&[3], vec![1.0; 3]);
+        let n = node("BatchNormalization", vec![]);
+        assert!(run(
+            batch_norm,
+            &n,
+            15,
+            &[Some(&x), Some(&q), Some(&q), Some(&q), Some(&q)]
+        )
+        .is_err());
+        let n = node("GroupNormalization", vec![("num_groups", Attr::Int(3))]);
+        assert!(run(group_norm, &n, 21, &[Some(&x), Some(&p), Some(&p)]).is_err());
+    }
+}

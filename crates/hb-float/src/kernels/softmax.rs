@@ -92,3 +92,19 @@ pub fn softmax_slice(row: &mut [f32], log: bool) {
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_and_all_neg_inf_rows() {
+        let mut v = vec![1000.0, 1000.0, f32::NEG_INFINITY, f32::NEG_INFINITY];
+        softmax_rows(&mut v, 2, 2, 1, false);
+        assert_eq!(&v[..2], &[0.5, 0.5]);
+        assert!(v[2].is_nan() && v[3].is_nan());
+        let mut l = vec![0.0, 0.0];
+        softmax_rows(&mut l, 1, 2, 1, true);
+        assert!((l[0] + std::f32::consts::LN_2).abs() < 1e-6);
+    }
+}

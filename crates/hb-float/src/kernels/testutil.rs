@@ -16,7 +16,12 @@ pub fn node(op: &str, attrs: Vec<(&str, Attr)>) -> Node {
 }
 
 /// Runs `f` on `node` at `opset` with the given inputs.
-pub fn run(f: KernelFn, node: &Node, opset: i64, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+pub fn run(
+    f: KernelFn,
+    node: &Node,
+    opset: i64,
+    inputs: &[Option<&Tensor>],
+) -> OpResult<Vec<Tensor>> {
     f(&OpCtx { node, opset }, inputs)
 }
 
@@ -27,10 +32,14 @@ pub fn t(shape: &[usize], data: Vec<f32>) -> Tensor {
 
 /// `n` deterministic values in [-1, 1).
 pub fn rand_vals(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -40,7 +49,10 @@ pub fn rand_vals(n: usize, seed: u64) -> Vec<f32> {
 pub fn assert_close(got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "lengths differ");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "element {i}: got {g}, want {w}");
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "element {i}: got {g}, want {w}"
+        );
     }
 }
 
