@@ -3,6 +3,7 @@
 
 pub mod util;
 
+pub mod attention;
 pub mod conv;
 pub mod conv_transpose;
 pub mod einsum;
@@ -21,6 +22,7 @@ use crate::registry::Registry;
 
 /// Registers every built-in kernel.
 pub fn register_all(r: &mut Registry) {
+    attention::register(r);
     conv::register(r);
     conv_transpose::register(r);
     einsum::register(r);
