@@ -37,7 +37,7 @@ impl Heads {
         let sh = a.shape();
         let v4 = match (sh.len(), heads) {
             (4, _) => a.view(),
-            (3, Some(h)) if h > 0 && sh[2] % h == 0 => a
+            (3, Some(h)) if h > 0 && sh[2].is_multiple_of(h) => a
                 .view()
                 .into_shape_with_order(IxDyn(&[sh[0], sh[1], h, sh[2] / h]))
                 .map_err(|e| invalid!("{what}: {e}"))?
@@ -211,7 +211,7 @@ fn attention(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         || v.s != k.s
         || v.h != k.h
         || k.h == 0
-        || q.h % k.h != 0
+        || !q.h.is_multiple_of(k.h)
     {
         return Err(invalid!(
             "Attention shapes do not fit: Q [{}, {}, {}, {}], K [{}, {}, {}, {}], V [{}, {}, {}, {}]",
