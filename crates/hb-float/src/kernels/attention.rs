@@ -10,12 +10,12 @@
 
 use crate::error::OpResult;
 use crate::invalid;
-use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::floatio::{contiguous, f32_of, to_dtype, to_vec};
 use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
 use crate::kernels::util::{input, opt_input};
 use crate::registry::{OpCtx, Registry};
 use hb_tensor::Tensor;
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
 /// Registers Attention.
 pub fn register(r: &mut Registry) {
@@ -35,28 +35,29 @@ impl Heads {
     /// From a 4-D array, or a 3-D `[B, S, heads·D]` one split into `heads`.
     fn new(a: &ArrayD<f32>, heads: Option<usize>, what: &str) -> OpResult<Self> {
         let sh = a.shape();
-        let v4 = match (sh.len(), heads) {
-            (4, _) => a.view(),
-            (3, Some(h)) if h > 0 && sh[2].is_multiple_of(h) => a
-                .view()
-                .into_shape_with_order(IxDyn(&[sh[0], sh[1], h, sh[2] / h]))
-                .map_err(|e| invalid!("{what}: {e}"))?
-                .permuted_axes(IxDyn(&[0, 2, 1, 3])),
-            (3, _) => {
-                return Err(invalid!(
-                    "{what} is 3-D {sh:?}: q_num_heads/kv_num_heads must be set and divide its last dim"
-                ))
+        match (sh.len(), heads) {
+            (4, _) => Ok(Heads {
+                data: to_vec(a),
+                b: sh[0],
+                h: sh[1],
+                s: sh[2],
+                d: sh[3],
+            }),
+            (3, Some(h)) if h > 0 && sh[2].is_multiple_of(h) => {
+                let d = sh[2] / h;
+                Ok(Heads {
+                    data: swap_12(&contiguous(a), [sh[0], sh[1], h, d]),
+                    b: sh[0],
+                    h,
+                    s: sh[1],
+                    d,
+                })
             }
-            _ => return Err(invalid!("{what} must be 3-D or 4-D, got {sh:?}")),
-        };
-        let s = v4.shape().to_vec();
-        Ok(Heads {
-            data: v4.iter().copied().collect(),
-            b: s[0],
-            h: s[1],
-            s: s[2],
-            d: s[3],
-        })
+            (3, _) => Err(invalid!(
+                "{what} is 3-D {sh:?}: q_num_heads/kv_num_heads must be set and divide its last dim"
+            )),
+            _ => Err(invalid!("{what} must be 3-D or 4-D, got {sh:?}")),
+        }
     }
 
     /// The `(b, h)` matrix (`s × d`).
@@ -78,13 +79,16 @@ impl Heads {
                 self.d
             ));
         }
-        let cur = ArrayD::from_shape_vec(IxDyn(&[self.b, self.h, self.s, self.d]), self.data)
-            .map_err(|e| invalid!("{e}"))?;
-        let cat =
-            ndarray::concatenate(Axis(2), &[p.view(), cur.view()]).map_err(|e| invalid!("{e}"))?;
+        let pd = contiguous(p);
+        let (pn, cn) = (ps[2] * self.d, self.s * self.d);
+        let mut data = Vec::with_capacity(self.b * self.h * (pn + cn));
+        for bh in 0..self.b * self.h {
+            data.extend_from_slice(pd.get(bh * pn..(bh + 1) * pn).unwrap_or(&[]));
+            data.extend_from_slice(self.data.get(bh * cn..(bh + 1) * cn).unwrap_or(&[]));
+        }
         Ok(Heads {
             s: ps[2] + self.s,
-            data: cat.iter().copied().collect(),
+            data,
             ..self
         })
     }
@@ -93,6 +97,23 @@ impl Heads {
         ArrayD::from_shape_vec(IxDyn(&[self.b, self.h, self.s, self.d]), self.data.clone())
             .map_err(|e| invalid!("{e}"))
     }
+}
+
+/// Swaps axes 1 and 2 of a contiguous 4-D `[a, b, c, d]` buffer.
+fn swap_12(x: &[f32], [a, b, c, d]: [usize; 4]) -> Vec<f32> {
+    let mut out = vec![0f32; a * b * c * d];
+    for i in 0..a {
+        for j in 0..b {
+            for k in 0..c {
+                let src = ((i * b + j) * c + k) * d;
+                let dst = ((i * c + k) * b + j) * d;
+                if let (Some(o), Some(s)) = (out.get_mut(dst..dst + d), x.get(src..src + d)) {
+                    o.copy_from_slice(s);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Additive bias of every `(b, h, i, j)` score: mask, causal/window limits, padding.
@@ -146,7 +167,7 @@ fn mask_values(t: &Tensor, dims: [usize; 3]) -> OpResult<(Vec<f32>, [usize; 4], 
             .iter()
             .map(|&v| if v { 0.0 } else { f32::NEG_INFINITY })
             .collect(),
-        other => f32_of(other)?.iter().copied().collect(),
+        other => to_vec(&*f32_of(other)?),
     };
     let mut full = [1usize; 4];
     full[4 - sh.len()..].copy_from_slice(&sh);
@@ -243,16 +264,12 @@ fn attention(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let (y, qk) = compute(&q, &k, &v, &bias, &a, want_qk)?;
     let dtype = qt.dtype();
     let y = if qt.rank() == 3 {
-        let y4 =
-            ArrayD::from_shape_vec(IxDyn(&[q.b, q.h, q.s, v.d]), y).map_err(|e| invalid!("{e}"))?;
-        y4.permuted_axes(IxDyn(&[0, 2, 1, 3]))
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order(IxDyn(&[q.b, q.s, q.h * v.d]))
-            .map_err(|e| invalid!("{e}"))?
+        let y3 = swap_12(&y, [q.b, q.h, q.s, v.d]);
+        ArrayD::from_shape_vec(IxDyn(&[q.b, q.s, q.h * v.d]), y3)
     } else {
-        ArrayD::from_shape_vec(IxDyn(&[q.b, q.h, q.s, v.d]), y).map_err(|e| invalid!("{e}"))?
-    };
+        ArrayD::from_shape_vec(IxDyn(&[q.b, q.h, q.s, v.d]), y)
+    }
+    .map_err(|e| invalid!("{e}"))?;
     let mut outs = vec![to_dtype(y, dtype)?];
     let n_out = node.outputs.len();
     if n_out > 1 {

@@ -4,7 +4,7 @@
 
 use crate::error::OpResult;
 use crate::invalid;
-use crate::kernels::floatio::{contiguous, f32_of, to_dtype};
+use crate::kernels::floatio::{contiguous, f32_of, to_dtype, to_vec};
 use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
 use crate::kernels::spatial::{Geom, WindowAttrs};
 use crate::kernels::util::{input, one, opt_input};
@@ -61,7 +61,7 @@ pub fn check_group(group: i64, cin: usize, cout: usize) -> OpResult<usize> {
 pub fn bias_values(b: Option<&ArrayD<f32>>, c: usize) -> OpResult<Option<Vec<f32>>> {
     match b {
         None => Ok(None),
-        Some(b) if b.len() == c => Ok(Some(b.iter().copied().collect())),
+        Some(b) if b.len() == c => Ok(Some(to_vec(b))),
         Some(b) => Err(invalid!("bias has shape {:?}, expected [{c}]", b.shape())),
     }
 }
@@ -136,41 +136,64 @@ fn is_pointwise(g: &Geom) -> bool {
 fn conv_gemm(d: &ConvDims, x: &[f32], w: &[f32], out: &mut [f32]) -> OpResult<()> {
     let g = &d.geom;
     let (cin_g, cout_g) = (d.cin / d.group, d.cout / d.group);
-    let (kl, ol, il) = (g.k_len(), g.out_len(), g.in_len());
-    let rows = cin_g * kl;
+    let (ol, il) = (g.out_len(), g.in_len());
+    let rows = cin_g * g.k_len();
     let pointwise = is_pointwise(g);
     let work = d.cout * rows * ol;
     for_each_chunk(out, d.cout * ol, work, |b, out_b| {
         let xb = x.get(b * d.cin * il..(b + 1) * d.cin * il).unwrap_or(&[]);
-        let mut col = if pointwise {
-            Vec::new()
-        } else {
-            vec![0f32; rows * ol]
-        };
         for gi in 0..d.group {
-            let xg = xb
-                .get(gi * cin_g * il..(gi + 1) * cin_g * il)
-                .unwrap_or(&[]);
-            let wg = w
-                .get(gi * cout_g * rows..(gi + 1) * cout_g * rows)
-                .unwrap_or(&[]);
-            let rhs = if pointwise {
-                xg
-            } else {
-                im2col(g, xg, &mut col);
-                &col
-            };
+            let xg = xb.get(gi * cin_g * il..(gi + 1) * cin_g * il).unwrap_or(&[]);
+            let wg = Mat::row_major(w.get(gi * cout_g * rows..).unwrap_or(&[]), cout_g, rows);
             let og = &mut out_b[gi * cout_g * ol..(gi + 1) * cout_g * ol];
-            sgemm(
-                1.0,
-                Mat::row_major(wg, cout_g, rows),
-                Mat::row_major(rhs, rows, ol),
-                0.0,
-                og,
-            )?;
+            if pointwise {
+                sgemm(1.0, wg, Mat::row_major(xg, rows, ol), 0.0, og)?;
+            } else {
+                conv_tiles(g, wg, xg, og)?;
+            }
         }
         Ok(())
     })
+}
+
+/// Output positions per im2col tile: the tile's columns stay in cache.
+fn tile_width(rows: usize, ol: usize) -> usize {
+    (TILE_ELEMS / rows.max(1)).clamp(64, ol.max(64))
+}
+
+/// Elements of one im2col tile.
+const TILE_ELEMS: usize = 1 << 16;
+
+/// `out (M × L) = w (M × rows) · im2col(x)`, one tile of output positions
+/// at a time (tiles run in parallel when there is enough work).
+fn conv_tiles(g: &Geom, w: Mat, x: &[f32], out: &mut [f32]) -> OpResult<()> {
+    let (m, rows, ol) = (w.rows, w.cols, g.out_len());
+    let tw = tile_width(rows, ol);
+    let tiles = ol.div_ceil(tw);
+    let run = |t: usize| -> OpResult<Vec<f32>> {
+        let (p0, p1) = (t * tw, ((t + 1) * tw).min(ol));
+        let n = p1 - p0;
+        let mut col = vec![0f32; rows * n];
+        im2col(g, x, p0, n, &mut col);
+        let mut res = vec![0f32; m * n];
+        sgemm(1.0, w, Mat::row_major(&col, rows, n), 0.0, &mut res)?;
+        Ok(res)
+    };
+    let results: Vec<Vec<f32>> = if tiles > 1 && rayon::current_num_threads() > 1 && m * rows * ol >= 1 << 20 {
+        (0..tiles).into_par_iter().map(run).collect::<OpResult<_>>()?
+    } else {
+        (0..tiles).map(run).collect::<OpResult<_>>()?
+    };
+    for (t, res) in results.iter().enumerate() {
+        let p0 = t * tw;
+        let n = res.len() / m.max(1);
+        for (r, src) in res.chunks(n.max(1)).enumerate() {
+            if let Some(dst) = out.get_mut(r * ol + p0..r * ol + p0 + n) {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Splits a kernel-position index into (kd, kh, kw).
@@ -182,45 +205,39 @@ fn kernel_pos(g: &Geom, k: usize) -> [usize; 3] {
     [kd, kh, kw]
 }
 
-/// Fills `col` (`channels·K × out_len`, row-major) from the channel planes in `x`.
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
-    let (kl, ol, il) = (g.k_len(), g.out_len(), g.in_len());
-    let fill = |r: usize, row: &mut [f32]| {
+/// Fills `col` (`channels·K × n`, row-major) with the output positions
+/// `p0..p0 + n` of the channel planes in `x`.
+fn im2col(g: &Geom, x: &[f32], p0: usize, n: usize, col: &mut [f32]) {
+    let (kl, il) = (g.k_len(), g.in_len());
+    for (r, row) in col.chunks_mut(n.max(1)).enumerate() {
         let c = r / kl;
         let plane = x.get(c * il..(c + 1) * il).unwrap_or(&[]);
-        im2col_row(g, plane, kernel_pos(g, r % kl), row);
-    };
-    if rayon::current_num_threads() > 1 && col.len() >= 1 << 16 {
-        col.par_chunks_mut(ol)
-            .enumerate()
-            .for_each(|(r, row)| fill(r, row));
-    } else {
-        col.chunks_mut(ol)
-            .enumerate()
-            .for_each(|(r, row)| fill(r, row));
+        im2col_row(g, plane, kernel_pos(g, r % kl), p0, row);
     }
 }
 
-/// One im2col row: the input values seen by kernel offset `k` at every output position.
-fn im2col_row(g: &Geom, plane: &[f32], k: [usize; 3], row: &mut [f32]) {
+/// One im2col row: the input values seen by kernel offset `k` at output
+/// positions `p0..p0 + row.len()`.
+fn im2col_row(g: &Geom, plane: &[f32], k: [usize; 3], p0: usize, row: &mut [f32]) {
     row.fill(0.0);
     let [_, ih_n, iw_n] = g.input;
     let [_, oh_n, ow_n] = g.out;
+    let p1 = p0 + row.len();
     let (lo, hi) = g.valid_range(2, k[2]);
     let (sw, off) = (g.strides[2], k[2] * g.dilations[2]);
-    for od in 0..g.out[0] {
-        let Some(id) = g.coord(0, od, k[0]) else {
+    for line in p0 / ow_n.max(1)..p1.div_ceil(ow_n.max(1)) {
+        let (od, oh) = (line / oh_n.max(1), line % oh_n.max(1));
+        let (Some(id), Some(ih)) = (g.coord(0, od, k[0]), g.coord(1, oh, k[1])) else {
             continue;
         };
-        for oh in 0..oh_n {
-            let Some(ih) = g.coord(1, oh, k[1]) else {
-                continue;
-            };
-            let src = (id * ih_n + ih) * iw_n;
-            let dst = (od * oh_n + oh) * ow_n;
-            for ow in lo..hi {
-                let iw = ow * sw + off - g.pad[2];
-                row[dst + ow] = plane.get(src + iw).copied().unwrap_or(0.0);
+        let start = line * ow_n;
+        let a = lo.max(p0.saturating_sub(start));
+        let b = hi.min(p1 - start);
+        let src = (id * ih_n + ih) * iw_n;
+        for ow in a..b {
+            let iw = ow * sw + off - g.pad[2];
+            if let (Some(d), Some(&v)) = (row.get_mut(start + ow - p0), plane.get(src + iw)) {
+                *d = v;
             }
         }
     }

@@ -2,7 +2,7 @@
 //! LayerNormalization, GroupNormalization and RMSNormalization.
 
 use crate::error::OpResult;
-use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::floatio::{f32_of, to_dtype, to_vec};
 use crate::kernels::util::{broadcast_view, input, norm_axis, opt_input};
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -62,7 +62,7 @@ fn channel_param(t: &Tensor, c: usize, what: &str) -> OpResult<Vec<f32>> {
             a.shape()
         ));
     }
-    Ok(a.iter().copied().collect())
+    Ok(to_vec(&a))
 }
 
 fn build(shape: &[usize], data: Vec<f32>, dtype: DType) -> OpResult<Tensor> {
@@ -101,7 +101,7 @@ fn batch_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> 
     let (scale, bias, mean, var) = (&p[0], &p[1], &p[2], &p[3]);
     let mul: Vec<f32> = (0..per).map(|i| scale[i] / (var[i] + eps).sqrt()).collect();
     let add: Vec<f32> = (0..per).map(|i| bias[i] - mean[i] * mul[i]).collect();
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     let unit = if per == c { rest } else { 1 };
     for_rows(&mut data, unit.max(1), |i, row| {
         let k = i % per;
@@ -124,7 +124,7 @@ fn instance_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor
     let eps = ctx.node.float_or("epsilon", 1e-5)?;
     let scale = channel_param(input(inputs, 1)?, c, "scale")?;
     let bias = channel_param(input(inputs, 2)?, c, "B")?;
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     for_rows(&mut data, rest.max(1), |i, row| {
         let k = i % c;
         let (m, v) = mean_var(row);
@@ -154,7 +154,7 @@ fn group_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> 
     let scale = channel_param(input(inputs, 1)?, per, "scale")?;
     let bias = channel_param(input(inputs, 2)?, per, "bias")?;
     let cg = c / g;
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     for_rows(&mut data, (cg * rest).max(1), |i, block| {
         let gi = i % g;
         let (m, v) = mean_var(block);
@@ -200,7 +200,7 @@ fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpRe
     } else {
         None
     };
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     let rows = data.len().checked_div(cols).unwrap_or(0);
     let mut st = vec![(0f32, 0f32); rows];
     for (row, s) in data.chunks(cols.max(1)).zip(st.iter_mut()) {

@@ -2,7 +2,7 @@
 //! and MaxUnpool, over 1-D/2-D/3-D inputs.
 
 use crate::error::OpResult;
-use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::floatio::{f32_of, to_dtype, to_vec};
 use crate::kernels::spatial::{Geom, WindowAttrs};
 use crate::kernels::util::{input, ints_input, one};
 use crate::registry::{OpCtx, Registry};
@@ -145,7 +145,7 @@ fn max_pool_t<T: Scalar>(
     want_indices: bool,
 ) -> OpResult<(ArrayD<T>, Option<ArrayD<i64>>)> {
     let p = Pooling::new(ctx, x.shape())?;
-    let xd: Vec<T> = x.iter().copied().collect();
+    let xd: Vec<T> = to_vec(&x);
     let idx: Vec<usize> = pool_planes(&p, &xd, |plane, win, _| {
         argmax(plane, win).unwrap_or(usize::MAX)
     });
@@ -231,7 +231,7 @@ where
     let xt = input(inputs, 0)?;
     let x = f32_of(xt)?;
     let p = Pooling::new(ctx, x.shape())?;
-    let xd: Vec<f32> = x.iter().copied().collect();
+    let xd: Vec<f32> = to_vec(&x);
     let out = pool_planes(&p, &xd, reduce);
     let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), out).map_err(|e| invalid!("{e}"))?;
     one(to_dtype(y, xt.dtype())?)
@@ -249,7 +249,7 @@ fn global_pool(
         return Err(invalid!("global pooling needs rank >= 2, got {shape:?}"));
     }
     let plane: usize = shape[2..].iter().product();
-    let xd: Vec<f32> = x.iter().copied().collect();
+    let xd: Vec<f32> = to_vec(&x);
     let out: Vec<f32> = if plane == 0 {
         vec![0.0; shape[0] * shape[1]]
     } else {

@@ -4,7 +4,7 @@
 
 use crate::error::OpResult;
 use crate::invalid;
-use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::floatio::{f32_of, to_dtype, to_vec};
 use crate::kernels::util::{input, norm_axis, one};
 use crate::registry::{OpCtx, Registry};
 use hb_tensor::Tensor;
@@ -43,7 +43,7 @@ fn run(ctx: &OpCtx, inputs: &[Option<&Tensor>], log: bool) -> OpResult<Vec<Tenso
             1,
         )
     };
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     softmax_rows(&mut data, outer, n, inner, log);
     let y = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| invalid!("{e}"))?;
     one(to_dtype(y, xt.dtype())?)
