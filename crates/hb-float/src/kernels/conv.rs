@@ -143,7 +143,9 @@ fn conv_gemm(d: &ConvDims, x: &[f32], w: &[f32], out: &mut [f32]) -> OpResult<()
     for_each_chunk(out, d.cout * ol, work, |b, out_b| {
         let xb = x.get(b * d.cin * il..(b + 1) * d.cin * il).unwrap_or(&[]);
         for gi in 0..d.group {
-            let xg = xb.get(gi * cin_g * il..(gi + 1) * cin_g * il).unwrap_or(&[]);
+            let xg = xb
+                .get(gi * cin_g * il..(gi + 1) * cin_g * il)
+                .unwrap_or(&[]);
             let wg = Mat::row_major(w.get(gi * cout_g * rows..).unwrap_or(&[]), cout_g, rows);
             let og = &mut out_b[gi * cout_g * ol..(gi + 1) * cout_g * ol];
             if pointwise {
@@ -179,11 +181,15 @@ fn conv_tiles(g: &Geom, w: Mat, x: &[f32], out: &mut [f32]) -> OpResult<()> {
         sgemm(1.0, w, Mat::row_major(&col, rows, n), 0.0, &mut res)?;
         Ok(res)
     };
-    let results: Vec<Vec<f32>> = if tiles > 1 && rayon::current_num_threads() > 1 && m * rows * ol >= 1 << 20 {
-        (0..tiles).into_par_iter().map(run).collect::<OpResult<_>>()?
-    } else {
-        (0..tiles).map(run).collect::<OpResult<_>>()?
-    };
+    let results: Vec<Vec<f32>> =
+        if tiles > 1 && rayon::current_num_threads() > 1 && m * rows * ol >= 1 << 20 {
+            (0..tiles)
+                .into_par_iter()
+                .map(run)
+                .collect::<OpResult<_>>()?
+        } else {
+            (0..tiles).map(run).collect::<OpResult<_>>()?
+        };
     for (t, res) in results.iter().enumerate() {
         let p0 = t * tw;
         let n = res.len() / m.max(1);

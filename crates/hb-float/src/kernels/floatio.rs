@@ -31,10 +31,11 @@ pub fn to_dtype(a: ArrayD<f32>, dtype: DType) -> OpResult<Tensor> {
 pub fn contiguous<T: Clone>(a: &ArrayD<T>) -> Cow<'_, [T]> {
     match a.as_slice() {
         Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(a.as_standard_layout().as_slice().map_or_else(
-            || a.iter().cloned().collect(),
-            |s| s.to_vec(),
-        )),
+        None => Cow::Owned(
+            a.as_standard_layout()
+                .as_slice()
+                .map_or_else(|| a.iter().cloned().collect(), |s| s.to_vec()),
+        ),
     }
 }
 

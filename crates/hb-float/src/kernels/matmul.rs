@@ -2,7 +2,7 @@
 //! (alpha, beta, transA, transB, unidirectionally broadcast C).
 
 use crate::error::OpResult;
-use crate::kernels::floatio::{contiguous, f32_of, to_dtype, to_vec};
+use crate::kernels::floatio::{contiguous, f32_of, to_dtype};
 use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
 use crate::kernels::util::{broadcast_shapes, broadcast_view, input, one, opt_input};
 use crate::registry::{OpCtx, Registry};
@@ -168,8 +168,8 @@ pub fn matmul_f32(plan: &MatMulPlan, a: &ArrayD<f32>, b: &ArrayD<f32>) -> OpResu
 /// Plain-loop batched product for f64 and integer types (integers wrap).
 fn matmul_naive<T: Scalar>(plan: &MatMulPlan, a: &ArrayD<T>, b: &ArrayD<T>) -> OpResult<Tensor> {
     let (m, k, n) = (plan.m, plan.k, plan.n);
-    let ad: Vec<T> = to_vec(&a);
-    let bd: Vec<T> = to_vec(&b);
+    let ad = contiguous(a);
+    let bd = contiguous(b);
     let mut out = Vec::with_capacity(plan.count() * m * n);
     for (&ao, &bo) in plan.a_off.iter().zip(&plan.b_off) {
         for i in 0..m {
