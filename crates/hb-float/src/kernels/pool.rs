@@ -161,6 +161,15 @@ fn max_pool_t<T: Scalar>(
 ) -> OpResult<(ArrayD<T>, Option<ArrayD<i64>>)> {
     let p = Pooling::new(ctx, x.shape())?;
     let xd = contiguous(x);
+    if !want_indices {
+        let vals = pool_planes(&p, &xd, |plane, win, _| {
+            let mut it = win.iter().filter_map(|&i| plane.get(i).copied());
+            let first = it.next().unwrap_or_default();
+            it.fold(first, |m, v| if v > m { v } else { m })
+        });
+        let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), vals).map_err(|e| invalid!("{e}"))?;
+        return Ok((y, None));
+    }
     let idx: Vec<usize> = pool_planes(&p, &xd, |plane, win, _| {
         argmax(plane, win).unwrap_or(usize::MAX)
     });
@@ -176,9 +185,6 @@ fn max_pool_t<T: Scalar>(
         })
         .collect();
     let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), vals).map_err(|e| invalid!("{e}"))?;
-    if !want_indices {
-        return Ok((y, None));
-    }
     let colm = ctx.node.int_or("storage_order", 0)? == 1;
     let flat: Vec<i64> = idx
         .iter()
