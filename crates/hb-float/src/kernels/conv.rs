@@ -4,7 +4,7 @@
 
 use crate::error::OpResult;
 use crate::invalid;
-use crate::kernels::floatio::{contiguous, f32_of, to_dtype};
+use crate::kernels::floatio::{contiguous, f32_of, to_dtype, to_vec};
 use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
 use crate::kernels::spatial::{Geom, WindowAttrs};
 use crate::kernels::util::{input, one, opt_input};
@@ -61,7 +61,7 @@ pub fn check_group(group: i64, cin: usize, cout: usize) -> OpResult<usize> {
 pub fn bias_values(b: Option<&ArrayD<f32>>, c: usize) -> OpResult<Option<Vec<f32>>> {
     match b {
         None => Ok(None),
-        Some(b) if b.len() == c => Ok(Some(b.iter().copied().collect())),
+        Some(b) if b.len() == c => Ok(Some(to_vec(b))),
         Some(b) => Err(invalid!("bias has shape {:?}, expected [{c}]", b.shape())),
     }
 }
@@ -136,41 +136,70 @@ fn is_pointwise(g: &Geom) -> bool {
 fn conv_gemm(d: &ConvDims, x: &[f32], w: &[f32], out: &mut [f32]) -> OpResult<()> {
     let g = &d.geom;
     let (cin_g, cout_g) = (d.cin / d.group, d.cout / d.group);
-    let (kl, ol, il) = (g.k_len(), g.out_len(), g.in_len());
-    let rows = cin_g * kl;
+    let (ol, il) = (g.out_len(), g.in_len());
+    let rows = cin_g * g.k_len();
     let pointwise = is_pointwise(g);
     let work = d.cout * rows * ol;
     for_each_chunk(out, d.cout * ol, work, |b, out_b| {
         let xb = x.get(b * d.cin * il..(b + 1) * d.cin * il).unwrap_or(&[]);
-        let mut col = if pointwise {
-            Vec::new()
-        } else {
-            vec![0f32; rows * ol]
-        };
         for gi in 0..d.group {
             let xg = xb
                 .get(gi * cin_g * il..(gi + 1) * cin_g * il)
                 .unwrap_or(&[]);
-            let wg = w
-                .get(gi * cout_g * rows..(gi + 1) * cout_g * rows)
-                .unwrap_or(&[]);
-            let rhs = if pointwise {
-                xg
-            } else {
-                im2col(g, xg, &mut col);
-                &col
-            };
+            let wg = Mat::row_major(w.get(gi * cout_g * rows..).unwrap_or(&[]), cout_g, rows);
             let og = &mut out_b[gi * cout_g * ol..(gi + 1) * cout_g * ol];
-            sgemm(
-                1.0,
-                Mat::row_major(wg, cout_g, rows),
-                Mat::row_major(rhs, rows, ol),
-                0.0,
-                og,
-            )?;
+            if pointwise {
+                sgemm(1.0, wg, Mat::row_major(xg, rows, ol), 0.0, og)?;
+            } else {
+                conv_tiles(g, wg, xg, og)?;
+            }
         }
         Ok(())
     })
+}
+
+/// Output positions per im2col tile: the tile's columns stay in cache.
+fn tile_width(rows: usize, ol: usize) -> usize {
+    (TILE_ELEMS / rows.max(1)).clamp(64, ol.max(64))
+}
+
+/// Elements of one im2col tile.
+const TILE_ELEMS: usize = 1 << 16;
+
+/// `out (M × L) = w (M × rows) · im2col(x)`, one tile of output positions
+/// at a time (tiles run in parallel when there is enough work).
+fn conv_tiles(g: &Geom, w: Mat, x: &[f32], out: &mut [f32]) -> OpResult<()> {
+    let (m, rows, ol) = (w.rows, w.cols, g.out_len());
+    let tw = tile_width(rows, ol);
+    let tiles = ol.div_ceil(tw);
+    let run = |t: usize| -> OpResult<Vec<f32>> {
+        let (p0, p1) = (t * tw, ((t + 1) * tw).min(ol));
+        let n = p1 - p0;
+        let mut col = vec![0f32; rows * n];
+        im2col(g, x, p0, n, &mut col);
+        let mut res = vec![0f32; m * n];
+        sgemm(1.0, w, Mat::row_major(&col, rows, n), 0.0, &mut res)?;
+        Ok(res)
+    };
+    let results: Vec<Vec<f32>> =
+        if tiles > 1 && rayon::current_num_threads() > 1 && m * rows * ol >= 1 << 20 {
+            (0..tiles)
+                .into_par_iter()
+                .map(run)
+                .collect::<OpResult<_>>()?
+        } else {
+            (0..tiles).map(run).collect::<OpResult<_>>()?
+        };
+    for (t, res) in results.iter().enumerate() {
+        let p0 = t * tw;
+        let n = res.len() / m.max(1);
+        for (r, src) in res.chunks(n.max(1)).enumerate() {
+            if let Some(dst) = out.get_mut(r * ol + p0..r * ol + p0 + n) {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Splits a kernel-position index into (kd, kh, kw).
@@ -182,45 +211,39 @@ fn kernel_pos(g: &Geom, k: usize) -> [usize; 3] {
     [kd, kh, kw]
 }
 
-/// Fills `col` (`channels·K × out_len`, row-major) from the channel planes in `x`.
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
-    let (kl, ol, il) = (g.k_len(), g.out_len(), g.in_len());
-    let fill = |r: usize, row: &mut [f32]| {
+/// Fills `col` (`channels·K × n`, row-major) with the output positions
+/// `p0..p0 + n` of the channel planes in `x`.
+fn im2col(g: &Geom, x: &[f32], p0: usize, n: usize, col: &mut [f32]) {
+    let (kl, il) = (g.k_len(), g.in_len());
+    for (r, row) in col.chunks_mut(n.max(1)).enumerate() {
         let c = r / kl;
         let plane = x.get(c * il..(c + 1) * il).unwrap_or(&[]);
-        im2col_row(g, plane, kernel_pos(g, r % kl), row);
-    };
-    if rayon::current_num_threads() > 1 && col.len() >= 1 << 16 {
-        col.par_chunks_mut(ol)
-            .enumerate()
-            .for_each(|(r, row)| fill(r, row));
-    } else {
-        col.chunks_mut(ol)
-            .enumerate()
-            .for_each(|(r, row)| fill(r, row));
+        im2col_row(g, plane, kernel_pos(g, r % kl), p0, row);
     }
 }
 
-/// One im2col row: the input values seen by kernel offset `k` at every output position.
-fn im2col_row(g: &Geom, plane: &[f32], k: [usize; 3], row: &mut [f32]) {
+/// One im2col row: the input values seen by kernel offset `k` at output
+/// positions `p0..p0 + row.len()`.
+fn im2col_row(g: &Geom, plane: &[f32], k: [usize; 3], p0: usize, row: &mut [f32]) {
     row.fill(0.0);
     let [_, ih_n, iw_n] = g.input;
     let [_, oh_n, ow_n] = g.out;
+    let p1 = p0 + row.len();
     let (lo, hi) = g.valid_range(2, k[2]);
     let (sw, off) = (g.strides[2], k[2] * g.dilations[2]);
-    for od in 0..g.out[0] {
-        let Some(id) = g.coord(0, od, k[0]) else {
+    for line in p0 / ow_n.max(1)..p1.div_ceil(ow_n.max(1)) {
+        let (od, oh) = (line / oh_n.max(1), line % oh_n.max(1));
+        let (Some(id), Some(ih)) = (g.coord(0, od, k[0]), g.coord(1, oh, k[1])) else {
             continue;
         };
-        for oh in 0..oh_n {
-            let Some(ih) = g.coord(1, oh, k[1]) else {
-                continue;
-            };
-            let src = (id * ih_n + ih) * iw_n;
-            let dst = (od * oh_n + oh) * ow_n;
-            for ow in lo..hi {
-                let iw = ow * sw + off - g.pad[2];
-                row[dst + ow] = plane.get(src + iw).copied().unwrap_or(0.0);
+        let start = line * ow_n;
+        let a = lo.max(p0.saturating_sub(start));
+        let b = hi.min(p1 - start);
+        let src = (id * ih_n + ih) * iw_n;
+        for ow in a..b {
+            let iw = ow * sw + off - g.pad[2];
+            if let (Some(d), Some(&v)) = (row.get_mut(start + ow - p0), plane.get(src + iw)) {
+                *d = v;
             }
         }
     }
@@ -276,6 +299,157 @@ fn accumulate_tap(g: &Geom, plane: &[f32], k: [usize; 3], wv: f32, out: &mut [f3
                     .zip(s.iter().step_by(sw))
                     .for_each(|(o, &s)| *o += wv * s);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, data, ints, node, rand_vals, run, t};
+    use hb_ir::Attr;
+    use proptest::prelude::*;
+
+    /// Naive 2-D conv: x [N,C,H,W], w [M,C/g,KH,KW], pads [t,l,b,r].
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        g: usize,
+        s: [usize; 2],
+        d: [usize; 2],
+        p: [usize; 4],
+    ) -> (Vec<f32>, [usize; 4]) {
+        let [n, c, h, wd] = xs;
+        let [m, cg, kh, kw] = ws;
+        let oh = (h + p[0] + p[2] - (kh - 1) * d[0] - 1) / s[0] + 1;
+        let ow = (wd + p[1] + p[3] - (kw - 1) * d[1] - 1) / s[1] + 1;
+        let mut out = vec![0f32; n * m * oh * ow];
+        let mg = m / g;
+        for b in 0..n {
+            for o in 0..m {
+                let gi = o / mg;
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut acc = 0.0;
+                        for ci in 0..cg {
+                            let cin = gi * cg + ci;
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let iy = (y * s[0] + i * d[0]) as isize - p[0] as isize;
+                                    let ix = (xx * s[1] + j * d[1]) as isize - p[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((b * c + cin) * h + iy as usize) * wd + ix as usize];
+                                    acc += xv * w[((o * cg + ci) * kh + i) * kw + j];
+                                }
+                            }
+                        }
+                        out[((b * m + o) * oh + y) * ow + xx] = acc;
+                    }
+                }
+            }
+        }
+        (out, [n, m, oh, ow])
+    }
+
+    #[test]
+    fn hand_computed_padding_stride() {
+        // 1x1x3x3 input 1..9, 2x2 kernel of ones, pad 1, stride 2.
+        let x = t(&[1, 1, 3, 3], (1..=9).map(|v| v as f32).collect());
+        let w = t(&[1, 1, 2, 2], vec![1.0; 4]);
+        let b = t(&[1], vec![0.5]);
+        let n = node(
+            "Conv",
+            vec![("pads", ints(&[1, 1, 1, 1])), ("strides", ints(&[2, 2]))],
+        );
+        let y = run(conv, &n, 17, &[Some(&x), Some(&w), Some(&b)]).unwrap();
+        assert_eq!(y[0].shape(), &[1, 1, 2, 2]);
+        // windows: {1}, {2,3}, {4,7}, {5,6,8,9}
+        assert_eq!(data(&y[0]), vec![1.5, 5.5, 11.5, 28.5]);
+    }
+
+    #[test]
+    fn depthwise_and_groups_match_naive() {
+        for (c, m, g) in [(4, 4, 4), (4, 6, 2), (3, 2, 1)] {
+            let xs = [2, c, 7, 6];
+            let ws = [m, c / g, 3, 3];
+            let x = rand_vals(xs.iter().product(), 1);
+            let w = rand_vals(ws.iter().product(), 2);
+            let n = node(
+                "Conv",
+                vec![
+                    ("group", Attr::Int(g as i64)),
+                    ("pads", ints(&[1, 0, 2, 1])),
+                    ("dilations", ints(&[2, 1])),
+                    ("strides", ints(&[1, 2])),
+                ],
+            );
+            let y = run(
+                conv,
+                &n,
+                17,
+                &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))],
+            )
+            .unwrap();
+            let (want, shape) = naive(&x, xs, &w, ws, g, [1, 2], [2, 1], [1, 0, 2, 1]);
+            assert_eq!(y[0].shape(), &shape);
+            assert_close(&data(&y[0]), &want, 1e-5);
+        }
+    }
+
+    #[test]
+    fn errors_instead_of_panics() {
+        let x = t(&[1, 3, 4, 4], vec![0.0; 48]);
+        let w = t(&[4, 2, 3, 3], vec![0.0; 72]);
+        let n = node("Conv", vec![("group", Attr::Int(2))]);
+        assert!(
+            run(conv, &n, 17, &[Some(&x), Some(&w)]).is_err(),
+            "3 channels, group 2"
+        );
+        let w = t(&[1, 3, 5, 5], vec![0.0; 75]);
+        assert!(run(conv, &node("Conv", vec![]), 17, &[Some(&x), Some(&w)]).is_err());
+        assert!(run(conv, &node("Conv", vec![]), 17, &[Some(&x)]).is_err());
+        let b = t(&[2], vec![0.0; 2]);
+        let w = t(&[1, 3, 3, 3], vec![0.0; 27]);
+        assert!(run(
+            conv,
+            &node("Conv", vec![]),
+            17,
+            &[Some(&x), Some(&w), Some(&b)]
+        )
+        .is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_shapes_match_naive(
+            n in 1usize..3, cg in 1usize..3, mg in 1usize..3, g in 1usize..3,
+            h in 1usize..8, w in 1usize..8, kh in 1usize..4, kw in 1usize..4,
+            s in 1usize..3, d in 1usize..3, p in 0usize..3, seed in 0u64..1000,
+        ) {
+            let (c, m) = (cg * g, mg * g);
+            let xs = [n, c, h, w];
+            let ws = [m, cg, kh, kw];
+            prop_assume!(h + 2 * p > (kh - 1) * d && w + 2 * p > (kw - 1) * d);
+            let x = rand_vals(xs.iter().product(), seed);
+            let wv = rand_vals(ws.iter().product(), seed + 7);
+            let pi = p as i64;
+            let nd = node("Conv", vec![
+                ("group", Attr::Int(g as i64)),
+                ("pads", ints(&[pi, pi, pi, pi])),
+                ("dilations", ints(&[d as i64, d as i64])),
+                ("strides", ints(&[s as i64, s as i64])),
+            ]);
+            let y = run(conv, &nd, 17, &[Some(&t(&xs, x.clone())), Some(&t(&ws, wv.clone()))]).unwrap();
+            let (want, shape) = naive(&x, xs, &wv, ws, g, [s, s], [d, d], [p, p, p, p]);
+            prop_assert_eq!(y[0].shape(), &shape);
+            assert_close(&data(&y[0]), &want, 1e-4);
         }
     }
 }

@@ -248,3 +248,94 @@ fn col2im_channel(g: &TGeom, cols: &[f32], plane: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, data, ints, node, rand_vals, run, t};
+    use hb_ir::Attr;
+
+    /// Naive 2-D ConvTranspose (scatter form): w is [C, M/g, KH, KW].
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        g: usize,
+        s: usize,
+        pb: usize,
+        out_hw: [usize; 2],
+    ) -> Vec<f32> {
+        let [n, c, h, wd] = xs;
+        let [_, mg, kh, kw] = ws;
+        let m = mg * g;
+        let cg = c / g;
+        let [oh, ow] = out_hw;
+        let mut out = vec![0f32; n * m * oh * ow];
+        for b in 0..n {
+            for ci in 0..c {
+                let gi = ci / cg;
+                for y in 0..h {
+                    for xx in 0..wd {
+                        let v = x[((b * c + ci) * h + y) * wd + xx];
+                        for o in 0..mg {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let oy = (y * s + i) as isize - pb as isize;
+                                    let ox = (xx * s + j) as isize - pb as isize;
+                                    if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
+                                        continue;
+                                    }
+                                    let oc = gi * mg + o;
+                                    out[((b * m + oc) * oh + oy as usize) * ow + ox as usize] +=
+                                        v * w[((ci * mg + o) * kh + i) * kw + j];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_naive_with_groups_strides_pads() {
+        let (xs, ws, g, s, p) = ([2, 4, 3, 5], [4, 3, 3, 2], 2, 2, 1);
+        let x = rand_vals(xs.iter().product(), 3);
+        let w = rand_vals(ws.iter().product(), 4);
+        let n = node(
+            "ConvTranspose",
+            vec![
+                ("group", Attr::Int(g as i64)),
+                ("strides", ints(&[s as i64, s as i64])),
+                ("pads", ints(&[p as i64, p as i64, p as i64, p as i64])),
+            ],
+        );
+        let y = run(
+            conv_transpose,
+            &n,
+            17,
+            &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))],
+        )
+        .unwrap();
+        // (in - 1) * s + k - 2p
+        let out_hw = [(3 - 1) * 2 + 3 - 2, (5 - 1) * 2 + 2 - 2];
+        assert_eq!(y[0].shape(), &[2, 6, out_hw[0], out_hw[1]]);
+        assert_close(&data(&y[0]), &naive(&x, xs, &w, ws, g, s, p, out_hw), 1e-5);
+    }
+
+    #[test]
+    fn bad_weight_is_an_error() {
+        let x = t(&[1, 2, 3, 3], vec![0.0; 18]);
+        let w = t(&[3, 1, 2, 2], vec![0.0; 12]);
+        assert!(run(
+            conv_transpose,
+            &node("ConvTranspose", vec![]),
+            17,
+            &[Some(&x), Some(&w)]
+        )
+        .is_err());
+    }
+}

@@ -360,3 +360,66 @@ impl GemmPlan {
             .into_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, data, node, rand_vals, run, t};
+    use hb_ir::Attr;
+
+    fn eq(e: &str) -> hb_ir::Node {
+        node("Einsum", vec![("equation", Attr::String(e.into()))])
+    }
+
+    #[test]
+    fn attention_scores_form_matches_naive() {
+        let (q, k) = (rand_vals(2 * 3 * 4 * 5, 1), rand_vals(2 * 3 * 6 * 5, 2));
+        let y = run(
+            einsum,
+            &eq("bhid,bhjd->bhij"),
+            12,
+            &[
+                Some(&t(&[2, 3, 4, 5], q.clone())),
+                Some(&t(&[2, 3, 6, 5], k.clone())),
+            ],
+        )
+        .unwrap();
+        assert_eq!(y[0].shape(), &[2, 3, 4, 6]);
+        let mut want = Vec::new();
+        for bh in 0..6 {
+            for i in 0..4 {
+                for j in 0..6 {
+                    want.push(
+                        (0..5)
+                            .map(|d| q[(bh * 4 + i) * 5 + d] * k[(bh * 6 + j) * 5 + d])
+                            .sum(),
+                    );
+                }
+            }
+        }
+        assert_close(&data(&y[0]), &want, 1e-5);
+    }
+
+    #[test]
+    fn transpose_trace_reduction_implicit() {
+        let a = t(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            data(&run(einsum, &eq("ij->ji"), 12, &[Some(&a)]).unwrap()[0]),
+            vec![1.0, 3.0, 2.0, 4.0]
+        );
+        assert_eq!(
+            data(&run(einsum, &eq("ii"), 12, &[Some(&a)]).unwrap()[0]),
+            vec![5.0]
+        );
+        assert_eq!(
+            data(&run(einsum, &eq("ij->i"), 12, &[Some(&a)]).unwrap()[0]),
+            vec![3.0, 7.0]
+        );
+        assert_eq!(
+            data(&run(einsum, &eq("...j->..."), 12, &[Some(&a)]).unwrap()[0]),
+            vec![3.0, 7.0]
+        );
+        assert!(run(einsum, &eq("ijk->i"), 12, &[Some(&a)]).is_err());
+        assert!(run(einsum, &eq("ij->q"), 12, &[Some(&a)]).is_err());
+    }
+}

@@ -27,10 +27,19 @@ pub fn to_dtype(a: ArrayD<f32>, dtype: DType) -> OpResult<Tensor> {
     }
 }
 
-/// The data of an f32 array as a contiguous row-major slice (borrowed when possible).
-pub fn contiguous(a: &ArrayD<f32>) -> Cow<'_, [f32]> {
+/// The data of an array as a contiguous row-major slice (borrowed when possible).
+pub fn contiguous<T: Clone>(a: &ArrayD<T>) -> Cow<'_, [T]> {
     match a.as_slice() {
         Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(a.iter().copied().collect()),
+        None => Cow::Owned(
+            a.as_standard_layout()
+                .as_slice()
+                .map_or_else(|| a.iter().cloned().collect(), |s| s.to_vec()),
+        ),
     }
+}
+
+/// An owned row-major copy of an array's data (a plain memcpy when contiguous).
+pub fn to_vec<T: Clone>(a: &ArrayD<T>) -> Vec<T> {
+    contiguous(a).into_owned()
 }

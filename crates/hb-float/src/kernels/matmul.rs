@@ -168,8 +168,8 @@ pub fn matmul_f32(plan: &MatMulPlan, a: &ArrayD<f32>, b: &ArrayD<f32>) -> OpResu
 /// Plain-loop batched product for f64 and integer types (integers wrap).
 fn matmul_naive<T: Scalar>(plan: &MatMulPlan, a: &ArrayD<T>, b: &ArrayD<T>) -> OpResult<Tensor> {
     let (m, k, n) = (plan.m, plan.k, plan.n);
-    let ad: Vec<T> = a.iter().copied().collect();
-    let bd: Vec<T> = b.iter().copied().collect();
+    let ad = contiguous(a);
+    let bd = contiguous(b);
     let mut out = Vec::with_capacity(plan.count() * m * n);
     for (&ao, &bo) in plan.a_off.iter().zip(&plan.b_off) {
         for i in 0..m {
@@ -245,4 +245,59 @@ fn gemm_op(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     sgemm(alpha, am, bm, beta, &mut out)?;
     let y = ArrayD::from_shape_vec(IxDyn(&[m, n]), out).map_err(|e| invalid!("{e}"))?;
     one(to_dtype(y, dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, data, node, rand_vals, run, t};
+
+    #[test]
+    fn batched_broadcast_matches_naive() {
+        // [2,1,3,4] · [3,4,5] -> [2,3,3,5]
+        let a = rand_vals(24, 5);
+        let b = rand_vals(60, 6);
+        let y = run(
+            matmul,
+            &node("MatMul", vec![]),
+            13,
+            &[
+                Some(&t(&[2, 1, 3, 4], a.clone())),
+                Some(&t(&[3, 4, 5], b.clone())),
+            ],
+        )
+        .unwrap();
+        assert_eq!(y[0].shape(), &[2, 3, 3, 5]);
+        let mut want = Vec::new();
+        for i in 0..2 {
+            for j in 0..3 {
+                for r in 0..3 {
+                    for c in 0..5 {
+                        want.push(
+                            (0..4)
+                                .map(|k| a[i * 12 + r * 4 + k] * b[j * 20 + k * 5 + c])
+                                .sum(),
+                        );
+                    }
+                }
+            }
+        }
+        assert_close(&data(&y[0]), &want, 1e-5);
+    }
+
+    #[test]
+    fn one_d_operands_and_ints() {
+        let a = Tensor::from_vec(&[3], vec![1i64, 2, 3]).unwrap();
+        let b = Tensor::from_vec(&[3, 2], vec![1i64, 0, 0, 1, 1, 1]).unwrap();
+        let y = run(matmul, &node("MatMul", vec![]), 13, &[Some(&a), Some(&b)]).unwrap();
+        assert_eq!(y[0], Tensor::from_vec(&[2], vec![4i64, 5]).unwrap());
+        let bad = t(&[2, 2], vec![0.0; 4]);
+        assert!(run(
+            matmul,
+            &node("MatMul", vec![]),
+            13,
+            &[Some(&bad), Some(&t(&[3], vec![0.0; 3]))]
+        )
+        .is_err());
+    }
 }

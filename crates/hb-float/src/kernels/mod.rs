@@ -18,6 +18,7 @@ pub mod unary;
 pub mod unique;
 pub mod util;
 
+pub mod attention;
 pub mod conv;
 pub mod conv_transpose;
 pub mod einsum;
@@ -29,6 +30,8 @@ pub mod norm_misc;
 pub mod pool;
 pub mod softmax;
 pub mod spatial;
+#[cfg(test)]
+pub mod testutil;
 
 use crate::registry::Registry;
 
@@ -39,6 +42,7 @@ pub fn register_all(r: &mut Registry) {
     generate::register(r);
     pad::register(r);
     resize::register(r);
+    attention::register(r);
     conv::register(r);
     conv_transpose::register(r);
     einsum::register(r);

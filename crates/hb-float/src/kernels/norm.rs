@@ -2,7 +2,7 @@
 //! LayerNormalization, GroupNormalization and RMSNormalization.
 
 use crate::error::OpResult;
-use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::floatio::{f32_of, to_dtype, to_vec};
 use crate::kernels::util::{broadcast_view, input, norm_axis, opt_input};
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -62,7 +62,7 @@ fn channel_param(t: &Tensor, c: usize, what: &str) -> OpResult<Vec<f32>> {
             a.shape()
         ));
     }
-    Ok(a.iter().copied().collect())
+    Ok(to_vec(&a))
 }
 
 fn build(shape: &[usize], data: Vec<f32>, dtype: DType) -> OpResult<Tensor> {
@@ -101,7 +101,7 @@ fn batch_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> 
     let (scale, bias, mean, var) = (&p[0], &p[1], &p[2], &p[3]);
     let mul: Vec<f32> = (0..per).map(|i| scale[i] / (var[i] + eps).sqrt()).collect();
     let add: Vec<f32> = (0..per).map(|i| bias[i] - mean[i] * mul[i]).collect();
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     let unit = if per == c { rest } else { 1 };
     for_rows(&mut data, unit.max(1), |i, row| {
         let k = i % per;
@@ -124,7 +124,7 @@ fn instance_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor
     let eps = ctx.node.float_or("epsilon", 1e-5)?;
     let scale = channel_param(input(inputs, 1)?, c, "scale")?;
     let bias = channel_param(input(inputs, 2)?, c, "B")?;
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     for_rows(&mut data, rest.max(1), |i, row| {
         let k = i % c;
         let (m, v) = mean_var(row);
@@ -154,7 +154,7 @@ fn group_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> 
     let scale = channel_param(input(inputs, 1)?, per, "scale")?;
     let bias = channel_param(input(inputs, 2)?, per, "bias")?;
     let cg = c / g;
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     for_rows(&mut data, (cg * rest).max(1), |i, block| {
         let gi = i % g;
         let (m, v) = mean_var(block);
@@ -200,7 +200,7 @@ fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpRe
     } else {
         None
     };
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     let rows = data.len().checked_div(cols).unwrap_or(0);
     let mut st = vec![(0f32, 0f32); rows];
     for (row, s) in data.chunks(cols.max(1)).zip(st.iter_mut()) {
@@ -235,4 +235,53 @@ fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpRe
         outs.push(build(&sshape, st.iter().map(|s| s.1).collect(), stash)?);
     }
     Ok(outs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, data, node, run, t};
+    use hb_ir::Attr;
+
+    #[test]
+    fn layer_norm_by_hand() {
+        // Rows [1,2,3] and [2,4,6]: mean 2 / 4, var 2/3 / 8/3.
+        let x = t(&[2, 3], vec![1.0, 2.0, 3.0, 2.0, 4.0, 6.0]);
+        let s = t(&[3], vec![1.0, 2.0, 1.0]);
+        let b = t(&[3], vec![0.0, 0.0, 1.0]);
+        let n = node("LayerNormalization", vec![("epsilon", Attr::Float(0.0))]);
+        let mut n = n;
+        n.outputs = vec!["y".into(), "m".into(), "i".into()];
+        let y = run(layer_norm, &n, 17, &[Some(&x), Some(&s), Some(&b)]).unwrap();
+        let k = (1.5f32).sqrt(); // 1 / sqrt(2/3)
+        assert_close(&data(&y[0]), &[-k, 0.0, 1.0 + k, -k, 0.0, 1.0 + k], 1e-5);
+        assert_close(&data(&y[1]), &[2.0, 4.0], 1e-6);
+        assert_eq!(y[2].shape(), &[2, 1]);
+        assert_close(&data(&y[2]), &[k, k / 2.0], 1e-5);
+    }
+
+    #[test]
+    fn training_mode_and_bad_params_are_errors() {
+        let x = t(&[1, 2, 2], vec![0.0; 4]);
+        let p = t(&[2], vec![1.0; 2]);
+        let n = node("BatchNormalization", vec![("training_mode", Attr::Int(1))]);
+        assert!(run(
+            batch_norm,
+            &n,
+            15,
+            &[Some(&x), Some(&p), Some(&p), Some(&p), Some(&p)]
+        )
+        .is_err());
+        let q = t(&[3], vec![1.0; 3]);
+        let n = node("BatchNormalization", vec![]);
+        assert!(run(
+            batch_norm,
+            &n,
+            15,
+            &[Some(&x), Some(&q), Some(&q), Some(&q), Some(&q)]
+        )
+        .is_err());
+        let n = node("GroupNormalization", vec![("num_groups", Attr::Int(3))]);
+        assert!(run(group_norm, &n, 21, &[Some(&x), Some(&p), Some(&p)]).is_err());
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::OpResult;
 use crate::invalid;
-use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::floatio::{f32_of, to_dtype, to_vec};
 use crate::kernels::util::{input, norm_axis, one};
 use crate::registry::{OpCtx, Registry};
 use hb_tensor::Tensor;
@@ -104,7 +104,7 @@ fn lp_normalization(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Ten
         return Err(invalid!("LpNormalization p must be 1 or 2, got {p}"));
     }
     let (outer, n, inner) = split_at_axis(&shape, axis);
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     for o in 0..outer {
         for j in 0..inner {
             let at = |i: usize| o * n * inner + i * inner + j;
@@ -147,7 +147,7 @@ fn lrn(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let size = size as usize;
     let (before, after) = ((size - 1) / 2, (size - 1).div_ceil(2));
     let (outer, c, inner) = split_at_axis(&shape, 1);
-    let xd: Vec<f32> = x.iter().copied().collect();
+    let xd: Vec<f32> = to_vec(&x);
     let mut out = vec![0f32; xd.len()];
     for o in 0..outer {
         for ch in 0..c {

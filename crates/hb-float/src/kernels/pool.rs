@@ -2,7 +2,7 @@
 //! and MaxUnpool, over 1-D/2-D/3-D inputs.
 
 use crate::error::OpResult;
-use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::floatio::{contiguous, f32_of, to_dtype, to_vec};
 use crate::kernels::spatial::{Geom, WindowAttrs};
 use crate::kernels::util::{input, ints_input, one};
 use crate::registry::{OpCtx, Registry};
@@ -51,41 +51,56 @@ impl Pooling {
         })
     }
 
-    /// Calls `f(out_index_in_plane, window)` for every output position of a
-    /// plane, where `window` lists the in-plane input offsets and the count
-    /// of window positions inside the padded input.
+    /// Calls `f(out_index_in_plane, window, padded)` for every output
+    /// position of a plane, where `window` lists the in-plane input offsets
+    /// and `padded` counts the window positions inside the padded input.
     fn windows(&self, mut f: impl FnMut(usize, &[usize], usize)) {
         let g = &self.geom;
         let [_, ih, iw] = g.input;
         let mut win = Vec::with_capacity(g.k_len());
         let mut o = 0;
         for od in 0..g.out[0] {
+            let (d0, d1, pd) = self.k_range(0, od);
             for oh in 0..g.out[1] {
+                let (h0, h1, ph) = self.k_range(1, oh);
                 for ow in 0..g.out[2] {
+                    let (w0, w1, pw) = self.k_range(2, ow);
                     win.clear();
-                    let mut padded = 0;
-                    for kd in 0..g.kernel[0] {
-                        for kh in 0..g.kernel[1] {
-                            for kw in 0..g.kernel[2] {
-                                if g.in_padded(0, od, kd)
-                                    && g.in_padded(1, oh, kh)
-                                    && g.in_padded(2, ow, kw)
-                                {
-                                    padded += 1;
-                                }
-                                if let (Some(d), Some(h), Some(w)) =
-                                    (g.coord(0, od, kd), g.coord(1, oh, kh), g.coord(2, ow, kw))
-                                {
-                                    win.push((d * ih + h) * iw + w);
-                                }
-                            }
+                    for kd in d0..d1 {
+                        let d = self.at(0, od, kd);
+                        for kh in h0..h1 {
+                            let base = (d * ih + self.at(1, oh, kh)) * iw;
+                            win.extend((w0..w1).map(|kw| base + self.at(2, ow, kw)));
                         }
                     }
-                    f(o, &win, padded);
+                    f(o, &win, pd * ph * pw);
                     o += 1;
                 }
             }
         }
+    }
+
+    /// Kernel offsets `k0..k1` along dim `d` that land inside the input for
+    /// output position `o`, and how many land inside the padded input.
+    #[inline]
+    fn k_range(&self, d: usize, o: usize) -> (usize, usize, usize) {
+        let g = &self.geom;
+        let (base, dil, k) = (o * g.strides[d], g.dilations[d], g.kernel[d]);
+        let (lo_edge, hi_edge) = (g.pad[d], g.pad[d] + g.input[d]);
+        let k0 = lo_edge.saturating_sub(base).div_ceil(dil).min(k);
+        let k1 = hi_edge.saturating_sub(base).div_ceil(dil).min(k).max(k0);
+        let padded = (hi_edge + g.pad_end[d])
+            .saturating_sub(base)
+            .div_ceil(dil)
+            .min(k);
+        (k0, k1, padded)
+    }
+
+    /// Input coordinate along dim `d` (only for offsets inside `k_range`).
+    #[inline]
+    fn at(&self, d: usize, o: usize, k: usize) -> usize {
+        let g = &self.geom;
+        (o * g.strides[d] + k * g.dilations[d]).saturating_sub(g.pad[d])
     }
 }
 
@@ -145,7 +160,16 @@ fn max_pool_t<T: Scalar>(
     want_indices: bool,
 ) -> OpResult<(ArrayD<T>, Option<ArrayD<i64>>)> {
     let p = Pooling::new(ctx, x.shape())?;
-    let xd: Vec<T> = x.iter().copied().collect();
+    let xd = contiguous(x);
+    if !want_indices {
+        let vals = pool_planes(&p, &xd, |plane, win, _| {
+            let mut it = win.iter().filter_map(|&i| plane.get(i).copied());
+            let first = it.next().unwrap_or_default();
+            it.fold(first, |m, v| if v > m { v } else { m })
+        });
+        let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), vals).map_err(|e| invalid!("{e}"))?;
+        return Ok((y, None));
+    }
     let idx: Vec<usize> = pool_planes(&p, &xd, |plane, win, _| {
         argmax(plane, win).unwrap_or(usize::MAX)
     });
@@ -161,9 +185,6 @@ fn max_pool_t<T: Scalar>(
         })
         .collect();
     let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), vals).map_err(|e| invalid!("{e}"))?;
-    if !want_indices {
-        return Ok((y, None));
-    }
     let colm = ctx.node.int_or("storage_order", 0)? == 1;
     let flat: Vec<i64> = idx
         .iter()
@@ -231,7 +252,7 @@ where
     let xt = input(inputs, 0)?;
     let x = f32_of(xt)?;
     let p = Pooling::new(ctx, x.shape())?;
-    let xd: Vec<f32> = x.iter().copied().collect();
+    let xd: Vec<f32> = to_vec(&x);
     let out = pool_planes(&p, &xd, reduce);
     let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), out).map_err(|e| invalid!("{e}"))?;
     one(to_dtype(y, xt.dtype())?)
@@ -249,7 +270,7 @@ fn global_pool(
         return Err(invalid!("global pooling needs rank >= 2, got {shape:?}"));
     }
     let plane: usize = shape[2..].iter().product();
-    let xd: Vec<f32> = x.iter().copied().collect();
+    let xd: Vec<f32> = to_vec(&x);
     let out: Vec<f32> = if plane == 0 {
         vec![0.0; shape[0] * shape[1]]
     } else {
@@ -343,4 +364,66 @@ fn unpool_shape(ctx: &OpCtx, shape: &[usize], use_pads: bool) -> OpResult<Vec<us
         out.push(full - pads);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{data, ints, node, run, t};
+    use hb_ir::Attr;
+
+    #[test]
+    fn max_pool_with_indices_and_pads() {
+        // 1x1x3x3 input 1..9, 2x2 kernel, stride 2, pad 1 on each side.
+        let x = t(&[1, 1, 3, 3], (1..=9).map(|v| v as f32).collect());
+        let mut n = node(
+            "MaxPool",
+            vec![
+                ("kernel_shape", ints(&[2, 2])),
+                ("strides", ints(&[2, 2])),
+                ("pads", ints(&[1, 1, 1, 1])),
+            ],
+        );
+        n.outputs = vec!["y".into(), "i".into()];
+        let y = run(max_pool, &n, 12, &[Some(&x)]).unwrap();
+        assert_eq!(data(&y[0]), vec![1.0, 3.0, 7.0, 9.0]);
+        assert_eq!(
+            y[1],
+            Tensor::from_vec(&[1, 1, 2, 2], vec![0i64, 2, 6, 8]).unwrap()
+        );
+        n.set_attr("storage_order", Attr::Int(1));
+        let y = run(max_pool, &n, 12, &[Some(&x)]).unwrap();
+        assert_eq!(
+            y[1],
+            Tensor::from_vec(&[1, 1, 2, 2], vec![0i64, 6, 2, 8]).unwrap()
+        );
+    }
+
+    #[test]
+    fn average_pool_count_include_pad() {
+        let x = t(&[1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let attrs = |inc: i64| {
+            node(
+                "AveragePool",
+                vec![
+                    ("kernel_shape", ints(&[2, 2])),
+                    ("pads", ints(&[1, 1, 0, 0])),
+                    ("count_include_pad", Attr::Int(inc)),
+                ],
+            )
+        };
+        // Output 2x2; window (0,0) holds only x[0,0] = 1.
+        let y = run(average_pool, &attrs(0), 19, &[Some(&x)]).unwrap();
+        assert_eq!(data(&y[0]), vec![1.0, 1.5, 2.0, 2.5]);
+        let y = run(average_pool, &attrs(1), 19, &[Some(&x)]).unwrap();
+        assert_eq!(data(&y[0]), vec![0.25, 0.75, 1.0, 2.5]);
+    }
+
+    #[test]
+    fn missing_kernel_shape_is_an_error() {
+        let x = t(&[1, 1, 2, 2], vec![0.0; 4]);
+        assert!(run(average_pool, &node("AveragePool", vec![]), 19, &[Some(&x)]).is_err());
+        let big = node("MaxPool", vec![("kernel_shape", ints(&[3, 3]))]);
+        assert!(run(max_pool, &big, 12, &[Some(&x)]).is_err());
+    }
 }

@@ -4,7 +4,7 @@
 
 use crate::error::OpResult;
 use crate::invalid;
-use crate::kernels::floatio::{f32_of, to_dtype};
+use crate::kernels::floatio::{f32_of, to_dtype, to_vec};
 use crate::kernels::util::{input, norm_axis, one};
 use crate::registry::{OpCtx, Registry};
 use hb_tensor::Tensor;
@@ -43,7 +43,7 @@ fn run(ctx: &OpCtx, inputs: &[Option<&Tensor>], log: bool) -> OpResult<Vec<Tenso
             1,
         )
     };
-    let mut data: Vec<f32> = x.iter().copied().collect();
+    let mut data: Vec<f32> = to_vec(&x);
     softmax_rows(&mut data, outer, n, inner, log);
     let y = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| invalid!("{e}"))?;
     one(to_dtype(y, xt.dtype())?)
@@ -90,5 +90,21 @@ pub fn softmax_slice(row: &mut [f32], log: bool) {
         });
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_and_all_neg_inf_rows() {
+        let mut v = vec![1000.0, 1000.0, f32::NEG_INFINITY, f32::NEG_INFINITY];
+        softmax_rows(&mut v, 2, 2, 1, false);
+        assert_eq!(&v[..2], &[0.5, 0.5]);
+        assert!(v[2].is_nan() && v[3].is_nan());
+        let mut l = vec![0.0, 0.0];
+        softmax_rows(&mut l, 1, 2, 1, true);
+        assert!((l[0] + std::f32::consts::LN_2).abs() < 1e-6);
     }
 }

@@ -234,10 +234,4 @@ impl Geom {
         };
         (lo.min(hi), hi)
     }
-
-    /// True when the window position lies inside the input or its pads.
-    #[inline]
-    pub fn in_padded(&self, d: usize, o: usize, k: usize) -> bool {
-        o * self.strides[d] + k * self.dilations[d] < self.pad[d] + self.input[d] + self.pad_end[d]
-    }
 }
