@@ -7,3 +7,9 @@ pub mod exec;
 pub mod info;
 pub mod inputs;
 pub mod names;
+
+/// Every hbkit binary uses mimalloc: the interpreter frees and reallocates
+/// large activation buffers on every run, which glibc serves with fresh
+/// zero-filled pages (a third of the time on small CNNs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
