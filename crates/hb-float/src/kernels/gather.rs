@@ -439,6 +439,25 @@ mod tests {
     }
 
     #[test]
+    fn kernels_reject_bad_inputs() {
+        let node = hb_ir::Node::new("n", "Gather", &["x", "i"], &["y"]);
+        let ctx = OpCtx {
+            node: &node,
+            opset: 13,
+        };
+        let x = Tensor::from_f32(&[3], vec![1.0, 2.0, 3.0]).unwrap();
+        let bad = Tensor::from_vec(&[1], vec![3i64]).unwrap();
+        assert!(gather(&ctx, &[Some(&x), Some(&bad)]).is_err());
+        let ok = Tensor::from_vec(&[2], vec![-1i64, 0]).unwrap();
+        let y = gather(&ctx, &[Some(&x), Some(&ok)]).unwrap();
+        assert_eq!(y[0].as_f32().unwrap().as_slice().unwrap(), &[3.0, 1.0]);
+        assert!(gather(&ctx, &[Some(&x)]).is_err());
+        let upd = Tensor::from_f32(&[1], vec![9.0]).unwrap();
+        let idx2 = Tensor::from_vec(&[1, 1], vec![7i64]).unwrap();
+        assert!(scatter_nd(&ctx, &[Some(&x), Some(&idx2), Some(&upd)]).is_err());
+    }
+
+    #[test]
     fn out_of_range_index_is_error() {
         let t = Tensor::from_vec(&[2], vec![0i64, 5]).unwrap();
         assert!(index_values(&t, 3).is_err());
