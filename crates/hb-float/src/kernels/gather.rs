@@ -2,8 +2,8 @@
 //! ScatterElements, Scatter, NonZero, Compress. All work on every element
 //! type (reductions need numbers or bools).
 
-use super::remap::{next_index, norm_index, reshape_arr, std_data, strides_of};
-use super::util::{attr_err, input, norm_axis, one, opt_input};
+use super::remap::{axis_of, next_index, norm_index, reshape_arr, std_data, strides_of};
+use super::util::{attr_err, input, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -63,7 +63,7 @@ fn gather(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     if x.rank() == 0 {
         return Err(invalid!("Gather on a scalar"));
     }
-    let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
+    let axis = axis_of(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let idx = index_values(ind, x.shape()[axis])?;
     let mut oshape = x.shape()[..axis].to_vec();
     oshape.extend_from_slice(ind.shape());
@@ -121,7 +121,7 @@ fn pick<T: Clone>(a: &ArrayD<T>, offs: &[usize], shape: &[usize]) -> OpResult<Ar
 fn gather_elements(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let ind = input(inputs, 1)?;
-    let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
+    let axis = axis_of(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let idx = index_values(ind, *x.shape().get(axis).unwrap_or(&0))?;
     let offs = element_offsets(x.shape(), ind.shape(), &idx, axis)?;
     one(map_tensor!(x, a => pick(a, &offs, ind.shape())?))
@@ -324,7 +324,7 @@ fn scatter_elements(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Ten
         ));
     }
     let r = Reduction::parse(ctx)?;
-    let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
+    let axis = axis_of(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let idx = index_values(ind, *x.shape().get(axis).unwrap_or(&0))?;
     let offs = element_offsets(x.shape(), ind.shape(), &idx, axis)?;
     one(with_tensor!(x, a => scatter_runs(a, upd, &offs, 1, r)?))
@@ -359,7 +359,7 @@ fn compress(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         .ok_or_else(|| invalid!("Compress needs a condition"))?
         .to_i64_vec()?;
     let (src, axis) = match ctx.node.get_int("axis").map_err(attr_err)? {
-        Some(a) => (x.clone(), norm_axis(a, x.rank())?),
+        Some(a) => (x.clone(), axis_of(a, x.rank())?),
         None => (super::remap::reshape_tensor(x, &[x.len()])?, 0),
     };
     let dim = src.shape()[axis];
@@ -409,8 +409,8 @@ fn reverse_sequence(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Ten
     if r < 2 {
         return Err(invalid!("ReverseSequence needs rank >= 2"));
     }
-    let time = norm_axis(ctx.node.int_or("time_axis", 0).map_err(attr_err)?, r)?;
-    let batch = norm_axis(ctx.node.int_or("batch_axis", 1).map_err(attr_err)?, r)?;
+    let time = axis_of(ctx.node.int_or("time_axis", 0).map_err(attr_err)?, r)?;
+    let batch = axis_of(ctx.node.int_or("batch_axis", 1).map_err(attr_err)?, r)?;
     if time == batch {
         return Err(invalid!("time_axis and batch_axis are equal"));
     }

@@ -1,7 +1,7 @@
 //! Pad: constant / reflect / edge / wrap modes, negative pads crop.
 
-use super::remap::{check_numel, remap_tensor, MAX_ELEMENTS};
-use super::util::{attr_err, input, ints_input, norm_axis, one, opt_input};
+use super::remap::{axis_of, check_numel, remap_tensor, MAX_ELEMENTS};
+use super::util::{attr_err, input, ints_input, one, opt_input};
 use crate::error::OpResult;
 use crate::invalid;
 use crate::registry::{OpCtx, Registry};
@@ -86,7 +86,7 @@ fn axis_pads(rank: usize, pads: &[i64], axes: Option<Vec<i64>>) -> OpResult<Vec<
     let axes: Vec<usize> = match axes {
         Some(a) => a
             .iter()
-            .map(|&x| norm_axis(x, rank))
+            .map(|&x| axis_of(x, rank))
             .collect::<OpResult<_>>()?,
         None => (0..rank).collect(),
     };
@@ -134,10 +134,7 @@ fn center_crop_pad(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tens
     let target = ints_input(inputs, 1)?.ok_or_else(|| invalid!("CenterCropPad needs a shape"))?;
     let r = x.rank();
     let axes: Vec<usize> = match ctx.node.get_ints("axes").map_err(attr_err)? {
-        Some(a) => a
-            .iter()
-            .map(|&v| norm_axis(v, r))
-            .collect::<OpResult<_>>()?,
+        Some(a) => a.iter().map(|&v| axis_of(v, r)).collect::<OpResult<_>>()?,
         None => (0..r).collect(),
     };
     if axes.len() != target.len() {

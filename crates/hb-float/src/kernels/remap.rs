@@ -191,3 +191,13 @@ fn remap_as<T: Element>(
 pub fn remap_tensor(x: &Tensor, maps: &[Vec<Option<usize>>], fill: &Tensor) -> OpResult<Tensor> {
     with_tensor!(x, a => remap_as(a, maps, fill))
 }
+
+/// Resolves a possibly negative axis against `rank` (rank must be at least 1).
+pub fn axis_of(axis: i64, rank: usize) -> OpResult<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        return Err(invalid!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}

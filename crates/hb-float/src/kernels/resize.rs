@@ -6,8 +6,8 @@
 //! position; rows are combined as contiguous runs and the outer blocks are
 //! processed in parallel.
 
-use super::remap::{check_numel, remap_tensor, to_dims};
-use super::util::{attr_err, input, norm_axis, one, opt_input};
+use super::remap::{axis_of, check_numel, remap_tensor, to_dims};
+use super::util::{attr_err, input, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -454,10 +454,7 @@ fn axis_specs(
     let dims = x.shape();
     let r = dims.len();
     let axes: Vec<usize> = match ctx.node.get_ints("axes").map_err(attr_err)? {
-        Some(a) if ctx.opset >= 18 => a
-            .iter()
-            .map(|&v| norm_axis(v, r))
-            .collect::<OpResult<_>>()?,
+        Some(a) if ctx.opset >= 18 => a.iter().map(|&v| axis_of(v, r)).collect::<OpResult<_>>()?,
         _ => (0..r).collect(),
     };
     let k = axes.len();

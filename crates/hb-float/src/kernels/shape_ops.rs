@@ -2,8 +2,10 @@
 //! Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Expand, Tile,
 //! DepthToSpace, SpaceToDepth. All work on every element type.
 
-use super::remap::{check_numel, remap_axes, reshape_arr, reshape_tensor, to_dims, to_standard};
-use super::util::{attr_err, broadcast_shapes, input, ints_input, norm_axis, one, opt_input};
+use super::remap::{
+    axis_of, check_numel, remap_axes, reshape_arr, reshape_tensor, to_dims, to_standard,
+};
+use super::util::{attr_err, broadcast_shapes, input, ints_input, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -153,7 +155,7 @@ fn axes_arg(ctx: &OpCtx, inputs: &[Option<&Tensor>], idx: usize) -> OpResult<Opt
 fn norm_axes(axes: &[i64], rank: usize) -> OpResult<Vec<usize>> {
     let mut out = Vec::with_capacity(axes.len());
     for &a in axes {
-        let n = norm_axis(a, rank)?;
+        let n = axis_of(a, rank)?;
         if out.contains(&n) {
             return Err(invalid!("duplicate axis {a}"));
         }
@@ -215,10 +217,7 @@ fn transpose(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let r = x.rank();
     let perm: Vec<usize> = match ctx.node.get_ints("perm").map_err(attr_err)? {
-        Some(p) => p
-            .iter()
-            .map(|&v| norm_axis(v, r))
-            .collect::<OpResult<_>>()?,
+        Some(p) => p.iter().map(|&v| axis_of(v, r)).collect::<OpResult<_>>()?,
         None => (0..r).rev().collect(),
     };
     one(map_tensor!(x, a => permute(a, &perm)?))
@@ -243,7 +242,7 @@ fn concat(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let first = ts
         .first()
         .ok_or_else(|| invalid!("Concat without inputs"))?;
-    let axis = norm_axis(ctx.node.int_req("axis").map_err(attr_err)?, first.rank())?;
+    let axis = axis_of(ctx.node.int_req("axis").map_err(attr_err)?, first.rank())?;
     if ts.iter().any(|t| t.rank() != first.rank()) {
         return Err(invalid!("Concat inputs have different ranks"));
     }
@@ -286,7 +285,7 @@ fn split_sizes(ctx: &OpCtx, inputs: &[Option<&Tensor>], dim: usize) -> OpResult<
 
 fn split(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
-    let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
+    let axis = axis_of(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let sizes = split_sizes(ctx, inputs, x.shape()[axis])?;
     let mut start = 0;
     let mut out = Vec::with_capacity(sizes.len());
