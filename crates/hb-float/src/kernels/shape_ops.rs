@@ -494,3 +494,127 @@ mod tests {
         assert!(reshape_target(&[2, 3], &[5, -1], false).is_err());
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use crate::registry::{OpCtx, Registry};
+    use hb_ir::{Attr, Node};
+    use hb_tensor::Tensor;
+
+    const OPS: &[&str] = &[
+        "Identity",
+        "Dropout",
+        "Shape",
+        "Size",
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+        "Concat",
+        "Split",
+        "Slice",
+        "Expand",
+        "Tile",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "ScatterND",
+        "ScatterElements",
+        "Scatter",
+        "NonZero",
+        "Compress",
+        "ReverseSequence",
+        "Constant",
+        "ConstantOfShape",
+        "Range",
+        "EyeLike",
+        "OneHot",
+        "Trilu",
+        "Pad",
+        "CenterCropPad",
+        "Resize",
+        "Upsample",
+        "GridSample",
+        "Unique",
+    ];
+
+    fn pool() -> Vec<Tensor> {
+        vec![
+            Tensor::scalar(1.5f32),
+            Tensor::from_f32(&[0], vec![]).unwrap(),
+            Tensor::from_f32(&[2, 3], vec![1.0; 6]).unwrap(),
+            Tensor::from_vec(&[1], vec![5i64]).unwrap(),
+            Tensor::from_vec(&[2], vec![-1i64, i64::MAX]).unwrap(),
+            Tensor::from_vec(&[4], vec![i64::MIN, 0, 2, -7]).unwrap(),
+            Tensor::from_vec(&[2], vec![true, false]).unwrap(),
+            Tensor::from_vec(&[1], vec!["a".to_string()]).unwrap(),
+            Tensor::from_f32(&[1, 1, 2, 2], vec![0.5, f32::NAN, 2.0, -1.0]).unwrap(),
+        ]
+    }
+
+    fn nodes(op: &str) -> Vec<Node> {
+        let mut out = Vec::new();
+        for attrs in [
+            vec![],
+            vec![("axis", Attr::Int(7))],
+            vec![("axis", Attr::Int(-1)), ("blocksize", Attr::Int(2))],
+            vec![
+                ("mode", Attr::String("linear".into())),
+                ("axes", Attr::Ints(vec![9])),
+            ],
+        ] {
+            let mut n = Node::new("n", op, &["a", "b", "c"], &["y", "z"]);
+            for (k, v) in attrs {
+                n.set_attr(k, v);
+            }
+            out.push(n);
+        }
+        out
+    }
+
+    /// Every data-movement kernel returns Ok or Err on garbage input, never panics.
+    #[test]
+    fn garbage_inputs_never_panic() {
+        let reg = Registry::standard();
+        let pool = pool();
+        let mut ok = 0usize;
+        for op in OPS {
+            let k = reg.get("", op).unwrap();
+            for node in nodes(op) {
+                for opset in [9, 13, 18] {
+                    let ctx = OpCtx { node: &node, opset };
+                    let n = pool.len();
+                    for i in 0..n * n * n + n * n + n {
+                        let picks: Vec<Option<&Tensor>> = if i < n {
+                            vec![Some(&pool[i])]
+                        } else if i < n + n * n {
+                            let j = i - n;
+                            vec![Some(&pool[j / n]), Some(&pool[j % n])]
+                        } else {
+                            let j = i - n - n * n;
+                            vec![
+                                Some(&pool[j / (n * n)]),
+                                Some(&pool[j / n % n]),
+                                Some(&pool[j % n]),
+                            ]
+                        };
+                        let r = std::panic::catch_unwind(|| k(&ctx, &picks));
+                        ok += usize::from(matches!(r, Ok(Ok(_))));
+                        assert!(
+                            r.is_ok(),
+                            "{op} (opset {opset}) panicked on {:?}",
+                            picks
+                                .iter()
+                                .map(|t| t.map(|t| t.describe()))
+                                .collect::<Vec<_>>()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(ok > 1000, "only {ok} calls succeeded");
+    }
+}

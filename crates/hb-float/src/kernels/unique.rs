@@ -2,8 +2,7 @@
 //! order of first occurrence, with first indices, inverse indices and counts.
 
 use super::gather::take_along;
-use super::remap::axis_of;
-use super::remap::std_data;
+use super::remap::{axis_of, std_data};
 use super::util::{attr_err, input};
 use crate::error::OpResult;
 use crate::invalid;
