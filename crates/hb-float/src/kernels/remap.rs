@@ -103,6 +103,8 @@ pub fn remap_axes<T: Clone + Send + Sync>(
         return ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(|e| invalid!("{e}"));
     }
     let outer_shape = &out_shape[..rank - 1];
+    // The last axis without fill entries (the common case) as plain offsets.
+    let dense_last: Option<Vec<usize>> = offs[rank - 1].iter().copied().collect();
     let fill_row = |(r, row): (usize, &mut [T])| {
         // Decompose the row number into the outer output index.
         let mut rem = r;
@@ -112,12 +114,21 @@ pub fn remap_axes<T: Clone + Send + Sync>(
             rem /= outer_shape[k];
             base = base.zip(offs[k][i]).map(|(b, o)| b + o);
         }
-        if let Some(b) = base {
-            for (v, m) in row.iter_mut().zip(&offs[rank - 1]) {
-                if let Some(o) = m {
-                    *v = data[b + o].clone();
+        match (base, &dense_last) {
+            (Some(b), Some(last)) => {
+                let src = &data[b..];
+                for (v, &o) in row.iter_mut().zip(last) {
+                    *v = src[o].clone();
                 }
             }
+            (Some(b), None) => {
+                for (v, m) in row.iter_mut().zip(&offs[rank - 1]) {
+                    if let Some(o) = m {
+                        *v = data[b + o].clone();
+                    }
+                }
+            }
+            (None, _) => {}
         }
     };
     if total >= PAR_THRESHOLD {

@@ -681,6 +681,11 @@ mod bench {
             crate::kernels::shape_ops::permute(&a, &[0, 1, 3, 2]).unwrap();
         }
         eprintln!("transpose 0132 1M: {:?}/iter", t.elapsed() / 10);
+        let t = Instant::now();
+        for _ in 0..10 {
+            crate::kernels::remap::to_standard(a.view().permuted_axes(IxDyn(&[0, 1, 3, 2])));
+        }
+        eprintln!("transpose 0132 1M untiled: {:?}/iter", t.elapsed() / 10);
     }
 
     fn tests_params(mode: Mode) -> Params {

@@ -210,7 +210,57 @@ pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> OpResult<ArrayD<T>> {
             _ => return Err(invalid!("perm {perm:?} is not a permutation")),
         }
     }
-    Ok(to_standard(a.view().permuted_axes(IxDyn(perm))))
+    let r = perm.len();
+    // When the input's contiguous axis does not end up last, copy in square
+    // tiles so both reads and writes stay in cache.
+    match perm.iter().position(|&p| p + 1 == r) {
+        Some(q) if r >= 2 && q + 1 != r && a.len() >= 1024 => Ok(tiled_permute(a, perm, q)),
+        _ => Ok(to_standard(a.view().permuted_axes(IxDyn(perm)))),
+    }
+}
+
+/// Permutes with tiles over output axes `q` (the input's contiguous axis)
+/// and the last one.
+fn tiled_permute<T: Clone>(a: &ArrayD<T>, perm: &[usize], q: usize) -> ArrayD<T> {
+    const B: usize = 32;
+    let r = perm.len();
+    let src = super::remap::std_data(a);
+    let in_strides = super::remap::strides_of(a.shape());
+    let out_shape: Vec<usize> = perm.iter().map(|&p| a.shape()[p]).collect();
+    let out_strides = super::remap::strides_of(&out_shape);
+    // Source stride of every output axis.
+    let s_of: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let (nq, nl) = (out_shape[q], out_shape[r - 1]);
+    let (oq, sl) = (out_strides[q], s_of[r - 1]);
+    let mut out: Vec<T> = match src.first() {
+        Some(f) => vec![f.clone(); src.len()],
+        None => return to_standard(a.view().permuted_axes(IxDyn(perm))),
+    };
+    let outer: Vec<usize> = (0..r - 1).filter(|&k| k != q).collect();
+    let outer_shape: Vec<usize> = outer.iter().map(|&k| out_shape[k]).collect();
+    let mut idx = vec![0usize; outer.len()];
+    loop {
+        let (mut ib, mut ob) = (0usize, 0usize);
+        for (j, &k) in outer.iter().enumerate() {
+            ib += idx[j] * s_of[k];
+            ob += idx[j] * out_strides[k];
+        }
+        for i0 in (0..nq).step_by(B) {
+            for j0 in (0..nl).step_by(B) {
+                for i in i0..(i0 + B).min(nq) {
+                    let o = ob + i * oq;
+                    for j in j0..(j0 + B).min(nl) {
+                        out[o + j] = src[ib + i + j * sl].clone();
+                    }
+                }
+            }
+        }
+        if !super::remap::next_index(&mut idx, &outer_shape) {
+            break;
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&out_shape), out)
+        .unwrap_or_else(|_| to_standard(a.view().permuted_axes(IxDyn(perm))))
 }
 
 fn transpose(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
@@ -482,6 +532,16 @@ mod tests {
         let v: Vec<i32> = a.slice_each_axis(|_| s).iter().copied().collect();
         assert_eq!(v, vec![4, 3, 2, 1, 0]);
         assert!(slice_axis_spec(0, 3, 0, 5).is_err());
+    }
+
+    #[test]
+    fn tiled_permute_matches_view() {
+        let a =
+            ArrayD::from_shape_vec(IxDyn(&[3, 40, 50]), (0..6000).collect::<Vec<i32>>()).unwrap();
+        for perm in [[0, 2, 1], [2, 1, 0], [2, 0, 1], [1, 2, 0]] {
+            let want = to_standard(a.view().permuted_axes(IxDyn(&perm)));
+            assert_eq!(permute(&a, &perm).unwrap(), want, "{perm:?}");
+        }
     }
 
     #[test]
