@@ -373,6 +373,18 @@ pub fn interp_axis(
     }
     let block = |(o, chunk): (usize, &mut [f32])| {
         let s = &src[o * n * inner..(o + 1) * n * inner];
+        if inner == 1 && taps.k == 2 {
+            // Linear along the contiguous axis: two taps per output.
+            let pairs = taps.idx.chunks_exact(2).zip(taps.w.chunks_exact(2));
+            for ((d, (i, w)), &ex) in chunk.iter_mut().zip(pairs).zip(&taps.extrapolate) {
+                *d = if ex {
+                    extrapolation
+                } else {
+                    w[0] * s[i[0]] + w[1] * s[i[1]]
+                };
+            }
+            return;
+        }
         if inner == 1 {
             for (j, d) in chunk.iter_mut().enumerate() {
                 let (idx, w) = taps.row(j);
