@@ -92,7 +92,7 @@ impl Params {
             "cubic" | "bicubic" => Mode::Cubic,
             m => return Err(invalid!("unknown mode '{m}'")),
         };
-        let legacy = ctx.op_is_legacy();
+        let legacy = is_legacy(ctx);
         let ctm = if legacy {
             Ctm::Asymmetric
         } else {
@@ -131,14 +131,8 @@ impl Params {
 }
 
 /// Legacy (Upsample / Resize-10) semantics: asymmetric, floor.
-trait Legacy {
-    fn op_is_legacy(&self) -> bool;
-}
-
-impl Legacy for OpCtx<'_> {
-    fn op_is_legacy(&self) -> bool {
-        self.node.op_type == "Upsample" || self.opset < 11
-    }
+fn is_legacy(ctx: &OpCtx) -> bool {
+    ctx.node.op_type == "Upsample" || ctx.opset < 11
 }
 
 /// One axis: input and output length, scale and crop region.
