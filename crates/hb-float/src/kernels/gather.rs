@@ -2,8 +2,8 @@
 //! ScatterElements, Scatter, NonZero, Compress. All work on every element
 //! type (reductions need numbers or bools).
 
-use super::remap::{next_index, norm_index, reshape_arr, std_data, strides_of};
-use super::util::{attr_err, input, norm_axis, one, opt_input};
+use super::remap::{axis_of, next_index, norm_index, reshape_arr, std_data, strides_of};
+use super::util::{attr_err, input, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -63,7 +63,7 @@ fn gather(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     if x.rank() == 0 {
         return Err(invalid!("Gather on a scalar"));
     }
-    let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
+    let axis = axis_of(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let idx = index_values(ind, x.shape()[axis])?;
     let mut oshape = x.shape()[..axis].to_vec();
     oshape.extend_from_slice(ind.shape());
@@ -121,7 +121,7 @@ fn pick<T: Clone>(a: &ArrayD<T>, offs: &[usize], shape: &[usize]) -> OpResult<Ar
 fn gather_elements(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let ind = input(inputs, 1)?;
-    let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
+    let axis = axis_of(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let idx = index_values(ind, *x.shape().get(axis).unwrap_or(&0))?;
     let offs = element_offsets(x.shape(), ind.shape(), &idx, axis)?;
     one(map_tensor!(x, a => pick(a, &offs, ind.shape())?))
@@ -324,7 +324,7 @@ fn scatter_elements(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Ten
         ));
     }
     let r = Reduction::parse(ctx)?;
-    let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
+    let axis = axis_of(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let idx = index_values(ind, *x.shape().get(axis).unwrap_or(&0))?;
     let offs = element_offsets(x.shape(), ind.shape(), &idx, axis)?;
     one(with_tensor!(x, a => scatter_runs(a, upd, &offs, 1, r)?))
@@ -359,7 +359,7 @@ fn compress(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         .ok_or_else(|| invalid!("Compress needs a condition"))?
         .to_i64_vec()?;
     let (src, axis) = match ctx.node.get_int("axis").map_err(attr_err)? {
-        Some(a) => (x.clone(), norm_axis(a, x.rank())?),
+        Some(a) => (x.clone(), axis_of(a, x.rank())?),
         None => (super::remap::reshape_tensor(x, &[x.len()])?, 0),
     };
     let dim = src.shape()[axis];
@@ -409,8 +409,8 @@ fn reverse_sequence(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Ten
     if r < 2 {
         return Err(invalid!("ReverseSequence needs rank >= 2"));
     }
-    let time = norm_axis(ctx.node.int_or("time_axis", 0).map_err(attr_err)?, r)?;
-    let batch = norm_axis(ctx.node.int_or("batch_axis", 1).map_err(attr_err)?, r)?;
+    let time = axis_of(ctx.node.int_or("time_axis", 0).map_err(attr_err)?, r)?;
+    let batch = axis_of(ctx.node.int_or("batch_axis", 1).map_err(attr_err)?, r)?;
     if time == batch {
         return Err(invalid!("time_axis and batch_axis are equal"));
     }
@@ -436,6 +436,25 @@ mod tests {
     fn take_along_middle_axis() {
         let a = ArrayD::from_shape_vec(IxDyn(&[2, 3, 2]), (0..12).collect::<Vec<i32>>()).unwrap();
         assert_eq!(take_along(&a, 1, &[2, 0]), vec![4, 5, 0, 1, 10, 11, 6, 7]);
+    }
+
+    #[test]
+    fn kernels_reject_bad_inputs() {
+        let node = hb_ir::Node::new("n", "Gather", &["x", "i"], &["y"]);
+        let ctx = OpCtx {
+            node: &node,
+            opset: 13,
+        };
+        let x = Tensor::from_f32(&[3], vec![1.0, 2.0, 3.0]).unwrap();
+        let bad = Tensor::from_vec(&[1], vec![3i64]).unwrap();
+        assert!(gather(&ctx, &[Some(&x), Some(&bad)]).is_err());
+        let ok = Tensor::from_vec(&[2], vec![-1i64, 0]).unwrap();
+        let y = gather(&ctx, &[Some(&x), Some(&ok)]).unwrap();
+        assert_eq!(y[0].as_f32().unwrap().as_slice().unwrap(), &[3.0, 1.0]);
+        assert!(gather(&ctx, &[Some(&x)]).is_err());
+        let upd = Tensor::from_f32(&[1], vec![9.0]).unwrap();
+        let idx2 = Tensor::from_vec(&[1, 1], vec![7i64]).unwrap();
+        assert!(scatter_nd(&ctx, &[Some(&x), Some(&idx2), Some(&upd)]).is_err());
     }
 
     #[test]

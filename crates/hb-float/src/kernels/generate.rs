@@ -1,8 +1,8 @@
 //! Ops that generate tensors: Constant, ConstantOfShape, Range, EyeLike,
 //! OneHot, Trilu.
 
-use super::remap::{check_numel, to_dims, to_standard, MAX_ELEMENTS};
-use super::util::{attr_err, input, ints_input, norm_axis, one, opt_input};
+use super::remap::{axis_of, check_numel, to_dims, to_standard, MAX_ELEMENTS};
+use super::util::{attr_err, input, ints_input, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -142,7 +142,7 @@ fn one_hot(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     }
     let rank = ishape.len() + 1;
     check_numel(&[indices.len(), depth])?;
-    let axis = norm_axis(ctx.node.int_or("axis", -1).map_err(attr_err)?, rank)?;
+    let axis = axis_of(ctx.node.int_or("axis", -1).map_err(attr_err)?, rank)?;
     let outer: usize = ishape[..axis].iter().product();
     let inner: usize = ishape[axis..].iter().product();
     let mut oshape = ishape.clone();

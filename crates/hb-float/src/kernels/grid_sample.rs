@@ -257,7 +257,12 @@ fn grid_sample(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>>
     }
     let mut oshape = vec![n, c];
     oshape.extend_from_slice(out_sp);
-    one(Tensor::from_vec(&oshape, out)?.cast(x.dtype())?)
+    let y = Tensor::from_vec(&oshape, out)?;
+    one(if y.dtype() == x.dtype() {
+        y
+    } else {
+        y.cast(x.dtype())?
+    })
 }
 
 #[cfg(test)]
@@ -270,6 +275,20 @@ mod tests {
             padding,
             align_corners,
         }
+    }
+
+    #[test]
+    fn mismatched_grid_is_error() {
+        let node = hb_ir::Node::new("n", "GridSample", &["x", "g"], &["y"]);
+        let ctx = OpCtx {
+            node: &node,
+            opset: 20,
+        };
+        let x = Tensor::from_f32(&[1, 1, 2, 2], vec![0.0; 4]).unwrap();
+        let g = Tensor::from_f32(&[1, 1, 1, 3], vec![0.0; 3]).unwrap();
+        assert!(grid_sample(&ctx, &[Some(&x), Some(&g)]).is_err());
+        let g = Tensor::from_f32(&[1, 1, 1, 2], vec![f32::INFINITY, f32::NAN]).unwrap();
+        assert!(grid_sample(&ctx, &[Some(&x), Some(&g)]).is_ok());
     }
 
     #[test]

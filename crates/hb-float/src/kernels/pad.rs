@@ -1,7 +1,7 @@
 //! Pad: constant / reflect / edge / wrap modes, negative pads crop.
 
-use super::remap::{check_numel, remap_tensor, MAX_ELEMENTS};
-use super::util::{attr_err, input, ints_input, norm_axis, one, opt_input};
+use super::remap::{axis_of, check_numel, remap_tensor, MAX_ELEMENTS};
+use super::util::{attr_err, input, ints_input, one, opt_input};
 use crate::error::OpResult;
 use crate::invalid;
 use crate::registry::{OpCtx, Registry};
@@ -86,7 +86,7 @@ fn axis_pads(rank: usize, pads: &[i64], axes: Option<Vec<i64>>) -> OpResult<Vec<
     let axes: Vec<usize> = match axes {
         Some(a) => a
             .iter()
-            .map(|&x| norm_axis(x, rank))
+            .map(|&x| axis_of(x, rank))
             .collect::<OpResult<_>>()?,
         None => (0..rank).collect(),
     };
@@ -134,10 +134,7 @@ fn center_crop_pad(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tens
     let target = ints_input(inputs, 1)?.ok_or_else(|| invalid!("CenterCropPad needs a shape"))?;
     let r = x.rank();
     let axes: Vec<usize> = match ctx.node.get_ints("axes").map_err(attr_err)? {
-        Some(a) => a
-            .iter()
-            .map(|&v| norm_axis(v, r))
-            .collect::<OpResult<_>>()?,
+        Some(a) => a.iter().map(|&v| axis_of(v, r)).collect::<OpResult<_>>()?,
         None => (0..r).collect(),
     };
     if axes.len() != target.len() {
@@ -183,5 +180,87 @@ mod tests {
         assert!(pad_map(2, -2, -1, PadMode::Constant).is_err());
         assert!(pad_map(0, 1, 0, PadMode::Edge).is_err());
         assert!(axis_pads(2, &[1, 1, 1], None).is_err());
+    }
+}
+
+#[cfg(test)]
+mod opset_tests {
+    use crate::registry::{OpCtx, Registry};
+    use hb_ir::{Attr, Node};
+    use hb_tensor::Tensor;
+
+    fn run(op: &str, opset: i64, attrs: &[(&str, Attr)], inputs: &[&Tensor]) -> Vec<Tensor> {
+        let mut n = Node::new("n", op, &["a", "b"], &["y", "z"]);
+        for (k, v) in attrs {
+            n.set_attr(k, v.clone());
+        }
+        let ctx = OpCtx { node: &n, opset };
+        let ins: Vec<Option<&Tensor>> = inputs.iter().map(|t| Some(*t)).collect();
+        Registry::standard().get("", op).unwrap()(&ctx, &ins).unwrap()
+    }
+
+    fn f32s(t: &Tensor) -> Vec<f32> {
+        t.as_f32().unwrap().iter().copied().collect()
+    }
+
+    #[test]
+    fn legacy_attribute_forms() {
+        let x = Tensor::from_f32(&[1, 4], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        // Pad-2: pads and value attributes.
+        let y = run(
+            "Pad",
+            2,
+            &[
+                ("pads", Attr::Ints(vec![0, 1, 0, 2])),
+                ("value", Attr::Float(9.0)),
+            ],
+            &[&x],
+        );
+        assert_eq!(f32s(&y[0]), vec![9.0, 1.0, 2.0, 3.0, 4.0, 9.0, 9.0]);
+        // Slice-1: attributes, INT_MAX end.
+        let y = run(
+            "Slice",
+            9,
+            &[
+                ("starts", Attr::Ints(vec![1])),
+                ("ends", Attr::Ints(vec![i64::MAX])),
+                ("axes", Attr::Ints(vec![1])),
+            ],
+            &[&x],
+        );
+        assert_eq!(f32s(&y[0]), vec![2.0, 3.0, 4.0]);
+        // Split-11: split attribute.
+        let y = run(
+            "Split",
+            11,
+            &[("axis", Attr::Int(1)), ("split", Attr::Ints(vec![1, 3]))],
+            &[&x],
+        );
+        assert_eq!(f32s(&y[1]), vec![2.0, 3.0, 4.0]);
+        // Squeeze-11 / Unsqueeze-11: axes attribute.
+        let y = run("Squeeze", 11, &[("axes", Attr::Ints(vec![0]))], &[&x]);
+        assert_eq!(y[0].shape(), &[4]);
+        let y = run("Unsqueeze", 11, &[("axes", Attr::Ints(vec![-1]))], &[&x]);
+        assert_eq!(y[0].shape(), &[1, 4, 1]);
+        // Upsample-7: scales attribute, nearest (floor, asymmetric).
+        let y = run(
+            "Upsample",
+            7,
+            &[("scales", Attr::Floats(vec![1.0, 2.0]))],
+            &[&x],
+        );
+        assert_eq!(f32s(&y[0]), vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0]);
+        // Upsample-9 linear: scales input, asymmetric.
+        let s = Tensor::from_f32(&[2], vec![1.0, 2.0]).unwrap();
+        let y = run(
+            "Upsample",
+            9,
+            &[("mode", Attr::String("linear".into()))],
+            &[&x, &s],
+        );
+        assert_eq!(f32s(&y[0]), vec![1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.0]);
+        // Resize-10: scales as input 1.
+        let y = run("Resize", 10, &[], &[&x, &s]);
+        assert_eq!(y[0].shape(), &[1, 8]);
     }
 }

@@ -6,6 +6,7 @@ use crate::invalid;
 use hb_tensor::tensor::Element;
 use hb_tensor::{with_tensor, Tensor};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// A standard-layout owned copy of `v`, copying row by row (the inner loop
@@ -17,7 +18,10 @@ pub fn to_standard<T: Clone>(v: ArrayViewD<'_, T>) -> ArrayD<T> {
     let shape = v.shape().to_vec();
     let mut data = Vec::with_capacity(v.len());
     for row in v.rows() {
-        data.extend(row.iter().cloned());
+        match row.as_slice() {
+            Some(s) => data.extend_from_slice(s),
+            None => data.extend(row.iter().cloned()),
+        }
     }
     // The row copy fills the shape exactly; the fallback is never taken.
     ArrayD::from_shape_vec(IxDyn(&shape), data)
@@ -64,7 +68,7 @@ pub fn strides_of(shape: &[usize]) -> Vec<usize> {
 /// Builds an array whose element at output index `o` along every axis `k`
 /// is `src[maps[0][o0], maps[1][o1], ...]`, or `fill` when any map entry is
 /// `None`. Map entries must be in range for `src` (callers check).
-pub fn remap_axes<T: Clone>(
+pub fn remap_axes<T: Clone + Send + Sync>(
     src: &ArrayD<T>,
     maps: &[Vec<Option<usize>>],
     fill: &T,
@@ -86,34 +90,57 @@ pub fn remap_axes<T: Clone>(
     }
     let data = std_data(src);
     let strides = strides_of(src.shape());
+    // Per-axis flat source offsets (None = fill).
+    let offs: Vec<Vec<Option<usize>>> = maps
+        .iter()
+        .zip(&strides)
+        .map(|(m, &st)| m.iter().map(|i| i.map(|i| i * st)).collect())
+        .collect();
     let total: usize = out_shape.iter().product();
-    let mut out = Vec::with_capacity(total);
-    if total > 0 {
-        let last = &maps[rank - 1];
-        let ls = strides[rank - 1];
-        let mut idx = vec![0usize; rank - 1];
-        loop {
-            let mut base = Some(0usize);
-            for (k, &i) in idx.iter().enumerate() {
-                base = match (base, maps[k][i]) {
-                    (Some(b), Some(s)) => Some(b + s * strides[k]),
-                    _ => None,
-                };
-            }
-            match base {
-                None => out.extend(std::iter::repeat_n(fill.clone(), last.len())),
-                Some(b) => out.extend(last.iter().map(|m| match m {
-                    Some(s) => data[b + s * ls].clone(),
-                    None => fill.clone(),
-                })),
-            }
-            if !next_index(&mut idx, &out_shape[..rank - 1]) {
-                break;
-            }
+    let row_len = out_shape[rank - 1];
+    let mut out = vec![fill.clone(); total];
+    if total == 0 {
+        return ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(|e| invalid!("{e}"));
+    }
+    let outer_shape = &out_shape[..rank - 1];
+    // The last axis without fill entries (the common case) as plain offsets.
+    let dense_last: Option<Vec<usize>> = offs[rank - 1].iter().copied().collect();
+    let fill_row = |(r, row): (usize, &mut [T])| {
+        // Decompose the row number into the outer output index.
+        let mut rem = r;
+        let mut base = Some(0usize);
+        for k in (0..rank - 1).rev() {
+            let i = rem % outer_shape[k];
+            rem /= outer_shape[k];
+            base = base.zip(offs[k][i]).map(|(b, o)| b + o);
         }
+        match (base, &dense_last) {
+            (Some(b), Some(last)) => {
+                let src = &data[b..];
+                for (v, &o) in row.iter_mut().zip(last) {
+                    *v = src[o].clone();
+                }
+            }
+            (Some(b), None) => {
+                for (v, m) in row.iter_mut().zip(&offs[rank - 1]) {
+                    if let Some(o) = m {
+                        *v = data[b + o].clone();
+                    }
+                }
+            }
+            (None, _) => {}
+        }
+    };
+    if total >= PAR_THRESHOLD {
+        out.par_chunks_mut(row_len).enumerate().for_each(fill_row);
+    } else {
+        out.chunks_mut(row_len).enumerate().for_each(fill_row);
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(|e| invalid!("{e}"))
 }
+
+/// Element count above which copies run in parallel.
+pub const PAR_THRESHOLD: usize = 1 << 16;
 
 /// Advances a row-major odometer; false when it wraps around.
 pub fn next_index(idx: &mut [usize], shape: &[usize]) -> bool {
@@ -174,4 +201,14 @@ fn remap_as<T: Element>(
 /// [`remap_axes`] on any tensor; `fill` is a one-element tensor of the same type.
 pub fn remap_tensor(x: &Tensor, maps: &[Vec<Option<usize>>], fill: &Tensor) -> OpResult<Tensor> {
     with_tensor!(x, a => remap_as(a, maps, fill))
+}
+
+/// Resolves a possibly negative axis against `rank` (rank must be at least 1).
+pub fn axis_of(axis: i64, rank: usize) -> OpResult<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        return Err(invalid!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
 }

@@ -6,8 +6,8 @@
 //! position; rows are combined as contiguous runs and the outer blocks are
 //! processed in parallel.
 
-use super::remap::{check_numel, remap_tensor, to_dims};
-use super::util::{attr_err, input, norm_axis, one, opt_input};
+use super::remap::{axis_of, check_numel, remap_tensor, to_dims};
+use super::util::{attr_err, input, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -92,7 +92,7 @@ impl Params {
             "cubic" | "bicubic" => Mode::Cubic,
             m => return Err(invalid!("unknown mode '{m}'")),
         };
-        let legacy = ctx.op_is_legacy();
+        let legacy = is_legacy(ctx);
         let ctm = if legacy {
             Ctm::Asymmetric
         } else {
@@ -131,14 +131,8 @@ impl Params {
 }
 
 /// Legacy (Upsample / Resize-10) semantics: asymmetric, floor.
-trait Legacy {
-    fn op_is_legacy(&self) -> bool;
-}
-
-impl Legacy for OpCtx<'_> {
-    fn op_is_legacy(&self) -> bool {
-        self.node.op_type == "Upsample" || self.opset < 11
-    }
+fn is_legacy(ctx: &OpCtx) -> bool {
+    ctx.node.op_type == "Upsample" || ctx.opset < 11
 }
 
 /// One axis: input and output length, scale and crop region.
@@ -221,13 +215,14 @@ impl AxisSpec {
     /// The (source index, weight) taps of every output position for linear
     /// or cubic interpolation (None = extrapolate), following the ONNX
     /// reference neighbour selection.
-    pub fn tap_table(&self, p: &Params) -> Vec<Option<Vec<(usize, f32)>>> {
-        (0..self.out_len)
+    pub fn tap_table(&self, p: &Params) -> TapTable {
+        let rows: Vec<Option<Vec<(usize, f32)>>> = (0..self.out_len)
             .map(|o| {
                 let xo = self.source_coord(o, p.ctm);
                 (!self.extrapolates(xo, p)).then(|| self.taps(xo, p))
             })
-            .collect()
+            .collect();
+        TapTable::pack(&rows)
     }
 
     fn taps(&self, xo: f64, p: &Params) -> Vec<(usize, f32)> {
@@ -293,12 +288,73 @@ fn coefficients(ratio: f64, scale: f64, p: &Params) -> Vec<f64> {
     c
 }
 
+/// Taps of every output position along one axis, packed with a fixed
+/// tap count `k` (shorter rows are padded with zero weights).
+pub struct TapTable {
+    k: usize,
+    idx: Vec<usize>,
+    w: Vec<f32>,
+    extrapolate: Vec<bool>,
+}
+
+impl TapTable {
+    /// Packs per-position taps (None = extrapolate).
+    pub fn pack(rows: &[Option<Vec<(usize, f32)>>]) -> Self {
+        let k = rows
+            .iter()
+            .flatten()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut t = TapTable {
+            k,
+            idx: vec![0; rows.len() * k],
+            w: vec![0.0; rows.len() * k],
+            extrapolate: rows.iter().map(Option::is_none).collect(),
+        };
+        for (j, row) in rows.iter().enumerate() {
+            for (q, &(i, w)) in row.iter().flatten().enumerate() {
+                t.idx[j * k + q] = i;
+                t.w[j * k + q] = w;
+            }
+        }
+        t
+    }
+
+    /// Number of output positions.
+    pub fn len(&self) -> usize {
+        self.extrapolate.len()
+    }
+
+    /// True when there are no output positions.
+    pub fn is_empty(&self) -> bool {
+        self.extrapolate.is_empty()
+    }
+
+    /// Source indices and weights of output position `j`.
+    fn row(&self, j: usize) -> (&[usize], &[f32]) {
+        let r = j * self.k..(j + 1) * self.k;
+        (&self.idx[r.clone()], &self.w[r])
+    }
+}
+
+/// Writes `dst = sum_q w[q] * src_row(idx[q])` for contiguous rows of `inner`.
+fn combine_rows(dst: &mut [f32], s: &[f32], inner: usize, idx: &[usize], w: &[f32]) {
+    let first = &s[idx[0] * inner..(idx[0] + 1) * inner];
+    dst.iter_mut().zip(first).for_each(|(d, r)| *d = w[0] * r);
+    for (&i, &wq) in idx.iter().zip(w).skip(1).filter(|t| *t.1 != 0.0) {
+        let row = &s[i * inner..(i + 1) * inner];
+        dst.iter_mut().zip(row).for_each(|(d, r)| *d += wq * r);
+    }
+}
+
 /// Interpolates `src` (row-major `shape`) along `axis` with a tap table.
 pub fn interp_axis(
     src: &[f32],
     shape: &[usize],
     axis: usize,
-    taps: &[Option<Vec<(usize, f32)>>],
+    taps: &TapTable,
     extrapolation: f32,
 ) -> Vec<f32> {
     let outer: usize = shape[..axis].iter().product();
@@ -311,17 +367,35 @@ pub fn interp_axis(
     }
     let block = |(o, chunk): (usize, &mut [f32])| {
         let s = &src[o * n * inner..(o + 1) * n * inner];
-        for (j, t) in taps.iter().enumerate() {
-            let dst = &mut chunk[j * inner..(j + 1) * inner];
-            match t {
-                None => dst.fill(extrapolation),
-                Some(tv) if inner == 1 => dst[0] = tv.iter().map(|&(i, w)| w * s[i]).sum(),
-                Some(tv) => {
-                    for &(i, w) in tv.iter().filter(|t| t.1 != 0.0) {
-                        let row = &s[i * inner..(i + 1) * inner];
-                        dst.iter_mut().zip(row).for_each(|(d, r)| *d += w * r);
-                    }
-                }
+        if inner == 1 && taps.k == 2 {
+            // Linear along the contiguous axis: two taps per output.
+            let pairs = taps.idx.chunks_exact(2).zip(taps.w.chunks_exact(2));
+            for ((d, (i, w)), &ex) in chunk.iter_mut().zip(pairs).zip(&taps.extrapolate) {
+                *d = if ex {
+                    extrapolation
+                } else {
+                    w[0] * s[i[0]] + w[1] * s[i[1]]
+                };
+            }
+            return;
+        }
+        if inner == 1 {
+            for (j, d) in chunk.iter_mut().enumerate() {
+                let (idx, w) = taps.row(j);
+                *d = if taps.extrapolate[j] {
+                    extrapolation
+                } else {
+                    idx.iter().zip(w).map(|(&i, &w)| w * s[i]).sum()
+                };
+            }
+            return;
+        }
+        for (j, dst) in chunk.chunks_mut(inner).enumerate() {
+            if taps.extrapolate[j] {
+                dst.fill(extrapolation);
+            } else {
+                let (idx, w) = taps.row(j);
+                combine_rows(dst, s, inner, idx, w);
             }
         }
     };
@@ -350,7 +424,12 @@ fn interpolate(x: &Tensor, specs: &[AxisSpec], p: &Params) -> OpResult<Tensor> {
         data = interp_axis(&data, &shape, axis, &taps, p.extrapolation);
         shape[axis] = sp.out_len;
     }
-    Ok(Tensor::from_vec(&shape, data)?.cast(x.dtype())?)
+    let y = Tensor::from_vec(&shape, data)?;
+    Ok(if x.dtype() == y.dtype() {
+        y
+    } else {
+        y.cast(x.dtype())?
+    })
 }
 
 /// Runs the resize given per-axis specs.
@@ -381,10 +460,7 @@ fn axis_specs(
     let dims = x.shape();
     let r = dims.len();
     let axes: Vec<usize> = match ctx.node.get_ints("axes").map_err(attr_err)? {
-        Some(a) if ctx.opset >= 18 => a
-            .iter()
-            .map(|&v| norm_axis(v, r))
-            .collect::<OpResult<_>>()?,
+        Some(a) if ctx.opset >= 18 => a.iter().map(|&v| axis_of(v, r)).collect::<OpResult<_>>()?,
         _ => (0..r).collect(),
     };
     let k = axes.len();
@@ -564,5 +640,69 @@ mod tests {
             spec(2, 4).nearest_map(&p),
             vec![Some(0), Some(0), Some(1), Some(1)]
         );
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use ndarray::IxDyn;
+    use std::time::Instant;
+
+    /// Rough timing of the hot NCHW paths: `cargo test --release -p hb-float -- --ignored`.
+    #[test]
+    #[ignore]
+    fn time_resize_nchw() {
+        let x = Tensor::from_f32(&[1, 64, 128, 128], vec![0.5; 64 * 128 * 128]).unwrap();
+        for mode in [Mode::Nearest, Mode::Linear] {
+            let mut p = tests_params(mode);
+            p.ctm = Ctm::HalfPixel;
+            let sp = |n: usize, s: f64| AxisSpec {
+                in_len: n,
+                out_len: (n as f64 * s) as usize,
+                scale: s,
+                roi_start: 0.0,
+                roi_end: 1.0,
+            };
+            let specs = [sp(1, 1.0), sp(64, 1.0), sp(128, 2.0), sp(128, 2.0)];
+            let t = Instant::now();
+            for _ in 0..10 {
+                run(&x, &specs, &p).unwrap();
+            }
+            eprintln!("{mode:?} 1x64x128x128 x2: {:?}/iter", t.elapsed() / 10);
+        }
+        let a = x
+            .as_f32()
+            .unwrap()
+            .clone()
+            .into_shape_with_order(IxDyn(&[1, 128, 64, 128]))
+            .unwrap();
+        let t = Instant::now();
+        for _ in 0..10 {
+            crate::kernels::shape_ops::permute(&a, &[0, 2, 1, 3]).unwrap();
+        }
+        eprintln!("transpose 0213 1M: {:?}/iter", t.elapsed() / 10);
+        let t = Instant::now();
+        for _ in 0..10 {
+            crate::kernels::shape_ops::permute(&a, &[0, 1, 3, 2]).unwrap();
+        }
+        eprintln!("transpose 0132 1M: {:?}/iter", t.elapsed() / 10);
+        let t = Instant::now();
+        for _ in 0..10 {
+            crate::kernels::remap::to_standard(a.view().permuted_axes(IxDyn(&[0, 1, 3, 2])));
+        }
+        eprintln!("transpose 0132 1M untiled: {:?}/iter", t.elapsed() / 10);
+    }
+
+    fn tests_params(mode: Mode) -> Params {
+        Params {
+            mode,
+            ctm: Ctm::HalfPixel,
+            nearest: NearestMode::RoundPreferFloor,
+            cubic_a: -0.75,
+            exclude_outside: false,
+            extrapolation: 0.0,
+            antialias: false,
+        }
     }
 }

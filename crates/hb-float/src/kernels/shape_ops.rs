@@ -2,8 +2,10 @@
 //! Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Expand, Tile,
 //! DepthToSpace, SpaceToDepth. All work on every element type.
 
-use super::remap::{check_numel, remap_axes, reshape_arr, reshape_tensor, to_dims, to_standard};
-use super::util::{attr_err, broadcast_shapes, input, ints_input, norm_axis, one, opt_input};
+use super::remap::{
+    axis_of, check_numel, remap_axes, reshape_arr, reshape_tensor, to_dims, to_standard,
+};
+use super::util::{attr_err, broadcast_shapes, input, ints_input, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -153,7 +155,7 @@ fn axes_arg(ctx: &OpCtx, inputs: &[Option<&Tensor>], idx: usize) -> OpResult<Opt
 fn norm_axes(axes: &[i64], rank: usize) -> OpResult<Vec<usize>> {
     let mut out = Vec::with_capacity(axes.len());
     for &a in axes {
-        let n = norm_axis(a, rank)?;
+        let n = axis_of(a, rank)?;
         if out.contains(&n) {
             return Err(invalid!("duplicate axis {a}"));
         }
@@ -208,17 +210,64 @@ pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> OpResult<ArrayD<T>> {
             _ => return Err(invalid!("perm {perm:?} is not a permutation")),
         }
     }
-    Ok(to_standard(a.view().permuted_axes(IxDyn(perm))))
+    let r = perm.len();
+    // When the input's contiguous axis does not end up last, copy in square
+    // tiles so both reads and writes stay in cache.
+    match perm.iter().position(|&p| p + 1 == r) {
+        Some(q) if r >= 2 && q + 1 != r && a.len() >= 1024 => Ok(tiled_permute(a, perm, q)),
+        _ => Ok(to_standard(a.view().permuted_axes(IxDyn(perm)))),
+    }
+}
+
+/// Permutes with tiles over output axes `q` (the input's contiguous axis)
+/// and the last one.
+fn tiled_permute<T: Clone>(a: &ArrayD<T>, perm: &[usize], q: usize) -> ArrayD<T> {
+    const B: usize = 32;
+    let r = perm.len();
+    let src = super::remap::std_data(a);
+    let in_strides = super::remap::strides_of(a.shape());
+    let out_shape: Vec<usize> = perm.iter().map(|&p| a.shape()[p]).collect();
+    let out_strides = super::remap::strides_of(&out_shape);
+    // Source stride of every output axis.
+    let s_of: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let (nq, nl) = (out_shape[q], out_shape[r - 1]);
+    let (oq, sl) = (out_strides[q], s_of[r - 1]);
+    let mut out: Vec<T> = match src.first() {
+        Some(f) => vec![f.clone(); src.len()],
+        None => return to_standard(a.view().permuted_axes(IxDyn(perm))),
+    };
+    let outer: Vec<usize> = (0..r - 1).filter(|&k| k != q).collect();
+    let outer_shape: Vec<usize> = outer.iter().map(|&k| out_shape[k]).collect();
+    let mut idx = vec![0usize; outer.len()];
+    loop {
+        let (mut ib, mut ob) = (0usize, 0usize);
+        for (j, &k) in outer.iter().enumerate() {
+            ib += idx[j] * s_of[k];
+            ob += idx[j] * out_strides[k];
+        }
+        for i0 in (0..nq).step_by(B) {
+            for j0 in (0..nl).step_by(B) {
+                for i in i0..(i0 + B).min(nq) {
+                    let o = ob + i * oq;
+                    for j in j0..(j0 + B).min(nl) {
+                        out[o + j] = src[ib + i + j * sl].clone();
+                    }
+                }
+            }
+        }
+        if !super::remap::next_index(&mut idx, &outer_shape) {
+            break;
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&out_shape), out)
+        .unwrap_or_else(|_| to_standard(a.view().permuted_axes(IxDyn(perm))))
 }
 
 fn transpose(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let r = x.rank();
     let perm: Vec<usize> = match ctx.node.get_ints("perm").map_err(attr_err)? {
-        Some(p) => p
-            .iter()
-            .map(|&v| norm_axis(v, r))
-            .collect::<OpResult<_>>()?,
+        Some(p) => p.iter().map(|&v| axis_of(v, r)).collect::<OpResult<_>>()?,
         None => (0..r).rev().collect(),
     };
     one(map_tensor!(x, a => permute(a, &perm)?))
@@ -243,7 +292,7 @@ fn concat(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let first = ts
         .first()
         .ok_or_else(|| invalid!("Concat without inputs"))?;
-    let axis = norm_axis(ctx.node.int_req("axis").map_err(attr_err)?, first.rank())?;
+    let axis = axis_of(ctx.node.int_req("axis").map_err(attr_err)?, first.rank())?;
     if ts.iter().any(|t| t.rank() != first.rank()) {
         return Err(invalid!("Concat inputs have different ranks"));
     }
@@ -286,7 +335,7 @@ fn split_sizes(ctx: &OpCtx, inputs: &[Option<&Tensor>], dim: usize) -> OpResult<
 
 fn split(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
-    let axis = norm_axis(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
+    let axis = axis_of(ctx.node.int_or("axis", 0).map_err(attr_err)?, x.rank())?;
     let sizes = split_sizes(ctx, inputs, x.shape()[axis])?;
     let mut start = 0;
     let mut out = Vec::with_capacity(sizes.len());
@@ -486,6 +535,16 @@ mod tests {
     }
 
     #[test]
+    fn tiled_permute_matches_view() {
+        let a =
+            ArrayD::from_shape_vec(IxDyn(&[3, 40, 50]), (0..6000).collect::<Vec<i32>>()).unwrap();
+        for perm in [[0, 2, 1], [2, 1, 0], [2, 0, 1], [1, 2, 0]] {
+            let want = to_standard(a.view().permuted_axes(IxDyn(&perm)));
+            assert_eq!(permute(&a, &perm).unwrap(), want, "{perm:?}");
+        }
+    }
+
+    #[test]
     fn reshape_target_rules() {
         assert_eq!(
             reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(),
@@ -493,5 +552,129 @@ mod tests {
         );
         assert!(reshape_target(&[2, 3], &[-1, -1], false).is_err());
         assert!(reshape_target(&[2, 3], &[5, -1], false).is_err());
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    use crate::registry::{OpCtx, Registry};
+    use hb_ir::{Attr, Node};
+    use hb_tensor::Tensor;
+
+    const OPS: &[&str] = &[
+        "Identity",
+        "Dropout",
+        "Shape",
+        "Size",
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+        "Concat",
+        "Split",
+        "Slice",
+        "Expand",
+        "Tile",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "ScatterND",
+        "ScatterElements",
+        "Scatter",
+        "NonZero",
+        "Compress",
+        "ReverseSequence",
+        "Constant",
+        "ConstantOfShape",
+        "Range",
+        "EyeLike",
+        "OneHot",
+        "Trilu",
+        "Pad",
+        "CenterCropPad",
+        "Resize",
+        "Upsample",
+        "GridSample",
+        "Unique",
+    ];
+
+    fn pool() -> Vec<Tensor> {
+        vec![
+            Tensor::scalar(1.5f32),
+            Tensor::from_f32(&[0], vec![]).unwrap(),
+            Tensor::from_f32(&[2, 3], vec![1.0; 6]).unwrap(),
+            Tensor::from_vec(&[1], vec![5i64]).unwrap(),
+            Tensor::from_vec(&[2], vec![-1i64, i64::MAX]).unwrap(),
+            Tensor::from_vec(&[4], vec![i64::MIN, 0, 2, -7]).unwrap(),
+            Tensor::from_vec(&[2], vec![true, false]).unwrap(),
+            Tensor::from_vec(&[1], vec!["a".to_string()]).unwrap(),
+            Tensor::from_f32(&[1, 1, 2, 2], vec![0.5, f32::NAN, 2.0, -1.0]).unwrap(),
+        ]
+    }
+
+    fn nodes(op: &str) -> Vec<Node> {
+        let mut out = Vec::new();
+        for attrs in [
+            vec![],
+            vec![("axis", Attr::Int(7))],
+            vec![("axis", Attr::Int(-1)), ("blocksize", Attr::Int(2))],
+            vec![
+                ("mode", Attr::String("linear".into())),
+                ("axes", Attr::Ints(vec![9])),
+            ],
+        ] {
+            let mut n = Node::new("n", op, &["a", "b", "c"], &["y", "z"]);
+            for (k, v) in attrs {
+                n.set_attr(k, v);
+            }
+            out.push(n);
+        }
+        out
+    }
+
+    /// Every data-movement kernel returns Ok or Err on garbage input, never panics.
+    #[test]
+    fn garbage_inputs_never_panic() {
+        let reg = Registry::standard();
+        let pool = pool();
+        let mut ok = 0usize;
+        for op in OPS {
+            let k = reg.get("", op).unwrap();
+            for node in nodes(op) {
+                for opset in [9, 13, 18] {
+                    let ctx = OpCtx { node: &node, opset };
+                    let n = pool.len();
+                    for i in 0..n * n * n + n * n + n {
+                        let picks: Vec<Option<&Tensor>> = if i < n {
+                            vec![Some(&pool[i])]
+                        } else if i < n + n * n {
+                            let j = i - n;
+                            vec![Some(&pool[j / n]), Some(&pool[j % n])]
+                        } else {
+                            let j = i - n - n * n;
+                            vec![
+                                Some(&pool[j / (n * n)]),
+                                Some(&pool[j / n % n]),
+                                Some(&pool[j % n]),
+                            ]
+                        };
+                        let r = std::panic::catch_unwind(|| k(&ctx, &picks));
+                        ok += usize::from(matches!(r, Ok(Ok(_))));
+                        assert!(
+                            r.is_ok(),
+                            "{op} (opset {opset}) panicked on {:?}",
+                            picks
+                                .iter()
+                                .map(|t| t.map(|t| t.describe()))
+                                .collect::<Vec<_>>()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(ok > 1000, "only {ok} calls succeeded");
     }
 }

@@ -2,8 +2,8 @@
 //! order of first occurrence, with first indices, inverse indices and counts.
 
 use super::gather::take_along;
-use super::remap::std_data;
-use super::util::{attr_err, input, norm_axis};
+use super::remap::{axis_of, std_data};
+use super::util::{attr_err, input};
 use crate::error::OpResult;
 use crate::invalid;
 use crate::registry::{OpCtx, Registry};
@@ -105,7 +105,7 @@ fn unique(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let sorted = ctx.node.int_or("sorted", 1).map_err(attr_err)? != 0;
     let axis = match ctx.node.get_int("axis").map_err(attr_err)? {
-        Some(a) => Some(norm_axis(a, x.rank())?),
+        Some(a) => Some(axis_of(a, x.rank())?),
         None => None,
     };
     with_tensor!(x, a => unique_as(a, axis, sorted))
