@@ -248,7 +248,11 @@ fn bit_shift(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let op = match ctx.node.string_or("direction", "")?.as_str() {
         "LEFT" => BitOp::Shl,
         "RIGHT" => BitOp::Shr,
-        d => return Err(invalid!("BitShift: direction must be LEFT or RIGHT, got '{d}'")),
+        d => {
+            return Err(invalid!(
+                "BitShift: direction must be LEFT or RIGHT, got '{d}'"
+            ))
+        }
     };
     bit_kernel(inputs, "BitShift", op)
 }
@@ -278,7 +282,10 @@ fn where_typed<T: Clone>(c: &ArrayD<bool>, x: &ArrayD<T>, y: &ArrayD<T>) -> OpRe
         .and(&vx)
         .and(&vy)
         .map_collect(|&k, a, b| if k { a.clone() } else { b.clone() });
-    Ok(out.into_dyn().into_shape_with_order(IxDyn(&shape)).map_err(|e| invalid!("{e}"))?)
+    Ok(out
+        .into_dyn()
+        .into_shape_with_order(IxDyn(&shape))
+        .map_err(|e| invalid!("{e}"))?)
 }
 
 fn where_op(_: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {

@@ -112,15 +112,20 @@ fn erfc2_d(ix: u32, mut x: f64) -> f64 {
     s = 1.0 / (x * x);
     if ix < 0x4006db6d {
         /* |x| < 1/.35 ~ 2.85714 */
-        r = RA0_D + s * (RA1_D + s * (RA2_D + s * (RA3_D + s * (RA4_D + s * (RA5_D + s * (RA6_D + s * RA7_D))))));
+        r = RA0_D
+            + s * (RA1_D
+                + s * (RA2_D + s * (RA3_D + s * (RA4_D + s * (RA5_D + s * (RA6_D + s * RA7_D))))));
         big_s = 1.0
             + s * (SA1_D
-                + s * (SA2_D + s * (SA3_D + s * (SA4_D + s * (SA5_D + s * (SA6_D + s * (SA7_D + s * SA8_D)))))));
+                + s * (SA2_D
+                    + s * (SA3_D
+                        + s * (SA4_D + s * (SA5_D + s * (SA6_D + s * (SA7_D + s * SA8_D)))))));
     } else {
         /* |x| > 1/.35 */
         r = RB0_D + s * (RB1_D + s * (RB2_D + s * (RB3_D + s * (RB4_D + s * (RB5_D + s * RB6_D)))));
-        big_s =
-            1.0 + s * (SB1_D + s * (SB2_D + s * (SB3_D + s * (SB4_D + s * (SB5_D + s * (SB6_D + s * SB7_D))))));
+        big_s = 1.0
+            + s * (SB1_D
+                + s * (SB2_D + s * (SB3_D + s * (SB4_D + s * (SB5_D + s * (SB6_D + s * SB7_D))))));
     }
     z = f64::from_bits(x.to_bits() & 0xffff_ffff_0000_0000);
 
@@ -164,9 +169,12 @@ pub fn erf_f64(x: f64) -> f64 {
         y = 1.0 - x1p_1022;
     }
 
-    if sign != 0 { -y } else { y }
+    if sign != 0 {
+        -y
+    } else {
+        y
+    }
 }
-
 
 const ERX_F: f32 = 8.4506291151e-01; /* 0x3f58560b */
 /*
@@ -262,15 +270,20 @@ fn erfc2_f(mut ix: u32, mut x: f32) -> f32 {
     s = 1.0 / (x * x);
     if ix < 0x4036db6d {
         /* |x| < 1/0.35 */
-        r = RA0_F + s * (RA1_F + s * (RA2_F + s * (RA3_F + s * (RA4_F + s * (RA5_F + s * (RA6_F + s * RA7_F))))));
+        r = RA0_F
+            + s * (RA1_F
+                + s * (RA2_F + s * (RA3_F + s * (RA4_F + s * (RA5_F + s * (RA6_F + s * RA7_F))))));
         big_s = 1.0
             + s * (SA1_F
-                + s * (SA2_F + s * (SA3_F + s * (SA4_F + s * (SA5_F + s * (SA6_F + s * (SA7_F + s * SA8_F)))))));
+                + s * (SA2_F
+                    + s * (SA3_F
+                        + s * (SA4_F + s * (SA5_F + s * (SA6_F + s * (SA7_F + s * SA8_F)))))));
     } else {
         /* |x| >= 1/0.35 */
         r = RB0_F + s * (RB1_F + s * (RB2_F + s * (RB3_F + s * (RB4_F + s * (RB5_F + s * RB6_F)))));
-        big_s =
-            1.0 + s * (SB1_F + s * (SB2_F + s * (SB3_F + s * (SB4_F + s * (SB5_F + s * (SB6_F + s * SB7_F))))));
+        big_s = 1.0
+            + s * (SB1_F
+                + s * (SB2_F + s * (SB3_F + s * (SB4_F + s * (SB5_F + s * (SB6_F + s * SB7_F))))));
     }
     ix = x.to_bits();
     z = f32::from_bits(ix & 0xffffe000);
@@ -315,6 +328,9 @@ pub fn erf_f32(x: f32) -> f32 {
         y = 1.0 - x1p_120;
     }
 
-    if sign != 0 { -y } else { y }
+    if sign != 0 {
+        -y
+    } else {
+        y
+    }
 }
-

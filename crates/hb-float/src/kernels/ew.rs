@@ -24,7 +24,10 @@ where
     F: Fn(T) -> U + Sync + Send,
 {
     if s.len() >= PAR_MIN {
-        s.par_iter().with_min_len(PAR_CHUNK).map(|&x| f(x)).collect()
+        s.par_iter()
+            .with_min_len(PAR_CHUNK)
+            .map(|&x| f(x))
+            .collect()
     } else {
         s.iter().map(|&x| f(x)).collect()
     }
@@ -93,7 +96,10 @@ fn collapse(out: &[usize], sa: &[usize], sb: &[usize]) -> Vec<Dim3> {
 /// Fills one output row; `a`/`b` are the row's operand data (length 1 when broadcast).
 #[inline]
 fn fill_row<A: Copy, B: Copy, O: Copy>(out: &mut [O], a: &[A], b: &[B], f: &impl Fn(A, B) -> O) {
-    match (a.len() == 1 && out.len() != 1, b.len() == 1 && out.len() != 1) {
+    match (
+        a.len() == 1 && out.len() != 1,
+        b.len() == 1 && out.len() != 1,
+    ) {
         (false, false) => {
             for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
                 *o = f(x, y);
@@ -541,7 +547,10 @@ mod tests {
         let d = arr(&[2, 1], vec![10.0, 20.0]);
         let r = zip_broadcast(&c, &d, |x, y| x * y).unwrap();
         assert_eq!(r.shape(), &[2, 3]);
-        assert_eq!(r.iter().copied().collect::<Vec<_>>(), vec![10., 20., 30., 20., 40., 60.]);
+        assert_eq!(
+            r.iter().copied().collect::<Vec<_>>(),
+            vec![10., 20., 30., 20., 40., 60.]
+        );
         assert!(zip_broadcast(&c, &arr(&[2], vec![1.0, 2.0]), |x, y| x + y).is_err());
     }
 

@@ -109,63 +109,75 @@ float_kernel!(softplus, "Softplus", |x| if x > 0.0 {
 float_kernel!(softsign, "Softsign", |x| x / (1.0 + x.abs()));
 float_kernel!(hard_swish, "HardSwish", |x| x
     * (x / 6.0 + 0.5).clamp(0.0, 1.0));
-float_kernel!(mish, "Mish", |x| x * (if x > 0.0 {
-    x + (-x).exp().ln_1p()
-} else {
-    x.exp().ln_1p()
-})
-.tanh());
+float_kernel!(mish, "Mish", |x| x
+    * (if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    })
+    .tanh());
 
 fn elu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let alpha = fattr(ctx, "alpha", 1.0)?;
-    one(float_map!(input(inputs, 0)?, "Elu", [alpha], |x| if x < 0.0 {
-        alpha * (x.exp() - 1.0)
-    } else {
-        x
-    })?)
+    one(float_map!(
+        input(inputs, 0)?,
+        "Elu",
+        [alpha],
+        |x| if x < 0.0 { alpha * (x.exp() - 1.0) } else { x }
+    )?)
 }
 
 fn selu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let alpha = fattr(ctx, "alpha", 1.673_263_2)?;
     let gamma = fattr(ctx, "gamma", 1.050_701)?;
-    one(float_map!(input(inputs, 0)?, "Selu", [alpha, gamma], |x| if x > 0.0 {
-        gamma * x
-    } else {
-        gamma * alpha * (x.exp() - 1.0)
-    })?)
+    one(float_map!(
+        input(inputs, 0)?,
+        "Selu",
+        [alpha, gamma],
+        |x| if x > 0.0 {
+            gamma * x
+        } else {
+            gamma * alpha * (x.exp() - 1.0)
+        }
+    )?)
 }
 
 fn celu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let alpha = fattr(ctx, "alpha", 1.0)?;
-    one(float_map!(input(inputs, 0)?, "Celu", [alpha], |x| x.max(0.0)
+    one(float_map!(input(inputs, 0)?, "Celu", [alpha], |x| x
+        .max(0.0)
         + (alpha * ((x / alpha).exp() - 1.0)).min(0.0))?)
 }
 
 fn leaky_relu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let alpha = fattr(ctx, "alpha", 0.01)?;
-    one(float_map!(input(inputs, 0)?, "LeakyRelu", [alpha], |x| if x < 0.0 {
-        alpha * x
-    } else {
-        x
-    })?)
+    one(float_map!(
+        input(inputs, 0)?,
+        "LeakyRelu",
+        [alpha],
+        |x| if x < 0.0 { alpha * x } else { x }
+    )?)
 }
 
 fn thresholded_relu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let alpha = fattr(ctx, "alpha", 1.0)?;
-    one(float_map!(input(inputs, 0)?, "ThresholdedRelu", [alpha], |x| if x > alpha {
-        x
-    } else {
-        0.0
-    })?)
+    one(float_map!(
+        input(inputs, 0)?,
+        "ThresholdedRelu",
+        [alpha],
+        |x| if x > alpha { x } else { 0.0 }
+    )?)
 }
 
 fn hard_sigmoid(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let alpha = fattr(ctx, "alpha", 0.2)?;
     let beta = fattr(ctx, "beta", 0.5)?;
-    one(float_map!(input(inputs, 0)?, "HardSigmoid", [alpha, beta], |x| (alpha
-        * x
-        + beta)
-        .clamp(0.0, 1.0))?)
+    one(float_map!(
+        input(inputs, 0)?,
+        "HardSigmoid",
+        [alpha, beta],
+        |x| (alpha * x + beta).clamp(0.0, 1.0)
+    )?)
 }
 
 fn swish(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
@@ -179,7 +191,9 @@ fn gelu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     match ctx.node.string_or("approximate", "none")?.as_str() {
         "none" => {
             let r = std::f64::consts::FRAC_1_SQRT_2;
-            one(float_map!(x, "Gelu", [r], |x| 0.5 * x * (1.0 + (x * r).erf_x()))?)
+            one(float_map!(x, "Gelu", [r], |x| 0.5
+                * x
+                * (1.0 + (x * r).erf_x()))?)
         }
         "tanh" => {
             let c = (2.0 / std::f64::consts::PI).sqrt();
@@ -271,11 +285,7 @@ fn bound<T: Element + Copy>(t: Option<&Tensor>, name: &str) -> OpResult<Option<T
 }
 
 /// Clamps with NaN passing through; `lo > hi` gives `hi` (numpy `clip`).
-fn clip_array<T: Num>(
-    a: &ndarray::ArrayD<T>,
-    lo: Option<T>,
-    hi: Option<T>,
-) -> ndarray::ArrayD<T> {
+fn clip_array<T: Num>(a: &ndarray::ArrayD<T>, lo: Option<T>, hi: Option<T>) -> ndarray::ArrayD<T> {
     let lo = lo.unwrap_or_else(T::lowest);
     let hi = hi.unwrap_or_else(T::highest);
     map_array(a, |v: T| {
@@ -303,7 +313,8 @@ fn clip(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         })?);
     }
     let (lo_t, hi_t) = (opt_input(inputs, 1), opt_input(inputs, 2));
-    let r = map_numeric!(x, a, T => clip_array(a, bound::<T>(lo_t, "min")?, bound::<T>(hi_t, "max")?));
+    let r =
+        map_numeric!(x, a, T => clip_array(a, bound::<T>(lo_t, "min")?, bound::<T>(hi_t, "max")?));
     one(r.ok_or_else(|| unsupported!("Clip does not support {}", x.dtype()))?)
 }
 
@@ -326,7 +337,12 @@ fn bitwise_not(_: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         Tensor::U32(a) => Tensor::U32(map_array(a, |v: u32| !v)),
         Tensor::U64(a) => Tensor::U64(map_array(a, |v: u64| !v)),
         Tensor::Bool(a) => Tensor::Bool(map_array(a, |v: bool| !v)),
-        other => return Err(unsupported!("BitwiseNot does not support {}", other.dtype())),
+        other => {
+            return Err(unsupported!(
+                "BitwiseNot does not support {}",
+                other.dtype()
+            ))
+        }
     };
     one(r)
 }
@@ -411,12 +427,20 @@ mod tests {
     use super::*;
     use hb_ir::{Attr, Node};
 
-    fn run(op: &str, f: crate::registry::KernelFn, attrs: &[(&str, Attr)], x: Tensor) -> OpResult<Tensor> {
+    fn run(
+        op: &str,
+        f: crate::registry::KernelFn,
+        attrs: &[(&str, Attr)],
+        x: Tensor,
+    ) -> OpResult<Tensor> {
         let mut node = Node::new("n", op, &["x"], &["y"]);
         for (k, v) in attrs {
             node.set_attr(k, v.clone());
         }
-        let ctx = OpCtx { node: &node, opset: 17 };
+        let ctx = OpCtx {
+            node: &node,
+            opset: 17,
+        };
         Ok(f(&ctx, &[Some(&x)])?.remove(0))
     }
 
@@ -438,9 +462,15 @@ mod tests {
     #[test]
     fn round_half_even_and_int_abs() {
         let x = Tensor::from_f32(&[4], vec![0.5, 1.5, 2.5, -2.5]).unwrap();
-        assert_eq!(vals(&run("Round", round, &[], x).unwrap()), vec![0.0, 2.0, 2.0, -2.0]);
+        assert_eq!(
+            vals(&run("Round", round, &[], x).unwrap()),
+            vec![0.0, 2.0, 2.0, -2.0]
+        );
         let i = Tensor::from_vec(&[2], vec![-3i8, i8::MIN]).unwrap();
-        assert_eq!(run("Abs", abs, &[], i).unwrap().to_i64_vec().unwrap(), vec![3, -128]);
+        assert_eq!(
+            run("Abs", abs, &[], i).unwrap().to_i64_vec().unwrap(),
+            vec![3, -128]
+        );
     }
 
     #[test]
@@ -449,6 +479,12 @@ mod tests {
         assert!(run("Exp", exp, &[], s.clone()).is_err());
         assert!(run("Abs", abs, &[], s).is_err());
         let g = Tensor::from_f32(&[1], vec![1.0]).unwrap();
-        assert!(run("Gelu", gelu, &[("approximate", Attr::String("x".into()))], g).is_err());
+        assert!(run(
+            "Gelu",
+            gelu,
+            &[("approximate", Attr::String("x".into()))],
+            g
+        )
+        .is_err());
     }
 }
