@@ -9,7 +9,7 @@ use crate::registry::{KernelFn, OpCtx, Registry};
 use crate::{int_pair, invalid, num_pair, same_pair, unsupported, with_num};
 use hb_tensor::tensor::{Element, Scalar};
 use hb_tensor::{DType, Tensor};
-use ndarray::{ArrayD, IxDyn, Zip};
+use ndarray::{ArrayD, Zip};
 
 /// The arithmetic binary operations.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -136,7 +136,7 @@ fn zip_clone<A: Clone, B: Clone, O>(
 ) -> OpResult<ArrayD<O>> {
     let shape = broadcast_all(&[a.shape(), b.shape()])?;
     let (va, vb) = (broadcast_view(a, &shape)?, broadcast_view(b, &shape)?);
-    Ok(Zip::from(&va).and(&vb).map_collect(|x, y| f(x, y)))
+    Ok(Zip::from(&va).and(&vb).map_collect(f))
 }
 
 fn compare_kernel(inputs: &[Option<&Tensor>], op: Cmp) -> OpResult<Vec<Tensor>> {
@@ -248,7 +248,11 @@ fn bit_shift(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let op = match ctx.node.string_or("direction", "")?.as_str() {
         "LEFT" => BitOp::Shl,
         "RIGHT" => BitOp::Shr,
-        d => return Err(invalid!("BitShift: direction must be LEFT or RIGHT, got '{d}'")),
+        d => {
+            return Err(invalid!(
+                "BitShift: direction must be LEFT or RIGHT, got '{d}'"
+            ))
+        }
     };
     bit_kernel(inputs, "BitShift", op)
 }
@@ -274,11 +278,10 @@ fn where_typed<T: Clone>(c: &ArrayD<bool>, x: &ArrayD<T>, y: &ArrayD<T>) -> OpRe
     let shape = broadcast_all(&[c.shape(), x.shape(), y.shape()])?;
     let vc = broadcast_view(c, &shape)?;
     let (vx, vy) = (broadcast_view(x, &shape)?, broadcast_view(y, &shape)?);
-    let out = Zip::from(&vc)
+    Ok(Zip::from(&vc)
         .and(&vx)
         .and(&vy)
-        .map_collect(|&k, a, b| if k { a.clone() } else { b.clone() });
-    Ok(out.into_dyn().into_shape_with_order(IxDyn(&shape)).map_err(|e| invalid!("{e}"))?)
+        .map_collect(|&k, a, b| if k { a.clone() } else { b.clone() }))
 }
 
 fn where_op(_: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {

@@ -134,7 +134,10 @@ fn reduce_float<T: Num + Float>(a: &ArrayD<T>, axes: &[usize], op: Red) -> OpRes
         Red::LogSum => Ok(map_array(&sum(a)?, T::ln)),
         Red::LogSumExp => {
             let m = reduce_axes(a, axes, T::lowest(), T::nmax)?;
-            let m = map_array(&m, |v: T| if v.is_finite() { v } else { <T as Num>::zero() });
+            let m = map_array(
+                &m,
+                |v: T| if v.is_finite() { v } else { <T as Num>::zero() },
+            );
             let mb = m
                 .broadcast(a.raw_dim())
                 .ok_or_else(|| invalid!("internal: broadcast of the max"))?;
@@ -170,7 +173,11 @@ fn reduce_tensor(t: &Tensor, axes: &[usize], op: Red) -> OpResult<Tensor> {
 
 /// The axes to reduce: `None` for a no-op (empty axes with
 /// `noop_with_empty_axes`), else sorted unique axes (all when empty).
-fn reduce_axes_of(ctx: &OpCtx, inputs: &[Option<&Tensor>], rank: usize) -> OpResult<Option<Vec<usize>>> {
+fn reduce_axes_of(
+    ctx: &OpCtx,
+    inputs: &[Option<&Tensor>],
+    rank: usize,
+) -> OpResult<Option<Vec<usize>>> {
     let from_input = ctx.opset >= 18 || (ctx.node.op_type == "ReduceSum" && ctx.opset >= 13);
     let given = if from_input {
         match opt_input(inputs, 1) {
@@ -363,7 +370,10 @@ fn topk_typed<T: Element + PartialOrd + Copy>(
     if let Some(d) = shape.get_mut(axis) {
         *d = k;
     }
-    Ok(vec![Tensor::from_vec(&shape, v)?, Tensor::from_vec(&shape, i)?])
+    Ok(vec![
+        Tensor::from_vec(&shape, v)?,
+        Tensor::from_vec(&shape, i)?,
+    ])
 }
 
 fn topk(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
@@ -408,7 +418,10 @@ fn hardmax_typed<T: Num>(a: &ArrayD<T>, dims: (usize, usize, usize)) -> OpResult
 fn hardmax(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let legacy = ctx.opset < 13;
-    let axis = norm_axis(ctx.node.int_or("axis", if legacy { 1 } else { -1 })?, x.rank())?;
+    let axis = norm_axis(
+        ctx.node.int_or("axis", if legacy { 1 } else { -1 })?,
+        x.rank(),
+    )?;
     let mut dims = split3(x.shape(), axis);
     if legacy {
         dims = (dims.0, dims.1 * dims.2, 1);
@@ -432,8 +445,12 @@ pub fn register(r: &mut Registry) {
         ("ReduceL1", |c, i| reduce_kernel(c, i, Red::L1)),
         ("ReduceL2", |c, i| reduce_kernel(c, i, Red::L2)),
         ("ReduceLogSum", |c, i| reduce_kernel(c, i, Red::LogSum)),
-        ("ReduceLogSumExp", |c, i| reduce_kernel(c, i, Red::LogSumExp)),
-        ("ReduceSumSquare", |c, i| reduce_kernel(c, i, Red::SumSquare)),
+        ("ReduceLogSumExp", |c, i| {
+            reduce_kernel(c, i, Red::LogSumExp)
+        }),
+        ("ReduceSumSquare", |c, i| {
+            reduce_kernel(c, i, Red::SumSquare)
+        }),
         ("ArgMax", |c, i| arg_kernel(c, i, true)),
         ("ArgMin", |c, i| arg_kernel(c, i, false)),
         ("CumSum", |c, i| cum_kernel(c, i, false)),
