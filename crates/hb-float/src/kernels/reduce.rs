@@ -462,3 +462,51 @@ pub fn register(r: &mut Registry) {
         r.register(name, f);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hb_ir::{Attr, Node};
+
+    fn run(op: &str, attrs: &[(&str, Attr)], opset: i64, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
+        let mut node = Node::new("n", op, &[], &["y"]);
+        for (k, v) in attrs {
+            node.set_attr(k, v.clone());
+        }
+        let ctx = OpCtx { node: &node, opset };
+        let f = Registry::standard().get("", op).unwrap();
+        let ins: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
+        f(&ctx, &ins)
+    }
+
+    #[test]
+    fn reduce_values_and_empty_set() {
+        let x = Tensor::from_f32(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let y = run(
+            "ReduceSum",
+            &[("keepdims", Attr::Int(0))],
+            13,
+            &[&x, &Tensor::from_vec(&[1], vec![1i64]).unwrap()],
+        )
+        .unwrap();
+        assert_eq!(y[0].to_f64_vec().unwrap(), vec![6.0, 15.0]);
+        let y = run("ReduceL2", &[("axes", Attr::Ints(vec![0]))], 13, &[&x]).unwrap();
+        assert_eq!(y[0].shape(), &[1, 3]);
+        assert!((y[0].to_f64_vec().unwrap()[0] - 17f64.sqrt()).abs() < 1e-6);
+        let e = Tensor::from_f32(&[2, 0], vec![]).unwrap();
+        let y = run("ReduceMax", &[("axes", Attr::Ints(vec![1]))], 13, &[&e]).unwrap();
+        assert_eq!(y[0].to_f64_vec().unwrap(), vec![f64::NEG_INFINITY; 2]);
+    }
+
+    #[test]
+    fn topk_ties_and_errors() {
+        let x = Tensor::from_f32(&[4], vec![1.0, 3.0, 3.0, 2.0]).unwrap();
+        let k = Tensor::from_vec(&[1], vec![2i64]).unwrap();
+        let y = run("TopK", &[], 11, &[&x, &k]).unwrap();
+        assert_eq!(y[0].to_f64_vec().unwrap(), vec![3.0, 3.0]);
+        assert_eq!(y[1].to_i64_vec().unwrap(), vec![1, 2]);
+        let big = Tensor::from_vec(&[1], vec![9i64]).unwrap();
+        assert!(run("TopK", &[], 11, &[&x, &big]).is_err());
+        assert!(run("ArgMax", &[("axis", Attr::Int(3))], 13, &[&x]).is_err());
+    }
+}
