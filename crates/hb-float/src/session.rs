@@ -352,3 +352,46 @@ impl Session {
             .collect()
     }
 }
+
+/// A hook that measures each node's wall time (time since the previous node
+/// finished), accumulated over runs.
+#[derive(Default)]
+pub struct TimingHook {
+    last: Option<std::time::Instant>,
+    /// Per node index: (node name, op type, total seconds, calls).
+    pub nodes: Vec<(String, String, f64, usize)>,
+}
+
+impl TimingHook {
+    /// Marks the start of a run.
+    pub fn start_run(&mut self) {
+        self.last = Some(std::time::Instant::now());
+    }
+}
+
+impl NodeHook for TimingHook {
+    fn after_node(
+        &mut self,
+        index: usize,
+        node: &Node,
+        _outputs: &mut [Tensor],
+    ) -> Result<(), String> {
+        let now = std::time::Instant::now();
+        let dt = self
+            .last
+            .map_or(0.0, |l| now.duration_since(l).as_secs_f64());
+        if self.nodes.len() <= index {
+            self.nodes
+                .resize(index + 1, (String::new(), String::new(), 0.0, 0));
+        }
+        let e = &mut self.nodes[index];
+        if e.0.is_empty() {
+            e.0 = node.name.clone();
+            e.1 = node.op_type.clone();
+        }
+        e.2 += dt;
+        e.3 += 1;
+        self.last = Some(std::time::Instant::now());
+        Ok(())
+    }
+}

@@ -18,6 +18,16 @@ pub struct SampleResult {
     pub intermediates: Vec<(String, String, Tensor)>,
 }
 
+/// The float graph passes run before execution (as ONNX Runtime's default
+/// graph optimisations do): Constant → initializer, Identity/Dropout removal,
+/// BatchNormalization folding, constant folding. Outputs keep their names.
+pub fn optimize(model: &mut Model) -> Result<(), String> {
+    hb_ir::passes::optimize(&mut model.graph).map_err(|e| e.to_string())?;
+    hb_float::fold::fold_constants(model, &hb_float::Registry::standard())
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Builds a rayon pool with `threads` threads (None = all cores).
 pub fn thread_pool(threads: Option<usize>) -> ToolResult<rayon::ThreadPool> {
     let mut b = rayon::ThreadPoolBuilder::new();
@@ -154,6 +164,60 @@ pub fn perf(
             fps: frames as f64 / (total_ms / 1e3),
         })
     })
+}
+
+/// Runs `frames` timed runs with a per-node timer and writes a CSV
+/// (`index,node,op,total_ms,mean_ms,share`) sorted by time; returns the rows' text summary by op type.
+pub fn profile(
+    session: &Session,
+    sample: &Sample,
+    frames: usize,
+    pool: &rayon::ThreadPool,
+    csv: &Path,
+) -> ToolResult<String> {
+    let mut hook = hb_float::TimingHook::default();
+    pool.install(|| -> ToolResult<()> {
+        session.run(sample)?;
+        for _ in 0..frames.max(1) {
+            hook.start_run();
+            session.run_with_hook(sample, &mut hook)?;
+        }
+        Ok(())
+    })?;
+    let total: f64 = hook.nodes.iter().map(|n| n.2).sum::<f64>().max(1e-12);
+    let mut rows: Vec<(usize, &(String, String, f64, usize))> =
+        hook.nodes.iter().enumerate().collect();
+    rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
+    let mut text = String::from("index,node,op,total_ms,mean_ms,share\n");
+    for (i, (name, op, t, n)) in &rows {
+        text += &format!(
+            "{i},{name},{op},{:.4},{:.4},{:.4}\n",
+            t * 1e3,
+            t * 1e3 / (*n).max(1) as f64,
+            t / total
+        );
+    }
+    io::write_atomic(csv, |w| {
+        w.write_all(text.as_bytes())
+            .map_err(|e| ToolError::input(format!("{}: {e}", csv.display())))
+    })?;
+    let mut by_op: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for (_, op, t, _) in &hook.nodes {
+        *by_op.entry(op.as_str()).or_insert(0.0) += t;
+    }
+    let mut ops: Vec<(&str, f64)> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let frames = frames.max(1) as f64;
+    Ok(ops
+        .iter()
+        .map(|(op, t)| {
+            format!(
+                "  {op:<24} {:>9.4} ms/frame {:>5.1}%\n",
+                t * 1e3 / frames,
+                100.0 * t / total
+            )
+        })
+        .collect())
 }
 
 /// Deterministic synthetic inputs of each input's declared type and shape

@@ -199,7 +199,7 @@ fn softmax_row(row: &mut [f32]) {
     }
     let mut sum = 0.0;
     row.iter_mut().for_each(|x| {
-        *x = (*x - max).exp();
+        *x = super::fastmath::exp_f32(*x - max);
         sum += *x;
     });
     row.iter_mut().for_each(|x| *x /= sum);

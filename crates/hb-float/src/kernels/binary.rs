@@ -92,6 +92,21 @@ fn modulo(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
 fn pow(_: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
     if let (Tensor::F32(x), Tensor::F32(y)) = (a, b) {
+        // Exporters write x² (LayerNorm variance) and √x as Pow with a constant.
+        if y.len() == 1 && y.ndim() <= x.ndim() {
+            let p = y.iter().next().copied().unwrap_or(1.0);
+            let f: Option<fn(f32) -> f32> = match p {
+                1.0 => Some(|v| v),
+                2.0 => Some(|v| v * v),
+                3.0 => Some(|v| v * v * v),
+                0.5 => Some(f32::sqrt),
+                -1.0 => Some(|v| 1.0 / v),
+                _ => None,
+            };
+            if let Some(f) = f {
+                return one(x.mapv(f));
+            }
+        }
         return one(zip_broadcast(x, y, f32::powf)?);
     }
     if matches!(b.dtype(), DType::String | DType::Bool) {

@@ -6,7 +6,6 @@ use super::util::{attr_err, input, ints_input, one, opt_input};
 use crate::error::OpResult;
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
-use hb_ir::Attr;
 use hb_tensor::tensor::Scalar;
 use hb_tensor::{map_numeric, map_tensor, DType, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn};
@@ -22,27 +21,8 @@ pub fn register(r: &mut Registry) {
 }
 
 /// The tensor of a Constant node's value attribute.
-fn constant_value(ctx: &OpCtx) -> OpResult<Tensor> {
-    let (key, a) = ctx
-        .node
-        .attrs
-        .iter()
-        .next()
-        .ok_or_else(|| invalid!("Constant without a value attribute"))?;
-    Ok(match (key.as_str(), a) {
-        ("value", Attr::Tensor(t)) => t.clone(),
-        ("value_float", Attr::Float(v)) => Tensor::scalar(*v),
-        ("value_floats", Attr::Floats(v)) => Tensor::from_vec(&[v.len()], v.clone())?,
-        ("value_int", Attr::Int(v)) => Tensor::scalar(*v),
-        ("value_ints", Attr::Ints(v)) => Tensor::from_vec(&[v.len()], v.clone())?,
-        ("value_string", Attr::String(v)) => Tensor::scalar(v.clone()),
-        ("value_strings", Attr::Strings(v)) => Tensor::from_vec(&[v.len()], v.clone())?,
-        (k, _) => return Err(unsupported!("Constant attribute '{k}'")),
-    })
-}
-
 fn constant(ctx: &OpCtx, _inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
-    one(constant_value(ctx)?)
+    one(hb_ir::passes::constant_value(ctx.node)?)
 }
 
 fn constant_of_shape(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {

@@ -22,6 +22,7 @@ pub mod attention;
 pub mod conv;
 pub mod conv_transpose;
 pub mod einsum;
+pub mod fastmath;
 pub mod floatio;
 pub mod gemm;
 pub mod matmul;

@@ -83,11 +83,9 @@ pub fn softmax_slice(row: &mut [f32], log: bool) {
         let ls = sum.ln();
         row.iter_mut().for_each(|v| *v = *v - max - ls);
     } else {
-        let mut sum = 0f32;
-        row.iter_mut().for_each(|v| {
-            *v = (*v - max).exp();
-            sum += *v;
-        });
+        row.iter_mut()
+            .for_each(|v| *v = super::fastmath::exp_f32(*v - max));
+        let sum: f32 = row.iter().sum();
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|v| *v *= inv);
     }

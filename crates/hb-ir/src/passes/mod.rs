@@ -8,7 +8,7 @@ mod constant;
 mod identity;
 
 pub use bn_fold::fold_batch_norm;
-pub use constant::constants_to_initializers;
+pub use constant::{constant_value, constants_to_initializers};
 pub use identity::remove_identities;
 
 use crate::graph::Graph;

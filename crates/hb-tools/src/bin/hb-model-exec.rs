@@ -35,6 +35,10 @@ struct Common {
     /// Compute threads (default: all cores).
     #[arg(long, alias = "thread_num")]
     thread_num: Option<usize>,
+    /// Run the graph exactly as stored (no BatchNormalization folding,
+    /// Identity removal or constant folding).
+    #[arg(long)]
+    no_optimize: bool,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +67,9 @@ enum Cmd {
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
+        /// Also time every node and write a CSV (sorted by time) here.
+        #[arg(long, alias = "profile_path")]
+        profile_path: Option<PathBuf>,
     },
     /// Describe the model's inputs and outputs.
     #[command(alias = "model_info")]
@@ -89,7 +96,8 @@ fn main() -> ExitCode {
             common,
             frame_count,
             json,
-        } => perf_cmd(common, frame_count, json),
+            profile_path,
+        } => perf_cmd(common, frame_count, json, profile_path),
         Cmd::ModelInfo { model_file } => {
             let model = load_model(&model_file)?;
             print!(
@@ -108,7 +116,11 @@ fn main() -> ExitCode {
 fn prepare(
     common: &Common,
 ) -> ToolResult<(Session, Vec<hb_tools::inputs::Sample>, rayon::ThreadPool)> {
-    let model = load_model(&common.model_file)?;
+    let mut model = load_model(&common.model_file)?;
+    if !common.no_optimize {
+        hb_tools::exec::optimize(&mut model)
+            .map_err(|e| ToolError::input(format!("{}: {e}", common.model_file.display())))?;
+    }
     let session = Session::new(&model)
         .map_err(|e| ToolError::input(format!("{}: {e}", common.model_file.display())))?;
     let samples = inputs_or_synthetic(&model, common.input_file.as_deref())?;
@@ -148,8 +160,20 @@ fn infer(common: Common, out: PathBuf, dump: bool, json: bool) -> ToolResult<()>
     Ok(())
 }
 
-fn perf_cmd(common: Common, frames: usize, json: bool) -> ToolResult<()> {
+fn perf_cmd(
+    common: Common,
+    frames: usize,
+    json: bool,
+    profile_path: Option<PathBuf>,
+) -> ToolResult<()> {
     let (session, samples, pool) = prepare(&common)?;
+    if let Some(csv) = profile_path {
+        let summary = hb_tools::exec::profile(&session, &samples[0], frames, &pool, &csv)?;
+        println!(
+            "time per op type (node profile written to {}):\n{summary}",
+            csv.display()
+        );
+    }
     let r = perf(&session, &samples[0], frames, &pool)?;
     if json {
         println!(
