@@ -353,13 +353,16 @@ impl Session {
     }
 }
 
+/// One node's accumulated timing: (node name, op type, total seconds, calls).
+pub type NodeTiming = (String, String, f64, usize);
+
 /// A hook that measures each node's wall time (time since the previous node
 /// finished), accumulated over runs.
 #[derive(Default)]
 pub struct TimingHook {
     last: Option<std::time::Instant>,
     /// Per node index: (node name, op type, total seconds, calls).
-    pub nodes: Vec<(String, String, f64, usize)>,
+    pub nodes: Vec<NodeTiming>,
 }
 
 impl TimingHook {

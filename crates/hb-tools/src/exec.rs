@@ -185,7 +185,7 @@ pub fn profile(
         Ok(())
     })?;
     let total: f64 = hook.nodes.iter().map(|n| n.2).sum::<f64>().max(1e-12);
-    let mut rows: Vec<(usize, &(String, String, f64, usize))> =
+    let mut rows: Vec<(usize, &hb_float::session::NodeTiming)> =
         hook.nodes.iter().enumerate().collect();
     rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
     let mut text = String::from("index,node,op,total_ms,mean_ms,share\n");
