@@ -2,7 +2,7 @@
 
 use crate::error::FloatError;
 use crate::registry::{KernelFn, OpCtx, Registry};
-use hb_ir::{Dim, Graph, Model, Node};
+use hb_ir::{Graph, Model, Node};
 use hb_tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -239,33 +239,16 @@ impl Session {
                 name: v.name.clone(),
                 msg: "missing (the model needs it)".into(),
             })?;
-            let bad = |msg: String| FloatError::Input {
-                name: v.name.clone(),
-                msg,
-            };
-            if let Some(dt) = v.dtype() {
-                if t.dtype() != dt {
-                    return Err(bad(format!(
+            if !v.accepts(t) {
+                return Err(FloatError::Input {
+                    name: v.name.clone(),
+                    msg: format!(
                         "expected {}{}, got {}",
-                        dt,
+                        v.dtype_name(),
                         v.shape_text(),
                         t.describe()
-                    )));
-                }
-            }
-            if let Some(dims) = &v.shape {
-                let ok = dims.len() == t.rank()
-                    && dims
-                        .iter()
-                        .zip(t.shape())
-                        .all(|(d, &n)| !matches!(d, Dim::Fixed(m) if *m != n));
-                if !ok {
-                    return Err(bad(format!(
-                        "expected shape {}, got {}",
-                        v.shape_text(),
-                        t.describe()
-                    )));
-                }
+                    ),
+                });
             }
         }
         for name in inputs.keys() {

@@ -79,6 +79,20 @@ impl ValueInfo {
             .collect()
     }
 
+    /// True when `t` has this value's declared element type and fits its
+    /// declared shape (dynamic dims match any size).
+    pub fn accepts(&self, t: &hb_tensor::Tensor) -> bool {
+        let dtype_ok = self.dtype().is_none_or(|dt| dt == t.dtype());
+        let shape_ok = self.shape.as_ref().is_none_or(|dims| {
+            dims.len() == t.rank()
+                && dims
+                    .iter()
+                    .zip(t.shape())
+                    .all(|(d, &n)| !matches!(d, Dim::Fixed(m) if *m != n))
+        });
+        dtype_ok && shape_ok
+    }
+
     /// The shape as text, e.g. `[batch,3,224,224]`.
     pub fn shape_text(&self) -> String {
         match &self.shape {

@@ -10,7 +10,7 @@
 
 use crate::cli::{ToolError, ToolResult};
 use crate::names::file_safe;
-use hb_ir::{Dim, Graph, ValueInfo};
+use hb_ir::{Graph, ValueInfo};
 use hb_tensor::{io, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -184,29 +184,15 @@ pub fn read_one(info: &ValueInfo, path: &Path) -> ToolResult<Tensor> {
 
 /// Checks a tensor's type and shape against an input declaration.
 pub fn check_against(info: &ValueInfo, t: &Tensor) -> Result<(), String> {
-    let declared = format!("{}{}", info.dtype_name(), info.shape_text());
-    if let Some(dt) = info.dtype() {
-        if dt != t.dtype() {
-            return Err(format!(
-                "input '{}' expects {declared}, the file holds {}",
-                info.name,
-                t.describe()
-            ));
-        }
+    if info.accepts(t) {
+        Ok(())
+    } else {
+        Err(format!(
+            "input '{}' expects {}{}, the file holds {}",
+            info.name,
+            info.dtype_name(),
+            info.shape_text(),
+            t.describe()
+        ))
     }
-    if let Some(dims) = &info.shape {
-        let ok = dims.len() == t.rank()
-            && dims
-                .iter()
-                .zip(t.shape())
-                .all(|(d, &n)| !matches!(d, Dim::Fixed(m) if *m != n));
-        if !ok {
-            return Err(format!(
-                "input '{}' expects {declared}, the file holds {}",
-                info.name,
-                t.describe()
-            ));
-        }
-    }
-    Ok(())
 }
