@@ -79,6 +79,20 @@ fn expect_error(tool: &str, args: &[&str], want: &str, out_dir: Option<&Path>) {
     }
 }
 
+/// `hb-model-exec infer` on `model` with `input` must fail as [`expect_error`] says, leaving `out` uncreated.
+fn expect_infer_error(model: &Path, input: &str, out: &Path, want: &str) {
+    let args = [
+        "infer",
+        "--model-file",
+        model.to_str().unwrap(),
+        "--input-file",
+        input,
+        "--output-dir",
+        out.to_str().unwrap(),
+    ];
+    expect_error("hb-model-exec", &args, want, Some(out));
+}
+
 fn ok_x(c: &Case) -> PathBuf {
     c.npy(
         "x.npy",
@@ -95,20 +109,7 @@ fn truncated_onnx() {
     expect_error("hb-info", &[p.to_str().unwrap()], "m.onnx", None);
     let out = c.path("out");
     let x = ok_x(&c);
-    expect_error(
-        "hb-model-exec",
-        &[
-            "infer",
-            "--model-file",
-            p.to_str().unwrap(),
-            "--input-file",
-            x.to_str().unwrap(),
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        "not a valid ONNX model",
-        Some(&out),
-    );
+    expect_infer_error(&p, x.to_str().unwrap(), &out, "not a valid ONNX model");
 }
 
 #[test]
@@ -143,19 +144,11 @@ fn op_the_interpreter_lacks() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("cannot run: FancyOp"));
     let x = ok_x(&c);
     let dir = c.path("out");
-    expect_error(
-        "hb-model-exec",
-        &[
-            "infer",
-            "--model-file",
-            p.to_str().unwrap(),
-            "--input-file",
-            x.to_str().unwrap(),
-            "--output-dir",
-            dir.to_str().unwrap(),
-        ],
+    expect_infer_error(
+        &p,
+        x.to_str().unwrap(),
+        &dir,
         "node 'the_node' has op FancyOp",
-        Some(&dir),
     );
 }
 
@@ -164,22 +157,7 @@ fn wrong_input_dtype_shape_and_missing_input() {
     let c = Case::new();
     let p = c.save("m.onnx", &tiny_model("Relu"));
     let dir = c.path("out");
-    let run = |input: &str, want: &str| {
-        expect_error(
-            "hb-model-exec",
-            &[
-                "infer",
-                "--model-file",
-                p.to_str().unwrap(),
-                "--input-file",
-                input,
-                "--output-dir",
-                dir.to_str().unwrap(),
-            ],
-            want,
-            Some(&dir),
-        )
-    };
+    let run = |input: &str, want: &str| expect_infer_error(&p, input, &dir, want);
     let wrong_type = c.npy(
         "i.npy",
         &Tensor::from_vec(&[1, 4], vec![1i64, 2, 3, 4]).unwrap(),
