@@ -6,10 +6,20 @@
 //!   unknown keys are errors that name the closest valid key; keys without
 //!   effect on a CPU are accepted and listed as ignored.
 //! - [`qtype`]: quantization types and which ones each `march` allows.
+//! - [`plan`]: qtype resolution and the calibration points of a graph.
+//! - [`calib`]: streaming statistics, thresholds, candidates.
+//! - [`pipeline`]: one calibration run (statistics, search, calibrated model).
+//! - [`calibrated`]: HzCalibration nodes in and out of a model.
+//! - [`report`]: the per-node / per-output tables and the traps met.
 
 pub mod calib;
+pub mod calibrated;
 pub mod config;
+pub mod ops;
+pub mod pipeline;
+pub mod plan;
 pub mod qtype;
+pub mod report;
 
 pub use config::{ConfigError, HbConfig};
 pub use qtype::{March, QType};

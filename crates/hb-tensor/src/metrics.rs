@@ -105,6 +105,27 @@ fn mean(it: impl Iterator<Item = f64>, n: usize) -> f64 {
     }
 }
 
+/// The metric names the Horizon tools accept (`-m`, `metric:`).
+pub const METRIC_NAMES: &[&str] = &["cosine-similarity", "mse", "mre", "sqnr", "chebyshev"];
+
+/// A metric by its Horizon name (`cosine-similarity`, `mse`, `mre`, `sqnr`,
+/// `chebyshev`); `None` for an unknown name.
+pub fn by_name(name: &str, a: &[f32], b: &[f32]) -> Option<f64> {
+    Some(match name {
+        "cosine-similarity" | "cosine" => cosine(a, b),
+        "mse" => mse(a, b),
+        "mre" => mre(a, b),
+        "sqnr" => sqnr(a, b),
+        "chebyshev" => chebyshev(a, b),
+        _ => return None,
+    })
+}
+
+/// True when a larger value of the metric means closer tensors.
+pub fn higher_is_better(name: &str) -> bool {
+    matches!(name, "cosine-similarity" | "cosine" | "sqnr")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,9 @@ pub mod quant_config;
 
 use crate::qtype::{March, QType};
 use keys::{split_numbers, Section};
-pub use quant_config::{InputQ, NodeConfig, Placement, QuantConfig};
+pub use quant_config::{
+    BiasCorrection, InputQ, NodeConfig, Placement, QuantConfig, SubgraphConfig,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,255 @@
+//! Streaming statistics of one tensor over the calibration samples.
+//!
+//! Memory is fixed per tensor (a histogram, a few scalars and per-channel
+//! extremes); it does not grow with the number of samples.
+//!
+//! Values that are not finite, or whose magnitude is at least
+//! [`MASK_LIMIT`], are *mask values* (`-inf`, the lowest f32, `-1e9` as
+//! exporters write attention masks): they are counted but never set a range.
+
+use super::histogram::AbsHistogram;
+
+/// Magnitude from which a finite value counts as a mask sentinel.
+pub const MASK_LIMIT: f32 = 1e8;
+
+/// True for values that are masks, not data.
+#[inline]
+pub fn is_mask_value(x: f32) -> bool {
+    !(x.abs() < MASK_LIMIT)
+}
+
+/// Statistics of one tensor.
+#[derive(Debug, Clone)]
+pub struct TensorStats {
+    /// Smallest data value (mask values excluded); +inf when none seen.
+    pub min: f32,
+    /// Largest data value; -inf when none seen.
+    pub max: f32,
+    /// Histogram of |x| over data values.
+    pub hist: AbsHistogram,
+    /// Number of mask values (non-finite or |x| ≥ [`MASK_LIMIT`]).
+    pub mask_values: u64,
+    /// Number of NaN values (also counted in `mask_values`).
+    pub nan: u64,
+    /// Number of samples observed.
+    pub samples: usize,
+    /// Largest |x| per channel along `channel_axis` (empty when the rank
+    /// has no channel axis).
+    pub channel_absmax: Vec<f32>,
+    /// The channel axis used for `channel_absmax`.
+    pub channel_axis: usize,
+    /// Sum of values (for the mean), data values only.
+    pub sum: f64,
+    /// Shape of the last sample.
+    pub shape: Vec<usize>,
+    /// Whether every sample so far was identical to the first.
+    pub constant: bool,
+    first: Option<Vec<f32>>,
+    scratch: Vec<f32>,
+}
+
+/// Up to this many elements, a tensor keeps its first sample to tell
+/// whether it is constant across samples.
+const CONSTANT_CHECK_LIMIT: usize = 1 << 16;
+
+/// The per-channel axis of an activation of rank `rank`: 1 for NCHW-like
+/// tensors (rank ≥ 3 with rank 4 or more), else the last axis.
+pub fn activation_channel_axis(rank: usize) -> usize {
+    if rank >= 4 {
+        1
+    } else {
+        rank.saturating_sub(1)
+    }
+}
+
+impl TensorStats {
+    /// Empty statistics with a histogram of `bins` bins.
+    pub fn new(bins: usize) -> Self {
+        TensorStats {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            hist: AbsHistogram::new(bins),
+            mask_values: 0,
+            nan: 0,
+            samples: 0,
+            channel_absmax: Vec::new(),
+            channel_axis: 0,
+            sum: 0.0,
+            shape: Vec::new(),
+            constant: true,
+            first: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Observes one sample of the tensor (row-major data of `shape`).
+    pub fn observe(&mut self, xs: &[f32], shape: &[usize]) {
+        let mut masks = 0u64;
+        let mut nan = 0u64;
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        let mut sum = 0f64;
+        for &x in xs {
+            if is_mask_value(x) {
+                masks += 1;
+                if x.is_nan() {
+                    nan += 1;
+                }
+            } else {
+                lo = lo.min(x);
+                hi = hi.max(x);
+                sum += f64::from(x);
+            }
+        }
+        if masks == 0 {
+            self.hist.add(xs);
+        } else {
+            self.scratch.clear();
+            self.scratch
+                .extend(xs.iter().copied().filter(|x| !is_mask_value(*x)));
+            self.hist.add(&self.scratch);
+        }
+        self.min = self.min.min(lo);
+        self.max = self.max.max(hi);
+        self.mask_values += masks;
+        self.nan += nan;
+        self.sum += sum;
+        self.observe_channels(xs, shape);
+        self.observe_constant(xs);
+        self.samples += 1;
+        self.shape = shape.to_vec();
+    }
+
+    fn observe_channels(&mut self, xs: &[f32], shape: &[usize]) {
+        if shape.len() < 2 {
+            return;
+        }
+        let axis = activation_channel_axis(shape.len());
+        let c = shape[axis];
+        let inner: usize = shape[axis + 1..].iter().product();
+        if self.channel_absmax.len() != c || self.channel_axis != axis {
+            if self.samples > 0 && !self.channel_absmax.is_empty() {
+                // The shape changed between samples: per-channel stats are meaningless.
+                self.channel_absmax.clear();
+                return;
+            }
+            self.channel_absmax = vec![0.0; c];
+            self.channel_axis = axis;
+        }
+        if inner == 0 || c == 0 {
+            return;
+        }
+        for (k, chunk) in xs.chunks(inner).enumerate() {
+            let ch = k % c;
+            let m = chunk
+                .iter()
+                .filter(|x| !is_mask_value(**x))
+                .fold(0f32, |m, x| m.max(x.abs()));
+            if m > self.channel_absmax[ch] {
+                self.channel_absmax[ch] = m;
+            }
+        }
+    }
+
+    fn observe_constant(&mut self, xs: &[f32]) {
+        if !self.constant {
+            return;
+        }
+        match &self.first {
+            None if self.samples == 0 && xs.len() <= CONSTANT_CHECK_LIMIT => {
+                self.first = Some(xs.to_vec())
+            }
+            None => self.constant = false,
+            Some(f) => {
+                let same = f.len() == xs.len()
+                    && f.iter()
+                        .zip(xs)
+                        .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                if !same {
+                    self.constant = false;
+                    self.first = None;
+                }
+            }
+        }
+    }
+
+    /// Total number of data (non-mask) values.
+    pub fn count(&self) -> u64 {
+        self.hist.total
+    }
+
+    /// Largest |x| of the data values (0 when none).
+    pub fn absmax(&self) -> f32 {
+        self.hist.max
+    }
+
+    /// Mean of the data values.
+    pub fn mean(&self) -> f64 {
+        if self.hist.total == 0 {
+            0.0
+        } else {
+            self.sum / self.hist.total as f64
+        }
+    }
+
+    /// True when every data value seen was exactly zero.
+    pub fn all_zero(&self) -> bool {
+        self.hist.max == 0.0
+    }
+
+    /// Fraction of data values with |x| > `t` (what a threshold clips).
+    pub fn clipped_fraction(&self, t: f64) -> f64 {
+        let total = self.hist.total;
+        if total == 0 {
+            return 0.0;
+        }
+        let w = self.hist.width();
+        if w == 0.0 {
+            return 0.0;
+        }
+        let first = (t / w).floor() as usize;
+        let above: u64 = self.hist.counts().iter().skip(first + 1).sum();
+        above as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_never_set_the_range() {
+        let mut s = TensorStats::new(64);
+        s.observe(&[1.0, -2.0, f32::NEG_INFINITY, f32::MIN, -1e9, f32::NAN], &[6]);
+        assert_eq!((s.min, s.max, s.absmax()), (-2.0, 1.0, 2.0));
+        assert_eq!((s.mask_values, s.nan, s.count()), (4, 1, 2));
+    }
+
+    #[test]
+    fn per_channel_extremes_along_axis_one() {
+        let mut s = TensorStats::new(64);
+        // shape [1, 2, 2, 1]: channel 0 = [1, -3], channel 1 = [0.5, 2]
+        s.observe(&[1.0, -3.0, 0.5, 2.0], &[1, 2, 2, 1]);
+        assert_eq!(s.channel_absmax, vec![3.0, 2.0]);
+        assert_eq!(s.channel_axis, 1);
+    }
+
+    #[test]
+    fn constant_inputs_are_detected() {
+        let mut s = TensorStats::new(16);
+        s.observe(&[999.0], &[1]);
+        s.observe(&[999.0], &[1]);
+        assert!(s.constant);
+        s.observe(&[3.0], &[1]);
+        assert!(!s.constant);
+    }
+
+    #[test]
+    fn clipped_fraction_counts_values_above_the_threshold() {
+        let mut s = TensorStats::new(128);
+        let xs: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        s.observe(&xs, &[100]);
+        let f = s.clipped_fraction(89.5);
+        assert!((0.09..=0.11).contains(&f), "{f}");
+        assert_eq!(s.clipped_fraction(1000.0), 0.0);
+    }
+}

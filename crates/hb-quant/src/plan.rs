@@ -1,0 +1,398 @@
+//! The quantization plan: which tensors get a calibration node, with which
+//! qtype, resolved from the config levels
+//! `model_config < op_config < subgraph_config < node_config` (plus the
+//! legacy forms `node_info`, `run_on_cpu` and `optimization` shortcuts).
+
+use crate::config::{
+    BiasCorrection, HbConfig, InputQ, NodeConfig, Placement, QuantConfig, SubgraphConfig,
+};
+use crate::ops::{data_inputs, is_quantized_op, weight_slot, WEIGHTED};
+use crate::qtype::QType;
+use hb_ir::Graph;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Folds every legacy spelling of the config into one `QuantConfig`:
+/// `node_info` and `run_on_cpu` into `node_config` (node_config wins),
+/// `optimization` shortcuts, and the top-level `calibration_type`,
+/// `max_percentile`, `per_channel` into `model_config.activation` when the
+/// quant_config does not set them.
+pub fn effective_quant_config(cfg: &HbConfig) -> QuantConfig {
+    let mut qc = cfg.calibration.quant_config.clone();
+    for (name, info) in &cfg.model.node_info {
+        let e = qc.node.entry(name.clone()).or_default();
+        fill_missing(e, info);
+    }
+    for name in &cfg.calibration.run_on_cpu {
+        let e = qc.node.entry(name.clone()).or_default();
+        e.on.get_or_insert(Placement::Cpu);
+    }
+    let act = &mut qc.model.activation;
+    if act.calibration_type.is_empty() {
+        if let Some(t) = &cfg.calibration.calibration_type {
+            if t != "default" {
+                act.calibration_type = vec![t.clone()];
+            }
+        }
+    }
+    if act.max_percentile.is_empty() {
+        if let Some(p) = cfg.calibration.max_percentile {
+            act.max_percentile = vec![p];
+        }
+    }
+    if act.per_channel.is_empty() {
+        if let Some(p) = cfg.calibration.per_channel {
+            act.per_channel = vec![p];
+        }
+    }
+    for o in &cfg.calibration.optimization {
+        match o.as_str() {
+            "set_all_nodes_int16" => {
+                qc.model.all_node_type.get_or_insert(QType::Int16);
+            }
+            "set_model_output_int8" => {
+                qc.model.model_output_type.get_or_insert(QType::Int8);
+            }
+            "set_model_output_int16" => {
+                qc.model.model_output_type.get_or_insert(QType::Int16);
+            }
+            "asymmetric" => {
+                if qc.model.activation.asymmetric.is_empty() {
+                    qc.model.activation.asymmetric = vec![true];
+                }
+            }
+            "bias_correction" => {
+                qc.model
+                    .weight
+                    .bias_correction
+                    .get_or_insert(BiasCorrection {
+                        num_sample: 1,
+                        metric: "cosine-similarity".into(),
+                    });
+            }
+            other => {
+                if let Some(op) = other
+                    .strip_prefix("set_")
+                    .and_then(|s| s.strip_suffix("_input_int16"))
+                {
+                    let e = qc.op.entry(op.to_string()).or_default();
+                    e.all_inputs.get_or_insert(InputQ::Type(QType::Int16));
+                } else if let Some(op) = other
+                    .strip_prefix("set_")
+                    .and_then(|s| s.strip_suffix("_output_int16"))
+                {
+                    let e = qc.op.entry(op.to_string()).or_default();
+                    e.output_type.get_or_insert(QType::Int16);
+                }
+            }
+        }
+    }
+    qc
+}
+
+fn fill_missing(e: &mut NodeConfig, from: &NodeConfig) {
+    if e.qtype.is_none() {
+        e.qtype = from.qtype;
+    }
+    if e.all_inputs.is_none() {
+        e.all_inputs = from.all_inputs;
+    }
+    if e.output_type.is_none() {
+        e.output_type = from.output_type;
+    }
+    if e.on.is_none() {
+        e.on = from.on;
+    }
+    for (k, v) in &from.inputs {
+        e.inputs.entry(*k).or_insert(*v);
+    }
+}
+
+/// A node's resolved quantization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeQuant {
+    /// The node's qtype (float32 when it runs on the CPU or is passive).
+    pub qtype: QType,
+    /// Per input position: the qtype (or ec) it is read with.
+    pub inputs: Vec<InputQ>,
+    /// Where it runs.
+    pub on: Placement,
+    /// The subgraph_config entry it belongs to, if any.
+    pub subgraph: Option<String>,
+    /// Whether the node computes on quantized inputs at all.
+    pub quantized: bool,
+}
+
+/// Whether a tensor is an activation or a weight, and its channel axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorKind {
+    /// An activation (feature map).
+    Feature,
+    /// A weight initializer, thresholds per output channel along `axis`.
+    Weight {
+        /// Output-channel axis.
+        axis: usize,
+    },
+}
+
+/// One calibration node to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibPoint {
+    /// The tensor it quantizes.
+    pub tensor: String,
+    /// Its qtype.
+    pub qtype: QType,
+    /// Error compensation requested (`ec`).
+    pub ec: bool,
+    /// Feature or weight.
+    pub kind: TensorKind,
+    /// `(node index, input position)` that read the quantized value.
+    pub consumers: Vec<(usize, usize)>,
+    /// True for the calibration of a model output (after its producer).
+    pub model_output: bool,
+}
+
+impl CalibPoint {
+    /// True for a weight point.
+    pub fn is_weight(&self) -> bool {
+        matches!(self.kind, TensorKind::Weight { .. })
+    }
+}
+
+/// Everything the calibration needs to know about the graph's quantization.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Per node (graph order).
+    pub nodes: Vec<NodeQuant>,
+    /// Calibration points, features first (graph order), then weights.
+    pub points: Vec<CalibPoint>,
+}
+
+/// Why a plan cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A config names a node or tensor the model does not have.
+    #[error("{what} '{name}' is not in the optimized model{hint}")]
+    Unknown {
+        /// "node_config node", "subgraph_config input", ...
+        what: String,
+        /// The name.
+        name: String,
+        /// A close name, formatted.
+        hint: String,
+    },
+}
+
+fn hint(name: &str, candidates: impl Iterator<Item = String>) -> String {
+    let best = candidates
+        .map(|c| (strsim::jaro_winkler(name, &c), c))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((s, c)) if s > 0.8 => format!(" (did you mean '{c}'?)"),
+        _ => String::new(),
+    }
+}
+
+/// Nodes lying on a path from one of `sg.inputs` to one of `sg.outputs`.
+fn subgraph_members(g: &Graph, sg: &SubgraphConfig) -> HashSet<usize> {
+    let mut fwd_vals: HashSet<&str> = sg.inputs.iter().map(String::as_str).collect();
+    let mut fwd = HashSet::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if n.inputs.iter().any(|x| fwd_vals.contains(x.as_str())) {
+            fwd.insert(i);
+            fwd_vals.extend(n.outputs.iter().map(String::as_str));
+        }
+    }
+    let mut bwd_vals: HashSet<&str> = sg.outputs.iter().map(String::as_str).collect();
+    let mut members = HashSet::new();
+    for (i, n) in g.nodes.iter().enumerate().rev() {
+        if n.outputs.iter().any(|x| bwd_vals.contains(x.as_str())) {
+            if fwd.contains(&i) {
+                members.insert(i);
+            }
+            bwd_vals.extend(n.inputs.iter().map(String::as_str));
+        }
+    }
+    members
+}
+
+/// Resolves every node's qtype and lists the calibration points.
+pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
+    let node_names: HashSet<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+    for name in qc.node.keys() {
+        if !node_names.contains(name.as_str()) {
+            return Err(PlanError::Unknown {
+                what: "node_config node".into(),
+                name: name.clone(),
+                hint: hint(name, g.nodes.iter().map(|n| n.name.clone())),
+            });
+        }
+    }
+    let values: HashSet<&str> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter().chain(&n.outputs))
+        .map(String::as_str)
+        .chain(g.inputs.iter().map(|v| v.name.as_str()))
+        .collect();
+    let mut membership: HashMap<usize, String> = HashMap::new();
+    for (sg_name, sg) in &qc.subgraph {
+        for t in sg.inputs.iter().chain(&sg.outputs) {
+            if !values.contains(t.as_str()) {
+                return Err(PlanError::Unknown {
+                    what: format!("subgraph_config.{sg_name} tensor"),
+                    name: t.clone(),
+                    hint: hint(t, values.iter().map(|s| s.to_string())),
+                });
+            }
+        }
+        for i in subgraph_members(g, sg) {
+            membership.insert(i, sg_name.clone());
+        }
+    }
+    let default_q = qc.model.all_node_type.unwrap_or(QType::Int8);
+    let nodes: Vec<NodeQuant> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let node_cfg = qc.node.get(&n.name);
+            let op_cfg = qc.op.get(&n.op_type);
+            let sg = membership.get(&i);
+            let sg_q = sg.and_then(|s| qc.subgraph.get(s)).map(|s| s.qtype);
+            let on = node_cfg
+                .and_then(|c| c.on)
+                .or(op_cfg.and_then(|c| c.on))
+                .unwrap_or(Placement::Bpu);
+            let quantized = is_quantized_op(n) && on == Placement::Bpu;
+            let level_q = node_cfg
+                .and_then(|c| c.qtype)
+                .or(sg_q)
+                .or(op_cfg.and_then(|c| c.qtype))
+                .unwrap_or(default_q);
+            let qtype = if quantized { level_q } else { QType::Float32 };
+            let inputs = (0..n.inputs.len())
+                .map(|k| {
+                    if !quantized {
+                        return InputQ::Type(QType::Float32);
+                    }
+                    let from = |c: Option<&NodeConfig>| {
+                        c.and_then(|c| c.inputs.get(&k).copied().or(c.all_inputs))
+                    };
+                    from(node_cfg)
+                        .or(node_cfg.and_then(|c| c.qtype).map(InputQ::Type))
+                        .or(sg_q.map(InputQ::Type))
+                        .or(from(op_cfg))
+                        .unwrap_or(InputQ::Type(level_q))
+                })
+                .collect();
+            NodeQuant {
+                qtype,
+                inputs,
+                on,
+                subgraph: sg.cloned(),
+                quantized,
+            }
+        })
+        .collect();
+    let mut features: BTreeMap<(String, QType, bool), CalibPoint> = BTreeMap::new();
+    let mut order: Vec<(String, QType, bool)> = Vec::new();
+    let mut weights: Vec<CalibPoint> = Vec::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        let nq = &nodes[i];
+        if !nq.quantized {
+            continue;
+        }
+        for k in data_inputs(n) {
+            let t = &n.inputs[k];
+            if t.is_empty() {
+                continue;
+            }
+            let (qtype, ec) = match nq.inputs[k] {
+                InputQ::Type(QType::Float32) => continue,
+                InputQ::Type(q) => (q, false),
+                InputQ::Ec => (QType::Int8, true),
+            };
+            if let Some(w) = g.initializer(t) {
+                if !w.dtype().is_float() {
+                    continue;
+                }
+                if let Some(slot) = weight_slot(n, w.shape().len()).filter(|s| s.input == k) {
+                    let kind = TensorKind::Weight { axis: slot.axis };
+                    if let Some(p) = weights
+                        .iter_mut()
+                        .find(|p| &p.tensor == t && p.qtype == qtype && p.ec == ec && p.kind == kind)
+                    {
+                        p.consumers.push((i, k));
+                    } else {
+                        weights.push(CalibPoint {
+                            tensor: t.clone(),
+                            qtype,
+                            ec,
+                            kind,
+                            consumers: vec![(i, k)],
+                            model_output: false,
+                        });
+                    }
+                }
+                continue;
+            }
+            let key = (t.clone(), qtype, ec);
+            let p = features.entry(key.clone()).or_insert_with(|| {
+                order.push(key.clone());
+                CalibPoint {
+                    tensor: t.clone(),
+                    qtype,
+                    ec,
+                    kind: TensorKind::Feature,
+                    consumers: Vec::new(),
+                    model_output: false,
+                }
+            });
+            p.consumers.push((i, k));
+        }
+    }
+    let mut points: Vec<CalibPoint> = order
+        .into_iter()
+        .filter_map(|k| features.remove(&k))
+        .collect();
+    for out in &g.outputs {
+        let Some(p) = g.producer(&out.name) else {
+            continue;
+        };
+        let pn = &g.nodes[p];
+        let explicit = qc
+            .node
+            .get(&pn.name)
+            .and_then(|c| c.output_type)
+            .or(qc.op.get(&pn.op_type).and_then(|c| c.output_type))
+            .or(qc.model.model_output_type);
+        let q = match explicit {
+            Some(q) => q,
+            // A weighted op that ends the model keeps 32-bit precision.
+            None if WEIGHTED.contains(&pn.op_type.as_str()) => QType::Float32,
+            None if nodes[p].quantized => nodes[p].qtype,
+            None => QType::Float32,
+        };
+        if q != QType::Float32 {
+            points.push(CalibPoint {
+                tensor: out.name.clone(),
+                qtype: q,
+                ec: false,
+                kind: TensorKind::Feature,
+                consumers: Vec::new(),
+                model_output: true,
+            });
+        }
+    }
+    points.extend(weights);
+    Ok(Plan { nodes, points })
+}
+
+/// Tensors some feature point reads (for the statistics pass).
+pub fn feature_tensors(plan: &Plan) -> BTreeSet<String> {
+    plan.points
+        .iter()
+        .filter(|p| !p.is_weight())
+        .map(|p| p.tensor.clone())
+        .collect()
+}

@@ -1,0 +1,395 @@
+//! What a calibration run tells the user: the per-node and per-output tables
+//! of REFERENCE.md §3 and the traps it met (masks, all-zero tensors,
+//! integer and constant inputs, saturation).
+
+use crate::calib::candidate::Thresholds;
+use crate::calib::observer::MASK_LIMIT;
+use crate::config::Placement;
+use crate::pipeline::StatsView;
+use crate::plan::{CalibPoint, Plan};
+use hb_float::ValueDump;
+use hb_ir::Model;
+use hb_tensor::{metrics, Tensor};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Something the user should know about the calibration.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    /// `warning` or `info`.
+    pub level: &'static str,
+    /// A short stable key (`mask-values`, `integer-input`, ...).
+    pub kind: &'static str,
+    /// The sentence, naming the tensor and node.
+    pub message: String,
+}
+
+impl Finding {
+    /// A warning.
+    pub fn warning(kind: &'static str, message: String) -> Self {
+        Finding {
+            level: "warning",
+            kind,
+            message,
+        }
+    }
+    /// A note.
+    pub fn info(kind: &'static str, message: String) -> Self {
+        Finding {
+            level: "info",
+            kind,
+            message,
+        }
+    }
+}
+
+/// One row of the per-node table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeRow {
+    /// Node name.
+    pub node: String,
+    /// `BPU` or `CPU`.
+    pub on: &'static str,
+    /// Subgraph id (BPU segments), `None` for CPU nodes.
+    pub subgraph: Option<usize>,
+    /// Op type.
+    pub op: String,
+    /// Cosine of the node's first output, float vs fake-quant, on one calibration sample.
+    pub cosine: Option<f64>,
+    /// Threshold of its first quantized input (largest channel when per channel).
+    pub threshold: Option<f32>,
+    /// Its qtype.
+    pub dtype: String,
+}
+
+/// One row of the per-output table (means over the scored samples).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OutputRow {
+    /// Output name.
+    pub output: String,
+    /// Cosine similarity.
+    pub cosine: f64,
+    /// L1 distance (mean |a − b|).
+    pub l1: f64,
+    /// L2 distance (‖a − b‖ / N).
+    pub l2: f64,
+    /// Chebyshev distance (max |a − b|).
+    pub chebyshev: f64,
+    /// The search metric.
+    pub metric: f64,
+}
+
+impl OutputRow {
+    /// A zeroed row.
+    pub fn new(name: &str) -> Self {
+        OutputRow {
+            output: name.to_string(),
+            cosine: 0.0,
+            l1: 0.0,
+            l2: 0.0,
+            chebyshev: 0.0,
+            metric: 0.0,
+        }
+    }
+}
+
+/// Subgraph ids: connected BPU nodes share an id, numbered in graph order.
+fn subgraphs(model: &Model, plan: &Plan) -> Vec<Option<usize>> {
+    let g = &model.graph;
+    let n = g.nodes.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(p: &mut [usize], mut i: usize) -> usize {
+        while p[i] != i {
+            p[i] = p[p[i]];
+            i = p[i];
+        }
+        i
+    }
+    let producer: HashMap<&str, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, nd)| nd.outputs.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let bpu = |i: usize| plan.nodes[i].on == Placement::Bpu;
+    for (i, nd) in g.nodes.iter().enumerate() {
+        if !bpu(i) {
+            continue;
+        }
+        for x in &nd.inputs {
+            if let Some(&j) = producer.get(x.as_str()) {
+                if bpu(j) {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    parent[a] = b;
+                }
+            }
+        }
+    }
+    let mut ids: HashMap<usize, usize> = HashMap::new();
+    (0..n)
+        .map(|i| {
+            if !bpu(i) {
+                return None;
+            }
+            let r = find(&mut parent, i);
+            let next = ids.len();
+            Some(*ids.entry(r).or_insert(next))
+        })
+        .collect()
+}
+
+fn flat(t: &Tensor) -> Option<Vec<f32>> {
+    t.to_f32().ok().map(|a| a.iter().copied().collect())
+}
+
+/// The per-node table: float values and fake-quant values of one sample.
+pub fn node_rows(
+    model: &Model,
+    plan: &Plan,
+    points: &[CalibPoint],
+    thresholds: &[Thresholds],
+    float: &ValueDump,
+    quant: &ValueDump,
+) -> Vec<NodeRow> {
+    let fv: HashMap<&str, &Tensor> = float.values.iter().map(|(_, v, t)| (v.as_str(), t)).collect();
+    let qv: HashMap<&str, &Tensor> = quant.values.iter().map(|(_, v, t)| (v.as_str(), t)).collect();
+    let mut input_th: HashMap<usize, f32> = HashMap::new();
+    for (p, t) in points.iter().zip(thresholds) {
+        for &(node, input) in &p.consumers {
+            if p.is_weight() {
+                continue;
+            }
+            let e = input_th.entry(node).or_insert(f32::NAN);
+            if e.is_nan() || input == 0 {
+                *e = t.magnitude();
+            }
+        }
+    }
+    let sg = subgraphs(model, plan);
+    model
+        .graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let cosine = n.outputs.first().and_then(|o| {
+                let (a, b) = (flat(fv.get(o.as_str())?)?, flat(qv.get(o.as_str())?)?);
+                (a.len() == b.len() && !a.is_empty()).then(|| metrics::cosine(&a, &b))
+            });
+            let nq = &plan.nodes[i];
+            NodeRow {
+                node: n.name.clone(),
+                on: if nq.on == Placement::Bpu { "BPU" } else { "CPU" },
+                subgraph: sg[i],
+                op: n.op_type.clone(),
+                cosine,
+                threshold: input_th.get(&i).copied().filter(|t| !t.is_nan()),
+                dtype: if nq.quantized {
+                    nq.qtype.to_string()
+                } else if nq.on == Placement::Cpu {
+                    "float32".into()
+                } else {
+                    "--".into()
+                },
+            }
+        })
+        .collect()
+}
+
+/// The traps of REFERENCE.md §6 met by this calibration.
+pub fn trap_findings(
+    model: &Model,
+    points: &[CalibPoint],
+    thresholds: &[Thresholds],
+    stats: &StatsView,
+    out: &mut Vec<Finding>,
+) {
+    let readers = |p: &CalibPoint| -> String {
+        let mut names: Vec<&str> = p
+            .consumers
+            .iter()
+            .map(|(n, _)| model.graph.nodes[*n].name.as_str())
+            .collect();
+        names.dedup();
+        if names.is_empty() {
+            "the model output".into()
+        } else {
+            names.join(", ")
+        }
+    };
+    for (p, t) in points.iter().zip(thresholds) {
+        if p.is_weight() {
+            continue;
+        }
+        let Some(st) = stats.feature.get(p.tensor.as_str()) else {
+            continue;
+        };
+        if st.mask_values > 0 {
+            let total = st.mask_values + st.count();
+            out.push(Finding::warning(
+                "mask-values",
+                format!(
+                    "tensor '{}' (read by {}) holds mask values (-inf or |x| ≥ {MASK_LIMIT:e}) in {:.1}% of its elements: they are left out of its threshold ({}, from the data values in [{}, {}]) and pass the calibration node unchanged",
+                    p.tensor,
+                    readers(p),
+                    100.0 * st.mask_values as f64 / total.max(1) as f64,
+                    fmt_th(t),
+                    st.min,
+                    st.max
+                ),
+            ));
+        }
+        if st.all_zero() && st.count() > 0 {
+            out.push(Finding::warning(
+                "all-zero",
+                format!(
+                    "tensor '{}' (read by {}) was 0 in every calibration sample: threshold set to 1.0",
+                    p.tensor,
+                    readers(p)
+                ),
+            ));
+        }
+    }
+    for (name, dtype, st) in &stats.inputs {
+        if !dtype.is_float() {
+            out.push(Finding::info(
+                "integer-input",
+                format!(
+                    "input '{name}' is {dtype} (indices, ids or timesteps): it is not quantized and stays exact"
+                ),
+            ));
+        }
+        if st.constant && st.samples > 1 {
+            let value = if st.min == st.max {
+                format!(" (always {})", st.min)
+            } else {
+                String::new()
+            };
+            out.push(Finding::warning(
+                "constant-input",
+                format!(
+                    "input '{name}' is identical in all {} calibration samples{value}: thresholds downstream only cover that one value; calibrate with the values the model will see",
+                    st.samples
+                ),
+            ));
+        }
+    }
+    for (p, t) in points.iter().zip(thresholds) {
+        if p.is_weight() || !model.graph.inputs.iter().any(|v| v.name == p.tensor) {
+            continue;
+        }
+        let Some(st) = stats.feature.get(p.tensor.as_str()) else {
+            continue;
+        };
+        let clipped = st.clipped_fraction(f64::from(t.magnitude()));
+        if clipped > 1e-3 {
+            out.push(Finding::warning(
+                "input-saturation",
+                format!(
+                    "input '{}' ({}): {:.2}% of the calibration values exceed the threshold {} and saturate",
+                    p.tensor,
+                    p.qtype,
+                    100.0 * clipped,
+                    fmt_th(t)
+                ),
+            ));
+        }
+    }
+}
+
+fn fmt_th(t: &Thresholds) -> String {
+    if t.asymmetric && t.values.len() == 2 {
+        format!("[{:.6}, {:.6}]", t.values[0], t.values[1])
+    } else if t.values.len() == 1 {
+        format!("{:.6}", t.values[0])
+    } else {
+        format!("per channel, max {:.6}", t.magnitude())
+    }
+}
+
+/// Renders a table with left-aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w.get(i).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut s = line(header.iter().map(|h| h.to_string()).collect());
+    s.push('\n');
+    s.push_str(&"-".repeat(w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1)));
+    s.push('\n');
+    for r in rows {
+        s.push_str(&line(r.clone()));
+        s.push('\n');
+    }
+    s
+}
+
+/// The per-node table as text.
+pub fn render_nodes(rows: &[NodeRow]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.node.clone(),
+                r.on.to_string(),
+                r.subgraph.map_or("--".into(), |s| s.to_string()),
+                r.op.clone(),
+                r.cosine.map_or("--".into(), |c| format!("{c:.6}")),
+                r.threshold.map_or("--".into(), |t| format!("{t:.6}")),
+                r.dtype.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "Node",
+            "ON",
+            "Subgraph",
+            "Type",
+            "Cosine Similarity",
+            "Threshold",
+            "DataType",
+        ],
+        &body,
+    )
+}
+
+/// The per-output table as text.
+pub fn render_outputs(rows: &[OutputRow]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.output.clone(),
+                format!("{:.6}", r.cosine),
+                format!("{:.6}", r.l1),
+                format!("{:.6}", r.l2),
+                format!("{:.6}", r.chebyshev),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "Output",
+            "Cosine Similarity",
+            "L1 Distance",
+            "L2 Distance",
+            "Chebyshev Distance",
+        ],
+        &body,
+    )
+}
