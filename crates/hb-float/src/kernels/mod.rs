@@ -8,6 +8,7 @@ pub mod ew;
 pub mod gather;
 pub mod generate;
 pub mod grid_sample;
+pub mod horizon;
 pub mod pad;
 pub mod quant;
 pub mod reduce;
@@ -59,4 +60,5 @@ pub fn register_all(r: &mut Registry) {
     quant::register(r);
     grid_sample::register(r);
     unique::register(r);
+    horizon::register(r);
 }
