@@ -48,6 +48,9 @@ fn calibration_node(p: &CalibPoint, t: &Thresholds, input: &str, name: &str, out
     if p.ec {
         n.set_attr("ec", Attr::Int(1));
     }
+    if t.keep_masks {
+        n.set_attr("keep_masks", Attr::Int(1));
+    }
     n
 }
 
@@ -141,7 +144,11 @@ pub fn calibration_infos(model: &Model) -> Vec<CalibrationInfo> {
                 .ok()
                 .and_then(|q| QType::parse(&q)),
             tensor_type: n.string_or("tensor_type", "feature").unwrap_or_default(),
-            thresholds: n.get_floats("thresholds").ok().flatten().unwrap_or_default(),
+            thresholds: n
+                .get_floats("thresholds")
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
             on: n
                 .string_or("switch", "ON")
                 .map(|s| s.eq_ignore_ascii_case("on"))

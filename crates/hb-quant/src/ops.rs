@@ -78,11 +78,28 @@ pub fn data_inputs(node: &Node) -> Vec<usize> {
     match node.op_type.as_str() {
         "Conv" | "ConvTranspose" | "Gemm" => first(2),
         "MatMul" | "GridSample" => first(2),
-        "Resize" | "Upsample" | "Clip" | "LayerNormalization" | "GroupNormalization"
-        | "InstanceNormalization" | "BatchNormalization" | "RMSNormalization"
-        | "LpNormalization" | "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin"
-        | "ReduceProd" | "ReduceL1" | "ReduceL2" | "ReduceLogSumExp" | "ReduceSumSquare"
-        | "CumSum" | "Softmax" | "LogSoftmax" | "LRN" => first(1),
+        "Resize"
+        | "Upsample"
+        | "Clip"
+        | "LayerNormalization"
+        | "GroupNormalization"
+        | "InstanceNormalization"
+        | "BatchNormalization"
+        | "RMSNormalization"
+        | "LpNormalization"
+        | "ReduceMean"
+        | "ReduceSum"
+        | "ReduceMax"
+        | "ReduceMin"
+        | "ReduceProd"
+        | "ReduceL1"
+        | "ReduceL2"
+        | "ReduceLogSumExp"
+        | "ReduceSumSquare"
+        | "CumSum"
+        | "Softmax"
+        | "LogSoftmax"
+        | "LRN" => first(1),
         "Attention" => first(3),
         _ => (0..n).collect(),
     }
@@ -133,7 +150,12 @@ mod tests {
 
     #[test]
     fn passive_ops_are_not_quantized() {
-        assert!(!is_quantized_op(&Node::new("r", "Reshape", &["a", "s"], &["y"])));
+        assert!(!is_quantized_op(&Node::new(
+            "r",
+            "Reshape",
+            &["a", "s"],
+            &["y"]
+        )));
         assert!(is_quantized_op(&Node::new("s", "Softmax", &["a"], &["y"])));
     }
 }

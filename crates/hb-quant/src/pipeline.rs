@@ -154,9 +154,9 @@ fn bar(len: usize, msg: &str, show: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let b = ProgressBar::new(len as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg:>12} [{bar:40}] {pos}/{len} ({elapsed})",
-    ) {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({elapsed})")
+    {
         b.set_style(style.progress_chars("=> "));
     }
     b.set_message(msg.to_string());
@@ -290,7 +290,10 @@ fn evaluate(
             let (Ok(a), Ok(b)) = (a.to_f32(), b.to_f32()) else {
                 continue;
             };
-            let (a, b) = (a.iter().copied().collect::<Vec<_>>(), b.iter().copied().collect::<Vec<_>>());
+            let (a, b) = (
+                a.iter().copied().collect::<Vec<_>>(),
+                b.iter().copied().collect::<Vec<_>>(),
+            );
             if rows.len() <= k {
                 rows.push(OutputRow::new(name));
             }
@@ -475,7 +478,13 @@ pub fn calibrate(
         }
         thresholds[i] = raw;
     }
-    report::trap_findings(model, &points, &thresholds, &stats_view(&stats), &mut findings);
+    report::trap_findings(
+        model,
+        &points,
+        &thresholds,
+        &stats_view(&stats),
+        &mut findings,
+    );
     let calibrated = insert_calibration(model, &points, &thresholds)?;
 
     // Per-node cosine on the first calibration sample.

@@ -318,10 +318,9 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
                 }
                 if let Some(slot) = weight_slot(n, w.shape().len()).filter(|s| s.input == k) {
                     let kind = TensorKind::Weight { axis: slot.axis };
-                    if let Some(p) = weights
-                        .iter_mut()
-                        .find(|p| &p.tensor == t && p.qtype == qtype && p.ec == ec && p.kind == kind)
-                    {
+                    if let Some(p) = weights.iter_mut().find(|p| {
+                        &p.tensor == t && p.qtype == qtype && p.ec == ec && p.kind == kind
+                    }) {
                         p.consumers.push((i, k));
                     } else {
                         weights.push(CalibPoint {

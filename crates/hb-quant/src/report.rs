@@ -151,8 +151,16 @@ pub fn node_rows(
     float: &ValueDump,
     quant: &ValueDump,
 ) -> Vec<NodeRow> {
-    let fv: HashMap<&str, &Tensor> = float.values.iter().map(|(_, v, t)| (v.as_str(), t)).collect();
-    let qv: HashMap<&str, &Tensor> = quant.values.iter().map(|(_, v, t)| (v.as_str(), t)).collect();
+    let fv: HashMap<&str, &Tensor> = float
+        .values
+        .iter()
+        .map(|(_, v, t)| (v.as_str(), t))
+        .collect();
+    let qv: HashMap<&str, &Tensor> = quant
+        .values
+        .iter()
+        .map(|(_, v, t)| (v.as_str(), t))
+        .collect();
     let mut input_th: HashMap<usize, f32> = HashMap::new();
     for (p, t) in points.iter().zip(thresholds) {
         for &(node, input) in &p.consumers {
@@ -179,7 +187,11 @@ pub fn node_rows(
             let nq = &plan.nodes[i];
             NodeRow {
                 node: n.name.clone(),
-                on: if nq.on == Placement::Bpu { "BPU" } else { "CPU" },
+                on: if nq.on == Placement::Bpu {
+                    "BPU"
+                } else {
+                    "CPU"
+                },
                 subgraph: sg[i],
                 op: n.op_type.clone(),
                 cosine,

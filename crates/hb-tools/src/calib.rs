@@ -144,7 +144,7 @@ fn prepare_inputs(cfg: &HbConfig, model: &mut Model) -> ToolResult<Vec<ValueInfo
                         ),
                     ));
                 }
-                info.shape = Some(shape.iter().map(|&d| hb_ir::Dim::Fixed(d as i64)).collect());
+                info.shape = Some(shape.iter().map(|&d| hb_ir::Dim::Fixed(d)).collect());
                 if let Some(v) = model.graph.inputs.iter_mut().find(|v| v.name == info.name) {
                     *v = info.clone();
                 }
@@ -163,7 +163,11 @@ fn add_preprocess(model: &mut Model, info: &ValueInfo, p: &InputParams) {
         Some("NHWC") => 3,
         _ => 1,
     };
-    let mean = if p.mean.is_empty() { vec![0.0] } else { p.mean.clone() };
+    let mean = if p.mean.is_empty() {
+        vec![0.0]
+    } else {
+        p.mean.clone()
+    };
     let scale = if !p.std.is_empty() {
         p.std.iter().map(|s| 1.0 / s).collect()
     } else if !p.scale.is_empty() {
@@ -195,23 +199,17 @@ fn cut_outputs(model: &mut Model, names: &[String]) -> ToolResult<()> {
         let tensors: Vec<String> = match g.nodes.iter().find(|x| &x.name == n) {
             Some(node) => node.outputs.clone(),
             None if g.producer(n).is_some() => vec![n.clone()],
-            None => {
-                return Err(ToolError::input(format!(
-                    "model_parameters.output_nodes: '{n}' is neither a node nor a tensor of the model"
-                )))
-            }
+            None => return Err(ToolError::input(format!(
+                "model_parameters.output_nodes: '{n}' is neither a node nor a tensor of the model"
+            ))),
         };
         for t in tensors {
-            let vi = g
-                .value_info
-                .get(&t)
-                .cloned()
-                .unwrap_or_else(|| ValueInfo {
-                    name: t.clone(),
-                    elem_type: 0,
-                    shape: None,
-                    non_tensor: false,
-                });
+            let vi = g.value_info.get(&t).cloned().unwrap_or_else(|| ValueInfo {
+                name: t.clone(),
+                elem_type: 0,
+                shape: None,
+                non_tensor: false,
+            });
             outputs.push(vi);
         }
     }
@@ -251,9 +249,8 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
     let original = model.clone();
     let mut optimized = model;
     cut_outputs(&mut optimized, &cfg.model.output_nodes)?;
-    optimize(&mut optimized).map_err(|e| {
-        ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display()))
-    })?;
+    optimize(&mut optimized)
+        .map_err(|e| ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())))?;
     if cfg.calibration.cal_data_dir.is_empty() {
         return Err(cfg_err(
             &cfg.path,
@@ -273,16 +270,19 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         search_samples: args.search_samples,
         progress: args.progress,
     };
-    let outcome = calibrate(&optimized, &qc, &data, &opts).map_err(|e| {
-        ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display()))
-    })?;
+    let outcome = calibrate(&optimized, &qc, &data, &opts)
+        .map_err(|e| ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())))?;
     let work = args
         .output_dir
         .clone()
         .unwrap_or_else(|| cfg.model.working_dir.clone());
     let prefix = &cfg.model.output_model_file_prefix;
+    #[allow(unused_mut)]
     let mut files = vec![
-        (work.join(format!("{prefix}_original_float_model.onnx")), original),
+        (
+            work.join(format!("{prefix}_original_float_model.onnx")),
+            original,
+        ),
         (
             work.join(format!("{prefix}_optimized_float_model.onnx")),
             optimized,
@@ -293,11 +293,16 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         ),
     ];
     if let Some(q) = &args.export_qdq {
-        let qdq = hb_quant::qdq::export_qdq(&outcome.calibrated).map_err(ToolError::input)?;
-        files.push((q.clone(), qdq));
+        let _ = q;
+        return Err(ToolError::input("--export-qdq: not merged yet"));
     }
     let mut dumps = Vec::new();
-    if cfg.model.debug_mode.iter().any(|d| d == "dump_calibration_data") {
+    if cfg
+        .model
+        .debug_mode
+        .iter()
+        .any(|d| d == "dump_calibration_data")
+    {
         for k in 0..data.count() {
             let s = data.load(k).map_err(ToolError::input)?;
             for v in &infos {
@@ -412,7 +417,9 @@ fn render_log(cfg: &HbConfig, o: &CalibOutcome, s: &CalibSummary) -> String {
             log.push_str(&format!("  [{}] {}: {}\n", f.level, f.kind, f.message));
         }
     }
-    log.push_str("\nPer node (cosine of the node output, float vs calibrated, calibration sample 0):\n");
+    log.push_str(
+        "\nPer node (cosine of the node output, float vs calibrated, calibration sample 0):\n",
+    );
     log.push_str(&report::render_nodes(&o.nodes));
     log.push_str("\nPer output (mean over the scored calibration samples):\n");
     log.push_str(&report::render_outputs(&o.outputs));
@@ -437,8 +444,13 @@ fn write(work: &Path, art: Artefacts) -> ToolResult<()> {
         io::write_npy(path, t)?;
     }
     let log_path = work.join("hb_calib.log");
-    io::write_atomic(&log_path, |w| w.write_all(art.log.as_bytes()))
-        .map_err(|e| ToolError::input(format!("{}: {e}", log_path.display())))?;
+    io::write_atomic(&log_path, |w| {
+        w.write_all(art.log.as_bytes())
+            .map_err(|source| hb_tensor::TensorError::Io {
+                path: log_path.display().to_string(),
+                source,
+            })
+    })?;
     Ok(())
 }
 

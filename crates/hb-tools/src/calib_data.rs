@@ -142,7 +142,8 @@ impl FolderSamples {
                 _ => raw,
             }
         };
-        check_against(info, &t).map_err(|m| ToolError::input(format!("{}: {m}", path.display())))?;
+        check_against(info, &t)
+            .map_err(|m| ToolError::input(format!("{}: {m}", path.display())))?;
         if t.dtype().is_float() {
             let a = t.to_f32()?;
             if let Some(bad) = a.iter().find(|x| !x.is_finite()) {

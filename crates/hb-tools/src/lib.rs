@@ -2,6 +2,8 @@
 //! handling, input-file parsing, model summaries and output writing. The
 //! binaries in `src/bin/` only parse arguments and call into here.
 
+pub mod calib;
+pub mod calib_data;
 pub mod cli;
 pub mod exec;
 pub mod info;

@@ -102,6 +102,18 @@ pub struct FakeQuant {
     pub is_weight: bool,
     /// `switch = ON`.
     pub enabled: bool,
+    /// `keep_masks = 1`: values at or below `-MASK_LIMIT` (attention-mask
+    /// sentinels such as `-inf` or the lowest f32) pass unchanged.
+    pub keep_masks: bool,
+}
+
+/// Magnitude from which a value counts as a mask sentinel, not data.
+pub const MASK_LIMIT: f32 = 1e8;
+
+/// True for a negative mask sentinel (`x ≤ -MASK_LIMIT`, including `-inf`).
+#[inline]
+pub fn is_negative_mask(x: f32) -> bool {
+    x <= -MASK_LIMIT
 }
 
 impl FakeQuant {
@@ -129,6 +141,7 @@ impl FakeQuant {
             asymmetric: node.int_or("asymmetric", 0)? != 0,
             is_weight,
             enabled,
+            keep_masks: node.int_or("keep_masks", 0)? != 0,
         })
     }
 
@@ -144,6 +157,9 @@ impl FakeQuant {
         let sw = if self.enabled { "ON" } else { "OFF" };
         node.set_attr("switch", Attr::String(sw.into()));
         node.set_attr("asymmetric", Attr::Int(i64::from(self.asymmetric)));
+        if self.keep_masks {
+            node.set_attr("keep_masks", Attr::Int(1));
+        }
     }
 
     /// An `HzCalibration` node (domain `horizon`) with these attributes.
@@ -267,6 +283,23 @@ impl FakeQuant {
         if self.is_identity() {
             return Ok(());
         }
+        if self.keep_masks && xs.iter().any(|v| is_negative_mask(*v)) {
+            let masks: Vec<(usize, f32)> = xs
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| is_negative_mask(**v))
+                .map(|(i, v)| (i, *v))
+                .collect();
+            let unmasked = FakeQuant {
+                keep_masks: false,
+                ..self.clone()
+            };
+            unmasked.apply_slice_per_tensor(xs)?;
+            for (i, v) in masks {
+                xs[i] = v;
+            }
+            return Ok(());
+        }
         match self.qtype {
             FqType::Float16 => {
                 round_f16_slice(xs);
@@ -299,6 +332,27 @@ impl FakeQuant {
         let xs = x
             .as_slice_mut()
             .ok_or_else(|| invalid!("array is not contiguous"))?;
+        if self.keep_masks {
+            let masks: Vec<(usize, f32)> = xs
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| is_negative_mask(**v))
+                .map(|(i, v)| (i, *v))
+                .collect();
+            if !masks.is_empty() {
+                let unmasked = FakeQuant {
+                    keep_masks: false,
+                    ..self.clone()
+                };
+                unmasked.apply_array(x)?;
+                if let Some(xs) = x.as_slice_mut() {
+                    for (i, v) in masks {
+                        xs[i] = v;
+                    }
+                }
+                return Ok(());
+            }
+        }
         if self.qtype == FqType::Float16 {
             round_f16_slice(xs);
             return Ok(());
@@ -511,6 +565,7 @@ mod tests {
             asymmetric: false,
             is_weight: false,
             enabled: true,
+            keep_masks: false,
         }
     }
 
@@ -887,6 +942,7 @@ mod tests {
                 asymmetric: asym,
                 is_weight: false,
                 enabled: true,
+                keep_masks: false,
             };
             let x = t(&[2, c, 3], xs);
             let got = q.apply(&x).unwrap();

@@ -175,6 +175,8 @@ pub struct Thresholds {
     pub asymmetric: bool,
     /// How they were chosen.
     pub method: String,
+    /// Mask sentinels (`x ≤ -MASK_LIMIT`) pass the node unchanged.
+    pub keep_masks: bool,
 }
 
 impl Thresholds {
@@ -188,7 +190,11 @@ impl Thresholds {
 pub fn symmetric_threshold(stats: &TensorStats, method: Method, qtype: QType) -> f64 {
     let max = f64::from(stats.absmax());
     let h = &stats.hist;
-    let qmax = if qtype == QType::Int16 { 32767.0 } else { 127.0 };
+    let qmax = if qtype == QType::Int16 {
+        32767.0
+    } else {
+        127.0
+    };
     match method {
         Method::Max => max,
         Method::Percentile(p) => {
@@ -219,14 +225,24 @@ pub fn feature_thresholds(stats: &TensorStats, cand: &Candidate, qtype: QType) -
     let t = symmetric_threshold(stats, cand.method, qtype) as f32;
     let method = cand.to_string();
     let per_channel = cand.per_channel && !stats.channel_absmax.is_empty();
+    let keep_masks = stats.mask_values > stats.nan;
     if cand.asymmetric {
-        let lo = if stats.min.is_finite() { stats.min } else { 0.0 };
-        let hi = if stats.max.is_finite() { stats.max } else { 0.0 };
+        let lo = if stats.min.is_finite() {
+            stats.min
+        } else {
+            0.0
+        };
+        let hi = if stats.max.is_finite() {
+            stats.max
+        } else {
+            0.0
+        };
         return Thresholds {
             values: vec![lo.max(-t), hi.min(t)],
             axis: 0,
             asymmetric: true,
             method,
+            keep_masks,
         };
     }
     if per_channel {
@@ -235,6 +251,7 @@ pub fn feature_thresholds(stats: &TensorStats, cand: &Candidate, qtype: QType) -
             axis: stats.channel_axis,
             asymmetric: false,
             method,
+            keep_masks,
         };
     }
     Thresholds {
@@ -242,6 +259,7 @@ pub fn feature_thresholds(stats: &TensorStats, cand: &Candidate, qtype: QType) -
         axis: 0,
         asymmetric: false,
         method,
+        keep_masks,
     }
 }
 
@@ -277,6 +295,7 @@ pub fn weight_thresholds(w: &[f32], shape: &[usize], axis: usize, percentile: f6
         } else {
             format!("weight-percentile:{percentile}")
         },
+        keep_masks: false,
     }
 }
 

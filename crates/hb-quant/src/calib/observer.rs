@@ -9,8 +9,7 @@
 
 use super::histogram::AbsHistogram;
 
-/// Magnitude from which a finite value counts as a mask sentinel.
-pub const MASK_LIMIT: f32 = 1e8;
+pub use hb_float::kernels::horizon::MASK_LIMIT;
 
 /// True for values that are masks, not data.
 #[inline]
@@ -219,7 +218,10 @@ mod tests {
     #[test]
     fn masks_never_set_the_range() {
         let mut s = TensorStats::new(64);
-        s.observe(&[1.0, -2.0, f32::NEG_INFINITY, f32::MIN, -1e9, f32::NAN], &[6]);
+        s.observe(
+            &[1.0, -2.0, f32::NEG_INFINITY, f32::MIN, -1e9, f32::NAN],
+            &[6],
+        );
         assert_eq!((s.min, s.max, s.absmax()), (-2.0, 1.0, 2.0));
         assert_eq!((s.mask_values, s.nan, s.count()), (4, 1, 2));
     }
