@@ -109,7 +109,7 @@ pub fn set_switch(model: &mut Model, on: bool) {
 }
 
 /// A calibration node as read back from a calibrated model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CalibrationInfo {
     /// Node name.
     pub name: String,

@@ -6,7 +6,7 @@
 use crate::config::{
     BiasCorrection, HbConfig, InputQ, NodeConfig, Placement, QuantConfig, SubgraphConfig,
 };
-use crate::ops::{data_inputs, is_quantized_op, weight_slot, WEIGHTED};
+use crate::ops::{data_inputs, is_quantized_op, weight_slot};
 use crate::qtype::QType;
 use hb_ir::Graph;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -120,6 +120,9 @@ pub struct NodeQuant {
     pub subgraph: Option<String>,
     /// Whether the node computes on quantized inputs at all.
     pub quantized: bool,
+    /// The weighted node (Conv/MatMul/Gemm) this bias Add is fused into: it
+    /// runs in that node's 32-bit accumulator, so its input is not quantized.
+    pub fused_into: Option<usize>,
 }
 
 /// Whether a tensor is an activation or a weight, and its channel axis.
@@ -291,9 +294,12 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
                 on,
                 subgraph: sg.cloned(),
                 quantized,
+                fused_into: None,
             }
         })
         .collect();
+    let mut nodes = nodes;
+    fuse_bias_adds(g, &mut nodes);
     let mut features: BTreeMap<(String, QType, bool), CalibPoint> = BTreeMap::new();
     let mut order: Vec<(String, QType, bool)> = Vec::new();
     let mut weights: Vec<CalibPoint> = Vec::new();
@@ -365,13 +371,9 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
             .and_then(|c| c.output_type)
             .or(qc.op.get(&pn.op_type).and_then(|c| c.output_type))
             .or(qc.model.model_output_type);
-        let q = match explicit {
-            Some(q) => q,
-            // A weighted op that ends the model keeps 32-bit precision.
-            None if WEIGHTED.contains(&pn.op_type.as_str()) => QType::Float32,
-            None if nodes[p].quantized => nodes[p].qtype,
-            None => QType::Float32,
-        };
+        // Without model_output_type / OutputType the outputs leave the model
+        // dequantized at high precision (as the Horizon tools' float32 outputs).
+        let q = explicit.unwrap_or(QType::Float32);
         if q != QType::Float32 {
             points.push(CalibPoint {
                 tensor: out.name.clone(),
@@ -385,6 +387,39 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
     }
     points.extend(weights);
     Ok(Plan { nodes, points })
+}
+
+/// Marks `Add(weighted_output, constant)` (the bias add torch exports after
+/// MatMul, or after a bias-free Conv) as fused into the weighted node when
+/// the weighted output has no other reader: like the BPU, the bias is added
+/// in the 32-bit accumulator and nothing is quantized in between.
+fn fuse_bias_adds(g: &Graph, nodes: &mut [NodeQuant]) {
+    for (i, n) in g.nodes.iter().enumerate() {
+        if n.op_type != "Add" || n.inputs.len() != 2 || !nodes[i].quantized {
+            continue;
+        }
+        let (a, b) = (&n.inputs[0], &n.inputs[1]);
+        let (act, bias) = if g.initializer(b).is_some() {
+            (a, b)
+        } else if g.initializer(a).is_some() {
+            (b, a)
+        } else {
+            continue;
+        };
+        let Some(p) = g.producer(act) else {
+            continue;
+        };
+        let weighted = crate::ops::WEIGHTED.contains(&g.nodes[p].op_type.as_str());
+        let bias_ok = g
+            .initializer(bias)
+            .is_some_and(|t| t.shape().iter().rev().skip(1).all(|&d| d == 1) || t.len() == 1);
+        let only_reader = g.consumers(act).len() == 1 && !g.is_output(act);
+        if weighted && bias_ok && only_reader && nodes[p].quantized {
+            nodes[i].quantized = false;
+            nodes[i].qtype = nodes[p].qtype;
+            nodes[i].fused_into = Some(p);
+        }
+    }
 }
 
 /// Tensors some feature point reads (for the statistics pass).

@@ -3,7 +3,8 @@
 use std::fmt;
 
 /// How a tensor (or a node's input) is represented after quantization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum QType {
     /// Symmetric 8-bit integer (the default).
     Int8,

@@ -198,6 +198,8 @@ pub fn node_rows(
                 threshold: input_th.get(&i).copied().filter(|t| !t.is_nan()),
                 dtype: if nq.quantized {
                     nq.qtype.to_string()
+                } else if let Some(p) = nq.fused_into {
+                    format!("fused into {}", model.graph.nodes[p].name)
                 } else if nq.on == Placement::Cpu {
                     "float32".into()
                 } else {

@@ -199,9 +199,11 @@ fn cut_outputs(model: &mut Model, names: &[String]) -> ToolResult<()> {
         let tensors: Vec<String> = match g.nodes.iter().find(|x| &x.name == n) {
             Some(node) => node.outputs.clone(),
             None if g.producer(n).is_some() => vec![n.clone()],
-            None => return Err(ToolError::input(format!(
+            None => {
+                return Err(ToolError::input(format!(
                 "model_parameters.output_nodes: '{n}' is neither a node nor a tensor of the model"
-            ))),
+            )))
+            }
         };
         for t in tensors {
             let vi = g.value_info.get(&t).cloned().unwrap_or_else(|| ValueInfo {

@@ -4,6 +4,7 @@
 
 pub mod calib;
 pub mod calib_data;
+pub mod calib_info;
 pub mod cli;
 pub mod exec;
 pub mod info;
