@@ -946,9 +946,12 @@ mod tests {
         assert_eq!(q.graph.nodes[1].outputs, vec!["z".to_string()]);
     }
 
-    #[test]
-    fn opset_11_model_is_upgraded() {
-        let mut g = Graph::default();
+    /// An opset-11 model with ops whose signature changed by opset 21.
+    fn opset_11_model() -> Model {
+        let mut g = Graph {
+            name: "g".into(),
+            ..Default::default()
+        };
         g.inputs
             .push(ValueInfo::tensor("x", DType::F32, &[1, 2, 3, 1]));
         g.outputs
@@ -981,12 +984,17 @@ mod tests {
         sp.set_attr("axis", Attr::Int(1));
         sp.set_attr("split", Attr::Ints(vec![1, 1]));
         g.nodes.push(sp);
-        let m = Model {
+        Model {
             ir_version: 6,
             opsets: [(String::new(), 11), ("horizon".to_string(), 1)].into(),
             graph: g,
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn opset_11_model_is_upgraded() {
+        let m = opset_11_model();
         let q = export_qdq(&m).unwrap();
         assert_eq!(q.onnx_opset(), 21);
         let ops: Vec<&str> = q.graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
@@ -1004,6 +1012,55 @@ mod tests {
         let mut old = m.clone();
         old.opsets.insert(String::new(), 9);
         assert!(matches!(export_qdq(&old), Err(QdqError::Opset { .. })));
+    }
+
+    /// Writes the hand-built calibrated model, its QDQ export, inputs and
+    /// the float interpreter's outputs to `$HB_QDQ_DUMP` for
+    /// `xtask/ort_qdq_check.py` (ORT cross-check; needs Python, so ignored).
+    #[test]
+    #[ignore]
+    fn dump_ort_case() {
+        let Ok(dir) = std::env::var("HB_QDQ_DUMP") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let m = calibrated_model();
+        let q = export_qdq(&m).unwrap();
+        std::fs::create_dir_all(dir.join("inputs/img")).unwrap();
+        hb_ir::save_model(&m, &dir.join("calibrated.onnx")).unwrap();
+        hb_ir::save_model(&q, &dir.join("qdq.onnx")).unwrap();
+        let sess = Session::new(&m).unwrap();
+        for k in 0..8u64 {
+            let img: Vec<u8> = rand_vals(108, k + 100)
+                .iter()
+                .map(|v| ((v + 1.0) * 127.9) as u8)
+                .collect();
+            let img = Tensor::from_vec(&[1, 3, 6, 6], img).unwrap();
+            let p = dir.join(format!("inputs/img/{k}.npy"));
+            hb_tensor::io::write_npy(&p, &img).unwrap();
+            let outs = sess.run(&[("img".to_string(), img)].into()).unwrap();
+            for (name, t) in outs {
+                std::fs::create_dir_all(dir.join("sim").join(&name)).unwrap();
+                let p = dir.join("sim").join(&name).join(format!("{k}.npy"));
+                hb_tensor::io::write_npy(&p, &t).unwrap();
+            }
+        }
+        let m = opset_11_model();
+        let q = export_qdq(&m).unwrap();
+        let d = dir.join("op11");
+        std::fs::create_dir_all(d.join("inputs/x")).unwrap();
+        hb_ir::save_model(&m, &d.join("calibrated.onnx")).unwrap();
+        hb_ir::save_model(&q, &d.join("qdq.onnx")).unwrap();
+        let sess = Session::new(&m).unwrap();
+        for k in 0..4u64 {
+            let x = Tensor::from_f32(&[1, 2, 3, 1], rand_vals(6, k + 7)).unwrap();
+            hb_tensor::io::write_npy(&d.join(format!("inputs/x/{k}.npy")), &x).unwrap();
+            for (name, t) in sess.run(&[("x".to_string(), x)].into()).unwrap() {
+                std::fs::create_dir_all(d.join("sim").join(&name)).unwrap();
+                let p = d.join("sim").join(&name).join(format!("{k}.npy"));
+                hb_tensor::io::write_npy(&p, &t).unwrap();
+            }
+        }
     }
 
     #[test]
