@@ -11,6 +11,8 @@
 //! - [`pipeline`]: one calibration run (statistics, search, calibrated model).
 //! - [`calibrated`]: HzCalibration nodes in and out of a model.
 //! - [`report`]: the per-node / per-output tables and the traps met.
+//! - [`qdq`]: export of a calibrated model to QuantizeLinear /
+//!   DequantizeLinear ONNX.
 
 pub mod calib;
 pub mod calibrated;
@@ -18,6 +20,7 @@ pub mod config;
 pub mod ops;
 pub mod pipeline;
 pub mod plan;
+pub mod qdq;
 pub mod qtype;
 pub mod report;
 

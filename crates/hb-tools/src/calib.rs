@@ -279,7 +279,6 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         .clone()
         .unwrap_or_else(|| cfg.model.working_dir.clone());
     let prefix = &cfg.model.output_model_file_prefix;
-    #[allow(unused_mut)]
     let mut files = vec![
         (
             work.join(format!("{prefix}_original_float_model.onnx")),
@@ -295,8 +294,8 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         ),
     ];
     if let Some(q) = &args.export_qdq {
-        let _ = q;
-        return Err(ToolError::input("--export-qdq: not merged yet"));
+        let qdq = hb_quant::qdq::export_qdq(&outcome.calibrated).map_err(ToolError::input)?;
+        files.push((q.clone(), qdq));
     }
     let mut dumps = Vec::new();
     if cfg

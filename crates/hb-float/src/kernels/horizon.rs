@@ -227,7 +227,7 @@ impl FakeQuant {
         }
         let qmax_f = qmax as f32;
         if self.asymmetric {
-            if th.len() % 2 != 0 {
+            if !th.chunks_exact(2).remainder().is_empty() {
                 return Err(invalid!(
                     "asymmetric thresholds must be [min, max] pairs, got {} values",
                     th.len()
