@@ -49,6 +49,9 @@ def main():
     ap.add_argument("inputs_dir")
     ap.add_argument("sim_dir")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--opt-level", choices=["disable", "basic", "extended", "all"], default="basic",
+                    help="ORT graph optimisation level; above 'basic' ORT fuses Q/DQ pairs into "
+                         "integer kernels (QLinearMatMul, ...) whose rounding differs from fake-quant")
     a = ap.parse_args()
 
     c_in, c_out = io_names(a.calibrated)
@@ -57,6 +60,12 @@ def main():
         sys.exit(f"input/output names differ: calibrated {c_in} -> {c_out}, qdq {q_in} -> {q_out}")
 
     so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[a.opt_level]
     so.intra_op_num_threads = a.threads
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(a.qdq, so, providers=["CPUExecutionProvider"])
