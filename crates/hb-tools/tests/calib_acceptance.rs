@@ -1,0 +1,198 @@
+//! hb-calib on the fixtures: accuracy of the default int8 calibration,
+//! all-int16 fidelity, the field report's collapse traps, the QDQ export.
+//! Everything is judged on the held-out `test/` samples, not on the
+//! calibration samples.
+
+use hb_tools::calib::{run, CalibArgs};
+use hb_tools::calib_info::compare;
+use hb_tools::inputs::read_inputs;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// Writes a config for `fixture` into `dir` (absolute paths) and returns it.
+fn config(dir: &Path, fixture: &str, model: &str, quant_config: &str) -> PathBuf {
+    let f = fixtures().join(fixture);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.join("meta.json")).unwrap()).unwrap();
+    let names: Vec<String> = meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    let dirs: Vec<String> = names
+        .iter()
+        .map(|n| f.join("calib").join(n).display().to_string())
+        .collect();
+    let text = format!(
+        "model_parameters:\n  onnx_model: {}\n  march: nash-e\n  working_dir: {}\n  output_model_file_prefix: m\ninput_parameters:\n  input_name: {}\ncalibration_parameters:\n  cal_data_dir: {}\n{}",
+        f.join(model).display(),
+        dir.join("work").display(),
+        names.join(";"),
+        dirs.join(";"),
+        if quant_config.is_empty() {
+            String::new()
+        } else {
+            format!("  quant_config: {quant_config}\n")
+        }
+    );
+    let path = dir.join("model.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn calibrate(dir: &Path, fixture: &str, model: &str, qc: &str) -> hb_tools::calib::CalibSummary {
+    let cfg = config(dir, fixture, model, qc);
+    run(&CalibArgs {
+        config: cfg,
+        search_samples: 4,
+        export_qdq: Some(dir.join("qdq.onnx")),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn calibrated(dir: &Path) -> hb_ir::Model {
+    hb_ir::load_model(&dir.join("work/m_calibrated_model.onnx")).unwrap()
+}
+
+fn test_samples(model: &hb_ir::Model, fixture: &str) -> Vec<hb_tools::inputs::Sample> {
+    let t = fixtures().join(fixture).join("test");
+    read_inputs(&model.graph, t.to_str().unwrap()).unwrap()
+}
+
+#[test]
+fn digits_int8_accuracy_within_half_a_point_of_float() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = calibrate(tmp.path(), "digits_cnn", "model.onnx", "");
+    assert!(s.samples >= 50);
+    let m = calibrated(tmp.path());
+    let samples = test_samples(&m, "digits_cnn");
+    let labels = hb_tensor::io::read_npy(&fixtures().join("digits_cnn/test/labels.npy"))
+        .unwrap()
+        .to_i64_vec()
+        .unwrap();
+    let mut off = m.clone();
+    hb_quant::calibrated::set_switch(&mut off, false);
+    let (q, f) = (
+        hb_float::Session::new(&m).unwrap(),
+        hb_float::Session::new(&off).unwrap(),
+    );
+    let argmax = |t: &hb_tensor::Tensor| {
+        let v: Vec<f32> = t.to_f32().unwrap().iter().copied().collect();
+        (0..v.len()).max_by(|a, b| v[*a].total_cmp(&v[*b])).unwrap() as i64
+    };
+    let (mut fa, mut qa) = (0, 0);
+    for (s, l) in samples.iter().zip(&labels) {
+        fa += i32::from(argmax(&f.run(s).unwrap()[0].1) == *l);
+        qa += i32::from(argmax(&q.run(s).unwrap()[0].1) == *l);
+    }
+    let n = labels.len() as f64;
+    let (fa, qa) = (100.0 * fa as f64 / n, 100.0 * qa as f64 / n);
+    eprintln!("digits_cnn accuracy: float {fa:.2} %, int8 {qa:.2} %");
+    assert!(fa - qa <= 0.5, "float {fa} % vs int8 {qa} %");
+}
+
+#[test]
+fn all_int16_keeps_cosine_on_every_fixture() {
+    for (fixture, model) in [
+        ("digits_cnn", "model.onnx"),
+        ("resnet_tiny", "model.onnx"),
+        ("seg_head", "model.onnx"),
+        ("sem_decoder", "model.onnx"),
+        ("torch_opsets", "model_op13.onnx"),
+        ("torch_opsets", "model_op17.onnx"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        calibrate(
+            tmp.path(),
+            fixture,
+            model,
+            r#"{"model_config": {"all_node_type": "int16"}}"#,
+        );
+        let m = calibrated(tmp.path());
+        let rows = compare(&m, &test_samples(&m, fixture)).unwrap();
+        for r in rows {
+            eprintln!(
+                "{fixture}/{model} int16 {}: cosine {:.6}",
+                r.row.output, r.row.cosine
+            );
+            assert!(
+                r.row.cosine >= 0.9999,
+                "{fixture}/{model}: {}",
+                r.row.cosine
+            );
+        }
+    }
+}
+
+#[test]
+fn sem_decoder_does_not_collapse_under_any_mask_variant() {
+    for (model, mask_trap) in [
+        ("model.onnx", true),
+        ("model_mask_neg15.onnx", false),
+        ("model_mask_lowest.onnx", true),
+    ] {
+        for qc in [
+            r#"{"model_config": {"all_node_type": "int8"}}"#,
+            r#"{"model_config": {"all_node_type": "int16"}}"#,
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let s = calibrate(tmp.path(), "sem_decoder", model, qc);
+            let m = calibrated(tmp.path());
+            let rows = compare(&m, &test_samples(&m, "sem_decoder")).unwrap();
+            let r = &rows[0];
+            let kept = r.calibrated_unique / r.float_unique;
+            eprintln!(
+                "sem_decoder {model} {qc}: cosine {:.6}, unique {:.1} of {:.1} ({:.1} %)",
+                r.row.cosine,
+                r.calibrated_unique,
+                r.float_unique,
+                100.0 * kept
+            );
+            assert!(
+                r.row.cosine >= 0.99,
+                "{model} {qc}: cosine {}",
+                r.row.cosine
+            );
+            assert!(kept >= 0.9, "{model} {qc}: unique kept {kept}");
+            let kinds: Vec<&str> = s.findings.iter().map(|f| f.kind).collect();
+            assert!(kinds.contains(&"integer-input"), "{kinds:?}");
+            assert_eq!(
+                kinds.contains(&"mask-values"),
+                mask_trap,
+                "{model}: {kinds:?}"
+            );
+            let log = std::fs::read_to_string(tmp.path().join("work/hb_calib.log")).unwrap();
+            assert!(log.contains("timestep") && log.contains("joint_relative_pos"));
+            if mask_trap {
+                assert!(log.contains("mask values"), "the log names the mask trap");
+            }
+        }
+    }
+}
+
+#[test]
+fn qdq_export_matches_the_simulation() {
+    let tmp = tempfile::tempdir().unwrap();
+    calibrate(tmp.path(), "resnet_tiny", "model.onnx", "");
+    let m = calibrated(tmp.path());
+    let qdq = hb_ir::load_model(&tmp.path().join("qdq.onnx")).unwrap();
+    assert!(!qdq.graph.nodes.iter().any(|n| n.domain == "horizon"));
+    let samples = test_samples(&m, "resnet_tiny");
+    let (a, b) = (
+        hb_float::Session::new(&m).unwrap(),
+        hb_float::Session::new(&qdq).unwrap(),
+    );
+    for s in &samples {
+        let (x, y) = (&a.run(s).unwrap()[0].1, &b.run(s).unwrap()[0].1);
+        let (x, y): (Vec<f32>, Vec<f32>) = (
+            x.to_f32().unwrap().iter().copied().collect(),
+            y.to_f32().unwrap().iter().copied().collect(),
+        );
+        assert!(hb_tensor::metrics::cosine(&x, &y) >= 0.99999);
+    }
+}
