@@ -299,11 +299,37 @@ fn where_typed<T: Clone>(c: &ArrayD<bool>, x: &ArrayD<T>, y: &ArrayD<T>) -> OpRe
         .map_collect(|&k, a, b| if k { a.clone() } else { b.clone() }))
 }
 
+/// Where with one single-element branch (the attention-mask case
+/// `Where(mask, scores, -inf)`): a two-operand broadcasting zip instead of a
+/// three-way ndarray Zip. `None` when neither branch is a single element or
+/// the single element would widen the result shape.
+fn where_one_scalar<T: Copy + Default + Send + Sync>(
+    c: &ArrayD<bool>,
+    x: &ArrayD<T>,
+    y: &ArrayD<T>,
+) -> Option<OpResult<ArrayD<T>>> {
+    let full = broadcast_all(&[c.shape(), x.shape(), y.shape()]).ok()?;
+    if y.len() == 1 && broadcast_all(&[c.shape(), x.shape()]).ok()? == full {
+        let v = *y.iter().next()?;
+        return Some(zip_broadcast(c, x, move |k, a| if k { a } else { v }));
+    }
+    if x.len() == 1 && broadcast_all(&[c.shape(), y.shape()]).ok()? == full {
+        let v = *x.iter().next()?;
+        return Some(zip_broadcast(c, y, move |k, b| if k { v } else { b }));
+    }
+    None
+}
+
 fn where_op(_: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let Tensor::Bool(c) = input(inputs, 0)? else {
         return Err(invalid!("Where: condition must be bool"));
     };
     let (x, y) = (input(inputs, 1)?, input(inputs, 2)?);
+    if let (Tensor::F32(a), Tensor::F32(b)) = (x, y) {
+        if let Some(r) = where_one_scalar(c, a, b) {
+            return one(r?);
+        }
+    }
     let r = same_pair!(x, y, a, b, T => T::wrap(where_typed::<T>(c, a, b)?);
         F32 f32, F64 f64, F16 half::f16, BF16 half::bf16, I8 i8, I16 i16, I32 i32,
         I64 i64, U8 u8, U16 u16, U32 u32, U64 u64, Bool bool, Str String);
@@ -349,6 +375,38 @@ mod tests {
 
     fn t32(shape: &[usize], v: Vec<i32>) -> Tensor {
         Tensor::from_vec(shape, v).unwrap()
+    }
+
+    #[test]
+    fn where_scalar_branch_matches_general_path() {
+        let c = ArrayD::from_shape_vec(
+            ndarray::IxDyn(&[1, 1, 3, 4]),
+            (0..12).map(|i| i % 3 != 0).collect(),
+        )
+        .unwrap();
+        let x = ArrayD::from_shape_vec(
+            ndarray::IxDyn(&[2, 1, 3, 4]),
+            (0..24).map(|i| i as f32).collect(),
+        )
+        .unwrap();
+        let s = ArrayD::from_shape_vec(ndarray::IxDyn(&[1]), vec![-9.0f32]).unwrap();
+        let big = ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 1, 1, 1, 1]), vec![-9.0f32]).unwrap();
+        for (a, b) in [(&x, &s), (&s, &x), (&x, &big)] {
+            let want = where_typed(&c, a, b).unwrap();
+            let got = where_op(
+                &OpCtx {
+                    node: &hb_ir::Node::new("w", "Where", &[], &["y"]),
+                    opset: 16,
+                },
+                &[
+                    Some(&Tensor::Bool(c.clone())),
+                    Some(&Tensor::F32(a.clone())),
+                    Some(&Tensor::F32(b.clone())),
+                ],
+            )
+            .unwrap();
+            assert_eq!(got[0], Tensor::F32(want));
+        }
     }
 
     #[test]

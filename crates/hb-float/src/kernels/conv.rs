@@ -172,6 +172,12 @@ fn conv_tiles(g: &Geom, w: Mat, x: &[f32], out: &mut [f32]) -> OpResult<()> {
     let (m, rows, ol) = (w.rows, w.cols, g.out_len());
     let tw = tile_width(rows, ol);
     let tiles = ol.div_ceil(tw);
+    if tiles <= 1 {
+        // One tile: the product goes straight into `out`.
+        let mut col = vec![0f32; rows * ol];
+        im2col(g, x, 0, ol, &mut col);
+        return sgemm(1.0, w, Mat::row_major(&col, rows, ol), 0.0, out);
+    }
     let run = |t: usize| -> OpResult<Vec<f32>> {
         let (p0, p1) = (t * tw, ((t + 1) * tw).min(ol));
         let n = p1 - p0;
@@ -223,26 +229,49 @@ fn im2col(g: &Geom, x: &[f32], p0: usize, n: usize, col: &mut [f32]) {
 }
 
 /// One im2col row: the input values seen by kernel offset `k` at output
-/// positions `p0..p0 + row.len()`.
+/// positions `p0..p0 + row.len()`. Every element is written (zeros where
+/// the window falls into the padding); stride-1 runs are slice copies.
 fn im2col_row(g: &Geom, plane: &[f32], k: [usize; 3], p0: usize, row: &mut [f32]) {
-    row.fill(0.0);
     let [_, ih_n, iw_n] = g.input;
     let [_, oh_n, ow_n] = g.out;
+    if ow_n == 0 || oh_n == 0 {
+        row.fill(0.0);
+        return;
+    }
     let p1 = p0 + row.len();
     let (lo, hi) = g.valid_range(2, k[2]);
     let (sw, off) = (g.strides[2], k[2] * g.dilations[2]);
-    for line in p0 / ow_n.max(1)..p1.div_ceil(ow_n.max(1)) {
-        let (od, oh) = (line / oh_n.max(1), line % oh_n.max(1));
-        let (Some(id), Some(ih)) = (g.coord(0, od, k[0]), g.coord(1, oh, k[1])) else {
+    for line in p0 / ow_n..p1.div_ceil(ow_n) {
+        let start = line * ow_n;
+        // This line's output columns inside the tile.
+        let (seg_lo, seg_hi) = (p0.max(start) - start, p1.min(start + ow_n) - start);
+        let Some(dst) = row.get_mut(start + seg_lo - p0..start + seg_hi - p0) else {
             continue;
         };
-        let start = line * ow_n;
-        let a = lo.max(p0.saturating_sub(start));
-        let b = hi.min(p1 - start);
-        let src = (id * ih_n + ih) * iw_n;
-        for ow in a..b {
-            let iw = ow * sw + off - g.pad[2];
-            if let (Some(d), Some(&v)) = (row.get_mut(start + ow - p0), plane.get(src + iw)) {
+        let (od, oh) = (line / oh_n, line % oh_n);
+        let (Some(id), Some(ih)) = (g.coord(0, od, k[0]), g.coord(1, oh, k[1])) else {
+            dst.fill(0.0);
+            continue;
+        };
+        let a = lo.clamp(seg_lo, seg_hi);
+        let b = hi.clamp(a, seg_hi);
+        let (pre, rest) = dst.split_at_mut(a - seg_lo);
+        let (mid, post) = rest.split_at_mut(b - a);
+        pre.fill(0.0);
+        post.fill(0.0);
+        if a == b {
+            continue;
+        }
+        // Input column of output column `a` (in range: a >= lo).
+        let s0 = (id * ih_n + ih) * iw_n + a * sw + off - g.pad[2];
+        let src = plane.get(s0..).unwrap_or(&[]);
+        if sw == 1 {
+            match src.get(..mid.len()) {
+                Some(s) => mid.copy_from_slice(s),
+                None => mid.fill(0.0),
+            }
+        } else {
+            for (d, &v) in mid.iter_mut().zip(src.iter().step_by(sw)) {
                 *d = v;
             }
         }
@@ -399,6 +428,36 @@ mod tests {
             let (want, shape) = naive(&x, xs, &w, ws, g, [1, 2], [2, 1], [1, 0, 2, 1]);
             assert_eq!(y[0].shape(), &shape);
             assert_close(&data(&y[0]), &want, 1e-5);
+        }
+    }
+
+    #[test]
+    fn multi_tile_im2col_matches_naive() {
+        // rows·positions exceed one im2col tile, and tiles end mid-line.
+        for (c, h, s, d, p) in [(16, 40, 1, 1, 1), (16, 37, 2, 2, 2), (9, 61, 1, 3, 0)] {
+            let xs = [1, c, h, h + 3];
+            let ws = [5, c, 3, 3];
+            let x = rand_vals(xs.iter().product(), 3);
+            let w = rand_vals(ws.iter().product(), 4);
+            let pi = p as i64;
+            let n = node(
+                "Conv",
+                vec![
+                    ("pads", ints(&[pi, pi, pi, pi])),
+                    ("dilations", ints(&[d as i64, d as i64])),
+                    ("strides", ints(&[s as i64, s as i64])),
+                ],
+            );
+            let y = run(
+                conv,
+                &n,
+                17,
+                &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))],
+            )
+            .unwrap();
+            let (want, shape) = naive(&x, xs, &w, ws, 1, [s, s], [d, d], [p, p, p, p]);
+            assert_eq!(y[0].shape(), &shape);
+            assert_close(&data(&y[0]), &want, 1e-4);
         }
     }
 

@@ -17,7 +17,12 @@ const HI: f32 = 88.722_83;
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let xc = x.clamp(LO, HI);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
+    // `t` lies in [2^23, 2^24), where the low mantissa bits hold `n` as an
+    // integer: integer ops only, so the loop stays vectorised (a float→int
+    // `as` cast is saturating and scalarises).
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = xc - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -25,7 +30,7 @@ pub fn exp_f32(x: f32) -> f32 {
         * r
         + 0.5;
     let e = p * r2 + r + 1.0;
-    let scale = f32::from_bits((((n as i32) + 127).clamp(1, 254) as u32) << 23);
+    let scale = f32::from_bits(((ni.wrapping_add(127)).clamp(1, 254) as u32) << 23);
     let y = e * scale;
     if x < LO {
         0.0

@@ -15,6 +15,7 @@ pub mod reduce;
 pub mod remap;
 pub mod resize;
 pub mod shape_ops;
+pub mod simd;
 pub mod unary;
 pub mod unique;
 pub mod util;

@@ -134,6 +134,72 @@ where
     out
 }
 
+/// MaxPool values without indices: a direct loop over each window (the
+/// valid kernel range per output coordinate precomputed once), giving the
+/// same result as the generic window walk: the first in-bounds value, then
+/// every larger one (NaN never replaces a value), the type's default for a
+/// window entirely in the padding.
+fn max_planes<T: Scalar>(p: &Pooling, x: &[T]) -> Vec<T> {
+    let g = &p.geom;
+    let (il, ol) = (g.in_len(), g.out_len());
+    let [_, ih, iw] = g.input;
+    // Per dim and output coordinate: (first input coordinate, taps).
+    let ranges: Vec<Vec<(usize, usize)>> = (0..3)
+        .map(|d| {
+            (0..g.out[d])
+                .map(|o| {
+                    let (k0, k1, _) = p.k_range(d, o);
+                    (if k1 > k0 { p.at(d, o, k0) } else { 0 }, k1 - k0)
+                })
+                .collect()
+        })
+        .collect();
+    let (dil_d, dil_h, dil_w) = (g.dilations[0], g.dilations[1], g.dilations[2]);
+    let run = |i: usize, o: &mut [T]| {
+        let plane = x.get(i * il..(i + 1) * il).unwrap_or(&[]);
+        let mut outs = o.iter_mut();
+        for &(d0, nd) in &ranges[0] {
+            for &(h0, nh) in &ranges[1] {
+                for &(w0, nw) in &ranges[2] {
+                    let mut m: Option<T> = None;
+                    for kd in 0..nd {
+                        for kh in 0..nh {
+                            let row = ((d0 + kd * dil_d) * ih + h0 + kh * dil_h) * iw + w0;
+                            let taps = plane.get(row..).unwrap_or(&[]);
+                            for &v in taps.iter().step_by(dil_w).take(nw) {
+                                m = Some(match m {
+                                    Some(c)
+                                        if v.partial_cmp(&c)
+                                            != Some(std::cmp::Ordering::Greater) =>
+                                    {
+                                        c
+                                    }
+                                    _ => v,
+                                });
+                            }
+                        }
+                    }
+                    if let Some(slot) = outs.next() {
+                        *slot = m.unwrap_or_default();
+                    }
+                }
+            }
+        }
+    };
+    let mut out = vec![T::default(); p.planes * ol];
+    if ol == 0 {
+        return out;
+    }
+    if rayon::current_num_threads() > 1 && out.len() * g.k_len() >= 1 << 16 {
+        out.par_chunks_mut(ol)
+            .enumerate()
+            .for_each(|(i, o)| run(i, o));
+    } else {
+        out.chunks_mut(ol).enumerate().for_each(|(i, o)| run(i, o));
+    }
+    out
+}
+
 /// The position (in-plane offset) of the largest value of a window.
 fn argmax<T: Scalar>(plane: &[T], win: &[usize]) -> Option<usize> {
     let mut best: Option<(usize, T)> = None;
@@ -162,11 +228,7 @@ fn max_pool_t<T: Scalar>(
     let p = Pooling::new(ctx, x.shape())?;
     let xd = contiguous(x);
     if !want_indices {
-        let vals = pool_planes(&p, &xd, |plane, win, _| {
-            let mut it = win.iter().filter_map(|&i| plane.get(i).copied());
-            let first = it.next().unwrap_or_default();
-            it.fold(first, |m, v| if v > m { v } else { m })
-        });
+        let vals = max_planes(&p, &xd);
         let y = ArrayD::from_shape_vec(IxDyn(&p.out_shape), vals).map_err(|e| invalid!("{e}"))?;
         return Ok((y, None));
     }
@@ -397,6 +459,43 @@ mod tests {
             y[1],
             Tensor::from_vec(&[1, 1, 2, 2], vec![0i64, 6, 2, 8]).unwrap()
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// The direct MaxPool loop against the generic window walk.
+        #[test]
+        fn direct_max_matches_window_walk(
+            rank in 1usize..4, size in 1usize..9, k in 1usize..4, s in 1usize..3,
+            d in 1usize..3, p in 0usize..2, ceil in 0i64..2, seed in 0u64..500,
+        ) {
+            let p = p.min(k - 1);
+            proptest::prop_assume!(size + 2 * p > (k - 1) * d);
+            let mut shape = vec![2, 3];
+            shape.extend(std::iter::repeat_n(size, rank));
+            let n: usize = shape.iter().product();
+            let mut v = crate::kernels::testutil::rand_vals(n, seed);
+            v[seed as usize % n] = f32::NAN;
+            let nd = node("MaxPool", vec![
+                ("kernel_shape", ints(&vec![k as i64; rank])),
+                ("strides", ints(&vec![s as i64; rank])),
+                ("dilations", ints(&vec![d as i64; rank])),
+                ("pads", ints(&vec![p as i64; 2 * rank])),
+                ("ceil_mode", Attr::Int(ceil)),
+            ]);
+            let ctx = OpCtx { node: &nd, opset: 12 };
+            let pl = Pooling::new(&ctx, &shape).unwrap();
+            let want = pool_planes(&pl, &v, |plane, win, _| {
+                let mut it = win.iter().filter_map(|&i| plane.get(i).copied());
+                let first = it.next().unwrap_or_default();
+                it.fold(first, |m, v| if v > m { v } else { m })
+            });
+            let got = max_planes(&pl, &v);
+            proptest::prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                proptest::prop_assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()));
+            }
+        }
     }
 
     #[test]

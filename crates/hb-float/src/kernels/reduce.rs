@@ -4,6 +4,7 @@
 
 use crate::error::OpResult;
 use crate::kernels::ew::{map_array, Num, PAR_MIN};
+use crate::kernels::simd;
 use crate::kernels::util::{input, norm_axis, one, opt_input};
 use crate::registry::{KernelFn, OpCtx, Registry};
 use crate::{invalid, unsupported, with_num};
@@ -153,11 +154,56 @@ fn reduce_float<T: Num + Float>(a: &ArrayD<T>, axes: &[usize], op: Red) -> OpRes
     }
 }
 
+/// Fast path for f32 reductions over trailing axes (`[.., k..rank]`, the
+/// LayerNorm / pooling-over-features case): each output is one contiguous
+/// row, reduced with the vectorisable helpers of [`simd`]. `None` when the
+/// case does not apply.
+fn reduce_f32_trailing(a: &ArrayD<f32>, axes: &[usize], op: Red) -> Option<OpResult<ArrayD<f32>>> {
+    let rank = a.ndim();
+    let first = *axes.first()?;
+    let trailing =
+        axes.iter().enumerate().all(|(i, &x)| x == first + i) && first + axes.len() == rank;
+    let n: usize = a.shape()[first..].iter().product();
+    if !trailing || n == 0 || !matches!(op, Red::Sum | Red::Mean | Red::Max | Red::Min) {
+        return None;
+    }
+    let d = a.as_slice()?;
+    let f: fn(&[f32]) -> f32 = match op {
+        Red::Sum => simd::sum,
+        Red::Mean => |r| simd::sum(r) / r.len() as f32,
+        Red::Max => |r| {
+            if simd::any_nan(r) {
+                f32::NAN
+            } else {
+                simd::max(r)
+            }
+        },
+        _ => |r| {
+            if simd::any_nan(r) {
+                f32::NAN
+            } else {
+                simd::min(r)
+            }
+        },
+    };
+    let out: Vec<f32> = if d.len() >= PAR_MIN && rayon::current_num_threads() > 1 {
+        d.par_chunks(n).map(f).collect()
+    } else {
+        d.chunks(n).map(f).collect()
+    };
+    let mut shape = a.shape().to_vec();
+    shape[first..].iter_mut().for_each(|x| *x = 1);
+    Some(ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid!("{e}")))
+}
+
 /// Reduction on any numeric tensor (16-bit floats via f32, integer
 /// float-math ops via f64).
 fn reduce_tensor(t: &Tensor, axes: &[usize], op: Red) -> OpResult<Tensor> {
     Ok(match t {
-        Tensor::F32(a) => Tensor::F32(reduce_float(a, axes, op)?),
+        Tensor::F32(a) => match reduce_f32_trailing(a, axes, op) {
+            Some(r) => Tensor::F32(r?),
+            None => Tensor::F32(reduce_float(a, axes, op)?),
+        },
         Tensor::F64(a) => Tensor::F64(reduce_float(a, axes, op)?),
         Tensor::F16(_) | Tensor::BF16(_) => {
             reduce_tensor(&t.cast(DType::F32)?, axes, op)?.cast(t.dtype())?
@@ -496,6 +542,30 @@ mod tests {
         let e = Tensor::from_f32(&[2, 0], vec![]).unwrap();
         let y = run("ReduceMax", &[("axes", Attr::Ints(vec![1]))], 13, &[&e]).unwrap();
         assert_eq!(y[0].to_f64_vec().unwrap(), vec![f64::NEG_INFINITY; 2]);
+    }
+
+    #[test]
+    fn trailing_f32_fast_path_matches_f64_path() {
+        let shape = [3, 5, 37];
+        let n: usize = shape.iter().product();
+        let mut v = crate::kernels::testutil::rand_vals(n, 9);
+        v[40] = f32::NAN;
+        let x = Tensor::from_f32(&shape, v).unwrap();
+        let x64 = x.cast(DType::F64).unwrap();
+        for op in ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"] {
+            for axes in [vec![2], vec![1, 2], vec![-1, -2, 0]] {
+                let at = [("axes", Attr::Ints(axes.clone()))];
+                let got = run(op, &at, 13, &[&x]).unwrap()[0].to_f64_vec().unwrap();
+                let want = run(op, &at, 13, &[&x64]).unwrap()[0].to_f64_vec().unwrap();
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{op} {axes:?}: {g} vs {w}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -211,12 +211,73 @@ pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> OpResult<ArrayD<T>> {
         }
     }
     let r = perm.len();
+    if let Some(src) = a.as_slice() {
+        if let Some(out) = permute_rows(src, a.shape(), perm) {
+            let shape: Vec<usize> = perm.iter().map(|&p| a.shape()[p]).collect();
+            return ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid!("{e}"));
+        }
+    }
     // When the input's contiguous axis does not end up last, copy in square
     // tiles so both reads and writes stay in cache.
     match perm.iter().position(|&p| p + 1 == r) {
         Some(q) if r >= 2 && q + 1 != r && a.len() >= 1024 => Ok(tiled_permute(a, perm, q)),
         _ => Ok(to_standard(a.view().permuted_axes(IxDyn(perm)))),
     }
+}
+
+/// Elements from which a permute that moves the contiguous axis uses the
+/// cache-tiled copy instead of a strided gather.
+const GATHER_MAX: usize = 1 << 16;
+
+/// Permutes contiguous data after merging the output axes that stay
+/// adjacent in the input and dropping size-1 axes: when the last merged
+/// axis is contiguous in the input, whole runs are copied (`[0,2,1,3]`, the
+/// attention head split/merge); small permutes that move it are a strided
+/// gather per output row. `None` for large permutes moving the contiguous
+/// axis (the tiled copy handles those).
+fn permute_rows<T: Clone>(src: &[T], shape: &[usize], perm: &[usize]) -> Option<Vec<T>> {
+    let in_strides = super::remap::strides_of(shape);
+    // (size, source stride) of every merged output axis, outermost first.
+    let mut dims: Vec<(usize, usize)> = Vec::with_capacity(perm.len());
+    for &p in perm {
+        let (n, st) = (shape[p], in_strides[p]);
+        if n == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some(last) if last.1 == st * n => *last = (last.0 * n, st),
+            _ => dims.push((n, st)),
+        }
+    }
+    let total = src.len();
+    let (l, sl) = dims.pop().unwrap_or((1, 1));
+    if total == 0 || l == 0 {
+        return Some(src.to_vec());
+    }
+    if sl != 1 && total > GATHER_MAX {
+        return None;
+    }
+    let mut out = Vec::with_capacity(total);
+    let mut idx = vec![0usize; dims.len()];
+    let mut base = 0usize;
+    for _ in 0..total / l {
+        if sl == 1 {
+            out.extend_from_slice(src.get(base..base + l)?);
+        } else {
+            out.extend(src.get(base..)?.iter().step_by(sl).take(l).cloned());
+        }
+        // Odometer over the outer merged axes, keeping `base` in step.
+        for (k, (n, st)) in dims.iter().enumerate().rev() {
+            idx[k] += 1;
+            base += st;
+            if idx[k] < *n {
+                break;
+            }
+            idx[k] = 0;
+            base -= st * n;
+        }
+    }
+    (out.len() == total).then_some(out)
 }
 
 /// Permutes with tiles over output axes `q` (the input's contiguous axis)
@@ -541,6 +602,31 @@ mod tests {
         for perm in [[0, 2, 1], [2, 1, 0], [2, 0, 1], [1, 2, 0]] {
             let want = to_standard(a.view().permuted_axes(IxDyn(&perm)));
             assert_eq!(permute(&a, &perm).unwrap(), want, "{perm:?}");
+        }
+    }
+
+    #[test]
+    fn row_permute_matches_view() {
+        // Every permutation of rank 4 (with size-1 axes and both small and
+        // large element counts) against ndarray's permuted view.
+        for shape in [[2, 3, 4, 5], [1, 6, 1, 7], [5, 1, 2, 1], [8, 33, 4, 64]] {
+            let n: usize = shape.iter().product();
+            let a =
+                ArrayD::from_shape_vec(IxDyn(&shape), (0..n as i32).collect::<Vec<_>>()).unwrap();
+            for p in 0..24usize {
+                let mut rest = vec![0, 1, 2, 3];
+                let mut f = p;
+                let perm: Vec<usize> = (1..=4)
+                    .rev()
+                    .map(|k| {
+                        let i = f % k;
+                        f /= k;
+                        rest.remove(i)
+                    })
+                    .collect();
+                let want = to_standard(a.view().permuted_axes(IxDyn(&perm)));
+                assert_eq!(permute(&a, &perm).unwrap(), want, "{shape:?} {perm:?}");
+            }
         }
     }
 

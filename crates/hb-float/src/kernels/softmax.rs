@@ -56,7 +56,7 @@ pub fn softmax_rows(data: &mut [f32], outer: usize, n: usize, inner: usize, log:
         return;
     }
     if inner == 1 {
-        data.chunks_mut(n).for_each(|row| softmax_slice(row, log));
+        softmax_chunks(data, n, log);
         return;
     }
     let mut row = vec![0f32; n];
@@ -75,9 +75,25 @@ pub fn softmax_rows(data: &mut [f32], outer: usize, n: usize, inner: usize, log:
     }
 }
 
+crate::multiversion! {
 /// Softmax (or log-softmax) of one contiguous row, in place.
 pub fn softmax_slice(row: &mut [f32], log: bool) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    softmax_row(row, log)
+}
+}
+
+crate::multiversion! {
+/// Softmax (or log-softmax) of every `n`-element row of `data`, in place.
+fn softmax_chunks(data: &mut [f32], n: usize, log: bool) {
+    data.chunks_mut(n).for_each(|row| softmax_row(row, log))
+}
+}
+
+/// Softmax (or log-softmax) of one contiguous row, in place (inlined into
+/// the multiversioned callers).
+#[inline(always)]
+fn softmax_row(row: &mut [f32], log: bool) {
+    let max = super::simd::max(row);
     if log {
         let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
         let ls = sum.ln();
@@ -85,8 +101,7 @@ pub fn softmax_slice(row: &mut [f32], log: bool) {
     } else {
         row.iter_mut()
             .for_each(|v| *v = super::fastmath::exp_f32(*v - max));
-        let sum: f32 = row.iter().sum();
-        let inv = 1.0 / sum;
+        let inv = 1.0 / super::simd::sum(row);
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
