@@ -9,6 +9,9 @@ demo:
 		--input-file fixtures/sem_decoder/test --output-dir out/sem_decoder
 	./target/release/hb-model-exec perf --model-file fixtures/resnet_tiny/model.onnx \
 		--input-file fixtures/resnet_tiny/test --thread-num 1 --frame-count 100
+	./target/release/hb-calib --config fixtures/sem_decoder/model.yaml
+	./target/release/hb-info target/hb_calib/sem_decoder/sem_decoder_calibrated_model.onnx \
+		-c fixtures/sem_decoder/test
 
 test:
 	cargo test --workspace

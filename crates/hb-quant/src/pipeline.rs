@@ -355,7 +355,7 @@ pub fn calibrate(
     let mut findings = Vec::new();
 
     // Keep the points on float tensors; integer tensors are never quantized.
-    let points: Vec<CalibPoint> = plan
+    let mut points: Vec<CalibPoint> = plan
         .points
         .iter()
         .filter(|p| match p.kind {
@@ -456,13 +456,127 @@ pub fn calibrate(
         best = best_of(&scored);
     }
     let chosen = scored[best].0.candidate;
-    let outputs = scored[best].1.clone();
+    let mut outputs = scored[best].1.clone();
 
-    let mut thresholds = thresholds_for(&chosen);
+    // Layerwise search ("mix" or layerwise_search): per-activation
+    // sensitivity, then the sensitive ones get their own best candidate (and
+    // the configured qtype).
+    let mut per_point: Vec<Candidate> = vec![chosen; points.len()];
+    let layerwise = qc.model.layerwise_search.clone().or_else(|| {
+        qc.model
+            .activation
+            .calibration_type
+            .iter()
+            .any(|t| t == "mix")
+            .then(|| crate::config::quant_config::LayerwiseSearch {
+                metric: metric.clone(),
+                topk: None,
+                qtype: None,
+            })
+    });
+    let mut layerwise_report = Vec::new();
+    if let Some(ls) = &layerwise {
+        let base = thresholds_for(&chosen);
+        let feature_ids: Vec<usize> = (0..points.len()).filter(|i| !points[*i].is_weight()).collect();
+        let pb = bar(feature_ids.len(), "sensitivity", opts.progress);
+        let sens: Vec<(usize, f64)> = feature_ids
+            .par_iter()
+            .map(|&i| {
+                let m = insert_calibration(model, &points[i..=i], &base[i..=i])?;
+                let (score, _) = evaluate(&Session::new(&m)?, &search, &reference, &ls.metric)?;
+                pb.inc(1);
+                Ok((i, score))
+            })
+            .collect::<Result<_, CalibError>>()?;
+        pb.finish_and_clear();
+        let mut ranked = sens.clone();
+        ranked.sort_by(|a, b| {
+            if better(&ls.metric, a.1, b.1) {
+                std::cmp::Ordering::Greater
+            } else if better(&ls.metric, b.1, a.1) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        let sensitive: Vec<usize> = match ls.topk {
+            Some(k) => ranked.iter().take(k).map(|x| x.0).collect(),
+            None => ranked
+                .iter()
+                .filter(|x| {
+                    if metrics::higher_is_better(&ls.metric) {
+                        x.1 < 0.999
+                    } else {
+                        true
+                    }
+                })
+                .take(32)
+                .map(|x| x.0)
+                .collect(),
+        };
+        if let Some(q) = ls.qtype {
+            for &i in &sensitive {
+                points[i].qtype = q;
+            }
+        }
+        let mut current: Vec<Thresholds> = points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match weight_th.get(&i) {
+                Some(t) => t.clone(),
+                None => {
+                    let mut t = feature_thresholds(&stats.feature[stats.index[&p.tensor]], &chosen, p.qtype);
+                    sanitize(&mut t);
+                    t
+                }
+            })
+            .collect();
+        let all: Vec<Candidate> = if cands.len() > 1 { cands.clone() } else { crate::calib::candidate::default_candidates() };
+        for &i in &sensitive {
+            let st = &stats.feature[stats.index[&points[i].tensor]];
+            let tries: Vec<(Candidate, f64, Vec<OutputRow>)> = all
+                .par_iter()
+                .map(|c| {
+                    let mut th = current.clone();
+                    th[i] = feature_thresholds(st, c, points[i].qtype);
+                    sanitize(&mut th[i]);
+                    let m = insert_calibration(model, &points, &th)?;
+                    let (score, rows) = evaluate(&Session::new(&m)?, &search, &reference, &metric)?;
+                    Ok((*c, score, rows))
+                })
+                .collect::<Result<_, CalibError>>()?;
+            let mut b = 0;
+            for k in 1..tries.len() {
+                if better(&metric, tries[k].1, tries[b].1) {
+                    b = k;
+                }
+            }
+            per_point[i] = tries[b].0;
+            current[i] = feature_thresholds(st, &tries[b].0, points[i].qtype);
+            sanitize(&mut current[i]);
+            outputs = tries[b].2.clone();
+            let s_i = sens.iter().find(|x| x.0 == i).map_or(f64::NAN, |x| x.1);
+            layerwise_report.push(format!(
+                "tensor '{}' ({}; alone-quantized {} {:.6}): {}, model {} {:.6}",
+                points[i].tensor,
+                points[i].qtype,
+                ls.metric,
+                s_i,
+                tries[b].0,
+                metric,
+                tries[b].1
+            ));
+        }
+    }
+    for line in layerwise_report {
+        findings.push(Finding::info("layerwise-search", line));
+    }
+
+    let mut thresholds: Vec<Thresholds> = Vec::with_capacity(points.len());
     for (i, p) in points.iter().enumerate() {
         let mut raw = match weight_th.get(&i) {
             Some(t) => t.clone(),
-            None => feature_thresholds(&stats.feature[stats.index[&p.tensor]], &chosen, p.qtype),
+            None => feature_thresholds(&stats.feature[stats.index[&p.tensor]], &per_point[i], p.qtype),
         };
         if let Some(what) = sanitize(&mut raw) {
             if !p.is_weight() {
@@ -476,7 +590,7 @@ pub fn calibrate(
                 ));
             }
         }
-        thresholds[i] = raw;
+        thresholds.push(raw);
     }
     report::trap_findings(
         model,

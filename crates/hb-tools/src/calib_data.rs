@@ -6,7 +6,7 @@
 //! type) and the input's shape.
 
 use crate::cli::{ToolError, ToolResult};
-use crate::inputs::{check_against, npy_files};
+use crate::inputs::{check_against, files_with_extensions, npy_files};
 use hb_ir::ValueInfo;
 use hb_quant::pipeline::{Sample, SampleSource};
 use hb_tensor::{io, DType, Tensor};
@@ -30,21 +30,7 @@ fn data_files(dir: &Path) -> ToolResult<Vec<PathBuf>> {
     if !npy.is_empty() {
         return Ok(npy);
     }
-    let mut raw: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| ToolError::input(format!("{}: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "bin" || x == "raw" || x == "rgb" || x == "bgr")
-        })
-        .collect();
-    raw.sort_by_key(|p| {
-        let stem = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        (stem.parse::<u64>().unwrap_or(u64::MAX), stem)
-    });
+    let raw = files_with_extensions(dir, &["bin", "raw", "rgb", "bgr"])?;
     Ok(raw)
 }
 

@@ -130,10 +130,19 @@ fn read_folder(graph: &Graph, dir: &Path) -> ToolResult<Vec<Sample>> {
 
 /// `.npy` files in a folder, in numeric order of their stem (`2.npy` before `10.npy`).
 pub fn npy_files(dir: &Path) -> ToolResult<Vec<PathBuf>> {
+    files_with_extensions(dir, &["npy"])
+}
+
+/// Files of a folder with one of `exts`, in numeric order of their stem
+/// (`2.npy` before `10.npy`; non-numeric names after, alphabetically).
+pub fn files_with_extensions(dir: &Path, exts: &[&str]) -> ToolResult<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| ToolError::input(format!("{}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "npy"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| exts.iter().any(|e| x.eq_ignore_ascii_case(e)))
+        })
         .collect();
     v.sort_by_key(|p| {
         let stem = p

@@ -196,3 +196,92 @@ fn qdq_export_matches_the_simulation() {
         assert!(hb_tensor::metrics::cosine(&x, &y) >= 0.99999);
     }
 }
+
+/// The X3 / X5 / S100-shaped configs of hb-quant's parser tests, pointed at
+/// the fixtures (model, data, node and tensor names), run end to end.
+#[test]
+fn real_shaped_configs_run() {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hb-quant/tests/configs");
+    let f = fixtures();
+    let cases: [(&str, &str, Vec<(String, String)>); 3] = [
+        (
+            "x3_resnet.yaml",
+            "resnet_tiny",
+            vec![
+                (
+                    "'../../../../fixtures/resnet_tiny/model.onnx'".into(),
+                    f.join("resnet_tiny/model.onnx").display().to_string(),
+                ),
+                (
+                    "'./calibration_data_rgb_f32'".into(),
+                    f.join("resnet_tiny/calib/image").display().to_string(),
+                ),
+                ("\"Conv_5\"".into(), "\"/layer1/conv2/Conv\"".into()),
+            ],
+        ),
+        (
+            "x5_seg.yaml",
+            "seg_head",
+            vec![
+                (
+                    "seg_head.onnx".into(),
+                    f.join("seg_head/model.onnx").display().to_string(),
+                ),
+                (
+                    "./calib/image".into(),
+                    f.join("seg_head/calib/image").display().to_string(),
+                ),
+                ("/dec/Resize".into(), "/Resize".into()),
+                (
+                    "./x5_quant_config.json".into(),
+                    configs.join("x5_quant_config.json").display().to_string(),
+                ),
+            ],
+        ),
+        (
+            "s100_sem.yaml",
+            "sem_decoder",
+            vec![
+                (
+                    "sem_decoder.onnx".into(),
+                    f.join("sem_decoder/model.onnx").display().to_string(),
+                ),
+                ("./calib/".into(), format!("{}/", f.join("sem_decoder/calib").display())),
+                ("/attn/".into(), "/".into()),
+            ],
+        ),
+    ];
+    for (file, fixture, subs) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut text = std::fs::read_to_string(configs.join(file)).unwrap();
+        for (from, to) in &subs {
+            assert!(text.contains(from.as_str()), "{file}: {from}");
+            text = text.replace(from.as_str(), to);
+        }
+        let work = tmp.path().join("work");
+        text = text
+            .replace("'model_output'", &format!("'{}'", work.display()))
+            .replace("./model_output", &work.display().to_string())
+            .replace("working_dir: model_output", &format!("working_dir: {}", work.display()));
+        let cfg = tmp.path().join(file);
+        std::fs::write(&cfg, text).unwrap();
+        let s = run(&CalibArgs {
+            config: cfg,
+            search_samples: 2,
+            num_samples: Some(10),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{file}: {}", e.message));
+        eprintln!(
+            "{file} on {fixture}: method {}, {} candidates, cosine {:.6}",
+            s.method,
+            s.candidates.len(),
+            s.outputs[0].cosine
+        );
+        let written: Vec<String> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(written.iter().any(|n| n.ends_with("_calibrated_model.onnx")), "{written:?}");
+    }
+}
