@@ -477,7 +477,9 @@ pub fn calibrate(
     let mut layerwise_report = Vec::new();
     if let Some(ls) = &layerwise {
         let base = thresholds_for(&chosen);
-        let feature_ids: Vec<usize> = (0..points.len()).filter(|i| !points[*i].is_weight()).collect();
+        let feature_ids: Vec<usize> = (0..points.len())
+            .filter(|i| !points[*i].is_weight())
+            .collect();
         let pb = bar(feature_ids.len(), "sensitivity", opts.progress);
         let sens: Vec<(usize, f64)> = feature_ids
             .par_iter()
@@ -525,13 +527,21 @@ pub fn calibrate(
             .map(|(i, p)| match weight_th.get(&i) {
                 Some(t) => t.clone(),
                 None => {
-                    let mut t = feature_thresholds(&stats.feature[stats.index[&p.tensor]], &chosen, p.qtype);
+                    let mut t = feature_thresholds(
+                        &stats.feature[stats.index[&p.tensor]],
+                        &chosen,
+                        p.qtype,
+                    );
                     sanitize(&mut t);
                     t
                 }
             })
             .collect();
-        let all: Vec<Candidate> = if cands.len() > 1 { cands.clone() } else { crate::calib::candidate::default_candidates() };
+        let all: Vec<Candidate> = if cands.len() > 1 {
+            cands.clone()
+        } else {
+            crate::calib::candidate::default_candidates()
+        };
         for &i in &sensitive {
             let st = &stats.feature[stats.index[&points[i].tensor]];
             let tries: Vec<(Candidate, f64, Vec<OutputRow>)> = all
@@ -558,13 +568,7 @@ pub fn calibrate(
             let s_i = sens.iter().find(|x| x.0 == i).map_or(f64::NAN, |x| x.1);
             layerwise_report.push(format!(
                 "tensor '{}' ({}; alone-quantized {} {:.6}): {}, model {} {:.6}",
-                points[i].tensor,
-                points[i].qtype,
-                ls.metric,
-                s_i,
-                tries[b].0,
-                metric,
-                tries[b].1
+                points[i].tensor, points[i].qtype, ls.metric, s_i, tries[b].0, metric, tries[b].1
             ));
         }
     }
@@ -576,7 +580,11 @@ pub fn calibrate(
     for (i, p) in points.iter().enumerate() {
         let mut raw = match weight_th.get(&i) {
             Some(t) => t.clone(),
-            None => feature_thresholds(&stats.feature[stats.index[&p.tensor]], &per_point[i], p.qtype),
+            None => feature_thresholds(
+                &stats.feature[stats.index[&p.tensor]],
+                &per_point[i],
+                p.qtype,
+            ),
         };
         if let Some(what) = sanitize(&mut raw) {
             if !p.is_weight() {

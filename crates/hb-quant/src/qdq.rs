@@ -707,6 +707,7 @@ mod tests {
             asymmetric: asym,
             is_weight: weight,
             enabled: on,
+            keep_masks: false,
         }
         .to_node(name, x, y)
     }
@@ -1089,6 +1090,45 @@ mod tests {
                 hb_tensor::io::write_npy(&p, &t).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn mask_sentinels_pass_both_the_simulation_and_the_export() {
+        let mut g = Graph::default();
+        g.inputs.push(ValueInfo::tensor("x", DType::F32, &[1, 6]));
+        g.outputs.push(ValueInfo::tensor("y", DType::F32, &[1, 6]));
+        let mut n = calib(
+            "x_HzCalibration",
+            "x",
+            "y",
+            FqType::Int8,
+            &[2.0],
+            1,
+            false,
+            false,
+            true,
+        );
+        n.set_attr("keep_masks", Attr::Int(1));
+        g.nodes.push(n);
+        let mut m = Model {
+            ir_version: 8,
+            graph: g,
+            ..Default::default()
+        };
+        m.opsets.insert(String::new(), 13);
+        m.opsets.insert(DOMAIN.into(), 1);
+        let x = Tensor::from_f32(
+            &[1, 6],
+            vec![f32::NEG_INFINITY, f32::MIN, -1e9, -5.0, 0.3, 1.7],
+        )
+        .unwrap();
+        let inputs: HashMap<String, Tensor> = [("x".to_string(), x)].into_iter().collect();
+        let q = export_qdq(&m).unwrap();
+        let (a, b) = (run(&m, &inputs), run(&q, &inputs));
+        assert_eq!(a, b);
+        let y: Vec<f32> = a[0].1.iter().map(|u| f32::from_bits(*u)).collect();
+        assert_eq!(&y[..3], &[f32::NEG_INFINITY, f32::MIN, -1e9]);
+        assert_eq!(y[3], -128.0 * (2.0 / 127.0));
     }
 
     #[test]

@@ -203,7 +203,8 @@ fn qdq_export_matches_the_simulation() {
 fn real_shaped_configs_run() {
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hb-quant/tests/configs");
     let f = fixtures();
-    let cases: [(&str, &str, Vec<(String, String)>); 3] = [
+    type Subs = Vec<(String, String)>;
+    let cases: [(&str, &str, Subs); 3] = [
         (
             "x3_resnet.yaml",
             "resnet_tiny",
@@ -246,7 +247,10 @@ fn real_shaped_configs_run() {
                     "sem_decoder.onnx".into(),
                     f.join("sem_decoder/model.onnx").display().to_string(),
                 ),
-                ("./calib/".into(), format!("{}/", f.join("sem_decoder/calib").display())),
+                (
+                    "./calib/".into(),
+                    format!("{}/", f.join("sem_decoder/calib").display()),
+                ),
                 ("/attn/".into(), "/".into()),
             ],
         ),
@@ -262,7 +266,10 @@ fn real_shaped_configs_run() {
         text = text
             .replace("'model_output'", &format!("'{}'", work.display()))
             .replace("./model_output", &work.display().to_string())
-            .replace("working_dir: model_output", &format!("working_dir: {}", work.display()));
+            .replace(
+                "working_dir: model_output",
+                &format!("working_dir: {}", work.display()),
+            );
         let cfg = tmp.path().join(file);
         std::fs::write(&cfg, text).unwrap();
         let s = run(&CalibArgs {
@@ -282,6 +289,11 @@ fn real_shaped_configs_run() {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(written.iter().any(|n| n.ends_with("_calibrated_model.onnx")), "{written:?}");
+        assert!(
+            written
+                .iter()
+                .any(|n| n.ends_with("_calibrated_model.onnx")),
+            "{written:?}"
+        );
     }
 }

@@ -42,7 +42,10 @@ impl Case {
         std::fs::create_dir_all(c.path("calib")).unwrap();
         for k in 0..3 {
             let x: Vec<f32> = (0..4).map(|i| (i + k) as f32 * 0.25 - 0.5).collect();
-            c.npy(&format!("calib/{k}.npy"), Tensor::from_f32(&[1, 4], x).unwrap());
+            c.npy(
+                &format!("calib/{k}.npy"),
+                Tensor::from_f32(&[1, 4], x).unwrap(),
+            );
         }
         c.yaml("");
         c
@@ -132,7 +135,11 @@ fn config_errors() {
     c.yaml("  quant_config: missing.json\n");
     c.fails("missing.json");
 
-    std::fs::write(c.path("qc.json"), "{ \"model_config\": { // comment\n  \"all_node_type\": \"int8\",, }").unwrap();
+    std::fs::write(
+        c.path("qc.json"),
+        "{ \"model_config\": { // comment\n  \"all_node_type\": \"int8\",, }",
+    )
+    .unwrap();
     c.yaml("  quant_config: qc.json\n");
     c.fails("qc.json");
 
@@ -186,11 +193,17 @@ fn missing_files() {
 #[test]
 fn bad_calibration_data() {
     let c = Case::new();
-    c.npy("calib/1.npy", Tensor::from_f32(&[1, 5], vec![0.0; 5]).unwrap());
+    c.npy(
+        "calib/1.npy",
+        Tensor::from_f32(&[1, 5], vec![0.0; 5]).unwrap(),
+    );
     c.fails("1.npy");
 
     let c = Case::new();
-    c.npy("calib/2.npy", Tensor::from_vec(&[1, 4], vec![1i64, 2, 3, 4]).unwrap());
+    c.npy(
+        "calib/2.npy",
+        Tensor::from_vec(&[1, 4], vec![1i64, 2, 3, 4]).unwrap(),
+    );
     c.fails("2.npy");
 
     let c = Case::new();
@@ -222,11 +235,16 @@ fn an_op_the_interpreter_lacks() {
 fn mismatched_sample_counts_across_inputs() {
     let c = Case::new();
     let mut m = model("Relu");
-    m.graph.inputs.push(ValueInfo::tensor("z", DType::F32, &[1, 3]));
+    m.graph
+        .inputs
+        .push(ValueInfo::tensor("z", DType::F32, &[1, 3]));
     m.graph.nodes[1] = Node::new("act", "Add", &["h", "z"], &["y"]);
     hb_ir::save_model(&m, &c.path("model.onnx")).unwrap();
     std::fs::create_dir_all(c.path("calib_z")).unwrap();
-    c.npy("calib_z/0.npy", Tensor::from_f32(&[1, 3], vec![0.0; 3]).unwrap());
+    c.npy(
+        "calib_z/0.npy",
+        Tensor::from_f32(&[1, 3], vec![0.0; 3]).unwrap(),
+    );
     c.raw_yaml("model_parameters:\n  onnx_model: model.onnx\n  working_dir: work\ninput_parameters:\n  input_name: x;z\ncalibration_parameters:\n  cal_data_dir: calib;calib_z\n");
     c.fails("one file per sample");
 }

@@ -14,7 +14,7 @@ pub use hb_float::kernels::horizon::MASK_LIMIT;
 /// True for values that are masks, not data.
 #[inline]
 pub fn is_mask_value(x: f32) -> bool {
-    !(x.abs() < MASK_LIMIT)
+    x.is_nan() || x.abs() >= MASK_LIMIT
 }
 
 /// Statistics of one tensor.
