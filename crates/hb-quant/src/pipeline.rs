@@ -45,7 +45,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            max_num_bin: 16384,
+            max_num_bin: 4096,
             search_samples: 10,
             progress: false,
         }
@@ -114,6 +114,8 @@ pub struct CalibOutcome {
     pub outputs: Vec<OutputRow>,
     /// Number of calibration samples.
     pub samples: usize,
+    /// Wall time of each phase (statistics, search, layerwise, report), seconds.
+    pub timings: Vec<(String, f64)>,
 }
 
 struct StatsHook<'a> {
@@ -350,8 +352,10 @@ pub fn calibrate(
         .as_ref()
         .map(|s| s.metric.clone())
         .unwrap_or_else(|| "cosine-similarity".into());
+    let mut laps = Laps::start();
     let float_session = Session::new(model)?;
     let stats = collect(&float_session, model, &plan, data, opts)?;
+    laps.lap("statistics");
     let mut findings = Vec::new();
 
     // Keep the points on float tensors; integer tensors are never quantized.
@@ -457,6 +461,7 @@ pub fn calibrate(
     }
     let chosen = scored[best].0.candidate;
     let mut outputs = scored[best].1.clone();
+    laps.lap("search");
 
     // Layerwise search ("mix" or layerwise_search): per-activation
     // sensitivity, then the sensitive ones get their own best candidate (and
@@ -572,6 +577,9 @@ pub fn calibrate(
             ));
         }
     }
+    if layerwise.is_some() {
+        laps.lap("layerwise search");
+    }
     for line in layerwise_report {
         findings.push(Finding::info("layerwise-search", line));
     }
@@ -615,6 +623,7 @@ pub fn calibrate(
     let mut quant_dump = ValueDump::default();
     Session::new(&calibrated)?.run_with_hook(&search[0], &mut quant_dump)?;
     let nodes = report::node_rows(model, &plan, &points, &thresholds, &float_dump, &quant_dump);
+    laps.lap("calibrated model and report");
 
     Ok(CalibOutcome {
         calibrated,
@@ -628,7 +637,38 @@ pub fn calibrate(
         nodes,
         outputs,
         samples: data.count(),
+        timings: laps.list,
     })
+}
+
+/// Wall time of consecutive phases.
+#[derive(Debug, Clone)]
+pub struct Laps {
+    clock: std::time::Instant,
+    /// `(phase, seconds)` in order.
+    pub list: Vec<(String, f64)>,
+}
+
+impl Laps {
+    /// Starts the clock.
+    pub fn start() -> Self {
+        Laps {
+            clock: std::time::Instant::now(),
+            list: Vec::new(),
+        }
+    }
+
+    /// Records the time since the previous lap under `name`.
+    pub fn lap(&mut self, name: &str) {
+        self.list
+            .push((name.to_string(), self.clock.elapsed().as_secs_f64()));
+        self.clock = std::time::Instant::now();
+    }
+
+    /// Restarts the clock without recording.
+    pub fn restart(&mut self) {
+        self.clock = std::time::Instant::now();
+    }
 }
 
 /// A read-only view of the statistics for the report.

@@ -49,6 +49,8 @@ pub struct CalibSummary {
     pub samples: usize,
     /// Wall time of the whole run (s).
     pub seconds: f64,
+    /// Wall time per phase (s).
+    pub timings: Vec<(String, f64)>,
     /// The chosen calibration method.
     pub method: String,
     /// Every candidate tried and its score.
@@ -246,6 +248,7 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         hb_quant::ConfigError::File { .. } => ToolError::input(e),
         other => cfg_err(&args.config, other),
     })?;
+    let mut laps = hb_quant::pipeline::Laps::start();
     let mut model = crate::cli::load_model(&cfg.model.onnx_model)?;
     let infos = prepare_inputs(&cfg, &mut model)?;
     let original = model.clone();
@@ -265,15 +268,19 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         &cfg.calibration.cal_data_type,
         args.num_samples,
     )?;
+    laps.lap("load and optimize");
     data.check_all()?;
+    laps.lap("check calibration data");
     let qc = effective_quant_config(&cfg);
     let opts = Options {
-        max_num_bin: qc.model.activation.max_num_bin.unwrap_or(16384),
+        max_num_bin: qc.model.activation.max_num_bin.unwrap_or(4096),
         search_samples: args.search_samples,
         progress: args.progress,
     };
     let outcome = calibrate(&optimized, &qc, &data, &opts)
         .map_err(|e| ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())))?;
+    laps.list.extend(outcome.timings.iter().cloned());
+    laps.restart();
     let work = args
         .output_dir
         .clone()
@@ -318,14 +325,27 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
             }
         }
     }
-    let seconds = t0.elapsed().as_secs_f64();
-    let summary = summarize(&cfg, &outcome, &files, &work, seconds);
-    let art = Artefacts {
-        log: render_log(&cfg, &outcome, &summary),
-        files,
-        dumps,
-    };
-    write(&work, art)?;
+    let art_files = files;
+    let mut summary = summarize(
+        &cfg,
+        &outcome,
+        &art_files,
+        &work,
+        t0.elapsed().as_secs_f64(),
+    );
+    summary.timings = laps.list.clone();
+    let log = render_log(&cfg, &outcome, &summary);
+    write(
+        &work,
+        Artefacts {
+            log,
+            files: art_files,
+            dumps,
+        },
+    )?;
+    laps.lap("write artefacts");
+    summary.seconds = t0.elapsed().as_secs_f64();
+    summary.timings = laps.list;
     Ok(summary)
 }
 
@@ -349,6 +369,7 @@ fn summarize(
         artefacts,
         samples: o.samples,
         seconds,
+        timings: Vec::new(),
         method: o.chosen.to_string(),
         candidates: o
             .scores
@@ -379,6 +400,13 @@ fn render_log(cfg: &HbConfig, o: &CalibOutcome, s: &CalibSummary) -> String {
         s.samples,
         s.seconds
     ));
+    if !s.timings.is_empty() {
+        log.push_str("phases:");
+        for (name, t) in &s.timings {
+            log.push_str(&format!(" {name} {t:.2} s;"));
+        }
+        log.push_str("\n\n");
+    }
     if !s.ignored.is_empty() {
         log.push_str("Accepted without effect on a CPU:\n");
         for i in &s.ignored {

@@ -91,6 +91,12 @@ impl AbsHistogram {
                 batch_max = batch_max.max(x.abs());
             }
         }
+        self.add_with_max(xs, batch_max);
+    }
+
+    /// Adds values whose largest finite |x| is already known (`batch_max`),
+    /// saving a pass.
+    pub fn add_with_max(&mut self, xs: &[f32], batch_max: f32) {
         if batch_max > 0.0 {
             let e = self.exponent_for(batch_max);
             if self.log2_width.is_none_or(|cur| e > cur) {
@@ -99,24 +105,61 @@ impl AbsHistogram {
         }
         self.max = self.max.max(batch_max);
         let width = self.width();
+        let inv_width = if width > 0.0 { 1.0 / width } else { 0.0 };
         let last = self.counts.len() - 1;
-        for &x in xs {
-            if !x.is_finite() {
-                self.non_finite += 1;
-                continue;
+        let bin_of = |a: f32| ((f64::from(a) * inv_width) as usize).min(last);
+        let (mut non_finite, mut zeros) = (0u64, 0u64);
+        if xs.len() < 8 * self.counts.len() {
+            for &x in xs {
+                if x.is_finite() {
+                    let a = x.abs();
+                    zeros += u64::from(a == 0.0);
+                    self.counts[bin_of(a)] += 1;
+                } else {
+                    non_finite += 1;
+                }
             }
-            self.total += 1;
-            let a = x.abs();
-            if a == 0.0 {
-                self.zeros += 1;
-            }
-            let bin = if width > 0.0 {
-                ((a as f64 / width) as usize).min(last)
-            } else {
-                0
-            };
-            self.counts[bin] += 1;
+            self.non_finite += non_finite;
+            self.zeros += zeros;
+            self.total += xs.len() as u64 - non_finite;
+            return;
         }
+        // Four interleaved partial histograms: runs of equal bins (zeros,
+        // small values) do not wait on one counter's store.
+        let n = self.counts.len();
+        let mut parts = vec![0u32; 4 * n];
+        for block in xs.chunks(1 << 24) {
+            let quads = block.chunks_exact(4);
+            let rest = quads.remainder();
+            for q in quads {
+                for (k, &x) in q.iter().enumerate() {
+                    let finite = x.is_finite();
+                    non_finite += u64::from(!finite);
+                    let a = if finite { x.abs() } else { 0.0 };
+                    zeros += u64::from(finite && a == 0.0);
+                    parts[k * n + bin_of(a)] += u32::from(finite);
+                }
+            }
+            for &x in rest {
+                if x.is_finite() {
+                    let a = x.abs();
+                    zeros += u64::from(a == 0.0);
+                    parts[bin_of(a)] += 1;
+                } else {
+                    non_finite += 1;
+                }
+            }
+            for (i, c) in self.counts.iter_mut().enumerate() {
+                *c += u64::from(parts[i])
+                    + u64::from(parts[n + i])
+                    + u64::from(parts[2 * n + i])
+                    + u64::from(parts[3 * n + i]);
+            }
+            parts.iter_mut().for_each(|p| *p = 0);
+        }
+        self.non_finite += non_finite;
+        self.zeros += zeros;
+        self.total += xs.len() as u64 - non_finite;
     }
 
     /// Merges another histogram with the same number of bins (exact).

@@ -83,24 +83,49 @@ impl TensorStats {
 
     /// Observes one sample of the tensor (row-major data of `shape`).
     pub fn observe(&mut self, xs: &[f32], shape: &[usize]) {
+        const L: usize = 8;
+        let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
+        let mut sums = [0f32; L];
         let mut masks = 0u64;
-        let mut nan = 0u64;
-        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        let mut sum = 0f64;
-        for &x in xs {
+        let chunks = xs.chunks_exact(L);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for k in 0..L {
+                let x = c[k];
+                let data = x.abs() < MASK_LIMIT;
+                masks += u64::from(!data);
+                let v = if data { x } else { 0.0 };
+                lo[k] = lo[k].min(if data { x } else { f32::INFINITY });
+                hi[k] = hi[k].max(if data { x } else { f32::NEG_INFINITY });
+                sums[k] += v;
+            }
+        }
+        let (mut lo, mut hi) = (
+            lo.iter().fold(f32::INFINITY, |a, b| a.min(*b)),
+            hi.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)),
+        );
+        let mut sum: f64 = sums.iter().map(|v| f64::from(*v)).sum();
+        for &x in tail {
             if is_mask_value(x) {
                 masks += 1;
-                if x.is_nan() {
-                    nan += 1;
-                }
             } else {
                 lo = lo.min(x);
                 hi = hi.max(x);
                 sum += f64::from(x);
             }
         }
+        let nan = if masks > 0 {
+            xs.iter().filter(|x| x.is_nan()).count() as u64
+        } else {
+            0
+        };
         if masks == 0 {
-            self.hist.add(xs);
+            let absmax = if lo <= hi {
+                lo.abs().max(hi.abs())
+            } else {
+                0.0
+            };
+            self.hist.add_with_max(xs, absmax);
         } else {
             self.scratch.clear();
             self.scratch
@@ -137,12 +162,19 @@ impl TensorStats {
         if inner == 0 || c == 0 {
             return;
         }
+        let data_abs = |x: f32| if x.abs() < MASK_LIMIT { x.abs() } else { 0.0 };
+        if inner == 1 {
+            // Channels are the last axis: rows of `c` values.
+            for row in xs.chunks_exact(c) {
+                for (m, &x) in self.channel_absmax.iter_mut().zip(row) {
+                    *m = m.max(data_abs(x));
+                }
+            }
+            return;
+        }
         for (k, chunk) in xs.chunks(inner).enumerate() {
             let ch = k % c;
-            let m = chunk
-                .iter()
-                .filter(|x| !is_mask_value(**x))
-                .fold(0f32, |m, x| m.max(x.abs()));
+            let m = chunk.iter().fold(0f32, |m, x| m.max(data_abs(*x)));
             if m > self.channel_absmax[ch] {
                 self.channel_absmax[ch] = m;
             }
