@@ -1,5 +1,7 @@
 //! Bad input is a tested path: one-line error, exit code 2, no panic, nothing written.
 
+mod common;
+
 use hb_ir::{Graph, Model, Node, ValueInfo};
 use hb_onnx_proto as pb;
 use hb_tensor::{DType, Tensor};
@@ -20,14 +22,7 @@ fn tiny_model(op: &str) -> Model {
     g.inputs.push(ValueInfo::tensor("x", DType::F32, &[1, 4]));
     g.outputs.push(ValueInfo::tensor("y", DType::F32, &[1, 4]));
     g.nodes.push(Node::new("the_node", op, &["x"], &["y"]));
-    let mut m = Model {
-        ir_version: 8,
-        graph: g,
-        producer_name: "test".into(),
-        ..Default::default()
-    };
-    m.opsets.insert(String::new(), 13);
-    m
+    common::model_of(g)
 }
 
 struct Case {

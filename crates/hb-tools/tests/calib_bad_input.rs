@@ -1,6 +1,8 @@
 //! hb-calib on bad configs and bad calibration data: one-line error naming
 //! the file or key, exit code 2, no panic, nothing written.
 
+mod common;
+
 use hb_ir::{Graph, Model, Node, ValueInfo};
 use hb_tensor::{io, DType, Tensor};
 use std::path::PathBuf;
@@ -18,14 +20,7 @@ fn model(op_after: &str) -> Model {
     );
     g.nodes.push(Node::new("mm", "MatMul", &["x", "W"], &["h"]));
     g.nodes.push(Node::new("act", op_after, &["h"], &["y"]));
-    let mut m = Model {
-        ir_version: 8,
-        graph: g,
-        producer_name: "test".into(),
-        ..Default::default()
-    };
-    m.opsets.insert(String::new(), 13);
-    m
+    common::model_of(g)
 }
 
 struct Case {
