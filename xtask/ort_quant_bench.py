@@ -96,16 +96,8 @@ class Reader(CalibrationDataReader):
         self.it = iter(self.samples)
 
 
-def cosine(a, b):
-    a = a.astype(np.float64).ravel()
-    b = b.astype(np.float64).ravel()
-    return float(a @ b / (max(np.linalg.norm(a), 1e-8) * max(np.linalg.norm(b), 1e-8)))
-
-
-def graph_io(path):
-    g = onnx.load(path, load_external_data=False).graph
-    inits = {i.name for i in g.initializer}
-    return [i.name for i in g.input if i.name not in inits], [o.name for o in g.output]
+# One definition of the metric and of a graph's real inputs for both scripts.
+from ort_qdq_check import cosine, io_names as graph_io  # noqa: E402
 
 
 def one_run(fixture, entry, method, calib, test, preprocess, workdir):
