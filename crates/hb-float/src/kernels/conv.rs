@@ -4,6 +4,7 @@
 
 use crate::error::OpResult;
 use crate::invalid;
+use crate::kernels::conv_direct;
 use crate::kernels::floatio::{contiguous, f32_of, to_dtype, to_vec};
 use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
 use crate::kernels::spatial::{Geom, WindowAttrs};
@@ -119,13 +120,34 @@ pub fn conv_f32(
     let (xd, wd) = (contiguous(x), contiguous(w));
     if group > 1 && group == cin && cout == cin {
         depthwise(&d, &xd, &wd, &mut out);
+        add_bias(&mut out, bias.as_deref(), geom.out_len());
+    } else if !is_pointwise(&geom) && conv_direct::applicable(&geom, cin / group) {
+        conv_direct_all(&d, &xd, &wd, bias.as_deref(), &mut out);
     } else {
         conv_gemm(&d, &xd, &wd, &mut out)?;
+        add_bias(&mut out, bias.as_deref(), geom.out_len());
     }
-    add_bias(&mut out, bias.as_deref(), geom.out_len());
     let mut shape = vec![n, cout];
     shape.extend(out_sp);
     ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid!("{e}"))
+}
+
+/// Every batch item and group through the direct kernel (bias included).
+#[doc(hidden)]
+pub fn conv_direct_all(d: &ConvDims, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let g = &d.geom;
+    let (cin_g, cout_g) = (d.cin / d.group, d.cout / d.group);
+    let (ol, il) = (g.out_len(), g.in_len());
+    let wl = cin_g * g.k_len();
+    for (b, out_b) in out.chunks_mut(d.cout * ol).enumerate() {
+        for (gi, og) in out_b.chunks_mut(cout_g * ol).enumerate() {
+            let c0 = b * d.cin + gi * cin_g;
+            let xg = &x[c0 * il..(c0 + cin_g) * il];
+            let wg = &w[gi * cout_g * wl..(gi + 1) * cout_g * wl];
+            let bg = bias.map(|bv| &bv[gi * cout_g..(gi + 1) * cout_g]);
+            conv_direct::conv2d(g, xg, wg, bg, cin_g, og);
+        }
+    }
 }
 
 /// True when the conv reads its input directly as the GEMM right operand.
@@ -133,7 +155,8 @@ fn is_pointwise(g: &Geom) -> bool {
     g.k_len() == 1 && g.strides == [1; 3] && g.pad == [0; 3] && g.input == g.out
 }
 
-fn conv_gemm(d: &ConvDims, x: &[f32], w: &[f32], out: &mut [f32]) -> OpResult<()> {
+#[doc(hidden)]
+pub fn conv_gemm(d: &ConvDims, x: &[f32], w: &[f32], out: &mut [f32]) -> OpResult<()> {
     let g = &d.geom;
     let (cin_g, cout_g) = (d.cin / d.group, d.cout / d.group);
     let (ol, il) = (g.out_len(), g.in_len());
@@ -456,6 +479,63 @@ mod tests {
             )
             .unwrap();
             let (want, shape) = naive(&x, xs, &w, ws, 1, [s, s], [d, d], [p, p, p, p]);
+            assert_eq!(y[0].shape(), &shape);
+            assert_close(&data(&y[0]), &want, 1e-4);
+        }
+    }
+
+    #[test]
+    fn direct_kernel_matches_naive() {
+        // (n, c, m, g, h, w, kh, kw, s, d, pads t,l,b,r, bias)
+        let cases: [(
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            [usize; 4],
+            bool,
+        ); 9] = [
+            (1, 16, 16, 1, 16, 16, 3, 3, 1, 1, [1, 1, 1, 1], true),
+            (1, 16, 32, 1, 16, 16, 3, 3, 2, 1, [1, 1, 1, 1], true),
+            (2, 5, 7, 1, 9, 13, 3, 3, 1, 1, [1, 1, 1, 1], true),
+            (1, 6, 10, 2, 11, 17, 3, 2, 1, 2, [0, 2, 1, 1], true),
+            (1, 3, 5, 1, 20, 31, 5, 5, 2, 1, [2, 1, 2, 3], false),
+            (2, 8, 6, 2, 7, 8, 3, 3, 1, 1, [1, 1, 1, 1], true),
+            (1, 4, 9, 1, 12, 49, 2, 3, 3, 2, [1, 0, 0, 2], true),
+            (1, 32, 32, 1, 8, 8, 3, 3, 1, 1, [1, 1, 1, 1], true),
+            (1, 3, 16, 1, 32, 32, 3, 3, 1, 1, [1, 1, 1, 1], true),
+        ];
+        for (n, c, m, g, h, wd, kh, kw, s, d, p, with_bias) in cases {
+            let xs = [n, c, h, wd];
+            let ws = [m, c / g, kh, kw];
+            let x = rand_vals(xs.iter().product(), 11);
+            let w = rand_vals(ws.iter().product(), 12);
+            let bv = rand_vals(m, 13);
+            let nd = node(
+                "Conv",
+                vec![
+                    ("group", Attr::Int(g as i64)),
+                    ("pads", ints(&p.map(|v| v as i64))),
+                    ("dilations", ints(&[d as i64, d as i64])),
+                    ("strides", ints(&[s as i64, s as i64])),
+                ],
+            );
+            let (xt, wt, bt) = (t(&xs, x.clone()), t(&ws, w.clone()), t(&[m], bv.clone()));
+            let ins = [Some(&xt), Some(&wt), with_bias.then_some(&bt)];
+            let y = run(conv, &nd, 17, &ins).unwrap();
+            let (mut want, shape) = naive(&x, xs, &w, ws, g, [s, s], [d, d], p);
+            if with_bias {
+                let ol = shape[2] * shape[3];
+                for (i, v) in want.iter_mut().enumerate() {
+                    *v += bv[(i / ol) % m];
+                }
+            }
             assert_eq!(y[0].shape(), &shape);
             assert_close(&data(&y[0]), &want, 1e-4);
         }

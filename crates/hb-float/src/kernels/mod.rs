@@ -22,6 +22,7 @@ pub mod util;
 
 pub mod attention;
 pub mod conv;
+pub mod conv_direct;
 pub mod conv_transpose;
 pub mod einsum;
 pub mod fastmath;

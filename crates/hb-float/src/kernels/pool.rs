@@ -155,32 +155,48 @@ fn max_planes<T: Scalar>(p: &Pooling, x: &[T]) -> Vec<T> {
         })
         .collect();
     let (dil_d, dil_h, dil_w) = (g.dilations[0], g.dilations[1], g.dilations[2]);
+    let planar = g.kernel[0] == 1 && g.out[0] == 1 && g.input[0] == 1;
     let run = |i: usize, o: &mut [T]| {
         let plane = x.get(i * il..(i + 1) * il).unwrap_or(&[]);
+        if planar && plane.len() == il {
+            max_plane_2d(plane, iw, dil_h, dil_w, &ranges[1], &ranges[2], o);
+            return;
+        }
         let mut outs = o.iter_mut();
         for &(d0, nd) in &ranges[0] {
             for &(h0, nh) in &ranges[1] {
                 for &(w0, nw) in &ranges[2] {
-                    let mut m: Option<T> = None;
-                    for kd in 0..nd {
+                    // The first in-bounds tap starts the maximum; `v > m`
+                    // never lets a NaN replace it.
+                    let first = ((d0 * ih + h0) * iw + w0).min(plane.len());
+                    let any = nd * nh * nw > 0;
+                    let mut m = if any {
+                        plane.get(first).copied().unwrap_or_default()
+                    } else {
+                        T::default()
+                    };
+                    for kd in 0..if any { nd } else { 0 } {
                         for kh in 0..nh {
                             let row = ((d0 + kd * dil_d) * ih + h0 + kh * dil_h) * iw + w0;
-                            let taps = plane.get(row..).unwrap_or(&[]);
-                            for &v in taps.iter().step_by(dil_w).take(nw) {
-                                m = Some(match m {
-                                    Some(c)
-                                        if v.partial_cmp(&c)
-                                            != Some(std::cmp::Ordering::Greater) =>
-                                    {
-                                        c
+                            let end = (row + (nw - 1) * dil_w + 1).min(plane.len());
+                            let taps = plane.get(row..end).unwrap_or(&[]);
+                            if dil_w == 1 {
+                                for &v in taps {
+                                    if v > m {
+                                        m = v;
                                     }
-                                    _ => v,
-                                });
+                                }
+                            } else {
+                                for &v in taps.iter().step_by(dil_w) {
+                                    if v > m {
+                                        m = v;
+                                    }
+                                }
                             }
                         }
                     }
                     if let Some(slot) = outs.next() {
-                        *slot = m.unwrap_or_default();
+                        *slot = m;
                     }
                 }
             }
@@ -198,6 +214,65 @@ fn max_planes<T: Scalar>(p: &Pooling, x: &[T]) -> Vec<T> {
         out.chunks_mut(ol).enumerate().for_each(|(i, o)| run(i, o));
     }
     out
+}
+
+/// True for a NaN (the only value not equal to itself).
+#[inline]
+fn is_nan<T: PartialOrd>(v: &T) -> bool {
+    v.partial_cmp(v).is_none()
+}
+
+/// 2-D MaxPool of one plane, separably: each output row first takes the
+/// column-wise maximum of its window rows (NaN ignored unless the whole
+/// column is NaN; a vectorisable loop), then each output the maximum over
+/// its window columns. Same result as the row-major window walk: NaN when
+/// the window's first tap is NaN, else the largest non-NaN value.
+fn max_plane_2d<T: Scalar>(
+    plane: &[T],
+    iw: usize,
+    dil_h: usize,
+    dil_w: usize,
+    rows: &[(usize, usize)],
+    cols: &[(usize, usize)],
+    out: &mut [T],
+) {
+    let mut colmax = vec![T::default(); iw];
+    for (&(h0, nh), orow) in rows.iter().zip(out.chunks_mut(cols.len().max(1))) {
+        let row_at = |kh: usize| plane.get((h0 + kh * dil_h) * iw..).and_then(|r| r.get(..iw));
+        let Some(first_row) = row_at(0).filter(|_| nh > 0) else {
+            orow.fill(T::default());
+            continue;
+        };
+        colmax.copy_from_slice(first_row);
+        for kh in 1..nh {
+            for (m, &v) in colmax.iter_mut().zip(row_at(kh).unwrap_or(&[])) {
+                if v > *m || is_nan(m) {
+                    *m = v;
+                }
+            }
+        }
+        for (&(w0, nw), slot) in cols.iter().zip(orow.iter_mut()) {
+            let Some(&first) = first_row.get(w0).filter(|_| nw > 0) else {
+                *slot = T::default();
+                continue;
+            };
+            let mut m = first;
+            if !is_nan(&m) && dil_w == 1 {
+                for &v in colmax.get(w0..w0 + nw).unwrap_or(&[]) {
+                    if v > m {
+                        m = v;
+                    }
+                }
+            } else if !is_nan(&m) {
+                for &v in colmax.iter().skip(w0).step_by(dil_w).take(nw) {
+                    if v > m {
+                        m = v;
+                    }
+                }
+            }
+            *slot = m;
+        }
+    }
 }
 
 /// The position (in-plane offset) of the largest value of a window.

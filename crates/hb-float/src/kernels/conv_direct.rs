@@ -1,0 +1,255 @@
+//! Direct 2-D convolution for small feature maps, vectorised over output
+//! width with AVX2 + FMA.
+//!
+//! The input of one group is copied once into a zero-padded buffer whose
+//! columns are split by stride phase (column `c` of the padded plane goes
+//! to phase `c % stride`, slot `c / stride`), so every kernel tap reads 8
+//! consecutive floats for 8 consecutive output columns whatever the stride
+//! and dilation. Output channels are taken [`MR`] at a time and output row
+//! segments of 8 columns [`NR`] at a time; each `MR × NR` tile of 8-wide
+//! accumulators runs over every (input channel, tap) pair, starting from
+//! the bias. Weights are repacked as `[block][cin·taps][MR]` so the
+//! broadcasts of one tap are adjacent.
+//!
+//! Used only when the CPU has AVX2 and FMA (the caller falls back to
+//! im2col + GEMM otherwise) and the output rows fill most of their 8-wide
+//! segments.
+
+use crate::kernels::spatial::Geom;
+use rayon::prelude::*;
+
+/// Output channels per register tile.
+const MR: usize = 4;
+/// 8-wide output segments per register tile.
+const NR: usize = 2;
+/// Vector width.
+const V: usize = 8;
+
+/// True when [`conv2d`] can run this geometry on this CPU and is expected to
+/// beat im2col + GEMM: a 2-D (or 1-D) window, at least a few output
+/// columns per 8-wide segment on average, and a feature map small enough
+/// that the padded copy stays cheap.
+pub fn applicable(g: &Geom, cin_g: usize) -> bool {
+    if g.input[0] != 1 || g.out[0] != 1 || g.kernel[0] != 1 {
+        return false;
+    }
+    let ow = g.out[2];
+    let segs = ow.div_ceil(V);
+    // At least 3/4 of the vector lanes do useful work.
+    let dense = ow > 0 && 4 * ow >= 3 * segs * V;
+    dense && g.k_len() > 1 && g.out_len() <= 1 << 14 && cin_g * g.k_len() >= 8 && has_avx2_fma()
+}
+
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Padded, phase-split copy of the input channels of one group.
+struct Padded {
+    data: Vec<f32>,
+    /// Padded rows.
+    hp: usize,
+    /// Floats per phase row (slots).
+    len: usize,
+    /// Column stride (phases per row).
+    sw: usize,
+}
+
+impl Padded {
+    fn new(g: &Geom, x: &[f32], cin: usize) -> Self {
+        let [_, ih, iw] = g.input;
+        let [_, _, ow] = g.out;
+        let (sw, dw, kw) = (g.strides[2], g.dilations[2], g.kernel[2]);
+        let hp = g.pad[1] + ih + g.pad_end[1];
+        let wp = g.pad[2] + iw + g.pad_end[2];
+        // Slots read: output column o (< segments·8) plus the tap offset.
+        let len = wp.div_ceil(sw).max(ow.div_ceil(V) * V + (kw - 1) * dw / sw);
+        let mut data = vec![0f32; cin * hp * sw * len];
+        let il = ih * iw;
+        for c in 0..cin {
+            let plane = &x[c * il..(c + 1) * il];
+            for (r, src) in plane.chunks_exact(iw.max(1)).enumerate() {
+                let row = &mut data[((c * hp + r + g.pad[1]) * sw) * len..][..sw * len];
+                if sw == 1 {
+                    row[g.pad[2]..g.pad[2] + iw].copy_from_slice(src);
+                    continue;
+                }
+                // Column i + pad goes to phase (i + pad) % sw, slot (i + pad) / sw.
+                let (mut q, mut slot) = (g.pad[2] % sw, g.pad[2] / sw);
+                for &v in src {
+                    row[q * len + slot] = v;
+                    q += 1;
+                    if q == sw {
+                        q = 0;
+                        slot += 1;
+                    }
+                }
+            }
+        }
+        Padded { data, hp, len, sw }
+    }
+}
+
+/// `out[co] = bias[co] + Σ w[co] ⋆ x` for one group: `x` holds `cin`
+/// planes, `w` is `[cout][cin][kh][kw]`, `out` holds `cout` planes.
+/// The caller checked [`applicable`].
+pub fn conv2d(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, cin: usize, out: &mut [f32]) {
+    let ol = g.out_len();
+    let cout = out.len() / ol.max(1);
+    let [_, oh, ow] = g.out;
+    let (kh, kw) = (g.kernel[1], g.kernel[2]);
+    let taps = kh * kw;
+    let k = cin * taps;
+    let p = Padded::new(g, x, cin);
+    // Offset of each tap inside one channel's padded block.
+    let row_len = p.sw * p.len;
+    let tap_off: Vec<usize> = (0..taps)
+        .map(|t| {
+            let (i, j) = (t / kw, t % kw);
+            let c = j * g.dilations[2];
+            i * g.dilations[1] * row_len + (c % p.sw) * p.len + c / p.sw
+        })
+        .collect();
+    // Offsets of every channel/tap pair, in weight order.
+    let offs: Vec<usize> = (0..cin)
+        .flat_map(|c| tap_off.iter().map(move |&t| c * p.hp * row_len + t))
+        .collect();
+    // Segments: (output start, length, input base).
+    let segs_per_row = ow.div_ceil(V);
+    let segs: Vec<(usize, usize, usize)> = (0..oh)
+        .flat_map(|r| {
+            (0..segs_per_row).map(move |s| {
+                let c0 = s * V;
+                (r * ow + c0, V.min(ow - c0), r * g.strides[1] * row_len + c0)
+            })
+        })
+        .collect();
+    // Largest input index any tile reads must lie inside the buffer.
+    let max_seg = segs.iter().map(|s| s.2).max().unwrap_or(0);
+    let max_off = offs.iter().copied().max().unwrap_or(0);
+    assert!(
+        max_seg + max_off + V <= p.data.len(),
+        "conv2d buffer bounds"
+    );
+    let blocks = cout.div_ceil(MR);
+    let mut wp = vec![0f32; blocks * k * MR];
+    for co in 0..cout {
+        let (b, r) = (co / MR, co % MR);
+        for (q, &v) in w[co * k..(co + 1) * k].iter().enumerate() {
+            wp[(b * k + q) * MR + r] = v;
+        }
+    }
+    let run = |b: usize, o: &mut [f32]| {
+        let wb = &wp[b * k * MR..(b + 1) * k * MR];
+        let rows = o.len() / ol;
+        let mut bs = [0f32; MR];
+        for (r, v) in bs.iter_mut().enumerate().take(rows) {
+            *v = bias.map_or(0.0, |bb| bb[b * MR + r]);
+        }
+        for tile in segs.chunks(NR) {
+            let mut acc = [[0f32; V]; MR * NR];
+            let mut base = [tile[0].2; NR];
+            for (d, s) in base.iter_mut().zip(tile) {
+                *d = s.2;
+            }
+            // SAFETY: the CPU has AVX2 + FMA (checked by `applicable`);
+            // every index read is below `p.data.len()` (asserted above:
+            // base <= max_seg, offs <= max_off) and `wb` holds k·MR values.
+            unsafe { avx::tile(&p.data, &offs, wb, &bs, &base, &mut acc) };
+            for (n, s) in tile.iter().enumerate() {
+                for r in 0..rows {
+                    o[r * ol + s.0..r * ol + s.0 + s.1].copy_from_slice(&acc[r * NR + n][..s.1]);
+                }
+            }
+        }
+    };
+    let work = cout * k * ol;
+    if blocks > 1 && rayon::current_num_threads() > 1 && work >= 1 << 20 {
+        out.par_chunks_mut(MR * ol)
+            .enumerate()
+            .for_each(|(b, o)| run(b, o));
+    } else {
+        out.chunks_mut(MR * ol)
+            .enumerate()
+            .for_each(|(b, o)| run(b, o));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use super::{MR, NR, V};
+    use std::arch::x86_64::*;
+
+    /// One `MR × NR` tile: `acc[r·NR + n][i] = bias[r] + Σ_q w[q·MR + r] ·
+    /// x[offs[q] + base[n] + i]`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `offs[q] + base[n] + 8 <= x.len()`
+    /// for every q and n; `w.len() >= offs.len() · MR`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile(
+        x: &[f32],
+        offs: &[usize],
+        w: &[f32],
+        bias: &[f32; MR],
+        base: &[usize; NR],
+        acc: &mut [[f32; V]; MR * NR],
+    ) {
+        let xp = x.as_ptr();
+        let wp = w.as_ptr();
+        let b0 = _mm256_set1_ps(bias[0]);
+        let b1 = _mm256_set1_ps(bias[1]);
+        let b2 = _mm256_set1_ps(bias[2]);
+        let b3 = _mm256_set1_ps(bias[3]);
+        let (mut c00, mut c01) = (b0, b0);
+        let (mut c10, mut c11) = (b1, b1);
+        let (mut c20, mut c21) = (b2, b2);
+        let (mut c30, mut c31) = (b3, b3);
+        let (p0, p1) = (xp.add(base[0]), xp.add(base[1]));
+        for (q, &off) in offs.iter().enumerate() {
+            let x0 = _mm256_loadu_ps(p0.add(off));
+            let x1 = _mm256_loadu_ps(p1.add(off));
+            let wq = wp.add(q * MR);
+            let w0 = _mm256_broadcast_ss(&*wq);
+            c00 = _mm256_fmadd_ps(w0, x0, c00);
+            c01 = _mm256_fmadd_ps(w0, x1, c01);
+            let w1 = _mm256_broadcast_ss(&*wq.add(1));
+            c10 = _mm256_fmadd_ps(w1, x0, c10);
+            c11 = _mm256_fmadd_ps(w1, x1, c11);
+            let w2 = _mm256_broadcast_ss(&*wq.add(2));
+            c20 = _mm256_fmadd_ps(w2, x0, c20);
+            c21 = _mm256_fmadd_ps(w2, x1, c21);
+            let w3 = _mm256_broadcast_ss(&*wq.add(3));
+            c30 = _mm256_fmadd_ps(w3, x0, c30);
+            c31 = _mm256_fmadd_ps(w3, x1, c31);
+        }
+        let all = [c00, c01, c10, c11, c20, c21, c30, c31];
+        for (d, v) in acc.iter_mut().zip(all) {
+            _mm256_storeu_ps(d.as_mut_ptr(), v);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod avx {
+    use super::{MR, NR, V};
+
+    /// Never called: [`super::applicable`] is false off x86_64.
+    pub unsafe fn tile(
+        _x: &[f32],
+        _offs: &[usize],
+        _w: &[f32],
+        _bias: &[f32; MR],
+        _base: &[usize; NR],
+        _acc: &mut [[f32; V]; MR * NR],
+    ) {
+        unreachable!("direct conv needs x86_64")
+    }
+}
