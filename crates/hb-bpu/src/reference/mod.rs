@@ -1,0 +1,5 @@
+//! Plain, obviously correct integer reference kernels, one module per op
+//! family (docs/integer-semantics.md). They favour clarity over speed: the
+//! optimised runtime is tested bit-exact against them.
+
+pub mod quant;
