@@ -2,4 +2,7 @@
 //! family (docs/integer-semantics.md). They favour clarity over speed: the
 //! optimised runtime is tested bit-exact against them.
 
+pub mod common;
+pub mod conv;
+pub mod matmul;
 pub mod quant;
