@@ -6,3 +6,5 @@ pub mod common;
 pub mod conv;
 pub mod matmul;
 pub mod quant;
+pub mod activation;
+pub mod eltwise;
