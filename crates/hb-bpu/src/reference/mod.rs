@@ -8,3 +8,4 @@ pub mod matmul;
 pub mod quant;
 pub mod activation;
 pub mod eltwise;
+pub mod pool;
