@@ -9,3 +9,4 @@ pub mod quant;
 pub mod activation;
 pub mod eltwise;
 pub mod pool;
+pub mod resize;
