@@ -15,6 +15,10 @@
 //! failure (bad shapes, out-of-range parameters) is a [`BpuError`], never a
 //! panic.
 
+// The reference kernels walk several per-axis arrays in step (shape,
+// strides, pads, kernel); index loops read like the spec they implement.
+#![allow(clippy::needless_range_loop)]
+
 pub mod error;
 pub mod fixed_point;
 pub mod lut;

@@ -44,7 +44,11 @@ pub fn clip_bounds<O: QInt>(min: Option<f32>, max: Option<f32>, s_y: f32) -> Res
 
 /// LeakyRelu: `q ≥ 0 → R_pos(q)`, `q < 0 → R_neg(q)` with
 /// `R_pos = R(s_x/s_y)`, `R_neg = R(α·s_x/s_y)`.
-pub fn leaky_relu<I: QInt, O: QInt>(x: TensorRef<'_, I>, pos: &Requant, neg: &Requant) -> QTensor<O> {
+pub fn leaky_relu<I: QInt, O: QInt>(
+    x: TensorRef<'_, I>,
+    pos: &Requant,
+    neg: &Requant,
+) -> QTensor<O> {
     QTensor {
         shape: x.shape().to_vec(),
         data: x
@@ -173,12 +177,18 @@ mod tests {
         assert_eq!((lo, hi), (-10, 60));
         let y: QTensor<i8> = clip(t, &id, lo, hi);
         assert_eq!(y.data, vec![-10, -3, 0, 3, 60]);
-        assert_eq!(clip_bounds::<i8>(None, Some(1e9), 0.1).unwrap(), (-128, 127));
+        assert_eq!(
+            clip_bounds::<i8>(None, Some(1e9), 0.1).unwrap(),
+            (-128, 127)
+        );
         assert!(clip_bounds::<i8>(Some(f32::NAN), None, 0.1).is_err());
         let neg = Requant::from_ratio(0.1).unwrap();
         let y: QTensor<i8> = leaky_relu(t, &id, &neg);
         assert_eq!(y.data, vec![-10, 0, 0, 3, 100]); // -0.3 → 0 (nearest)
-        let slopes = [Requant::from_ratio(0.5).unwrap(), Requant::from_ratio(0.25).unwrap()];
+        let slopes = [
+            Requant::from_ratio(0.5).unwrap(),
+            Requant::from_ratio(0.25).unwrap(),
+        ];
         let x2 = [-4i8, -4, 4, -8];
         let y: QTensor<i8> = prelu(
             TensorRef::new(&x2, &[2, 2]).unwrap(),

@@ -55,7 +55,11 @@ pub fn requant_channels<O: QInt>(
         for k in 0..c {
             let rq = r(k);
             let base = (o * c + k) * inner;
-            out.extend(acc.data[base..base + inner].iter().map(|&a| rq.apply::<O>(a)));
+            out.extend(
+                acc.data[base..base + inner]
+                    .iter()
+                    .map(|&a| rq.apply::<O>(a)),
+            );
         }
     }
     QTensor::new(acc.shape.clone(), out)

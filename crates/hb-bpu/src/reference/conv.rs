@@ -306,7 +306,10 @@ mod tests {
         p.pads = vec![1, 1];
         assert_eq!(conv_transpose_acc(x, w, None, &p).unwrap().data, vec![12]);
         p.output_padding = vec![1];
-        assert_eq!(conv_transpose_acc(x, w, None, &p).unwrap().data, vec![12, 20]);
+        assert_eq!(
+            conv_transpose_acc(x, w, None, &p).unwrap().data,
+            vec![12, 20]
+        );
         p.pads = vec![2, 2];
         p.output_padding = vec![0];
         assert!(conv_transpose_acc(x, w, None, &p).is_err());

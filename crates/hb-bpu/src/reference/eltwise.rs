@@ -157,7 +157,9 @@ mod tests {
         let y: QTensor<i8> = mul(ta, tb, &Requant::from_ratio(1.0).unwrap()).unwrap();
         assert_eq!(y.data, vec![30, -30, 127]);
         let bad = [1i8, 2];
-        assert!(mul::<i8, i8, i8>(ta, TensorRef::new(&bad, &[2]).unwrap(), &Requant::IDENTITY).is_err());
+        assert!(
+            mul::<i8, i8, i8>(ta, TensorRef::new(&bad, &[2]).unwrap(), &Requant::IDENTITY).is_err()
+        );
     }
 
     #[test]

@@ -105,10 +105,20 @@ pub fn gemm<A: QInt, B: QInt, O: QInt>(
     if sa.len() != 2 || sb.len() != 2 {
         return Err(shape_err!("gemm needs 2-D operands: {sa:?}, {sb:?}"));
     }
-    let (m, k) = if p.trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
-    let (kb, n) = if p.trans_b { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
+    let (m, k) = if p.trans_a {
+        (sa[1], sa[0])
+    } else {
+        (sa[0], sa[1])
+    };
+    let (kb, n) = if p.trans_b {
+        (sb[1], sb[0])
+    } else {
+        (sb[0], sb[1])
+    };
     if k != kb {
-        return Err(shape_err!("gemm inner dims differ: {sa:?} × {sb:?} ({p:?})"));
+        return Err(shape_err!(
+            "gemm inner dims differ: {sa:?} × {sb:?} ({p:?})"
+        ));
     }
     let cidx = match c {
         Some(ct) => Some(broadcast_index(ct.shape(), &[m, n])?),

@@ -67,7 +67,9 @@ fn windows(spatial: &[usize], p: &PoolParams) -> Result<(Vec<usize>, Vec<Window>
         let span = p.dilations[i] * (p.kernel[i] - 1) + 1;
         let padded = spatial[i] + p.pads[i] + p.pads[r + i];
         if padded < span {
-            return Err(shape_err!("pool window {span} exceeds padded input {padded}"));
+            return Err(shape_err!(
+                "pool window {span} exceeds padded input {padded}"
+            ));
         }
         let num = padded - span;
         let mut o = if p.ceil_mode {
@@ -135,7 +137,12 @@ pub fn max_pool<I: QInt, O: QInt>(
     let mut out = Vec::with_capacity(n * c * wins.len());
     for ch in x.data().chunks(plane.max(1)).take(n * c) {
         for w in &wins {
-            let m = w.offsets.iter().map(|&o| ch[o].to_i64()).max().unwrap_or(I::MIN);
+            let m = w
+                .offsets
+                .iter()
+                .map(|&o| ch[o].to_i64())
+                .max()
+                .unwrap_or(I::MIN);
             out.push(r.apply::<O>(m));
         }
     }
@@ -285,12 +292,19 @@ pub fn reduce_max<I: QInt, O: QInt>(
 ) -> Result<QTensor<O>> {
     let (shape, groups) = reduce_groups(x.shape(), axes, keepdims)?;
     if groups.iter().any(Vec::is_empty) {
-        return Err(shape_err!("ReduceMax over an empty axis of {:?}", x.shape()));
+        return Err(shape_err!(
+            "ReduceMax over an empty axis of {:?}",
+            x.shape()
+        ));
     }
     let data = groups
         .iter()
         .map(|g| {
-            let m = g.iter().map(|&i| x.data()[i].to_i64()).max().unwrap_or(I::MIN);
+            let m = g
+                .iter()
+                .map(|&i| x.data()[i].to_i64())
+                .max()
+                .unwrap_or(I::MIN);
             r.apply::<O>(m)
         })
         .collect();
@@ -311,8 +325,8 @@ mod tests {
         assert_eq!((y.shape, y.data), (vec![1, 1, 2, 2], vec![5, 6, 8, 9]));
         let y: QTensor<i8> = average_pool(x, &p, 1.0, 1.0).unwrap();
         assert_eq!(y.data, vec![3, 4, 6, 7]); // 3, 4, 6, 7 exactly
-        // Pad 1 at the end, stride 2: border windows average fewer values
-        // (exclude pad) or divide by 4 (include pad).
+                                              // Pad 1 at the end, stride 2: border windows average fewer values
+                                              // (exclude pad) or divide by 4 (include pad).
         p.pads = vec![0, 0, 1, 1];
         p.strides = vec![2, 2];
         let y: QTensor<i8> = average_pool(x, &p, 1.0, 1.0).unwrap();
@@ -320,7 +334,7 @@ mod tests {
         p.count_include_pad = true;
         let y: QTensor<i8> = average_pool(x, &p, 1.0, 1.0).unwrap();
         assert_eq!(y.data, vec![3, 2, 4, 2]); // 12/4, 9/4=2.25, 15/4=3.75, 9/4
-        // Ceil mode, stride 2, no pad: 3 → 2 windows, the last one partial.
+                                              // Ceil mode, stride 2, no pad: 3 → 2 windows, the last one partial.
         let mut p = PoolParams::new(&[2, 2]);
         p.strides = vec![2, 2];
         p.ceil_mode = true;

@@ -91,7 +91,12 @@ pub fn source_coord(x: usize, in_len: usize, out_len: usize, scale: f64, c: Coor
 
 /// Per output position of one axis: the taps `(index, weight)`; weights sum
 /// to `2^16` on interpolated axes and are `[(i, 1)]` on identity axes.
-fn axis_taps(in_len: usize, out_len: usize, scale: f64, p: &ResizeParams) -> (bool, Vec<Vec<(usize, i64)>>) {
+fn axis_taps(
+    in_len: usize,
+    out_len: usize,
+    scale: f64,
+    p: &ResizeParams,
+) -> (bool, Vec<Vec<(usize, i64)>>) {
     let identity = in_len == out_len && scale == 1.0;
     let last = in_len.saturating_sub(1) as i64;
     let taps = (0..out_len)
@@ -145,7 +150,10 @@ pub fn resize<I: QInt, O: QInt>(
         ));
     }
     if p.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(crate::param_err!("resize scales {:?} must be positive", p.scales));
+        return Err(crate::param_err!(
+            "resize scales {:?} must be positive",
+            p.scales
+        ));
     }
     if shape.contains(&0) && numel(&p.out_shape)? > 0 {
         return Err(shape_err!("resize of an empty tensor {shape:?}"));
@@ -167,7 +175,8 @@ pub fn resize<I: QInt, O: QInt>(
     let st = strides(shape);
     let mut out = Vec::with_capacity(numel(&p.out_shape)?);
     for_each_index(&p.out_shape, |o| {
-        let per_axis: Vec<&Vec<(usize, i64)>> = o.iter().enumerate().map(|(d, &i)| &taps[d][i]).collect();
+        let per_axis: Vec<&Vec<(usize, i64)>> =
+            o.iter().enumerate().map(|(d, &i)| &taps[d][i]).collect();
         let counts: Vec<usize> = per_axis.iter().map(|t| t.len()).collect();
         let mut acc = 0i64;
         for_each_index(&counts, |k| {
@@ -240,7 +249,9 @@ pub fn grid_sample<X: QInt, G: QInt, O: QInt>(
 ) -> Result<QTensor<O>> {
     let (xs, gs) = (x.shape(), grid.shape());
     if xs.len() != 4 || gs.len() != 4 || gs[3] != 2 || gs[0] != xs[0] {
-        return Err(shape_err!("grid_sample needs x [N,C,H,W] and grid [N,Ho,Wo,2], got {xs:?}, {gs:?}"));
+        return Err(shape_err!(
+            "grid_sample needs x [N,C,H,W] and grid [N,Ho,Wo,2], got {xs:?}, {gs:?}"
+        ));
     }
     let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
     let (ho, wo) = (gs[1], gs[2]);
@@ -315,17 +326,35 @@ mod tests {
         // [0, 40] ×2 half_pixel: coords -0.25, 0.25, 0.75, 1.25 → 0, 10, 30, 40.
         let x = [0i8, 40];
         let t = TensorRef::new(&x, &[1, 2]).unwrap();
-        let p = params(ResizeMode::Linear, CoordMode::HalfPixel, &[1, 4], &[1.0, 2.0]);
+        let p = params(
+            ResizeMode::Linear,
+            CoordMode::HalfPixel,
+            &[1, 4],
+            &[1.0, 2.0],
+        );
         let y: QTensor<i8> = resize(t, &p, 1.0, 1.0).unwrap();
         assert_eq!(y.data, vec![0, 10, 30, 40]);
         // 2x2 → 3x3 align_corners: centre = mean 15.
         let x = [0i8, 10, 20, 30];
         let t = TensorRef::new(&x, &[1, 1, 2, 2]).unwrap();
-        let p = params(ResizeMode::Linear, CoordMode::AlignCorners, &[1, 1, 3, 3], &[1.0, 1.0, 1.5, 1.5]);
+        let p = params(
+            ResizeMode::Linear,
+            CoordMode::AlignCorners,
+            &[1, 1, 3, 3],
+            &[1.0, 1.0, 1.5, 1.5],
+        );
         let y: QTensor<i8> = resize(t, &p, 1.0, 1.0).unwrap();
         assert_eq!(y.data, vec![0, 5, 10, 10, 15, 20, 20, 25, 30]);
-        let p3 = params(ResizeMode::Linear, CoordMode::AlignCorners, &[1, 2, 3, 3], &[1.0, 2.0, 1.5, 1.5]);
-        assert!(matches!(resize::<i8, i8>(t, &p3, 1.0, 1.0), Err(BpuError::Unsupported(_))));
+        let p3 = params(
+            ResizeMode::Linear,
+            CoordMode::AlignCorners,
+            &[1, 2, 3, 3],
+            &[1.0, 2.0, 1.5, 1.5],
+        );
+        assert!(matches!(
+            resize::<i8, i8>(t, &p3, 1.0, 1.0),
+            Err(BpuError::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -360,13 +389,22 @@ mod tests {
         assert_eq!(y.data, vec![15, 0, 30, 10]);
         // align_corners = 0: the corner (-1, -1) is half a pixel outside:
         // zeros padding gives 0/4 of... weight 1/4 on pixel (0,0) = 0.
-        let p0 = GridSampleParams { align_corners: false, ..p };
+        let p0 = GridSampleParams {
+            align_corners: false,
+            ..p
+        };
         let y: QTensor<i8> = grid_sample(xt, gt, 1.0, 1.0 / 127.0, 1.0, p0).unwrap();
         assert_eq!(y.data, vec![15, 0, 8, 3]); // 30/4 = 7.5 → 8; 10/4 = 2.5 → 3
-        let pb = GridSampleParams { padding: GridPadding::Border, ..p0 };
+        let pb = GridSampleParams {
+            padding: GridPadding::Border,
+            ..p0
+        };
         let y: QTensor<i8> = grid_sample(xt, gt, 1.0, 1.0 / 127.0, 1.0, pb).unwrap();
         assert_eq!(y.data, vec![15, 0, 30, 10]);
-        let pn = GridSampleParams { mode: GridMode::Nearest, ..p };
+        let pn = GridSampleParams {
+            mode: GridMode::Nearest,
+            ..p
+        };
         let y: QTensor<i8> = grid_sample(xt, gt, 1.0, 1.0 / 127.0, 1.0, pn).unwrap();
         assert_eq!(y.data, vec![30, 0, 30, 10]); // centre 0.5 ties up
         let bad = TensorRef::new(&x, &[1, 1, 1, 4]).unwrap();
