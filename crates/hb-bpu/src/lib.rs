@@ -9,6 +9,9 @@
 //! - [`reference`]: plain, obviously correct integer kernels, one module
 //!   per op family, on plain slices and shapes. Fast kernels must agree with
 //!   them bit for bit.
+//! - [`fast`]: the optimised kernels of the runtime (packed int8/int16
+//!   GEMM with i32 accumulation, AVX-512 VNNI / AVX2 / scalar paths picked
+//!   at run time, rayon), bit-exact with [`reference`].
 //!
 //! Integers are handled through the [`QInt`] trait (`i8`, `i16`, `i32`);
 //! kernels take [`TensorRef`]s and return owned [`QTensor`]s. Every
@@ -20,6 +23,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod error;
+pub mod fast;
 pub mod fixed_point;
 pub mod lut;
 pub mod qint;
@@ -27,6 +31,7 @@ pub mod reference;
 pub mod tensor;
 
 pub use error::{BpuError, Result};
+pub use fast::{ExecOptions, Isa, PackOptions, PackedWeights, Scratch};
 pub use fixed_point::{Requant, Rescale2};
 pub use lut::{Lut, LutFn, LutSpec};
 pub use qint::QInt;

@@ -1,0 +1,288 @@
+//! The tiled GEMM driver: packed activation rows × packed weight panels,
+//! K-blocks, epilogue, rayon split.
+
+use super::kernels::{self, Tile32, Tile64, MR_MAX};
+use super::pack::{Layout, PackedWeights, NR};
+use super::{ExecOptions, FastOut, Isa};
+use crate::error::Result;
+use crate::shape_err;
+use rayon::prelude::*;
+
+/// Packed activation rows: `x + 128` bytes (`I8x4`) or i16 (`I16x2`).
+#[derive(Clone, Copy)]
+pub(crate) enum AData<'a> {
+    U8(&'a [u8]),
+    I16(&'a [i16]),
+}
+
+impl AData<'_> {
+    fn len(&self) -> usize {
+        match self {
+            AData::U8(s) => s.len(),
+            AData::I16(s) => s.len(),
+        }
+    }
+}
+
+/// One independent product: `rows` activation rows starting at element
+/// `a_off` of the packed activations, times weight group `group`, written
+/// from element `out_off` of the output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Job {
+    pub a_off: usize,
+    pub group: usize,
+    pub out_off: usize,
+}
+
+/// A whole call: the same weights and row count for every job.
+pub(crate) struct Problem<'a> {
+    pub pw: &'a PackedWeights,
+    pub a: AData<'a>,
+    /// Elements between consecutive activation rows.
+    pub lda: usize,
+    /// Rows per job.
+    pub rows: usize,
+    pub jobs: &'a [Job],
+    /// Output strides of a row and a column (elements).
+    pub rs: usize,
+    pub cs: usize,
+    /// Combined saturation / fused clamp bounds.
+    pub lo: i64,
+    pub hi: i64,
+}
+
+/// The output pointer, shared by the tiles (which write disjoint elements).
+struct OutPtr<O>(*mut O);
+// SAFETY: tiles write pairwise disjoint elements of one live `&mut [O]`
+// (see `run`), so sharing the pointer between threads is sound.
+unsafe impl<O: Send> Send for OutPtr<O> {}
+// SAFETY: as above.
+unsafe impl<O: Send> Sync for OutPtr<O> {}
+
+fn mr_of(isa: Isa, pw: &PackedWeights) -> usize {
+    if pw.exact64 {
+        return 4;
+    }
+    match isa {
+        Isa::Scalar => 4,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => kernels::x86::MR_AVX2,
+        _ => MR_MAX,
+    }
+}
+
+/// Runs the product, writing every output element of every job into `out`.
+pub(crate) fn run<O: FastOut>(p: &Problem<'_>, out: &mut [O], exec: &ExecOptions) -> Result<()> {
+    let pw = p.pw;
+    if p.rows == 0 || pw.n == 0 || p.jobs.is_empty() {
+        return Ok(());
+    }
+    // Bounds of every read and write, checked once so the tiles can use raw
+    // pointers.
+    let a_len = p.a.len();
+    if p.lda < pw.kp {
+        return Err(shape_err!("internal: lda {} < kp {}", p.lda, pw.kp));
+    }
+    let last_out = (p.rows - 1) * p.rs + (pw.n - 1) * p.cs;
+    for j in p.jobs {
+        let a_end = j.a_off + (p.rows - 1) * p.lda + pw.kp;
+        if j.group >= pw.groups || a_end > a_len || j.out_off + last_out >= out.len() {
+            return Err(shape_err!("internal: job {j:?} out of bounds"));
+        }
+    }
+    match (pw.layout, p.a) {
+        (Layout::I8x4, AData::U8(_)) | (Layout::I16x2, AData::I16(_)) => {}
+        _ => return Err(shape_err!("internal: activation packing mismatch")),
+    }
+    if let Some((rows, _)) = &pw.addend {
+        if *rows != p.rows {
+            return Err(shape_err!("gemm C has {rows} rows, A has {}", p.rows));
+        }
+    }
+
+    let mr = mr_of(pw.isa, pw);
+    let rblocks = p.rows.div_ceil(mr);
+    let per_job = pw.panels * rblocks;
+    let ntiles = p.jobs.len() * per_job;
+    let outp = OutPtr(out.as_mut_ptr());
+    let do_tile = |t: usize| {
+        let (j, rest) = (t / per_job, t % per_job);
+        let (panel, rb) = (rest / rblocks, rest % rblocks);
+        // SAFETY: bounds checked above; tiles are disjoint.
+        unsafe { tile(p, &p.jobs[j], panel, rb, mr, &outp) };
+    };
+    let macs = (p.jobs.len() as u64)
+        .saturating_mul(p.rows as u64)
+        .saturating_mul(pw.n as u64)
+        .saturating_mul(pw.k.max(1) as u64);
+    let threads = rayon::current_num_threads();
+    if threads > 1 && ntiles > 1 && macs >= exec.min_parallel_macs {
+        let chunks = (threads * 4).min(ntiles);
+        (0..chunks).into_par_iter().for_each(|c| {
+            let (t0, t1) = (c * ntiles / chunks, (c + 1) * ntiles / chunks);
+            (t0..t1).for_each(do_tile);
+        });
+    } else {
+        (0..ntiles).for_each(do_tile);
+    }
+    Ok(())
+}
+
+/// One `mr × NR` tile.
+///
+/// # Safety
+/// `run`'s bounds checks passed; no other tile writes these elements.
+unsafe fn tile<O: FastOut>(
+    p: &Problem<'_>,
+    job: &Job,
+    panel: usize,
+    rb: usize,
+    mr: usize,
+    out: &OutPtr<O>,
+) {
+    let pw = p.pw;
+    let r0 = rb * mr;
+    let nrows = mr.min(p.rows - r0);
+    let ncols = NR.min(pw.n - panel * NR);
+    let col0 = (job.group * pw.panels + panel) * NR;
+    let woff = pw.panel_offset(job.group, panel);
+    let kq = pw.kp / pw.layout.group();
+    // Row pointers; rows past the end repeat the last valid row.
+    let row_off = |r: usize| job.a_off + (r0 + r.min(nrows - 1)) * p.lda;
+    let mut t32: Tile32 = [0; MR_MAX * NR];
+    let single = pw.blocks.len() == 1 && !pw.exact64;
+    let mut t64: Tile64 = [0; MR_MAX * NR];
+
+    match p.a {
+        AData::U8(a) => {
+            let rows: [*const u8; MR_MAX] = std::array::from_fn(|r| a[row_off(r)..].as_ptr());
+            let w = pw.w8[woff..].as_ptr();
+            for (bi, &(q0, q1)) in pw.blocks.iter().enumerate() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `I8x4` is only packed for AVX-512 VNNI, which was
+                // checked available; rows and panel hold `kq` groups.
+                unsafe {
+                    kernels::x86::vnni_i8x4(&rows, w, q0, q1, &mut t32)
+                };
+                if !single {
+                    widen(&mut t64, &t32, &pw.corr[bi * pw.bias.len() + col0..], nrows);
+                }
+            }
+        }
+        AData::I16(a) => {
+            let rows: [*const i16; MR_MAX] = std::array::from_fn(|r| a[row_off(r)..].as_ptr());
+            let w = pw.w16[woff..].as_ptr();
+            if pw.exact64 {
+                // SAFETY: rows and panel hold `kq` groups.
+                unsafe { kernels::scalar_i16x2_i64(&rows, nrows, w, kq, &mut t64) };
+            } else {
+                for (bi, &(q0, q1)) in pw.blocks.iter().enumerate() {
+                    match pw.isa {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: AVX2 checked available at packing; rows
+                        // and panel hold `kq` groups.
+                        Isa::Avx2 => unsafe { kernels::x86::avx2_i16x2(&rows, w, q0, q1, &mut t32) },
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: AVX-512 VNNI checked available at packing.
+                        Isa::Avx512Vnni => unsafe {
+                            kernels::x86::vnni_i16x2(&rows, w, q0, q1, &mut t32)
+                        },
+                        // SAFETY: rows and panel hold `kq` groups.
+                        _ => unsafe { kernels::scalar_i16x2(&rows, nrows, w, q0, q1, &mut t32) },
+                    }
+                    if !single {
+                        widen(&mut t64, &t32, &pw.corr[bi * pw.bias.len() + col0..], nrows);
+                    }
+                }
+            }
+        }
+    }
+
+    let base = job.out_off + r0 * p.rs;
+    #[cfg(target_arch = "x86_64")]
+    if single && pw.isa == Isa::Avx512Vnni && pw.panel_fast[col0 / NR] && pw.addend.is_none() {
+        let e = kernels::x86::EpiPanel {
+            corr: &pw.corr[col0..col0 + NR],
+            bias: &pw.bias[col0..col0 + NR],
+            mult: &pw.mult[col0..col0 + NR],
+            rnd: &pw.rnd[col0..col0 + NR],
+            shift: &pw.shift[col0..col0 + NR],
+        };
+        for r in 0..nrows {
+            for v in 0..2 {
+                let c0 = v * 16;
+                if c0 >= ncols {
+                    break;
+                }
+                let n = (ncols - c0).min(16);
+                // SAFETY: AVX-512 checked at packing; c0 + 16 ≤ NR.
+                let y = unsafe { kernels::x86::epi16(&t32[r * NR..(r + 1) * NR], &e, c0, p.lo, p.hi) };
+                let off = base + r * p.rs + (panel * NR + c0) * p.cs;
+                if p.cs == 1 {
+                    // SAFETY: `n` elements from `off` are inside the output
+                    // (bounds checked in `run`) and belong to this tile.
+                    unsafe {
+                        kernels::x86::store16(out.0.add(off) as *mut u8, std::mem::size_of::<O>(), y, n)
+                    };
+                } else {
+                    let mut tmp = [0i32; 16];
+                    // SAFETY: 16 i32 into a 16-element array.
+                    unsafe {
+                        std::arch::x86_64::_mm512_storeu_si512(
+                            tmp.as_mut_ptr() as *mut std::arch::x86_64::__m512i,
+                            y,
+                        )
+                    };
+                    for (c, &val) in tmp.iter().enumerate().take(n) {
+                        // SAFETY: inside the output and this tile.
+                        unsafe { out.0.add(off + c * p.cs).write(O::from_i32_in_range(val)) };
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let colg = panel * NR;
+    for r in 0..nrows {
+        for c in 0..ncols {
+            let acc = if single {
+                i64::from(t32[r * NR + c].wrapping_sub(pw.corr[col0 + c]))
+            } else {
+                t64[r * NR + c]
+            };
+            let y = epilogue(pw, col0 + c, colg + c, acc, r0 + r, p.lo, p.hi);
+            // SAFETY: inside the output (bounds checked in `run`) and this
+            // tile.
+            unsafe {
+                out.0
+                    .add(base + r * p.rs + (colg + c) * p.cs)
+                    .write(O::from_i32_in_range(y as i32))
+            };
+        }
+    }
+}
+
+/// `t64 += t32 − corr` (block sums, exact in i32) for `nrows` rows.
+fn widen(t64: &mut Tile64, t32: &Tile32, corr: &[i32], nrows: usize) {
+    for r in 0..nrows {
+        for c in 0..NR {
+            t64[r * NR + c] += i64::from(t32[r * NR + c].wrapping_sub(corr[c]));
+        }
+    }
+}
+
+/// Scalar epilogue of one accumulator: bias, Gemm addend, requantisation
+/// (i64 when the static bound allows, else i128), clamp.
+#[inline]
+fn epilogue(pw: &PackedWeights, col: usize, c: usize, acc: i64, row: usize, lo: i64, hi: i64) -> i64 {
+    let mut v = acc.wrapping_add(pw.bias[col]);
+    if let Some((_, a)) = &pw.addend {
+        v = v.wrapping_add(a[row * pw.n + c]);
+    }
+    let y = if pw.fast_col[col] {
+        i128::from((v * pw.mult[col] + pw.rnd[col]) >> pw.shift[col])
+    } else {
+        pw.requant[col].apply_wide(v)
+    };
+    y.clamp(i128::from(lo), i128::from(hi)) as i64
+}

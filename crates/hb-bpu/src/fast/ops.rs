@@ -1,0 +1,595 @@
+//! Conv, MatMul and Gemm on [`PackedWeights`]: activation packing
+//! (im2col for Conv), jobs, and the driver.
+
+use super::driver::{run, AData, Job, Problem};
+use super::pack::{check_params, Layout, OpInfo, PackedWeights};
+use super::{ensure, ExecOptions, FastIn, FastOut, Scratch};
+use crate::error::{BpuError, Result};
+use crate::shape_err;
+use crate::tensor::{broadcast_shapes, numel, QTensor, TensorRef};
+
+/// The combined saturation and fused-clamp bounds for output type `O`.
+fn bounds<O: FastOut>(pw: &PackedWeights) -> Result<(i64, i64)> {
+    let (mut lo, mut hi) = (O::MIN, O::MAX);
+    if let Some((l, h)) = pw.clamp {
+        lo = lo.max(l);
+        hi = hi.min(h);
+        if lo > hi {
+            return Err(BpuError::Param(format!(
+                "clamp bounds [{l}, {h}] miss the {} range",
+                O::NAME
+            )));
+        }
+    }
+    Ok((lo, hi))
+}
+
+fn check_kind<X: FastIn>(pw: &PackedWeights) -> Result<()> {
+    if X::KIND != pw.x_kind {
+        return Err(shape_err!(
+            "weights were packed for {:?} activations, got {}",
+            pw.x_kind,
+            X::NAME
+        ));
+    }
+    Ok(())
+}
+
+fn check_out<O>(out: &[O], shape: &[usize]) -> Result<()> {
+    let n = numel(shape)?;
+    if out.len() != n {
+        return Err(shape_err!(
+            "output buffer holds {} elements, shape {shape:?} needs {n}",
+            out.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Activation value → packed element.
+#[inline]
+fn to_u8<X: FastIn>(x: X) -> u8 {
+    (x.to_i16() as u8) ^ 0x80
+}
+
+/// Packs `rows` rows of `k` activations (element `(i, t)` at
+/// `x[i * rs + t * ts]`) into rows of `kp` elements in `scratch`.
+fn pack_rows<'s, X: FastIn>(
+    x: &[X],
+    rows: usize,
+    k: usize,
+    rs: usize,
+    ts: usize,
+    layout: Layout,
+    kp: usize,
+    a_u8: &'s mut Vec<u8>,
+    a_i16: &'s mut Vec<i16>,
+) -> Result<AData<'s>> {
+    let n = rows
+        .checked_mul(kp)
+        .ok_or_else(|| shape_err!("activation rows overflow"))?;
+    Ok(match layout {
+        Layout::I8x4 => {
+            let a = ensure(a_u8, n);
+            for (i, row) in a.chunks_exact_mut(kp.max(1)).enumerate().take(rows) {
+                if ts == 1 {
+                    for (d, s) in row.iter_mut().zip(&x[i * rs..i * rs + k]) {
+                        *d = to_u8(*s);
+                    }
+                } else {
+                    for (t, d) in row[..k].iter_mut().enumerate() {
+                        *d = to_u8(x[i * rs + t * ts]);
+                    }
+                }
+                row[k..].fill(0x80);
+            }
+            AData::U8(a)
+        }
+        Layout::I16x2 => {
+            let a = ensure(a_i16, n);
+            for (i, row) in a.chunks_exact_mut(kp.max(1)).enumerate().take(rows) {
+                if ts == 1 {
+                    for (d, s) in row.iter_mut().zip(&x[i * rs..i * rs + k]) {
+                        *d = s.to_i16();
+                    }
+                } else {
+                    for (t, d) in row[..k].iter_mut().enumerate() {
+                        *d = x[i * rs + t * ts].to_i16();
+                    }
+                }
+                row[k..].fill(0);
+            }
+            AData::I16(a)
+        }
+    })
+}
+
+/// Output shape of a packed Conv on an input of shape `x_shape`.
+pub fn conv_out_shape(pw: &PackedWeights, x_shape: &[usize]) -> Result<Vec<usize>> {
+    let OpInfo::Conv {
+        params: p,
+        c_in,
+        m,
+        kernel,
+    } = &pw.op
+    else {
+        return Err(shape_err!("weights were not packed for a Conv"));
+    };
+    let r = kernel.len();
+    if x_shape.len() != r + 2 {
+        return Err(shape_err!(
+            "conv input {x_shape:?} does not have {} dims",
+            r + 2
+        ));
+    }
+    if x_shape[1] != *c_in {
+        return Err(shape_err!(
+            "conv input {x_shape:?} has {} channels, weights want {c_in}",
+            x_shape[1]
+        ));
+    }
+    check_params(p, r)?;
+    let mut shape = vec![x_shape[0], *m];
+    for i in 0..r {
+        let span = p.dilations[i] * (kernel[i] - 1) + 1;
+        let padded = x_shape[2 + i] + p.pads[i] + p.pads[r + i];
+        if padded < span {
+            return Err(shape_err!(
+                "conv window {span} does not fit padded input {padded}"
+            ));
+        }
+        shape.push((padded - span) / p.strides[i] + 1);
+    }
+    numel(&shape)?;
+    Ok(shape)
+}
+
+/// Conv on packed weights: `x` `[N, C, S…]` into `out` (row-major, the
+/// shape of [`conv_out_shape`]), bit-exact with
+/// [`crate::reference::conv::conv`] (then the packed clamp, if any).
+pub fn conv_into<X: FastIn, O: FastOut>(
+    pw: &PackedWeights,
+    x: TensorRef<'_, X>,
+    out: &mut [O],
+    scratch: &mut Scratch,
+    exec: &ExecOptions,
+) -> Result<()> {
+    check_kind::<X>(pw)?;
+    let out_shape = conv_out_shape(pw, x.shape())?;
+    check_out(out, &out_shape)?;
+    let (lo, hi) = bounds::<O>(pw)?;
+    let OpInfo::Conv {
+        params: p,
+        c_in,
+        m,
+        kernel,
+    } = &pw.op
+    else {
+        return Err(shape_err!("weights were not packed for a Conv"));
+    };
+    let (c, m) = (*c_in, *m);
+    let xs = x.shape();
+    let r = kernel.len();
+    let nb = xs[0];
+    let g = p.group;
+    let cg = c / g;
+    let mg = m / g;
+    let sp_in = &xs[2..];
+    let sp_out = &out_shape[2..];
+    let npix = numel(sp_out)?;
+    let img_in = numel(sp_in)?;
+    if nb == 0 || npix == 0 || m == 0 {
+        return Ok(());
+    }
+    // Padded spatial dims and their strides (in positions).
+    let padded: Vec<usize> = (0..r).map(|i| sp_in[i] + p.pads[i] + p.pads[r + i]).collect();
+    let npad = numel(&padded)?;
+    let mut pstr = vec![1usize; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        pstr[i] = pstr[i + 1] * padded[i + 1];
+    }
+    let Scratch {
+        a_u8,
+        a_i16,
+        pad_u8,
+        pad_i16,
+        taps,
+        jobs,
+        ..
+    } = scratch;
+    // Tap offsets (row-major over the kernel), in positions.
+    let ntaps = numel(kernel)?;
+    taps.clear();
+    let mut kidx = vec![0usize; r];
+    for _ in 0..ntaps {
+        taps.push((0..r).map(|i| kidx[i] * p.dilations[i] * pstr[i]).sum());
+        for d in (0..r).rev() {
+            kidx[d] += 1;
+            if kidx[d] < kernel[d] {
+                break;
+            }
+            kidx[d] = 0;
+        }
+    }
+    let kp = pw.kp;
+    let lda = g * kp;
+    let xd = x.data();
+    jobs.clear();
+    jobs.extend((0..g).map(|gi| Job {
+        a_off: gi * kp,
+        group: gi,
+        out_off: gi * mg * npix,
+    }));
+    let arows = npix
+        .checked_mul(lda)
+        .ok_or_else(|| shape_err!("im2col size overflows"))?;
+    let pad_len = npad
+        .checked_mul(c)
+        .ok_or_else(|| shape_err!("padded input overflows"))?;
+    for b in 0..nb {
+        let img = &xd[b * c * img_in..(b + 1) * c * img_in];
+        let a: AData<'_> = match pw.layout {
+            Layout::I8x4 => {
+                let pb = ensure(pad_u8, pad_len);
+                pb.fill(0x80);
+                to_channels_last(img, c, sp_in, p, &pstr, |v| to_u8(v), pb);
+                let a = ensure(a_u8, arows);
+                im2col(pb, c, cg, g, kp, lda, sp_out, p, &pstr, taps, a, 0x80);
+                AData::U8(a)
+            }
+            Layout::I16x2 => {
+                let pb = ensure(pad_i16, pad_len);
+                pb.fill(0);
+                to_channels_last(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb);
+                let a = ensure(a_i16, arows);
+                im2col(pb, c, cg, g, kp, lda, sp_out, p, &pstr, taps, a, 0);
+                AData::I16(a)
+            }
+        };
+        let prob = Problem {
+            pw,
+            a,
+            lda,
+            rows: npix,
+            jobs,
+            rs: 1,
+            cs: npix,
+            lo,
+            hi,
+        };
+        run(&prob, &mut out[b * m * npix..(b + 1) * m * npix], exec)?;
+    }
+    Ok(())
+}
+
+/// Copies one NC… image into the channels-last padded buffer.
+fn to_channels_last<X: Copy, T: Copy>(
+    img: &[X],
+    c: usize,
+    sp_in: &[usize],
+    p: &crate::reference::conv::ConvParams,
+    pstr: &[usize],
+    f: impl Fn(X) -> T,
+    dst: &mut [T],
+) {
+    let r = sp_in.len();
+    let img_in: usize = sp_in.iter().product();
+    let w_last = sp_in[r - 1];
+    if img_in == 0 {
+        return;
+    }
+    let rows = img_in / w_last;
+    let mut idx = vec![0usize; r.saturating_sub(1)];
+    for row in 0..rows {
+        // Padded position of (idx…, 0).
+        let mut pos = p.pads[r - 1];
+        for i in 0..r - 1 {
+            pos += (idx[i] + p.pads[i]) * pstr[i];
+        }
+        for ci in 0..c {
+            let src = &img[ci * img_in + row * w_last..ci * img_in + (row + 1) * w_last];
+            for (j, &v) in src.iter().enumerate() {
+                dst[(pos + j) * c + ci] = f(v);
+            }
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < sp_in[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// im2col from the channels-last padded buffer: row `o` (output pixel) is
+/// `[group 0: taps × C_g, pad to kp | group 1 | …]`.
+#[allow(clippy::too_many_arguments)]
+fn im2col<T: Copy>(
+    pb: &[T],
+    c: usize,
+    cg: usize,
+    g: usize,
+    kp: usize,
+    lda: usize,
+    sp_out: &[usize],
+    p: &crate::reference::conv::ConvParams,
+    pstr: &[usize],
+    taps: &[usize],
+    a: &mut [T],
+    zero: T,
+) {
+    let r = sp_out.len();
+    let w_last = sp_out[r - 1];
+    let k = taps.len() * cg;
+    let rows_outer = sp_out.iter().product::<usize>() / w_last;
+    let mut idx = vec![0usize; r - 1];
+    let mut pix = 0usize;
+    for _ in 0..rows_outer {
+        let mut base = 0usize;
+        for i in 0..r - 1 {
+            base += idx[i] * p.strides[i] * pstr[i];
+        }
+        for ow in 0..w_last {
+            let pos = base + ow * p.strides[r - 1];
+            let row = &mut a[pix * lda..(pix + 1) * lda];
+            for gi in 0..g {
+                let dst = &mut row[gi * kp..(gi + 1) * kp];
+                for (t, &to) in taps.iter().enumerate() {
+                    let s = (pos + to) * c + gi * cg;
+                    dst[t * cg..(t + 1) * cg].copy_from_slice(&pb[s..s + cg]);
+                }
+                dst[k..].fill(zero);
+            }
+            pix += 1;
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < sp_out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Allocating [`conv_into`].
+pub fn conv<X: FastIn, O: FastOut>(
+    pw: &PackedWeights,
+    x: TensorRef<'_, X>,
+    scratch: &mut Scratch,
+    exec: &ExecOptions,
+) -> Result<QTensor<O>> {
+    let shape = conv_out_shape(pw, x.shape())?;
+    let mut out = vec![O::default(); numel(&shape)?];
+    conv_into(pw, x, &mut out, scratch, exec)?;
+    QTensor::new(shape, out)
+}
+
+/// Output shape of a packed MatMul with a left operand of shape `a_shape`.
+pub fn matmul_out_shape(pw: &PackedWeights, a_shape: &[usize]) -> Result<Vec<usize>> {
+    let OpInfo::MatMul { b_shape } = &pw.op else {
+        return Err(shape_err!("weights were not packed for a MatMul"));
+    };
+    if a_shape.is_empty() {
+        return Err(shape_err!("matmul of a scalar operand"));
+    }
+    let ka = a_shape[a_shape.len() - 1];
+    if ka != pw.k {
+        return Err(shape_err!(
+            "matmul inner dims differ: {a_shape:?} × {b_shape:?}"
+        ));
+    }
+    let ba = if a_shape.len() > 2 {
+        &a_shape[..a_shape.len() - 2]
+    } else {
+        &[]
+    };
+    let bb = if b_shape.len() > 2 {
+        &b_shape[..b_shape.len() - 2]
+    } else {
+        &[]
+    };
+    let mut shape = broadcast_shapes(ba, bb)?;
+    if a_shape.len() > 1 {
+        shape.push(a_shape[a_shape.len() - 2]);
+    }
+    if b_shape.len() > 1 {
+        shape.push(pw.n);
+    }
+    numel(&shape)?;
+    Ok(shape)
+}
+
+/// Flat indices of a `src`-shaped tensor broadcast to `out`, into `idx`.
+fn bcast_into(src: &[usize], out: &[usize], idx: &mut Vec<usize>) -> Result<()> {
+    let off = out.len() - src.len();
+    let mut bs = vec![0usize; out.len()];
+    let mut s = 1usize;
+    for i in (0..src.len()).rev() {
+        let o = out[i + off];
+        if src[i] == o {
+            bs[i + off] = s;
+        } else if src[i] != 1 {
+            return Err(shape_err!("{src:?} does not broadcast to {out:?}"));
+        }
+        s *= src[i];
+    }
+    idx.clear();
+    let n = numel(out)?;
+    let mut pos = vec![0usize; out.len()];
+    for _ in 0..n {
+        idx.push(pos.iter().zip(&bs).map(|(p, s)| p * s).sum());
+        for d in (0..out.len()).rev() {
+            pos[d] += 1;
+            if pos[d] < out[d] {
+                break;
+            }
+            pos[d] = 0;
+        }
+    }
+    Ok(())
+}
+
+/// MatMul on packed weights: `a` `[…, M, K]` (or `[K]`) times the packed
+/// `B`, into `out` (shape of [`matmul_out_shape`]), bit-exact with
+/// [`crate::reference::matmul::matmul`] (then the packed clamp, if any).
+pub fn matmul_into<X: FastIn, O: FastOut>(
+    pw: &PackedWeights,
+    a: TensorRef<'_, X>,
+    out: &mut [O],
+    scratch: &mut Scratch,
+    exec: &ExecOptions,
+) -> Result<()> {
+    check_kind::<X>(pw)?;
+    let out_shape = matmul_out_shape(pw, a.shape())?;
+    check_out(out, &out_shape)?;
+    let (lo, hi) = bounds::<O>(pw)?;
+    let OpInfo::MatMul { b_shape } = &pw.op else {
+        return Err(shape_err!("weights were not packed for a MatMul"));
+    };
+    let sa = a.shape();
+    let (m, k, n) = (
+        if sa.len() > 1 { sa[sa.len() - 2] } else { 1 },
+        pw.k,
+        pw.n,
+    );
+    let ba: &[usize] = if sa.len() > 2 { &sa[..sa.len() - 2] } else { &[] };
+    let bb: &[usize] = if b_shape.len() > 2 {
+        &b_shape[..b_shape.len() - 2]
+    } else {
+        &[]
+    };
+    let batch_a = numel(ba)?;
+    let Scratch {
+        a_u8,
+        a_i16,
+        idx_a,
+        idx_b,
+        jobs: jobs_buf,
+        ..
+    } = scratch;
+    let rows_a = batch_a * m;
+    let ad = pack_rows(a.data(), rows_a, k, k, 1, pw.layout, pw.kp, a_u8, a_i16)?;
+    if numel(&out_shape)? == 0 {
+        return Ok(());
+    }
+    jobs_buf.clear();
+    let rows = if pw.groups == 1 {
+        jobs_buf.push(Job {
+            a_off: 0,
+            group: 0,
+            out_off: 0,
+        });
+        rows_a
+    } else {
+        let batch = broadcast_shapes(ba, bb)?;
+        bcast_into(ba, &batch, idx_a)?;
+        bcast_into(bb, &batch, idx_b)?;
+        jobs_buf.extend(idx_a.iter().zip(idx_b.iter()).enumerate().map(
+            |(t, (&ia, &ib))| Job {
+                a_off: ia * m * pw.kp,
+                group: ib,
+                out_off: t * m * n,
+            },
+        ));
+        m
+    };
+    let prob = Problem {
+        pw,
+        a: ad,
+        lda: pw.kp,
+        rows,
+        jobs: jobs_buf,
+        rs: n,
+        cs: 1,
+        lo,
+        hi,
+    };
+    run(&prob, out, exec)
+}
+
+/// Allocating [`matmul_into`].
+pub fn matmul<X: FastIn, O: FastOut>(
+    pw: &PackedWeights,
+    a: TensorRef<'_, X>,
+    scratch: &mut Scratch,
+    exec: &ExecOptions,
+) -> Result<QTensor<O>> {
+    let shape = matmul_out_shape(pw, a.shape())?;
+    let mut out = vec![O::default(); numel(&shape)?];
+    matmul_into(pw, a, &mut out, scratch, exec)?;
+    QTensor::new(shape, out)
+}
+
+/// Gemm on packed weights: `a` `[M, K]` (`[K, M]` with `transA`) into
+/// `out` `[M, N]`, bit-exact with [`crate::reference::matmul::gemm`] (then
+/// the packed clamp, if any).
+pub fn gemm_into<X: FastIn, O: FastOut>(
+    pw: &PackedWeights,
+    a: TensorRef<'_, X>,
+    out: &mut [O],
+    scratch: &mut Scratch,
+    exec: &ExecOptions,
+) -> Result<()> {
+    check_kind::<X>(pw)?;
+    let OpInfo::Gemm { trans_a } = pw.op else {
+        return Err(shape_err!("weights were not packed for a Gemm"));
+    };
+    let sa = a.shape();
+    if sa.len() != 2 {
+        return Err(shape_err!("gemm needs a 2-D A: {sa:?}"));
+    }
+    let (m, k) = if trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    if k != pw.k {
+        return Err(shape_err!("gemm inner dims differ: A {sa:?}, K = {}", pw.k));
+    }
+    check_out(out, &[m, pw.n])?;
+    let (lo, hi) = bounds::<O>(pw)?;
+    if let Some((rows, _)) = &pw.addend {
+        if *rows != m {
+            return Err(shape_err!("gemm C has {rows} rows, A gives M = {m}"));
+        }
+    }
+    let (rs, ts) = if trans_a { (1, m) } else { (k, 1) };
+    let Scratch { a_u8, a_i16, .. } = scratch;
+    let ad = pack_rows(a.data(), m, k, rs, ts, pw.layout, pw.kp, a_u8, a_i16)?;
+    let jobs = [Job {
+        a_off: 0,
+        group: 0,
+        out_off: 0,
+    }];
+    let prob = Problem {
+        pw,
+        a: ad,
+        lda: pw.kp,
+        rows: m,
+        jobs: &jobs,
+        rs: pw.n,
+        cs: 1,
+        lo,
+        hi,
+    };
+    run(&prob, out, exec)
+}
+
+/// Allocating [`gemm_into`].
+pub fn gemm<X: FastIn, O: FastOut>(
+    pw: &PackedWeights,
+    a: TensorRef<'_, X>,
+    scratch: &mut Scratch,
+    exec: &ExecOptions,
+) -> Result<QTensor<O>> {
+    let OpInfo::Gemm { trans_a } = pw.op else {
+        return Err(shape_err!("weights were not packed for a Gemm"));
+    };
+    let sa = a.shape();
+    if sa.len() != 2 {
+        return Err(shape_err!("gemm needs a 2-D A: {sa:?}"));
+    }
+    let m = if trans_a { sa[1] } else { sa[0] };
+    let shape = vec![m, pw.n];
+    let mut out = vec![O::default(); numel(&shape)?];
+    gemm_into(pw, a, &mut out, scratch, exec)?;
+    QTensor::new(shape, out)
+}
