@@ -110,6 +110,9 @@ struct Spec<'f> {
     /// Bias of column `c` (0-based in the group) of group `g`.
     bias: &'f dyn Fn(usize, usize) -> i64,
     requant: &'f [Requant],
+    /// Conv: channel `g · n + c` has its own requantisation; MatMul
+    /// batches share the `n` column requantisations.
+    requant_per_group: bool,
     addend: Option<(usize, Vec<i64>)>,
     clamp: Option<(i64, i64)>,
     op: OpInfo,
@@ -210,6 +213,7 @@ impl PackedWeights {
             w: &wf,
             bias: &bf,
             requant,
+            requant_per_group: true,
             addend: None,
             clamp: opts.clamp,
             op: OpInfo::Conv {
@@ -261,6 +265,7 @@ impl PackedWeights {
             w: &wf,
             bias: &bf,
             requant,
+            requant_per_group: false,
             addend: None,
             clamp: opts.clamp,
             op: OpInfo::MatMul {
@@ -340,6 +345,7 @@ impl PackedWeights {
             w: &wf,
             bias: &bf,
             requant,
+            requant_per_group: false,
             addend,
             clamp: opts.clamp,
             op: OpInfo::Gemm { trans_a: p.trans_a },
@@ -497,8 +503,10 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
             let col = g * panels * NR + c;
             let rq = s.requant[if s.requant.len() == 1 {
                 0
-            } else {
+            } else if s.requant_per_group {
                 g * s.n + c
+            } else {
+                c
             }];
             let b = (s.bias)(g, c);
             bias[col] = b;
