@@ -42,6 +42,9 @@ pub(crate) struct Problem<'a> {
     pub lda: usize,
     /// Rows per job.
     pub rows: usize,
+    /// Split int16 activations: offset of the `x & 255` copy of the rows
+    /// (the rows themselves hold `x >> 8`); 0 otherwise.
+    pub lo_off: usize,
     pub jobs: &'a [Job],
     /// Output strides of a row and a column (elements).
     pub rs: usize,
@@ -59,10 +62,7 @@ unsafe impl<O: Send> Send for OutPtr<O> {}
 // SAFETY: as above.
 unsafe impl<O: Send> Sync for OutPtr<O> {}
 
-fn mr_of(isa: Isa, pw: &PackedWeights) -> usize {
-    if pw.exact64 {
-        return 4;
-    }
+fn mr_of(isa: Isa) -> usize {
     match isa {
         Isa::Scalar => 4,
         #[cfg(target_arch = "x86_64")]
@@ -85,7 +85,7 @@ pub(crate) fn run<O: FastOut>(p: &Problem<'_>, out: &mut [O], exec: &ExecOptions
     }
     let last_out = (p.rows - 1) * p.rs + (pw.n - 1) * p.cs;
     for j in p.jobs {
-        let a_end = j.a_off + (p.rows - 1) * p.lda + pw.kp;
+        let a_end = j.a_off + (p.rows - 1) * p.lda + pw.kp + p.lo_off;
         if j.group >= pw.groups || a_end > a_len || j.out_off + last_out >= out.len() {
             return Err(shape_err!("internal: job {j:?} out of bounds"));
         }
@@ -100,7 +100,7 @@ pub(crate) fn run<O: FastOut>(p: &Problem<'_>, out: &mut [O], exec: &ExecOptions
         }
     }
 
-    let mr = mr_of(pw.isa, pw);
+    let mr = mr_of(pw.isa);
     let rblocks = p.rows.div_ceil(mr);
     let per_job = pw.panels * rblocks;
     let ntiles = p.jobs.len() * per_job;
@@ -146,11 +146,10 @@ unsafe fn tile<O: FastOut>(
     let ncols = NR.min(pw.n - panel * NR);
     let col0 = (job.group * pw.panels + panel) * NR;
     let woff = pw.panel_offset(job.group, panel);
-    let kq = pw.kp / pw.layout.group();
     // Row pointers; rows past the end repeat the last valid row.
     let row_off = |r: usize| job.a_off + (r0 + r.min(nrows - 1)) * p.lda;
     let mut t32: Tile32 = [0; MR_MAX * NR];
-    let single = pw.blocks.len() == 1 && !pw.exact64;
+    let single = pw.blocks.len() == 1 && !pw.split;
     let mut t64: Tile64 = [0; MR_MAX * NR];
 
     match p.a {
@@ -165,33 +164,37 @@ unsafe fn tile<O: FastOut>(
                     kernels::x86::vnni_i8x4(&rows, w, q0, q1, &mut t32)
                 };
                 if !single {
-                    widen(&mut t64, &t32, &pw.corr[bi * pw.bias.len() + col0..], nrows);
+                    widen(&mut t64, &t32, &pw.corr[bi * pw.bias.len() + col0..], nrows, 0);
                 }
             }
         }
         AData::I16(a) => {
             let rows: [*const i16; MR_MAX] = std::array::from_fn(|r| a[row_off(r)..].as_ptr());
             let w = pw.w16[woff..].as_ptr();
-            if pw.exact64 {
-                // SAFETY: rows and panel hold `kq` groups.
-                unsafe { kernels::scalar_i16x2_i64(&rows, nrows, w, kq, &mut t64) };
+            let lo_rows: [*const i16; MR_MAX] =
+                std::array::from_fn(|r| a[row_off(r) + p.lo_off..].as_ptr());
+            let parts: &[(&[*const i16; MR_MAX], u32)] = if pw.split {
+                &[(&rows, 8), (&lo_rows, 0)]
             } else {
-                for (bi, &(q0, q1)) in pw.blocks.iter().enumerate() {
+                &[(&rows, 0)]
+            };
+            for (bi, &(q0, q1)) in pw.blocks.iter().enumerate() {
+                for &(rp, sh) in parts {
                     match pw.isa {
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: AVX2 checked available at packing; rows
                         // and panel hold `kq` groups.
-                        Isa::Avx2 => unsafe { kernels::x86::avx2_i16x2(&rows, w, q0, q1, &mut t32) },
+                        Isa::Avx2 => unsafe { kernels::x86::avx2_i16x2(rp, w, q0, q1, &mut t32) },
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: AVX-512 VNNI checked available at packing.
                         Isa::Avx512Vnni => unsafe {
-                            kernels::x86::vnni_i16x2(&rows, w, q0, q1, &mut t32)
+                            kernels::x86::vnni_i16x2(rp, w, q0, q1, &mut t32)
                         },
                         // SAFETY: rows and panel hold `kq` groups.
-                        _ => unsafe { kernels::scalar_i16x2(&rows, nrows, w, q0, q1, &mut t32) },
+                        _ => unsafe { kernels::scalar_i16x2(rp, nrows, w, q0, q1, &mut t32) },
                     }
                     if !single {
-                        widen(&mut t64, &t32, &pw.corr[bi * pw.bias.len() + col0..], nrows);
+                        widen(&mut t64, &t32, &pw.corr[bi * pw.bias.len() + col0..], nrows, sh);
                     }
                 }
             }
@@ -262,11 +265,12 @@ unsafe fn tile<O: FastOut>(
     }
 }
 
-/// `t64 += t32 − corr` (block sums, exact in i32) for `nrows` rows.
-fn widen(t64: &mut Tile64, t32: &Tile32, corr: &[i32], nrows: usize) {
+/// `t64 += (t32 − corr) << sh` (block sums, exact in i32) for `nrows`
+/// rows.
+fn widen(t64: &mut Tile64, t32: &Tile32, corr: &[i32], nrows: usize, sh: u32) {
     for r in 0..nrows {
         for c in 0..NR {
-            t64[r * NR + c] += i64::from(t32[r * NR + c].wrapping_sub(corr[c]));
+            t64[r * NR + c] += i64::from(t32[r * NR + c].wrapping_sub(corr[c])) << sh;
         }
     }
 }

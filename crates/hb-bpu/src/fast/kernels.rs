@@ -12,7 +12,7 @@ pub(crate) const MR_MAX: usize = 8;
 
 /// An i32 tile, row `r` at `[r * NR..]`.
 pub(crate) type Tile32 = [i32; MR_MAX * NR];
-/// An i64 tile (multi-block accumulation).
+/// An i64 tile (multi-block or split accumulation).
 pub(crate) type Tile64 = [i64; MR_MAX * NR];
 
 /// Scalar `I16x2` kernel: rows `0..mr`, groups `q0..q1`, result overwrites
@@ -46,33 +46,6 @@ pub(crate) unsafe fn scalar_i16x2(
             }
         }
         tile[r * NR..(r + 1) * NR].copy_from_slice(&acc);
-    }
-}
-
-/// Scalar exact kernel for weights without an i32 block bound: adds the i64
-/// sums of rows `0..mr` over all `kq` groups into `tile`.
-///
-/// # Safety
-/// As [`scalar_i16x2`] with `q0 = 0`, `q1 = kq`.
-pub(crate) unsafe fn scalar_i16x2_i64(
-    a: &[*const i16; MR_MAX],
-    mr: usize,
-    w: *const i16,
-    kq: usize,
-    tile: &mut Tile64,
-) {
-    // SAFETY: the caller guarantees the ranges read below.
-    let wsl = unsafe { std::slice::from_raw_parts(w, kq * NR * 2) };
-    for r in 0..mr {
-        // SAFETY: as above.
-        let ar = unsafe { std::slice::from_raw_parts(a[r], kq * 2) };
-        let acc = &mut tile[r * NR..(r + 1) * NR];
-        for (ap, wq) in ar.chunks_exact(2).zip(wsl.chunks_exact(NR * 2)) {
-            let (a0, a1) = (i64::from(ap[0]), i64::from(ap[1]));
-            for (c, wc) in acc.iter_mut().zip(wq.chunks_exact(2)) {
-                *c += a0 * i64::from(wc[0]) + a1 * i64::from(wc[1]);
-            }
-        }
     }
 }
 

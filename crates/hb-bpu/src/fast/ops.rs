@@ -52,8 +52,20 @@ fn to_u8<X: FastIn>(x: X) -> u8 {
     (x.to_i16() as u8) ^ 0x80
 }
 
+/// Splits the first half of `a` (int16 activations) into `x >> 8` (kept in
+/// place) and `x & 255` (the second half).
+fn split_hi_lo(a: &mut [i16]) {
+    let (hi, lo) = a.split_at_mut(a.len() / 2);
+    for (h, l) in hi.iter_mut().zip(lo.iter_mut()) {
+        *l = *h & 0xff;
+        *h >>= 8;
+    }
+}
+
 /// Packs `rows` rows of `k` activations (element `(i, t)` at
-/// `x[i * rs + t * ts]`) into rows of `kp` elements in `scratch`.
+/// `x[i * rs + t * ts]`) into rows of `kp` elements in `scratch`; with
+/// `split`, the `x & 255` copy follows (its offset is returned).
+#[allow(clippy::too_many_arguments)]
 fn pack_rows<'s, X: FastIn>(
     x: &[X],
     rows: usize,
@@ -62,9 +74,10 @@ fn pack_rows<'s, X: FastIn>(
     ts: usize,
     layout: Layout,
     kp: usize,
+    split: bool,
     a_u8: &'s mut Vec<u8>,
     a_i16: &'s mut Vec<i16>,
-) -> Result<AData<'s>> {
+) -> Result<(AData<'s>, usize)> {
     let n = rows
         .checked_mul(kp)
         .ok_or_else(|| shape_err!("activation rows overflow"))?;
@@ -83,10 +96,10 @@ fn pack_rows<'s, X: FastIn>(
                 }
                 row[k..].fill(0x80);
             }
-            AData::U8(a)
+            (AData::U8(a), 0)
         }
         Layout::I16x2 => {
-            let a = ensure(a_i16, n);
+            let a = ensure(a_i16, if split { 2 * n } else { n });
             for (i, row) in a.chunks_exact_mut(kp.max(1)).enumerate().take(rows) {
                 if ts == 1 {
                     for (d, s) in row.iter_mut().zip(&x[i * rs..i * rs + k]) {
@@ -99,7 +112,12 @@ fn pack_rows<'s, X: FastIn>(
                 }
                 row[k..].fill(0);
             }
-            AData::I16(a)
+            if split {
+                split_hi_lo(a);
+                (AData::I16(a), n)
+            } else {
+                (AData::I16(a), 0)
+            }
         }
     })
 }
@@ -228,22 +246,27 @@ pub fn conv_into<X: FastIn, O: FastOut>(
         .ok_or_else(|| shape_err!("padded input overflows"))?;
     for b in 0..nb {
         let img = &xd[b * c * img_in..(b + 1) * c * img_in];
-        let a: AData<'_> = match pw.layout {
+        let (a, lo_off): (AData<'_>, usize) = match pw.layout {
             Layout::I8x4 => {
                 let pb = ensure(pad_u8, pad_len);
                 pb.fill(0x80);
                 to_channels_last(img, c, sp_in, p, &pstr, |v| to_u8(v), pb);
                 let a = ensure(a_u8, arows);
                 im2col(pb, c, cg, g, kp, lda, sp_out, p, &pstr, taps, a, 0x80);
-                AData::U8(a)
+                (AData::U8(a), 0)
             }
             Layout::I16x2 => {
                 let pb = ensure(pad_i16, pad_len);
                 pb.fill(0);
                 to_channels_last(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb);
-                let a = ensure(a_i16, arows);
+                let a = ensure(a_i16, if pw.split { 2 * arows } else { arows });
                 im2col(pb, c, cg, g, kp, lda, sp_out, p, &pstr, taps, a, 0);
-                AData::I16(a)
+                if pw.split {
+                    split_hi_lo(a);
+                    (AData::I16(a), arows)
+                } else {
+                    (AData::I16(a), 0)
+                }
             }
         };
         let prob = Problem {
@@ -251,6 +274,7 @@ pub fn conv_into<X: FastIn, O: FastOut>(
             a,
             lda,
             rows: npix,
+            lo_off,
             jobs,
             rs: 1,
             cs: npix,
@@ -470,7 +494,18 @@ pub fn matmul_into<X: FastIn, O: FastOut>(
         ..
     } = scratch;
     let rows_a = batch_a * m;
-    let ad = pack_rows(a.data(), rows_a, k, k, 1, pw.layout, pw.kp, a_u8, a_i16)?;
+    let (ad, lo_off) = pack_rows(
+        a.data(),
+        rows_a,
+        k,
+        k,
+        1,
+        pw.layout,
+        pw.kp,
+        pw.split,
+        a_u8,
+        a_i16,
+    )?;
     if numel(&out_shape)? == 0 {
         return Ok(());
     }
@@ -500,6 +535,7 @@ pub fn matmul_into<X: FastIn, O: FastOut>(
         a: ad,
         lda: pw.kp,
         rows,
+        lo_off,
         jobs: jobs_buf,
         rs: n,
         cs: 1,
@@ -553,7 +589,18 @@ pub fn gemm_into<X: FastIn, O: FastOut>(
     }
     let (rs, ts) = if trans_a { (1, m) } else { (k, 1) };
     let Scratch { a_u8, a_i16, .. } = scratch;
-    let ad = pack_rows(a.data(), m, k, rs, ts, pw.layout, pw.kp, a_u8, a_i16)?;
+    let (ad, lo_off) = pack_rows(
+        a.data(),
+        m,
+        k,
+        rs,
+        ts,
+        pw.layout,
+        pw.kp,
+        pw.split,
+        a_u8,
+        a_i16,
+    )?;
     let jobs = [Job {
         a_off: 0,
         group: 0,
@@ -564,6 +611,7 @@ pub fn gemm_into<X: FastIn, O: FastOut>(
         a: ad,
         lda: pw.kp,
         rows: m,
+        lo_off,
         jobs: &jobs,
         rs: pw.n,
         cs: 1,

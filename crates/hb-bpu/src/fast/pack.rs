@@ -77,9 +77,9 @@ pub struct PackedWeights {
     pub(crate) w16: Vec<i16>,
     /// K-blocks, in K-groups `[start, end)`.
     pub(crate) blocks: Vec<(usize, usize)>,
-    /// No i32 block bound exists (a single K-group can overflow): the
-    /// scalar i64 kernel runs instead.
-    pub(crate) exact64: bool,
+    /// int16 activations run as two i16 GEMMs on `x >> 8` and `x & 255`
+    /// (combined as `256 · hi + lo` in i64), which keeps K-blocks long.
+    pub(crate) split: bool,
     /// `128 · Σ_block w` per block and padded column (VNNI), else zeros.
     pub(crate) corr: Vec<i32>,
     /// Per padded column (`groups · panels · NR`).
@@ -408,7 +408,13 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
         .checked_mul(kp)
         .ok_or_else(|| shape_err!("packed weights overflow"))?;
     let xmax = s.x_kind.max_abs();
-    let lim = i64::from(i32::MAX) / xmax;
+    // Largest |activation| seen by one i32 block sum: split int16
+    // activations are `x >> 8` ∈ [−128, 127] and `x & 255` ∈ [0, 255].
+    let split = s.x_kind == IntKind::I16;
+    let xblk = if split { 255 } else { xmax };
+    // Σ|w| ≤ lim per block keeps every block sum inside i32; one K-group
+    // holds at most 4 · 128 (i8) or 2 · 32768 (i16) ≤ lim.
+    let lim = i64::from(i32::MAX) / xblk;
 
     let mut w8 = Vec::new();
     let mut w16 = Vec::new();
@@ -420,7 +426,6 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
     // greedy K-blocks (in K-groups) keeping every block's Σ|w| ≤ lim.
     let mut abs_sum = vec![0i64; cols];
     let mut blocks = Vec::new();
-    let mut exact64 = false;
     let mut run = vec![0i64; cols];
     let mut grp = vec![0i64; cols];
     let mut start = 0usize;
@@ -444,9 +449,6 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
                     grp[col] += i64::from(v).abs();
                 }
             }
-        }
-        if grp.iter().any(|&v| v > lim) {
-            exact64 = true;
         }
         let overflow = run.iter().zip(&grp).any(|(a, b)| a + b > lim);
         if overflow && q > start {
@@ -553,7 +555,7 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
         w8,
         w16,
         blocks,
-        exact64,
+        split,
         corr,
         bias,
         mult,
