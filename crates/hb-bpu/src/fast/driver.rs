@@ -278,7 +278,7 @@ fn widen(t64: &mut Tile64, t32: &Tile32, corr: &[i32], nrows: usize, sh: u32) {
 /// Scalar epilogue of one accumulator: bias, Gemm addend, requantisation
 /// (i64 when the static bound allows, else i128), clamp.
 #[inline]
-fn epilogue(pw: &PackedWeights, col: usize, c: usize, acc: i64, row: usize, lo: i64, hi: i64) -> i64 {
+pub(crate) fn epilogue(pw: &PackedWeights, col: usize, c: usize, acc: i64, row: usize, lo: i64, hi: i64) -> i64 {
     let mut v = acc.wrapping_add(pw.bias[col]);
     if let Some((_, a)) = &pw.addend {
         v = v.wrapping_add(a[row * pw.n + c]);

@@ -28,6 +28,7 @@
 //! proves `|acc · M| + 2^(n−1) < 2^63`, otherwise in i128 exactly as
 //! [`crate::Requant::apply_wide`].
 
+mod depthwise;
 mod driver;
 mod kernels;
 mod ops;
@@ -217,6 +218,7 @@ pub struct Scratch {
     pub(crate) idx_b: Vec<usize>,
     pub(crate) taps: Vec<usize>,
     pub(crate) jobs: Vec<driver::Job>,
+    pub(crate) plane: Vec<i32>,
 }
 
 impl Scratch {

@@ -1,6 +1,7 @@
 //! Conv, MatMul and Gemm on [`PackedWeights`]: activation packing
 //! (im2col for Conv), jobs, and the driver.
 
+use super::depthwise;
 use super::driver::{run, AData, Job, Problem};
 use super::pack::{check_params, Layout, OpInfo, PackedWeights};
 use super::{ensure, ExecOptions, FastIn, FastOut, Scratch};
@@ -213,6 +214,7 @@ pub fn conv_into<X: FastIn, O: FastOut>(
         pad_i16,
         taps,
         jobs,
+        plane,
         ..
     } = scratch;
     // Tap offsets (row-major over the kernel), in positions.
@@ -244,6 +246,26 @@ pub fn conv_into<X: FastIn, O: FastOut>(
     let pad_len = npad
         .checked_mul(c)
         .ok_or_else(|| shape_err!("padded input overflows"))?;
+    if let (Some((dw, wide)), true) = (&pw.dw, r <= depthwise::MAX_RANK) {
+        let geom = depthwise::Geom {
+            p,
+            c,
+            mg,
+            sp_in,
+            sp_out,
+            padded: &padded,
+            pstr: &pstr,
+            taps,
+            lo,
+            hi,
+        };
+        for b in 0..nb {
+            let img = &xd[b * c * img_in..(b + 1) * c * img_in];
+            let o = &mut out[b * m * npix..(b + 1) * m * npix];
+            depthwise::run(pw, dw, *wide, &geom, img, |v| i32::from(v.to_i16()), plane, o, exec);
+        }
+        return Ok(());
+    }
     for b in 0..nb {
         let img = &xd[b * c * img_in..(b + 1) * c * img_in];
         let (a, lo_off): (AData<'_>, usize) = match pw.layout {

@@ -95,6 +95,9 @@ pub struct PackedWeights {
     pub(crate) addend: Option<(usize, Vec<i64>)>,
     pub(crate) clamp: Option<(i64, i64)>,
     pub(crate) op: OpInfo,
+    /// Conv with one input channel per group: weights `[M][taps]` for the
+    /// direct kernel, and whether its sums need i64.
+    pub(crate) dw: Option<(Vec<i32>, bool)>,
 }
 
 /// Everything `pack_core` needs about one node.
@@ -203,7 +206,15 @@ impl PackedWeights {
         let c_in = cg
             .checked_mul(g)
             .ok_or_else(|| shape_err!("conv channels overflow"))?;
-        pack_core(Spec {
+        let dw = (cg == 1).then(|| {
+            let wv: Vec<i32> = wd.iter().map(|v| i32::from(v.to_i16())).collect();
+            let wide = wv.chunks(taps).any(|ch| {
+                x_kind.max_abs() * ch.iter().map(|&v| i64::from(v).abs()).sum::<i64>()
+                    > i64::from(i32::MAX)
+            });
+            (wv, wide)
+        });
+        let mut pw = pack_core(Spec {
             isa,
             layout: layout_for(isa, x_kind, W::KIND),
             x_kind,
@@ -222,7 +233,9 @@ impl PackedWeights {
                 m,
                 kernel,
             },
-        })
+        })?;
+        pw.dw = dw;
+        Ok(pw)
     }
 
     /// Packs the constant right operand `b` (`[…, K, N]` or `[K]`) of a
@@ -567,5 +580,6 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
         addend: s.addend,
         clamp: s.clamp,
         op: s.op,
+        dw: None,
     })
 }

@@ -1,0 +1,150 @@
+//! Direct convolution for one input channel per group (depthwise, any
+//! channel multiplier): per output channel, rows of the padded input plane
+//! times one weight per tap, summed in i32 when the static bound allows
+//! (else i64), then the shared epilogue.
+
+use super::driver::epilogue;
+use super::pack::{PackedWeights, NR};
+use super::{ensure, ExecOptions, FastOut};
+use crate::reference::conv::ConvParams;
+use rayon::prelude::*;
+
+/// Largest spatial rank of the direct path (higher ranks use im2col).
+pub(crate) const MAX_RANK: usize = 6;
+
+/// Output columns summed per stack buffer.
+const CHUNK: usize = 64;
+
+/// Per-call geometry.
+pub(crate) struct Geom<'a> {
+    pub p: &'a ConvParams,
+    pub c: usize,
+    pub mg: usize,
+    pub sp_in: &'a [usize],
+    pub sp_out: &'a [usize],
+    pub padded: &'a [usize],
+    pub pstr: &'a [usize],
+    pub taps: &'a [usize],
+    pub lo: i64,
+    pub hi: i64,
+}
+
+/// Runs the depthwise conv of one batch image `img` (`[C, S…]` as i32 via
+/// `f`) into `out` (`[M, O…]`), using `planes` as scratch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<X: Copy + Sync, O: FastOut>(
+    pw: &PackedWeights,
+    dw: &[i32],
+    wide: bool,
+    g: &Geom<'_>,
+    img: &[X],
+    f: impl Fn(X) -> i32 + Sync,
+    planes: &mut Vec<i32>,
+    out: &mut [O],
+    exec: &ExecOptions,
+) {
+    let r = g.sp_in.len();
+    let img_in: usize = g.sp_in.iter().product();
+    let npad: usize = g.padded.iter().product();
+    let npix: usize = g.sp_out.iter().product();
+    let pl = ensure(planes, g.c * npad);
+    pl.fill(0);
+    // Padded planes, channel-major.
+    let w_last = g.sp_in[r - 1];
+    let rows = img_in / w_last.max(1);
+    for ci in 0..g.c {
+        let mut idx = [0usize; MAX_RANK];
+        for row in 0..rows {
+            let mut pos = g.p.pads[r - 1];
+            for i in 0..r - 1 {
+                pos += (idx[i] + g.p.pads[i]) * g.pstr[i];
+            }
+            let src = &img[ci * img_in + row * w_last..ci * img_in + (row + 1) * w_last];
+            let dst = &mut pl[ci * npad + pos..ci * npad + pos + w_last];
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = f(s);
+            }
+            for d in (0..r - 1).rev() {
+                idx[d] += 1;
+                if idx[d] < g.sp_in[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+    let pl: &[i32] = pl;
+    let ntaps = g.taps.len();
+    let one = |(m, o): (usize, &mut [O])| {
+        let gi = m / g.mg;
+        let col = gi * pw.panels * NR + m % g.mg;
+        let plane = &pl[gi * npad..(gi + 1) * npad];
+        let w = &dw[m * ntaps..(m + 1) * ntaps];
+        if wide {
+            channel::<i64, O>(pw, col, plane, w, g, o);
+        } else {
+            channel::<i32, O>(pw, col, plane, w, g, o);
+        }
+    };
+    let macs = (out.len() * ntaps) as u64;
+    if rayon::current_num_threads() > 1 && macs >= exec.min_parallel_macs {
+        out.par_chunks_mut(npix).enumerate().for_each(one);
+    } else {
+        out.chunks_mut(npix).enumerate().for_each(one);
+    }
+}
+
+/// One output channel.
+fn channel<T, O: FastOut>(
+    pw: &PackedWeights,
+    col: usize,
+    plane: &[i32],
+    w: &[i32],
+    g: &Geom<'_>,
+    out: &mut [O],
+) where
+    T: Copy + Default + std::ops::AddAssign + std::ops::Mul<Output = T> + From<i32> + Into<i64>,
+{
+    let r = g.sp_out.len();
+    let w_last = g.sp_out[r - 1];
+    let s_last = g.p.strides[r - 1];
+    let rows_outer = out.len() / w_last;
+    let mut idx = [0usize; MAX_RANK];
+    let mut acc = [T::default(); CHUNK];
+    for row in 0..rows_outer {
+        let mut base = 0usize;
+        for i in 0..r - 1 {
+            base += idx[i] * g.p.strides[i] * g.pstr[i];
+        }
+        for j0 in (0..w_last).step_by(CHUNK) {
+            let n = CHUNK.min(w_last - j0);
+            let acc = &mut acc[..n];
+            acc.fill(T::default());
+            for (&to, &wv) in g.taps.iter().zip(w) {
+                let wv = T::from(wv);
+                let start = base + to + j0 * s_last;
+                if s_last == 1 {
+                    for (a, &x) in acc.iter_mut().zip(&plane[start..start + n]) {
+                        *a += T::from(x) * wv;
+                    }
+                } else {
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a += T::from(plane[start + j * s_last]) * wv;
+                    }
+                }
+            }
+            let dst = &mut out[row * w_last + j0..row * w_last + j0 + n];
+            for (d, &a) in dst.iter_mut().zip(acc.iter()) {
+                let y = epilogue(pw, col, col % NR, a.into(), 0, g.lo, g.hi);
+                *d = O::from_i32_in_range(y as i32);
+            }
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < g.sp_out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
