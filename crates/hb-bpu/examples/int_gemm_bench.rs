@@ -89,6 +89,9 @@ fn avx2_peak_loop(iters: u64) -> i32 {
 }
 
 fn main() {
+    // Optional filter: only cases whose label contains this string.
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    let want = |label: &str| label.contains(filter.as_str());
     let exec = ExecOptions::default();
     let pools: Vec<rayon::ThreadPool> = [1usize, 2]
         .iter()
@@ -104,7 +107,7 @@ fn main() {
     #[cfg(target_arch = "x86_64")]
     {
         let iters = 20_000_000u64;
-        if Isa::Avx512Vnni.is_available() {
+        if Isa::Avx512Vnni.is_available() && want("peak") {
             // SAFETY: AVX-512 F/BW/VNNI checked just above.
             let s = time(|| {
                 std::hint::black_box(unsafe { vnni_peak_loop(std::hint::black_box(iters / 100)) });
@@ -112,29 +115,50 @@ fn main() {
             let ops = (iters / 100) as f64 * 12.0 * 64.0 * 2.0;
             println!("peak vpdpbusd zmm (1 thread): {:.1} GOP/s", ops / s / 1e9);
         }
-        if Isa::Avx2.is_available() {
+        if Isa::Avx2.is_available() && want("peak") {
             // SAFETY: AVX2 checked just above.
             let s = time(|| {
                 std::hint::black_box(unsafe { avx2_peak_loop(std::hint::black_box(iters / 100)) });
             });
             let ops = (iters / 100) as f64 * 12.0 * 16.0 * 2.0;
-            println!("peak vpmaddwd+vpaddd ymm (1 thread): {:.1} GOP/s", ops / s / 1e9);
+            println!(
+                "peak vpmaddwd+vpaddd ymm (1 thread): {:.1} GOP/s",
+                ops / s / 1e9
+            );
         }
     }
 
     // int8 GEMM M=64, N=1024, K=576 (MatMul, constant B).
     for (kind, label) in [(IntKind::I8, "int8"), (IntKind::I16, "int16")] {
         let (m, k, n) = (64usize, 576usize, 1024usize);
-        let a8: Vec<i8> = pseudo(m * k, 1, -128, 127).iter().map(|&v| v as i8).collect();
-        let b8: Vec<i8> = pseudo(k * n, 2, -127, 127).iter().map(|&v| v as i8).collect();
-        let a16: Vec<i16> = pseudo(m * k, 3, -32768, 32767).iter().map(|&v| v as i16).collect();
-        let b16: Vec<i16> = pseudo(k * n, 4, -32767, 32767).iter().map(|&v| v as i16).collect();
+        let a8: Vec<i8> = pseudo(m * k, 1, -128, 127)
+            .iter()
+            .map(|&v| v as i8)
+            .collect();
+        let b8: Vec<i8> = pseudo(k * n, 2, -127, 127)
+            .iter()
+            .map(|&v| v as i8)
+            .collect();
+        let a16: Vec<i16> = pseudo(m * k, 3, -32768, 32767)
+            .iter()
+            .map(|&v| v as i16)
+            .collect();
+        let b16: Vec<i16> = pseudo(k * n, 4, -32767, 32767)
+            .iter()
+            .map(|&v| v as i16)
+            .collect();
         let rq: Vec<Requant> = (0..n)
             .map(|j| Requant::from_ratio(1e-4 * (1.0 + j as f64 / n as f64)).unwrap())
             .collect();
-        let bias: Vec<i64> = pseudo(n, 5, -1000, 1000).iter().map(|&v| i64::from(v)).collect();
+        let bias: Vec<i64> = pseudo(n, 5, -1000, 1000)
+            .iter()
+            .map(|&v| i64::from(v))
+            .collect();
         let (sa, sb) = ([m, k], [k, n]);
         for isa in Isa::available() {
+            if !want(&format!("{label} gemm {}", isa.name())) {
+                continue;
+            }
             let opts = PackOptions {
                 isa: Some(isa),
                 clamp: None,
@@ -201,7 +225,10 @@ fn main() {
         ("64->128 1x1 28x28", 64, 128, 1, 28, 1),
     ];
     for (name, c, mo, kk, hw, g) in convs {
-        let x: Vec<i8> = pseudo(c * hw * hw, 7, -128, 127).iter().map(|&v| v as i8).collect();
+        let x: Vec<i8> = pseudo(c * hw * hw, 7, -128, 127)
+            .iter()
+            .map(|&v| v as i8)
+            .collect();
         let w: Vec<i8> = pseudo(mo * (c / g) * kk * kk, 8, -127, 127)
             .iter()
             .map(|&v| v as i8)
@@ -216,6 +243,9 @@ fn main() {
         let (xs, ws) = ([1, c, hw, hw], [mo, c / g, kk, kk]);
         let macs = (mo * hw * hw * (c / g) * kk * kk) as f64;
         for isa in Isa::available() {
+            if !want(&format!("int8 conv {name} {}", isa.name())) {
+                continue;
+            }
             let opts = PackOptions {
                 isa: Some(isa),
                 clamp: Some((0, 127)),

@@ -188,7 +188,14 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         [1usize..=8, 1usize..=8, 1usize..=4],
         [1usize..=3, 1usize..=3, 1usize..=2],
         [1usize..=2, 1usize..=2, 1usize..=2],
-        [0usize..=2, 0usize..=2, 0usize..=1, 0usize..=2, 0usize..=2, 0usize..=1],
+        [
+            0usize..=2,
+            0usize..=2,
+            0usize..=1,
+            0usize..=2,
+            0usize..=2,
+            0usize..=1,
+        ],
         any::<u64>(),
         [0u8..5, 0u8..5, 0u8..3, 0u8..4, 0u8..3],
     )
@@ -226,7 +233,11 @@ fn check_conv<X: FastIn, W: FastIn, O: FastOut>(c: &ConvCase) -> Result<(), Test
     let mut xs = vec![c.n, c.g * c.cg];
     let mut ws = vec![c.g * c.mg, c.cg];
     for i in 0..r {
-        let k = if r == 3 { c.kernel[i].min(2) } else { c.kernel[i] };
+        let k = if r == 3 {
+            c.kernel[i].min(2)
+        } else {
+            c.kernel[i]
+        };
         let span = c.dil[i] * (k - 1) + 1;
         let pb = c.pads[i].min(span - 1);
         let pe = c.pads[3 + i].min(span - 1);
@@ -243,7 +254,7 @@ fn check_conv<X: FastIn, W: FastIn, O: FastOut>(c: &ConvCase) -> Result<(), Test
     let mut rng = Rng(c.seed);
     let x: Vec<X> = values(&mut rng, xs.iter().product(), c.modes[0]);
     let w: Vec<W> = values(&mut rng, ws.iter().product(), c.modes[1]);
-    let rq = requants(&mut rng, if c.seed % 5 == 0 { 1 } else { m }, c.modes[2]);
+    let rq = requants(&mut rng, if c.seed.is_multiple_of(5) { 1 } else { m }, c.modes[2]);
     let bias = biases(&mut rng, m, c.modes[3]);
     let clamp = clamp_for::<O>(&mut rng, c.modes[4]);
     let xt = TensorRef::new(&x, &xs).unwrap();
@@ -288,7 +299,12 @@ struct MmCase {
 
 fn mm_case() -> impl Strategy<Value = MmCase> {
     (
-        prop_oneof![Just(vec![]), Just(vec![2]), Just(vec![2, 1]), Just(vec![1, 3])],
+        prop_oneof![
+            Just(vec![]),
+            Just(vec![2]),
+            Just(vec![2, 1]),
+            Just(vec![1, 3])
+        ],
         prop_oneof![Just(vec![]), Just(vec![2]), Just(vec![1]), Just(vec![2, 3])],
         prop_oneof![Just(1usize), 1usize..=20],
         prop_oneof![Just(1usize), 1usize..=70],
@@ -329,7 +345,7 @@ fn check_matmul<X: FastIn, W: FastIn, O: FastOut>(c: &MmCase) -> Result<(), Test
     let mut rng = Rng(c.seed);
     let a: Vec<X> = values(&mut rng, sa.iter().product(), c.modes[0]);
     let b: Vec<W> = values(&mut rng, sb.iter().product(), c.modes[1]);
-    let rq = requants(&mut rng, if c.seed % 3 == 0 { 1 } else { n }, c.modes[2]);
+    let rq = requants(&mut rng, if c.seed.is_multiple_of(3) { 1 } else { n }, c.modes[2]);
     let bias = biases(&mut rng, n, c.modes[3]);
     let clamp = clamp_for::<O>(&mut rng, c.modes[4]);
     let at = TensorRef::new(&a, &sa).unwrap();
@@ -388,7 +404,7 @@ fn check_gemm<X: FastIn, W: FastIn, O: FastOut>(
     let mut rng = Rng(c.seed);
     let a: Vec<X> = values(&mut rng, m * k, c.modes[0]);
     let b: Vec<W> = values(&mut rng, k * n, c.modes[1]);
-    let rq = requants(&mut rng, if c.seed % 3 == 0 { 1 } else { n }, c.modes[2]);
+    let rq = requants(&mut rng, if c.seed.is_multiple_of(3) { 1 } else { n }, c.modes[2]);
     let cs: Vec<usize> = match c_mode {
         0 => vec![],
         1 => vec![n],
@@ -570,12 +586,23 @@ fn bad_inputs_are_errors() {
         fast::conv(&pw, TensorRef::new(&x, &[3, 2, 2]).unwrap(), &mut s, &e);
     assert!(r.is_err());
     let x16 = [0i16; 3 * 3 * 3];
-    let r: hb_bpu::Result<QTensor<i8>> =
-        fast::conv(&pw, TensorRef::new(&x16, &[1, 3, 3, 3]).unwrap(), &mut s, &e);
+    let r: hb_bpu::Result<QTensor<i8>> = fast::conv(
+        &pw,
+        TensorRef::new(&x16, &[1, 3, 3, 3]).unwrap(),
+        &mut s,
+        &e,
+    );
     assert!(r.is_err());
     let x = [0i8; 3 * 3 * 3];
     let mut out = [0i8; 3];
-    assert!(fast::conv_into(&pw, TensorRef::new(&x, &[1, 3, 3, 3]).unwrap(), &mut out, &mut s, &e).is_err());
+    assert!(fast::conv_into(
+        &pw,
+        TensorRef::new(&x, &[1, 3, 3, 3]).unwrap(),
+        &mut out,
+        &mut s,
+        &e
+    )
+    .is_err());
     let r: hb_bpu::Result<QTensor<i8>> =
         fast::matmul(&pw, TensorRef::new(&x, &[27]).unwrap(), &mut s, &e);
     assert!(r.is_err());

@@ -3,7 +3,7 @@
 //! times one weight per tap, summed in i32 when the static bound allows
 //! (else i64), then the shared epilogue.
 
-use super::driver::epilogue;
+use super::driver::ColEpi;
 use super::pack::{PackedWeights, NR};
 use super::{ensure, ExecOptions, FastOut};
 use crate::reference::conv::ConvParams;
@@ -111,6 +111,7 @@ fn channel<T, O: FastOut>(
     let rows_outer = out.len() / w_last;
     let mut idx = [0usize; MAX_RANK];
     let mut acc = [T::default(); CHUNK];
+    let e = ColEpi::of(pw, col);
     for row in 0..rows_outer {
         let mut base = 0usize;
         for i in 0..r - 1 {
@@ -135,8 +136,7 @@ fn channel<T, O: FastOut>(
             }
             let dst = &mut out[row * w_last + j0..row * w_last + j0 + n];
             for (d, &a) in dst.iter_mut().zip(acc.iter()) {
-                let y = epilogue(pw, col, col % NR, a.into(), 0, g.lo, g.hi);
-                *d = O::from_i32_in_range(y as i32);
+                *d = O::from_i32_in_range(e.apply(a.into(), g.lo, g.hi) as i32);
             }
         }
         for d in (0..r - 1).rev() {

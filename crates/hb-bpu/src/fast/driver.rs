@@ -164,7 +164,13 @@ unsafe fn tile<O: FastOut>(
                     kernels::x86::vnni_i8x4(&rows, w, q0, q1, &mut t32)
                 };
                 if !single {
-                    widen(&mut t64, &t32, &pw.corr[bi * pw.bias.len() + col0..], nrows, 0);
+                    widen(
+                        &mut t64,
+                        &t32,
+                        &pw.corr[bi * pw.bias.len() + col0..],
+                        nrows,
+                        0,
+                    );
                 }
             }
         }
@@ -194,7 +200,13 @@ unsafe fn tile<O: FastOut>(
                         _ => unsafe { kernels::scalar_i16x2(rp, nrows, w, q0, q1, &mut t32) },
                     }
                     if !single {
-                        widen(&mut t64, &t32, &pw.corr[bi * pw.bias.len() + col0..], nrows, sh);
+                        widen(
+                            &mut t64,
+                            &t32,
+                            &pw.corr[bi * pw.bias.len() + col0..],
+                            nrows,
+                            sh,
+                        );
                     }
                 }
             }
@@ -219,13 +231,19 @@ unsafe fn tile<O: FastOut>(
                 }
                 let n = (ncols - c0).min(16);
                 // SAFETY: AVX-512 checked at packing; c0 + 16 ≤ NR.
-                let y = unsafe { kernels::x86::epi16(&t32[r * NR..(r + 1) * NR], &e, c0, p.lo, p.hi) };
+                let y =
+                    unsafe { kernels::x86::epi16(&t32[r * NR..(r + 1) * NR], &e, c0, p.lo, p.hi) };
                 let off = base + r * p.rs + (panel * NR + c0) * p.cs;
                 if p.cs == 1 {
                     // SAFETY: `n` elements from `off` are inside the output
                     // (bounds checked in `run`) and belong to this tile.
                     unsafe {
-                        kernels::x86::store16(out.0.add(off) as *mut u8, std::mem::size_of::<O>(), y, n)
+                        kernels::x86::store16(
+                            out.0.add(off) as *mut u8,
+                            std::mem::size_of::<O>(),
+                            y,
+                            n,
+                        )
                     };
                 } else {
                     let mut tmp = [0i32; 16];
@@ -246,14 +264,19 @@ unsafe fn tile<O: FastOut>(
         return;
     }
     let colg = panel * NR;
-    for r in 0..nrows {
-        for c in 0..ncols {
-            let acc = if single {
-                i64::from(t32[r * NR + c].wrapping_sub(pw.corr[col0 + c]))
+    for c in 0..ncols {
+        let e = ColEpi::of(pw, col0 + c);
+        let corr = pw.corr[col0 + c];
+        for r in 0..nrows {
+            let mut acc = if single {
+                i64::from(t32[r * NR + c].wrapping_sub(corr))
             } else {
                 t64[r * NR + c]
             };
-            let y = epilogue(pw, col0 + c, colg + c, acc, r0 + r, p.lo, p.hi);
+            if let Some((_, a)) = &pw.addend {
+                acc = acc.wrapping_add(a[(r0 + r) * pw.n + colg + c]);
+            }
+            let y = e.apply(acc, p.lo, p.hi);
             // SAFETY: inside the output (bounds checked in `run`) and this
             // tile.
             unsafe {
@@ -275,18 +298,40 @@ fn widen(t64: &mut Tile64, t32: &Tile32, corr: &[i32], nrows: usize, sh: u32) {
     }
 }
 
-/// Scalar epilogue of one accumulator: bias, Gemm addend, requantisation
-/// (i64 when the static bound allows, else i128), clamp.
-#[inline]
-pub(crate) fn epilogue(pw: &PackedWeights, col: usize, c: usize, acc: i64, row: usize, lo: i64, hi: i64) -> i64 {
-    let mut v = acc.wrapping_add(pw.bias[col]);
-    if let Some((_, a)) = &pw.addend {
-        v = v.wrapping_add(a[row * pw.n + c]);
+/// The epilogue constants of one column.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ColEpi {
+    bias: i64,
+    mult: i64,
+    rnd: i64,
+    shift: i64,
+    fast: bool,
+    rq: crate::fixed_point::Requant,
+}
+
+impl ColEpi {
+    /// Column `col` (padded index) of `pw`.
+    #[inline]
+    pub(crate) fn of(pw: &PackedWeights, col: usize) -> ColEpi {
+        ColEpi {
+            bias: pw.bias[col],
+            mult: pw.mult[col],
+            rnd: pw.rnd[col],
+            shift: pw.shift[col],
+            fast: pw.fast_col[col],
+            rq: pw.requant[col],
+        }
     }
-    let y = if pw.fast_col[col] {
-        i128::from((v * pw.mult[col] + pw.rnd[col]) >> pw.shift[col])
-    } else {
-        pw.requant[col].apply_wide(v)
-    };
-    y.clamp(i128::from(lo), i128::from(hi)) as i64
+
+    /// Bias, requantisation (i64 when the static bound allows, else
+    /// i128), clamp to `[lo, hi]`.
+    #[inline(always)]
+    pub(crate) fn apply(&self, acc: i64, lo: i64, hi: i64) -> i64 {
+        let v = acc.wrapping_add(self.bias);
+        if self.fast {
+            ((v * self.mult + self.rnd) >> self.shift).clamp(lo, hi)
+        } else {
+            self.rq.apply_wide(v).clamp(i128::from(lo), i128::from(hi)) as i64
+        }
+    }
 }

@@ -198,7 +198,13 @@ pub(crate) mod x86 {
     /// AVX-512 F/DQ available; `c0 + 16 ≤ NR`; the tables have `NR` entries.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     #[inline]
-    pub(crate) unsafe fn epi16(t: &[i32], e: &EpiPanel<'_>, c0: usize, lo: i64, hi: i64) -> __m512i {
+    pub(crate) unsafe fn epi16(
+        t: &[i32],
+        e: &EpiPanel<'_>,
+        c0: usize,
+        lo: i64,
+        hi: i64,
+    ) -> __m512i {
         // SAFETY: all loads read 16 i32 or 8 i64 inside slices of NR
         // entries (`c0 + 16 ≤ NR`, checked by the caller).
         unsafe {

@@ -34,7 +34,9 @@ mod kernels;
 mod ops;
 mod pack;
 
-pub use ops::{conv, conv_into, conv_out_shape, gemm, gemm_into, matmul, matmul_into, matmul_out_shape};
+pub use ops::{
+    conv, conv_into, conv_out_shape, gemm, gemm_into, matmul, matmul_into, matmul_out_shape,
+};
 pub use pack::PackedWeights;
 
 use crate::qint::QInt;

@@ -201,7 +201,9 @@ pub fn conv_into<X: FastIn, O: FastOut>(
         return Ok(());
     }
     // Padded spatial dims and their strides (in positions).
-    let padded: Vec<usize> = (0..r).map(|i| sp_in[i] + p.pads[i] + p.pads[r + i]).collect();
+    let padded: Vec<usize> = (0..r)
+        .map(|i| sp_in[i] + p.pads[i] + p.pads[r + i])
+        .collect();
     let npad = numel(&padded)?;
     let mut pstr = vec![1usize; r];
     for i in (0..r.saturating_sub(1)).rev() {
@@ -262,7 +264,17 @@ pub fn conv_into<X: FastIn, O: FastOut>(
         for b in 0..nb {
             let img = &xd[b * c * img_in..(b + 1) * c * img_in];
             let o = &mut out[b * m * npix..(b + 1) * m * npix];
-            depthwise::run(pw, dw, *wide, &geom, img, |v| i32::from(v.to_i16()), plane, o, exec);
+            depthwise::run(
+                pw,
+                dw,
+                *wide,
+                &geom,
+                img,
+                |v| i32::from(v.to_i16()),
+                plane,
+                o,
+                exec,
+            );
         }
         return Ok(());
     }
@@ -495,12 +507,12 @@ pub fn matmul_into<X: FastIn, O: FastOut>(
         return Err(shape_err!("weights were not packed for a MatMul"));
     };
     let sa = a.shape();
-    let (m, k, n) = (
-        if sa.len() > 1 { sa[sa.len() - 2] } else { 1 },
-        pw.k,
-        pw.n,
-    );
-    let ba: &[usize] = if sa.len() > 2 { &sa[..sa.len() - 2] } else { &[] };
+    let (m, k, n) = (if sa.len() > 1 { sa[sa.len() - 2] } else { 1 }, pw.k, pw.n);
+    let ba: &[usize] = if sa.len() > 2 {
+        &sa[..sa.len() - 2]
+    } else {
+        &[]
+    };
     let bb: &[usize] = if b_shape.len() > 2 {
         &b_shape[..b_shape.len() - 2]
     } else {
@@ -543,13 +555,17 @@ pub fn matmul_into<X: FastIn, O: FastOut>(
         let batch = broadcast_shapes(ba, bb)?;
         bcast_into(ba, &batch, idx_a)?;
         bcast_into(bb, &batch, idx_b)?;
-        jobs_buf.extend(idx_a.iter().zip(idx_b.iter()).enumerate().map(
-            |(t, (&ia, &ib))| Job {
-                a_off: ia * m * pw.kp,
-                group: ib,
-                out_off: t * m * n,
-            },
-        ));
+        jobs_buf.extend(
+            idx_a
+                .iter()
+                .zip(idx_b.iter())
+                .enumerate()
+                .map(|(t, (&ia, &ib))| Job {
+                    a_off: ia * m * pw.kp,
+                    group: ib,
+                    out_off: t * m * n,
+                }),
+        );
         m
     };
     let prob = Problem {
@@ -598,7 +614,11 @@ pub fn gemm_into<X: FastIn, O: FastOut>(
     if sa.len() != 2 {
         return Err(shape_err!("gemm needs a 2-D A: {sa:?}"));
     }
-    let (m, k) = if trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let (m, k) = if trans_a {
+        (sa[1], sa[0])
+    } else {
+        (sa[0], sa[1])
+    };
     if k != pw.k {
         return Err(shape_err!("gemm inner dims differ: A {sa:?}, K = {}", pw.k));
     }

@@ -526,9 +526,8 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
             let b = (s.bias)(g, c);
             bias[col] = b;
             requant[col] = rq;
-            let bound = i128::from(b).abs()
-                + max_addend(c)
-                + i128::from(xmax) * i128::from(abs_sum[col]);
+            let bound =
+                i128::from(b).abs() + max_addend(c) + i128::from(xmax) * i128::from(abs_sum[col]);
             let m = i128::from(rq.multiplier()).abs();
             let n = rq.shift();
             let (mm, nn, ok) = if n <= 62 {
