@@ -254,7 +254,11 @@ fn check_conv<X: FastIn, W: FastIn, O: FastOut>(c: &ConvCase) -> Result<(), Test
     let mut rng = Rng(c.seed);
     let x: Vec<X> = values(&mut rng, xs.iter().product(), c.modes[0]);
     let w: Vec<W> = values(&mut rng, ws.iter().product(), c.modes[1]);
-    let rq = requants(&mut rng, if c.seed.is_multiple_of(5) { 1 } else { m }, c.modes[2]);
+    let rq = requants(
+        &mut rng,
+        if c.seed.is_multiple_of(5) { 1 } else { m },
+        c.modes[2],
+    );
     let bias = biases(&mut rng, m, c.modes[3]);
     let clamp = clamp_for::<O>(&mut rng, c.modes[4]);
     let xt = TensorRef::new(&x, &xs).unwrap();
@@ -345,7 +349,11 @@ fn check_matmul<X: FastIn, W: FastIn, O: FastOut>(c: &MmCase) -> Result<(), Test
     let mut rng = Rng(c.seed);
     let a: Vec<X> = values(&mut rng, sa.iter().product(), c.modes[0]);
     let b: Vec<W> = values(&mut rng, sb.iter().product(), c.modes[1]);
-    let rq = requants(&mut rng, if c.seed.is_multiple_of(3) { 1 } else { n }, c.modes[2]);
+    let rq = requants(
+        &mut rng,
+        if c.seed.is_multiple_of(3) { 1 } else { n },
+        c.modes[2],
+    );
     let bias = biases(&mut rng, n, c.modes[3]);
     let clamp = clamp_for::<O>(&mut rng, c.modes[4]);
     let at = TensorRef::new(&a, &sa).unwrap();
@@ -404,7 +412,11 @@ fn check_gemm<X: FastIn, W: FastIn, O: FastOut>(
     let mut rng = Rng(c.seed);
     let a: Vec<X> = values(&mut rng, m * k, c.modes[0]);
     let b: Vec<W> = values(&mut rng, k * n, c.modes[1]);
-    let rq = requants(&mut rng, if c.seed.is_multiple_of(3) { 1 } else { n }, c.modes[2]);
+    let rq = requants(
+        &mut rng,
+        if c.seed.is_multiple_of(3) { 1 } else { n },
+        c.modes[2],
+    );
     let cs: Vec<usize> = match c_mode {
         0 => vec![],
         1 => vec![n],

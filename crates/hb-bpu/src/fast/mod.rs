@@ -23,7 +23,11 @@
 //! no block sum can leave the i32 range for any activation of the declared
 //! type (wrapping arithmetic inside a block is then exact modulo 2^32, which
 //! is what makes the `+128` trick and `vpmaddwd`'s one overflowing pair
-//! harmless); blocks are widened to i64 when there is more than one. The
+//! harmless); blocks are widened to i64 when there is more than one. int16
+//! activations run as two GEMMs on `x >> 8` and `x & 255` combined in i64
+//! as `256 · hi + lo`, so a block holds ≥ 256 K-steps even for full-range
+//! int16 weights. Convs with one input channel per group (depthwise) use a
+//! direct kernel (i32 sums when `max|x| · Σ|w| < 2^31`, else i64). The
 //! epilogue adds the bias in i64 and requantises in i64 when a static bound
 //! proves `|acc · M| + 2^(n−1) < 2^63`, otherwise in i128 exactly as
 //! [`crate::Requant::apply_wide`].
