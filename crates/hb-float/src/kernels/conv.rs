@@ -121,20 +121,30 @@ pub fn conv_f32(
     if group > 1 && group == cin && cout == cin {
         depthwise(&d, &xd, &wd, &mut out);
         add_bias(&mut out, bias.as_deref(), geom.out_len());
-    } else if !is_pointwise(&geom) && conv_direct::applicable(&geom, cin / group) {
-        conv_direct_all(&d, &xd, &wd, bias.as_deref(), &mut out);
     } else {
-        conv_gemm(&d, &xd, &wd, &mut out)?;
-        add_bias(&mut out, bias.as_deref(), geom.out_len());
+        let direct = !is_pointwise(&geom)
+            && conv_direct::applicable(&geom, cin / group)
+            && conv_direct_all(&d, &xd, &wd, bias.as_deref(), &mut out);
+        if !direct {
+            conv_gemm(&d, &xd, &wd, &mut out)?;
+            add_bias(&mut out, bias.as_deref(), geom.out_len());
+        }
     }
     let mut shape = vec![n, cout];
     shape.extend(out_sp);
     ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid!("{e}"))
 }
 
-/// Every batch item and group through the direct kernel (bias included).
+/// Every batch item and group through the direct kernel (bias included);
+/// false when the kernel declined the geometry (the caller then uses GEMM).
 #[doc(hidden)]
-pub fn conv_direct_all(d: &ConvDims, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+pub fn conv_direct_all(
+    d: &ConvDims,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> bool {
     let g = &d.geom;
     let (cin_g, cout_g) = (d.cin / d.group, d.cout / d.group);
     let (ol, il) = (g.out_len(), g.in_len());
@@ -145,9 +155,12 @@ pub fn conv_direct_all(d: &ConvDims, x: &[f32], w: &[f32], bias: Option<&[f32]>,
             let xg = &x[c0 * il..(c0 + cin_g) * il];
             let wg = &w[gi * cout_g * wl..(gi + 1) * cout_g * wl];
             let bg = bias.map(|bv| &bv[gi * cout_g..(gi + 1) * cout_g]);
-            conv_direct::conv2d(g, xg, wg, bg, cin_g, og);
+            if !conv_direct::conv2d(g, xg, wg, bg, cin_g, og) {
+                return false;
+            }
         }
     }
+    true
 }
 
 /// True when the conv reads its input directly as the GEMM right operand.

@@ -99,8 +99,16 @@ impl Padded {
 
 /// `out[co] = bias[co] + Σ w[co] ⋆ x` for one group: `x` holds `cin`
 /// planes, `w` is `[cout][cin][kh][kw]`, `out` holds `cout` planes.
-/// The caller checked [`applicable`].
-pub fn conv2d(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, cin: usize, out: &mut [f32]) {
+/// The caller checked [`applicable`]. Returns false (output untouched)
+/// when the geometry does not fit the kernel's buffer layout.
+pub fn conv2d(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    cin: usize,
+    out: &mut [f32],
+) -> bool {
     let ol = g.out_len();
     let cout = out.len() / ol.max(1);
     let [_, oh, ow] = g.out;
@@ -134,24 +142,22 @@ pub fn conv2d(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, cin: usize, 
     // Largest input index any tile reads must lie inside the buffer.
     let max_seg = segs.iter().map(|s| s.2).max().unwrap_or(0);
     let max_off = offs.iter().copied().max().unwrap_or(0);
-    assert!(
-        max_seg + max_off + V <= p.data.len(),
-        "conv2d buffer bounds"
-    );
-    let blocks = cout.div_ceil(MR);
-    let mut wp = vec![0f32; blocks * k * MR];
-    for co in 0..cout {
-        let (b, r) = (co / MR, co % MR);
-        for (q, &v) in w[co * k..(co + 1) * k].iter().enumerate() {
-            wp[(b * k + q) * MR + r] = v;
-        }
+    if max_seg + max_off + V > p.data.len() || w.len() < cout * k {
+        return false;
     }
+    let blocks = cout.div_ceil(MR);
     let run = |b: usize, o: &mut [f32]| {
-        let wb = &wp[b * k * MR..(b + 1) * k * MR];
         let rows = o.len() / ol;
+        // Weight rows of this block, read in place (row `r` is `w[co·k..]`);
+        // missing rows of a partial block repeat row 0 and are not stored.
+        let row = |r: usize| {
+            let co = b * MR + if r < rows { r } else { 0 };
+            w.get(co * k..(co + 1) * k).unwrap_or(&[])
+        };
+        let wrows = [row(0), row(1), row(2), row(3)];
         let mut bs = [0f32; MR];
         for (r, v) in bs.iter_mut().enumerate().take(rows) {
-            *v = bias.map_or(0.0, |bb| bb[b * MR + r]);
+            *v = bias.and_then(|bb| bb.get(b * MR + r)).copied().unwrap_or(0.0);
         }
         for tile in segs.chunks(NR) {
             let mut acc = [[0f32; V]; MR * NR];
@@ -160,9 +166,10 @@ pub fn conv2d(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, cin: usize, 
                 *d = s.2;
             }
             // SAFETY: the CPU has AVX2 + FMA (checked by `applicable`);
-            // every index read is below `p.data.len()` (asserted above:
-            // base <= max_seg, offs <= max_off) and `wb` holds k·MR values.
-            unsafe { avx::tile(&p.data, &offs, wb, &bs, &base, &mut acc) };
+            // every index read is below `p.data.len()` (checked above:
+            // base <= max_seg, offs <= max_off) and every weight row
+            // holds `k = offs.len()` values.
+            unsafe { avx::tile(&p.data, &offs, &wrows, &bs, &base, &mut acc) };
             for (n, s) in tile.iter().enumerate() {
                 for r in 0..rows {
                     o[r * ol + s.0..r * ol + s.0 + s.1].copy_from_slice(&acc[r * NR + n][..s.1]);
@@ -180,6 +187,7 @@ pub fn conv2d(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, cin: usize, 
             .enumerate()
             .for_each(|(b, o)| run(b, o));
     }
+    true
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -187,23 +195,23 @@ mod avx {
     use super::{MR, NR, V};
     use std::arch::x86_64::*;
 
-    /// One `MR × NR` tile: `acc[r·NR + n][i] = bias[r] + Σ_q w[q·MR + r] ·
+    /// One `MR × NR` tile: `acc[r·NR + n][i] = bias[r] + Σ_q w[r][q] ·
     /// x[offs[q] + base[n] + i]`.
     ///
     /// # Safety
     /// The CPU supports AVX2 and FMA; `offs[q] + base[n] + 8 <= x.len()`
-    /// for every q and n; `w.len() >= offs.len() · MR`.
+    /// for every q and n; every `w[r]` holds at least `offs.len()` values.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile(
         x: &[f32],
         offs: &[usize],
-        w: &[f32],
+        w: &[&[f32]; MR],
         bias: &[f32; MR],
         base: &[usize; NR],
         acc: &mut [[f32; V]; MR * NR],
     ) {
         let xp = x.as_ptr();
-        let wp = w.as_ptr();
+        let (w0p, w1p, w2p, w3p) = (w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr());
         let b0 = _mm256_set1_ps(bias[0]);
         let b1 = _mm256_set1_ps(bias[1]);
         let b2 = _mm256_set1_ps(bias[2]);
@@ -216,17 +224,16 @@ mod avx {
         for (q, &off) in offs.iter().enumerate() {
             let x0 = _mm256_loadu_ps(p0.add(off));
             let x1 = _mm256_loadu_ps(p1.add(off));
-            let wq = wp.add(q * MR);
-            let w0 = _mm256_broadcast_ss(&*wq);
+            let w0 = _mm256_broadcast_ss(&*w0p.add(q));
             c00 = _mm256_fmadd_ps(w0, x0, c00);
             c01 = _mm256_fmadd_ps(w0, x1, c01);
-            let w1 = _mm256_broadcast_ss(&*wq.add(1));
+            let w1 = _mm256_broadcast_ss(&*w1p.add(q));
             c10 = _mm256_fmadd_ps(w1, x0, c10);
             c11 = _mm256_fmadd_ps(w1, x1, c11);
-            let w2 = _mm256_broadcast_ss(&*wq.add(2));
+            let w2 = _mm256_broadcast_ss(&*w2p.add(q));
             c20 = _mm256_fmadd_ps(w2, x0, c20);
             c21 = _mm256_fmadd_ps(w2, x1, c21);
-            let w3 = _mm256_broadcast_ss(&*wq.add(3));
+            let w3 = _mm256_broadcast_ss(&*w3p.add(q));
             c30 = _mm256_fmadd_ps(w3, x0, c30);
             c31 = _mm256_fmadd_ps(w3, x1, c31);
         }
@@ -245,7 +252,7 @@ mod avx {
     pub unsafe fn tile(
         _x: &[f32],
         _offs: &[usize],
-        _w: &[f32],
+        _w: &[&[f32]; MR],
         _bias: &[f32; MR],
         _base: &[usize; NR],
         _acc: &mut [[f32; V]; MR * NR],

@@ -251,26 +251,28 @@ fn max_plane_2d<T: Scalar>(
                 }
             }
         }
+        // Column maxima per window, one tap offset at a time (the inner
+        // loop runs over output columns), then the NaN rule of the first tap.
+        let taps = cols.iter().map(|c| c.1).max().unwrap_or(0);
         for (&(w0, nw), slot) in cols.iter().zip(orow.iter_mut()) {
-            let Some(&first) = first_row.get(w0).filter(|_| nw > 0) else {
-                *slot = T::default();
-                continue;
+            *slot = match colmax.get(w0) {
+                Some(&v) if nw > 0 => v,
+                _ => T::default(),
             };
-            let mut m = first;
-            if !is_nan(&m) && dil_w == 1 {
-                for &v in colmax.get(w0..w0 + nw).unwrap_or(&[]) {
-                    if v > m {
-                        m = v;
-                    }
-                }
-            } else if !is_nan(&m) {
-                for &v in colmax.iter().skip(w0).step_by(dil_w).take(nw) {
-                    if v > m {
-                        m = v;
+        }
+        for k in 1..taps {
+            for (&(w0, nw), slot) in cols.iter().zip(orow.iter_mut()) {
+                if let Some(&v) = colmax.get(w0 + k * dil_w).filter(|_| k < nw) {
+                    if v > *slot {
+                        *slot = v;
                     }
                 }
             }
-            *slot = m;
+        }
+        for (&(w0, nw), slot) in cols.iter().zip(orow.iter_mut()) {
+            if let Some(&first) = first_row.get(w0).filter(|f| nw > 0 && is_nan(*f)) {
+                *slot = first;
+            }
         }
     }
 }
