@@ -254,6 +254,19 @@ fn max_plane_2d<T: Scalar>(
         // Column maxima per window, one tap offset at a time (the inner
         // loop runs over output columns), then the NaN rule of the first tap.
         let taps = cols.iter().map(|c| c.1).max().unwrap_or(0);
+        let pairs = dil_w == 1 && cols.iter().enumerate().all(|(j, &c)| c == (2 * j, 2));
+        if pairs && colmax.len() >= 2 * orow.len() {
+            // 2×2 / stride 2 without padding: a vectorisable pairwise max.
+            for (slot, p) in orow.iter_mut().zip(colmax.chunks_exact(2)) {
+                *slot = if p[1] > p[0] { p[1] } else { p[0] };
+            }
+            for (slot, p) in orow.iter_mut().zip(first_row.chunks_exact(2)) {
+                if is_nan(&p[0]) {
+                    *slot = p[0];
+                }
+            }
+            continue;
+        }
         for (&(w0, nw), slot) in cols.iter().zip(orow.iter_mut()) {
             *slot = match colmax.get(w0) {
                 Some(&v) if nw > 0 => v,
@@ -545,14 +558,19 @@ mod tests {
         fn direct_max_matches_window_walk(
             rank in 1usize..4, size in 1usize..9, k in 1usize..4, s in 1usize..3,
             d in 1usize..3, p in 0usize..2, ceil in 0i64..2, seed in 0u64..500,
+            pairwise in proptest::bool::ANY, nans in 1usize..6,
         ) {
+            // Half the cases take the common 2×2 / stride-2 shape.
+            let (k, s, d, p) = if pairwise { (2, 2, 1, 0) } else { (k, s, d, p) };
             let p = p.min(k - 1);
             proptest::prop_assume!(size + 2 * p > (k - 1) * d);
             let mut shape = vec![2, 3];
             shape.extend(std::iter::repeat_n(size, rank));
             let n: usize = shape.iter().product();
             let mut v = crate::kernels::testutil::rand_vals(n, seed);
-            v[seed as usize % n] = f32::NAN;
+            for j in 0..nans {
+                v[(seed as usize + j * 7919) % n] = f32::NAN;
+            }
             let nd = node("MaxPool", vec![
                 ("kernel_shape", ints(&vec![k as i64; rank])),
                 ("strides", ints(&vec![s as i64; rank])),
