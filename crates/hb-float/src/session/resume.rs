@@ -63,7 +63,10 @@ fn same_bits(a: &Tensor, b: &Tensor) -> bool {
     match (a, b) {
         (Tensor::F32(x), Tensor::F32(y)) => match (x.as_slice(), y.as_slice()) {
             (Some(x), Some(y)) => x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
-            _ => x.iter().zip(y.iter()).all(|(p, q)| p.to_bits() == q.to_bits()),
+            _ => x
+                .iter()
+                .zip(y.iter())
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
         },
         _ => a == b,
     }
@@ -113,8 +116,9 @@ impl Session {
         Ok(ValueCache { values })
     }
 
-    /// Runs step `k` reading values through `get`; identity calibration
-    /// nodes alias their input.
+    /// Runs step `k` as `node` (the graph's node or a replacement with other
+    /// attributes) reading values through `get`; identity calibration nodes
+    /// alias their input.
     fn exec_step(
         &self,
         k: usize,
@@ -122,8 +126,7 @@ impl Session {
         get: &dyn Fn(usize) -> Option<Arc<Tensor>>,
     ) -> Result<Vec<Arc<Tensor>>, FloatError> {
         let step = &self.steps[k];
-        let held: Vec<Option<Arc<Tensor>>> =
-            step.inputs.iter().map(|i| i.and_then(get)).collect();
+        let held: Vec<Option<Arc<Tensor>>> = step.inputs.iter().map(|i| i.and_then(get)).collect();
         if is_identity_calibration(node) {
             if let Some(Some(x)) = held.first() {
                 return Ok(vec![x.clone()]);
@@ -159,40 +162,45 @@ impl Session {
         Ok(outs.into_iter().map(Arc::new).collect())
     }
 
-    /// Replaces the outputs of the steps in `seeds` (`(step, new outputs)`,
-    /// one tensor per node output) and re-executes every step that reads a
-    /// changed value, in graph order, reading unchanged values from `cache`.
-    /// A recomputed value equal bit for bit to its cached value counts as
+    /// Re-executes the steps in `seeds` as the given replacement nodes (same
+    /// inputs and outputs, other attributes — e.g. a calibration node with
+    /// its switch ON) and every step that reads a changed value, in graph
+    /// order, reading unchanged values from `cache`. A seed reads its inputs
+    /// as they are at that point (changed by earlier seeds or not). A
+    /// recomputed value equal bit for bit to its cached value counts as
     /// unchanged, and execution stops once no changed value is live.
     ///
     /// Returns the values `targets` (ids), changed or cached, and whether
-    /// each changed. The result is exactly that of a full run with the
-    /// seeds' outputs replaced.
+    /// each changed. The result is exactly that of a full run of the model
+    /// with the seed nodes replaced.
     pub fn rerun_downstream(
         &self,
         cache: &ValueCache,
-        seeds: &[(usize, Vec<Tensor>)],
+        seeds: &[(usize, &Node)],
         targets: &[usize],
     ) -> Result<Vec<(Arc<Tensor>, bool)>, FloatError> {
         let n = self.value_names.len();
         let mut new: Vec<Option<Arc<Tensor>>> = vec![None; n];
         let mut live = 0usize;
         let keep: std::collections::HashSet<usize> = targets.iter().copied().collect();
-        let mut seed_at: HashMap<usize, &Vec<Tensor>> = HashMap::new();
-        for (k, outs) in seeds {
-            seed_at.insert(*k, outs);
+        let mut seed_at: HashMap<usize, &Node> = HashMap::new();
+        for (k, node) in seeds {
+            seed_at.insert(*k, *node);
         }
         let start = seeds.iter().map(|s| s.0).min().unwrap_or(self.steps.len());
         let last_seed = seeds.iter().map(|s| s.0).max().unwrap_or(0);
         for k in start..self.steps.len() {
             let step = &self.steps[k];
             let node = &self.graph.nodes[k];
-            let outs: Vec<Arc<Tensor>> = if let Some(outs) = seed_at.get(&k) {
-                outs.iter().cloned().map(Arc::new).collect()
+            let get = |i: usize| {
+                new[i]
+                    .clone()
+                    .or_else(|| cache.values.get(i).cloned().flatten())
+            };
+            let outs: Vec<Arc<Tensor>> = if let Some(seed) = seed_at.get(&k) {
+                self.exec_step(k, seed, &get)?
             } else if step.inputs.iter().flatten().any(|i| new[*i].is_some()) {
-                self.exec_step(k, node, &|i| {
-                    new[i].clone().or_else(|| cache.values.get(i).cloned().flatten())
-                })?
+                self.exec_step(k, node, &get)?
             } else {
                 if live == 0 && k > last_seed {
                     break;
@@ -219,15 +227,12 @@ impl Session {
             .iter()
             .map(|&id| match &new[id] {
                 Some(t) => Ok((t.clone(), true)),
-                None => cache
-                    .get_arc(id)
-                    .map(|t| (t, false))
-                    .ok_or_else(|| {
-                        FloatError::Graph(format!(
-                            "value '{}' was not produced",
-                            self.value_names.get(id).map_or("?", |s| s.as_str())
-                        ))
-                    }),
+                None => cache.get_arc(id).map(|t| (t, false)).ok_or_else(|| {
+                    FloatError::Graph(format!(
+                        "value '{}' was not produced",
+                        self.value_names.get(id).map_or("?", |s| s.as_str())
+                    ))
+                }),
             })
             .collect()
     }
@@ -244,8 +249,10 @@ mod tests {
         let mut g = Graph::default();
         g.inputs.push(ValueInfo::tensor("x", DType::F32, &[4]));
         g.outputs.push(ValueInfo::tensor("y", DType::F32, &[4]));
-        g.initializers
-            .insert("two".into(), Arc::new(Tensor::from_f32(&[1], vec![2.0]).unwrap()));
+        g.initializers.insert(
+            "two".into(),
+            Arc::new(Tensor::from_f32(&[1], vec![2.0]).unwrap()),
+        );
         let mut q = Node::new("q", "HzCalibration", &["x"], &["xq"]);
         q.domain = "horizon".into();
         q.set_attr("thresholds", Attr::Floats(vec![1.0]));
@@ -270,23 +277,20 @@ mod tests {
         let m = model();
         let s = Session::new(&m).unwrap();
         let x = Tensor::from_f32(&[4], vec![0.3, -0.7, 0.011, 0.5]).unwrap();
-        let inputs = HashMap::from([("x".to_string(), x.clone())]);
+        let inputs = HashMap::from([("x".to_string(), x)]);
         let cache = s.run_cached(&inputs).unwrap();
         let y_id = s.output_value_ids()[0];
-        let fq = FakeQuant {
-            enabled: true,
-            ..FakeQuant::from_node(&m.graph.nodes[0]).unwrap()
-        };
-        let seed = vec![(0usize, vec![fq.apply(&x).unwrap()])];
-        let got = s.rerun_downstream(&cache, &seed, &[y_id]).unwrap();
+        let mut q_on = m.graph.nodes[0].clone();
+        q_on.set_attr("switch", Attr::String("ON".into()));
+        let got = s.rerun_downstream(&cache, &[(0, &q_on)], &[y_id]).unwrap();
         let mut on = m.clone();
-        on.graph.nodes[0].set_attr("switch", Attr::String("ON".into()));
+        on.graph.nodes[0] = q_on.clone();
         let want = Session::new(&on).unwrap().run(&inputs).unwrap();
         assert!(got[0].1);
         assert_eq!(*got[0].0, want[0].1);
         // Nothing changes: the cached output comes back unchanged.
         let same = s
-            .rerun_downstream(&cache, &[(0, vec![x.clone()])], &[y_id])
+            .rerun_downstream(&cache, &[(0, &m.graph.nodes[0])], &[y_id])
             .unwrap();
         assert!(!same[0].1);
         assert_eq!(*same[0].0, s.run(&inputs).unwrap()[0].1);
@@ -300,9 +304,11 @@ mod tests {
         let inputs = HashMap::from([("x".to_string(), x)]);
         let cache = s.run_cached(&inputs).unwrap();
         let hr = s.value_id("hr").unwrap();
-        let changed = Tensor::from_f32(&[4], vec![-0.25, -0.75, 0.0, -0.5]).unwrap();
+        // int8 with threshold 1: every value changes a little, stays negative.
+        let mut q_on = m.graph.nodes[0].clone();
+        q_on.set_attr("switch", Attr::String("ON".into()));
         let got = s
-            .rerun_downstream(&cache, &[(0, vec![changed])], &[hr, s.output_value_ids()[0]])
+            .rerun_downstream(&cache, &[(0, &q_on)], &[hr, s.output_value_ids()[0]])
             .unwrap();
         assert!(!got[0].1 && !got[1].1);
         assert!(cache.bytes() > 0);

@@ -4,9 +4,7 @@
 //! Horizon tuning guide, one row per threshold — with the quant_config
 //! (`node_config`) that makes hb-calib do the same.
 
-use super::common::{
-    at_or_worse, fmt_metric, to_json, write_text, Calibrated,
-};
+use super::common::{at_or_worse, fmt_metric, to_json, write_text, Calibrated};
 use super::sensitivity::{self, Granularity, Observed, SensOptions, Sensitivity};
 use super::AnalysisArgs;
 use crate::cli::{ToolError, ToolResult};
@@ -237,7 +235,11 @@ pub fn analyse(
 
 /// The table of steps as text.
 pub fn render(a: &Analysis) -> String {
-    let outs: Vec<String> = a.steps[0].outputs.iter().map(|o| o.output.clone()).collect();
+    let outs: Vec<String> = a.steps[0]
+        .outputs
+        .iter()
+        .map(|o| o.output.clone())
+        .collect();
     let mut header: Vec<String> = vec![
         format!("{} <= (set to {})", a.metric, a.qtype),
         "units".into(),
@@ -252,7 +254,8 @@ pub fn render(a: &Analysis) -> String {
         .iter()
         .map(|s| {
             let mut v = vec![
-                s.threshold.map_or("None (as calibrated)".into(), |t| t.to_string()),
+                s.threshold
+                    .map_or("None (as calibrated)".into(), |t| t.to_string()),
                 s.promoted.to_string(),
                 s.calibration_nodes.to_string(),
             ];

@@ -12,7 +12,6 @@ use hb_quant::calibrated::{is_calibration, set_switch};
 use hb_quant::pipeline::SampleSource;
 use hb_tensor::{metrics, Tensor};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// One calibration node of a calibrated model.
@@ -95,7 +94,12 @@ impl Calibrated {
             }
         }
         let mut nodes = Vec::new();
-        for (i, n) in g.nodes.iter().enumerate().filter(|(_, n)| is_calibration(n)) {
+        for (i, n) in g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| is_calibration(n))
+        {
             let fq = FakeQuant::from_node(n).map_err(|e| {
                 ToolError::input(format!(
                     "{}: calibration node '{}': {e}",
@@ -332,9 +336,9 @@ pub fn bar(len: usize, msg: &str, show: bool) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let b = indicatif::ProgressBar::new(len as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})")
-    {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})",
+    ) {
         b.set_style(style.progress_chars("=> "));
     }
     b.set_message(msg.to_string());
@@ -342,11 +346,7 @@ pub fn bar(len: usize, msg: &str, show: bool) -> indicatif::ProgressBar {
 }
 
 /// Float outputs of `session` for each sample, values named `targets`.
-pub fn capture(
-    session: &Session,
-    sample: &Sample,
-    targets: &[String],
-) -> ToolResult<Vec<Tensor>> {
+pub fn capture(session: &Session, sample: &Sample, targets: &[String]) -> ToolResult<Vec<Tensor>> {
     struct Grab<'a> {
         want: &'a [String],
         got: Vec<Option<Tensor>>,

@@ -118,7 +118,11 @@ fn moments(v: &[f32]) -> (f64, f64, f64, f64) {
         s += x;
     }
     let mean = s / n;
-    let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
+    let var = v
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     (lo, hi, mean, var)
 }
 
@@ -128,7 +132,9 @@ pub fn kl_hist(a: &[f32], b: &[f32]) -> f64 {
     let (lo, hi) = a
         .iter()
         .filter(|x| x.is_finite())
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+            (l.min(x), h.max(x))
+        });
     if hi <= lo {
         return 0.0;
     }
@@ -137,7 +143,9 @@ pub fn kl_hist(a: &[f32], b: &[f32]) -> f64 {
     let hist = |v: &[f32]| {
         let mut h = vec![0f64; BINS];
         for &x in v.iter().filter(|x| x.is_finite()) {
-            let k = ((f64::from(x - lo)) / w).floor().clamp(0.0, (BINS - 1) as f64) as usize;
+            let k = ((f64::from(x - lo)) / w)
+                .floor()
+                .clamp(0.0, (BINS - 1) as f64) as usize;
             h[k] += 1.0;
         }
         let t: f64 = h.iter().sum::<f64>().max(1.0);
@@ -168,9 +176,8 @@ fn stats(row: &mut LayerRow, a: &[f32], b: &[f32], threshold: Option<f32>) {
     (row.analy_min, row.analy_max, row.analy_mean, row.analy_var) = moments(b);
     row.max_atol_diff = row.atol;
     row.max_qscale_diff = row.scale.map(|s| row.atol / f64::from(s));
-    row.clipped = threshold.map(|t| {
-        a.iter().filter(|x| x.abs() > t).count() as f64 / a.len().max(1) as f64
-    });
+    row.clipped =
+        threshold.map(|t| a.iter().filter(|x| x.abs() > t).count() as f64 / a.len().max(1) as f64);
 }
 
 /// Merges the row of a further sample into `acc` (means; extremes).
@@ -297,15 +304,19 @@ pub fn compare(
                     match kernel(&ctx, &args) {
                         Ok(mut o) if !o.is_empty() => o.swap_remove(0),
                         Ok(_) => continue,
-                        Err(e) => {
-                            return Err(ToolError::input(format!("node '{}': {e}", n.name)))
-                        }
+                        Err(e) => return Err(ToolError::input(format!("node '{}': {e}", n.name))),
                     }
                 }
             };
             let (Some(av), Some(bv)) = (
-                a.dtype().is_float().then(|| super::common::flat(a)).flatten(),
-                b.dtype().is_float().then(|| super::common::flat(&b)).flatten(),
+                a.dtype()
+                    .is_float()
+                    .then(|| super::common::flat(a))
+                    .flatten(),
+                b.dtype()
+                    .is_float()
+                    .then(|| super::common::flat(&b))
+                    .flatten(),
             ) else {
                 continue;
             };
@@ -425,7 +436,13 @@ pub fn to_csv(c: &Comparison) -> String {
     let mut out = CSV_HEADER.join(",");
     out.push('\n');
     for r in &c.layers {
-        out.push_str(&cells(r).iter().map(|s| esc(s)).collect::<Vec<_>>().join(","));
+        out.push_str(
+            &cells(r)
+                .iter()
+                .map(|s| esc(s))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         out.push('\n');
     }
     out
@@ -452,7 +469,8 @@ pub fn render(c: &Comparison, verbose: bool) -> String {
                     fmt_metric(r.sqnr),
                     fmt_metric(r.atol),
                     f(r.max_qscale_diff),
-                    r.clipped.map_or("--".into(), |x| format!("{:.4}%", 100.0 * x)),
+                    r.clipped
+                        .map_or("--".into(), |x| format!("{:.4}%", 100.0 * x)),
                 ]
             }
         })
@@ -461,8 +479,17 @@ pub fn render(c: &Comparison, verbose: bool) -> String {
         CSV_HEADER.to_vec()
     } else {
         vec![
-            "#", "node", "op", "qtype", "qscale", "cosine", "mse", "sqnr", "atol",
-            "max_qscale_diff", "clipped",
+            "#",
+            "node",
+            "op",
+            "qtype",
+            "qscale",
+            "cosine",
+            "mse",
+            "sqnr",
+            "atol",
+            "max_qscale_diff",
+            "clipped",
         ]
     };
     let mut s = table(&header, &body);

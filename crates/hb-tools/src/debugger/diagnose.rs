@@ -114,7 +114,10 @@ fn gather(cal: &Calibrated, samples: &[Sample]) -> ToolResult<(Vec<Stat>, Vec<bo
             let shape = x.shape().to_vec();
             let axis = activation_channel_axis(shape.len());
             let (ch, inner) = if shape.len() >= 2 {
-                (shape[axis], shape[axis + 1..].iter().product::<usize>().max(1))
+                (
+                    shape[axis],
+                    shape[axis + 1..].iter().product::<usize>().max(1),
+                )
             } else {
                 (1, 1)
             };
@@ -330,7 +333,10 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
                     level: "info",
                     kind: "degenerate-threshold",
                     nodes: vec![c.name.clone()],
-                    message: format!("tensor '{}' (read by {who}) is 0 on every sample (threshold {t})", c.input),
+                    message: format!(
+                        "tensor '{}' (read by {who}) is 0 on every sample (threshold {t})",
+                        c.input
+                    ),
                     fix: Value::Null,
                     advice: "none needed if the tensor is meant to be zero (padding)".into(),
                     promote: vec![],
@@ -355,8 +361,8 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
             if let Some(step) = c.scale().filter(|&q| q > 0.5) {
                 let region = large_range_region(cal, k);
                 let names: Vec<String> = region.iter().flat_map(|&r| readers(cal, r)).collect();
-                let from = origin(cal, &c.input)
-                    .map_or(String::new(), |o| format!(", made from {o}"));
+                let from =
+                    origin(cal, &c.input).map_or(String::new(), |o| format!(", made from {o}"));
                 f.push(Finding {
                     level: "warning",
                     kind: "integer-as-feature",
@@ -398,7 +404,10 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
             v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
             let median = v[v.len() / 2];
             let top = v[v.len() - 1];
-            if median > 0.0 && top / median > 16.0 && c.fq.qtype == hb_float::kernels::horizon::FqType::Int8 {
+            if median > 0.0
+                && top / median > 16.0
+                && c.fq.qtype == hb_float::kernels::horizon::FqType::Int8
+            {
                 let small = v.iter().filter(|x| **x * 16.0 < top).count();
                 f.push(Finding {
                     level: "warning",
@@ -420,11 +429,19 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
                 let n = &g.nodes[p];
                 if n.op_type == "Where" {
                     for x in n.inputs.iter().skip(1) {
-                        let Some(init) = g.initializer(x) else { continue };
-                        let Some(vals) = super::common::flat(init) else { continue };
+                        let Some(init) = g.initializer(x) else {
+                            continue;
+                        };
+                        let Some(vals) = super::common::flat(init) else {
+                            continue;
+                        };
                         let Some(&fill) = vals.first() else { continue };
                         let other = if fill < 0.0 { s.max.abs() } else { s.min.abs() };
-                        if vals.iter().all(|v| *v == fill) && other > 0.0 && fill.abs() > 2.0 * other && (fill == s.min || fill == s.max) {
+                        if vals.iter().all(|v| *v == fill)
+                            && other > 0.0
+                            && fill.abs() > 2.0 * other
+                            && (fill == s.min || fill == s.max)
+                        {
                             f.push(Finding {
                                 level: "warning",
                                 kind: "mask-fill",
@@ -448,7 +465,12 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
     let session = cal.float_session()?;
     if let Some(s0) = samples.first() {
         let cache = session.run_cached(s0)?;
-        for (i, n) in g.nodes.iter().enumerate().filter(|(_, n)| n.op_type == "Concat") {
+        for (i, n) in g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type == "Concat")
+        {
             let outs = cal.outputs_of(i);
             if outs.is_empty() {
                 continue;
@@ -459,12 +481,19 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
                 .filter_map(|x| {
                     let t = session.value_id(x).and_then(|id| cache.get(id))?;
                     let a = super::common::flat(t)?;
-                    let m = a.iter().filter(|v| v.is_finite() && **v > -MASK_LIMIT).fold(0f32, |m, v| m.max(v.abs()));
+                    let m = a
+                        .iter()
+                        .filter(|v| v.is_finite() && **v > -MASK_LIMIT)
+                        .fold(0f32, |m, v| m.max(v.abs()));
                     Some((x.clone(), m))
                 })
                 .collect();
             let hi = ranges.iter().map(|r| r.1).fold(0f32, f32::max);
-            let lo = ranges.iter().map(|r| r.1).filter(|v| *v > 0.0).fold(f32::INFINITY, f32::min);
+            let lo = ranges
+                .iter()
+                .map(|r| r.1)
+                .filter(|v| *v > 0.0)
+                .fold(f32::INFINITY, f32::min);
             if ranges.len() >= 2 && lo.is_finite() && hi / lo > 16.0 {
                 f.push(Finding {
                     level: "warning",
@@ -515,6 +544,30 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(s) = &sens {
+        for r in s
+            .rows
+            .iter()
+            .filter(|r| r.metrics["cosine-similarity"].is_nan())
+        {
+            let Some(&k) = r.unit.calib.first() else {
+                continue;
+            };
+            let c = &cal.nodes[k];
+            f.push(Finding {
+                level: "error",
+                kind: "nan-output",
+                nodes: vec![c.name.clone(), readers(cal, k).join(", ")],
+                message: format!(
+                    "quantizing only '{}' ({}, threshold {}, read by {}) makes the output NaN: small values (e.g. a LayerNorm variance + epsilon of all-zero padded tokens) round to 0 and a Div or Sqrt after it gives 0/0",
+                    c.input, c.qtype(), c.magnitude(), readers(cal, k).join(", ")
+                ),
+                fix: json!({"node_config": node_config(cal, &[], &[k], QType::Float16)}),
+                advice: "float16 keeps the small values; or make the padded tokens non-zero / mask them before the normalisation".into(),
+                promote: vec![],
+            });
+        }
+    }
     for &(k, score) in &worst {
         let c = &cal.nodes[k];
         let s = &st[k];
@@ -540,7 +593,10 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
     for o in &before {
         let collapsed = o.float_unique >= 16.0 && o.calibrated_unique < 0.5 * o.float_unique;
         if collapsed || o.cosine < 0.99 {
-            let names: Vec<String> = worst.iter().map(|(k, _)| cal.nodes[*k].input.clone()).collect();
+            let names: Vec<String> = worst
+                .iter()
+                .map(|(k, _)| cal.nodes[*k].input.clone())
+                .collect();
             let calib: Vec<usize> = worst.iter().map(|w| w.0).collect();
             f.push(Finding {
                 level: if collapsed || o.cosine < 0.8 { "error" } else { "warning" },
@@ -566,7 +622,10 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
     f.sort_by_key(|x| rank(x.level));
     let mut merged = Map::new();
     let mut promote_all: Vec<usize> = Vec::new();
-    for x in f.iter().filter(|x| x.level != "info" || x.kind == "sensitive-node") {
+    for x in f
+        .iter()
+        .filter(|x| x.level != "info" || x.kind == "sensitive-node")
+    {
         merge(&mut merged, &x.fix);
         promote_all.extend(&x.promote);
     }
@@ -576,7 +635,12 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
         None
     } else {
         let observed = sensitivity_observed(&st);
-        Some(evaluate(cal, &promote(cal, &promote_all, int16, &observed), samples, "cosine-similarity")?)
+        Some(evaluate(
+            cal,
+            &promote(cal, &promote_all, int16, &observed),
+            samples,
+            "cosine-similarity",
+        )?)
     };
     Ok(Diagnosis {
         samples: samples.len(),
@@ -589,17 +653,27 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
 
 fn sensitivity_observed(st: &[Stat]) -> Vec<sensitivity::Observed> {
     st.iter()
-        .map(|s| sensitivity::Observed { min: s.min, max: s.max })
+        .map(|s| sensitivity::Observed {
+            min: s.min,
+            max: s.max,
+        })
         .collect()
 }
 
 /// Text of the diagnosis.
 pub fn render(d: &Diagnosis) -> String {
-    let mut s = format!("diagnose: {} finding(s) on {} sample(s)\n\n", d.findings.len(), d.samples);
+    let mut s = format!(
+        "diagnose: {} finding(s) on {} sample(s)\n\n",
+        d.findings.len(),
+        d.samples
+    );
     for x in &d.findings {
         s.push_str(&format!("[{}] {}: {}\n", x.level, x.kind, x.message));
         if !x.fix.is_null() {
-            s.push_str(&format!("    fix: {}\n", serde_json::to_string(&x.fix).unwrap_or_default()));
+            s.push_str(&format!(
+                "    fix: {}\n",
+                serde_json::to_string(&x.fix).unwrap_or_default()
+            ));
         }
         if !x.advice.is_empty() {
             s.push_str(&format!("    note: {}\n", x.advice));
@@ -638,7 +712,10 @@ pub fn run_cli(a: DiagnoseArgs) -> ToolResult<()> {
     if let Some(dir) = &a.save_dir {
         write_text(&dir.join("diagnose.txt"), &text)?;
         write_text(&dir.join("diagnose.json"), &to_json(&d)?)?;
-        write_text(&dir.join("suggested_quant_config.json"), &to_json(&d.suggested_quant_config)?)?;
+        write_text(
+            &dir.join("suggested_quant_config.json"),
+            &to_json(&d.suggested_quant_config)?,
+        )?;
     }
     if a.json {
         println!("{}", to_json(&d)?);

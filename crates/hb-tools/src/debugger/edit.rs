@@ -87,10 +87,7 @@ impl Selection {
         for (names, inputs) in [(&self.input_of, true), (&self.output_of, false)] {
             for name in names {
                 let i = cal.node_index(name).ok_or_else(|| {
-                    ToolError::input(format!(
-                        "{}: no node named '{name}'",
-                        cal.path.display()
-                    ))
+                    ToolError::input(format!("{}: no node named '{name}'", cal.path.display()))
                 })?;
                 let found = if inputs {
                     cal.inputs_of(i)
@@ -147,11 +144,19 @@ pub struct Edited {
 fn describe(n: &hb_ir::Node) -> String {
     let q = n.string_or("qtype", "int8").unwrap_or_default();
     let s = n.string_or("switch", "ON").unwrap_or_default();
-    let th = n.get_floats("thresholds").ok().flatten().unwrap_or_default();
+    let th = n
+        .get_floats("thresholds")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let th = if th.len() <= 2 {
         format!("{th:?}")
     } else {
-        format!("{} values, max {}", th.len(), th.iter().fold(0f32, |m, v| m.max(v.abs())))
+        format!(
+            "{} values, max {}",
+            th.len(),
+            th.iter().fold(0f32, |m, v| m.max(v.abs()))
+        )
     };
     format!("{q} {s} {th}")
 }
@@ -175,7 +180,11 @@ pub fn apply(
     let switch = match change.switch.as_deref().map(str::to_ascii_uppercase) {
         None => None,
         Some(s) if s == "ON" || s == "OFF" => Some(s),
-        Some(s) => return Err(ToolError::input(format!("--switch '{s}' must be on or off"))),
+        Some(s) => {
+            return Err(ToolError::input(format!(
+                "--switch '{s}' must be on or off"
+            )))
+        }
     };
     if let Some(bad) = change
         .thresholds
@@ -244,7 +253,9 @@ pub fn run_cli(a: EditArgs) -> ToolResult<()> {
     let cal = Calibrated::load(&a.model)?;
     let sel = a.select.resolve(&cal)?;
     if sel.is_empty() {
-        return Err(ToolError::input("edit: the selection matches no calibration node"));
+        return Err(ToolError::input(
+            "edit: the selection matches no calibration node",
+        ));
     }
     let (m, edited) = apply(&cal, &sel, &a.change)?;
     hb_ir::save_model(&m, &a.output).map_err(ToolError::input)?;

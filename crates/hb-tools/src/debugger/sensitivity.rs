@@ -97,10 +97,9 @@ pub fn units(cal: &Calibrated, g: Granularity, interested: &[String]) -> ToolRes
                 if c.is_weight != want_weight || c.is_noop() {
                     continue;
                 }
-                let op = c
-                    .consumers
-                    .first()
-                    .map_or("output".to_string(), |(n, _)| graph.nodes[*n].op_type.clone());
+                let op = c.consumers.first().map_or("output".to_string(), |(n, _)| {
+                    graph.nodes[*n].op_type.clone()
+                });
                 out.push(Unit {
                     name: c.name.clone(),
                     op,
@@ -200,9 +199,11 @@ pub fn resolve_targets(cal: &Calibrated, names: &[String]) -> ToolResult<Vec<Str
         .iter()
         .map(|n| {
             if let Some(i) = cal.node_index(n) {
-                return g.nodes[i].outputs.first().cloned().ok_or_else(|| {
-                    ToolError::input(format!("node '{n}' has no output"))
-                });
+                return g.nodes[i]
+                    .outputs
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| ToolError::input(format!("node '{n}' has no output")));
             }
             let produced = g.nodes.iter().any(|x| x.outputs.contains(n));
             if produced || g.inputs.iter().any(|v| &v.name == n) {
@@ -219,11 +220,7 @@ pub fn resolve_targets(cal: &Calibrated, names: &[String]) -> ToolResult<Vec<Str
 
 type Scores = Vec<Vec<Vec<f64>>>; // unit → target → metric
 
-fn score_targets(
-    got: &[&Tensor],
-    float: &[&Tensor],
-    metrics: &[String],
-) -> Vec<Vec<f64>> {
+fn score_targets(got: &[&Tensor], float: &[&Tensor], metrics: &[String]) -> Vec<Vec<f64>> {
     got.iter()
         .zip(float)
         .map(|(b, a)| {
@@ -245,7 +242,13 @@ fn add(acc: &mut Scores, s: &Scores) {
     }
 }
 
-fn observe(obs: &mut [Observed], cal: &Calibrated, session: &Session, cache: &ValueCache, first: bool) {
+fn observe(
+    obs: &mut [Observed],
+    cal: &Calibrated,
+    session: &Session,
+    cache: &ValueCache,
+    first: bool,
+) {
     for (o, c) in obs.iter_mut().zip(&cal.nodes) {
         let Some(t) = session.value_id(&c.input).and_then(|id| cache.get(id)) else {
             continue;
@@ -290,6 +293,16 @@ pub fn run(
     let zero = || vec![vec![vec![0.0; nm]; targets.len()]; units.len()];
     let mut acc: Scores = zero();
     let mut observed = vec![Observed::default(); cal.nodes.len()];
+    // Each calibration node with its switch ON (the seeds of the reruns).
+    let switched_on: Vec<hb_ir::Node> = cal
+        .nodes
+        .iter()
+        .map(|c| {
+            let mut n = cal.model.graph.nodes[c.step].clone();
+            n.set_attr("switch", Attr::String("ON".into()));
+            n
+        })
+        .collect();
     let pb = bar(samples.len() * units.len(), "sensitivity", opts.progress);
     if opts.naive {
         let floats: Vec<Vec<Tensor>> = samples
@@ -336,23 +349,11 @@ pub fn run(
             let part: Scores = units
                 .par_iter()
                 .map(|u| {
-                    let seeds = u
+                    let seeds: Vec<(usize, &hb_ir::Node)> = u
                         .calib
                         .iter()
-                        .map(|&c| {
-                            let cn = &cal.nodes[c];
-                            let x = session
-                                .value_id(&cn.input)
-                                .and_then(|id| cache.get(id))
-                                .ok_or_else(|| {
-                                    ToolError::input(format!("'{}' has no input value", cn.name))
-                                })?;
-                            let y = cn.on().apply(x).map_err(|e| {
-                                ToolError::input(format!("calibration node '{}': {e}", cn.name))
-                            })?;
-                            Ok((cn.step, vec![y]))
-                        })
-                        .collect::<ToolResult<Vec<_>>>()?;
+                        .map(|&c| (cal.nodes[c].step, &switched_on[c]))
+                        .collect();
                     let got = session.rerun_downstream(&cache, &seeds, &target_ids)?;
                     let got: Vec<&Tensor> = got.iter().map(|(t, _)| t.as_ref()).collect();
                     pb.inc(1);
@@ -418,7 +419,11 @@ pub fn render(s: &Sensitivity, limit: Option<usize>) -> String {
         .collect();
     let title = format!("{} sensitivity", s.granularity.name());
     let t = table(&header, &body);
-    let width = t.lines().nth(1).map_or(60, |l| l.len()).max(title.len() + 4);
+    let width = t
+        .lines()
+        .nth(1)
+        .map_or(60, |l| l.len())
+        .max(title.len() + 4);
     let pad = (width - title.len()) / 2;
     let mut out = format!(
         "{}{}{}\n",
