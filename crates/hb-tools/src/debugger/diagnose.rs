@@ -271,8 +271,7 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
         }
     }
 
-    for k in 0..cal.nodes.len() {
-        let (c, s) = (&cal.nodes[k], &st[k]);
+    for (k, (c, s)) in cal.nodes.iter().zip(&st).enumerate() {
         if !s.seen || c.is_noop() {
             continue;
         }
