@@ -18,4 +18,4 @@ pub mod shapes;
 
 pub use error::{FloatError, OpError};
 pub use registry::{KernelFn, OpCtx, Registry};
-pub use session::{NodeHook, Session, TimingHook, ValueDump};
+pub use session::{NodeHook, Session, TimingHook, ValueCache, ValueDump};

@@ -7,6 +7,9 @@ use hb_tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod resume;
+pub use resume::ValueCache;
+
 /// Sees every node's outputs as they are produced and may replace them.
 pub trait NodeHook {
     /// Called after node `index` ran; `outputs[k]` is the value named `node.outputs[k]`.

@@ -6,6 +6,7 @@ pub mod calib;
 pub mod calib_data;
 pub mod calib_info;
 pub mod cli;
+pub mod debugger;
 pub mod exec;
 pub mod info;
 pub mod inputs;

@@ -1,0 +1,248 @@
+//! `hb-debugger`: why a calibrated model lost accuracy, and how to fix it.
+//! Subcommands and options mirror Horizon's `hmct-debugger` (see
+//! docs/hb-debugger.md):
+//!
+//! - [`sensitivity`]: `get-sensitivity-of-nodes` (reuse of float
+//!   activations, downstream-only recomputation, nodes in parallel);
+//! - [`compare`]: `compare-per-layer` (cumulative and isolated);
+//! - [`analysis`]: `sensitivity-analysis` (promote nodes below a threshold);
+//! - [`diagnose`]: named findings with quant_config fixes;
+//! - [`edit`]: change calibration nodes without recalibrating.
+
+pub mod analysis;
+pub mod common;
+pub mod compare;
+pub mod diagnose;
+pub mod edit;
+pub mod sensitivity;
+
+use crate::cli::{ToolError, ToolResult};
+use clap::{Args, Parser, Subcommand};
+use common::{load_samples, to_json, write_text, Calibrated};
+use sensitivity::Granularity;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Find and fix the accuracy loss of a calibrated model (hmct-debugger).
+///
+/// Examples:
+///   hb-debugger get-sensitivity-of-nodes out/m_calibrated_model.onnx calib -n node -m cosine-similarity,mse -v -s dbg
+///   hb-debugger compare-per-layer out/m_optimized_float_model.onnx out/m_calibrated_model.onnx -d calib --mode isolated -s dbg
+///   hb-debugger sensitivity-analysis out/m_calibrated_model.onnx calib -t 0.999,0.9999 --qtype int16 -s dbg
+///   hb-debugger diagnose out/m_calibrated_model.onnx calib -s dbg
+///   hb-debugger edit out/m_calibrated_model.onnx -o out/m_edit.onnx --op-type Softmax --qtype int16
+#[derive(Parser, Debug)]
+#[command(name = "hb-debugger", version, verbatim_doc_comment)]
+pub struct DebuggerArgs {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Quantize one node at a time (all others float) and score the outputs, worst first.
+    #[command(name = "get-sensitivity-of-nodes", alias = "get_sensitivity_of_nodes")]
+    Sensitivity(SensitivityArgs),
+    /// Per layer, float vs calibrated: qtype, scale, cosine, MSE, L1, KL, SQNR, atol, rtol, ranges.
+    #[command(name = "compare-per-layer", alias = "compare_per_layer")]
+    Compare(CompareArgs),
+    /// Set nodes whose sensitivity is at or below a threshold to a qtype; report outputs before/after.
+    #[command(name = "sensitivity-analysis", alias = "sensitivity_analysis")]
+    Analysis(AnalysisArgs),
+    /// Find the known causes of accuracy loss, name the nodes, suggest quant_config fixes.
+    Diagnose(DiagnoseArgs),
+    /// Change qtype, thresholds or switch of calibration nodes without recalibrating.
+    Edit(EditArgs),
+}
+
+/// Options shared by subcommands that read a calibrated model and data.
+#[derive(Args, Debug, Clone)]
+pub struct ModelData {
+    /// The calibrated model (hb-calib's *_calibrated_model.onnx).
+    pub model: PathBuf,
+    /// Data folder: <dir>/<input>/<k>.npy (hb-calib's calibration_data, or a fixture's calib/).
+    pub data_dir: PathBuf,
+    /// Number of samples to use (0 = all).
+    #[arg(short = 'd', long = "data-num", default_value_t = 10)]
+    pub data_num: usize,
+}
+
+impl ModelData {
+    fn load(&self) -> ToolResult<(Calibrated, Vec<crate::inputs::Sample>)> {
+        let cal = Calibrated::load(&self.model)?;
+        let limit = (self.data_num > 0).then_some(self.data_num);
+        let samples = load_samples(&cal.model.graph, &self.data_dir, limit)?;
+        Ok((cal, samples))
+    }
+}
+
+/// `get-sensitivity-of-nodes`.
+#[derive(Args, Debug)]
+pub struct SensitivityArgs {
+    #[command(flatten)]
+    pub io: ModelData,
+    /// What one unit is: node (all its calibration nodes), weight or activation.
+    #[arg(short = 'n', long = "node-type", value_enum, default_value = "node")]
+    pub node_type: Granularity,
+    /// Score at this node's output (or value) instead of the model outputs.
+    #[arg(short = 'o', long = "output-node", value_delimiter = ',')]
+    pub output_node: Vec<String>,
+    /// Metrics (cosine-similarity, mse, mre, sqnr, chebyshev); sorted by the first.
+    #[arg(short = 'm', long = "metrics", value_delimiter = ',', num_args = 1.., default_value = "cosine-similarity")]
+    pub metrics: Vec<String>,
+    /// Only these nodes (model or calibration node names).
+    #[arg(short = 'i', long = "interested-nodes", value_delimiter = ',', num_args = 1..)]
+    pub interested: Vec<String>,
+    /// Print the whole table (otherwise the 20 worst).
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Write sensitivity_<type>.txt and .json here.
+    #[arg(short = 's', long = "save-dir")]
+    pub save_dir: Option<PathBuf>,
+    /// Re-run the whole model per node (slow; for checking and timing).
+    #[arg(long)]
+    pub naive: bool,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `compare-per-layer`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The float model (optimized or original); the reference is the calibrated model with every switch OFF, checked against it.
+    pub float: PathBuf,
+    /// The calibrated model.
+    pub calibrated: PathBuf,
+    /// Data folder: <dir>/<input>/<k>.npy.
+    #[arg(short = 'd', long = "data")]
+    pub data: PathBuf,
+    /// Samples to use (0 = all).
+    #[arg(short = 'n', long = "data-num", default_value_t = 1)]
+    pub data_num: usize,
+    /// cumulative: every calibration node ON; isolated: only the layer's own inputs quantized, from float.
+    #[arg(long, value_enum, default_value = "cumulative")]
+    pub mode: compare::Mode,
+    /// Row order: graph, or sorted by cosine (worst first).
+    #[arg(long, value_enum, default_value = "graph")]
+    pub order: compare::Order,
+    /// Write compare_per_layer_<mode>.csv and .json here.
+    #[arg(short = 's', long = "save-dir")]
+    pub save_dir: Option<PathBuf>,
+    /// Print every column.
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sensitivity-analysis`.
+#[derive(Args, Debug)]
+pub struct AnalysisArgs {
+    #[command(flatten)]
+    pub io: ModelData,
+    /// Sensitivity unit.
+    #[arg(short = 'n', long = "node-type", value_enum, default_value = "node")]
+    pub node_type: Granularity,
+    /// Thresholds: units whose metric is at or below (worse than) each one are promoted; one row per threshold.
+    #[arg(short = 't', long = "threshold", value_delimiter = ',', num_args = 1.., default_value = "0.999")]
+    pub thresholds: Vec<f64>,
+    /// The qtype promoted units get.
+    #[arg(long, default_value = "int16")]
+    pub qtype: String,
+    /// The metric (sensitivity and outputs).
+    #[arg(short = 'm', long = "metric", default_value = "cosine-similarity")]
+    pub metric: String,
+    /// Write the table, quant_config JSON per threshold and sensitivity here.
+    #[arg(short = 's', long = "save-dir")]
+    pub save_dir: Option<PathBuf>,
+    /// Write the calibrated model of the last threshold here.
+    #[arg(short = 'o', long = "output-model")]
+    pub output_model: Option<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `diagnose`.
+#[derive(Args, Debug)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub io: ModelData,
+    /// Write diagnose.txt, diagnose.json and the merged suggested quant_config here.
+    #[arg(short = 's', long = "save-dir")]
+    pub save_dir: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edit`.
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    /// The calibrated model.
+    pub model: PathBuf,
+    /// Where to write the edited model (atomically).
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub select: edit::Selection,
+    #[command(flatten)]
+    pub change: edit::Change,
+    /// Print JSON of what changed.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn progress(json: bool) -> bool {
+    !json && std::io::stderr().is_terminal()
+}
+
+/// Runs a parsed command; prints to stdout.
+pub fn run(args: DebuggerArgs) -> ToolResult<()> {
+    match args.command {
+        Command::Sensitivity(a) => run_sensitivity(a),
+        Command::Compare(a) => compare::run_cli(a),
+        Command::Analysis(a) => analysis::run_cli(a),
+        Command::Diagnose(a) => diagnose::run_cli(a),
+        Command::Edit(a) => edit::run_cli(a),
+    }
+}
+
+fn run_sensitivity(a: SensitivityArgs) -> ToolResult<()> {
+    common::check_metrics(&a.metrics)?;
+    let (cal, samples) = a.io.load()?;
+    let units = sensitivity::units(&cal, a.node_type, &a.interested)?;
+    if units.is_empty() {
+        return Err(ToolError::input(format!(
+            "{}: no {} with calibration nodes to score",
+            cal.path.display(),
+            a.node_type.name()
+        )));
+    }
+    let opts = sensitivity::SensOptions {
+        metrics: a.metrics.clone(),
+        targets: sensitivity::resolve_targets(&cal, &a.output_node)?,
+        naive: a.naive,
+        progress: progress(a.json),
+    };
+    let s = sensitivity::run(&cal, units, a.node_type, &samples, &opts)?;
+    let text = sensitivity::render(&s, None);
+    if let Some(dir) = &a.save_dir {
+        let stem = format!("sensitivity_{}", a.node_type.name());
+        write_text(&dir.join(format!("{stem}.txt")), &text)?;
+        write_text(&dir.join(format!("{stem}.json")), &to_json(&s)?)?;
+    }
+    if a.json {
+        println!("{}", to_json(&s)?);
+    } else {
+        print!(
+            "{}",
+            sensitivity::render(&s, if a.verbose { None } else { Some(20) })
+        );
+    }
+    Ok(())
+}
