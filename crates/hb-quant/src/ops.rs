@@ -116,6 +116,16 @@ pub fn ec_allowed(node: &Node, input: usize) -> bool {
     }
 }
 
+/// True when input `input` of `node` is a divisor (`Div` input1,
+/// `Reciprocal` input0): clipping it would scale up the quotient, so its
+/// threshold is never clipped below the observed max.
+pub fn is_divisor(node: &Node, input: usize) -> bool {
+    matches!(
+        (node.op_type.as_str(), input),
+        ("Div", 1) | ("Reciprocal", 0)
+    )
+}
+
 /// Where a weight input's output channels lie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WeightSlot {

@@ -620,8 +620,26 @@ pub fn calibrate(
         cache.fill(&jobs);
     };
     fill(&cands, &points);
+    // Divisors (Div input1, Reciprocal) keep their max: clipping a
+    // divisor scales up every element it divides (docs/quantization.md).
+    let divisors: std::collections::HashSet<String> = points
+        .iter()
+        .filter(|p| {
+            !p.is_weight()
+                && p.consumers
+                    .iter()
+                    .any(|&(n, k)| crate::ops::is_divisor(&model.graph.nodes[n], k))
+        })
+        .map(|p| p.tensor.clone())
+        .collect();
     let feature_th = |p: &CalibPoint, c: &Candidate| -> Thresholds {
         let i = stats.index[&p.tensor];
+        if divisors.contains(&p.tensor) && needs_histogram(c.method) {
+            let mut t =
+                feature_thresholds_from(&stats.feature[i], c, cache.get(i, Method::Max, p.qtype));
+            t.method = format!("max (divisor; candidate {c})");
+            return t;
+        }
         feature_thresholds_from(&stats.feature[i], c, cache.get(i, c.method, p.qtype))
     };
     let thresholds_for = |c: &Candidate, pts: &[CalibPoint]| -> Vec<Thresholds> {
@@ -850,6 +868,19 @@ pub fn calibrate(
         &mut findings,
     );
     ec_findings(model, &plan, &points, &mut findings);
+    if !divisors.is_empty() && per_point.iter().any(|c| needs_histogram(c.method)) {
+        let mut names: Vec<&str> = divisors.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        findings.push(Finding::info(
+            "divisor-max",
+            format!(
+                "{} tensor(s) read as a divisor (Div input1, Reciprocal) keep their max threshold instead of {}: {}",
+                names.len(),
+                chosen.method,
+                names.join(", ")
+            ),
+        ));
+    }
     let mut calibrated = insert_calibration(model, &points, &thresholds)?;
 
     // bias_correction: per weighted layer, in graph order, on the first
