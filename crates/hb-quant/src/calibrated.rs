@@ -12,6 +12,8 @@ pub const DOMAIN: &str = "horizon";
 pub const CALIBRATION_OP: &str = "HzCalibration";
 /// Op type of preprocess nodes.
 pub const PREPROCESS_OP: &str = "HzPreprocess";
+/// Op type of bias-correction nodes (`bias_correction`).
+pub const BIAS_CORRECTION_OP: &str = "HzBiasCorrection";
 
 /// True for a calibration node.
 pub fn is_calibration(n: &Node) -> bool {
@@ -100,10 +102,21 @@ pub fn insert_calibration(
     Ok(m)
 }
 
-/// Sets every calibration node's switch (`ON` = fake-quantize).
+/// True for a bias-correction node.
+pub fn is_bias_correction(n: &Node) -> bool {
+    n.op_type == BIAS_CORRECTION_OP && n.domain == DOMAIN
+}
+
+/// Sets every calibration and bias-correction node's switch (`ON` =
+/// fake-quantize / correct; all OFF = the float model).
 pub fn set_switch(model: &mut Model, on: bool) {
     let value = if on { "ON" } else { "OFF" };
-    for n in model.graph.nodes.iter_mut().filter(|n| is_calibration(n)) {
+    for n in model
+        .graph
+        .nodes
+        .iter_mut()
+        .filter(|n| is_calibration(n) || is_bias_correction(n))
+    {
         n.set_attr("switch", Attr::String(value.into()));
     }
 }

@@ -9,11 +9,13 @@
 //! - [`plan`]: qtype resolution and the calibration points of a graph.
 //! - [`calib`]: streaming statistics, thresholds, candidates.
 //! - [`pipeline`]: one calibration run (statistics, search, calibrated model).
+//! - [`bias`]: bias correction of the weighted layers.
 //! - [`calibrated`]: HzCalibration nodes in and out of a model.
 //! - [`report`]: the per-node / per-output tables and the traps met.
 //! - [`qdq`]: export of a calibrated model to QuantizeLinear /
 //!   DequantizeLinear ONNX.
 
+pub mod bias;
 pub mod calib;
 pub mod calibrated;
 pub mod config;

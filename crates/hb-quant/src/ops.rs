@@ -105,6 +105,27 @@ pub fn data_inputs(node: &Node) -> Vec<usize> {
     }
 }
 
+/// True when error compensation (`ec`) applies to input `input` of `node`:
+/// Conv / ConvTranspose / MatMul / Gemm input1 (the weight) and Resize /
+/// GridSample input0 (REFERENCE.md §6, docs/integer-semantics.md §8).
+pub fn ec_allowed(node: &Node, input: usize) -> bool {
+    match node.op_type.as_str() {
+        "Conv" | "ConvTranspose" | "MatMul" | "Gemm" => input == 1,
+        "Resize" | "GridSample" => input == 0,
+        _ => false,
+    }
+}
+
+/// True when input `input` of `node` is a divisor (`Div` input1,
+/// `Reciprocal` input0): clipping it would scale up the quotient, so its
+/// threshold is never clipped below the observed max.
+pub fn is_divisor(node: &Node, input: usize) -> bool {
+    matches!(
+        (node.op_type.as_str(), input),
+        ("Div", 1) | ("Reciprocal", 0)
+    )
+}
+
 /// Where a weight input's output channels lie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WeightSlot {
@@ -146,6 +167,15 @@ mod tests {
         n.set_attr("transB", hb_ir::Attr::Int(1));
         assert_eq!(weight_slot(&n, 2).map(|w| w.axis), Some(0));
         assert_eq!(data_inputs(&n), vec![0, 1]);
+    }
+
+    #[test]
+    fn ec_only_on_weights_and_resampled_inputs() {
+        let conv = Node::new("c", "Conv", &["x", "w", "b"], &["y"]);
+        assert!(ec_allowed(&conv, 1) && !ec_allowed(&conv, 0));
+        let rs = Node::new("r", "Resize", &["x", "", "s"], &["y"]);
+        assert!(ec_allowed(&rs, 0) && !ec_allowed(&rs, 2));
+        assert!(!ec_allowed(&Node::new("a", "Add", &["x", "z"], &["y"]), 1));
     }
 
     #[test]

@@ -3,14 +3,16 @@
 //! from those statistics, candidates scored by fake-quant simulation against
 //! float, and the calibrated model with its report.
 
+use crate::bias::{bias_correction, BiasRow};
 use crate::calib::candidate::{
-    candidates, feature_thresholds, is_default_search, weight_thresholds, Candidate, Thresholds,
-    UnsupportedMethod,
+    candidates, feature_thresholds_from, is_default_search, needs_histogram, symmetric_threshold,
+    weight_thresholds, Candidate, Method, Thresholds, UnsupportedMethod,
 };
 use crate::calib::observer::TensorStats;
 use crate::calibrated::insert_calibration;
 use crate::config::QuantConfig;
-use crate::plan::{build_plan, CalibPoint, Plan, PlanError, TensorKind};
+use crate::plan::{build_plan, ec_ignored, CalibPoint, Plan, PlanError, TensorKind};
+use crate::qtype::QType;
 use crate::report::{self, Finding, NodeRow, OutputRow};
 use hb_float::{FloatError, NodeHook, Session, ValueDump};
 use hb_ir::{IrError, Model, Node};
@@ -18,6 +20,8 @@ use hb_tensor::{metrics, DType, Tensor};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// One run's inputs by name.
 pub type Sample = HashMap<String, Tensor>;
@@ -116,6 +120,8 @@ pub struct CalibOutcome {
     pub samples: usize,
     /// Wall time of each phase (statistics, search, layerwise, report), seconds.
     pub timings: Vec<(String, f64)>,
+    /// Bias correction per weighted layer (empty when not configured).
+    pub bias_correction: Vec<BiasRow>,
 }
 
 struct StatsHook<'a> {
@@ -151,6 +157,19 @@ impl NodeHook for StatsHook<'_> {
     }
 }
 
+/// Statistics and a full value dump in one run (calibration sample 0).
+struct StatsAndDump<'a, 'b> {
+    stats: StatsHook<'a>,
+    dump: &'b mut ValueDump,
+}
+
+impl NodeHook for StatsAndDump<'_, '_> {
+    fn after_node(&mut self, i: usize, node: &Node, outputs: &mut [Tensor]) -> Result<(), String> {
+        self.stats.after_node(i, node, outputs)?;
+        self.dump.after_node(i, node, outputs)
+    }
+}
+
 fn bar(len: usize, msg: &str, show: bool) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -173,63 +192,222 @@ struct Statistics {
     inputs: Vec<(String, DType, TensorStats)>,
 }
 
+/// What the statistics pass produced: the statistics, plus what later
+/// phases would otherwise recompute: the first `n_search` samples with
+/// their float outputs (the search's reference) and every float value of
+/// sample 0 (the per-node report).
+struct Collected {
+    stats: Statistics,
+    search: Vec<Sample>,
+    reference: Vec<Vec<(String, Tensor)>>,
+    float_dump: ValueDump,
+}
+
+/// A kept sample: its index, inputs and float outputs.
+type Kept = (usize, Sample, Vec<(String, Tensor)>);
+
+/// One worker's share of the statistics pass.
+struct Shard {
+    feature: Vec<TensorStats>,
+    dtypes: HashMap<String, DType>,
+    inputs: Vec<TensorStats>,
+    kept: Vec<Kept>,
+    dump: Option<ValueDump>,
+}
+
+/// The statistics pass: samples are taken from a shared counter by one
+/// worker per thread, each worker streams its samples into its own
+/// statistics (fixed memory per tensor), and the workers' statistics are
+/// merged at the end (exact: [`TensorStats::merge`]). Memory does not grow
+/// with the number of samples: at any time each worker holds one sample
+/// (plus the first `n_search`, kept for the search).
 fn collect(
     session: &Session,
     model: &Model,
     plan: &Plan,
     data: &dyn SampleSource,
     opts: &Options,
-) -> Result<Statistics, CalibError> {
+    binned: bool,
+    n_search: usize,
+) -> Result<Collected, CalibError> {
     let mut index = HashMap::new();
     for p in plan.points.iter().filter(|p| !p.is_weight()) {
         let n = index.len();
         index.entry(p.tensor.clone()).or_insert(n);
     }
-    let mut feature: Vec<TensorStats> = (0..index.len())
-        .map(|_| TensorStats::new(opts.max_num_bin))
-        .collect();
-    let mut dtypes = HashMap::new();
-    let mut inputs: Vec<(String, DType, TensorStats)> = model
+    let new_stats = || {
+        if binned {
+            TensorStats::new(opts.max_num_bin)
+        } else {
+            TensorStats::without_histogram(opts.max_num_bin)
+        }
+    };
+    let input_names: Vec<(String, DType)> = model
         .graph
         .inputs
         .iter()
-        .map(|v| {
-            (
-                v.name.clone(),
-                v.dtype().unwrap_or(DType::F32),
-                TensorStats::new(2048),
-            )
-        })
+        .map(|v| (v.name.clone(), v.dtype().unwrap_or(DType::F32)))
         .collect();
-    let pb = bar(data.count(), "statistics", opts.progress);
-    for k in 0..data.count() {
-        let sample = data.load(k).map_err(CalibError::Data)?;
-        for (name, _, st) in inputs.iter_mut() {
-            if let Some(t) = sample.get(name) {
-                if let Ok(a) = t.to_f32() {
-                    let v: Vec<f32> = a.iter().copied().collect();
-                    st.observe(&v, a.shape());
+    let count = data.count();
+    let workers = rayon::current_num_threads().clamp(1, count.max(1));
+    let next = AtomicUsize::new(0);
+    let pb = bar(count, "statistics", opts.progress);
+    let work = |_w: usize| -> Result<Shard, CalibError> {
+        let mut shard = Shard {
+            feature: (0..index.len()).map(|_| new_stats()).collect(),
+            dtypes: HashMap::new(),
+            inputs: input_names.iter().map(|_| TensorStats::new(2048)).collect(),
+            kept: Vec::new(),
+            dump: None,
+        };
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= count {
+                break;
+            }
+            let sample = data.load(k).map_err(CalibError::Data)?;
+            for ((name, _), st) in input_names.iter().zip(shard.inputs.iter_mut()) {
+                if let Some(t) = sample.get(name) {
+                    if let Ok(a) = t.to_f32() {
+                        let a = a.as_standard_layout();
+                        if let Some(v) = a.as_slice() {
+                            st.observe(v, a.shape());
+                        }
+                    }
                 }
             }
+            let mut hook = StatsHook {
+                index: &index,
+                stats: &mut shard.feature,
+                dtypes: &mut shard.dtypes,
+            };
+            for (name, t) in &sample {
+                hook.see(name, t);
+            }
+            let outputs = if k == 0 {
+                let mut dump = ValueDump::default();
+                let out = session.run_with_hook(
+                    &sample,
+                    &mut StatsAndDump {
+                        stats: hook,
+                        dump: &mut dump,
+                    },
+                )?;
+                shard.dump = Some(dump);
+                out
+            } else {
+                session.run_with_hook(&sample, &mut hook)?
+            };
+            if k < n_search {
+                shard.kept.push((k, sample, outputs));
+            }
+            pb.inc(1);
         }
-        let mut hook = StatsHook {
-            index: &index,
-            stats: &mut feature,
-            dtypes: &mut dtypes,
-        };
-        for (name, t) in &sample {
-            hook.see(name, t);
-        }
-        session.run_with_hook(&sample, &mut hook)?;
-        pb.inc(1);
-    }
+        Ok(shard)
+    };
+    let shards: Vec<Shard> = (0..workers)
+        .into_par_iter()
+        .map(work)
+        .collect::<Result<_, _>>()?;
     pb.finish_and_clear();
-    Ok(Statistics {
-        feature,
-        index,
-        dtypes,
-        inputs,
+    let mut feature: Vec<TensorStats> = (0..index.len()).map(|_| new_stats()).collect();
+    let mut inputs: Vec<(String, DType, TensorStats)> = input_names
+        .iter()
+        .map(|(n, d)| (n.clone(), *d, TensorStats::new(2048)))
+        .collect();
+    let mut dtypes = HashMap::new();
+    let mut kept = Vec::new();
+    let mut float_dump = ValueDump::default();
+    for sh in shards {
+        for (a, b) in feature.iter_mut().zip(sh.feature) {
+            a.merge(b);
+        }
+        for (a, b) in inputs.iter_mut().zip(sh.inputs) {
+            a.2.merge(b);
+        }
+        for (k, v) in sh.dtypes {
+            dtypes.entry(k).or_insert(v);
+        }
+        kept.extend(sh.kept);
+        if let Some(d) = sh.dump {
+            float_dump = d;
+        }
+    }
+    kept.sort_by_key(|k| k.0);
+    let (search, reference) = kept.into_iter().map(|(_, s, o)| (s, o)).unzip();
+    Ok(Collected {
+        stats: Statistics {
+            feature,
+            index,
+            dtypes,
+            inputs,
+        },
+        search,
+        reference,
+        float_dump,
     })
+}
+
+/// Symmetric thresholds per (statistics index, method, qtype), computed once
+/// (KL and MSE scan the histogram; every candidate, the layerwise search and
+/// the final model share the results). Filled in parallel up front.
+struct ThresholdCache<'a> {
+    stats: &'a [TensorStats],
+    map: Mutex<HashMap<(usize, String, QType), f64>>,
+}
+
+impl<'a> ThresholdCache<'a> {
+    fn new(stats: &'a [TensorStats]) -> Self {
+        ThresholdCache {
+            stats,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(i: usize, m: Method, q: QType) -> (usize, String, QType) {
+        (i, m.to_string(), q)
+    }
+
+    /// Computes every missing `(index, method, qtype)` in parallel.
+    fn fill(&self, jobs: &[(usize, Method, QType)]) {
+        let todo: Vec<(usize, Method, QType)> = {
+            let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen = std::collections::HashSet::new();
+            jobs.iter()
+                .filter(|(i, m, q)| {
+                    let k = Self::key(*i, *m, *q);
+                    !map.contains_key(&k) && seen.insert(k)
+                })
+                .copied()
+                .collect()
+        };
+        let done: Vec<((usize, String, QType), f64)> = todo
+            .par_iter()
+            .map(|&(i, m, q)| {
+                (
+                    Self::key(i, m, q),
+                    symmetric_threshold(&self.stats[i], m, q),
+                )
+            })
+            .collect();
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(done);
+    }
+
+    fn get(&self, i: usize, m: Method, q: QType) -> f64 {
+        let k = Self::key(i, m, q);
+        if let Some(v) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
+            return *v;
+        }
+        let v = symmetric_threshold(&self.stats[i], m, q);
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k, v);
+        v
+    }
 }
 
 /// Makes thresholds usable: non-finite → f32::MAX, ≤ 0 → 1.0 (symmetric),
@@ -286,8 +464,11 @@ fn evaluate(
 ) -> Result<(f64, Vec<OutputRow>), CalibError> {
     let mut rows: Vec<OutputRow> = Vec::new();
     let mut score = 0.0;
-    for (s, r) in samples.iter().zip(reference) {
-        let got = session.run(s)?;
+    let runs: Vec<Vec<(String, Tensor)>> = samples
+        .par_iter()
+        .map(|s| session.run(s))
+        .collect::<Result<_, _>>()?;
+    for (got, r) in runs.into_iter().zip(reference) {
         for (k, ((name, a), (_, b))) in r.iter().zip(&got).enumerate() {
             let (Ok(a), Ok(b)) = (a.to_f32(), b.to_f32()) else {
                 continue;
@@ -334,6 +515,15 @@ fn better(metric: &str, a: f64, b: f64) -> bool {
     }
 }
 
+/// True when `score` meets the `modelwise_search.similarity` target.
+fn reaches(metric: &str, score: f64, target: f64) -> bool {
+    if metrics::higher_is_better(metric) {
+        score >= target
+    } else {
+        score <= target
+    }
+}
+
 /// Calibrates the optimized float `model` under `qc` with `data`.
 pub fn calibrate(
     model: &Model,
@@ -352,9 +542,35 @@ pub fn calibrate(
         .as_ref()
         .map(|s| s.metric.clone())
         .unwrap_or_else(|| "cosine-similarity".into());
+    let target = qc
+        .model
+        .modelwise_search
+        .as_ref()
+        .and_then(|s| s.similarity);
+    let layerwise = qc.model.layerwise_search.clone().or_else(|| {
+        qc.model
+            .activation
+            .calibration_type
+            .iter()
+            .any(|t| t == "mix")
+            .then(|| crate::config::quant_config::LayerwiseSearch {
+                metric: metric.clone(),
+                topk: None,
+                qtype: None,
+            })
+    });
+    // The histogram's bins are needed only by percentile / KL / MSE
+    // candidates (and by the layerwise search, which tries all methods).
+    let binned = layerwise.is_some() || cands.iter().any(|c| needs_histogram(c.method));
     let mut laps = Laps::start();
     let float_session = Session::new(model)?;
-    let stats = collect(&float_session, model, &plan, data, opts)?;
+    let n_search = opts.search_samples.clamp(1, data.count());
+    let Collected {
+        stats,
+        search,
+        reference,
+        float_dump,
+    } = collect(&float_session, model, &plan, data, opts, binned, n_search)?;
     laps.lap("statistics");
     let mut findings = Vec::new();
 
@@ -390,14 +606,49 @@ pub fn calibrate(
             TensorKind::Feature => None,
         })
         .collect();
-    let thresholds_for = |c: &Candidate| -> Vec<Thresholds> {
-        points
+    let cache = ThresholdCache::new(&stats.feature);
+    let fill = |cs: &[Candidate], pts: &[CalibPoint]| {
+        let jobs: Vec<(usize, Method, QType)> = cs
             .iter()
+            .filter(|c| needs_histogram(c.method))
+            .flat_map(|c| {
+                pts.iter()
+                    .filter(|p| !p.is_weight())
+                    .map(|p| (stats.index[&p.tensor], c.method, p.qtype))
+            })
+            .collect();
+        cache.fill(&jobs);
+    };
+    fill(&cands, &points);
+    // Divisors (Div input1, Reciprocal) keep their max: clipping a
+    // divisor scales up every element it divides (docs/quantization.md).
+    let divisors: std::collections::HashSet<String> = points
+        .iter()
+        .filter(|p| {
+            !p.is_weight()
+                && p.consumers
+                    .iter()
+                    .any(|&(n, k)| crate::ops::is_divisor(&model.graph.nodes[n], k))
+        })
+        .map(|p| p.tensor.clone())
+        .collect();
+    let feature_th = |p: &CalibPoint, c: &Candidate| -> Thresholds {
+        let i = stats.index[&p.tensor];
+        if divisors.contains(&p.tensor) && needs_histogram(c.method) {
+            let mut t =
+                feature_thresholds_from(&stats.feature[i], c, cache.get(i, Method::Max, p.qtype));
+            t.method = format!("max (divisor; candidate {c})");
+            return t;
+        }
+        feature_thresholds_from(&stats.feature[i], c, cache.get(i, c.method, p.qtype))
+    };
+    let thresholds_for = |c: &Candidate, pts: &[CalibPoint]| -> Vec<Thresholds> {
+        pts.iter()
             .enumerate()
             .map(|(i, p)| {
                 let mut t = match weight_th.get(&i) {
                     Some(t) => t.clone(),
-                    None => feature_thresholds(&stats.feature[stats.index[&p.tensor]], c, p.qtype),
+                    None => feature_th(p, c),
                 };
                 sanitize(&mut t);
                 t
@@ -405,34 +656,45 @@ pub fn calibrate(
             .collect()
     };
 
-    // Reference outputs of the search samples.
-    let n_search = opts.search_samples.clamp(1, data.count());
-    let search: Vec<Sample> = (0..n_search)
-        .map(|k| data.load(k).map_err(CalibError::Data))
-        .collect::<Result<_, _>>()?;
-    let reference: Vec<Vec<(String, Tensor)>> = search
-        .iter()
-        .map(|s| float_session.run(s))
-        .collect::<Result<_, _>>()?;
-
+    let score_one = |c: &Candidate| -> Result<(Scored, Vec<OutputRow>), CalibError> {
+        let m = insert_calibration(model, &points, &thresholds_for(c, &points))?;
+        let s = Session::new(&m)?;
+        let (score, rows) = evaluate(&s, &search, &reference, &metric)?;
+        Ok((
+            Scored {
+                candidate: *c,
+                score,
+            },
+            rows,
+        ))
+    };
     let score_all = |cs: &[Candidate]| -> Result<Vec<(Scored, Vec<OutputRow>)>, CalibError> {
         let pb = bar(cs.len(), "search", opts.progress && cs.len() > 1);
-        let r = cs
-            .par_iter()
-            .map(|c| {
-                let m = insert_calibration(model, &points, &thresholds_for(c))?;
-                let s = Session::new(&m)?;
-                let (score, rows) = evaluate(&s, &search, &reference, &metric)?;
-                pb.inc(1);
-                Ok((
-                    Scored {
-                        candidate: *c,
-                        score,
-                    },
-                    rows,
-                ))
-            })
-            .collect::<Result<Vec<_>, CalibError>>();
+        let r = match target {
+            // modelwise_search.similarity: candidates in order (samples in
+            // parallel), stopping at the first that reaches the target.
+            Some(t) => {
+                let mut out = Vec::new();
+                for c in cs {
+                    let r = score_one(c)?;
+                    pb.inc(1);
+                    let done = reaches(&metric, r.0.score, t);
+                    out.push(r);
+                    if done {
+                        break;
+                    }
+                }
+                Ok(out)
+            }
+            None => cs
+                .par_iter()
+                .map(|c| {
+                    let r = score_one(c);
+                    pb.inc(1);
+                    r
+                })
+                .collect::<Result<Vec<_>, CalibError>>(),
+        };
         pb.finish_and_clear();
         r
     };
@@ -447,7 +709,28 @@ pub fn calibrate(
         best
     };
     let mut best = best_of(&scored);
+    let target_met = target.is_some_and(|t| reaches(&metric, scored[best].0.score, t));
+    if let Some(t) = target {
+        let msg = if target_met {
+            format!(
+                "{metric} target {t} reached by candidate '{}' ({:.6}) after {} of {} candidates; the others were not scored",
+                scored[best].0.candidate,
+                scored[best].0.score,
+                scored.len(),
+                cands.len()
+            )
+        } else {
+            format!(
+                "{metric} target {t} not reached by any of the {} candidates; best '{}' ({:.6})",
+                cands.len(),
+                scored[best].0.candidate,
+                scored[best].0.score
+            )
+        };
+        findings.push(Finding::info("modelwise-search", msg));
+    }
     if is_default_search(&qc.model.activation)
+        && !target_met
         && !scored[best].0.candidate.per_channel
         && !scored[best].0.candidate.asymmetric
         && metric == "cosine-similarity"
@@ -467,21 +750,9 @@ pub fn calibrate(
     // sensitivity, then the sensitive ones get their own best candidate (and
     // the configured qtype).
     let mut per_point: Vec<Candidate> = vec![chosen; points.len()];
-    let layerwise = qc.model.layerwise_search.clone().or_else(|| {
-        qc.model
-            .activation
-            .calibration_type
-            .iter()
-            .any(|t| t == "mix")
-            .then(|| crate::config::quant_config::LayerwiseSearch {
-                metric: metric.clone(),
-                topk: None,
-                qtype: None,
-            })
-    });
     let mut layerwise_report = Vec::new();
     if let Some(ls) = &layerwise {
-        let base = thresholds_for(&chosen);
+        let base = thresholds_for(&chosen, &points);
         let feature_ids: Vec<usize> = (0..points.len())
             .filter(|i| !points[*i].is_weight())
             .collect();
@@ -526,34 +797,19 @@ pub fn calibrate(
                 points[i].qtype = q;
             }
         }
-        let mut current: Vec<Thresholds> = points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| match weight_th.get(&i) {
-                Some(t) => t.clone(),
-                None => {
-                    let mut t = feature_thresholds(
-                        &stats.feature[stats.index[&p.tensor]],
-                        &chosen,
-                        p.qtype,
-                    );
-                    sanitize(&mut t);
-                    t
-                }
-            })
-            .collect();
         let all: Vec<Candidate> = if cands.len() > 1 {
             cands.clone()
         } else {
             crate::calib::candidate::default_candidates()
         };
+        fill(&all, &points);
+        let mut current: Vec<Thresholds> = thresholds_for(&chosen, &points);
         for &i in &sensitive {
-            let st = &stats.feature[stats.index[&points[i].tensor]];
             let tries: Vec<(Candidate, f64, Vec<OutputRow>)> = all
                 .par_iter()
                 .map(|c| {
                     let mut th = current.clone();
-                    th[i] = feature_thresholds(st, c, points[i].qtype);
+                    th[i] = feature_th(&points[i], c);
                     sanitize(&mut th[i]);
                     let m = insert_calibration(model, &points, &th)?;
                     let (score, rows) = evaluate(&Session::new(&m)?, &search, &reference, &metric)?;
@@ -567,7 +823,7 @@ pub fn calibrate(
                 }
             }
             per_point[i] = tries[b].0;
-            current[i] = feature_thresholds(st, &tries[b].0, points[i].qtype);
+            current[i] = feature_th(&points[i], &tries[b].0);
             sanitize(&mut current[i]);
             outputs = tries[b].2.clone();
             let s_i = sens.iter().find(|x| x.0 == i).map_or(f64::NAN, |x| x.1);
@@ -588,11 +844,7 @@ pub fn calibrate(
     for (i, p) in points.iter().enumerate() {
         let mut raw = match weight_th.get(&i) {
             Some(t) => t.clone(),
-            None => feature_thresholds(
-                &stats.feature[stats.index[&p.tensor]],
-                &per_point[i],
-                p.qtype,
-            ),
+            None => feature_th(p, &per_point[i]),
         };
         if let Some(what) = sanitize(&mut raw) {
             if !p.is_weight() {
@@ -615,11 +867,52 @@ pub fn calibrate(
         &stats_view(&stats),
         &mut findings,
     );
-    let calibrated = insert_calibration(model, &points, &thresholds)?;
+    ec_findings(model, &plan, &points, &mut findings);
+    if !divisors.is_empty() && per_point.iter().any(|c| needs_histogram(c.method)) {
+        let mut names: Vec<&str> = divisors.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        findings.push(Finding::info(
+            "divisor-max",
+            format!(
+                "{} tensor(s) read as a divisor (Div input1, Reciprocal) keep their max threshold instead of {}: {}",
+                names.len(),
+                chosen.method,
+                names.join(", ")
+            ),
+        ));
+    }
+    let mut calibrated = insert_calibration(model, &points, &thresholds)?;
 
-    // Per-node cosine on the first calibration sample.
-    let mut float_dump = ValueDump::default();
-    float_session.run_with_hook(&search[0], &mut float_dump)?;
+    // bias_correction: per weighted layer, in graph order, on the first
+    // `num_sample` calibration samples.
+    let mut bias_rows = Vec::new();
+    if let Some(bc) = &qc.model.weight.bias_correction {
+        let n = bc.num_sample.max(1).min(data.count());
+        let mut samples: Vec<Sample> = search.iter().take(n).cloned().collect();
+        for k in samples.len()..n {
+            samples.push(data.load(k).map_err(CalibError::Data)?);
+        }
+        let (corrected, rows) =
+            bias_correction(model, &plan, &points, &calibrated, &samples, &bc.metric)?;
+        let kept = rows.iter().filter(|r| r.kept).count();
+        findings.push(Finding::info(
+            "bias-correction",
+            format!(
+                "bias_correction on {n} sample(s) ({}): {kept} of {} weighted layers corrected",
+                bc.metric,
+                rows.len()
+            ),
+        ));
+        if kept > 0 {
+            calibrated = corrected;
+            outputs = evaluate(&Session::new(&calibrated)?, &search, &reference, &metric)?.1;
+        }
+        bias_rows = rows;
+        laps.lap("bias correction");
+    }
+
+    // Per-node cosine on the first calibration sample (its float values
+    // were kept by the statistics pass).
     let mut quant_dump = ValueDump::default();
     Session::new(&calibrated)?.run_with_hook(&search[0], &mut quant_dump)?;
     let nodes = report::node_rows(model, &plan, &points, &thresholds, &float_dump, &quant_dump);
@@ -638,7 +931,40 @@ pub fn calibrate(
         outputs,
         samples: data.count(),
         timings: laps.list,
+        bias_correction: bias_rows,
     })
+}
+
+/// What error compensation does in this calibration: the ec tensors (info)
+/// and `ec` requests on inputs it does not apply to (warning, plain int8).
+fn ec_findings(model: &Model, plan: &Plan, points: &[CalibPoint], out: &mut Vec<Finding>) {
+    let ec: Vec<String> = points
+        .iter()
+        .filter(|p| p.ec)
+        .map(|p| {
+            let kind = if p.is_weight() { "weight" } else { "feature" };
+            format!("'{}' ({kind})", p.tensor)
+        })
+        .collect();
+    if !ec.is_empty() {
+        out.push(Finding::info(
+            "ec",
+            format!(
+                "error compensation on {} tensor(s): {} — simulated as int8 refined 256× (hi·256 + lo, two int8 terms; int16 precision over the int8 range)",
+                ec.len(),
+                ec.join(", ")
+            ),
+        ));
+    }
+    for (i, k) in ec_ignored(&model.graph, plan) {
+        out.push(Finding::warning(
+            "ec-ignored",
+            format!(
+                "node '{}' ({}) input{k}: ec applies only to Conv/ConvTranspose/MatMul/Gemm input1 and Resize/GridSample input0; quantized as plain int8",
+                model.graph.nodes[i].name, model.graph.nodes[i].op_type
+            ),
+        ));
+    }
 }
 
 /// Wall time of consecutive phases.

@@ -6,7 +6,7 @@
 use crate::config::{
     BiasCorrection, HbConfig, InputQ, NodeConfig, Placement, QuantConfig, SubgraphConfig,
 };
-use crate::ops::{data_inputs, is_quantized_op, weight_slot};
+use crate::ops::{data_inputs, ec_allowed, is_quantized_op, weight_slot};
 use crate::qtype::QType;
 use hb_ir::Graph;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -316,7 +316,8 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
             let (qtype, ec) = match nq.inputs[k] {
                 InputQ::Type(QType::Float32) => continue,
                 InputQ::Type(q) => (q, false),
-                InputQ::Ec => (QType::Int8, true),
+                // ec elsewhere is plain int8 (the pipeline warns).
+                InputQ::Ec => (QType::Int8, ec_allowed(n, k)),
             };
             if let Some(w) = g.initializer(t) {
                 if !w.dtype().is_float() {
@@ -420,6 +421,23 @@ fn fuse_bias_adds(g: &Graph, nodes: &mut [NodeQuant]) {
             nodes[i].fused_into = Some(p);
         }
     }
+}
+
+/// `(node index, input)` where the config asks for `ec` on an input that
+/// error compensation does not apply to (treated as plain int8).
+pub fn ec_ignored(g: &Graph, plan: &Plan) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (i, (n, nq)) in g.nodes.iter().zip(&plan.nodes).enumerate() {
+        if !nq.quantized {
+            continue;
+        }
+        for (k, q) in nq.inputs.iter().enumerate() {
+            if *q == InputQ::Ec && !ec_allowed(n, k) && data_inputs(n).contains(&k) {
+                out.push((i, k));
+            }
+        }
+    }
+    out
 }
 
 /// Tensors some feature point reads (for the statistics pass).

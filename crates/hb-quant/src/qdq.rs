@@ -15,12 +15,15 @@
 //! Symmetric weights never use `−qmax − 1`; an int8 `QuantizeLinear` would,
 //! so weight values that would quantize to −128 (−32768) are first clamped
 //! (in a copy of the initializer, or by a `Max` node for computed weights).
+//! ec nodes (`ec = 1`, int8 refined 256×) export as int16 / uint16 Q/DQ with
+//! scale `s/256`; their upper bound `127·256` lies inside int16, so values
+//! beyond it are clamped the same way (`Min`).
 //!
 //! The default-domain opset is raised when needed (≥ 10 for Q/DQ, ≥ 13 for
 //! per-channel, ≥ 21 for 16-bit Q/DQ), and the ops whose signature changed
 //! in between are rewritten ([`upgrade_opset`]).
 
-use hb_float::kernels::horizon::{FakeQuant, FqType, Preprocess, QParams, DOMAIN};
+use hb_float::kernels::horizon::{BiasCorrection, FakeQuant, FqType, Preprocess, QParams, DOMAIN};
 use hb_ir::{Attr, Graph, Model, Node};
 use hb_tensor::{DType, Tensor};
 use std::collections::HashMap;
@@ -167,6 +170,7 @@ pub fn export_qdq(model: &Model) -> Result<Model, QdqError> {
         match n.op_type.as_str() {
             "HzCalibration" => convert_calibration(&mut ex, &mut g, &n)?,
             "HzPreprocess" => convert_preprocess(&mut ex, &mut g, &n)?,
+            "HzBiasCorrection" => convert_bias_correction(&mut ex, &mut g, &n)?,
             _ => return Err(node_err(&n, format!("unknown op {}", n.qualified_op()))),
         }
     }
@@ -286,10 +290,7 @@ fn convert_calibration(ex: &mut Exporter, g: &mut Graph, n: &Node) -> Result<(),
     ex.needs.per_channel |= per_channel;
     ex.needs.sixteen_bit |= matches!(dt, DType::I16 | DType::U16);
 
-    let mut src = x.to_string();
-    if fq.is_weight && !fq.asymmetric {
-        src = clamp_weight(ex, g, n, &fq, &params, x)?;
-    }
+    let src = clamp_to_grid(ex, g, n, &fq, &params, x, dt)?;
     let (scale, zp) = if per_channel {
         let c = params.len();
         (
@@ -357,17 +358,36 @@ fn convert_calibration(ex: &mut Exporter, g: &mut Graph, n: &Node) -> Result<(),
     Ok(())
 }
 
-/// Makes sure no value of a symmetric weight quantizes to `−qmax − 1`
-/// (which the simulation never uses but `QuantizeLinear` would). Returns
-/// the name of the value to quantize.
-fn clamp_weight(
+/// The integer range of a `QuantizeLinear` storage type.
+fn storage_range(dt: DType) -> (f32, f32) {
+    match dt {
+        DType::I8 => (-128.0, 127.0),
+        DType::I16 => (-32768.0, 32767.0),
+        DType::U8 => (0.0, 255.0),
+        _ => (0.0, 65535.0),
+    }
+}
+
+/// Makes sure no value quantizes outside the simulation's bounds where
+/// these are narrower than `QuantizeLinear`'s saturation (symmetric weights
+/// never use `−qmax − 1`; ec weights and features stop at `±127·256` /
+/// `127·256`, inside int16). Initializers are clamped in a copy; computed
+/// values by `Max` / `Min` nodes. Returns the name of the value to quantize.
+fn clamp_to_grid(
     ex: &mut Exporter,
     g: &mut Graph,
     n: &Node,
     fq: &FakeQuant,
     params: &[QParams],
     x: &str,
+    dt: DType,
 ) -> Result<String, QdqError> {
+    let (tmin, tmax) = storage_range(dt);
+    let low = params.iter().any(|p| p.lo + p.zero_point as f32 > tmin);
+    let high = params.iter().any(|p| p.hi + (p.zero_point as f32) < tmax);
+    if !low && !high {
+        return Ok(x.to_string());
+    }
     let c = params.len();
     if let Some(w) = g.initializer(x) {
         let w = w.to_f32()?;
@@ -391,8 +411,12 @@ fn clamp_weight(
             for (k, row) in vals.chunks_mut(inner).enumerate() {
                 let p = &params[k % c];
                 for v in row.iter_mut() {
-                    if (*v / p.scale).round_ties_even() < p.lo {
+                    let r = (*v / p.scale).round_ties_even();
+                    if r < p.lo {
                         *v = p.lo * p.scale;
+                        changed = true;
+                    } else if r > p.hi {
+                        *v = p.hi * p.scale;
                         changed = true;
                     }
                 }
@@ -404,23 +428,99 @@ fn clamp_weight(
         let t = Tensor::from_f32(&shape, vals)?;
         return Ok(ex.add_init(g, &format!("{x}_clamped"), t));
     }
-    // A computed weight: clamp at run time.
-    let lows: Vec<f32> = params.iter().map(|p| p.lo * p.scale).collect();
-    let t = if c == 1 {
-        Tensor::scalar(lows[0])
-    } else {
-        let shape = channel_shape(c, fq.axis, rank_of(g, x)).ok_or_else(|| {
-            node_err(
-                n,
-                format!("rank of weight {x} is unknown; cannot place per-channel clamp"),
-            )
-        })?;
-        Tensor::from_f32(&shape, lows)?
+    // A computed value: clamp at run time.
+    let bound = |ex: &mut Exporter, g: &mut Graph, what: &str, v: Vec<f32>| {
+        let t = if c == 1 {
+            Tensor::scalar(v[0])
+        } else {
+            let shape = channel_shape(c, fq.axis, rank_of(g, x)).ok_or_else(|| {
+                node_err(
+                    n,
+                    format!("rank of {x} is unknown; cannot place a per-channel clamp"),
+                )
+            })?;
+            Tensor::from_f32(&shape, v)?
+        };
+        Ok::<_, QdqError>(ex.add_init(g, &format!("{}_{what}", n.name), t))
     };
-    let lo = ex.add_init(g, &format!("{}_min", n.name), t);
-    let out = ex.fresh(g, &format!("{x}_clamped"));
-    ex.push(g, &format!("{}_clamp", n.name), "Max", &[x, &lo], &[&out]);
-    Ok(out)
+    let mut src = x.to_string();
+    if low {
+        let lo = bound(
+            ex,
+            g,
+            "min",
+            params.iter().map(|p| p.lo * p.scale).collect(),
+        )?;
+        let out = ex.fresh(g, &format!("{x}_clamped"));
+        ex.push(
+            g,
+            &format!("{}_clamp", n.name),
+            "Max",
+            &[&src, &lo],
+            &[&out],
+        );
+        src = out;
+    }
+    if high {
+        let hi = bound(
+            ex,
+            g,
+            "max",
+            params.iter().map(|p| p.hi * p.scale).collect(),
+        )?;
+        let out = ex.fresh(g, &format!("{x}_clamped_high"));
+        ex.push(
+            g,
+            &format!("{}_clamp_high", n.name),
+            "Min",
+            &[&src, &hi],
+            &[&out],
+        );
+        src = out;
+    }
+    Ok(src)
+}
+
+/// `HzBiasCorrection`: ON → the corrected bias (a new initializer when the
+/// bias is one, else an `Add`); OFF → removed.
+fn convert_bias_correction(ex: &mut Exporter, g: &mut Graph, n: &Node) -> Result<(), QdqError> {
+    let bc = BiasCorrection::from_node(n).map_err(|e| node_err(n, e))?;
+    let (x, y) = match (n.input(0), n.outputs.first()) {
+        (Some(x), Some(y)) if n.outputs.len() == 1 => (x, y.as_str()),
+        _ => {
+            return Err(node_err(
+                n,
+                "HzBiasCorrection needs one input and one output",
+            ))
+        }
+    };
+    if !bc.enabled && !g.is_output(y) {
+        ex.renames.insert(y.to_string(), x.to_string());
+        return Ok(());
+    }
+    if let Some(b) = g.initializer(x) {
+        let corrected = bc.apply(b).map_err(|e| node_err(n, e))?;
+        let name = ex.add_init(g, &format!("{x}_corrected"), corrected);
+        if g.is_output(y) {
+            let node = ex.push(g, &n.name, "Identity", &[&name], &[y]);
+            node.name = n.name.clone();
+        } else {
+            ex.renames.insert(y.to_string(), name);
+        }
+        return Ok(());
+    }
+    let offsets = if bc.enabled {
+        bc.offsets.clone()
+    } else {
+        vec![0.0; bc.offsets.len()]
+    };
+    let o = ex.add_init(
+        g,
+        &format!("{}_offsets", n.name),
+        Tensor::from_f32(&[offsets.len()], offsets)?,
+    );
+    ex.push(g, &n.name, "Add", &[x, &o], &[y]);
+    Ok(())
 }
 
 fn convert_preprocess(ex: &mut Exporter, g: &mut Graph, n: &Node) -> Result<(), QdqError> {
@@ -708,6 +808,7 @@ mod tests {
             is_weight: weight,
             enabled: on,
             keep_masks: false,
+            ec: false,
         }
         .to_node(name, x, y)
     }

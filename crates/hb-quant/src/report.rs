@@ -197,7 +197,20 @@ pub fn node_rows(
                 cosine,
                 threshold: input_th.get(&i).copied().filter(|t| !t.is_nan()),
                 dtype: if nq.quantized {
-                    nq.qtype.to_string()
+                    let ec: Vec<String> = nq
+                        .inputs
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, q)| {
+                            **q == crate::config::InputQ::Ec && crate::ops::ec_allowed(n, *k)
+                        })
+                        .map(|(k, _)| format!("input{k} ec"))
+                        .collect();
+                    if ec.is_empty() {
+                        nq.qtype.to_string()
+                    } else {
+                        format!("{} ({})", nq.qtype, ec.join(", "))
+                    }
                 } else if let Some(p) = nq.fused_into {
                     format!("fused into {}", model.graph.nodes[p].name)
                 } else if nq.on == Placement::Cpu {

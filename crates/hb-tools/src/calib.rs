@@ -65,6 +65,8 @@ pub struct CalibSummary {
     pub findings: Vec<report::Finding>,
     /// Config keys accepted without effect.
     pub ignored: Vec<String>,
+    /// Bias correction per weighted layer (empty unless configured).
+    pub bias_correction: Vec<hb_quant::bias::BiasRow>,
 }
 
 fn cfg_err(cfg: &Path, e: impl std::fmt::Display) -> ToolError {
@@ -359,7 +361,8 @@ fn summarize(
     let mut qtypes = BTreeMap::new();
     for p in &o.points {
         let kind = if p.is_weight() { "weight" } else { "feature" };
-        *qtypes.entry(format!("{kind} {}", p.qtype)).or_insert(0) += 1;
+        let ec = if p.ec { " ec" } else { "" };
+        *qtypes.entry(format!("{kind} {}{ec}", p.qtype)).or_insert(0) += 1;
     }
     let mut artefacts: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
     artefacts.push(work.join("hb_calib.log").display().to_string());
@@ -385,6 +388,7 @@ fn summarize(
             .iter()
             .map(|i| format!("{}: {}", i.key, i.reason))
             .collect(),
+        bias_correction: o.bias_correction.clone(),
     }
 }
 
@@ -445,6 +449,47 @@ fn render_log(cfg: &HbConfig, o: &CalibOutcome, s: &CalibSummary) -> String {
         for f in &o.findings {
             log.push_str(&format!("  [{}] {}: {}\n", f.level, f.kind, f.message));
         }
+    }
+    if !o.bias_correction.is_empty() {
+        log.push_str(&format!(
+            "\nBias correction (per weighted layer, graph order; {} of the layer output, float vs calibrated, before → after):\n",
+            cfg.calibration
+                .quant_config
+                .model
+                .weight
+                .bias_correction
+                .as_ref()
+                .map_or("cosine-similarity", |b| b.metric.as_str())
+        ));
+        let rows: Vec<Vec<String>> = o
+            .bias_correction
+            .iter()
+            .map(|r| {
+                vec![
+                    r.node.clone(),
+                    r.op.clone(),
+                    r.channels.to_string(),
+                    format!("{:.3e}", r.mean_abs_offset),
+                    format!("{:.3e}", r.max_abs_offset),
+                    format!("{:.6}", r.before),
+                    format!("{:.6}", r.after),
+                    if r.kept { "yes".into() } else { "no".into() },
+                ]
+            })
+            .collect();
+        log.push_str(&report::table(
+            &[
+                "Node",
+                "Type",
+                "Channels",
+                "Mean |offset|",
+                "Max |offset|",
+                "Before",
+                "After",
+                "Kept",
+            ],
+            &rows,
+        ));
     }
     log.push_str(
         "\nPer node (cosine of the node output, float vs calibrated, calibration sample 0):\n",

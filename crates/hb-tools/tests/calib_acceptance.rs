@@ -297,3 +297,216 @@ fn real_shaped_configs_run() {
         );
     }
 }
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("work/hb_calib.log")).unwrap()
+}
+
+/// Mean output cosine of the calibrated model in `dir` on the held-out samples.
+fn test_cosine(dir: &Path, fixture: &str) -> f64 {
+    let m = calibrated(dir);
+    let rows = compare(&m, &test_samples(&m, fixture)).unwrap();
+    rows.iter().map(|r| r.row.cosine).sum::<f64>() / rows.len() as f64
+}
+
+/// The QDQ export of the calibrated model in `dir` gives the simulation's outputs.
+fn assert_qdq_matches(dir: &Path, fixture: &str) {
+    let m = calibrated(dir);
+    let qdq = hb_ir::load_model(&dir.join("qdq.onnx")).unwrap();
+    assert!(!qdq.graph.nodes.iter().any(|n| n.domain == "horizon"));
+    let (a, b) = (
+        hb_float::Session::new(&m).unwrap(),
+        hb_float::Session::new(&qdq).unwrap(),
+    );
+    for s in &test_samples(&m, fixture) {
+        for ((_, x), (_, y)) in a.run(s).unwrap().iter().zip(&b.run(s).unwrap()) {
+            let x: Vec<f32> = x.to_f32().unwrap().iter().copied().collect();
+            let y: Vec<f32> = y.to_f32().unwrap().iter().copied().collect();
+            let c = hb_tensor::metrics::cosine(&x, &y);
+            assert!(c >= 0.99999, "{fixture}: QDQ vs simulation cosine {c}");
+        }
+    }
+}
+
+/// ec on Conv weights (activations int16, so the weights' error dominates):
+/// the simulation is int8 refined 256×, far closer to float than plain
+/// int8 weights; the log and the model say so; the QDQ export (int16 Q/DQ
+/// at s/256) reproduces it.
+#[test]
+fn ec_weights_recover_most_of_the_int8_weight_error() {
+    let plain = tempfile::tempdir().unwrap();
+    calibrate(
+        plain.path(),
+        "resnet_tiny",
+        "model.onnx",
+        r#"{"model_config": {"all_node_type": "int16", "activation": {"calibration_type": "max"}}, "op_config": {"Conv": {"input1": "int8"}}}"#,
+    );
+    let ec = tempfile::tempdir().unwrap();
+    let s = calibrate(
+        ec.path(),
+        "resnet_tiny",
+        "model.onnx",
+        r#"{"model_config": {"all_node_type": "int16", "activation": {"calibration_type": "max"}}, "op_config": {"Conv": {"input1": "ec"}}}"#,
+    );
+    let (c_plain, c_ec) = (
+        test_cosine(plain.path(), "resnet_tiny"),
+        test_cosine(ec.path(), "resnet_tiny"),
+    );
+    eprintln!("resnet_tiny int16 activations: int8 weights {c_plain:.7}, ec weights {c_ec:.7}");
+    assert!(
+        (1.0 - c_ec) * 4.0 < 1.0 - c_plain,
+        "ec {c_ec} vs int8 {c_plain}"
+    );
+    let m = calibrated(ec.path());
+    let ec_nodes = m
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.int_or("ec", 0).unwrap() == 1)
+        .count();
+    let convs = m.graph.nodes.iter().filter(|n| n.op_type == "Conv").count();
+    assert_eq!(ec_nodes, convs);
+    assert!(s.qtypes.contains_key("weight int8 ec"), "{:?}", s.qtypes);
+    let text = log(ec.path());
+    assert!(text.contains("input1 ec") && text.contains("] ec: error compensation"));
+    assert_qdq_matches(ec.path(), "resnet_tiny");
+}
+
+/// bias_correction: rows in the log, corrections only where the layer got
+/// closer to float, carried by HzBiasCorrection nodes that leave the float
+/// reference (every switch OFF) exactly the optimized float model.
+#[test]
+fn bias_correction_is_recorded_and_switches_off_to_float() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = calibrate(
+        tmp.path(),
+        "resnet_tiny",
+        "model.onnx",
+        r#"{"model_config": {"activation": {"calibration_type": "max"}, "weight": {"bias_correction": {"num_sample": 2}}}}"#,
+    );
+    assert!(!s.bias_correction.is_empty());
+    let kept: Vec<_> = s.bias_correction.iter().filter(|r| r.kept).collect();
+    assert!(!kept.is_empty(), "{:?}", s.bias_correction);
+    for r in &s.bias_correction {
+        assert_eq!(r.kept, r.after > r.before, "{r:?}");
+    }
+    let m = calibrated(tmp.path());
+    let bc = m
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "HzBiasCorrection")
+        .count();
+    assert_eq!(bc, kept.len());
+    assert!(log(tmp.path()).contains("Bias correction (per weighted layer"));
+    // Every switch OFF = the optimized float model, bit for bit.
+    let mut off = m.clone();
+    hb_quant::calibrated::set_switch(&mut off, false);
+    let float = hb_ir::load_model(&tmp.path().join("work/m_optimized_float_model.onnx")).unwrap();
+    let (a, b) = (
+        hb_float::Session::new(&off).unwrap(),
+        hb_float::Session::new(&float).unwrap(),
+    );
+    for smp in test_samples(&m, "resnet_tiny").iter().take(3) {
+        let (x, y) = (&a.run(smp).unwrap()[0].1, &b.run(smp).unwrap()[0].1);
+        assert_eq!(x, y);
+    }
+    assert_qdq_matches(tmp.path(), "resnet_tiny");
+}
+
+/// modelwise_search.similarity: candidates are scored in order and the
+/// search stops at the first that reaches the target.
+#[test]
+fn modelwise_search_stops_at_the_similarity_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = calibrate(
+        tmp.path(),
+        "digits_cnn",
+        "model.onnx",
+        r#"{"model_config": {"modelwise_search": {"metric": "cosine-similarity", "similarity": 0.5}}}"#,
+    );
+    assert_eq!(s.candidates.len(), 1, "{:?}", s.candidates);
+    let f = s
+        .findings
+        .iter()
+        .find(|f| f.kind == "modelwise-search")
+        .unwrap();
+    assert!(f.message.contains("reached by candidate"), "{}", f.message);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = calibrate(
+        tmp.path(),
+        "digits_cnn",
+        "model.onnx",
+        r#"{"model_config": {"modelwise_search": {"similarity": 1.5}}}"#,
+    );
+    assert!(s.candidates.len() >= 6, "{:?}", s.candidates);
+    let f = s
+        .findings
+        .iter()
+        .find(|f| f.kind == "modelwise-search")
+        .unwrap();
+    assert!(f.message.contains("not reached"), "{}", f.message);
+}
+
+/// KL on sem_decoder: the decomposed LayerNorms' standard deviations are
+/// divisors; KL used to clip them to ~0.3 of their max (output cosine
+/// 0.937). They keep their max now.
+#[test]
+fn kl_keeps_divisors_at_their_max() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = calibrate(
+        tmp.path(),
+        "sem_decoder",
+        "model.onnx",
+        r#"{"model_config": {"activation": {"calibration_type": "kl"}}}"#,
+    );
+    let c = test_cosine(tmp.path(), "sem_decoder");
+    eprintln!("sem_decoder kl: cosine {c:.6}");
+    assert!(c >= 0.99, "{c}");
+    assert!(s.findings.iter().any(|f| f.kind == "divisor-max"));
+    let m = calibrated(tmp.path());
+    let sqrt: Vec<_> = hb_quant::calibrated::calibration_infos(&m)
+        .into_iter()
+        .filter(|n| n.tensor.ends_with("Sqrt_output_0"))
+        .collect();
+    assert!(!sqrt.is_empty());
+    for n in sqrt {
+        assert!(
+            n.method.starts_with("max (divisor"),
+            "{}: {}",
+            n.name,
+            n.method
+        );
+    }
+}
+
+/// The statistics pass runs samples in parallel and merges per-worker
+/// statistics: the thresholds do not depend on the number of threads.
+#[test]
+fn thresholds_do_not_depend_on_the_thread_count() {
+    let mut seen = Vec::new();
+    for threads in [1, 2, 3] {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            calibrate(
+                tmp.path(),
+                "resnet_tiny",
+                "model.onnx",
+                r#"{"model_config": {"activation": {"calibration_type": ["kl", "max"], "max_percentile": [0.9999, 1.0]}}}"#,
+            )
+        });
+        let infos = hb_quant::calibrated::calibration_infos(&calibrated(tmp.path()));
+        seen.push(
+            infos
+                .into_iter()
+                .map(|i| (i.name, i.thresholds))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0], seen[2]);
+}

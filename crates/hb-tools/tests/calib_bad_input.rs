@@ -125,7 +125,7 @@ fn config_errors() {
     c.fails("max_percentile");
 
     c.yaml("  calibration_type: load\n");
-    c.fails("load");
+    c.fails("'load' takes thresholds from an already quantized (QAT) model");
 
     c.yaml("  quant_config: missing.json\n");
     c.fails("missing.json");

@@ -4,6 +4,9 @@
 //! - `HzCalibration`: fake quantization (int8 / int16, symmetric or
 //!   asymmetric, per tensor or per channel), float16 rounding, or identity.
 //! - `HzPreprocess`: `y = (x − mean[c]) · scale[c]` on an image input.
+//! - `HzBiasCorrection`: `y = b + offsets` on a bias (switch ON), the
+//!   calibration's bias correction; identity when OFF, so the float
+//!   reference stays the model with every switch OFF.
 //!
 //! The math is public ([`FakeQuant`], [`QParams`], [`fake_quant_slice`],
 //! [`Preprocess`]) so that calibration, search and the QDQ exporter all use
@@ -105,6 +108,12 @@ pub struct FakeQuant {
     /// `keep_masks = 1`: values at or below `-MASK_LIMIT` (attention-mask
     /// sentinels such as `-inf` or the lowest f32) pass unchanged.
     pub keep_masks: bool,
+    /// `ec = 1` (error compensation, int8 only; docs/integer-semantics.md
+    /// §8): the int8 grid refined 256× over the same range, i.e. the value
+    /// `256·hi + lo` of two int8 terms. Scale `s/256`, bounds and zero point
+    /// ×256 (symmetric weights `[−32512, 32512]`, features `[−32768,
+    /// 32512]`), stored as int16 / uint16.
+    pub ec: bool,
 }
 
 /// Magnitude from which a value counts as a mask sentinel, not data.
@@ -142,6 +151,7 @@ impl FakeQuant {
             is_weight,
             enabled,
             keep_masks: node.int_or("keep_masks", 0)? != 0,
+            ec: node.int_or("ec", 0)? != 0,
         })
     }
 
@@ -159,6 +169,9 @@ impl FakeQuant {
         node.set_attr("asymmetric", Attr::Int(i64::from(self.asymmetric)));
         if self.keep_masks {
             node.set_attr("keep_masks", Attr::Int(1));
+        }
+        if self.ec {
+            node.set_attr("ec", Attr::Int(1));
         }
     }
 
@@ -190,9 +203,15 @@ impl FakeQuant {
         self.num_channels() > 1
     }
 
-    /// The largest quantized value of the storage type (`qmax`): 127 /
-    /// 32767 symmetric, 255 / 65535 asymmetric; `None` for float types.
-    pub fn qmax(&self) -> Option<i32> {
+    /// True when error compensation applies: `ec = 1` on an int8 node (an
+    /// `ec` flag on other qtypes has no effect).
+    pub fn is_ec(&self) -> bool {
+        self.ec && self.qtype == FqType::Int8
+    }
+
+    /// The largest value of the qtype's grid that the thresholds map to:
+    /// 127 / 32767 symmetric, 255 / 65535 asymmetric; `None` for floats.
+    fn grid_qmax(&self) -> Option<i32> {
         match (self.qtype, self.asymmetric) {
             (FqType::Int8, false) => Some(127),
             (FqType::Int16, false) => Some(32767),
@@ -202,14 +221,26 @@ impl FakeQuant {
         }
     }
 
+    /// The largest quantized value of the storage type (`qmax`): 127 /
+    /// 32767 symmetric, 255 / 65535 asymmetric (ec: 32767 / 65535, the
+    /// int16 / uint16 that holds `256·hi + lo`); `None` for float types.
+    pub fn qmax(&self) -> Option<i32> {
+        match (self.is_ec(), self.asymmetric) {
+            (true, false) => Some(32767),
+            (true, true) => Some(65535),
+            _ => self.grid_qmax(),
+        }
+    }
+
     /// The integer type `QuantizeLinear` stores into: int8 / int16
-    /// (symmetric), uint8 / uint16 (asymmetric); `None` for float types.
+    /// (symmetric), uint8 / uint16 (asymmetric), int16 / uint16 for ec;
+    /// `None` for float types.
     pub fn storage_dtype(&self) -> Option<DType> {
-        match (self.qtype, self.asymmetric) {
-            (FqType::Int8, false) => Some(DType::I8),
-            (FqType::Int16, false) => Some(DType::I16),
-            (FqType::Int8, true) => Some(DType::U8),
-            (FqType::Int16, true) => Some(DType::U16),
+        match (self.qtype, self.asymmetric, self.is_ec()) {
+            (FqType::Int8, false, false) => Some(DType::I8),
+            (FqType::Int16, false, _) | (FqType::Int8, false, true) => Some(DType::I16),
+            (FqType::Int8, true, false) => Some(DType::U8),
+            (FqType::Int16, true, _) | (FqType::Int8, true, true) => Some(DType::U16),
             _ => None,
         }
     }
@@ -218,8 +249,25 @@ impl FakeQuant {
     /// when per tensor). Fails for float types and for thresholds that are
     /// missing, malformed, not finite or give a zero scale.
     pub fn params(&self) -> OpResult<Vec<QParams>> {
+        let p = self.grid_params()?;
+        if !self.is_ec() {
+            return Ok(p);
+        }
+        // ec: the same range on a 256× finer grid (exact: powers of two).
+        Ok(p.into_iter()
+            .map(|p| QParams {
+                scale: p.scale / 256.0,
+                zero_point: p.zero_point * 256,
+                lo: p.lo * 256.0,
+                hi: p.hi * 256.0,
+            })
+            .collect())
+    }
+
+    /// [`Self::params`] on the qtype's own grid (before the ec refinement).
+    fn grid_params(&self) -> OpResult<Vec<QParams>> {
         let qmax = self
-            .qmax()
+            .grid_qmax()
             .ok_or_else(|| invalid!("qtype {} has no integer parameters", self.qtype.name()))?;
         let th = &self.thresholds;
         if th.is_empty() {
@@ -535,6 +583,84 @@ impl Preprocess {
     }
 }
 
+/// The bias correction an `HzBiasCorrection` node describes: `y = b +
+/// offsets` along the bias's last axis (a one-element bias is broadcast to
+/// the offsets' length), when `switch = ON`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BiasCorrection {
+    /// Per output channel (the last axis of the bias).
+    pub offsets: Vec<f32>,
+    /// `switch = ON`.
+    pub enabled: bool,
+}
+
+impl BiasCorrection {
+    /// Reads an `HzBiasCorrection` node (`offsets`, `switch` default ON).
+    pub fn from_node(node: &Node) -> OpResult<BiasCorrection> {
+        let switch = node.string_or("switch", "ON")?;
+        let enabled = match switch.to_ascii_uppercase().as_str() {
+            "ON" => true,
+            "OFF" => false,
+            other => return Err(invalid!("switch must be ON or OFF, got '{other}'")),
+        };
+        let offsets = node
+            .get_floats("offsets")?
+            .ok_or_else(|| invalid!("HzBiasCorrection: offsets are missing"))?;
+        Ok(BiasCorrection { offsets, enabled })
+    }
+
+    /// An `HzBiasCorrection` node (domain `horizon`) with these attributes.
+    pub fn to_node(&self, name: &str, input: &str, output: &str) -> Node {
+        let mut n = Node::new(name, "HzBiasCorrection", &[input], &[output]);
+        n.domain = DOMAIN.into();
+        n.set_attr("offsets", Attr::Floats(self.offsets.clone()));
+        let sw = if self.enabled { "ON" } else { "OFF" };
+        n.set_attr("switch", Attr::String(sw.into()));
+        n
+    }
+
+    /// Applies the correction to a float bias.
+    pub fn apply(&self, b: &Tensor) -> OpResult<Tensor> {
+        let dt = b.dtype();
+        if !dt.is_float() {
+            return Err(unsupported!("HzBiasCorrection of {dt}"));
+        }
+        if !self.enabled {
+            return Ok(b.clone());
+        }
+        let a = b.to_f32()?;
+        let c = self.offsets.len();
+        let y = if a.len() == 1 && c != 1 {
+            let v = a.iter().next().copied().unwrap_or(0.0);
+            let vals: Vec<f32> = self.offsets.iter().map(|o| v + o).collect();
+            ArrayD::from_shape_vec(vec![c], vals).map_err(|e| invalid!("{e}"))?
+        } else {
+            if a.shape().last() != Some(&c) {
+                return Err(invalid!(
+                    "HzBiasCorrection: {c} offsets for a bias of shape {:?}",
+                    a.shape()
+                ));
+            }
+            let mut a = a.as_standard_layout().into_owned();
+            if let Some(xs) = a.as_slice_mut() {
+                for row in xs.chunks_mut(c) {
+                    for (x, o) in row.iter_mut().zip(&self.offsets) {
+                        *x += o;
+                    }
+                }
+            }
+            a
+        };
+        let y = Tensor::F32(y);
+        Ok(if dt == DType::F32 { y } else { y.cast(dt)? })
+    }
+}
+
+fn hz_bias_correction(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+    let b = BiasCorrection::from_node(ctx.node)?;
+    Ok(vec![b.apply(input(inputs, 0)?)?])
+}
+
 fn hz_calibration(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let fq = FakeQuant::from_node(ctx.node)?;
     Ok(vec![fq.apply(input(inputs, 0)?)?])
@@ -545,10 +671,12 @@ fn hz_preprocess(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor
     Ok(vec![p.apply(input(inputs, 0)?)?])
 }
 
-/// Registers `horizon::HzCalibration` and `horizon::HzPreprocess`.
+/// Registers `horizon::HzCalibration`, `horizon::HzPreprocess` and
+/// `horizon::HzBiasCorrection`.
 pub fn register(r: &mut Registry) {
     r.register_in(DOMAIN, "HzCalibration", hz_calibration);
     r.register_in(DOMAIN, "HzPreprocess", hz_preprocess);
+    r.register_in(DOMAIN, "HzBiasCorrection", hz_bias_correction);
 }
 
 #[cfg(test)]
@@ -566,6 +694,7 @@ mod tests {
             is_weight: false,
             enabled: true,
             keep_masks: false,
+            ec: false,
         }
     }
 
@@ -828,6 +957,37 @@ mod tests {
     }
 
     #[test]
+    fn bias_correction_adds_offsets_when_on() {
+        let bc = BiasCorrection {
+            offsets: vec![0.5, -1.0],
+            enabled: true,
+        };
+        let n = bc.to_node("b_HzBiasCorrection", "b", "b_corrected");
+        assert_eq!(BiasCorrection::from_node(&n).unwrap(), bc);
+        let y = run(hz_bias_correction, &n, 1, &[Some(&t(&[2], vec![1.0, 2.0]))]).unwrap();
+        assert_eq!(data(&y[0]), vec![1.5, 1.0]);
+        // [1, 1, 2] bias (torch's Add constant): along the last axis.
+        let y = bc.apply(&t(&[1, 1, 2], vec![1.0, 2.0])).unwrap();
+        assert_eq!(
+            (y.shape().to_vec(), data(&y)),
+            (vec![1, 1, 2], vec![1.5, 1.0])
+        );
+        // A scalar bias is broadcast to one value per channel.
+        let y = bc.apply(&t(&[1], vec![3.0])).unwrap();
+        assert_eq!(data(&y), vec![3.5, 2.0]);
+        let off = BiasCorrection {
+            enabled: false,
+            ..bc.clone()
+        };
+        assert_eq!(
+            data(&off.apply(&t(&[2], vec![1.0, 2.0])).unwrap()),
+            vec![1.0, 2.0]
+        );
+        assert!(bc.apply(&t(&[3], vec![1.0, 2.0, 3.0])).is_err());
+        assert!(Registry::standard().supports("horizon", "HzBiasCorrection"));
+    }
+
+    #[test]
     fn large_tensors_take_the_parallel_path() {
         let q = fq(FqType::Int8, &[1.0, 0.5]);
         let n = 2 * PAR_MIN + 6;
@@ -870,6 +1030,106 @@ mod tests {
 
     /// Runs our QuantizeLinear → DequantizeLinear kernels with the scale and
     /// zero point [`FakeQuant::params`] gives (what the QDQ export writes).
+    /// ec as docs/integer-semantics.md §8 writes it, plainly: `W =
+    /// clamp(rne(w / (s/256)), lo, hi)` and its int8 split.
+    fn ec_reference(x: f32, s: f32, lo: f64, hi: f64) -> (f32, i32) {
+        let fine = s / 256.0;
+        let v = f64::from((x / fine).round_ties_even());
+        let q = if v.is_nan() { 0.0 } else { v.clamp(lo, hi) };
+        ((q as f32) * fine, q as i32)
+    }
+
+    #[test]
+    fn ec_weights_are_the_int8_grid_refined_256_times() {
+        let t = 0.8f32;
+        let s = t / 127.0;
+        let mut w = fq(FqType::Int8, &[t]);
+        w.is_weight = true;
+        w.ec = true;
+        let p = w.params().unwrap()[0];
+        assert_eq!((p.scale, p.lo, p.hi), (s / 256.0, -32512.0, 32512.0));
+        assert_eq!(w.storage_dtype(), Some(DType::I16));
+        let xs: Vec<f32> = (-1990..=1990).map(|k| k as f32 * 0.000_401).collect();
+        let mut got = xs.clone();
+        w.apply_slice_per_tensor(&mut got).unwrap();
+        let mut plain = xs.clone();
+        fq(FqType::Int8, &[t])
+            .apply_slice_per_tensor(&mut plain)
+            .unwrap();
+        let (mut err_ec, mut err_int8) = (0f32, 0f32);
+        for ((&x, &y), &y8) in xs.iter().zip(&got).zip(&plain) {
+            let (want, q) = ec_reference(x, s, -32512.0, 32512.0);
+            assert_eq!(y.to_bits(), want.to_bits(), "x = {x}");
+            // The two int8 terms of the integer machine: W = 256·hi + lo.
+            let hi = (q + 128) >> 8;
+            let lo = q - 256 * hi;
+            assert!((-127..=127).contains(&hi) && (-128..=127).contains(&lo));
+            assert_eq!(256 * hi + lo, q);
+            err_ec = err_ec.max((x - y).abs());
+            err_int8 = err_int8.max((x - y8).abs());
+        }
+        assert!(err_ec <= s / 512.0 * 1.001, "{err_ec}");
+        assert!(err_ec * 100.0 < err_int8, "ec {err_ec} vs int8 {err_int8}");
+        // Saturation: the same range as int8 weights, ±127·s.
+        let mut big = vec![5.0, -5.0];
+        w.apply_slice_per_tensor(&mut big).unwrap();
+        assert_eq!(big, vec![127.0 * s, -127.0 * s]);
+    }
+
+    #[test]
+    fn ec_features_keep_the_int8_range_and_per_channel_scales() {
+        let mut f = fq(FqType::Int8, &[1.27, 2.54]);
+        f.ec = true;
+        let p = f.params().unwrap();
+        assert_eq!((p[0].lo, p[0].hi), (-32768.0, 32512.0));
+        assert_eq!(p[1].scale, 2.54 / 127.0 / 256.0);
+        // [1, 2, 2]: channel 0 = [0.0123, 9], channel 1 = [-9, 0.0123]
+        let x = t(&[1, 2, 2], vec![0.0123, 9.0, -9.0, 0.0123]);
+        let y = data(&f.apply(&x).unwrap());
+        let (s0, s1) = (1.27f32 / 127.0, 2.54f32 / 127.0);
+        assert_eq!(y[0], ec_reference(0.0123, s0, -32768.0, 32512.0).0);
+        assert_eq!(y[1], 127.0 * s0);
+        assert_eq!(y[2], -128.0 * s1);
+        assert_eq!(y[3], ec_reference(0.0123, s1, -32768.0, 32512.0).0);
+        // Asymmetric: zero point and bounds ×256, uint16 storage.
+        let a = FakeQuant {
+            asymmetric: true,
+            thresholds: vec![-1.0, 3.0],
+            ..f.clone()
+        };
+        let (p8, pe) = (
+            FakeQuant {
+                ec: false,
+                ..a.clone()
+            }
+            .params()
+            .unwrap()[0],
+            a.params().unwrap()[0],
+        );
+        assert_eq!(pe.zero_point, 256 * p8.zero_point);
+        assert_eq!((pe.lo, pe.hi), (256.0 * p8.lo, 256.0 * p8.hi));
+        assert_eq!(a.storage_dtype(), Some(DType::U16));
+        // ec on int16 has no effect.
+        let mut q16 = fq(FqType::Int16, &[1.0]);
+        q16.ec = true;
+        assert!(!q16.is_ec());
+        assert_eq!(
+            q16.params().unwrap(),
+            fq(FqType::Int16, &[1.0]).params().unwrap()
+        );
+    }
+
+    #[test]
+    fn ec_attribute_round_trips() {
+        let mut f = fq(FqType::Int8, &[1.0]);
+        f.ec = true;
+        let n = f.to_node("c", "x", "y");
+        assert_eq!(n.int_or("ec", 0).unwrap(), 1);
+        assert_eq!(FakeQuant::from_node(&n).unwrap(), f);
+        let plain = fq(FqType::Int8, &[1.0]).to_node("c", "x", "y");
+        assert!(!FakeQuant::from_node(&plain).unwrap().ec);
+    }
+
     fn qdq_reference(fq: &FakeQuant, x: &Tensor) -> Tensor {
         let reg = Registry::standard();
         let p = fq.params().unwrap();
@@ -943,6 +1203,7 @@ mod tests {
                 is_weight: false,
                 enabled: true,
                 keep_masks: false,
+                ec: false,
             };
             let x = t(&[2, c, 3], xs);
             let got = q.apply(&x).unwrap();

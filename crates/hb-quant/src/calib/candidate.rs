@@ -60,8 +60,17 @@ impl fmt::Display for Candidate {
 
 /// Why no candidates can be made.
 #[derive(Debug, thiserror::Error)]
-#[error("calibration_type '{0}' is not supported by hb-calib (use default, max, kl, mse, min-max, mix or skip)")]
+#[error("calibration_type '{0}' is not supported by hb-calib{hint}", hint = unsupported_hint(&self.0))]
 pub struct UnsupportedMethod(pub String);
+
+fn unsupported_hint(t: &str) -> String {
+    let why = match t {
+        "load" => ": 'load' takes thresholds from an already quantized (QAT) model, and the Horizon documentation hbkit follows does not define how they are stored, so hbkit cannot read them",
+        "fixed" => ": 'fixed' thresholds are not defined by the Horizon documentation hbkit follows",
+        _ => "",
+    };
+    format!("{why} (use default, max, kl, mse, min-max, mix or skip)")
+}
 
 /// The candidates of the default search: max, max-percentile 0.99995 and
 /// KL, each symmetric and asymmetric (per-channel variants are added only
@@ -82,6 +91,12 @@ pub fn default_candidates() -> Vec<Candidate> {
         }
     }
     v
+}
+
+/// True when `method` reads the |x| histogram (percentile, KL, MSE); max
+/// needs only the largest |x|.
+pub fn needs_histogram(method: Method) -> bool {
+    !matches!(method, Method::Max)
 }
 
 /// True when the activation options ask for the default search.
@@ -222,7 +237,14 @@ pub fn symmetric_threshold(stats: &TensorStats, method: Method, qtype: QType) ->
 
 /// The thresholds of a feature tensor under a candidate.
 pub fn feature_thresholds(stats: &TensorStats, cand: &Candidate, qtype: QType) -> Thresholds {
-    let t = symmetric_threshold(stats, cand.method, qtype) as f32;
+    let t = symmetric_threshold(stats, cand.method, qtype);
+    feature_thresholds_from(stats, cand, t)
+}
+
+/// [`feature_thresholds`] given the candidate's symmetric threshold `t`
+/// (from [`symmetric_threshold`], possibly cached).
+pub fn feature_thresholds_from(stats: &TensorStats, cand: &Candidate, t: f64) -> Thresholds {
+    let t = t as f32;
     let method = cand.to_string();
     let per_channel = cand.per_channel && !stats.channel_absmax.is_empty();
     let keep_masks = stats.mask_values > stats.nan;
@@ -322,7 +344,8 @@ mod tests {
             calibration_type: vec!["load".into()],
             ..Default::default()
         };
-        assert!(candidates(&act).is_err());
+        let e = candidates(&act).unwrap_err().to_string();
+        assert!(e.contains("'load'") && e.contains("QAT"), "{e}");
     }
 
     #[test]

@@ -97,69 +97,76 @@ impl AbsHistogram {
     /// Adds values whose largest finite |x| is already known (`batch_max`),
     /// saving a pass.
     pub fn add_with_max(&mut self, xs: &[f32], batch_max: f32) {
-        if batch_max > 0.0 {
-            let e = self.exponent_for(batch_max);
+        if xs.iter().all(|x| x.is_finite()) {
+            self.add_finite(xs, batch_max);
+            return;
+        }
+        let finite: Vec<f32> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+        self.non_finite += (xs.len() - finite.len()) as u64;
+        self.add_finite(&finite, batch_max);
+    }
+
+    /// Grows the range (coarsening, exact) so that `m` falls in a bin.
+    fn cover(&mut self, m: f32) {
+        if m > 0.0 {
+            let e = self.exponent_for(m);
             if self.log2_width.is_none_or(|cur| e > cur) {
                 self.coarsen_to(e);
             }
         }
-        self.max = self.max.max(batch_max);
-        let width = self.width();
-        let inv_width = if width > 0.0 { 1.0 / width } else { 0.0 };
-        let last = self.counts.len() - 1;
-        let bin_of = |a: f32| ((f64::from(a) * inv_width) as usize).min(last);
-        let (mut non_finite, mut zeros) = (0u64, 0u64);
-        if xs.len() < 8 * self.counts.len() {
+        self.max = self.max.max(m);
+    }
+
+    /// Adds finite values whose largest |x| is `batch_max` (the hot path of
+    /// the statistics pass). Bin indices are computed 64 at a time in f32
+    /// (the inverse width is a power of two, so `|x| · 2^−e` is exact and the
+    /// truncation equals the f64 one), which vectorises; then the counters
+    /// are incremented.
+    pub fn add_finite(&mut self, xs: &[f32], batch_max: f32) {
+        self.cover(batch_max);
+        self.total += xs.len() as u64;
+        let Some(e) = self.log2_width else {
+            // Nothing non-zero yet: every value is 0.
+            self.zeros += xs.len() as u64;
+            self.counts[0] += xs.len() as u64;
+            return;
+        };
+        let last = (self.counts.len() - 1) as u32;
+        if !(-126..=126).contains(&e) {
+            // 2^-e is not a normal f32: the plain f64 path.
+            let inv = 2f64.powi(-e);
             for &x in xs {
-                if x.is_finite() {
-                    let a = x.abs();
-                    zeros += u64::from(a == 0.0);
-                    self.counts[bin_of(a)] += 1;
-                } else {
-                    non_finite += 1;
-                }
+                let a = x.abs();
+                self.zeros += u64::from(a == 0.0);
+                self.counts[((f64::from(a) * inv) as usize).min(last as usize)] += 1;
             }
-            self.non_finite += non_finite;
-            self.zeros += zeros;
-            self.total += xs.len() as u64 - non_finite;
             return;
         }
-        // Four interleaved partial histograms: runs of equal bins (zeros,
-        // small values) do not wait on one counter's store.
-        let n = self.counts.len();
-        let mut parts = vec![0u32; 4 * n];
-        for block in xs.chunks(1 << 24) {
-            let quads = block.chunks_exact(4);
-            let rest = quads.remainder();
-            for q in quads {
-                for (k, &x) in q.iter().enumerate() {
-                    let finite = x.is_finite();
-                    non_finite += u64::from(!finite);
-                    let a = if finite { x.abs() } else { 0.0 };
-                    zeros += u64::from(finite && a == 0.0);
-                    parts[k * n + bin_of(a)] += u32::from(finite);
-                }
+        let inv = 2f32.powi(-e);
+        let mut idx = [0u32; 64];
+        let mut zeros = 0u64;
+        for chunk in xs.chunks(64) {
+            let mut z = 0u32;
+            for (o, &x) in idx.iter_mut().zip(chunk) {
+                let a = x.abs();
+                z += u32::from(a == 0.0);
+                *o = ((a * inv) as u32).min(last);
             }
-            for &x in rest {
-                if x.is_finite() {
-                    let a = x.abs();
-                    zeros += u64::from(a == 0.0);
-                    parts[bin_of(a)] += 1;
-                } else {
-                    non_finite += 1;
-                }
+            zeros += u64::from(z);
+            for &i in &idx[..chunk.len()] {
+                self.counts[i as usize] += 1;
             }
-            for (i, c) in self.counts.iter_mut().enumerate() {
-                *c += u64::from(parts[i])
-                    + u64::from(parts[n + i])
-                    + u64::from(parts[2 * n + i])
-                    + u64::from(parts[3 * n + i]);
-            }
-            parts.iter_mut().for_each(|p| *p = 0);
         }
-        self.non_finite += non_finite;
         self.zeros += zeros;
-        self.total += xs.len() as u64 - non_finite;
+    }
+
+    /// Records finite values by count and extremes only, without binning
+    /// them (when no candidate reads the histogram: max-only calibration).
+    /// The counts then no longer sum to `total`.
+    pub fn add_unbinned(&mut self, n: u64, batch_max: f32, zeros: u64) {
+        self.cover(batch_max);
+        self.total += n;
+        self.zeros += zeros;
     }
 
     /// Merges another histogram with the same number of bins (exact).
@@ -269,6 +276,24 @@ mod tests {
         h.add(&[f32::NEG_INFINITY, 1.0, f32::NAN, 0.0]);
         assert_eq!((h.total, h.non_finite, h.zeros), (2, 2, 1));
         assert_eq!(h.max, 1.0);
+    }
+
+    /// The f32 fast path bins exactly as `floor(|x| / width)` in f64.
+    #[test]
+    fn fast_binning_matches_the_f64_definition() {
+        let xs: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919 % 5003) as f32 - 2501.0) * 0.0137)
+            .chain([0.0, 34.25, -34.25])
+            .collect();
+        let mut h = AbsHistogram::new(256);
+        h.add(&xs);
+        let w = h.width();
+        let mut want = vec![0u64; 256];
+        for x in &xs {
+            want[((f64::from(x.abs()) / w) as usize).min(255)] += 1;
+        }
+        assert_eq!(h.counts(), &want[..]);
+        assert_eq!(h.zeros, 2);
     }
 
     #[test]

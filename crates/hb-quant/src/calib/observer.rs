@@ -44,7 +44,7 @@ pub struct TensorStats {
     /// Whether every sample so far was identical to the first.
     pub constant: bool,
     first: Option<Vec<f32>>,
-    scratch: Vec<f32>,
+    binned: bool,
 }
 
 /// Up to this many elements, a tensor keeps its first sample to tell
@@ -77,60 +77,100 @@ impl TensorStats {
             shape: Vec::new(),
             constant: true,
             first: None,
-            scratch: Vec::new(),
+            binned: true,
         }
     }
 
+    /// Statistics that keep everything but the |x| histogram's bins (count,
+    /// largest |x| and zeros are still kept): for calibrations whose
+    /// candidates never read the histogram (max / min-max only).
+    pub fn without_histogram(bins: usize) -> Self {
+        TensorStats {
+            binned: false,
+            ..TensorStats::new(bins)
+        }
+    }
+
+    /// Whether the histogram's bins are filled.
+    pub fn is_binned(&self) -> bool {
+        self.binned
+    }
+
     /// Observes one sample of the tensor (row-major data of `shape`).
+    ///
+    /// One pass over the data in blocks of 256 values: each block's
+    /// min/max/sum/mask count is computed (8 lanes, vectorised) and, while
+    /// the block is in L1, its data values go into the histogram.
     pub fn observe(&mut self, xs: &[f32], shape: &[usize]) {
         const L: usize = 8;
-        let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
-        let mut sums = [0f32; L];
-        let mut masks = 0u64;
-        let chunks = xs.chunks_exact(L);
-        let tail = chunks.remainder();
-        for c in chunks {
-            for k in 0..L {
-                let x = c[k];
-                let data = x.abs() < MASK_LIMIT;
-                masks += u64::from(!data);
-                let v = if data { x } else { 0.0 };
-                lo[k] = lo[k].min(if data { x } else { f32::INFINITY });
-                hi[k] = hi[k].max(if data { x } else { f32::NEG_INFINITY });
-                sums[k] += v;
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        let mut sum = 0f64;
+        let (mut masks, mut nan) = (0u64, 0u64);
+        for block in xs.chunks(256) {
+            let (mut blo, mut bhi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
+            let mut sums = [0f32; L];
+            let mut m = [0u32; L];
+            let mut z = [0u32; L];
+            let lanes = block.chunks_exact(L);
+            let tail = lanes.remainder();
+            for c in lanes {
+                for k in 0..L {
+                    let x = c[k];
+                    let data = x.abs() < MASK_LIMIT;
+                    m[k] += u32::from(!data);
+                    z[k] += u32::from(x == 0.0);
+                    blo[k] = blo[k].min(if data { x } else { f32::INFINITY });
+                    bhi[k] = bhi[k].max(if data { x } else { f32::NEG_INFINITY });
+                    sums[k] += if data { x } else { 0.0 };
+                }
             }
-        }
-        let (mut lo, mut hi) = (
-            lo.iter().fold(f32::INFINITY, |a, b| a.min(*b)),
-            hi.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)),
-        );
-        let mut sum: f64 = sums.iter().map(|v| f64::from(*v)).sum();
-        for &x in tail {
-            if is_mask_value(x) {
-                masks += 1;
-            } else {
-                lo = lo.min(x);
-                hi = hi.max(x);
-                sum += f64::from(x);
+            let mut bl = blo.iter().fold(f32::INFINITY, |a, b| a.min(*b));
+            let mut bh = bhi.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+            let mut bm: u64 = m.iter().map(|v| u64::from(*v)).sum();
+            let mut bz: u64 = z.iter().map(|v| u64::from(*v)).sum();
+            let mut bs: f64 = sums.iter().map(|v| f64::from(*v)).sum();
+            for &x in tail {
+                bz += u64::from(x == 0.0);
+                if is_mask_value(x) {
+                    bm += 1;
+                } else {
+                    bl = bl.min(x);
+                    bh = bh.max(x);
+                    bs += f64::from(x);
+                }
             }
-        }
-        let nan = if masks > 0 {
-            xs.iter().filter(|x| x.is_nan()).count() as u64
-        } else {
-            0
-        };
-        if masks == 0 {
-            let absmax = if lo <= hi {
-                lo.abs().max(hi.abs())
+            lo = lo.min(bl);
+            hi = hi.max(bh);
+            sum += bs;
+            masks += bm;
+            let absmax = if bl <= bh {
+                bl.abs().max(bh.abs())
             } else {
                 0.0
             };
-            self.hist.add_with_max(xs, absmax);
-        } else {
-            self.scratch.clear();
-            self.scratch
-                .extend(xs.iter().copied().filter(|x| !is_mask_value(*x)));
-            self.hist.add(&self.scratch);
+            if bm == 0 {
+                if self.binned {
+                    self.hist.add_finite(block, absmax);
+                } else {
+                    self.hist.add_unbinned(block.len() as u64, absmax, bz);
+                }
+            } else {
+                nan += block.iter().filter(|x| x.is_nan()).count() as u64;
+                let mut data = [0f32; 256];
+                let mut n = 0;
+                for &x in block {
+                    if !is_mask_value(x) {
+                        data[n] = x;
+                        n += 1;
+                    }
+                }
+                if self.binned {
+                    self.hist.add_finite(&data[..n], absmax);
+                } else {
+                    let zeros = data[..n].iter().filter(|x| **x == 0.0).count() as u64;
+                    self.hist.add_unbinned(n as u64, absmax, zeros);
+                }
+            }
         }
         self.min = self.min.min(lo);
         self.max = self.max.max(hi);
@@ -203,6 +243,52 @@ impl TensorStats {
         }
     }
 
+    /// Merges the statistics of another shard of samples (same tensor, same
+    /// number of bins). Exact for everything but `sum` (f64 addition order):
+    /// min, max, the histogram (see [`AbsHistogram::merge`]), counts,
+    /// per-channel extremes and the constant check give what one pass over
+    /// both shards gives. `shape` is the other shard's when it saw samples.
+    pub fn merge(&mut self, other: TensorStats) {
+        if other.samples == 0 {
+            return;
+        }
+        if self.samples == 0 {
+            *self = other;
+            return;
+        }
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.hist.merge(&other.hist);
+        self.mask_values += other.mask_values;
+        self.nan += other.nan;
+        self.sum += other.sum;
+        if self.channel_axis == other.channel_axis
+            && self.channel_absmax.len() == other.channel_absmax.len()
+        {
+            for (a, b) in self.channel_absmax.iter_mut().zip(&other.channel_absmax) {
+                *a = a.max(*b);
+            }
+        } else {
+            self.channel_absmax.clear();
+        }
+        self.constant = self.constant
+            && other.constant
+            && match (&self.first, &other.first) {
+                (Some(a), Some(b)) => {
+                    a.len() == b.len()
+                        && a.iter()
+                            .zip(b)
+                            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+                }
+                _ => false,
+            };
+        if !self.constant {
+            self.first = None;
+        }
+        self.samples += other.samples;
+        self.shape = other.shape;
+    }
+
     /// Total number of data (non-mask) values.
     pub fn count(&self) -> u64 {
         self.hist.total
@@ -265,6 +351,44 @@ mod tests {
         s.observe(&[1.0, -3.0, 0.5, 2.0], &[1, 2, 2, 1]);
         assert_eq!(s.channel_absmax, vec![3.0, 2.0]);
         assert_eq!(s.channel_axis, 1);
+    }
+
+    /// Statistics of shards merge to what one pass gives.
+    #[test]
+    fn shards_merge_to_the_one_pass_result() {
+        let sample = |k: usize| -> Vec<f32> {
+            (0..24)
+                .map(|i| match (i * 7 + k * 13) % 29 {
+                    0 if k.is_multiple_of(3) => f32::NEG_INFINITY,
+                    v => (v as f32 - 14.0) * 0.37 * (1 + k % 4) as f32,
+                })
+                .collect()
+        };
+        let shape = [1, 2, 3, 4];
+        let mut one = TensorStats::new(64);
+        let (mut a, mut b) = (TensorStats::new(64), TensorStats::new(64));
+        for k in 0..9 {
+            one.observe(&sample(k), &shape);
+            if k.is_multiple_of(2) { &mut a } else { &mut b }.observe(&sample(k), &shape);
+        }
+        a.merge(b);
+        assert_eq!((a.min, a.max, a.samples), (one.min, one.max, one.samples));
+        assert_eq!(a.hist, one.hist);
+        assert_eq!((a.mask_values, a.nan), (one.mask_values, one.nan));
+        assert_eq!(a.channel_absmax, one.channel_absmax);
+        assert!((a.sum - one.sum).abs() < 1e-9);
+        assert!(!a.constant);
+        // Constant shards stay constant only when they hold the same value.
+        let (mut c, mut d) = (TensorStats::new(8), TensorStats::new(8));
+        c.observe(&[999.0], &[1]);
+        d.observe(&[999.0], &[1]);
+        let mut e = c.clone();
+        c.merge(d);
+        assert!(c.constant);
+        let mut f = TensorStats::new(8);
+        f.observe(&[3.0], &[1]);
+        e.merge(f);
+        assert!(!e.constant);
     }
 
     #[test]
