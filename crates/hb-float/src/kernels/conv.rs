@@ -498,6 +498,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn direct_kernel_matches_naive() {
         // (n, c, m, g, h, w, kh, kw, s, d, pads t,l,b,r, bias)
         let cases: [(

@@ -158,7 +158,10 @@ pub fn conv2d(
         let wrows = [row(0), row(1), row(2), row(3)];
         let mut bs = [0f32; MR];
         for (r, v) in bs.iter_mut().enumerate().take(rows) {
-            *v = bias.and_then(|bb| bb.get(b * MR + r)).copied().unwrap_or(0.0);
+            *v = bias
+                .and_then(|bb| bb.get(b * MR + r))
+                .copied()
+                .unwrap_or(0.0);
         }
         for tile in segs.chunks(NR) {
             let mut acc = [[0f32; V]; MR * NR];

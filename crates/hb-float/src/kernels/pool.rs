@@ -238,7 +238,11 @@ fn max_plane_2d<T: Scalar>(
 ) {
     let mut colmax = vec![T::default(); iw];
     for (&(h0, nh), orow) in rows.iter().zip(out.chunks_mut(cols.len().max(1))) {
-        let row_at = |kh: usize| plane.get((h0 + kh * dil_h) * iw..).and_then(|r| r.get(..iw));
+        let row_at = |kh: usize| {
+            plane
+                .get((h0 + kh * dil_h) * iw..)
+                .and_then(|r| r.get(..iw))
+        };
         let Some(first_row) = row_at(0).filter(|_| nh > 0) else {
             orow.fill(T::default());
             continue;
