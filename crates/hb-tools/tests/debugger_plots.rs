@@ -193,7 +193,9 @@ fn parse_xml(doc: &str) -> Result<Vec<Elem>, String> {
         let mut attrs: Vec<(String, String)> = Vec::new();
         let mut a = tag[name_end..].trim_start();
         while !a.is_empty() {
-            let eq = a.find('=').ok_or(format!("attribute without value in <{name}>"))?;
+            let eq = a
+                .find('=')
+                .ok_or(format!("attribute without value in <{name}>"))?;
             let key = a[..eq].trim();
             if !is_name(key) {
                 return Err(format!("bad attribute name {key:?}"));
@@ -269,7 +271,7 @@ fn check_index(dir: &Path) {
     let xmlish = html
         .replace("<!DOCTYPE html>", "")
         .replace("<meta charset=\"utf-8\">", "<meta charset=\"utf-8\"/>");
-    let xmlish = regex_free_close_img(&xmlish);
+    let xmlish = close_void_tags(&xmlish);
     parse_xml(&xmlish).unwrap_or_else(|e| panic!("index.html: {e}"));
     let links: BTreeSet<String> = html
         .split("href=\"")
@@ -279,7 +281,10 @@ fn check_index(dir: &Path) {
     for f in std::fs::read_dir(dir).unwrap() {
         let n = f.unwrap().file_name().into_string().unwrap();
         if n != "index.html" {
-            assert!(links.contains(&n), "index.html does not link {n}: {links:?}");
+            assert!(
+                links.contains(&n),
+                "index.html does not link {n}: {links:?}"
+            );
         }
     }
     for l in &links {
@@ -288,7 +293,7 @@ fn check_index(dir: &Path) {
 }
 
 /// Closes `<img ...>` tags so the HTML parses as XML.
-fn regex_free_close_img(s: &str) -> String {
+fn close_void_tags(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find("<img ") {
@@ -421,7 +426,16 @@ fn acc_error_curves() {
     let data = calib_dir("resnet_tiny");
     let q = format!("{},{}+{}", top[0], top[1], top[2]);
     ok(&dbg(&[
-        "plot-acc-error", s(&m), s(&data), "-d", "2", "-q", &q, "-a", "-s", s(&dir),
+        "plot-acc-error",
+        s(&m),
+        s(&data),
+        "-d",
+        "2",
+        "-q",
+        &q,
+        "-a",
+        "-s",
+        s(&dir),
     ]));
     let v: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("acc_error_cosine-similarity.json")).unwrap(),
@@ -439,7 +453,10 @@ fn acc_error_curves() {
         .collect();
     assert!(all.len() > layers / 2, "{all:?}");
     assert!(all.iter().all(|c| *c <= 1.0 + 1e-6 && *c > 0.0), "{all:?}");
-    assert!(all.iter().any(|c| *c < 1.0), "quantizing everything changes something");
+    assert!(
+        all.iter().any(|c| *c < 1.0),
+        "quantizing everything changes something"
+    );
     // Only one node quantized: the first layer (reading only the model
     // input) is exact when that node comes later.
     let only: Vec<f64> = curves[1]["values"]
@@ -464,7 +481,17 @@ fn acc_error_curves() {
     // All but the node: a curve per --nq entry; mse metric.
     let dir2 = fresh("acc-nq");
     ok(&dbg(&[
-        "plot-acc-error", s(&m), s(&data), "-d", "1", "--nq", &top[0], "-m", "mse", "-s", s(&dir2),
+        "plot-acc-error",
+        s(&m),
+        s(&data),
+        "-d",
+        "1",
+        "--nq",
+        &top[0],
+        "-m",
+        "mse",
+        "-s",
+        s(&dir2),
     ]));
     let e = svg_elems(&dir2.join("acc_error_mse.svg"));
     assert_eq!(count(&e, "path", "curve"), 2);
@@ -501,12 +528,7 @@ fn runall_writes_everything() {
         let e = svg_elems(p);
         let data = e
             .iter()
-            .filter(|x| {
-                matches!(
-                    x.attr("class"),
-                    Some("hist" | "bar" | "box" | "curve")
-                )
-            })
+            .filter(|x| matches!(x.attr("class"), Some("hist" | "bar" | "box" | "curve")))
             .count();
         assert!(data > 0, "{}: no data elements", p.display());
     }
@@ -520,13 +542,52 @@ fn bad_input_is_one_line_exit_2() {
     let dir = fresh("bad");
     let top = top_nodes(1).remove(0);
     for args in [
-        vec!["plot-distribution", s(&m), s(&data), "-n", "no_such_node", "-s", s(&dir)],
-        vec!["get-channelwise-data-distribution", s(&m), s(&data), "-n", &top, "-a", "7", "-s", s(&dir)],
-        vec!["plot-acc-error", s(&m), s(&data), "-q", "no_such_node", "-s", s(&dir)],
-        vec!["plot-acc-error", s(&m), s(&data), "-m", "nope", "-s", s(&dir)],
+        vec![
+            "plot-distribution",
+            s(&m),
+            s(&data),
+            "-n",
+            "no_such_node",
+            "-s",
+            s(&dir),
+        ],
+        vec![
+            "get-channelwise-data-distribution",
+            s(&m),
+            s(&data),
+            "-n",
+            top.as_str(),
+            "-a",
+            "7",
+            "-s",
+            s(&dir),
+        ],
+        vec![
+            "plot-acc-error",
+            s(&m),
+            s(&data),
+            "-q",
+            "no_such_node",
+            "-s",
+            s(&dir),
+        ],
+        vec![
+            "plot-acc-error",
+            s(&m),
+            s(&data),
+            "-m",
+            "nope",
+            "-s",
+            s(&dir),
+        ],
     ] {
         let out = dbg(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(!dir.join("index.html").exists(), "{args:?} wrote something");

@@ -46,7 +46,12 @@ pub struct ChannelwiseArgs {
     #[arg(short = 'n', long = "nodes", value_delimiter = ',', num_args = 1.., required = true)]
     pub nodes: Vec<String>,
     /// Channel axis (negative counts from the end).
-    #[arg(short = 'a', long = "axis", default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(
+        short = 'a',
+        long = "axis",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     pub axis: i64,
     /// Folder for the SVGs and index.html.
     #[arg(short = 's', long = "save-dir", default_value = "debug_result")]
@@ -87,7 +92,12 @@ pub struct RunallArgs {
     #[arg(long = "top", default_value_t = 5)]
     pub top: usize,
     /// Channel axis of the channel plots.
-    #[arg(short = 'a', long = "axis", default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(
+        short = 'a',
+        long = "axis",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     pub axis: i64,
     /// Folder for everything, with index.html.
     #[arg(short = 's', long = "save-dir", default_value = "debug_result")]
@@ -144,7 +154,10 @@ fn float_inputs(
                 .and_then(|id| cache.get(id))
                 .or_else(|| cal.model.graph.initializer(&c.input))
                 .ok_or_else(|| {
-                    ToolError::input(format!("'{}': input '{}' was not produced", c.name, c.input))
+                    ToolError::input(format!(
+                        "'{}': input '{}' was not produced",
+                        c.name, c.input
+                    ))
                 })?;
             slot.push(t.clone());
         }
@@ -163,12 +176,18 @@ fn clip_range(fq: &FakeQuant) -> Option<(f64, f64, f64)> {
         ..fq.clone()
     };
     let p = on.params().ok()?;
-    let lo = p.iter().map(|q| (q.lo * q.scale) as f64).fold(f64::INFINITY, f64::min);
+    let lo = p
+        .iter()
+        .map(|q| (q.lo * q.scale) as f64)
+        .fold(f64::INFINITY, f64::min);
     let hi = p
         .iter()
         .map(|q| (q.hi * q.scale) as f64)
         .fold(f64::NEG_INFINITY, f64::max);
-    let s = p.iter().map(|q| q.scale as f64).fold(f64::INFINITY, f64::min);
+    let s = p
+        .iter()
+        .map(|q| q.scale as f64)
+        .fold(f64::INFINITY, f64::min);
     Some((lo, hi, s))
 }
 
@@ -209,7 +228,12 @@ pub struct DistSummary {
 }
 
 /// Float vs quantized histogram of calibration node `k`'s tensor.
-fn distribution_svg(cal: &Calibrated, k: usize, ts: &[Tensor], dir: &Path) -> ToolResult<DistSummary> {
+fn distribution_svg(
+    cal: &Calibrated,
+    k: usize,
+    ts: &[Tensor],
+    dir: &Path,
+) -> ToolResult<DistSummary> {
     let c = &cal.nodes[k];
     let fl = flat_all(ts);
     let on = c.on();
@@ -499,10 +523,7 @@ pub fn channelwise(
             &per_box,
             &notes,
         );
-        let file = dir.join(format!(
-            "channelwise_{}_axis{axis}.svg",
-            file_safe(&c.name)
-        ));
+        let file = dir.join(format!("channelwise_{}_axis{axis}.svg", file_safe(&c.name)));
         write_text(&file, &body)?;
         files.push(file);
     }
@@ -713,7 +734,8 @@ fn href(name: &str) -> String {
 
 /// Writes `dir/index.html` linking every file in `dir` (SVGs shown inline as images).
 pub fn write_index(dir: &Path) -> ToolResult<PathBuf> {
-    let rd = std::fs::read_dir(dir).map_err(|e| ToolError::input(format!("{}: {e}", dir.display())))?;
+    let rd =
+        std::fs::read_dir(dir).map_err(|e| ToolError::input(format!("{}: {e}", dir.display())))?;
     let mut names: Vec<String> = rd
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
@@ -801,7 +823,14 @@ pub fn run_channelwise(a: ChannelwiseArgs) -> ToolResult<()> {
 /// Runs `plot-acc-error`.
 pub fn run_acc_error(a: AccErrorArgs) -> ToolResult<()> {
     let (cal, samples) = a.io.load()?;
-    let e = acc_error(&cal, &samples, &a.quantize, &a.non_quantize, &a.metric, a.average)?;
+    let e = acc_error(
+        &cal,
+        &samples,
+        &a.quantize,
+        &a.non_quantize,
+        &a.metric,
+        a.average,
+    )?;
     for c in &e.curves {
         let last = c.values.iter().rev().find(|v| !v.is_nan()).copied();
         println!(
@@ -839,10 +868,23 @@ pub fn run_all(a: RunallArgs, progress: bool) -> ToolResult<()> {
     let s = sensitivity::run(&cal, units, Granularity::Node, &samples, &opts)?;
     let mut files = save_sensitivity(&s, dir)?;
     print!("{}", sensitivity::render(&s, Some(a.top.max(5))));
-    let top: Vec<String> = s.rows.iter().take(a.top).map(|r| r.unit.name.clone()).collect();
-    files.extend(distribution(&cal, &samples, &top, dir)?.into_iter().map(|d| d.file));
+    let top: Vec<String> = s
+        .rows
+        .iter()
+        .take(a.top)
+        .map(|r| r.unit.name.clone())
+        .collect();
+    files.extend(
+        distribution(&cal, &samples, &top, dir)?
+            .into_iter()
+            .map(|d| d.file),
+    );
     files.extend(channelwise(&cal, &samples, &top, a.axis, dir)?);
-    let nq = if top.is_empty() { vec![] } else { vec![top.join("+")] };
+    let nq = if top.is_empty() {
+        vec![]
+    } else {
+        vec![top.join("+")]
+    };
     let e = acc_error(&cal, &samples, &[], &nq, &a.metric, true)?;
     files.push(write_acc_error(&e, dir)?);
     report(&files, &write_index(dir)?);

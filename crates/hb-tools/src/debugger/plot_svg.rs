@@ -139,7 +139,11 @@ impl Svg {
         if d.is_empty() {
             return;
         }
-        let fill_op = if fill == "none" { "" } else { " fill-opacity=\"0.35\"" };
+        let fill_op = if fill == "none" {
+            ""
+        } else {
+            " fill-opacity=\"0.35\""
+        };
         let _ = writeln!(
             self.body,
             "<path class=\"{class}\" d=\"{}\" stroke=\"{stroke}\" stroke-width=\"1.5\" fill=\"{fill}\"{fill_op}/>",
@@ -295,7 +299,14 @@ impl Axes {
         }
         svg.line(self.x0, y1, x1, y1, "#333", 1.0, "", "axis");
         svg.line(self.x0, self.y0, self.x0, y1, "#333", 1.0, "", "axis");
-        svg.text(self.x0 + self.w / 2.0, y1 + 34.0, xlabel, "middle", 11.0, "label");
+        svg.text(
+            self.x0 + self.w / 2.0,
+            y1 + 34.0,
+            xlabel,
+            "middle",
+            11.0,
+            "label",
+        );
         svg.text_rot(
             self.x0 - 48.0,
             self.y0 + self.h / 2.0,
@@ -376,8 +387,24 @@ pub fn histogram(
     for t in thresholds {
         if t.from >= ax.xr.0 && t.from <= ax.xr.1 {
             let x = ax.px(t.from);
-            svg.line(x, ax.y0, x, ax.y0 + ax.h, "#000000", 1.5, "6 3", "threshold");
-            svg.text(x + 3.0, ax.y0 + 12.0, &t.label, "start", 10.0, "threshold-label");
+            svg.line(
+                x,
+                ax.y0,
+                x,
+                ax.y0 + ax.h,
+                "#000000",
+                1.5,
+                "6 3",
+                "threshold",
+            );
+            svg.text(
+                x + 3.0,
+                ax.y0 + 12.0,
+                &t.label,
+                "start",
+                10.0,
+                "threshold-label",
+            );
         }
     }
     let mut items: Vec<(&str, &str)> = series
@@ -433,14 +460,28 @@ pub fn boxplot(
         hi = hi.max(t.from);
     }
     let pad = (hi - lo).abs() * 0.05;
-    let ax = Axes::new(70.0, 40.0, pw, 320.0, (-0.5, n as f64 - 0.5), (lo - pad, hi + pad));
+    let ax = Axes::new(
+        70.0,
+        40.0,
+        pw,
+        320.0,
+        (-0.5, n as f64 - 0.5),
+        (lo - pad, hi + pad),
+    );
     ax.draw(&mut svg, "channel", "value", false);
     let every = (n / 40).max(1);
     let bw = (ax.w / n as f64 * 0.6).max(1.0);
     for (i, b) in boxes.iter().enumerate() {
         let x = ax.px(i as f64);
         if i % every == 0 {
-            svg.text(x, ax.y0 + ax.h + 14.0, &i.to_string(), "middle", 9.0, "tick");
+            svg.text(
+                x,
+                ax.y0 + ax.h + 14.0,
+                &i.to_string(),
+                "middle",
+                9.0,
+                "tick",
+            );
         }
         svg.line(x, ax.py(b.min), x, ax.py(b.max), "#555", 1.0, "", "whisker");
         svg.rect(
@@ -452,20 +493,54 @@ pub fn boxplot(
             "box",
             0.6,
         );
-        svg.line(x - bw / 2.0, ax.py(b.median), x + bw / 2.0, ax.py(b.median), "#000", 1.5, "", "median");
+        svg.line(
+            x - bw / 2.0,
+            ax.py(b.median),
+            x + bw / 2.0,
+            ax.py(b.median),
+            "#000",
+            1.5,
+            "",
+            "median",
+        );
     }
     for (i, &(a, b)) in per_box.iter().enumerate().take(n) {
         let x = ax.px(i as f64);
         for v in [a, b] {
             if v.is_finite() {
-                svg.line(x - bw / 2.0, ax.py(v), x + bw / 2.0, ax.py(v), "#d62728", 1.5, "", "threshold");
+                svg.line(
+                    x - bw / 2.0,
+                    ax.py(v),
+                    x + bw / 2.0,
+                    ax.py(v),
+                    "#d62728",
+                    1.5,
+                    "",
+                    "threshold",
+                );
             }
         }
     }
     for t in thresholds {
         let y = ax.py(t.from);
-        svg.line(ax.x0, y, ax.x0 + ax.w, y, "#d62728", 1.2, "6 3", "threshold");
-        svg.text(ax.x0 + ax.w + 4.0, y + 4.0, &t.label, "start", 10.0, "threshold-label");
+        svg.line(
+            ax.x0,
+            y,
+            ax.x0 + ax.w,
+            y,
+            "#d62728",
+            1.2,
+            "6 3",
+            "threshold",
+        );
+        svg.text(
+            ax.x0 + ax.w + 4.0,
+            y + 4.0,
+            &t.label,
+            "start",
+            10.0,
+            "threshold-label",
+        );
     }
     for (k, s) in notes.iter().enumerate() {
         svg.text(ax.x0, 420.0 + 14.0 * k as f64, s, "start", 11.0, "note");
@@ -486,24 +561,47 @@ pub fn curves(
     let (w, h) = (pw + 260.0, 560.0 + 14.0 * notes.len() as f64);
     let mut svg = Svg::new(w, h, title);
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for v in series.iter().flat_map(|s| s.1.iter()).filter(|v| v.is_finite()) {
+    for v in series
+        .iter()
+        .flat_map(|s| s.1.iter())
+        .filter(|v| v.is_finite())
+    {
         lo = lo.min(*v);
         hi = hi.max(*v);
     }
     let pad = ((hi - lo).abs() * 0.05).max(1e-6);
-    let ax = Axes::new(70.0, 40.0, pw, 320.0, (-0.5, n as f64 - 0.5), (lo - pad, hi + pad));
+    let ax = Axes::new(
+        70.0,
+        40.0,
+        pw,
+        320.0,
+        (-0.5, n as f64 - 0.5),
+        (lo - pad, hi + pad),
+    );
     ax.draw(&mut svg, "", ylabel, false);
     let every = (n / 60).max(1);
     for (i, l) in labels.iter().enumerate().step_by(every) {
         let short: String = l.chars().take(28).collect();
-        svg.text_rot(ax.px(i as f64), ax.y0 + ax.h + 10.0, &short, "end", 9.0, -60.0);
+        svg.text_rot(
+            ax.px(i as f64),
+            ax.y0 + ax.h + 10.0,
+            &short,
+            "end",
+            9.0,
+            -60.0,
+        );
     }
     for (k, (_, v)) in series.iter().enumerate() {
         let color = PALETTE[k % PALETTE.len()];
         let pts: Vec<(f64, f64)> = v
             .iter()
             .enumerate()
-            .map(|(i, y)| (ax.px(i as f64), if y.is_finite() { ax.py(*y) } else { f64::NAN }))
+            .map(|(i, y)| {
+                (
+                    ax.px(i as f64),
+                    if y.is_finite() { ax.py(*y) } else { f64::NAN },
+                )
+            })
             .collect();
         svg.path(&pts, color, "none", "curve");
         for p in pts.iter().filter(|p| p.1.is_finite()) {
@@ -533,22 +631,51 @@ pub fn bars(title: &str, rows: &[(String, f64, String)], xlabel: &str) -> String
         .map(|r| r.1)
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max);
-    let ax = Axes::new(260.0, 40.0, 520.0, ph, (0.0, if hi > 0.0 { hi * 1.05 } else { 1.0 }), (0.0, n as f64));
+    let ax = Axes::new(
+        260.0,
+        40.0,
+        520.0,
+        ph,
+        (0.0, if hi > 0.0 { hi * 1.05 } else { 1.0 }),
+        (0.0, n as f64),
+    );
     for t in ticks(ax.xr.0, ax.xr.1, 6) {
         let x = ax.px(t);
         svg.line(x, ax.y0, x, ax.y0 + ax.h, "#e8e8e8", 1.0, "", "gridline");
         svg.text(x, ax.y0 + ax.h + 16.0, &num(t), "middle", 10.0, "tick");
     }
     svg.line(ax.x0, ax.y0, ax.x0, ax.y0 + ax.h, "#333", 1.0, "", "axis");
-    svg.text(ax.x0 + ax.w / 2.0, ax.y0 + ax.h + 34.0, xlabel, "middle", 11.0, "label");
+    svg.text(
+        ax.x0 + ax.w / 2.0,
+        ax.y0 + ax.h + 34.0,
+        xlabel,
+        "middle",
+        11.0,
+        "label",
+    );
     for (i, (label, v, shown)) in rows.iter().enumerate() {
         let y = ax.y0 + 16.0 * i as f64;
-        let len = if v.is_finite() { ax.px(*v) - ax.x0 } else { ax.w };
-        let color = if v.is_finite() { PALETTE[0] } else { PALETTE[1] };
+        let len = if v.is_finite() {
+            ax.px(*v) - ax.x0
+        } else {
+            ax.w
+        };
+        let color = if v.is_finite() {
+            PALETTE[0]
+        } else {
+            PALETTE[1]
+        };
         svg.rect(ax.x0, y + 2.0, len.max(0.5), 12.0, color, "bar", 0.8);
         let short: String = label.chars().take(40).collect();
         svg.text(ax.x0 - 6.0, y + 12.0, &short, "end", 10.0, "label");
-        svg.text(ax.x0 + len.max(0.5) + 4.0, y + 12.0, shown, "start", 10.0, "value");
+        svg.text(
+            ax.x0 + len.max(0.5) + 4.0,
+            y + 12.0,
+            shown,
+            "start",
+            10.0,
+            "value",
+        );
     }
     svg.finish()
 }
