@@ -385,6 +385,8 @@ fn distribution_plots() {
         let e = svg_elems(p);
         assert_eq!(count(&e, "path", "hist"), 2, "{}", p.display());
         assert!(count(&e, "line", "threshold") >= 1, "{}", p.display());
+        // int8: the 256-level grid is drawn.
+        assert!(count(&e, "line", "grid") > 100, "{}", p.display());
     }
     check_index(&dir);
 }

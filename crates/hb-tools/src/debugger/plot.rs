@@ -22,7 +22,7 @@ const BINS: usize = 120;
 /// Most channels drawn by a channel plot.
 const MAX_CHANNELS: usize = 512;
 /// Draw the quantization grid when at most this many levels are in view.
-const MAX_GRID: f64 = 80.0;
+const MAX_GRID: f64 = 300.0;
 
 /// `plot-distribution`.
 #[derive(Args, Debug)]
