@@ -7,13 +7,18 @@
 //! - [`compare`]: `compare-per-layer` (cumulative and isolated);
 //! - [`analysis`]: `sensitivity-analysis` (promote nodes below a threshold);
 //! - [`diagnose`]: named findings with quant_config fixes;
-//! - [`edit`]: change calibration nodes without recalibrating.
+//! - [`edit`]: change calibration nodes without recalibrating;
+//! - [`plot`]: `plot-distribution`, `get-channelwise-data-distribution`,
+//!   `plot-acc-error`, the sensitivity chart and `runall`, as SVG drawn by
+//!   [`plot_svg`], with an `index.html` per save folder.
 
 pub mod analysis;
 pub mod common;
 pub mod compare;
 pub mod diagnose;
 pub mod edit;
+pub mod plot;
+pub mod plot_svg;
 pub mod sensitivity;
 
 use crate::cli::{ToolError, ToolResult};
@@ -31,6 +36,10 @@ use std::path::PathBuf;
 ///   hb-debugger sensitivity-analysis out/m_calibrated_model.onnx calib -t 0.999,0.9999 --qtype int16 -s dbg
 ///   hb-debugger diagnose out/m_calibrated_model.onnx calib -s dbg
 ///   hb-debugger edit out/m_calibrated_model.onnx -o out/m_edit.onnx --op-type Softmax --qtype int16
+///   hb-debugger plot-distribution out/m_calibrated_model.onnx calib -n Conv_0,Relu_3 -s dbg
+///   hb-debugger get-channelwise-data-distribution out/m_calibrated_model.onnx calib -n Conv_0 -a 1 -s dbg
+///   hb-debugger plot-acc-error out/m_calibrated_model.onnx calib --nq Conv_0+Conv_5 -a -s dbg
+///   hb-debugger runall out/m_calibrated_model.onnx calib -s dbg
 #[derive(Parser, Debug)]
 #[command(name = "hb-debugger", version, verbatim_doc_comment)]
 pub struct DebuggerArgs {
@@ -55,6 +64,20 @@ pub enum Command {
     Diagnose(DiagnoseArgs),
     /// Change qtype, thresholds or switch of calibration nodes without recalibrating.
     Edit(EditArgs),
+    /// Float vs quantized value histograms of nodes' tensors, threshold and clipping marked (SVG).
+    #[command(name = "plot-distribution", alias = "plot_distribution")]
+    PlotDistribution(plot::DistributionArgs),
+    /// Per-channel box plots (min, q1, median, q3, max) of nodes' tensors (SVG).
+    #[command(
+        name = "get-channelwise-data-distribution",
+        alias = "get_channelwise_data_distribution"
+    )]
+    Channelwise(plot::ChannelwiseArgs),
+    /// Error along graph order with only some nodes quantized, or all but some (SVG + JSON).
+    #[command(name = "plot-acc-error", alias = "plot_acc_error")]
+    PlotAccError(plot::AccErrorArgs),
+    /// Sensitivity, top-5 distributions and channel plots, error curves, index.html.
+    Runall(plot::RunallArgs),
 }
 
 /// Options shared by subcommands that read a calibrated model and data.
@@ -98,7 +121,7 @@ pub struct SensitivityArgs {
     /// Print the whole table (otherwise the 20 worst).
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
-    /// Write sensitivity_<type>.txt and .json here.
+    /// Write sensitivity_<type>.txt, .json, the bar chart .svg and index.html here.
     #[arg(short = 's', long = "save-dir")]
     pub save_dir: Option<PathBuf>,
     /// Re-run the whole model per node (slow; for checking and timing).
@@ -209,6 +232,13 @@ pub fn run(args: DebuggerArgs) -> ToolResult<()> {
         Command::Analysis(a) => analysis::run_cli(a),
         Command::Diagnose(a) => diagnose::run_cli(a),
         Command::Edit(a) => edit::run_cli(a),
+        Command::PlotDistribution(a) => plot::run_distribution(a),
+        Command::Channelwise(a) => plot::run_channelwise(a),
+        Command::PlotAccError(a) => plot::run_acc_error(a),
+        Command::Runall(a) => {
+            let show = progress(false);
+            plot::run_all(a, show)
+        }
     }
 }
 
@@ -235,6 +265,8 @@ fn run_sensitivity(a: SensitivityArgs) -> ToolResult<()> {
         let stem = format!("sensitivity_{}", a.node_type.name());
         write_text(&dir.join(format!("{stem}.txt")), &text)?;
         write_text(&dir.join(format!("{stem}.json")), &to_json(&s)?)?;
+        plot::sensitivity_chart(&s, dir)?;
+        plot::write_index(dir)?;
     }
     if a.json {
         println!("{}", to_json(&s)?);
