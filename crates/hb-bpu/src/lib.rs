@@ -22,6 +22,7 @@
 // strides, pads, kernel); index loops read like the spec they implement.
 #![allow(clippy::needless_range_loop)]
 
+pub mod engine;
 pub mod error;
 pub mod fast;
 pub mod fixed_point;
@@ -29,6 +30,7 @@ pub mod lut;
 pub mod qint;
 pub mod reference;
 pub mod tensor;
+pub mod program;
 
 pub use error::{BpuError, Result};
 pub use fast::{ExecOptions, Isa, PackOptions, PackedWeights, Scratch};
