@@ -327,6 +327,15 @@ pub struct LutOp {
     pub s_x: f32,
     #[prost(float, tag = "5")]
     pub s_y: f32,
+    /// Input and output integer ranges (all 0: the storage types' ranges).
+    #[prost(int64, tag = "6")]
+    pub in_lo: i64,
+    #[prost(int64, tag = "7")]
+    pub in_hi: i64,
+    #[prost(int64, tag = "8")]
+    pub out_lo: i64,
+    #[prost(int64, tag = "9")]
+    pub out_hi: i64,
 }
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct SoftmaxOp {

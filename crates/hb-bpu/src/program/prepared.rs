@@ -513,8 +513,20 @@ fn build(p: &Program, op: &pb::Op, po: &PreparedOp) -> Built {
             neg_shape: usizes(&pr.neg_shape),
         },
         K::Lut(l) => {
-            let (ilo, ihi) = int_range(dt(in0()?)?).ok_or("LUT input must be an integer")?;
-            let (olo, ohi) = int_range(dt(out0()?)?).ok_or("LUT output must be an integer")?;
+            let (mut ilo, mut ihi) = int_range(dt(in0()?)?).ok_or("LUT input must be an integer")?;
+            let (mut olo, mut ohi) = int_range(dt(out0()?)?).ok_or("LUT output must be an integer")?;
+            if (l.in_lo, l.in_hi) != (0, 0) {
+                if l.in_lo < ilo || l.in_hi > ihi || l.in_lo > l.in_hi {
+                    return Err(format!("LUT input range [{}, {}]", l.in_lo, l.in_hi));
+                }
+                (ilo, ihi) = (l.in_lo, l.in_hi);
+            }
+            if (l.out_lo, l.out_hi) != (0, 0) {
+                if l.out_lo < olo || l.out_hi > ohi || l.out_lo > l.out_hi {
+                    return Err(format!("LUT output range [{}, {}]", l.out_lo, l.out_hi));
+                }
+                (olo, ohi) = (l.out_lo, l.out_hi);
+            }
             let spec = LutSpec {
                 in_scale: f64::from(l.s_x),
                 in_lo: ilo,

@@ -18,18 +18,45 @@ pub struct Q {
     pub axis: i32,
     /// Masked values are `qmin`.
     pub keep_masks: bool,
+    /// Smallest integer (the type's, or `−z` for an asymmetric uint8
+    /// calibration stored as i16, §1).
+    pub lo: i64,
+    /// Largest integer.
+    pub hi: i64,
 }
 
 impl Q {
     /// A per-tensor feature quantization.
     pub fn feature(dtype: DType, scale: f32, keep_masks: bool) -> Q {
+        let (lo, hi) = hb_bpu::program::prepared::int_range(dtype).unwrap_or((-128, 127));
         Q {
             dtype,
             scales: vec![scale],
             hp: Vec::new(),
             axis: 0,
             keep_masks,
+            lo,
+            hi,
         }
+    }
+
+    /// A weight / high-precision quantization (full type range).
+    pub fn wide(dtype: DType, scales: Vec<f32>, hp: Vec<f64>, axis: i32) -> Q {
+        let (lo, hi) = hb_bpu::program::prepared::int_range(dtype).unwrap_or((-128, 127));
+        Q {
+            dtype,
+            scales,
+            hp,
+            axis,
+            keep_masks: false,
+            lo,
+            hi,
+        }
+    }
+
+    /// The range is narrower than the storage type's (asymmetric).
+    pub fn narrow(&self) -> bool {
+        hb_bpu::program::prepared::int_range(self.dtype).is_some_and(|r| r != (self.lo, self.hi))
     }
 
     /// The per-tensor scale (panics never: per-channel returns the first).
@@ -46,12 +73,15 @@ impl Q {
             && o.scales.len() == 1
             && self.scales[0].to_bits() == o.scales[0].to_bits()
             && self.keep_masks == o.keep_masks
+            && self.lo == o.lo
+            && self.hi == o.hi
     }
 
     /// qtype text.
     pub fn qtype(&self) -> &'static str {
         match self.dtype {
             DType::I8 => "int8",
+            DType::I16 if self.narrow() => "uint8",
             DType::I16 => "int16",
             _ => "int32",
         }

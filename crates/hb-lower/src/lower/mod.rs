@@ -118,15 +118,26 @@ fn is_calibration(n: &Node) -> bool {
 /// integer machine can represent it (symmetric, per tensor, int8/int16, ON).
 fn feature_q(n: &Node) -> Option<Q> {
     let fq = FakeQuant::from_node(n).ok()?;
-    if fq.is_weight || !fq.enabled || fq.asymmetric || fq.is_per_channel() {
+    if fq.is_weight || !fq.enabled || fq.is_per_channel() {
         return None;
+    }
+    let p = fq.params().ok()?;
+    if fq.asymmetric {
+        // uint8 with zero point z: the signed value q − z ∈ [−z, 255 − z]
+        // stored as i16 (§1); uint16 does not fit.
+        if fq.qtype != FqType::Int8 || fq.keep_masks {
+            return None;
+        }
+        let mut q = Q::feature(DType::I16, p[0].scale, false);
+        q.lo = p[0].lo as i64;
+        q.hi = p[0].hi as i64;
+        return Some(q);
     }
     let dtype = match fq.qtype {
         FqType::Int8 => DType::I8,
         FqType::Int16 => DType::I16,
         _ => return None,
     };
-    let p = fq.params().ok()?;
     Some(Q::feature(dtype, p[0].scale, fq.keep_masks))
 }
 
@@ -157,6 +168,8 @@ pub(crate) struct Lowerer {
     pub consumers: HashMap<String, Vec<usize>>,
     pub demand_cache: HashMap<String, Option<Q>>,
     pub extra_bias: HashMap<String, Tensor>,
+    /// Weighted node → (the bias Add folded into it, its original output).
+    pub fused_adds: HashMap<String, (Node, String)>,
     pub notes: Vec<Note>,
 }
 
@@ -191,6 +204,7 @@ pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
         consumers: HashMap::new(),
         demand_cache: HashMap::new(),
         extra_bias: HashMap::new(),
+        fused_adds: HashMap::new(),
         notes: Vec::new(),
     };
     weighted::fuse_bias_adds(&mut lw);
@@ -303,6 +317,33 @@ impl Lowerer {
             .and_then(|l| l.iter().find(|(q, _)| q.hp.is_empty()).cloned())
     }
 
+    /// Records the output of an integer op: when the wanted range is
+    /// narrower than the storage type (asymmetric), a clamp follows.
+    pub fn finish(&mut self, v: &str, q: Q, raw: usize) {
+        if !q.narrow() {
+            self.set_quant(v, q, raw);
+            return;
+        }
+        let shape = self.b.shape(raw);
+        let out = self.qvalue(v, &q, &shape);
+        self.b.op(
+            &format!("{v}_Clamp"),
+            "Clip",
+            &[Some(raw)],
+            &[out],
+            false,
+            q.qtype(),
+            Kind::Rescale(pb::RescaleOp {
+                requant: vec![builder::rq(hb_bpu::fixed_point::Requant::IDENTITY)],
+                axis: 0,
+                has_clamp: true,
+                lo: q.lo,
+                hi: q.hi,
+            }),
+        );
+        self.set_quant(v, q, out);
+    }
+
     /// Records a quantized version of `v`.
     pub fn set_quant(&mut self, v: &str, q: Q, id: usize) {
         self.quant.entry(v.to_string()).or_default().push((q, id));
@@ -342,9 +383,9 @@ impl Lowerer {
                 Kind::Rescale(pb::RescaleOp {
                     requant: vec![builder::rq(r)],
                     axis: 0,
-                    has_clamp: false,
-                    lo: 0,
-                    hi: 0,
+                    has_clamp: want.narrow(),
+                    lo: want.lo,
+                    hi: want.hi,
                 }),
             );
             self.set_quant(v, want.clone(), out);
@@ -363,7 +404,7 @@ impl Lowerer {
             )));
         }
         let out = self.qvalue(v, want, &shape);
-        let (lo, hi) = hb_bpu::program::prepared::int_range(want.dtype).unwrap_or((-128, 127));
+        let (lo, hi) = (want.lo, want.hi);
         self.b.op(
             &format!("{op_name}_Quantize"),
             "Quantize",
@@ -384,8 +425,7 @@ impl Lowerer {
 
     /// A float constant quantized at `q` now (§2), as an integer constant.
     pub fn quantize_constant(&mut self, v: &str, t: &Tensor, q: &Q) -> Result<usize> {
-        let (lo, hi) = hb_bpu::program::prepared::int_range(q.dtype).unwrap_or((-128, 127));
-        let mut qp = hb_bpu::reference::quant::QuantParams::with_range(q.s(), lo, hi)
+        let mut qp = hb_bpu::reference::quant::QuantParams::with_range(q.s(), q.lo, q.hi)
             .map_err(|e| LowerError::Model(format!("constant '{v}': {e}")))?;
         qp.keep_masks = q.keep_masks;
         let f = t.to_f32().map_err(|e| LowerError::Model(e.to_string()))?;
@@ -465,7 +505,16 @@ impl Lowerer {
         match placed {
             None => self.note(n, false, ""),
             Some(reason) => {
-                self.cpu_op(n)?;
+                if let Some((add, orig)) = self.fused_adds.get(&n.name).cloned() {
+                    // The bias Add was folded into this node; on the CPU it
+                    // runs as its own op again.
+                    let mut m = n.clone();
+                    m.outputs[0] = orig;
+                    self.cpu_op(&m)?;
+                    self.cpu_op(&add)?;
+                } else {
+                    self.cpu_op(n)?;
+                }
                 self.note(n, true, &reason);
             }
         }

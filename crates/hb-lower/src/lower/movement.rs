@@ -138,7 +138,7 @@ fn lower_pad(lw: &mut Lowerer, n: &Node, q: Q, xid: usize) -> Placed {
     } else {
         f64::from(n.float_or("value", 0.0).unwrap_or(0.0))
     };
-    let (lo, hi) = hb_bpu::program::prepared::int_range(q.dtype).unwrap_or((-128, 127));
+    let (lo, hi) = (q.lo, q.hi);
     let qv = (value / f64::from(q.s())).round_ties_even().clamp(lo as f64, hi as f64) as i64;
     let out = n.outputs[0].clone();
     emit_like(

@@ -107,7 +107,7 @@ fn emit(lw: &mut Lowerer, n: &Node, ins: &[Option<usize>], out: &str, q: &Q, qty
     let (_, shape) = lw.info(out)?;
     let yid = lw.qvalue(out, q, &shape);
     lw.b.op(&n.name, &n.op_type, ins, &[yid], false, qtype, kind);
-    lw.set_quant(out, q.clone(), yid);
+    lw.finish(out, q.clone(), yid);
     Ok(())
 }
 
@@ -206,7 +206,7 @@ fn lower_pow(lw: &mut Lowerer, n: &Node) -> Placed {
             let (_, shape) = lw.info(&out)?;
             let yid = lw.qvalue(&out, &qy, &shape);
             lw.b.op(&n.name, "Pow", &[Some(xid), Some(xid)], &[yid], false, qx.qtype(), Kind::Mul(pb::MulOp { requant: Some(rq(r)) }));
-            lw.set_quant(&out, qy, yid);
+            lw.finish(&out, qy, yid);
             Ok(None)
         }
         Some(1.0) => {
@@ -239,8 +239,10 @@ fn lower_clip(lw: &mut Lowerer, n: &Node) -> Placed {
         DType::I8 => clip_bounds::<i8>(min, max, qy.s()),
         _ => clip_bounds::<i16>(min, max, qy.s()),
     });
+    let (lo, hi) = (lo.max(qy.lo), hi.min(qy.hi));
+    let (lo, hi) = (lo.min(hi), hi);
     let r = or_cpu!(ratio(f64::from(qx.s()) / f64::from(qy.s())));
-    emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), rescale_kind(r, Some((lo, hi))))?;
+    emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), rescale_kind(r, Some((lo, hi.max(lo)))))?;
     Ok(None)
 }
 
@@ -276,9 +278,9 @@ fn lower_prelu(lw: &mut Lowerer, n: &Node) -> Placed {
 
 #[allow(clippy::too_many_arguments)]
 fn emit_lut(lw: &mut Lowerer, n: &Node, qx: Q, xid: usize, out: &str, qy: Q, func: pb::LutFunc, alpha: f64, beta: f64) -> Placed {
-    let lut = pb::LutOp { func: func as i32, alpha, beta, s_x: qx.s(), s_y: qy.s() };
-    let (ilo, ihi) = hb_bpu::program::prepared::int_range(qx.dtype).unwrap_or((-128, 127));
-    let (olo, ohi) = hb_bpu::program::prepared::int_range(qy.dtype).unwrap_or((-128, 127));
+    let (ilo, ihi) = (qx.lo, qx.hi);
+    let (olo, ohi) = (qy.lo, qy.hi);
+    let lut = pb::LutOp { func: func as i32, alpha, beta, s_x: qx.s(), s_y: qy.s(), in_lo: ilo, in_hi: ihi, out_lo: olo, out_hi: ohi };
     let spec = hb_bpu::lut::LutSpec { in_scale: f64::from(qx.s()), in_lo: ilo, in_hi: ihi, out_scale: f64::from(qy.s()), out_lo: olo, out_hi: ohi };
     or_cpu!(hb_bpu::lut::Lut::build(|_| 0.0, &spec));
     emit(lw, n, &[Some(xid)], out, &qy, qx.qtype(), Kind::Lut(lut))?;

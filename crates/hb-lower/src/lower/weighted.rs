@@ -54,7 +54,8 @@ pub(crate) fn fuse_bias_adds(lw: &mut Lowerer) {
     for (i, a, v) in fusions {
         let out = lw.g.nodes[a].outputs[0].clone();
         let name = lw.g.nodes[i].name.clone();
-        lw.g.nodes[i].outputs[0] = out;
+        let orig = std::mem::replace(&mut lw.g.nodes[i].outputs[0], out);
+        lw.fused_adds.insert(name.clone(), (lw.g.nodes[a].clone(), orig));
         lw.extra_bias.insert(name, v);
         remove.push(a);
     }
@@ -192,13 +193,7 @@ fn output_q(
     }
     let k = hp_shift(bounds);
     let r = rq(ratio(2f64.powi(-k))?);
-    let q = Q {
-        dtype: DType::I32,
-        scales: Vec::new(),
-        hp: acc_scales.iter().map(|a| a * 2f64.powi(k)).collect(),
-        axis: axis as i32,
-        keep_masks: false,
-    };
+    let q = Q::wide(DType::I32, Vec::new(), acc_scales.iter().map(|a| a * 2f64.powi(k)).collect(), axis as i32);
     Ok((q, vec![r]))
 }
 
@@ -329,13 +324,7 @@ pub(crate) fn lower_conv(lw: &mut Lowerer, n: &Node, transpose: bool) -> Placed 
         Ok(v) => v,
         Err(e) => return Ok(Some(e.to_string())),
     };
-    let wq = Q {
-        dtype: qw.t.dtype(),
-        scales: qw.scales.clone(),
-        hp: Vec::new(),
-        axis: if transpose { 1 } else { 0 },
-        keep_masks: false,
-    };
+    let wq = Q::wide(qw.t.dtype(), qw.scales.clone(), Vec::new(), if transpose { 1 } else { 0 });
     let wid = lw.b.constant(&format!("{}.weight", n.name), &qw.t, Some(&wq))?;
     let bid = lw.b.constant(
         &format!("{}.bias", n.name),
@@ -360,9 +349,9 @@ pub(crate) fn lower_conv(lw: &mut Lowerer, n: &Node, transpose: bool) -> Placed 
             output_padding: u(&outpad),
             transpose,
             requant,
-            has_clamp: false,
-            lo: 0,
-            hi: 0,
+            has_clamp: qy.narrow(),
+            lo: qy.lo,
+            hi: qy.hi,
         }),
     );
     lw.set_quant(&out, qy, yid);
@@ -409,13 +398,7 @@ pub(crate) fn lower_matmul(lw: &mut Lowerer, n: &Node) -> Placed {
             .zip(&qb)
             .map(|(s, b)| s * max_abs(qa.dtype) + b.unsigned_abs() as f64)
             .collect();
-        let wq = Q {
-            dtype: qw.t.dtype(),
-            scales: qw.scales.clone(),
-            hp: Vec::new(),
-            axis: (ws.len() - 1) as i32,
-            keep_masks: false,
-        };
+        let wq = Q::wide(qw.t.dtype(), qw.scales.clone(), Vec::new(), (ws.len() - 1) as i32);
         let wid = lw.b.constant(&format!("{}.weight", n.name), &qw.t, Some(&wq))?;
         let has_bias = lw.extra_bias.contains_key(&n.name);
         let bias_id = if has_bias {
@@ -450,7 +433,7 @@ pub(crate) fn lower_matmul(lw: &mut Lowerer, n: &Node) -> Placed {
         qa.qtype(),
         Kind::Matmul(pb::MatMulOp { requant }),
     );
-    lw.set_quant(&out, qy, yid);
+    lw.finish(&out, qy, yid);
     Ok(None)
 }
 
@@ -525,13 +508,7 @@ pub(crate) fn lower_gemm(lw: &mut Lowerer, n: &Node) -> Placed {
         Ok(v) => v,
         Err(e) => return Ok(Some(e.to_string())),
     };
-    let wq = Q {
-        dtype: qw.t.dtype(),
-        scales: qw.scales.clone(),
-        hp: Vec::new(),
-        axis: if trans_b { 0 } else { 1 },
-        keep_masks: false,
-    };
+    let wq = Q::wide(qw.t.dtype(), qw.scales.clone(), Vec::new(), if trans_b { 0 } else { 1 });
     let wid = lw.b.constant(&format!("{}.weight", n.name), &qw.t, Some(&wq))?;
     let cid = lw.b.constant(
         &format!("{}.bias", n.name),
@@ -553,6 +530,6 @@ pub(crate) fn lower_gemm(lw: &mut Lowerer, n: &Node) -> Placed {
             requant,
         }),
     );
-    lw.set_quant(&out, qy, yid);
+    lw.finish(&out, qy, yid);
     Ok(None)
 }
