@@ -220,19 +220,42 @@ pub fn run(args: &VerifyArgs) -> ToolResult<VerifyReport> {
             }
         }
         if args.all_nodes && first.is_none() {
-            let mut mb: HashMap<&str, &Vec<f32>> = HashMap::new();
+            // ONNX vs program: a quantized program tensor `x:q8` stands for
+            // the calibration output `x_calibrated` when there is one.
+            let (onnx, prog) = if matches!(a, M::Onnx(..)) { (&ta, &tb) } else { (&tb, &ta) };
+            let onnx_names: HashMap<&str, &Vec<f32>> = onnx.iter().map(|(n, v)| (n.as_str(), v)).collect();
+            let key_of = |n: &str| -> String {
+                if both_prog {
+                    return n.to_string();
+                }
+                let b = base(n);
+                if n.contains(":q") {
+                    let cal = format!("{b}_calibrated");
+                    if onnx_names.contains_key(cal.as_str()) {
+                        return cal;
+                    }
+                }
+                b.to_string()
+            };
+            let mut mb: HashMap<String, &Vec<f32>> = HashMap::new();
             for (n, v) in &tb {
-                mb.entry(if both_prog { n.as_str() } else { base(n) }).or_insert(v);
+                let k = if std::ptr::eq(&tb, prog) { key_of(n) } else { n.clone() };
+                mb.entry(k).or_insert(v);
             }
             for (n, va) in &ta {
-                let key = if both_prog { n.as_str() } else { base(n) };
-                let Some(vb) = mb.get(key) else { continue };
+                let key = if std::ptr::eq(&ta, prog) { key_of(n) } else { n.clone() };
+                let Some(vb) = mb.get(&key) else { continue };
                 if vb.len() != va.len() {
                     continue;
                 }
                 compared += 1;
                 let (mism, max_abs, _) = consistency(va, vb, args.digits);
-                let diverged = if both_prog { mism > 0 } else { metrics::cosine(va, vb) < args.min_cosine };
+                let cos = metrics::cosine(va, vb);
+                if std::env::var_os("HB_VERIFY_TRACE").is_some() {
+                    eprintln!("{key:<60} cos {cos:.6} max_abs {max_abs:.4e} n {}", va.len());
+                    continue;
+                }
+                let diverged = if both_prog { mism > 0 } else { cos < args.min_cosine };
                 if diverged {
                     first = Some((n.clone(), max_abs));
                     break;

@@ -87,14 +87,6 @@ fn materialize(lw: &mut Lowerer, v: &str, o: Operand) -> Result<(Q, usize)> {
     }
 }
 
-/// A scalar float constant.
-fn scalar(o: &Operand) -> Option<f32> {
-    match o {
-        Operand::Const(t) if t.len() == 1 => t.to_f32().ok()?.iter().next().copied(),
-        _ => None,
-    }
-}
-
 fn out_demand(lw: &mut Lowerer, n: &Node) -> std::result::Result<(String, Q), String> {
     let out = n.outputs[0].clone();
     match lw.demand(&out) {
@@ -145,6 +137,72 @@ fn lower_add(lw: &mut Lowerer, n: &Node) -> Placed {
     Ok(None)
 }
 
+
+/// `x · c` (or `x / c`) with a constant `c` varying along at most one axis
+/// of the output: one requantisation per constant element along that axis
+/// (exact ratios, no quantized constant), after broadcasting `x` with a
+/// `Take` when needed. `None` when `c` varies along several axes.
+fn scale_by_const(lw: &mut Lowerer, n: &Node, x: (&Q, usize), c: &Tensor, out: &str, qy: &Q, divide: bool) -> Result<Option<std::result::Result<(), String>>> {
+    let (qx, xid) = x;
+    let (_, oshape) = lw.info(out)?;
+    let Ok(cf) = c.to_f32() else { return Ok(None) };
+    let Some(cb) = cf.broadcast(ndarray::IxDyn(&oshape)) else { return Ok(None) };
+    let cs = cf.shape();
+    let off = oshape.len().saturating_sub(cs.len());
+    let varying: Vec<usize> = cs.iter().enumerate().filter(|(_, &d)| d > 1).map(|(k, _)| k + off).collect();
+    if varying.len() > 1 {
+        return Ok(None);
+    }
+    let axis = varying.first().copied().unwrap_or(0);
+    let vals: Vec<f32> = if varying.is_empty() {
+        vec![cf.iter().next().copied().unwrap_or(0.0)]
+    } else {
+        cf.iter().copied().collect()
+    };
+    let _ = cb;
+    let (sx, sy) = (f64::from(qx.s()), f64::from(qy.s()));
+    let mut rs = Vec::new();
+    for &v in &vals {
+        let v = f64::from(v);
+        let r = if divide {
+            if v == 0.0 || !v.is_finite() {
+                return Ok(Some(Err("division by a zero constant".into())));
+            }
+            sx / (v * sy)
+        } else {
+            sx * v / sy
+        };
+        match ratio(r) {
+            Ok(r) => rs.push(rq(r)),
+            Err(e) => return Ok(Some(Err(e.to_string()))),
+        }
+    }
+    let xshape = lw.b.shape(xid);
+    let src = if xshape != oshape {
+        let numel: usize = xshape.iter().product();
+        let iota = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&xshape), (0..numel as i64).collect::<Vec<i64>>())
+            .map_err(|e| super::model_err(n, e))?;
+        let Some(b) = iota.broadcast(ndarray::IxDyn(&oshape)) else { return Ok(None) };
+        let idx = Tensor::I64(b.as_standard_layout().into_owned());
+        let iid = lw.b.constant(&format!("{}.broadcast", n.name), &idx, None)?;
+        let tid = lw.qvalue(&format!("{}_broadcast", n.name), qx, &oshape);
+        lw.b.op(&format!("{}_Broadcast", n.name), "Expand", &[Some(xid), Some(iid)], &[tid], false, qx.qtype(), Kind::Take(pb::TakeOp {}));
+        tid
+    } else {
+        xid
+    };
+    let yid = lw.qvalue(out, qy, &oshape);
+    lw.b.op(&n.name, &n.op_type, &[Some(src)], &[yid], false, qx.qtype(), Kind::Rescale(pb::RescaleOp {
+        requant: rs,
+        axis: axis as i32,
+        has_clamp: false,
+        lo: 0,
+        hi: 0,
+    }));
+    lw.finish(out, qy.clone(), yid);
+    Ok(Some(Ok(())))
+}
+
 fn lower_mul(lw: &mut Lowerer, n: &Node) -> Placed {
     let (a, b) = (n.inputs[0].clone(), n.inputs[1].clone());
     let (Some(oa), Some(ob)) = (operand(lw, &a), operand(lw, &b)) else {
@@ -152,13 +210,14 @@ fn lower_mul(lw: &mut Lowerer, n: &Node) -> Placed {
     };
     let (out, qy) = or_cpu!(out_demand(lw, n));
     let sy = f64::from(qy.s());
-    // x · c with a scalar constant: one requantisation.
-    for (x, o, other) in [(&a, &oa, &ob), (&b, &ob, &oa)] {
-        if let (Operand::Quant(q, id), Some(c)) = (o, scalar(other)) {
-            let r = or_cpu!(ratio(f64::from(q.s()) * f64::from(c) / sy));
-            let _ = x;
-            emit(lw, n, &[Some(*id)], &out, &qy, q.qtype(), rescale_kind(r, None))?;
-            return Ok(None);
+    // x · c with a constant: one requantisation per constant element.
+    let _ = sy;
+    for (o, other) in [(&oa, &ob), (&ob, &oa)] {
+        if let (Operand::Quant(q, id), Operand::Const(c)) = (o, other) {
+            if let Some(r) = scale_by_const(lw, n, (q, *id), c, &out, &qy, false)? {
+                or_cpu!(r);
+                return Ok(None);
+            }
         }
     }
     let (qa, ia) = materialize(lw, &a, oa)?;
@@ -175,13 +234,12 @@ fn lower_div(lw: &mut Lowerer, n: &Node) -> Placed {
     };
     let (out, qy) = or_cpu!(out_demand(lw, n));
     let sy = f64::from(qy.s());
-    if let (Operand::Quant(q, id), Some(c)) = (&oa, scalar(&ob)) {
-        if c == 0.0 || !c.is_finite() {
-            return Ok(Some("division by zero constant".into()));
+    let _ = sy;
+    if let (Operand::Quant(q, id), Operand::Const(c)) = (&oa, &ob) {
+        if let Some(r) = scale_by_const(lw, n, (q, *id), c, &out, &qy, true)? {
+            or_cpu!(r);
+            return Ok(None);
         }
-        let r = or_cpu!(ratio(f64::from(q.s()) / (f64::from(c) * sy)));
-        emit(lw, n, &[Some(*id)], &out, &qy, q.qtype(), rescale_kind(r, None))?;
-        return Ok(None);
     }
     let (qa, ia) = materialize(lw, &a, oa)?;
     let (qb, ib) = materialize(lw, &b, ob)?;
