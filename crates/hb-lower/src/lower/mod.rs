@@ -442,8 +442,8 @@ impl Lowerer {
     }
 
     /// What quantization the consumers of `v` want (through passive ops):
-    /// the finest integer type among the calibration nodes reached, first
-    /// in graph order on ties.
+    /// the calibration nodes' quantization when they agree, else int16 over
+    /// the widest of their ranges.
     pub fn demand(&mut self, v: &str) -> Option<Q> {
         if let Some(d) = self.demand_cache.get(v) {
             return d.clone();
@@ -467,13 +467,19 @@ impl Lowerer {
                 None
             };
             if let Some(q) = found {
-                let better = match &best {
-                    None => true,
-                    Some(b) => q.dtype == DType::I16 && b.dtype == DType::I8,
-                };
-                if better {
-                    best = Some(q);
-                }
+                best = Some(match best {
+                    None => q,
+                    Some(b) if b.same(&q) => b,
+                    // Consumers want different scales: write int16 covering
+                    // the widest range, each consumer requantises from it
+                    // (no consumer saturates early, one extra rounding far
+                    // below their LSB).
+                    Some(b) => {
+                        let range = |q: &Q| f64::from(q.s()) * (q.lo.unsigned_abs().max(q.hi.unsigned_abs()) as f64);
+                        let t = range(&b).max(range(&q));
+                        Q::feature(DType::I16, (t / 32767.0) as f32, b.keep_masks || q.keep_masks)
+                    }
+                });
             }
         }
         self.demand_cache.insert(v.to_string(), best.clone());
