@@ -59,6 +59,11 @@ fn flat(t: &hb_tensor::Tensor) -> Vec<f32> {
     t.to_f64_vec().unwrap().iter().map(|&v| v as f32).collect()
 }
 
+fn argmax(t: &hb_tensor::Tensor) -> usize {
+    let v = flat(t);
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0)
+}
+
 /// Calibrates, checks .bc ≈ calibrated and .hbm == .bc; returns the
 /// (min cosine, mean cosine) over samples and outputs.
 fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
@@ -89,6 +94,21 @@ fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
             cnt += 1;
         }
         refs.push(out);
+    }
+    if fixture == "digits_cnn" {
+        let labels = hb_tensor::io::read_npy(&fixtures().join("digits_cnn/test/labels.npy"))
+            .unwrap()
+            .to_i64_vec()
+            .unwrap();
+        let (mut ok_cal, mut ok_bc) = (0, 0);
+        for (k, s) in samples.iter().enumerate() {
+            let sim = session.run(s).unwrap();
+            ok_cal += usize::from(argmax(&sim[0].1) as i64 == labels[k]);
+            ok_bc += usize::from(argmax(&refs[k][0]) as i64 == labels[k]);
+        }
+        let (a, b) = (ok_cal as f64 / labels.len() as f64 * 100.0, ok_bc as f64 / labels.len() as f64 * 100.0);
+        eprintln!("digits_cnn accuracy: calibrated {a:.2}%, .bc/.hbm {b:.2}% ({} samples)", labels.len());
+        assert!((a - b).abs() <= 0.2 + 1e-9, "accuracy {a} vs {b}");
     }
     let bpu = bc.ops.iter().filter(|o| o.placement == 1).count();
     let mut runs = 0;

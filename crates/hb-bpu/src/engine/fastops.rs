@@ -101,6 +101,7 @@ pub(super) fn packed(op: &PreparedOp, pw: &Packed, st: &mut Store<'_>, scratch: 
     res
 }
 
+
 /// Applies fused post-steps in place on an output of type `O`.
 fn post_in_place<O: QInt>(op: &PreparedOp, y: &mut [O], st: &Store<'_>) -> R<()> {
     let shape = &st.infos[op.outputs[0]].1;
@@ -247,10 +248,82 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
                     _ => return Ok(false),
                 }
             }
+            Kernel::MaxPool { params, requant } => {
+                let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
+                if xshape.len() != 4 || params.kernel.len() != 2 || yshape.len() != 4 {
+                    return Ok(false);
+                }
+                if (0..2).any(|i| params.pads[i] >= params.kernel[i] || params.pads[2 + i] >= params.kernel[i]) {
+                    return Ok(false);
+                }
+                let v = x0(0)?;
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| max_pool_2d::<I, O>(x, o, xshape, &yshape, params, requant)));
+            }
+            Kernel::GlobalAvgPool { s_x, s_y } => {
+                let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
+                if xshape.len() < 3 {
+                    return Ok(false);
+                }
+                let plane: usize = xshape[2..].iter().product();
+                if plane == 0 {
+                    return Ok(false);
+                }
+                let r = Requant::from_ratio(f64::from(*s_x) / (plane as f64 * f64::from(*s_y))).map_err(|e| e.to_string())?;
+                let v = x0(0)?;
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
+                    for (d, row) in o.iter_mut().zip(x.chunks_exact(plane)) {
+                        let sum: i64 = row.iter().map(|q| q.to_i64()).sum();
+                        *d = r.apply::<O>(sum);
+                    }
+                }));
+            }
             _ => return Ok(false),
         }
         Ok(true)
     })();
     st.restore(s, buf);
     res
+}
+
+/// 2-D MaxPool on NCHW, windows exactly as the reference (positions outside
+/// the input ignored), then `R(s_x/s_y)`.
+fn max_pool_2d<I: QInt, O: QInt>(
+    x: &[I],
+    y: &mut [O],
+    xs: &[usize],
+    ys: &[usize],
+    p: &crate::reference::pool::PoolParams,
+    r: &Requant,
+) {
+    let (h, w) = (xs[2] as i64, xs[3] as i64);
+    let (oh, ow) = (ys[2], ys[3]);
+    let planes = xs[0] * xs[1];
+    for c in 0..planes {
+        let xp = &x[c * (h * w) as usize..(c + 1) * (h * w) as usize];
+        let yp = &mut y[c * oh * ow..(c + 1) * oh * ow];
+        for i in 0..oh {
+            let h0 = (i * p.strides[0]) as i64 - p.pads[0] as i64;
+            for j in 0..ow {
+                let w0 = (j * p.strides[1]) as i64 - p.pads[1] as i64;
+                let mut m = i64::MIN;
+                for a in 0..p.kernel[0] {
+                    let hh = h0 + (a * p.dilations[0]) as i64;
+                    if hh < 0 || hh >= h {
+                        continue;
+                    }
+                    let row = &xp[(hh * w) as usize..((hh + 1) * w) as usize];
+                    for b in 0..p.kernel[1] {
+                        let ww = w0 + (b * p.dilations[1]) as i64;
+                        if ww >= 0 && ww < w {
+                            m = m.max(row[ww as usize].to_i64());
+                        }
+                    }
+                }
+                if m == i64::MIN {
+                    m = I::MIN;
+                }
+                yp[i * ow + j] = r.apply::<O>(m);
+            }
+        }
+    }
 }
