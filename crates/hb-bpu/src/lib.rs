@@ -27,10 +27,10 @@ pub mod error;
 pub mod fast;
 pub mod fixed_point;
 pub mod lut;
+pub mod program;
 pub mod qint;
 pub mod reference;
 pub mod tensor;
-pub mod program;
 
 pub use error::{BpuError, Result};
 pub use fast::{ExecOptions, Isa, PackOptions, PackedWeights, Scratch};

@@ -61,10 +61,45 @@ fn small() -> Program {
         inputs: vec![0],
         outputs: vec![4],
         ops: vec![
-            op("Quantize", &[0], &[1], pb::op::Kind::Quantize(pb::QuantizeOp { scale: 0.1, lo: -128, hi: 127, keep_masks: false })),
-            op("Relu", &[1], &[2], pb::op::Kind::Rescale(pb::RescaleOp { requant: vec![rq(half)], axis: 0, has_clamp: true, lo: 0, hi: 127 })),
-            op("Add", &[2, 2], &[3], pb::op::Kind::Add(pb::AddOp { ma: r2.ma, mb: r2.mb, shift: r2.shift })),
-            op("Dequantize", &[3], &[4], pb::op::Kind::Dequantize(pb::DequantizeOp {})),
+            op(
+                "Quantize",
+                &[0],
+                &[1],
+                pb::op::Kind::Quantize(pb::QuantizeOp {
+                    scale: 0.1,
+                    lo: -128,
+                    hi: 127,
+                    keep_masks: false,
+                }),
+            ),
+            op(
+                "Relu",
+                &[1],
+                &[2],
+                pb::op::Kind::Rescale(pb::RescaleOp {
+                    requant: vec![rq(half)],
+                    axis: 0,
+                    has_clamp: true,
+                    lo: 0,
+                    hi: 127,
+                }),
+            ),
+            op(
+                "Add",
+                &[2, 2],
+                &[3],
+                pb::op::Kind::Add(pb::AddOp {
+                    ma: r2.ma,
+                    mb: r2.mb,
+                    shift: r2.shift,
+                }),
+            ),
+            op(
+                "Dequantize",
+                &[3],
+                &[4],
+                pb::op::Kind::Dequantize(pb::DequantizeOp {}),
+            ),
         ],
         ..Default::default()
     }

@@ -106,8 +106,10 @@ fn readers(p: &Program) -> Vec<usize> {
 fn is_weighted(op: &pb::Op) -> bool {
     matches!(
         op.kind,
-        Some(pb::op::Kind::Conv(pb::ConvOp { transpose: false, .. }))
-            | Some(pb::op::Kind::Matmul(_))
+        Some(pb::op::Kind::Conv(pb::ConvOp {
+            transpose: false,
+            ..
+        })) | Some(pb::op::Kind::Matmul(_))
             | Some(pb::op::Kind::Gemm(_))
     ) && op.placement() == pb::Placement::Bpu
 }
@@ -127,7 +129,9 @@ fn fuse_rescale(p: &mut Program) -> bool {
     let r = readers(p);
     let prod = producer_of(p);
     for j in 0..p.ops.len() {
-        let Some(pb::op::Kind::Rescale(rs)) = p.ops[j].kind.clone() else { continue };
+        let Some(pb::op::Kind::Rescale(rs)) = p.ops[j].kind.clone() else {
+            continue;
+        };
         if p.ops[j].placement() != pb::Placement::Bpu || !p.ops[j].post.is_empty() {
             continue;
         }
@@ -135,8 +139,12 @@ fn fuse_rescale(p: &mut Program) -> bool {
         if x < 0 || r[x as usize] != 1 {
             continue;
         }
-        let Some(&i) = prod.get(&(x as u32)) else { continue };
-        if !is_weighted(&p.ops[i]) || p.tensors[x as usize].dtype != p.tensors[p.ops[j].outputs[0] as usize].dtype {
+        let Some(&i) = prod.get(&(x as u32)) else {
+            continue;
+        };
+        if !is_weighted(&p.ops[i])
+            || p.tensors[x as usize].dtype != p.tensors[p.ops[j].outputs[0] as usize].dtype
+        {
             continue;
         }
         let y = p.ops[j].outputs[0];
@@ -158,7 +166,9 @@ fn fuse_add(p: &mut Program) -> bool {
     let r = readers(p);
     let prod = producer_of(p);
     for j in 0..p.ops.len() {
-        let Some(pb::op::Kind::Add(a)) = p.ops[j].kind.clone() else { continue };
+        let Some(pb::op::Kind::Add(a)) = p.ops[j].kind.clone() else {
+            continue;
+        };
         if p.ops[j].placement() != pb::Placement::Bpu || !p.ops[j].post.is_empty() {
             continue;
         }
@@ -169,7 +179,9 @@ fn fuse_add(p: &mut Program) -> bool {
             if main < 0 || other < 0 || main == other || r[main as usize] != 1 {
                 continue;
             }
-            let Some(&i) = prod.get(&(main as u32)) else { continue };
+            let Some(&i) = prod.get(&(main as u32)) else {
+                continue;
+            };
             if !is_weighted(&p.ops[i]) {
                 continue;
             }
@@ -314,8 +326,15 @@ fn packed_info(p: &Program) -> Vec<pb::PackedInfo> {
         if !is_weighted(op) {
             continue;
         }
-        let Ok(po) = prepare_op(p, i, op) else { continue };
-        let konst = |k: usize| op.inputs.get(k).and_then(|&t| (t >= 0).then_some(t as usize)).and_then(|t| consts.get(t).cloned().flatten());
+        let Ok(po) = prepare_op(p, i, op) else {
+            continue;
+        };
+        let konst = |k: usize| {
+            op.inputs
+                .get(k)
+                .and_then(|&t| (t >= 0).then_some(t as usize))
+                .and_then(|t| consts.get(t).cloned().flatten())
+        };
         let Some(w) = konst(1) else { continue };
         let x_kind = match p.tensors[op.inputs[0] as usize].dtype {
             d if d == DType::I8.onnx_code() => hb_bpu::fast::IntKind::I8,
@@ -330,13 +349,21 @@ fn packed_info(p: &Program) -> Vec<pb::PackedInfo> {
         macro_rules! pk {
             ($a:expr) => {{
                 let Some(s) = $a.as_slice() else { continue };
-                let Ok(wv) = TensorRef::new(s, $a.shape()) else { continue };
+                let Ok(wv) = TensorRef::new(s, $a.shape()) else {
+                    continue;
+                };
                 match &po.kernel {
-                    Kernel::Conv { params, requant, .. } => PackedWeights::conv(wv, bias_s, requant, params, x_kind, &opts),
-                    Kernel::MatMul { requant } => PackedWeights::matmul(wv, bias_s, requant, x_kind, &opts),
+                    Kernel::Conv {
+                        params, requant, ..
+                    } => PackedWeights::conv(wv, bias_s, requant, params, x_kind, &opts),
+                    Kernel::MatMul { requant } => {
+                        PackedWeights::matmul(wv, bias_s, requant, x_kind, &opts)
+                    }
                     Kernel::Gemm { params, requant } => {
                         let c = match bias.as_deref() {
-                            Some(Tensor::I64(a)) => a.as_slice().and_then(|s| TensorRef::new(s, a.shape()).ok()),
+                            Some(Tensor::I64(a)) => {
+                                a.as_slice().and_then(|s| TensorRef::new(s, a.shape()).ok())
+                            }
                             _ => None,
                         };
                         PackedWeights::gemm(wv, c, requant, *params, x_kind, &opts)
@@ -401,12 +428,20 @@ pub fn compile(bc: &Program, opts: &CompileOptions) -> Result<(Program, CompileR
         subgraphs: sgs
             .iter()
             .map(|s| {
-                let pl = if s.placement == pb::Placement::Cpu as i32 { "CPU" } else { "BPU" };
+                let pl = if s.placement == pb::Placement::Cpu as i32 {
+                    "CPU"
+                } else {
+                    "BPU"
+                };
                 (pl.to_string(), s.ops.len())
             })
             .collect(),
         packed: packed.len(),
-        memory: (plan.total_bytes, plan.unplanned_bytes, memplan::constant_bytes(&p)),
+        memory: (
+            plan.total_bytes,
+            plan.unplanned_bytes,
+            memplan::constant_bytes(&p),
+        ),
     };
     p.hbm = Some(pb::HbmInfo {
         optimize_level: opts.level.name().into(),

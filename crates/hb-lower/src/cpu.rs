@@ -34,7 +34,12 @@ pub fn attr_from_pb(p: &Program, a: &pb::Attribute) -> Result<Attr> {
             })?;
             Attr::Tensor(consts::to_tensor(t)?)
         }
-        None => return Err(LowerError::Model(format!("attribute '{}' is empty", a.name))),
+        None => {
+            return Err(LowerError::Model(format!(
+                "attribute '{}' is empty",
+                a.name
+            )))
+        }
     })
 }
 
@@ -83,7 +88,11 @@ impl FloatCpu {
 }
 
 impl CpuOps for FloatCpu {
-    fn run(&self, op: usize, inputs: &[Option<&Tensor>]) -> std::result::Result<Vec<Tensor>, String> {
+    fn run(
+        &self,
+        op: usize,
+        inputs: &[Option<&Tensor>],
+    ) -> std::result::Result<Vec<Tensor>, String> {
         let p = self
             .ops
             .get(op)

@@ -28,7 +28,10 @@ pub fn write_quantized(
         params.push(("optimize_level".into(), o.clone()));
     }
     if !cfg.model.remove_node_type.is_empty() {
-        params.push(("remove_node_type".into(), cfg.model.remove_node_type.join(";")));
+        params.push((
+            "remove_node_type".into(),
+            cfg.model.remove_node_type.join(";"),
+        ));
     }
     for (q, n) in &summary.qtypes {
         params.push((format!("calibration_nodes.{q}"), n.to_string()));
@@ -40,7 +43,10 @@ pub fn write_quantized(
         onnx_input_order: Vec::new(),
     };
     let lowered = lower_model(calibrated, &opts).map_err(|e| {
-        ToolError::input(format!("{}: lowering to .bc: {e}", cfg.model.onnx_model.display()))
+        ToolError::input(format!(
+            "{}: lowering to .bc: {e}",
+            cfg.model.onnx_model.display()
+        ))
     })?;
     hb_bpu::program::save(&lowered.program, &path).map_err(ToolError::input)?;
     summary.artefacts.push(path.display().to_string());

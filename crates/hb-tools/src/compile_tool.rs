@@ -36,16 +36,26 @@ pub struct CompileSummary {
 }
 
 /// Compiles `input` to `output` atomically.
-pub fn run(input: &Path, output: &Path, level: &str, remove: &[String]) -> ToolResult<CompileSummary> {
-    let level = OptLevel::parse(level).ok_or_else(|| {
-        ToolError::input(format!("--optimize-level '{level}': use O0, O1 or O2"))
-    })?;
+pub fn run(
+    input: &Path,
+    output: &Path,
+    level: &str,
+    remove: &[String],
+) -> ToolResult<CompileSummary> {
+    let level = OptLevel::parse(level)
+        .ok_or_else(|| ToolError::input(format!("--optimize-level '{level}': use O0, O1 or O2")))?;
     let bc = load_program(input)?;
     let remove_node_type: Vec<String> = if remove.is_empty() {
         bc.conversion
             .as_ref()
             .and_then(|c| c.params.iter().find(|kv| kv.key == "remove_node_type"))
-            .map(|kv| kv.value.split(';').filter(|s| !s.is_empty()).map(String::from).collect())
+            .map(|kv| {
+                kv.value
+                    .split(';')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     } else {
         remove.to_vec()
@@ -53,12 +63,16 @@ pub fn run(input: &Path, output: &Path, level: &str, remove: &[String]) -> ToolR
     let opts = CompileOptions {
         level,
         remove_node_type,
-        source: input.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        source: input
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
     let (hbm, rep): (_, CompileReport) =
         compile(&bc, &opts).map_err(|e| ToolError::input(format!("{}: {e}", input.display())))?;
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| ToolError::input(format!("{}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ToolError::input(format!("{}: {e}", parent.display())))?;
     }
     hb_bpu::program::save(&hbm, output).map_err(ToolError::input)?;
     Ok(CompileSummary {
@@ -104,7 +118,11 @@ pub fn render(s: &CompileSummary) -> String {
         s.subgraphs.len(),
         bpu,
         s.subgraphs.len() - bpu,
-        s.subgraphs.iter().map(|(p, n)| format!("{p}[{n}]")).collect::<Vec<_>>().join(" ")
+        s.subgraphs
+            .iter()
+            .map(|(p, n)| format!("{p}[{n}]"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     t += &format!(
         "  packed weighted ops: {}\n  memory: activations {} B with reuse ({} B without), constants {} B\n",

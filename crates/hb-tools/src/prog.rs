@@ -33,7 +33,10 @@ pub fn is_program(path: &Path) -> bool {
 /// Reads and validates a program file.
 pub fn load_program(path: &Path) -> ToolResult<Arc<Program>> {
     if !path.exists() {
-        return Err(ToolError::input(format!("{}: no such file", path.display())));
+        return Err(ToolError::input(format!(
+            "{}: no such file",
+            path.display()
+        )));
     }
     hb_bpu::program::load(path)
         .map(Arc::new)
@@ -71,7 +74,9 @@ impl Loaded {
         let runner = if reference || program.kind() == pb::ProgramKind::Bc {
             Runner::Reference(Interpreter::new(program.clone()).map_err(|e| err(&e))?)
         } else {
-            Runner::Engine(Engine::new(program.clone(), EngineOptions::default()).map_err(|e| err(&e))?)
+            Runner::Engine(
+                Engine::new(program.clone(), EngineOptions::default()).map_err(|e| err(&e))?,
+            )
         };
         Ok(Loaded {
             path: p,
@@ -87,7 +92,10 @@ impl Loaded {
         let mut g = Graph::default();
         for &i in &self.program.inputs {
             let t = &self.program.tensors[i as usize];
-            let quantized = t.quant.as_ref().is_some_and(|q| q.kind == pb::QuantType::QuantScale as i32);
+            let quantized = t
+                .quant
+                .as_ref()
+                .is_some_and(|q| q.kind == pb::QuantType::QuantScale as i32);
             g.inputs.push(ValueInfo {
                 name: t.name.clone(),
                 elem_type: if quantized { 0 } else { t.dtype },
@@ -104,9 +112,9 @@ impl Loaded {
         let mut v = Vec::new();
         for &i in &self.program.inputs {
             let info = &self.program.tensors[i as usize];
-            let t = s
-                .get(&info.name)
-                .ok_or_else(|| ToolError::input(format!("{}: input '{}' is not given", self.path, info.name)))?;
+            let t = s.get(&info.name).ok_or_else(|| {
+                ToolError::input(format!("{}: input '{}' is not given", self.path, info.name))
+            })?;
             let dt = dtype_of(info).map_err(ToolError::input)?;
             let shape = shape_of(info);
             if t.shape() != &shape[..] {
@@ -121,17 +129,26 @@ impl Loaded {
                 v.push(t.clone().into_standard_layout());
                 continue;
             }
-            let q = info.quant.as_ref().filter(|q| q.kind == pb::QuantType::QuantScale as i32 && q.scales.len() == 1);
+            let q = info
+                .quant
+                .as_ref()
+                .filter(|q| q.kind == pb::QuantType::QuantScale as i32 && q.scales.len() == 1);
             match (q, t) {
                 (Some(q), Tensor::F32(a)) => {
-                    let (lo, hi) = hb_bpu::program::prepared::int_range(dt)
-                        .ok_or_else(|| ToolError::input(format!("input '{}' has type {dt}", info.name)))?;
-                    let mut qp = QuantParams::with_range(q.scales[0], lo, hi).map_err(ToolError::input)?;
+                    let (lo, hi) = hb_bpu::program::prepared::int_range(dt).ok_or_else(|| {
+                        ToolError::input(format!("input '{}' has type {dt}", info.name))
+                    })?;
+                    let mut qp =
+                        QuantParams::with_range(q.scales[0], lo, hi).map_err(ToolError::input)?;
                     qp.keep_masks = q.keep_masks;
                     let ints: Vec<i64> = a.iter().map(|&x| qp.quantize(x)).collect();
                     let t = match dt {
-                        DType::I8 => Tensor::from_vec(&shape, ints.iter().map(|&x| x as i8).collect()),
-                        DType::I16 => Tensor::from_vec(&shape, ints.iter().map(|&x| x as i16).collect()),
+                        DType::I8 => {
+                            Tensor::from_vec(&shape, ints.iter().map(|&x| x as i8).collect())
+                        }
+                        DType::I16 => {
+                            Tensor::from_vec(&shape, ints.iter().map(|&x| x as i16).collect())
+                        }
                         _ => Tensor::from_vec(&shape, ints.iter().map(|&x| x as i32).collect()),
                     }
                     .map_err(ToolError::input)?;
@@ -161,9 +178,18 @@ impl Loaded {
     }
 
     /// Runs and returns every produced tensor `(name, value)` in order.
-    pub fn run_all(&self, inputs: &[Tensor], ws: &mut Workspace) -> ToolResult<(Vec<Tensor>, Vec<(String, Tensor)>)> {
+    pub fn run_all(
+        &self,
+        inputs: &[Tensor],
+        ws: &mut Workspace,
+    ) -> ToolResult<(Vec<Tensor>, Vec<(String, Tensor)>)> {
         let mut all: Vec<(String, Tensor)> = Vec::new();
-        let names: Vec<String> = self.program.tensors.iter().map(|t| t.name.clone()).collect();
+        let names: Vec<String> = self
+            .program
+            .tensors
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
         let mut seen = |id: usize, t: &Tensor| all.push((names[id].clone(), t.clone()));
         let r = match &self.runner {
             Runner::Reference(i) => i.run_with(inputs, &self.cpu, &mut seen),
@@ -186,7 +212,10 @@ impl Loaded {
 /// A tensor as f32 values, dequantized with tensor `id`'s quant info when it
 /// is an integer tensor with scales.
 pub fn as_f32(p: &Program, id: usize, t: &Tensor) -> ToolResult<Vec<f32>> {
-    let q = p.tensors[id].quant.as_ref().filter(|q| q.kind == pb::QuantType::QuantScale as i32);
+    let q = p.tensors[id]
+        .quant
+        .as_ref()
+        .filter(|q| q.kind == pb::QuantType::QuantScale as i32);
     let v = t.to_f64_vec().map_err(ToolError::input)?;
     let Some(q) = q else {
         return Ok(v.iter().map(|&x| x as f32).collect());
@@ -203,7 +232,11 @@ pub fn as_f32(p: &Program, id: usize, t: &Tensor) -> ToolResult<Vec<f32>> {
                 let s = q.hp_scales[if q.hp_scales.len() == 1 { 0 } else { k }];
                 (x * s) as f32
             } else {
-                let s = q.scales[if q.scales.len() == 1 { 0 } else { k.min(q.scales.len() - 1) }];
+                let s = q.scales[if q.scales.len() == 1 {
+                    0
+                } else {
+                    k.min(q.scales.len() - 1)
+                }];
                 x as f32 * s
             }
         })

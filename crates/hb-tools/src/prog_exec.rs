@@ -24,10 +24,16 @@ fn layout(shape: &[u64]) -> &'static str {
 /// scales, axis.
 pub fn describe_tensor(p: &Program, id: u32) -> serde_json::Value {
     let t = &p.tensors[id as usize];
-    let dt = hb_tensor::DType::from_onnx_code(t.dtype).map(|d| d.to_string()).unwrap_or_else(|| t.dtype.to_string());
+    let dt = hb_tensor::DType::from_onnx_code(t.dtype)
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| t.dtype.to_string());
     let (kind, scales, axis) = match &t.quant {
         Some(q) if q.kind == pb::QuantType::QuantScale as i32 => {
-            let s: Vec<f64> = if q.hp_scales.is_empty() { q.scales.iter().map(|&v| f64::from(v)).collect() } else { q.hp_scales.clone() };
+            let s: Vec<f64> = if q.hp_scales.is_empty() {
+                q.scales.iter().map(|&v| f64::from(v)).collect()
+            } else {
+                q.hp_scales.clone()
+            };
             ("SCALE", s, q.axis)
         }
         _ => ("NONE", Vec::new(), 0),
@@ -41,12 +47,27 @@ pub fn describe_tensor(p: &Program, id: u32) -> serde_json::Value {
 /// `model-info`.
 pub fn model_info(path: &Path) -> ToolResult<()> {
     let p = crate::prog::load_program(path)?;
-    let kind = if p.kind() == pb::ProgramKind::Hbm { "hbm" } else { "bc" };
-    println!("model: {} ({kind}, format version {})", path.display(), p.version);
+    let kind = if p.kind() == pb::ProgramKind::Hbm {
+        "hbm"
+    } else {
+        "bc"
+    };
+    println!(
+        "model: {} ({kind}, format version {})",
+        path.display(),
+        p.version
+    );
     for (what, ids) in [("input", &p.inputs), ("output", &p.outputs)] {
         for (k, &id) in ids.iter().enumerate() {
             let d = describe_tensor(&p, id);
-            let scales: Vec<String> = d["scales"].as_array().map(|a| a.iter().map(|v| format!("{}", v.as_f64().unwrap_or(0.0))).collect()).unwrap_or_default();
+            let scales: Vec<String> = d["scales"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|v| format!("{}", v.as_f64().unwrap_or(0.0)))
+                        .collect()
+                })
+                .unwrap_or_default();
             println!(
                 "{what}[{k}]: name: {}  shape: {}  dtype: {}  layout: {}  quant type: {}{}",
                 d["name"].as_str().unwrap_or(""),
@@ -57,7 +78,11 @@ pub fn model_info(path: &Path) -> ToolResult<()> {
                 if scales.is_empty() {
                     String::new()
                 } else {
-                    format!("  scales: [{}]  quantize axis: {}", shorten(&scales), d["quantize_axis"])
+                    format!(
+                        "  scales: [{}]  quantize axis: {}",
+                        shorten(&scales),
+                        d["quantize_axis"]
+                    )
                 }
             );
         }
@@ -75,7 +100,14 @@ fn shorten(v: &[String]) -> String {
 
 /// `infer`: runs every sample, writes outputs (and with `dump`, every
 /// tensor) as `.npy`.
-pub fn infer(path: &Path, spec: &str, out: &Path, dump: bool, json: bool, pool: &rayon::ThreadPool) -> ToolResult<()> {
+pub fn infer(
+    path: &Path,
+    spec: &str,
+    out: &Path,
+    dump: bool,
+    json: bool,
+    pool: &rayon::ThreadPool,
+) -> ToolResult<()> {
     let l = Loaded::open(path, false)?;
     let samples = read_inputs(&l.input_graph(), spec)?;
     let names = l.output_names();
@@ -84,21 +116,31 @@ pub fn infer(path: &Path, spec: &str, out: &Path, dump: bool, json: bool, pool: 
     pool.install(|| -> ToolResult<()> {
         for s in &samples {
             let ins = l.inputs_of(s)?;
-            results.push(if dump { l.run_all(&ins, &mut ws)? } else { (l.run(&ins, &mut ws)?, Vec::new()) });
+            results.push(if dump {
+                l.run_all(&ins, &mut ws)?
+            } else {
+                (l.run(&ins, &mut ws)?, Vec::new())
+            });
         }
         Ok(())
     })?;
-    std::fs::create_dir_all(out).map_err(|e| ToolError::input(format!("{}: {e}", out.display())))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| ToolError::input(format!("{}: {e}", out.display())))?;
     let mut files = 0;
     for (k, (outs, all)) in results.iter().enumerate() {
-        let suffix = if results.len() > 1 { format!("_{k}") } else { String::new() };
+        let suffix = if results.len() > 1 {
+            format!("_{k}")
+        } else {
+            String::new()
+        };
         for (n, t) in names.iter().zip(outs) {
             io::write_npy(&out.join(format!("{}{suffix}.npy", file_safe(n))), t)?;
             files += 1;
         }
         if dump {
             let dir = out.join("intermediate");
-            std::fs::create_dir_all(&dir).map_err(|e| ToolError::input(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| ToolError::input(format!("{}: {e}", dir.display())))?;
             for (n, t) in all {
                 io::write_npy(&dir.join(format!("{}{suffix}.npy", file_safe(n))), t)?;
                 files += 1;
@@ -112,7 +154,11 @@ pub fn infer(path: &Path, spec: &str, out: &Path, dump: bool, json: bool, pool: 
         for (n, t) in names.iter().zip(&results[0].0) {
             println!("output {n}: {}", t.describe());
         }
-        println!("{} sample(s), {files} file(s) written to {}", results.len(), out.display());
+        println!(
+            "{} sample(s), {files} file(s) written to {}",
+            results.len(),
+            out.display()
+        );
     }
     Ok(())
 }
@@ -131,12 +177,21 @@ fn synthetic(l: &Loaded) -> ToolResult<Vec<Tensor>> {
 }
 
 /// `perf`: one warm-up run, then `frames` timed runs.
-pub fn perf(path: &Path, spec: Option<&str>, frames: usize, pool: &rayon::ThreadPool) -> ToolResult<PerfReport> {
+pub fn perf(
+    path: &Path,
+    spec: Option<&str>,
+    frames: usize,
+    pool: &rayon::ThreadPool,
+) -> ToolResult<PerfReport> {
     let l = Loaded::open(path, false)?;
     let ins = match spec {
         Some(s) => {
             let samples = read_inputs(&l.input_graph(), s)?;
-            l.inputs_of(samples.first().ok_or_else(|| ToolError::input("no input sample"))?)?
+            l.inputs_of(
+                samples
+                    .first()
+                    .ok_or_else(|| ToolError::input("no input sample"))?,
+            )?
         }
         None => synthetic(&l)?,
     };

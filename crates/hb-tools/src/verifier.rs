@@ -89,7 +89,8 @@ impl M {
             return Ok(M::Prog(Loaded::open(p, false)?));
         }
         let model = crate::cli::load_model(p)?;
-        let s = Session::new(&model).map_err(|e| ToolError::input(format!("{}: {e}", p.display())))?;
+        let s =
+            Session::new(&model).map_err(|e| ToolError::input(format!("{}: {e}", p.display())))?;
         Ok(M::Onnx(s, model))
     }
 
@@ -102,28 +103,64 @@ impl M {
 
     /// Outputs as (name, f32) and, with `all`, every tensor (name, f32).
     #[allow(clippy::type_complexity)]
-    fn run(&self, s: &Sample, all: bool, ws: &mut Workspace) -> ToolResult<(Vec<(String, Vec<f32>)>, Vec<(String, Vec<f32>)>)> {
+    fn run(
+        &self,
+        s: &Sample,
+        all: bool,
+        ws: &mut Workspace,
+    ) -> ToolResult<(Vec<(String, Vec<f32>)>, Vec<(String, Vec<f32>)>)> {
         let f = |t: &Tensor| -> ToolResult<Vec<f32>> {
-            Ok(t.to_f64_vec().map_err(ToolError::input)?.iter().map(|&x| x as f32).collect())
+            Ok(t.to_f64_vec()
+                .map_err(ToolError::input)?
+                .iter()
+                .map(|&x| x as f32)
+                .collect())
         };
         match self {
             M::Onnx(sess, m) => {
-                let ins: HashMap<String, Tensor> = m.graph.inputs.iter().filter_map(|v| s.get(&v.name).map(|t| (v.name.clone(), t.clone()))).collect();
+                let ins: HashMap<String, Tensor> = m
+                    .graph
+                    .inputs
+                    .iter()
+                    .filter_map(|v| s.get(&v.name).map(|t| (v.name.clone(), t.clone())))
+                    .collect();
                 let mut dump = ValueDump::default();
-                let outs = if all { sess.run_with_hook(&ins, &mut dump) } else { sess.run(&ins) }
-                    .map_err(|e| ToolError::input(e.to_string()))?;
-                let o = outs.iter().map(|(n, t)| Ok((n.clone(), f(t)?))).collect::<ToolResult<Vec<_>>>()?;
-                let a = dump.values.iter().filter(|(_, _, t)| t.dtype().is_float()).map(|(_, n, t)| Ok((n.clone(), f(t)?))).collect::<ToolResult<Vec<_>>>()?;
+                let outs = if all {
+                    sess.run_with_hook(&ins, &mut dump)
+                } else {
+                    sess.run(&ins)
+                }
+                .map_err(|e| ToolError::input(e.to_string()))?;
+                let o = outs
+                    .iter()
+                    .map(|(n, t)| Ok((n.clone(), f(t)?)))
+                    .collect::<ToolResult<Vec<_>>>()?;
+                let a = dump
+                    .values
+                    .iter()
+                    .filter(|(_, _, t)| t.dtype().is_float())
+                    .map(|(_, n, t)| Ok((n.clone(), f(t)?)))
+                    .collect::<ToolResult<Vec<_>>>()?;
                 Ok((o, a))
             }
             M::Prog(l) => {
                 let ins = l.inputs_of(s)?;
                 let names = l.output_names();
                 let p = &l.program;
-                let ids: HashMap<&str, usize> = p.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+                let ids: HashMap<&str, usize> = p
+                    .tensors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.name.as_str(), i))
+                    .collect();
                 if all {
                     let (outs, every) = l.run_all(&ins, ws)?;
-                    let o = names.iter().zip(&outs).zip(&p.outputs).map(|((n, t), &id)| Ok((n.clone(), as_f32(p, id as usize, t)?))).collect::<ToolResult<Vec<_>>>()?;
+                    let o = names
+                        .iter()
+                        .zip(&outs)
+                        .zip(&p.outputs)
+                        .map(|((n, t), &id)| Ok((n.clone(), as_f32(p, id as usize, t)?)))
+                        .collect::<ToolResult<Vec<_>>>()?;
                     let mut a = Vec::new();
                     for (n, t) in every {
                         if let Some(&id) = ids.get(n.as_str()) {
@@ -136,7 +173,12 @@ impl M {
                     Ok((o, a))
                 } else {
                     let outs = l.run(&ins, ws)?;
-                    let o = names.iter().zip(&outs).zip(&p.outputs).map(|((n, t), &id)| Ok((n.clone(), as_f32(p, id as usize, t)?))).collect::<ToolResult<Vec<_>>>()?;
+                    let o = names
+                        .iter()
+                        .zip(&outs)
+                        .zip(&p.outputs)
+                        .map(|((n, t), &id)| Ok((n.clone(), as_f32(p, id as usize, t)?)))
+                        .collect::<ToolResult<Vec<_>>>()?;
                     Ok((o, Vec::new()))
                 }
             }
@@ -150,7 +192,13 @@ fn consistency(a: &[f32], b: &[f32], digits: u32) -> (usize, f64, f64) {
     let (mut max_abs, mut max_rel) = (0f64, 0f64);
     for (&x, &y) in a.iter().zip(b) {
         let d = (f64::from(x) - f64::from(y)).abs();
-        let d = if x.is_nan() && y.is_nan() { 0.0 } else if d.is_nan() { f64::INFINITY } else { d };
+        let d = if x.is_nan() && y.is_nan() {
+            0.0
+        } else if d.is_nan() {
+            f64::INFINITY
+        } else {
+            d
+        };
         if d > tol {
             mism += 1;
         }
@@ -187,16 +235,28 @@ pub fn run(args: &VerifyArgs) -> ToolResult<VerifyReport> {
         let (oa, ta) = a.run(s, args.all_nodes, &mut wa)?;
         let (ob, tb) = b.run(s, args.all_nodes, &mut wb)?;
         if oa.len() != ob.len() {
-            return Err(ToolError::input(format!("the models have {} and {} outputs", oa.len(), ob.len())));
+            return Err(ToolError::input(format!(
+                "the models have {} and {} outputs",
+                oa.len(),
+                ob.len()
+            )));
         }
         for (k, ((na, va), (_, vb))) in oa.iter().zip(&ob).enumerate() {
             if va.len() != vb.len() {
-                return Err(ToolError::input(format!("output '{na}' has {} and {} elements", va.len(), vb.len())));
+                return Err(ToolError::input(format!(
+                    "output '{na}' has {} and {} elements",
+                    va.len(),
+                    vb.len()
+                )));
             }
             let (mism, max_abs, max_rel) = consistency(va, vb, args.digits);
             let c = OutputCmp {
                 name: na.clone(),
-                mode: if both_prog { "consistency".into() } else { "similarity".into() },
+                mode: if both_prog {
+                    "consistency".into()
+                } else {
+                    "similarity".into()
+                },
                 ok: true,
                 cosine: metrics::cosine(va, vb),
                 l1: metrics::l1_distance(va, vb),
@@ -222,8 +282,13 @@ pub fn run(args: &VerifyArgs) -> ToolResult<VerifyReport> {
         if args.all_nodes && first.is_none() {
             // ONNX vs program: a quantized program tensor `x:q8` stands for
             // the calibration output `x_calibrated` when there is one.
-            let (onnx, prog) = if matches!(a, M::Onnx(..)) { (&ta, &tb) } else { (&tb, &ta) };
-            let onnx_names: HashMap<&str, &Vec<f32>> = onnx.iter().map(|(n, v)| (n.as_str(), v)).collect();
+            let (onnx, prog) = if matches!(a, M::Onnx(..)) {
+                (&ta, &tb)
+            } else {
+                (&tb, &ta)
+            };
+            let onnx_names: HashMap<&str, &Vec<f32>> =
+                onnx.iter().map(|(n, v)| (n.as_str(), v)).collect();
             let key_of = |n: &str| -> String {
                 if both_prog {
                     return n.to_string();
@@ -239,11 +304,19 @@ pub fn run(args: &VerifyArgs) -> ToolResult<VerifyReport> {
             };
             let mut mb: HashMap<String, &Vec<f32>> = HashMap::new();
             for (n, v) in &tb {
-                let k = if std::ptr::eq(&tb, prog) { key_of(n) } else { n.clone() };
+                let k = if std::ptr::eq(&tb, prog) {
+                    key_of(n)
+                } else {
+                    n.clone()
+                };
                 mb.entry(k).or_insert(v);
             }
             for (n, va) in &ta {
-                let key = if std::ptr::eq(&ta, prog) { key_of(n) } else { n.clone() };
+                let key = if std::ptr::eq(&ta, prog) {
+                    key_of(n)
+                } else {
+                    n.clone()
+                };
                 let Some(vb) = mb.get(&key) else { continue };
                 if vb.len() != va.len() {
                     continue;
@@ -252,10 +325,17 @@ pub fn run(args: &VerifyArgs) -> ToolResult<VerifyReport> {
                 let (mism, max_abs, _) = consistency(va, vb, args.digits);
                 let cos = metrics::cosine(va, vb);
                 if std::env::var_os("HB_VERIFY_TRACE").is_some() {
-                    eprintln!("{key:<60} cos {cos:.6} max_abs {max_abs:.4e} n {}", va.len());
+                    eprintln!(
+                        "{key:<60} cos {cos:.6} max_abs {max_abs:.4e} n {}",
+                        va.len()
+                    );
                     continue;
                 }
-                let diverged = if both_prog { mism > 0 } else { cos < args.min_cosine };
+                let diverged = if both_prog {
+                    mism > 0
+                } else {
+                    cos < args.min_cosine
+                };
                 if diverged {
                     first = Some((n.clone(), max_abs));
                     break;
@@ -264,11 +344,19 @@ pub fn run(args: &VerifyArgs) -> ToolResult<VerifyReport> {
         }
     }
     for c in &mut acc {
-        c.ok = if both_prog { c.mismatched == 0 } else { c.cosine >= args.min_cosine };
+        c.ok = if both_prog {
+            c.mismatched == 0
+        } else {
+            c.cosine >= args.min_cosine
+        };
     }
     let ok = acc.iter().all(|c| c.ok) && (!both_prog || first.is_none());
     Ok(VerifyReport {
-        models: args.models.iter().map(|m| m.display().to_string()).collect(),
+        models: args
+            .models
+            .iter()
+            .map(|m| m.display().to_string())
+            .collect(),
         samples: samples.len(),
         outputs: acc,
         nodes_compared: compared,
@@ -279,7 +367,10 @@ pub fn run(args: &VerifyArgs) -> ToolResult<VerifyReport> {
 
 /// Text rendering.
 pub fn render(r: &VerifyReport, all_nodes: bool) -> String {
-    let mut t = format!("{} vs {} on {} sample(s)\n", r.models[0], r.models[1], r.samples);
+    let mut t = format!(
+        "{} vs {} on {} sample(s)\n",
+        r.models[0], r.models[1], r.samples
+    );
     for c in &r.outputs {
         if c.mode == "consistency" {
             t += &format!(
@@ -306,7 +397,12 @@ pub fn render(r: &VerifyReport, all_nodes: bool) -> String {
     }
     if all_nodes {
         match &r.first_divergence {
-            Some((n, d)) => t += &format!("  first diverging tensor: {n} (max abs diff {d:.6e}) after {} compared\n", r.nodes_compared),
+            Some((n, d)) => {
+                t += &format!(
+                    "  first diverging tensor: {n} (max abs diff {d:.6e}) after {} compared\n",
+                    r.nodes_compared
+                )
+            }
             None => t += &format!("  all {} shared tensors agree\n", r.nodes_compared),
         }
     }

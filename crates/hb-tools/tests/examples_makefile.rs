@@ -24,7 +24,8 @@ fn makefile_chains_the_tools() {
         .arg("FIXTURE=digits_cnn")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     let verify = std::fs::read_to_string(tmp.path().join("digits/verify.txt")).unwrap();
     assert!(verify.contains("consistent"), "{verify}");

@@ -61,7 +61,9 @@ fn flat(t: &hb_tensor::Tensor) -> Vec<f32> {
 
 fn argmax(t: &hb_tensor::Tensor) -> usize {
     let v = flat(t);
-    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0)
+    (0..v.len())
+        .max_by(|&a, &b| v[a].total_cmp(&v[b]))
+        .unwrap_or(0)
 }
 
 /// Calibrates, checks .bc ≈ calibrated and .hbm == .bc; returns the
@@ -78,7 +80,11 @@ fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
     let work = tmp.path().join("work");
     let calibrated = hb_ir::load_model(&work.join("m_calibrated_model.onnx")).unwrap();
     let bc = Arc::new(hb_bpu::program::load(&work.join("m_quantized_model.bc")).unwrap());
-    let samples = read_inputs(&calibrated.graph, fixtures().join(fixture).join("test").to_str().unwrap()).unwrap();
+    let samples = read_inputs(
+        &calibrated.graph,
+        fixtures().join(fixture).join("test").to_str().unwrap(),
+    )
+    .unwrap();
     let session = hb_float::Session::new(&calibrated).unwrap();
     let cpu = FloatCpu::new(&bc).unwrap();
     let interp = Interpreter::new(bc.clone()).unwrap();
@@ -106,20 +112,36 @@ fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
             ok_cal += usize::from(argmax(&sim[0].1) as i64 == labels[k]);
             ok_bc += usize::from(argmax(&refs[k][0]) as i64 == labels[k]);
         }
-        let (a, b) = (ok_cal as f64 / labels.len() as f64 * 100.0, ok_bc as f64 / labels.len() as f64 * 100.0);
-        eprintln!("digits_cnn accuracy: calibrated {a:.2}%, .bc/.hbm {b:.2}% ({} samples)", labels.len());
+        let (a, b) = (
+            ok_cal as f64 / labels.len() as f64 * 100.0,
+            ok_bc as f64 / labels.len() as f64 * 100.0,
+        );
+        eprintln!(
+            "digits_cnn accuracy: calibrated {a:.2}%, .bc/.hbm {b:.2}% ({} samples)",
+            labels.len()
+        );
         assert!((a - b).abs() <= 0.2 + 1e-9, "accuracy {a} vs {b}");
     }
     let bpu = bc.ops.iter().filter(|o| o.placement == 1).count();
     let mut runs = 0;
     for level in [OptLevel::O0, OptLevel::O1, OptLevel::O2] {
-        let (hbm, rep) = compile(&bc, &CompileOptions { level, ..Default::default() }).unwrap();
+        let (hbm, rep) = compile(
+            &bc,
+            &CompileOptions {
+                level,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let bytes = hb_bpu::program::encode(&hbm);
         let hbm = Arc::new(hb_bpu::program::decode(&bytes, "m.hbm").unwrap());
         let cpu = FloatCpu::new(&hbm).unwrap();
         let engine = Engine::new(hbm.clone(), EngineOptions::default()).unwrap();
         for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let mut ws = Workspace::new();
                 for (k, s) in samples.iter().enumerate() {
@@ -129,7 +151,14 @@ fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
                 }
             });
         }
-        eprintln!("{fixture} [{}] {level:?}: ops {} -> {}, packed {}, subgraphs {}", if qc.is_empty() { "int8" } else { "int16" }, rep.ops_before, rep.ops_after, rep.packed, rep.subgraphs.len());
+        eprintln!(
+            "{fixture} [{}] {level:?}: ops {} -> {}, packed {}, subgraphs {}",
+            if qc.is_empty() { "int8" } else { "int16" },
+            rep.ops_before,
+            rep.ops_after,
+            rep.packed,
+            rep.subgraphs.len()
+        );
     }
     eprintln!(
         "{fixture} [{}]: {} ops ({bpu} BPU); cosine calibrated vs .bc: min {cmin:.6}, mean {:.6} over {cnt}; .hbm == .bc on {runs} runs",

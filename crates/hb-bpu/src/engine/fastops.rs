@@ -67,7 +67,13 @@ macro_rules! with_in {
 }
 
 /// Runs a packed weighted op and its post-steps. `Ok(false)`: not handled.
-pub(super) fn packed(op: &PreparedOp, pw: &Packed, st: &mut Store<'_>, scratch: &mut Scratch, exec: &ExecOptions) -> R<bool> {
+pub(super) fn packed(
+    op: &PreparedOp,
+    pw: &Packed,
+    st: &mut Store<'_>,
+    scratch: &mut Scratch,
+    exec: &ExecOptions,
+) -> R<bool> {
     let xid = op.inputs[0].ok_or("missing input")?;
     let yid = op.outputs[0];
     let xshape = st.infos[xid].1.clone();
@@ -101,14 +107,21 @@ pub(super) fn packed(op: &PreparedOp, pw: &Packed, st: &mut Store<'_>, scratch: 
     res
 }
 
-
 /// Applies fused post-steps in place on an output of type `O`.
 fn post_in_place<O: QInt>(op: &PreparedOp, y: &mut [O], st: &Store<'_>) -> R<()> {
     let shape = &st.infos[op.outputs[0]].1;
     for p in &op.post {
         match p {
-            Post::Rescale { requant, axis, clamp } => rescale_in_place(y, shape, requant, *axis, *clamp)?,
-            Post::Add { other, main_is_b, r } => {
+            Post::Rescale {
+                requant,
+                axis,
+                clamp,
+            } => rescale_in_place(y, shape, requant, *axis, *clamp)?,
+            Post::Add {
+                other,
+                main_is_b,
+                r,
+            } => {
                 let o = st.get(*other)?;
                 if numel(&st.infos[*other].1) != y.len() || st.infos[*other].1 != *shape {
                     return Err("fused add operands differ in shape".into());
@@ -136,8 +149,18 @@ fn add_in_place<O: QInt, B: QInt>(y: &mut [O], b: &[B], main_is_b: bool, r: &Res
 }
 
 /// `y = clamp(sat(R_c(y)), lo, hi)` in place.
-fn rescale_in_place<O: QInt>(y: &mut [O], shape: &[usize], requant: &[Requant], axis: usize, clamp: Clamp) -> R<()> {
-    let (outer, c, inner) = if shape.is_empty() { (1, 1, 1) } else { split_at_axis(shape, axis).map_err(|e| e.to_string())? };
+fn rescale_in_place<O: QInt>(
+    y: &mut [O],
+    shape: &[usize],
+    requant: &[Requant],
+    axis: usize,
+    clamp: Clamp,
+) -> R<()> {
+    let (outer, c, inner) = if shape.is_empty() {
+        (1, 1, 1)
+    } else {
+        split_at_axis(shape, axis).map_err(|e| e.to_string())?
+    };
     let (lo, hi) = clamp.unwrap_or((O::MIN, O::MAX));
     let hi = hi.max(lo);
     for o in 0..outer {
@@ -152,8 +175,19 @@ fn rescale_in_place<O: QInt>(y: &mut [O], shape: &[usize], requant: &[Requant], 
     Ok(())
 }
 
-fn rescale_into<I: QInt, O: QInt>(x: &[I], y: &mut [O], shape: &[usize], requant: &[Requant], axis: usize, clamp: Clamp) -> R<()> {
-    let (outer, c, inner) = if shape.is_empty() { (1, 1, 1) } else { split_at_axis(shape, axis).map_err(|e| e.to_string())? };
+fn rescale_into<I: QInt, O: QInt>(
+    x: &[I],
+    y: &mut [O],
+    shape: &[usize],
+    requant: &[Requant],
+    axis: usize,
+    clamp: Clamp,
+) -> R<()> {
+    let (outer, c, inner) = if shape.is_empty() {
+        (1, 1, 1)
+    } else {
+        split_at_axis(shape, axis).map_err(|e| e.to_string())?
+    };
     if requant.len() != 1 && requant.len() != c {
         return Err("requantisations do not match the channels".into());
     }
@@ -186,7 +220,9 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
     };
     let mut buf = st.take(s);
     let res = (|| -> R<bool> {
-        let x0 = |k: usize| -> R<V<'_>> { st.get(op.inputs.get(k).copied().flatten().ok_or("missing input")?) };
+        let x0 = |k: usize| -> R<V<'_>> {
+            st.get(op.inputs.get(k).copied().flatten().ok_or("missing input")?)
+        };
         match &op.kernel {
             Kernel::Quantize(p) => {
                 let V::F32(x) = x0(0)? else { return Ok(false) };
@@ -196,19 +232,28 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
                     }
                 });
             }
-            Kernel::Dequantize { scales, hp_scales, axis } => {
-                let Buf::F32(o) = &mut buf else { return Ok(false) };
+            Kernel::Dequantize {
+                scales,
+                hp_scales,
+                axis,
+            } => {
+                let Buf::F32(o) = &mut buf else {
+                    return Ok(false);
+                };
                 let o = o.get_mut(..n).ok_or("slot too small")?;
                 let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
                 let v = x0(0)?;
                 if !hp_scales.is_empty() {
                     let V::I32(x) = v else { return Ok(false) };
-                    let (outer, c, inner) = split_at_axis(xshape, *axis).map_err(|e| e.to_string())?;
+                    let (outer, c, inner) =
+                        split_at_axis(xshape, *axis).map_err(|e| e.to_string())?;
                     for oo in 0..outer {
                         for k in 0..c {
                             let sc = hp_scales[if hp_scales.len() == 1 { 0 } else { k }];
                             let base = (oo * c + k) * inner;
-                            for (d, &q) in o[base..base + inner].iter_mut().zip(&x[base..base + inner]) {
+                            for (d, &q) in
+                                o[base..base + inner].iter_mut().zip(&x[base..base + inner])
+                            {
                                 *d = (f64::from(q) * sc) as f32;
                             }
                         }
@@ -222,21 +267,37 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
                     return Ok(false);
                 }
             }
-            Kernel::Rescale { requant, axis, clamp } => {
+            Kernel::Rescale {
+                requant,
+                axis,
+                clamp,
+            } => {
                 let v = x0(0)?;
-                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| rescale_into::<I, O>(x, o, &yshape, requant, *axis, *clamp)?));
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| rescale_into::<
+                    I,
+                    O,
+                >(
+                    x, o, &yshape, requant, *axis, *clamp
+                )?));
             }
             Kernel::Add(r) => {
-                let (a, b) = (op.inputs[0].ok_or("missing")?, op.inputs[1].ok_or("missing")?);
+                let (a, b) = (
+                    op.inputs[0].ok_or("missing")?,
+                    op.inputs[1].ok_or("missing")?,
+                );
                 if st.infos[a].1 != yshape || st.infos[b].1 != yshape {
                     return Ok(false);
                 }
                 let (va, vb) = (x0(0)?, x0(1)?);
-                with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(&mut buf, n, |o: O| {
-                    for ((d, &p), &q) in o.iter_mut().zip(xa).zip(xb) {
-                        *d = r.apply::<O>(p.to_i64(), q.to_i64());
+                with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                    &mut buf,
+                    n,
+                    |o: O| {
+                        for ((d, &p), &q) in o.iter_mut().zip(xa).zip(xb) {
+                            *d = r.apply::<O>(p.to_i64(), q.to_i64());
+                        }
                     }
-                })));
+                )));
             }
             Kernel::Reshape => {
                 let v = x0(0)?;
@@ -253,11 +314,18 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
                 if xshape.len() != 4 || params.kernel.len() != 2 || yshape.len() != 4 {
                     return Ok(false);
                 }
-                if (0..2).any(|i| params.pads[i] >= params.kernel[i] || params.pads[2 + i] >= params.kernel[i]) {
+                if (0..2).any(|i| {
+                    params.pads[i] >= params.kernel[i] || params.pads[2 + i] >= params.kernel[i]
+                }) {
                     return Ok(false);
                 }
                 let v = x0(0)?;
-                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| max_pool_2d::<I, O>(x, o, xshape, &yshape, params, requant)));
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| max_pool_2d::<
+                    I,
+                    O,
+                >(
+                    x, o, xshape, &yshape, params, requant
+                )));
             }
             Kernel::GlobalAvgPool { s_x, s_y } => {
                 let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
@@ -268,7 +336,8 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
                 if plane == 0 {
                     return Ok(false);
                 }
-                let r = Requant::from_ratio(f64::from(*s_x) / (plane as f64 * f64::from(*s_y))).map_err(|e| e.to_string())?;
+                let r = Requant::from_ratio(f64::from(*s_x) / (plane as f64 * f64::from(*s_y)))
+                    .map_err(|e| e.to_string())?;
                 let v = x0(0)?;
                 with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
                     for (d, row) in o.iter_mut().zip(x.chunks_exact(plane)) {

@@ -69,15 +69,25 @@ impl Workspace {
     }
 }
 
-fn pack_op(p: &Program, op: &PreparedOp, consts: &[Option<Arc<Tensor>>], opts: &EngineOptions) -> Option<Packed> {
+fn pack_op(
+    p: &Program,
+    op: &PreparedOp,
+    consts: &[Option<Arc<Tensor>>],
+    opts: &EngineOptions,
+) -> Option<Packed> {
     let konst = |k: usize| -> Option<&Tensor> {
-        op.inputs.get(k).copied().flatten().and_then(|i| consts[i].as_deref())
+        op.inputs
+            .get(k)
+            .copied()
+            .flatten()
+            .and_then(|i| consts[i].as_deref())
     };
-    let x_kind = match crate::program::dtype_of(&p.tensors[op.inputs.first().copied().flatten()?]).ok()? {
-        DType::I8 => crate::fast::IntKind::I8,
-        DType::I16 => crate::fast::IntKind::I16,
-        _ => return None,
-    };
+    let x_kind =
+        match crate::program::dtype_of(&p.tensors[op.inputs.first().copied().flatten()?]).ok()? {
+            DType::I8 => crate::fast::IntKind::I8,
+            DType::I16 => crate::fast::IntKind::I16,
+            _ => return None,
+        };
     let bias: Option<&[i64]> = match konst(2) {
         Some(Tensor::I64(a)) => Some(a.as_slice()?),
         Some(_) => return None,
@@ -110,12 +120,23 @@ fn pack_op(p: &Program, op: &PreparedOp, consts: &[Option<Arc<Tensor>>], opts: &
             clamp,
         } => {
             let w = konst(1)?;
-            let po = PackOptions { clamp: *clamp, ..po };
-            pack_w!(w, |wv| PackedWeights::conv(wv, bias, requant, params, x_kind, &po).ok().map(Packed::Conv))
+            let po = PackOptions {
+                clamp: *clamp,
+                ..po
+            };
+            pack_w!(w, |wv| PackedWeights::conv(
+                wv, bias, requant, params, x_kind, &po
+            )
+            .ok()
+            .map(Packed::Conv))
         }
         Kernel::MatMul { requant } => {
             let w = konst(1)?;
-            pack_w!(w, |wv| PackedWeights::matmul(wv, bias, requant, x_kind, &po).ok().map(Packed::MatMul))
+            pack_w!(w, |wv| PackedWeights::matmul(
+                wv, bias, requant, x_kind, &po
+            )
+            .ok()
+            .map(Packed::MatMul))
         }
         Kernel::Gemm { params, requant } => {
             let w = konst(1)?;
@@ -124,7 +145,11 @@ fn pack_op(p: &Program, op: &PreparedOp, consts: &[Option<Arc<Tensor>>], opts: &
                 Some(_) => return None,
                 None => None,
             };
-            pack_w!(w, |wv| PackedWeights::gemm(wv, c, requant, *params, x_kind, &po).ok().map(Packed::Gemm))
+            pack_w!(w, |wv| PackedWeights::gemm(
+                wv, c, requant, *params, x_kind, &po
+            )
+            .ok()
+            .map(Packed::Gemm))
         }
         _ => None,
     }
@@ -151,8 +176,14 @@ impl Engine {
             Some(m) if m.tensor_slot.len() == program.tensors.len() => m,
             _ => memplan::plan(&program),
         };
-        if plan.tensor_slot.iter().any(|&s| s >= plan.slots.len() as i32) {
-            return Err(ProgramError::Invalid("memory plan refers to a missing slot".into()));
+        if plan
+            .tensor_slot
+            .iter()
+            .any(|&s| s >= plan.slots.len() as i32)
+        {
+            return Err(ProgramError::Invalid(
+                "memory plan refers to a missing slot".into(),
+            ));
         }
         let mut input_pos = vec![None; program.tensors.len()];
         for (k, &i) in program.inputs.iter().enumerate() {
@@ -181,7 +212,12 @@ impl Engine {
     }
 
     /// Runs on `inputs` (in `Program.inputs` order).
-    pub fn run(&self, inputs: &[Tensor], cpu: &dyn CpuOps, ws: &mut Workspace) -> Result<Vec<Tensor>> {
+    pub fn run(
+        &self,
+        inputs: &[Tensor],
+        cpu: &dyn CpuOps,
+        ws: &mut Workspace,
+    ) -> Result<Vec<Tensor>> {
         self.run_with(inputs, cpu, ws, None)
     }
 
@@ -200,7 +236,12 @@ impl Engine {
                 .plan
                 .slots
                 .iter()
-                .map(|s| Buf::new(DType::from_onnx_code(s.dtype).unwrap_or(DType::F32), s.elems as usize))
+                .map(|s| {
+                    Buf::new(
+                        DType::from_onnx_code(s.dtype).unwrap_or(DType::F32),
+                        s.elems as usize,
+                    )
+                })
                 .collect();
         }
         if let Some(f) = seen.as_mut() {
@@ -228,7 +269,11 @@ impl Engine {
             }
             if let Some(f) = seen.as_mut() {
                 for &o in &op.outputs {
-                    let t = st.get(o).map_err(|e| op.err(e))?.to_tensor(&self.infos[o].1).map_err(|e| op.err(e))?;
+                    let t = st
+                        .get(o)
+                        .map_err(|e| op.err(e))?
+                        .to_tensor(&self.infos[o].1)
+                        .map_err(|e| op.err(e))?;
                     f(o, &t);
                 }
             }
@@ -265,7 +310,8 @@ impl Engine {
             });
         }
         let ins: Vec<Option<&Tensor>> = owned.iter().map(Option::as_ref).collect();
-        let outs: Vec<(DType, Vec<usize>)> = op.outputs.iter().map(|&o| self.infos[o].clone()).collect();
+        let outs: Vec<(DType, Vec<usize>)> =
+            op.outputs.iter().map(|&o| self.infos[o].clone()).collect();
         let ys = if op.on_cpu || matches!(op.kernel, Kernel::Cpu) {
             let ys: Vec<Tensor> = cpu
                 .run(op.index, &ins)

@@ -134,10 +134,18 @@ impl Store<'_> {
         let t = t.into_standard_layout();
         let fits = |len: usize| len >= n;
         match (&mut self.slots[s], &t) {
-            (Buf::I8(v), Tensor::I8(a)) if fits(v.len()) => v[..n].copy_from_slice(a.as_slice().ok_or("layout")?),
-            (Buf::I16(v), Tensor::I16(a)) if fits(v.len()) => v[..n].copy_from_slice(a.as_slice().ok_or("layout")?),
-            (Buf::I32(v), Tensor::I32(a)) if fits(v.len()) => v[..n].copy_from_slice(a.as_slice().ok_or("layout")?),
-            (Buf::F32(v), Tensor::F32(a)) if fits(v.len()) => v[..n].copy_from_slice(a.as_slice().ok_or("layout")?),
+            (Buf::I8(v), Tensor::I8(a)) if fits(v.len()) => {
+                v[..n].copy_from_slice(a.as_slice().ok_or("layout")?)
+            }
+            (Buf::I16(v), Tensor::I16(a)) if fits(v.len()) => {
+                v[..n].copy_from_slice(a.as_slice().ok_or("layout")?)
+            }
+            (Buf::I32(v), Tensor::I32(a)) if fits(v.len()) => {
+                v[..n].copy_from_slice(a.as_slice().ok_or("layout")?)
+            }
+            (Buf::F32(v), Tensor::F32(a)) if fits(v.len()) => {
+                v[..n].copy_from_slice(a.as_slice().ok_or("layout")?)
+            }
             (Buf::T(slot), _) => *slot = Some(t),
             _ => return Err(format!("tensor #{id} does not fit its memory slot")),
         }

@@ -54,7 +54,10 @@ pub fn to_tensor(t: &pb::TensorInfo) -> Result<Tensor> {
         DType::Bool => Tensor::Bool(arr(&shape, b.iter().map(|&x| x != 0).collect())?),
         DType::F16 => Tensor::F16(arr(
             &shape,
-            le_vec!(b, u16).into_iter().map(half::f16::from_bits).collect(),
+            le_vec!(b, u16)
+                .into_iter()
+                .map(half::f16::from_bits)
+                .collect(),
         )?),
         other => {
             return Err(ProgramError::Invalid(format!(

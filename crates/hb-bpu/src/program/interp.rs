@@ -152,7 +152,11 @@ impl Interpreter {
 /// Checks what a CPU op returned against the declared outputs.
 pub fn check_outputs(op: &PreparedOp, ys: &[Tensor], outs: &[(DType, Vec<usize>)]) -> Result<()> {
     if ys.len() < outs.len() {
-        return Err(op.err(format!("returned {} outputs, {} declared", ys.len(), outs.len())));
+        return Err(op.err(format!(
+            "returned {} outputs, {} declared",
+            ys.len(),
+            outs.len()
+        )));
     }
     for (y, (dt, shape)) in ys.iter().zip(outs) {
         if y.dtype() != *dt || y.shape() != &shape[..] {
@@ -165,4 +169,3 @@ pub fn check_outputs(op: &PreparedOp, ys: &[Tensor], outs: &[(DType, Vec<usize>)
     }
     Ok(())
 }
-

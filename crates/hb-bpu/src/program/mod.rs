@@ -98,7 +98,11 @@ pub use pb::Program;
 /// order (`None` for omitted optional inputs); one output per op output.
 pub trait CpuOps: Sync {
     /// Runs CPU op `op`.
-    fn run(&self, op: usize, inputs: &[Option<&Tensor>]) -> std::result::Result<Vec<Tensor>, String>;
+    fn run(
+        &self,
+        op: usize,
+        inputs: &[Option<&Tensor>],
+    ) -> std::result::Result<Vec<Tensor>, String>;
 }
 
 /// A [`CpuOps`] for programs without CPU ops: every call fails.
@@ -106,7 +110,9 @@ pub struct NoCpu;
 
 impl CpuOps for NoCpu {
     fn run(&self, op: usize, _: &[Option<&Tensor>]) -> std::result::Result<Vec<Tensor>, String> {
-        Err(format!("op #{op} runs on the CPU, but no CPU backend was given"))
+        Err(format!(
+            "op #{op} runs on the CPU, but no CPU backend was given"
+        ))
     }
 }
 
@@ -209,8 +215,9 @@ pub fn save(p: &Program, path: &Path) -> Result<()> {
 
 /// The element type of a tensor description.
 pub fn dtype_of(t: &pb::TensorInfo) -> Result<DType> {
-    DType::from_onnx_code(t.dtype)
-        .ok_or_else(|| ProgramError::Invalid(format!("tensor '{}': dtype code {}", t.name, t.dtype)))
+    DType::from_onnx_code(t.dtype).ok_or_else(|| {
+        ProgramError::Invalid(format!("tensor '{}': dtype code {}", t.name, t.dtype))
+    })
 }
 
 /// The shape of a tensor description.
@@ -246,7 +253,9 @@ pub fn validate(p: &Program) -> std::result::Result<(), String> {
         if (id as usize) < n {
             Ok(())
         } else {
-            Err(format!("{what} refers to tensor #{id}, the program has {n}"))
+            Err(format!(
+                "{what} refers to tensor #{id}, the program has {n}"
+            ))
         }
     };
     for &i in p.inputs.iter().chain(&p.outputs) {
@@ -279,4 +288,3 @@ pub fn validate(p: &Program) -> std::result::Result<(), String> {
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
-

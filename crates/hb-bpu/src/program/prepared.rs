@@ -415,7 +415,10 @@ fn build(p: &Program, op: &pb::Op, po: &PreparedOp) -> Built {
             let o = out0()?;
             let (tlo, thi) = int_range(dt(o)?).ok_or("Quantize output must be i8/i16/i32")?;
             if q.lo < tlo || q.hi > thi {
-                return Err(format!("range [{}, {}] does not fit the output", q.lo, q.hi));
+                return Err(format!(
+                    "range [{}, {}] does not fit the output",
+                    q.lo, q.hi
+                ));
             }
             let mut qp = QuantParams::with_range(q.scale, q.lo, q.hi).map_err(|e| e.to_string())?;
             qp.keep_masks = q.keep_masks;
@@ -513,8 +516,10 @@ fn build(p: &Program, op: &pb::Op, po: &PreparedOp) -> Built {
             neg_shape: usizes(&pr.neg_shape),
         },
         K::Lut(l) => {
-            let (mut ilo, mut ihi) = int_range(dt(in0()?)?).ok_or("LUT input must be an integer")?;
-            let (mut olo, mut ohi) = int_range(dt(out0()?)?).ok_or("LUT output must be an integer")?;
+            let (mut ilo, mut ihi) =
+                int_range(dt(in0()?)?).ok_or("LUT input must be an integer")?;
+            let (mut olo, mut ohi) =
+                int_range(dt(out0()?)?).ok_or("LUT output must be an integer")?;
             if (l.in_lo, l.in_hi) != (0, 0) {
                 if l.in_lo < ilo || l.in_hi > ihi || l.in_lo > l.in_hi {
                     return Err(format!("LUT input range [{}, {}]", l.in_lo, l.in_hi));

@@ -6,7 +6,9 @@
 use super::prepared::{Clamp, Kernel, Post, PreparedOp};
 use crate::fixed_point::Requant;
 use crate::qint::QInt;
-use crate::reference::{activation, conv, eltwise, layernorm, matmul, pad, pool, quant, resize, softmax};
+use crate::reference::{
+    activation, conv, eltwise, layernorm, matmul, pad, pool, quant, resize, softmax,
+};
 use crate::tensor::{split_at_axis, QTensor, TensorRef};
 use hb_tensor::tensor::Element;
 use hb_tensor::{with_tensor, DType, Tensor};
@@ -125,9 +127,11 @@ pub fn rescale<I: QInt, O: QInt>(
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];
             let base = (o * c + k) * inner;
-            out.extend(x.data()[base..base + inner].iter().map(|&q| {
-                O::sat_i64(r.apply::<O>(q.to_i64()).to_i64().clamp(lo, hi.max(lo)))
-            }));
+            out.extend(
+                x.data()[base..base + inner]
+                    .iter()
+                    .map(|&q| O::sat_i64(r.apply::<O>(q.to_i64()).to_i64().clamp(lo, hi.max(lo)))),
+            );
         }
     }
     QTensor::new(x.shape().to_vec(), out)
@@ -177,7 +181,8 @@ pub fn run_op(
                     if scales.len() == 1 {
                         quant::dequantize(v.data(), scales[0])
                     } else {
-                        quant::dequantize_per_channel(v, *axis, scales).map_err(|e| e.to_string())?
+                        quant::dequantize_per_channel(v, *axis, scales)
+                            .map_err(|e| e.to_string())?
                     }
                 })
             };
@@ -187,27 +192,46 @@ pub fn run_op(
             requant,
             axis,
             clamp,
-        } => with_int!(x()?, |v: I| with_out!(odt, O => rescale::<I, O>(v, requant, *axis, *clamp)))?,
+        } => with_int!(
+            x()?,
+            |v: I| with_out!(odt, O => rescale::<I, O>(v, requant, *axis, *clamp))
+        )?,
         Kernel::Conv {
             params,
             transpose,
             requant,
             clamp,
         } => {
-            let bias = inputs.get(2).copied().flatten().map(i64_slice).transpose()?;
-            with_int!(x()?, |xv: X| with_int!(need(inputs, 1)?, |wv: W| with_out!(odt, O => {
-                let r = if *transpose {
-                    conv::conv_transpose::<X, W, O>(xv, wv, bias, requant, params)
-                } else {
-                    conv::conv::<X, W, O>(xv, wv, bias, requant, params)
-                };
-                r.and_then(|q| clamp_t(q, *clamp))
-            })))?
+            let bias = inputs
+                .get(2)
+                .copied()
+                .flatten()
+                .map(i64_slice)
+                .transpose()?;
+            with_int!(x()?, |xv: X| with_int!(
+                need(inputs, 1)?,
+                |wv: W| with_out!(odt, O => {
+                    let r = if *transpose {
+                        conv::conv_transpose::<X, W, O>(xv, wv, bias, requant, params)
+                    } else {
+                        conv::conv::<X, W, O>(xv, wv, bias, requant, params)
+                    };
+                    r.and_then(|q| clamp_t(q, *clamp))
+                })
+            ))?
         }
         Kernel::MatMul { requant } => {
-            let bias = inputs.get(2).copied().flatten().map(i64_slice).transpose()?;
-            with_int!(x()?, |a: A| with_int!(need(inputs, 1)?, |b: B| with_out!(odt, O =>
-                matmul::matmul::<A, B, O>(a, b, bias, requant))))?
+            let bias = inputs
+                .get(2)
+                .copied()
+                .flatten()
+                .map(i64_slice)
+                .transpose()?;
+            with_int!(x()?, |a: A| with_int!(
+                need(inputs, 1)?,
+                |b: B| with_out!(odt, O =>
+                matmul::matmul::<A, B, O>(a, b, bias, requant))
+            ))?
         }
         Kernel::Gemm { params, requant } => {
             let c = match inputs.get(2).copied().flatten() {
@@ -215,17 +239,31 @@ pub fn run_op(
                 Some(other) => return Err(format!("Gemm C must be i64, got {}", other.dtype())),
                 None => None,
             };
-            with_int!(x()?, |a: A| with_int!(need(inputs, 1)?, |b: B| with_out!(odt, O =>
-                matmul::gemm::<A, B, O>(a, b, c, requant, *params))))?
+            with_int!(x()?, |a: A| with_int!(
+                need(inputs, 1)?,
+                |b: B| with_out!(odt, O =>
+                matmul::gemm::<A, B, O>(a, b, c, requant, *params))
+            ))?
         }
-        Kernel::Add(r) => with_int!(x()?, |a: A| with_int!(need(inputs, 1)?, |b: B| with_out!(odt, O =>
-            eltwise::add::<A, B, O>(a, b, r))))?,
-        Kernel::Mul(r) => with_int!(x()?, |a: A| with_int!(need(inputs, 1)?, |b: B| with_out!(odt, O =>
-            eltwise::mul::<A, B, O>(a, b, r))))?,
-        Kernel::Div(plan) => with_int!(x()?, |a: A| with_int!(need(inputs, 1)?, |b: B| with_out!(odt, O =>
-            activation::div::<A, B, O>(a, b, plan))))?,
+        Kernel::Add(r) => with_int!(x()?, |a: A| with_int!(
+            need(inputs, 1)?,
+            |b: B| with_out!(odt, O =>
+            eltwise::add::<A, B, O>(a, b, r))
+        ))?,
+        Kernel::Mul(r) => with_int!(x()?, |a: A| with_int!(
+            need(inputs, 1)?,
+            |b: B| with_out!(odt, O =>
+            eltwise::mul::<A, B, O>(a, b, r))
+        ))?,
+        Kernel::Div(plan) => with_int!(x()?, |a: A| with_int!(
+            need(inputs, 1)?,
+            |b: B| with_out!(odt, O =>
+            activation::div::<A, B, O>(a, b, plan))
+        ))?,
         Kernel::Concat { axis, requant } => {
-            let ts: Vec<&Tensor> = (0..inputs.len()).map(|k| need(inputs, k)).collect::<OpRes<_>>()?;
+            let ts: Vec<&Tensor> = (0..inputs.len())
+                .map(|k| need(inputs, k))
+                .collect::<OpRes<_>>()?;
             let dt0 = ts[0].dtype();
             if ts.iter().any(|t| t.dtype() != dt0) {
                 return Err("concat inputs have different integer types".into());
@@ -255,10 +293,18 @@ pub fn run_op(
                     let s = a.as_slice().ok_or("cond not contiguous")?;
                     TensorRef::new(s, a.shape()).map_err(|e| e.to_string())?
                 }
-                other => return Err(format!("Where condition must be bool, got {}", other.dtype())),
+                other => {
+                    return Err(format!(
+                        "Where condition must be bool, got {}",
+                        other.dtype()
+                    ))
+                }
             };
-            with_int!(need(inputs, 1)?, |a: A| with_int!(need(inputs, 2)?, |b: B| with_out!(odt, O =>
-                eltwise::where_select::<A, B, O>(cond, a, b, ra, rb))))?
+            with_int!(need(inputs, 1)?, |a: A| with_int!(
+                need(inputs, 2)?,
+                |b: B| with_out!(odt, O =>
+                eltwise::where_select::<A, B, O>(cond, a, b, ra, rb))
+            ))?
         }
         Kernel::Pad { pads, mode, value } => with_int!(x()?, |v: T| wrap::<T>(
             pad::pad::<T>(v, pads, *mode, T::sat_i64(*value)).map_err(|e| e.to_string())?
@@ -271,7 +317,10 @@ pub fn run_op(
             neg_shape,
         } => {
             let nt = TensorRef::new(&neg[..], &neg_shape[..]).map_err(|e| e.to_string())?;
-            with_int!(x()?, |v: I| with_out!(odt, O => activation::prelu::<I, O>(v, pos, nt)))?
+            with_int!(
+                x()?,
+                |v: I| with_out!(odt, O => activation::prelu::<I, O>(v, pos, nt))
+            )?
         }
         Kernel::Lut(table) => with_int!(x()?, |v: I| with_out!(odt, O =>
             ok(activation::lut::<I, O>(v, table))))?,
@@ -307,11 +356,12 @@ pub fn run_op(
             s_x,
             s_g,
             s_y,
-        } => with_int!(x()?, |xv: X| with_int!(need(inputs, 1)?, |g: G| with_out!(odt, O =>
-            resize::grid_sample::<X, G, O>(xv, g, *s_x, *s_g, *s_y, *params))))?,
-        Kernel::Reshape => x()?
-            .reshape(&oshape)
-            .map_err(|e| e.to_string())?,
+        } => with_int!(x()?, |xv: X| with_int!(
+            need(inputs, 1)?,
+            |g: G| with_out!(odt, O =>
+            resize::grid_sample::<X, G, O>(xv, g, *s_x, *s_g, *s_y, *params))
+        ))?,
+        Kernel::Reshape => x()?.reshape(&oshape).map_err(|e| e.to_string())?,
         Kernel::Transpose(perm) => transpose(x()?, perm)?,
         Kernel::Take => take(x()?, need(inputs, 1)?, &oshape)?,
     };
@@ -323,7 +373,10 @@ pub fn run_op(
         ));
     }
     if y.dtype() != odt {
-        return Err(format!("computed {} values, the program declares {odt}", y.dtype()));
+        return Err(format!(
+            "computed {} values, the program declares {odt}",
+            y.dtype()
+        ));
     }
     if !op.post.is_empty() {
         y = apply_post(&op.post, y, inputs, op)?;
@@ -351,8 +404,15 @@ pub fn apply_post(
                 requant,
                 axis,
                 clamp,
-            } => with_int!(&y, |v: I| with_out!(dt, O => rescale::<I, O>(v, requant, *axis, *clamp)))?,
-            Post::Add { other, main_is_b, r } => {
+            } => with_int!(
+                &y,
+                |v: I| with_out!(dt, O => rescale::<I, O>(v, requant, *axis, *clamp))
+            )?,
+            Post::Add {
+                other,
+                main_is_b,
+                r,
+            } => {
                 let pos = op
                     .inputs
                     .iter()
@@ -406,4 +466,3 @@ pub fn take(t: &Tensor, idx: &Tensor, shape: &[usize]) -> OpRes<Tensor> {
         Element::wrap(ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| e.to_string())?)
     }))
 }
-

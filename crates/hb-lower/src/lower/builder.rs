@@ -191,10 +191,7 @@ impl Builder {
         self.p.ops.push(pb::Op {
             name: name.to_string(),
             op_type: op_type.to_string(),
-            inputs: inputs
-                .iter()
-                .map(|i| i.map_or(-1, |v| v as i32))
-                .collect(),
+            inputs: inputs.iter().map(|i| i.map_or(-1, |v| v as i32)).collect(),
             outputs: outputs.iter().map(|&o| o as u32).collect(),
             placement: if cpu {
                 pb::Placement::Cpu as i32
@@ -210,6 +207,10 @@ impl Builder {
 
     /// The shape of tensor `id`.
     pub fn shape(&self, id: usize) -> Vec<usize> {
-        self.p.tensors[id].shape.iter().map(|&d| d as usize).collect()
+        self.p.tensors[id]
+            .shape
+            .iter()
+            .map(|&d| d as usize)
+            .collect()
     }
 }

@@ -217,11 +217,9 @@ pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
     }
     let inputs = lw.g.inputs.clone();
     for v in &inputs {
-        let (dt, shape) = lw
-            .vinfo
-            .get(&v.name)
-            .cloned()
-            .ok_or_else(|| LowerError::Model(format!("input '{}' has an unsupported type", v.name)))?;
+        let (dt, shape) = lw.vinfo.get(&v.name).cloned().ok_or_else(|| {
+            LowerError::Model(format!("input '{}' has an unsupported type", v.name))
+        })?;
         let id = lw.b.value(&v.name, dt, &shape, None);
         lw.host.insert(v.name.clone(), id);
         lw.b.p.inputs.push(id as u32);
@@ -351,11 +349,14 @@ impl Lowerer {
 
     /// A new program tensor for quantized value `v`.
     pub fn qvalue(&mut self, v: &str, q: &Q, shape: &[usize]) -> usize {
-        let name = format!("{v}:q{}", match q.dtype {
-            DType::I8 => 8,
-            DType::I16 => 16,
-            _ => 32,
-        });
+        let name = format!(
+            "{v}:q{}",
+            match q.dtype {
+                DType::I8 => 8,
+                DType::I16 => 16,
+                _ => 32,
+            }
+        );
         self.b.value(&name, q.dtype, shape, Some(q))
     }
 
@@ -456,9 +457,16 @@ impl Lowerer {
             let found = if is_calibration(&n) {
                 feature_q(&n)
             } else if let Some(data) = passive_data_inputs(&n) {
-                let feeds = data.iter().any(|&k| n.inputs.get(k).is_some_and(|x| x == v));
+                let feeds = data
+                    .iter()
+                    .any(|&k| n.inputs.get(k).is_some_and(|x| x == v));
                 if feeds {
-                    let outs: Vec<String> = n.outputs.iter().filter(|o| !o.is_empty()).cloned().collect();
+                    let outs: Vec<String> = n
+                        .outputs
+                        .iter()
+                        .filter(|o| !o.is_empty())
+                        .cloned()
+                        .collect();
                     outs.iter().find_map(|o| self.demand(o))
                 } else {
                     None
@@ -475,9 +483,15 @@ impl Lowerer {
                     // (no consumer saturates early, one extra rounding far
                     // below their LSB).
                     Some(b) => {
-                        let range = |q: &Q| f64::from(q.s()) * (q.lo.unsigned_abs().max(q.hi.unsigned_abs()) as f64);
+                        let range = |q: &Q| {
+                            f64::from(q.s()) * (q.lo.unsigned_abs().max(q.hi.unsigned_abs()) as f64)
+                        };
                         let t = range(&b).max(range(&q));
-                        Q::feature(DType::I16, (t / 32767.0) as f32, b.keep_masks || q.keep_masks)
+                        Q::feature(
+                            DType::I16,
+                            (t / 32767.0) as f32,
+                            b.keep_masks || q.keep_masks,
+                        )
                     }
                 });
             }
@@ -621,21 +635,24 @@ impl Lowerer {
 
     fn attr_to_pb(&mut self, n: &Node, k: &str, a: &Attr) -> Result<pb::Attribute> {
         use pb::attribute::Value as V;
-        let value = match a {
-            Attr::Int(v) => V::I(*v),
-            Attr::Float(v) => V::F(*v),
-            Attr::String(v) => V::S(v.clone()),
-            Attr::Ints(v) => V::Ints(pb::Ints { v: v.clone() }),
-            Attr::Floats(v) => V::Floats(pb::Floats { v: v.clone() }),
-            Attr::Strings(v) => V::Strings(pb::Strings { v: v.clone() }),
-            Attr::Tensor(t) => V::Tensor(self.b.constant(&format!("{}.{k}", n.name), t, None)? as u32),
-            _ => {
-                return Err(model_err(
+        let value =
+            match a {
+                Attr::Int(v) => V::I(*v),
+                Attr::Float(v) => V::F(*v),
+                Attr::String(v) => V::S(v.clone()),
+                Attr::Ints(v) => V::Ints(pb::Ints { v: v.clone() }),
+                Attr::Floats(v) => V::Floats(pb::Floats { v: v.clone() }),
+                Attr::Strings(v) => V::Strings(pb::Strings { v: v.clone() }),
+                Attr::Tensor(t) => {
+                    V::Tensor(self.b.constant(&format!("{}.{k}", n.name), t, None)? as u32)
+                }
+                _ => return Err(model_err(
                     n,
-                    format!("attribute '{k}' (graphs, tensor lists) is not supported on the CPU path"),
-                ))
-            }
-        };
+                    format!(
+                        "attribute '{k}' (graphs, tensor lists) is not supported on the CPU path"
+                    ),
+                )),
+            };
         Ok(pb::Attribute {
             name: k.to_string(),
             value: Some(value),

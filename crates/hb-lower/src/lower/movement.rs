@@ -15,14 +15,39 @@ use hb_tensor::{DType, Tensor};
 
 type Placed = Result<Option<String>>;
 
-fn emit_like(lw: &mut Lowerer, n: &Node, kind: Kind, op_type: &str, xid: usize, q: &Q, out: &str, extra: Option<usize>) -> Result<()> {
+fn emit_like(
+    lw: &mut Lowerer,
+    n: &Node,
+    kind: Kind,
+    op_type: &str,
+    xid: usize,
+    q: &Q,
+    out: &str,
+    extra: Option<usize>,
+) -> Result<()> {
     let (_, shape) = lw.info(out)?;
     let yid = lw.qvalue(out, q, &shape);
     let mut ins = vec![Some(xid)];
     if let Some(e) = extra {
         ins.push(Some(e));
     }
-    lw.b.op(&format!("{}{}", n.name, if n.outputs.len() > 1 { format!(":{out}") } else { String::new() }), op_type, &ins, &[yid], false, q.qtype(), kind);
+    lw.b.op(
+        &format!(
+            "{}{}",
+            n.name,
+            if n.outputs.len() > 1 {
+                format!(":{out}")
+            } else {
+                String::new()
+            }
+        ),
+        op_type,
+        &ins,
+        &[yid],
+        false,
+        q.qtype(),
+        kind,
+    );
     lw.set_quant(out, q.clone(), yid);
     Ok(())
 }
@@ -76,7 +101,16 @@ pub(crate) fn lower_passive(lw: &mut Lowerer, n: &Node) -> Placed {
             lw.set_quant(&out, q, xid);
         }
         "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
-            emit_like(lw, n, Kind::Reshape(pb::ReshapeOp {}), &n.op_type, xid, &q, &out, None)?;
+            emit_like(
+                lw,
+                n,
+                Kind::Reshape(pb::ReshapeOp {}),
+                &n.op_type,
+                xid,
+                &q,
+                &out,
+                None,
+            )?;
         }
         "Transpose" => {
             let rank = lw.b.shape(xid).len();
@@ -84,7 +118,16 @@ pub(crate) fn lower_passive(lw: &mut Lowerer, n: &Node) -> Placed {
                 Some(p) => p.iter().map(|&v| v as u64).collect(),
                 None => (0..rank as u64).rev().collect(),
             };
-            emit_like(lw, n, Kind::Transpose(pb::TransposeOp { perm }), "Transpose", xid, &q, &out, None)?;
+            emit_like(
+                lw,
+                n,
+                Kind::Transpose(pb::TransposeOp { perm }),
+                "Transpose",
+                xid,
+                &q,
+                &out,
+                None,
+            )?;
         }
         "Pad" => return lower_pad(lw, n, q, xid),
         _ => {
@@ -100,7 +143,16 @@ pub(crate) fn lower_passive(lw: &mut Lowerer, n: &Node) -> Placed {
                     return Ok(Some("kernel gave fewer outputs".into()));
                 };
                 let iid = lw.b.constant(&format!("{}.indices{k}", n.name), ix, None)?;
-                emit_like(lw, n, Kind::Take(pb::TakeOp {}), &n.op_type, xid, &q, o, Some(iid))?;
+                emit_like(
+                    lw,
+                    n,
+                    Kind::Take(pb::TakeOp {}),
+                    &n.op_type,
+                    xid,
+                    &q,
+                    o,
+                    Some(iid),
+                )?;
             }
         }
     }
@@ -131,7 +183,11 @@ fn lower_pad(lw: &mut Lowerer, n: &Node, q: Q, xid: usize) -> Placed {
         return Ok(Some(format!("pads {pads:?}")));
     }
     let value = if let Some(v) = n.input(2) {
-        match lw.constant(v).and_then(|t| t.to_f64_vec().ok()).and_then(|v| v.first().copied()) {
+        match lw
+            .constant(v)
+            .and_then(|t| t.to_f64_vec().ok())
+            .and_then(|v| v.first().copied())
+        {
             Some(v) => v,
             None => return Ok(Some("pad value is not constant".into())),
         }
@@ -139,7 +195,9 @@ fn lower_pad(lw: &mut Lowerer, n: &Node, q: Q, xid: usize) -> Placed {
         f64::from(n.float_or("value", 0.0).unwrap_or(0.0))
     };
     let (lo, hi) = (q.lo, q.hi);
-    let qv = (value / f64::from(q.s())).round_ties_even().clamp(lo as f64, hi as f64) as i64;
+    let qv = (value / f64::from(q.s()))
+        .round_ties_even()
+        .clamp(lo as f64, hi as f64) as i64;
     let out = n.outputs[0].clone();
     emit_like(
         lw,
@@ -159,8 +217,7 @@ fn lower_pad(lw: &mut Lowerer, n: &Node, q: Q, xid: usize) -> Placed {
 }
 
 fn is_float_value(lw: &Lowerer, v: &str) -> bool {
-    lw.any_quant(v).is_some()
-        || lw.info(v).is_ok_and(|(dt, _)| dt == DType::F32)
+    lw.any_quant(v).is_some() || lw.info(v).is_ok_and(|(dt, _)| dt == DType::F32)
 }
 
 fn lower_concat(lw: &mut Lowerer, n: &Node) -> Placed {

@@ -74,7 +74,11 @@ fn const_q(lw: &mut Lowerer, v: &str, t: &Tensor) -> Result<(Q, usize)> {
         .to_f32()
         .map(|a| a.iter().fold(0f32, |m, x| m.max(x.abs())))
         .unwrap_or(0.0);
-    let s = if m > 0.0 && m.is_finite() { m / 32767.0 } else { 1.0 };
+    let s = if m > 0.0 && m.is_finite() {
+        m / 32767.0
+    } else {
+        1.0
+    };
     let q = Q::feature(DType::I16, s, false);
     let id = lw.quantize_constant(v, t, &q)?;
     Ok((q, id))
@@ -95,7 +99,15 @@ fn out_demand(lw: &mut Lowerer, n: &Node) -> std::result::Result<(String, Q), St
     }
 }
 
-fn emit(lw: &mut Lowerer, n: &Node, ins: &[Option<usize>], out: &str, q: &Q, qtype: &str, kind: Kind) -> Result<()> {
+fn emit(
+    lw: &mut Lowerer,
+    n: &Node,
+    ins: &[Option<usize>],
+    out: &str,
+    q: &Q,
+    qtype: &str,
+    kind: Kind,
+) -> Result<()> {
     let (_, shape) = lw.info(out)?;
     let yid = lw.qvalue(out, q, &shape);
     lw.b.op(&n.name, &n.op_type, ins, &[yid], false, qtype, kind);
@@ -132,24 +144,53 @@ fn lower_add(lw: &mut Lowerer, n: &Node) -> Placed {
     let (qb, ib) = materialize(lw, &b, ob)?;
     let sy = f64::from(qy.s());
     let sign = if n.op_type == "Sub" { -1.0 } else { 1.0 };
-    let r = or_cpu!(Rescale2::from_ratios(f64::from(qa.s()) / sy, sign * f64::from(qb.s()) / sy));
-    emit(lw, n, &[Some(ia), Some(ib)], &out, &qy, qa.qtype(), Kind::Add(pb::AddOp { ma: r.ma, mb: r.mb, shift: r.shift }))?;
+    let r = or_cpu!(Rescale2::from_ratios(
+        f64::from(qa.s()) / sy,
+        sign * f64::from(qb.s()) / sy
+    ));
+    emit(
+        lw,
+        n,
+        &[Some(ia), Some(ib)],
+        &out,
+        &qy,
+        qa.qtype(),
+        Kind::Add(pb::AddOp {
+            ma: r.ma,
+            mb: r.mb,
+            shift: r.shift,
+        }),
+    )?;
     Ok(None)
 }
-
 
 /// `x · c` (or `x / c`) with a constant `c` varying along at most one axis
 /// of the output: one requantisation per constant element along that axis
 /// (exact ratios, no quantized constant), after broadcasting `x` with a
 /// `Take` when needed. `None` when `c` varies along several axes.
-fn scale_by_const(lw: &mut Lowerer, n: &Node, x: (&Q, usize), c: &Tensor, out: &str, qy: &Q, divide: bool) -> Result<Option<std::result::Result<(), String>>> {
+fn scale_by_const(
+    lw: &mut Lowerer,
+    n: &Node,
+    x: (&Q, usize),
+    c: &Tensor,
+    out: &str,
+    qy: &Q,
+    divide: bool,
+) -> Result<Option<std::result::Result<(), String>>> {
     let (qx, xid) = x;
     let (_, oshape) = lw.info(out)?;
     let Ok(cf) = c.to_f32() else { return Ok(None) };
-    let Some(cb) = cf.broadcast(ndarray::IxDyn(&oshape)) else { return Ok(None) };
+    let Some(cb) = cf.broadcast(ndarray::IxDyn(&oshape)) else {
+        return Ok(None);
+    };
     let cs = cf.shape();
     let off = oshape.len().saturating_sub(cs.len());
-    let varying: Vec<usize> = cs.iter().enumerate().filter(|(_, &d)| d > 1).map(|(k, _)| k + off).collect();
+    let varying: Vec<usize> = cs
+        .iter()
+        .enumerate()
+        .filter(|(_, &d)| d > 1)
+        .map(|(k, _)| k + off)
+        .collect();
     if varying.len() > 1 {
         return Ok(None);
     }
@@ -180,25 +221,47 @@ fn scale_by_const(lw: &mut Lowerer, n: &Node, x: (&Q, usize), c: &Tensor, out: &
     let xshape = lw.b.shape(xid);
     let src = if xshape != oshape {
         let numel: usize = xshape.iter().product();
-        let iota = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&xshape), (0..numel as i64).collect::<Vec<i64>>())
-            .map_err(|e| super::model_err(n, e))?;
-        let Some(b) = iota.broadcast(ndarray::IxDyn(&oshape)) else { return Ok(None) };
+        let iota = ndarray::ArrayD::from_shape_vec(
+            ndarray::IxDyn(&xshape),
+            (0..numel as i64).collect::<Vec<i64>>(),
+        )
+        .map_err(|e| super::model_err(n, e))?;
+        let Some(b) = iota.broadcast(ndarray::IxDyn(&oshape)) else {
+            return Ok(None);
+        };
         let idx = Tensor::I64(b.as_standard_layout().into_owned());
-        let iid = lw.b.constant(&format!("{}.broadcast", n.name), &idx, None)?;
+        let iid =
+            lw.b.constant(&format!("{}.broadcast", n.name), &idx, None)?;
         let tid = lw.qvalue(&format!("{}_broadcast", n.name), qx, &oshape);
-        lw.b.op(&format!("{}_Broadcast", n.name), "Expand", &[Some(xid), Some(iid)], &[tid], false, qx.qtype(), Kind::Take(pb::TakeOp {}));
+        lw.b.op(
+            &format!("{}_Broadcast", n.name),
+            "Expand",
+            &[Some(xid), Some(iid)],
+            &[tid],
+            false,
+            qx.qtype(),
+            Kind::Take(pb::TakeOp {}),
+        );
         tid
     } else {
         xid
     };
     let yid = lw.qvalue(out, qy, &oshape);
-    lw.b.op(&n.name, &n.op_type, &[Some(src)], &[yid], false, qx.qtype(), Kind::Rescale(pb::RescaleOp {
-        requant: rs,
-        axis: axis as i32,
-        has_clamp: false,
-        lo: 0,
-        hi: 0,
-    }));
+    lw.b.op(
+        &n.name,
+        &n.op_type,
+        &[Some(src)],
+        &[yid],
+        false,
+        qx.qtype(),
+        Kind::Rescale(pb::RescaleOp {
+            requant: rs,
+            axis: axis as i32,
+            has_clamp: false,
+            lo: 0,
+            hi: 0,
+        }),
+    );
     lw.finish(out, qy.clone(), yid);
     Ok(Some(Ok(())))
 }
@@ -223,7 +286,17 @@ fn lower_mul(lw: &mut Lowerer, n: &Node) -> Placed {
     let (qa, ia) = materialize(lw, &a, oa)?;
     let (qb, ib) = materialize(lw, &b, ob)?;
     let r = or_cpu!(ratio(f64::from(qa.s()) * f64::from(qb.s()) / sy));
-    emit(lw, n, &[Some(ia), Some(ib)], &out, &qy, qa.qtype(), Kind::Mul(pb::MulOp { requant: Some(rq(r)) }))?;
+    emit(
+        lw,
+        n,
+        &[Some(ia), Some(ib)],
+        &out,
+        &qy,
+        qa.qtype(),
+        Kind::Mul(pb::MulOp {
+            requant: Some(rq(r)),
+        }),
+    )?;
     Ok(None)
 }
 
@@ -248,28 +321,63 @@ fn lower_div(lw: &mut Lowerer, n: &Node) -> Placed {
         _ => DivPlan::new::<i16>(qa.s(), qb.s(), qy.s()),
     };
     or_cpu!(plan);
-    emit(lw, n, &[Some(ia), Some(ib)], &out, &qy, qa.qtype(), Kind::Div(pb::DivOp { s_a: qa.s(), s_b: qb.s(), s_y: qy.s() }))?;
+    emit(
+        lw,
+        n,
+        &[Some(ia), Some(ib)],
+        &out,
+        &qy,
+        qa.qtype(),
+        Kind::Div(pb::DivOp {
+            s_a: qa.s(),
+            s_b: qb.s(),
+            s_y: qy.s(),
+        }),
+    )?;
     Ok(None)
 }
 
 fn lower_pow(lw: &mut Lowerer, n: &Node) -> Placed {
     let e = n.input(1).and_then(|e| lw.constant(e)).and_then(|t| {
-        (t.len() == 1).then(|| t.to_f64_vec().ok()).flatten().map(|v| v[0])
+        (t.len() == 1)
+            .then(|| t.to_f64_vec().ok())
+            .flatten()
+            .map(|v| v[0])
     });
     let (qx, xid) = or_cpu!(quant_input(lw, n, 0));
     let (out, qy) = or_cpu!(out_demand(lw, n));
     match e {
         Some(2.0) => {
-            let r = or_cpu!(ratio(f64::from(qx.s()) * f64::from(qx.s()) / f64::from(qy.s())));
+            let r = or_cpu!(ratio(
+                f64::from(qx.s()) * f64::from(qx.s()) / f64::from(qy.s())
+            ));
             let (_, shape) = lw.info(&out)?;
             let yid = lw.qvalue(&out, &qy, &shape);
-            lw.b.op(&n.name, "Pow", &[Some(xid), Some(xid)], &[yid], false, qx.qtype(), Kind::Mul(pb::MulOp { requant: Some(rq(r)) }));
+            lw.b.op(
+                &n.name,
+                "Pow",
+                &[Some(xid), Some(xid)],
+                &[yid],
+                false,
+                qx.qtype(),
+                Kind::Mul(pb::MulOp {
+                    requant: Some(rq(r)),
+                }),
+            );
             lw.finish(&out, qy, yid);
             Ok(None)
         }
         Some(1.0) => {
             let r = or_cpu!(ratio(f64::from(qx.s()) / f64::from(qy.s())));
-            emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), rescale_kind(r, None))?;
+            emit(
+                lw,
+                n,
+                &[Some(xid)],
+                &out,
+                &qy,
+                qx.qtype(),
+                rescale_kind(r, None),
+            )?;
             Ok(None)
         }
         Some(0.5) => emit_lut(lw, n, qx, xid, &out, qy, pb::LutFunc::LutSqrt, 0.0, 0.0),
@@ -277,7 +385,12 @@ fn lower_pow(lw: &mut Lowerer, n: &Node) -> Placed {
     }
 }
 
-fn clip_const(lw: &Lowerer, n: &Node, k: usize, attr: &str) -> std::result::Result<Option<f32>, String> {
+fn clip_const(
+    lw: &Lowerer,
+    n: &Node,
+    k: usize,
+    attr: &str,
+) -> std::result::Result<Option<f32>, String> {
     if let Some(x) = n.input(k) {
         let t = lw.constant(x).ok_or("Clip bound is not constant")?;
         return Ok(t.to_f32().ok().and_then(|a| a.iter().next().copied()));
@@ -291,7 +404,10 @@ fn lower_clip(lw: &mut Lowerer, n: &Node) -> Placed {
     let (min, max) = if n.op_type == "Relu" {
         (Some(0.0), None)
     } else {
-        (or_cpu!(clip_const(lw, n, 1, "min")), or_cpu!(clip_const(lw, n, 2, "max")))
+        (
+            or_cpu!(clip_const(lw, n, 1, "min")),
+            or_cpu!(clip_const(lw, n, 2, "max")),
+        )
     };
     let (lo, hi) = or_cpu!(match qy.dtype {
         DType::I8 => clip_bounds::<i8>(min, max, qy.s()),
@@ -300,7 +416,15 @@ fn lower_clip(lw: &mut Lowerer, n: &Node) -> Placed {
     let (lo, hi) = (lo.max(qy.lo), hi.min(qy.hi));
     let (lo, hi) = (lo.min(hi), hi);
     let r = or_cpu!(ratio(f64::from(qx.s()) / f64::from(qy.s())));
-    emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), rescale_kind(r, Some((lo, hi.max(lo)))))?;
+    emit(
+        lw,
+        n,
+        &[Some(xid)],
+        &out,
+        &qy,
+        qx.qtype(),
+        rescale_kind(r, Some((lo, hi.max(lo)))),
+    )?;
     Ok(None)
 }
 
@@ -310,7 +434,18 @@ fn lower_leaky(lw: &mut Lowerer, n: &Node) -> Placed {
     let alpha = f64::from(n.float_or("alpha", 0.01).unwrap_or(0.01));
     let base = f64::from(qx.s()) / f64::from(qy.s());
     let (pos, neg) = (or_cpu!(ratio(base)), or_cpu!(ratio(alpha * base)));
-    emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), Kind::LeakyRelu(pb::LeakyReluOp { pos: Some(rq(pos)), neg: Some(rq(neg)) }))?;
+    emit(
+        lw,
+        n,
+        &[Some(xid)],
+        &out,
+        &qy,
+        qx.qtype(),
+        Kind::LeakyRelu(pb::LeakyReluOp {
+            pos: Some(rq(pos)),
+            neg: Some(rq(neg)),
+        }),
+    )?;
     Ok(None)
 }
 
@@ -326,20 +461,55 @@ fn lower_prelu(lw: &mut Lowerer, n: &Node) -> Placed {
     for s in or_cpu!(slope.to_f64_vec()) {
         neg.push(rq(or_cpu!(ratio(s * base))));
     }
-    emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), Kind::Prelu(pb::PReluOp {
-        pos: Some(rq(pos)),
-        neg,
-        neg_shape: slope.shape().iter().map(|&d| d as u64).collect(),
-    }))?;
+    emit(
+        lw,
+        n,
+        &[Some(xid)],
+        &out,
+        &qy,
+        qx.qtype(),
+        Kind::Prelu(pb::PReluOp {
+            pos: Some(rq(pos)),
+            neg,
+            neg_shape: slope.shape().iter().map(|&d| d as u64).collect(),
+        }),
+    )?;
     Ok(None)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn emit_lut(lw: &mut Lowerer, n: &Node, qx: Q, xid: usize, out: &str, qy: Q, func: pb::LutFunc, alpha: f64, beta: f64) -> Placed {
+fn emit_lut(
+    lw: &mut Lowerer,
+    n: &Node,
+    qx: Q,
+    xid: usize,
+    out: &str,
+    qy: Q,
+    func: pb::LutFunc,
+    alpha: f64,
+    beta: f64,
+) -> Placed {
     let (ilo, ihi) = (qx.lo, qx.hi);
     let (olo, ohi) = (qy.lo, qy.hi);
-    let lut = pb::LutOp { func: func as i32, alpha, beta, s_x: qx.s(), s_y: qy.s(), in_lo: ilo, in_hi: ihi, out_lo: olo, out_hi: ohi };
-    let spec = hb_bpu::lut::LutSpec { in_scale: f64::from(qx.s()), in_lo: ilo, in_hi: ihi, out_scale: f64::from(qy.s()), out_lo: olo, out_hi: ohi };
+    let lut = pb::LutOp {
+        func: func as i32,
+        alpha,
+        beta,
+        s_x: qx.s(),
+        s_y: qy.s(),
+        in_lo: ilo,
+        in_hi: ihi,
+        out_lo: olo,
+        out_hi: ohi,
+    };
+    let spec = hb_bpu::lut::LutSpec {
+        in_scale: f64::from(qx.s()),
+        in_lo: ilo,
+        in_hi: ihi,
+        out_scale: f64::from(qy.s()),
+        out_lo: olo,
+        out_hi: ohi,
+    };
     or_cpu!(hb_bpu::lut::Lut::build(|_| 0.0, &spec));
     emit(lw, n, &[Some(xid)], out, &qy, qx.qtype(), Kind::Lut(lut))?;
     Ok(None)
@@ -390,7 +560,11 @@ fn lower_softmax(lw: &mut Lowerer, n: &Node) -> Placed {
     let (out, qy) = or_cpu!(out_demand(lw, n));
     let rank = lw.b.shape(xid).len();
     let opset = lw.opsets.get("").copied().unwrap_or(13);
-    let axis = or_cpu!(norm_axis(n.int_or("axis", if opset >= 13 { -1 } else { 1 }).unwrap_or(-1), rank));
+    let axis = or_cpu!(norm_axis(
+        n.int_or("axis", if opset >= 13 { -1 } else { 1 })
+            .unwrap_or(-1),
+        rank
+    ));
     if opset < 13 && axis != rank - 1 {
         return Ok(Some("opset < 13 Softmax over flattened axes".into()));
     }
@@ -398,12 +572,20 @@ fn lower_softmax(lw: &mut Lowerer, n: &Node) -> Placed {
         DType::I8 => SoftmaxPlan::new::<i8>(qx.s(), qy.s()),
         _ => SoftmaxPlan::new::<i16>(qx.s(), qy.s()),
     });
-    emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), Kind::Softmax(pb::SoftmaxOp {
-        axis: axis as i64,
-        s_x: qx.s(),
-        s_y: qy.s(),
-        mask_qmin: qx.keep_masks,
-    }))?;
+    emit(
+        lw,
+        n,
+        &[Some(xid)],
+        &out,
+        &qy,
+        qx.qtype(),
+        Kind::Softmax(pb::SoftmaxOp {
+            axis: axis as i64,
+            s_x: qx.s(),
+            s_y: qy.s(),
+            mask_qmin: qx.keep_masks,
+        }),
+    )?;
     Ok(None)
 }
 
@@ -421,26 +603,45 @@ fn lower_layernorm(lw: &mut Lowerer, n: &Node) -> Placed {
         let Some(x) = n.input(k) else { return Ok(None) };
         let t = lw.constant(x).ok_or("scale/bias is not constant")?;
         let a = t.to_f32().map_err(|e| e.to_string())?;
-        let b = a.broadcast(ndarray::IxDyn(&norm)).ok_or("scale/bias does not broadcast")?;
+        let b = a
+            .broadcast(ndarray::IxDyn(&norm))
+            .ok_or("scale/bias does not broadcast")?;
         Ok(Some(b.iter().copied().collect()))
     };
     let gamma = or_cpu!(expand(lw, 1)).unwrap_or_else(|| vec![1.0; count]);
     let beta = or_cpu!(expand(lw, 2)).unwrap_or_default();
     let eps = n.float_or("epsilon", 1e-5).unwrap_or(1e-5);
     let b = (!beta.is_empty()).then_some(&beta[..]);
-    or_cpu!(hb_bpu::reference::layernorm::LayerNormPlan::new(qx.s(), qy.s(), &gamma, b, eps));
-    emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), Kind::LayerNorm(pb::LayerNormOp {
-        axis: axis as i64,
-        s_x: qx.s(),
-        s_y: qy.s(),
-        gamma,
-        beta,
-        epsilon: eps,
-    }))?;
+    or_cpu!(hb_bpu::reference::layernorm::LayerNormPlan::new(
+        qx.s(),
+        qy.s(),
+        &gamma,
+        b,
+        eps
+    ));
+    emit(
+        lw,
+        n,
+        &[Some(xid)],
+        &out,
+        &qy,
+        qx.qtype(),
+        Kind::LayerNorm(pb::LayerNormOp {
+            axis: axis as i64,
+            s_x: qx.s(),
+            s_y: qy.s(),
+            gamma,
+            beta,
+            epsilon: eps,
+        }),
+    )?;
     Ok(None)
 }
 
-fn pool_attrs(n: &Node, sp: &[usize]) -> std::result::Result<(Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>), String> {
+fn pool_attrs(
+    n: &Node,
+    sp: &[usize],
+) -> std::result::Result<(Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>), String> {
     let r = sp.len();
     let kernel: Vec<usize> = n
         .get_ints("kernel_shape")
@@ -454,7 +655,9 @@ fn pool_attrs(n: &Node, sp: &[usize]) -> std::result::Result<(Vec<u64>, Vec<u64>
     }
     let get = |k: &str| -> std::result::Result<Vec<usize>, String> {
         match n.get_ints(k).map_err(|e| e.to_string())? {
-            Some(v) if v.len() == r && v.iter().all(|&x| x >= 1) => Ok(v.iter().map(|&x| x as usize).collect()),
+            Some(v) if v.len() == r && v.iter().all(|&x| x >= 1) => {
+                Ok(v.iter().map(|&x| x as usize).collect())
+            }
             Some(v) => Err(format!("{k} {v:?}")),
             None => Ok(vec![1; r]),
         }
@@ -489,13 +692,22 @@ fn lower_pool(lw: &mut Lowerer, n: &Node) -> Placed {
         return Ok(Some("pool input rank".into()));
     }
     let r = or_cpu!(ratio(f64::from(qx.s()) / f64::from(qy.s())));
-    let mut p = pb::PoolOp { s_x: qx.s(), s_y: qy.s(), requant: Some(rq(r)), ..Default::default() };
+    let mut p = pb::PoolOp {
+        s_x: qx.s(),
+        s_y: qy.s(),
+        requant: Some(rq(r)),
+        ..Default::default()
+    };
     match n.op_type.as_str() {
         "GlobalAveragePool" => p.kind = pb::PoolKind::PoolGlobalAverage as i32,
         "GlobalMaxPool" => p.kind = pb::PoolKind::PoolGlobalMax as i32,
         op => {
             let (k, s, pads, d) = or_cpu!(pool_attrs(n, &shape[2..]));
-            p.kind = if op == "MaxPool" { pb::PoolKind::PoolMax } else { pb::PoolKind::PoolAverage } as i32;
+            p.kind = if op == "MaxPool" {
+                pb::PoolKind::PoolMax
+            } else {
+                pb::PoolKind::PoolAverage
+            } as i32;
             p.kernel = k;
             p.strides = s;
             p.pads = pads;
@@ -528,15 +740,27 @@ fn lower_reduce(lw: &mut Lowerer, n: &Node) -> Placed {
         ax.push(or_cpu!(norm_axis(a, rank)) as u64);
     }
     let r = or_cpu!(ratio(f64::from(qx.s()) / f64::from(qy.s())));
-    let kind = if n.op_type == "ReduceMean" { pb::ReduceKind::ReduceMean } else { pb::ReduceKind::ReduceMax };
-    emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), Kind::Reduce(pb::ReduceOp {
-        kind: kind as i32,
-        axes: ax,
-        keepdims: n.int_or("keepdims", 1).unwrap_or(1) != 0,
-        requant: Some(rq(r)),
-        s_x: qx.s(),
-        s_y: qy.s(),
-    }))?;
+    let kind = if n.op_type == "ReduceMean" {
+        pb::ReduceKind::ReduceMean
+    } else {
+        pb::ReduceKind::ReduceMax
+    };
+    emit(
+        lw,
+        n,
+        &[Some(xid)],
+        &out,
+        &qy,
+        qx.qtype(),
+        Kind::Reduce(pb::ReduceOp {
+            kind: kind as i32,
+            axes: ax,
+            keepdims: n.int_or("keepdims", 1).unwrap_or(1) != 0,
+            requant: Some(rq(r)),
+            s_x: qx.s(),
+            s_y: qy.s(),
+        }),
+    )?;
     Ok(None)
 }
 
@@ -559,14 +783,22 @@ fn lower_resize(lw: &mut Lowerer, n: &Node) -> Placed {
     {
         return Ok(Some("antialias / exclude_outside / axes".into()));
     }
-    let coord = n.string_or("coordinate_transformation_mode", "half_pixel").unwrap_or_default();
+    let coord = n
+        .string_or("coordinate_transformation_mode", "half_pixel")
+        .unwrap_or_default();
     if coord == "tf_crop_and_resize" {
         return Ok(Some("tf_crop_and_resize".into()));
     }
-    let nearest = n.string_or("nearest_mode", "round_prefer_floor").unwrap_or_default();
+    let nearest = n
+        .string_or("nearest_mode", "round_prefer_floor")
+        .unwrap_or_default();
     let xs = lw.b.shape(xid);
     let (_, ys) = lw.info(&out)?;
-    let scales_in = n.input(2).and_then(|s| lw.constant(s)).and_then(|t| t.to_f64_vec().ok()).filter(|v| !v.is_empty());
+    let scales_in = n
+        .input(2)
+        .and_then(|s| lw.constant(s))
+        .and_then(|t| t.to_f64_vec().ok())
+        .filter(|v| !v.is_empty());
     let scales: Vec<f64> = match scales_in {
         Some(s) if s.len() == xs.len() => s.iter().map(|&v| f64::from(v as f32)).collect(),
         Some(_) => return Ok(Some("scales rank".into())),
@@ -574,26 +806,44 @@ fn lower_resize(lw: &mut Lowerer, n: &Node) -> Placed {
             if n.input(3).is_some_and(|s| lw.constant(s).is_none()) {
                 return Ok(Some("sizes are not constant".into()));
             }
-            let policy = n.string_or("keep_aspect_ratio_policy", "stretch").unwrap_or_default();
+            let policy = n
+                .string_or("keep_aspect_ratio_policy", "stretch")
+                .unwrap_or_default();
             if policy != "stretch" {
                 return Ok(Some("keep_aspect_ratio_policy".into()));
             }
-            xs.iter().zip(&ys).map(|(&i, &o)| o as f64 / i as f64).collect()
+            xs.iter()
+                .zip(&ys)
+                .map(|(&i, &o)| o as f64 / i as f64)
+                .collect()
         }
     };
-    let interpolated = xs.iter().zip(&ys).zip(&scales).filter(|((i, o), s)| *i != *o || **s != 1.0).count();
+    let interpolated = xs
+        .iter()
+        .zip(&ys)
+        .zip(&scales)
+        .filter(|((i, o), s)| *i != *o || **s != 1.0)
+        .count();
     if mode == 1 && interpolated > 2 {
         return Ok(Some("linear on more than 2 axes".into()));
     }
     let _ = or_cpu!(ratio(f64::from(qx.s()) / f64::from(qy.s())));
-    emit(lw, n, &[Some(xid)], &out, &qy, qx.qtype(), Kind::Resize(pb::ResizeOp {
-        mode,
-        coord,
-        nearest,
-        scales,
-        s_x: qx.s(),
-        s_y: qy.s(),
-    }))?;
+    emit(
+        lw,
+        n,
+        &[Some(xid)],
+        &out,
+        &qy,
+        qx.qtype(),
+        Kind::Resize(pb::ResizeOp {
+            mode,
+            coord,
+            nearest,
+            scales,
+            s_x: qx.s(),
+            s_y: qy.s(),
+        }),
+    )?;
     Ok(None)
 }
 
@@ -616,13 +866,21 @@ fn lower_grid_sample(lw: &mut Lowerer, n: &Node) -> Placed {
         "border" => true,
         other => return Ok(Some(format!("padding_mode {other}"))),
     };
-    emit(lw, n, &[Some(xid), Some(gid)], &out, &qy, qx.qtype(), Kind::GridSample(pb::GridSampleOp {
-        bilinear,
-        border,
-        align_corners: n.int_or("align_corners", 0).unwrap_or(0) != 0,
-        s_x: qx.s(),
-        s_g: qg.s(),
-        s_y: qy.s(),
-    }))?;
+    emit(
+        lw,
+        n,
+        &[Some(xid), Some(gid)],
+        &out,
+        &qy,
+        qx.qtype(),
+        Kind::GridSample(pb::GridSampleOp {
+            bilinear,
+            border,
+            align_corners: n.int_or("align_corners", 0).unwrap_or(0) != 0,
+            s_x: qx.s(),
+            s_g: qg.s(),
+            s_y: qy.s(),
+        }),
+    )?;
     Ok(None)
 }

@@ -39,15 +39,31 @@ pub(crate) fn fuse_bias_adds(lw: &mut Lowerer) {
         if add.op_type != "Add" || add.inputs.len() != 2 {
             continue;
         }
-        let other = if &add.inputs[0] == o { &add.inputs[1] } else { &add.inputs[0] };
-        let Some(c) = g.initializer(other) else { continue };
+        let other = if &add.inputs[0] == o {
+            &add.inputs[1]
+        } else {
+            &add.inputs[0]
+        };
+        let Some(c) = g.initializer(other) else {
+            continue;
+        };
         if c.dtype() != DType::F32 {
             continue;
         }
-        let Some((_, out_shape)) = lw.vinfo.get(o) else { continue };
-        let ch_axis = if w.op_type.starts_with("Conv") { 1 } else { out_shape.len().saturating_sub(1) };
-        let Some(&m) = out_shape.get(ch_axis) else { continue };
-        let Some(v) = per_channel(c, out_shape, ch_axis, m) else { continue };
+        let Some((_, out_shape)) = lw.vinfo.get(o) else {
+            continue;
+        };
+        let ch_axis = if w.op_type.starts_with("Conv") {
+            1
+        } else {
+            out_shape.len().saturating_sub(1)
+        };
+        let Some(&m) = out_shape.get(ch_axis) else {
+            continue;
+        };
+        let Some(v) = per_channel(c, out_shape, ch_axis, m) else {
+            continue;
+        };
         fusions.push((i, a, v));
     }
     let mut remove = Vec::new();
@@ -55,7 +71,8 @@ pub(crate) fn fuse_bias_adds(lw: &mut Lowerer) {
         let out = lw.g.nodes[a].outputs[0].clone();
         let name = lw.g.nodes[i].name.clone();
         let orig = std::mem::replace(&mut lw.g.nodes[i].outputs[0], out);
-        lw.fused_adds.insert(name.clone(), (lw.g.nodes[a].clone(), orig));
+        lw.fused_adds
+            .insert(name.clone(), (lw.g.nodes[a].clone(), orig));
         lw.extra_bias.insert(name, v);
         remove.push(a);
     }
@@ -107,7 +124,11 @@ fn quantize_weight(wc: &WeightCal, axis: usize) -> std::result::Result<QWeight, 
     }
     let params = wc.fq.params().map_err(|e| e.to_string())?;
     let (outer, c, inner) = split_at_axis(&shape, axis).map_err(|e| e.to_string())?;
-    let per = if params.len() == 1 { vec![params[0]; c] } else { params };
+    let per = if params.len() == 1 {
+        vec![params[0]; c]
+    } else {
+        params
+    };
     if per.len() != c {
         return Err(format!(
             "{} weight thresholds for {c} output channels",
@@ -126,7 +147,10 @@ fn quantize_weight(wc: &WeightCal, axis: usize) -> std::result::Result<QWeight, 
             }
         }
         let a = ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| e.to_string())?;
-        (Tensor::I16(a), per.iter().map(|p| p.scale / 256.0).collect())
+        (
+            Tensor::I16(a),
+            per.iter().map(|p| p.scale / 256.0).collect(),
+        )
     } else {
         let qp: Vec<QuantParams> = per
             .iter()
@@ -136,11 +160,15 @@ fn quantize_weight(wc: &WeightCal, axis: usize) -> std::result::Result<QWeight, 
         let t = match wc.fq.qtype {
             FqType::Int8 => {
                 let q = quantize_per_channel::<i8>(view, axis, &qp).map_err(|e| e.to_string())?;
-                Tensor::I8(ArrayD::from_shape_vec(IxDyn(&q.shape), q.data).map_err(|e| e.to_string())?)
+                Tensor::I8(
+                    ArrayD::from_shape_vec(IxDyn(&q.shape), q.data).map_err(|e| e.to_string())?,
+                )
             }
             FqType::Int16 => {
                 let q = quantize_per_channel::<i16>(view, axis, &qp).map_err(|e| e.to_string())?;
-                Tensor::I16(ArrayD::from_shape_vec(IxDyn(&q.shape), q.data).map_err(|e| e.to_string())?)
+                Tensor::I16(
+                    ArrayD::from_shape_vec(IxDyn(&q.shape), q.data).map_err(|e| e.to_string())?,
+                )
             }
             other => return Err(format!("weight qtype {} is not an integer", other.name())),
         };
@@ -151,10 +179,17 @@ fn quantize_weight(wc: &WeightCal, axis: usize) -> std::result::Result<QWeight, 
     for o in 0..outer {
         for k in 0..c {
             let base = (o * c + k) * inner;
-            abs_sums[k] += q64[base..base + inner].iter().map(|v| v.unsigned_abs() as f64).sum::<f64>();
+            abs_sums[k] += q64[base..base + inner]
+                .iter()
+                .map(|v| v.unsigned_abs() as f64)
+                .sum::<f64>();
         }
     }
-    Ok(QWeight { t, scales, abs_sums })
+    Ok(QWeight {
+        t,
+        scales,
+        abs_sums,
+    })
 }
 
 fn max_abs(dt: DType) -> f64 {
@@ -193,16 +228,32 @@ fn output_q(
     }
     let k = hp_shift(bounds);
     let r = rq(ratio(2f64.powi(-k))?);
-    let q = Q::wide(DType::I32, Vec::new(), acc_scales.iter().map(|a| a * 2f64.powi(k)).collect(), axis as i32);
+    let q = Q::wide(
+        DType::I32,
+        Vec::new(),
+        acc_scales.iter().map(|a| a * 2f64.powi(k)).collect(),
+        axis as i32,
+    );
     Ok((q, vec![r]))
 }
 
-fn resolve_pads(n: &Node, x_sp: &[usize], kernel: &[usize], strides: &[usize], dil: &[usize]) -> std::result::Result<Vec<usize>, String> {
+fn resolve_pads(
+    n: &Node,
+    x_sp: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    dil: &[usize],
+) -> std::result::Result<Vec<usize>, String> {
     let r = kernel.len();
-    let auto = n.string_or("auto_pad", "NOTSET").map_err(|e| e.to_string())?;
+    let auto = n
+        .string_or("auto_pad", "NOTSET")
+        .map_err(|e| e.to_string())?;
     match auto.as_str() {
         "NOTSET" | "" => {
-            let p = n.get_ints("pads").map_err(|e| e.to_string())?.unwrap_or_else(|| vec![0; 2 * r]);
+            let p = n
+                .get_ints("pads")
+                .map_err(|e| e.to_string())?
+                .unwrap_or_else(|| vec![0; 2 * r]);
             if p.len() != 2 * r || p.iter().any(|&v| v < 0) {
                 return Err(format!("pads {p:?}"));
             }
@@ -232,7 +283,9 @@ fn resolve_pads(n: &Node, x_sp: &[usize], kernel: &[usize], strides: &[usize], d
 
 fn ints_or(n: &Node, k: &str, r: usize, d: usize) -> std::result::Result<Vec<usize>, String> {
     match n.get_ints(k).map_err(|e| e.to_string())? {
-        Some(v) if v.len() == r && v.iter().all(|&x| x >= 1) => Ok(v.iter().map(|&x| x as usize).collect()),
+        Some(v) if v.len() == r && v.iter().all(|&x| x >= 1) => {
+            Ok(v.iter().map(|&x| x as usize).collect())
+        }
         Some(v) => Err(format!("{k} {v:?}")),
         None => Ok(vec![d; r]),
     }
@@ -242,18 +295,31 @@ fn wide(a: DType, b: DType) -> bool {
     a != DType::I8 || b != DType::I8
 }
 
-fn bias_vec(lw: &Lowerer, n: &Node, slot: Option<usize>, m: usize) -> std::result::Result<Vec<f32>, String> {
+fn bias_vec(
+    lw: &Lowerer,
+    n: &Node,
+    slot: Option<usize>,
+    m: usize,
+) -> std::result::Result<Vec<f32>, String> {
     let mut b = vec![0f32; m];
     if let Some(name) = slot.and_then(|k| n.input(k)) {
         let t = lw.constant(name).ok_or("bias is not a constant")?;
-        let v: Vec<f32> = t.to_f32().map_err(|e| e.to_string())?.iter().copied().collect();
+        let v: Vec<f32> = t
+            .to_f32()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .copied()
+            .collect();
         if v.len() != m {
             return Err(format!("bias has {} values for {m} channels", v.len()));
         }
         b = v;
     }
     if let Some(e) = lw.extra_bias.get(&n.name) {
-        for (x, y) in b.iter_mut().zip(e.to_f32().map_err(|e| e.to_string())?.iter()) {
+        for (x, y) in b
+            .iter_mut()
+            .zip(e.to_f32().map_err(|e| e.to_string())?.iter())
+        {
             *x += *y;
         }
     }
@@ -279,15 +345,26 @@ pub(crate) fn lower_conv(lw: &mut Lowerer, n: &Node, transpose: bool) -> Placed 
         let strides = ints_or(n, "strides", r, 1)?;
         let dil = ints_or(n, "dilations", r, 1)?;
         let group = n.int_or("group", 1).map_err(|e| e.to_string())?.max(1) as usize;
-        if transpose && (n.get_ints("output_shape").map_err(|e| e.to_string())?.is_some()
-            || !matches!(n.string_or("auto_pad", "NOTSET").map_err(|e| e.to_string())?.as_str(), "NOTSET" | ""))
+        if transpose
+            && (n
+                .get_ints("output_shape")
+                .map_err(|e| e.to_string())?
+                .is_some()
+                || !matches!(
+                    n.string_or("auto_pad", "NOTSET")
+                        .map_err(|e| e.to_string())?
+                        .as_str(),
+                    "NOTSET" | ""
+                ))
         {
             return Err("output_shape / auto_pad on ConvTranspose".into());
         }
         let pads = resolve_pads(n, &xs[2..], &kernel, &strides, &dil)?;
         let outpad = if transpose {
             match n.get_ints("output_padding").map_err(|e| e.to_string())? {
-                Some(v) if v.len() == r && v.iter().all(|&x| x >= 0) => v.iter().map(|&x| x as usize).collect(),
+                Some(v) if v.len() == r && v.iter().all(|&x| x >= 0) => {
+                    v.iter().map(|&x| x as usize).collect()
+                }
                 Some(v) => return Err(format!("output_padding {v:?}")),
                 None => vec![0; r],
             }
@@ -302,7 +379,10 @@ pub(crate) fn lower_conv(lw: &mut Lowerer, n: &Node, transpose: bool) -> Placed 
         let sums: Vec<f64> = (0..m).map(|c| qw.abs_sums[c % mg.max(1)]).collect();
         let bias = bias_vec(lw, n, Some(2), m)?;
         let wd = wide(qx.dtype, qw.t.dtype());
-        let acc: Vec<f64> = sw.iter().map(|&s| f64::from(qx.s()) * f64::from(s)).collect();
+        let acc: Vec<f64> = sw
+            .iter()
+            .map(|&s| f64::from(qx.s()) * f64::from(s))
+            .collect();
         let qb = bias
             .iter()
             .zip(&acc)
@@ -324,8 +404,14 @@ pub(crate) fn lower_conv(lw: &mut Lowerer, n: &Node, transpose: bool) -> Placed 
         Ok(v) => v,
         Err(e) => return Ok(Some(e.to_string())),
     };
-    let wq = Q::wide(qw.t.dtype(), qw.scales.clone(), Vec::new(), if transpose { 1 } else { 0 });
-    let wid = lw.b.constant(&format!("{}.weight", n.name), &qw.t, Some(&wq))?;
+    let wq = Q::wide(
+        qw.t.dtype(),
+        qw.scales.clone(),
+        Vec::new(),
+        if transpose { 1 } else { 0 },
+    );
+    let wid =
+        lw.b.constant(&format!("{}.weight", n.name), &qw.t, Some(&wq))?;
     let bid = lw.b.constant(
         &format!("{}.bias", n.name),
         &Tensor::from_vec(&[qb.len()], qb).map_err(|e| super::model_err(n, e))?,
@@ -377,7 +463,11 @@ pub(crate) fn lower_matmul(lw: &mut Lowerer, n: &Node) -> Placed {
         };
         let nn = ws[ws.len() - 1];
         let wd = wide(qa.dtype, qw.t.dtype());
-        let acc: Vec<f64> = qw.scales.iter().map(|&s| f64::from(qa.s()) * f64::from(s)).collect();
+        let acc: Vec<f64> = qw
+            .scales
+            .iter()
+            .map(|&s| f64::from(qa.s()) * f64::from(s))
+            .collect();
         let bias = match bias_vec(lw, n, None, nn) {
             Ok(b) => b,
             Err(e) => return Ok(Some(e)),
@@ -398,8 +488,14 @@ pub(crate) fn lower_matmul(lw: &mut Lowerer, n: &Node) -> Placed {
             .zip(&qb)
             .map(|(s, b)| s * max_abs(qa.dtype) + b.unsigned_abs() as f64)
             .collect();
-        let wq = Q::wide(qw.t.dtype(), qw.scales.clone(), Vec::new(), (ws.len() - 1) as i32);
-        let wid = lw.b.constant(&format!("{}.weight", n.name), &qw.t, Some(&wq))?;
+        let wq = Q::wide(
+            qw.t.dtype(),
+            qw.scales.clone(),
+            Vec::new(),
+            (ws.len() - 1) as i32,
+        );
+        let wid =
+            lw.b.constant(&format!("{}.weight", n.name), &qw.t, Some(&wq))?;
         let has_bias = lw.extra_bias.contains_key(&n.name);
         let bias_id = if has_bias {
             Some(lw.b.constant(
@@ -413,11 +509,22 @@ pub(crate) fn lower_matmul(lw: &mut Lowerer, n: &Node) -> Placed {
         (wid, acc, bounds, bias_id)
     } else if let Some((qb, bid)) = lw.any_quant(&n.inputs[1]) {
         let bs = lw.b.shape(bid);
-        let k = if bs.len() >= 2 { bs[bs.len() - 2] } else { bs[0] } as f64;
+        let k = if bs.len() >= 2 {
+            bs[bs.len() - 2]
+        } else {
+            bs[0]
+        } as f64;
         let acc = vec![f64::from(qa.s()) * f64::from(qb.s())];
-        (bid, acc, vec![k * max_abs(qa.dtype) * max_abs(qb.dtype)], None)
+        (
+            bid,
+            acc,
+            vec![k * max_abs(qa.dtype) * max_abs(qb.dtype)],
+            None,
+        )
     } else {
-        return Ok(Some("input B is neither a calibrated weight nor quantized".into()));
+        return Ok(Some(
+            "input B is neither a calibrated weight nor quantized".into(),
+        ));
     };
     let (qy, requant) = match output_q(lw, &out, &acc, &bounds, last) {
         Ok(v) => v,
@@ -485,7 +592,10 @@ pub(crate) fn lower_gemm(lw: &mut Lowerer, n: &Node) -> Placed {
         return Ok(Some("C is not a constant".into()));
     }
     if let Some(e) = lw.extra_bias.get(&n.name).cloned() {
-        let e: Vec<f32> = e.to_f32().map(|a| a.iter().copied().collect()).unwrap_or_default();
+        let e: Vec<f32> = e
+            .to_f32()
+            .map(|a| a.iter().copied().collect())
+            .unwrap_or_default();
         for (i, d) in cfull.iter_mut().enumerate() {
             *d += alpha * e.get(i % nn).copied().unwrap_or(0.0);
         }
@@ -499,7 +609,10 @@ pub(crate) fn lower_gemm(lw: &mut Lowerer, n: &Node) -> Placed {
     }
     let bounds: Vec<f64> = (0..nn)
         .map(|j| {
-            let cm = (0..m).map(|i| qc[i * nn + j].unsigned_abs()).max().unwrap_or(0);
+            let cm = (0..m)
+                .map(|i| qc[i * nn + j].unsigned_abs())
+                .max()
+                .unwrap_or(0);
             qw.abs_sums[j] * max_abs(qa.dtype) + cm as f64
         })
         .collect();
@@ -508,8 +621,14 @@ pub(crate) fn lower_gemm(lw: &mut Lowerer, n: &Node) -> Placed {
         Ok(v) => v,
         Err(e) => return Ok(Some(e.to_string())),
     };
-    let wq = Q::wide(qw.t.dtype(), qw.scales.clone(), Vec::new(), if trans_b { 0 } else { 1 });
-    let wid = lw.b.constant(&format!("{}.weight", n.name), &qw.t, Some(&wq))?;
+    let wq = Q::wide(
+        qw.t.dtype(),
+        qw.scales.clone(),
+        Vec::new(),
+        if trans_b { 0 } else { 1 },
+    );
+    let wid =
+        lw.b.constant(&format!("{}.weight", n.name), &qw.t, Some(&wq))?;
     let cid = lw.b.constant(
         &format!("{}.bias", n.name),
         &Tensor::from_vec(&[m, nn], qc).map_err(|e| super::model_err(n, e))?,

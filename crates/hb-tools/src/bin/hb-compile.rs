@@ -40,10 +40,21 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     run_tool("hb-compile", move || {
-        let out = args.output.clone().unwrap_or_else(|| default_output(&args.model));
-        let s = run(&args.model, &out, &args.optimize_level, &args.remove_node_type)?;
+        let out = args
+            .output
+            .clone()
+            .unwrap_or_else(|| default_output(&args.model));
+        let s = run(
+            &args.model,
+            &out,
+            &args.optimize_level,
+            &args.remove_node_type,
+        )?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&s).map_err(ToolError::input)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s).map_err(ToolError::input)?
+            );
         } else {
             print!("{}", render(&s));
         }

@@ -177,7 +177,12 @@ fn perf_cmd(
     let prog = hb_tools::prog::is_program(&common.model_file);
     let (r, pool) = if prog {
         let pool = thread_pool(common.thread_num)?;
-        let r = hb_tools::prog_exec::perf(&common.model_file, common.input_file.as_deref(), frames, &pool)?;
+        let r = hb_tools::prog_exec::perf(
+            &common.model_file,
+            common.input_file.as_deref(),
+            frames,
+            &pool,
+        )?;
         (r, pool)
     } else {
         perf_onnx(&common, frames, profile_path)?

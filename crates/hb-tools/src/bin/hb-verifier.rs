@@ -27,7 +27,12 @@ struct Args {
     #[arg(short = 'i', long = "input", required = true)]
     inputs: Vec<String>,
     /// Decimal digits compared by the consistency check.
-    #[arg(short = 'c', long = "compare-digits", alias = "compare_digits", default_value_t = 5)]
+    #[arg(
+        short = 'c',
+        long = "compare-digits",
+        alias = "compare_digits",
+        default_value_t = 5
+    )]
     compare_digits: u32,
     /// Also compare every tensor both models share; name the first that diverges.
     #[arg(long)]
@@ -55,7 +60,10 @@ fn main() -> ExitCode {
         };
         let r = run(&va)?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&r).map_err(ToolError::input)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&r).map_err(ToolError::input)?
+            );
         } else {
             print!("{}", render(&r, args.all_nodes));
         }
