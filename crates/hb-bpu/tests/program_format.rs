@@ -113,7 +113,7 @@ fn round_trip_and_run() {
     assert_eq!(p, q);
     let x = Tensor::from_f32(&[2, 3], vec![-1.0, 0.04, 0.26, 1.0, 5.0, 100.0]).unwrap();
     let interp = Interpreter::new(Arc::new(q.clone())).unwrap();
-    let y = interp.run(&[x.clone()], &NoCpu).unwrap();
+    let y = interp.run(std::slice::from_ref(&x), &NoCpu).unwrap();
     // q(x) at 0.1 = [-10, 0, 3, 10, 50, 127]; relu at 0.05 = [0, 0, 6, 20, 100, 127];
     // r + r at 0.1 = [0, 0, 6, 20, 100, 127].
     let v: Vec<f32> = y[0].to_f32().unwrap().iter().copied().collect();
@@ -124,7 +124,7 @@ fn round_trip_and_run() {
     let engine = Engine::new(Arc::new(q), EngineOptions::default()).unwrap();
     let mut ws = Workspace::new();
     for _ in 0..2 {
-        assert_eq!(engine.run(&[x.clone()], &NoCpu, &mut ws).unwrap(), y);
+        assert_eq!(engine.run(std::slice::from_ref(&x), &NoCpu, &mut ws).unwrap(), y);
     }
 }
 

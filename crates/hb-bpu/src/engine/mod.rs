@@ -24,6 +24,9 @@ use std::sync::Arc;
 pub use store::Buf;
 use store::{Store, V};
 
+/// A callback shown every produced tensor (id, value).
+pub type Seen<'a> = &'a mut dyn FnMut(usize, &Tensor);
+
 /// How the engine is built.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EngineOptions {
@@ -228,7 +231,7 @@ impl Engine {
         inputs: &[Tensor],
         cpu: &dyn CpuOps,
         ws: &mut Workspace,
-        mut seen: Option<&mut dyn FnMut(usize, &Tensor)>,
+        mut seen: Option<Seen<'_>>,
     ) -> Result<Vec<Tensor>> {
         check_inputs(&self.program, inputs)?;
         if ws.slots.len() != self.plan.slots.len() {

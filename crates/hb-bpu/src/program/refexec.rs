@@ -446,6 +446,8 @@ pub fn transpose(t: &Tensor, perm: &[usize]) -> OpRes<Tensor> {
 }
 
 /// `y[i] = x.flat[idx[i]]`, shaped `shape`.
+// One expansion per element type, strings included.
+#[allow(clippy::clone_on_copy)]
 pub fn take(t: &Tensor, idx: &Tensor, shape: &[usize]) -> OpRes<Tensor> {
     let ix: Vec<usize> = match idx {
         Tensor::I64(a) => a.iter().map(|&v| v as usize).collect(),

@@ -15,6 +15,7 @@ use hb_tensor::{DType, Tensor};
 
 type Placed = Result<Option<String>>;
 
+#[allow(clippy::too_many_arguments)]
 fn emit_like(
     lw: &mut Lowerer,
     n: &Node,

@@ -1,3 +1,5 @@
+// Per-channel loops walk several arrays in step; index loops read like §4.
+#![allow(clippy::needless_range_loop)]
 //! Conv, ConvTranspose, MatMul and Gemm (docs/integer-semantics.md §4, §5,
 //! §8): weights quantized per output channel exactly as their calibration
 //! node fake-quantizes them, bias at the accumulator scale, output
