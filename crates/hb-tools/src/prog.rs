@@ -43,6 +43,9 @@ pub fn load_program(path: &Path) -> ToolResult<Arc<Program>> {
         .map_err(ToolError::input)
 }
 
+/// Tensors by name, in execution order.
+pub type Named = Vec<(String, Tensor)>;
+
 /// How a program runs.
 pub enum Runner {
     /// The reference interpreter.
@@ -182,7 +185,7 @@ impl Loaded {
         &self,
         inputs: &[Tensor],
         ws: &mut Workspace,
-    ) -> ToolResult<(Vec<Tensor>, Vec<(String, Tensor)>)> {
+    ) -> ToolResult<(Vec<Tensor>, Named)> {
         let mut all: Vec<(String, Tensor)> = Vec::new();
         let names: Vec<String> = self
             .program

@@ -112,7 +112,7 @@ pub fn infer(
     let samples = read_inputs(&l.input_graph(), spec)?;
     let names = l.output_names();
     let mut ws = Workspace::new();
-    let mut results: Vec<(Vec<Tensor>, Vec<(String, Tensor)>)> = Vec::new();
+    let mut results: Vec<(Vec<Tensor>, crate::prog::Named)> = Vec::new();
     pool.install(|| -> ToolResult<()> {
         for s in &samples {
             let ins = l.inputs_of(s)?;

@@ -78,8 +78,10 @@ pub struct VerifyReport {
     pub ok: bool,
 }
 
+// Two of these exist per run.
+#[allow(clippy::large_enum_variant)]
 enum M {
-    Onnx(Session, hb_ir::Model),
+    Onnx(Box<Session>, Box<hb_ir::Model>),
     Prog(Loaded),
 }
 
@@ -91,7 +93,7 @@ impl M {
         let model = crate::cli::load_model(p)?;
         let s =
             Session::new(&model).map_err(|e| ToolError::input(format!("{}: {e}", p.display())))?;
-        Ok(M::Onnx(s, model))
+        Ok(M::Onnx(Box::new(s), Box::new(model)))
     }
 
     fn graph(&self) -> hb_ir::Graph {
