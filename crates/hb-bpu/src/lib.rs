@@ -22,10 +22,12 @@
 // strides, pads, kernel); index loops read like the spec they implement.
 #![allow(clippy::needless_range_loop)]
 
+pub mod engine;
 pub mod error;
 pub mod fast;
 pub mod fixed_point;
 pub mod lut;
+pub mod program;
 pub mod qint;
 pub mod reference;
 pub mod tensor;

@@ -345,6 +345,7 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
             dumps,
         },
     )?;
+    crate::calib_bc::write_quantized(&cfg, &outcome.calibrated, &work, &mut summary)?;
     laps.lap("write artefacts");
     summary.seconds = t0.elapsed().as_secs_f64();
     summary.timings = laps.list;

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "hb-info", version, verbatim_doc_comment)]
 struct Args {
-    /// The model (.onnx).
+    /// The model (.onnx, .bc or .hbm).
     model: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -40,6 +40,9 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     run_tool("hb-info", move || {
+        if hb_tools::prog::is_program(&args.model) {
+            return hb_tools::prog_info::print(&args.model, args.json);
+        }
         let model = load_model(&args.model)?;
         let summary = summarize(
             &args.model.display().to_string(),

@@ -26,7 +26,7 @@ struct Args {
 
 #[derive(clap::Args)]
 struct Common {
-    /// The model (.onnx).
+    /// The model (.onnx, .bc or .hbm).
     #[arg(long, alias = "model_file")]
     model_file: PathBuf,
     /// Inputs: `a.npy,b.npy` (model input order), `name:a.npy,...`, or a folder of `<input>/<k>.npy`.
@@ -98,6 +98,9 @@ fn main() -> ExitCode {
             json,
             profile_path,
         } => perf_cmd(common, frame_count, json, profile_path),
+        Cmd::ModelInfo { model_file } if hb_tools::prog::is_program(&model_file) => {
+            hb_tools::prog_exec::model_info(&model_file)
+        }
         Cmd::ModelInfo { model_file } => {
             let model = load_model(&model_file)?;
             print!(
@@ -130,6 +133,11 @@ fn prepare(
 fn infer(common: Common, out: PathBuf, dump: bool, json: bool) -> ToolResult<()> {
     if common.input_file.is_none() {
         return Err(ToolError::input("infer needs --input-file"));
+    }
+    if hb_tools::prog::is_program(&common.model_file) {
+        let pool = thread_pool(common.thread_num)?;
+        let spec = common.input_file.as_deref().unwrap_or_default();
+        return hb_tools::prog_exec::infer(&common.model_file, spec, &out, dump, json, &pool);
     }
     let (session, samples, pool) = prepare(&common)?;
     let results = run_samples(&session, &samples, dump, &pool)
@@ -166,7 +174,29 @@ fn perf_cmd(
     json: bool,
     profile_path: Option<PathBuf>,
 ) -> ToolResult<()> {
-    let (session, samples, pool) = prepare(&common)?;
+    let prog = hb_tools::prog::is_program(&common.model_file);
+    let (r, pool) = if prog {
+        let pool = thread_pool(common.thread_num)?;
+        let r = hb_tools::prog_exec::perf(
+            &common.model_file,
+            common.input_file.as_deref(),
+            frames,
+            &pool,
+        )?;
+        (r, pool)
+    } else {
+        perf_onnx(&common, frames, profile_path)?
+    };
+    let _ = pool;
+    print_perf(&r, json)
+}
+
+fn perf_onnx(
+    common: &Common,
+    frames: usize,
+    profile_path: Option<PathBuf>,
+) -> ToolResult<(hb_tools::exec::PerfReport, rayon::ThreadPool)> {
+    let (session, samples, pool) = prepare(common)?;
     if let Some(csv) = profile_path {
         let summary = hb_tools::exec::profile(&session, &samples[0], frames, &pool, &csv)?;
         println!(
@@ -175,10 +205,14 @@ fn perf_cmd(
         );
     }
     let r = perf(&session, &samples[0], frames, &pool)?;
+    Ok((r, pool))
+}
+
+fn print_perf(r: &hb_tools::exec::PerfReport, json: bool) -> ToolResult<()> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&r).map_err(ToolError::input)?
+            serde_json::to_string_pretty(r).map_err(ToolError::input)?
         );
     } else {
         println!("Running condition:\n  Thread number is: {}\n  Frame count   is: {}\n  Program run time: {:.3} ms", r.threads, r.frame_count, r.total_ms);

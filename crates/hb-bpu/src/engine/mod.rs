@@ -1,0 +1,335 @@
+//! The optimised runtime of `.hbm` (and `.bc`) programs: packed weights and
+//! the [`crate::fast`] GEMM/conv kernels for Conv/MatMul/Gemm, allocation-
+//! free element-wise loops for the common integer ops, the memory plan's
+//! slot buffers (reused across ops and across runs), fused post-steps
+//! applied in place. Every other op runs through the reference executor
+//! ([`crate::program::refexec`]), so the whole engine is bit-exact with the
+//! reference interpreter ([`crate::program::interp`]) by construction or by
+//! test (`tests/engine.rs`, and hb-lower's fixture tests).
+//!
+//! Threads: run inside `rayon::ThreadPool::install`; the fast kernels split
+//! large products over the ambient pool. Results do not depend on the
+//! thread count.
+
+mod fastops;
+mod store;
+
+use crate::fast::{ExecOptions, Isa, PackOptions, PackedWeights, Scratch};
+use crate::program::interp::{check_inputs, check_outputs, constants, infos};
+use crate::program::prepared::{prepare, Kernel, PreparedOp};
+use crate::program::{memplan, pb, refexec, CpuOps, Program, ProgramError, Result};
+use crate::tensor::TensorRef;
+use hb_tensor::{DType, Tensor};
+use std::sync::Arc;
+pub use store::Buf;
+use store::{Store, V};
+
+/// A callback shown every produced tensor (id, value).
+pub type Seen<'a> = &'a mut dyn FnMut(usize, &Tensor);
+
+/// How the engine is built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineOptions {
+    /// Instruction-set path of the packed kernels (None: the best available).
+    pub isa: Option<Isa>,
+    /// Parallel split threshold of the fast kernels.
+    pub exec: ExecOptions,
+    /// Use only the reference executor (for debugging).
+    pub reference_only: bool,
+}
+
+/// Packed weights of a weighted op.
+enum Packed {
+    Conv(PackedWeights),
+    MatMul(PackedWeights),
+    Gemm(PackedWeights),
+}
+
+/// A program prepared for fast execution.
+pub struct Engine {
+    program: Arc<Program>,
+    ops: Vec<PreparedOp>,
+    packed: Vec<Option<Packed>>,
+    consts: Vec<Option<Arc<Tensor>>>,
+    infos: Vec<(DType, Vec<usize>)>,
+    plan: pb::MemoryPlan,
+    input_pos: Vec<Option<usize>>,
+    exec: ExecOptions,
+}
+
+/// Per-thread working memory: slot buffers and kernel scratch. Reuse it
+/// across runs: after the first run nothing is allocated by the fast paths.
+#[derive(Default)]
+pub struct Workspace {
+    slots: Vec<Buf>,
+    scratch: Scratch,
+}
+
+impl Workspace {
+    /// An empty workspace (allocates on first use).
+    pub fn new() -> Workspace {
+        Workspace::default()
+    }
+}
+
+fn pack_op(
+    p: &Program,
+    op: &PreparedOp,
+    consts: &[Option<Arc<Tensor>>],
+    opts: &EngineOptions,
+) -> Option<Packed> {
+    let konst = |k: usize| -> Option<&Tensor> {
+        op.inputs
+            .get(k)
+            .copied()
+            .flatten()
+            .and_then(|i| consts[i].as_deref())
+    };
+    let x_kind =
+        match crate::program::dtype_of(&p.tensors[op.inputs.first().copied().flatten()?]).ok()? {
+            DType::I8 => crate::fast::IntKind::I8,
+            DType::I16 => crate::fast::IntKind::I16,
+            _ => return None,
+        };
+    let bias: Option<&[i64]> = match konst(2) {
+        Some(Tensor::I64(a)) => Some(a.as_slice()?),
+        Some(_) => return None,
+        None => None,
+    };
+    let po = PackOptions {
+        isa: opts.isa,
+        clamp: None,
+    };
+    macro_rules! pack_w {
+        ($w:expr, |$wv:ident| $body:expr) => {
+            match $w {
+                Tensor::I8(a) => {
+                    let $wv = TensorRef::new(a.as_slice()?, a.shape()).ok()?;
+                    $body
+                }
+                Tensor::I16(a) => {
+                    let $wv = TensorRef::new(a.as_slice()?, a.shape()).ok()?;
+                    $body
+                }
+                _ => return None,
+            }
+        };
+    }
+    match &op.kernel {
+        Kernel::Conv {
+            params,
+            transpose: false,
+            requant,
+            clamp,
+        } => {
+            let w = konst(1)?;
+            let po = PackOptions {
+                clamp: *clamp,
+                ..po
+            };
+            pack_w!(w, |wv| PackedWeights::conv(
+                wv, bias, requant, params, x_kind, &po
+            )
+            .ok()
+            .map(Packed::Conv))
+        }
+        Kernel::MatMul { requant } => {
+            let w = konst(1)?;
+            pack_w!(w, |wv| PackedWeights::matmul(
+                wv, bias, requant, x_kind, &po
+            )
+            .ok()
+            .map(Packed::MatMul))
+        }
+        Kernel::Gemm { params, requant } => {
+            let w = konst(1)?;
+            let c = match konst(2) {
+                Some(Tensor::I64(a)) => Some(TensorRef::new(a.as_slice()?, a.shape()).ok()?),
+                Some(_) => return None,
+                None => None,
+            };
+            pack_w!(w, |wv| PackedWeights::gemm(
+                wv, c, requant, *params, x_kind, &po
+            )
+            .ok()
+            .map(Packed::Gemm))
+        }
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Prepares `program`: ops checked, tables built, weights packed, the
+    /// memory plan taken from the `.hbm` (or computed).
+    pub fn new(program: Arc<Program>, opts: EngineOptions) -> Result<Engine> {
+        let ops = prepare(&program)?;
+        let consts = constants(&program)?;
+        let infos = infos(&program)?;
+        let packed = ops
+            .iter()
+            .map(|op| {
+                if opts.reference_only || op.on_cpu {
+                    None
+                } else {
+                    pack_op(&program, op, &consts, &opts)
+                }
+            })
+            .collect();
+        let plan = match program.hbm.as_ref().and_then(|h| h.memory.clone()) {
+            Some(m) if m.tensor_slot.len() == program.tensors.len() => m,
+            _ => memplan::plan(&program),
+        };
+        if plan
+            .tensor_slot
+            .iter()
+            .any(|&s| s >= plan.slots.len() as i32)
+        {
+            return Err(ProgramError::Invalid(
+                "memory plan refers to a missing slot".into(),
+            ));
+        }
+        let mut input_pos = vec![None; program.tensors.len()];
+        for (k, &i) in program.inputs.iter().enumerate() {
+            input_pos[i as usize] = Some(k);
+        }
+        Ok(Engine {
+            program,
+            ops,
+            packed,
+            consts,
+            infos,
+            plan,
+            input_pos,
+            exec: opts.exec,
+        })
+    }
+
+    /// The program.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Ops with packed weights.
+    pub fn packed_count(&self) -> usize {
+        self.packed.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// Runs on `inputs` (in `Program.inputs` order).
+    pub fn run(
+        &self,
+        inputs: &[Tensor],
+        cpu: &dyn CpuOps,
+        ws: &mut Workspace,
+    ) -> Result<Vec<Tensor>> {
+        self.run_with(inputs, cpu, ws, None)
+    }
+
+    /// Runs and shows every produced tensor to `seen` (copies; for dumps
+    /// and comparisons).
+    pub fn run_with(
+        &self,
+        inputs: &[Tensor],
+        cpu: &dyn CpuOps,
+        ws: &mut Workspace,
+        mut seen: Option<Seen<'_>>,
+    ) -> Result<Vec<Tensor>> {
+        check_inputs(&self.program, inputs)?;
+        if ws.slots.len() != self.plan.slots.len() {
+            ws.slots = self
+                .plan
+                .slots
+                .iter()
+                .map(|s| {
+                    Buf::new(
+                        DType::from_onnx_code(s.dtype).unwrap_or(DType::F32),
+                        s.elems as usize,
+                    )
+                })
+                .collect();
+        }
+        if let Some(f) = seen.as_mut() {
+            for (&id, t) in self.program.inputs.iter().zip(inputs) {
+                f(id as usize, t);
+            }
+        }
+        for (k, op) in self.ops.iter().enumerate() {
+            let mut st = Store {
+                slots: &mut ws.slots,
+                plan: &self.plan.tensor_slot,
+                consts: &self.consts,
+                inputs,
+                input_pos: &self.input_pos,
+                infos: &self.infos,
+            };
+            let done = match &self.packed[k] {
+                Some(pw) => fastops::packed(op, pw, &mut st, &mut ws.scratch, &self.exec)
+                    .map_err(|e| op.err(e))?,
+                None if !op.on_cpu => fastops::try_fast(op, &mut st).map_err(|e| op.err(e))?,
+                None => false,
+            };
+            if !done {
+                self.generic(op, &mut st, cpu)?;
+            }
+            if let Some(f) = seen.as_mut() {
+                for &o in &op.outputs {
+                    let t = st
+                        .get(o)
+                        .map_err(|e| op.err(e))?
+                        .to_tensor(&self.infos[o].1)
+                        .map_err(|e| op.err(e))?;
+                    f(o, &t);
+                }
+            }
+        }
+        let st = Store {
+            slots: &mut ws.slots,
+            plan: &self.plan.tensor_slot,
+            consts: &self.consts,
+            inputs,
+            input_pos: &self.input_pos,
+            infos: &self.infos,
+        };
+        self.program
+            .outputs
+            .iter()
+            .map(|&o| {
+                st.get(o as usize)
+                    .and_then(|v| v.to_tensor(&self.infos[o as usize].1))
+                    .map_err(|e| ProgramError::Invalid(format!("output #{o}: {e}")))
+            })
+            .collect()
+    }
+
+    /// An op without a fast path: reference executor or the host CPU.
+    fn generic(&self, op: &PreparedOp, st: &mut Store<'_>, cpu: &dyn CpuOps) -> Result<()> {
+        let mut owned: Vec<Option<Tensor>> = Vec::with_capacity(op.inputs.len());
+        for i in &op.inputs {
+            owned.push(match i {
+                Some(i) => Some(match st.get(*i).map_err(|e| op.err(e))? {
+                    V::T(t) => t.clone(),
+                    v => v.to_tensor(&self.infos[*i].1).map_err(|e| op.err(e))?,
+                }),
+                None => None,
+            });
+        }
+        let ins: Vec<Option<&Tensor>> = owned.iter().map(Option::as_ref).collect();
+        let outs: Vec<(DType, Vec<usize>)> =
+            op.outputs.iter().map(|&o| self.infos[o].clone()).collect();
+        let ys = if op.on_cpu || matches!(op.kernel, Kernel::Cpu) {
+            let ys: Vec<Tensor> = cpu
+                .run(op.index, &ins)
+                .map_err(|e| op.err(e))?
+                .into_iter()
+                .map(Tensor::into_standard_layout)
+                .collect();
+            check_outputs(op, &ys, &outs)?;
+            ys
+        } else {
+            refexec::run_op(op, &ins, &outs).map_err(|e| op.err(e))?
+        };
+        for (&o, y) in op.outputs.iter().zip(ys) {
+            st.put(o, y).map_err(|e| op.err(e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! The `.bc` artefact of `hb-calib`: the calibrated model lowered to the
+//! integer program (`<prefix>_quantized_model.bc`), written atomically after
+//! the other artefacts.
+
+use crate::calib::CalibSummary;
+use crate::cli::{ToolError, ToolResult};
+use hb_ir::Model;
+use hb_lower::lower::{lower_model, LowerOptions};
+use hb_quant::HbConfig;
+use std::path::Path;
+
+/// Lowers `calibrated` and writes `<work>/<prefix>_quantized_model.bc`;
+/// records the file in the summary.
+pub fn write_quantized(
+    cfg: &HbConfig,
+    calibrated: &Model,
+    work: &Path,
+    summary: &mut CalibSummary,
+) -> ToolResult<()> {
+    let prefix = &cfg.model.output_model_file_prefix;
+    let path = work.join(format!("{prefix}_quantized_model.bc"));
+    let mut params = vec![
+        ("march".to_string(), cfg.model.march.name().to_string()),
+        ("calibration_method".to_string(), summary.method.clone()),
+        ("config".to_string(), cfg.path.display().to_string()),
+    ];
+    if let Some(o) = &cfg.compiler.optimize_level {
+        params.push(("optimize_level".into(), o.clone()));
+    }
+    if !cfg.model.remove_node_type.is_empty() {
+        params.push((
+            "remove_node_type".into(),
+            cfg.model.remove_node_type.join(";"),
+        ));
+    }
+    for (q, n) in &summary.qtypes {
+        params.push((format!("calibration_nodes.{q}"), n.to_string()));
+    }
+    let opts = LowerOptions {
+        source: format!("{prefix}_calibrated_model.onnx"),
+        march: cfg.model.march.name().to_string(),
+        params,
+        onnx_input_order: Vec::new(),
+    };
+    let lowered = lower_model(calibrated, &opts).map_err(|e| {
+        ToolError::input(format!(
+            "{}: lowering to .bc: {e}",
+            cfg.model.onnx_model.display()
+        ))
+    })?;
+    hb_bpu::program::save(&lowered.program, &path).map_err(ToolError::input)?;
+    summary.artefacts.push(path.display().to_string());
+    Ok(())
+}
