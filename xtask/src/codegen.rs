@@ -5,7 +5,13 @@ use anyhow::{bail, Context, Result};
 
 /// Generates every committed prost file; with `check`, only compares.
 pub fn run(check: bool) -> Result<()> {
-    gen_one("crates/hb-onnx-proto", "onnx.proto", "onnx.rs", "src/onnx.rs", check)?;
+    gen_one(
+        "crates/hb-onnx-proto",
+        "onnx.proto",
+        "onnx.rs",
+        "src/onnx.rs",
+        check,
+    )?;
     gen_one(
         "crates/hb-bpu",
         "program.proto",

@@ -124,7 +124,12 @@ fn round_trip_and_run() {
     let engine = Engine::new(Arc::new(q), EngineOptions::default()).unwrap();
     let mut ws = Workspace::new();
     for _ in 0..2 {
-        assert_eq!(engine.run(std::slice::from_ref(&x), &NoCpu, &mut ws).unwrap(), y);
+        assert_eq!(
+            engine
+                .run(std::slice::from_ref(&x), &NoCpu, &mut ws)
+                .unwrap(),
+            y
+        );
     }
 }
 

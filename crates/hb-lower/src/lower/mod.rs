@@ -635,24 +635,25 @@ impl Lowerer {
 
     fn attr_to_pb(&mut self, n: &Node, k: &str, a: &Attr) -> Result<pb::Attribute> {
         use pb::attribute::Value as V;
-        let value =
-            match a {
-                Attr::Int(v) => V::I(*v),
-                Attr::Float(v) => V::F(*v),
-                Attr::String(v) => V::S(v.clone()),
-                Attr::Ints(v) => V::Ints(pb::Ints { v: v.clone() }),
-                Attr::Floats(v) => V::Floats(pb::Floats { v: v.clone() }),
-                Attr::Strings(v) => V::Strings(pb::Strings { v: v.clone() }),
-                Attr::Tensor(t) => {
-                    V::Tensor(self.b.constant(&format!("{}.{k}", n.name), t, None)? as u32)
-                }
-                _ => return Err(model_err(
+        let value = match a {
+            Attr::Int(v) => V::I(*v),
+            Attr::Float(v) => V::F(*v),
+            Attr::String(v) => V::S(v.clone()),
+            Attr::Ints(v) => V::Ints(pb::Ints { v: v.clone() }),
+            Attr::Floats(v) => V::Floats(pb::Floats { v: v.clone() }),
+            Attr::Strings(v) => V::Strings(pb::Strings { v: v.clone() }),
+            Attr::Tensor(t) => {
+                V::Tensor(self.b.constant(&format!("{}.{k}", n.name), t, None)? as u32)
+            }
+            _ => {
+                return Err(model_err(
                     n,
                     format!(
                         "attribute '{k}' (graphs, tensor lists) is not supported on the CPU path"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         Ok(pb::Attribute {
             name: k.to_string(),
             value: Some(value),

@@ -641,10 +641,7 @@ fn lower_layernorm(lw: &mut Lowerer, n: &Node) -> Placed {
 /// Kernel, strides, pads, dilations.
 type PoolAttrs = (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>);
 
-fn pool_attrs(
-    n: &Node,
-    sp: &[usize],
-) -> std::result::Result<PoolAttrs, String> {
+fn pool_attrs(n: &Node, sp: &[usize]) -> std::result::Result<PoolAttrs, String> {
     let r = sp.len();
     let kernel: Vec<usize> = n
         .get_ints("kernel_shape")

@@ -849,7 +849,7 @@ pub fn run_acc_error(a: AccErrorArgs) -> ToolResult<()> {
 /// channel plots of the `top` most sensitive nodes, the error curves with
 /// all quantized and with all but those nodes, and index.html.
 pub fn run_all(a: RunallArgs, progress: bool) -> ToolResult<()> {
-    super::common::check_metrics(&[a.metric.clone()])?;
+    super::common::check_metrics(std::slice::from_ref(&a.metric))?;
     let (cal, samples) = a.io.load()?;
     let dir = &a.save_dir;
     let units = sensitivity::units(&cal, Granularity::Node, &[])?;
