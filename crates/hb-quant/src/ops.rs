@@ -1,7 +1,8 @@
 //! What quantization does with each op type: which inputs carry data to be
 //! quantized, which input is a weight and along which axis its channels lie.
 
-use hb_ir::Node;
+use hb_ir::{Graph, Node};
+use std::collections::HashSet;
 
 /// Ops that only move, select or reinterpret data. They run on quantized
 /// values unchanged (a per-tensor scale passes through them), so their
@@ -126,6 +127,65 @@ pub fn is_divisor(node: &Node, input: usize) -> bool {
     )
 }
 
+/// Tensors whose clipping would bias a divisor: the divisors themselves
+/// (see [`is_divisor`]) and, walking back from them, the tensors they are
+/// a statistic of — `Sqrt`, the `Reduce*` means and sums, `Add`/`Mul` with
+/// a constant, and the squared input of `Pow`/`Mul(x, x)`. This is the
+/// variance chain of a LayerNorm or RMSNorm decomposed by an exporter
+/// (`ReduceMean(Pow(x - mean, 2)) + eps → Sqrt → Div`): clipping the
+/// squares shrinks the variance and scales up every normalised value, so
+/// these tensors keep their max threshold (docs/quantization.md).
+pub fn divisor_statistics(graph: &Graph) -> HashSet<String> {
+    let is_const = |v: &str| {
+        graph.initializer(v).is_some()
+            || graph
+                .producer(v)
+                .is_some_and(|p| graph.nodes[p].op_type == "Constant")
+    };
+    let mut found = HashSet::new();
+    let mut todo: Vec<String> = Vec::new();
+    for node in &graph.nodes {
+        for (k, input) in node.inputs.iter().enumerate() {
+            if !input.is_empty() && is_divisor(node, k) && !is_const(input) {
+                todo.push(input.clone());
+            }
+        }
+    }
+    while let Some(value) = todo.pop() {
+        if !found.insert(value.clone()) {
+            continue;
+        }
+        let Some(p) = graph.producer(&value) else {
+            continue;
+        };
+        let node = &graph.nodes[p];
+        let data: Vec<&String> = node
+            .inputs
+            .iter()
+            .filter(|i| !i.is_empty() && !is_const(i))
+            .collect();
+        match node.op_type.as_str() {
+            // The value is a statistic of its (single) data input: walk on.
+            "Sqrt" | "ReduceMean" | "ReduceSum" | "ReduceSumSquare" | "ReduceL2" | "Abs"
+                if !data.is_empty() =>
+            {
+                todo.push(data[0].clone());
+            }
+            "Add" | "Mul" | "Max" | "Clip" if data.len() == 1 => todo.push(data[0].clone()),
+            // Squares: their input is kept at max too, but not walked past
+            // (it is the centred data, also the numerator).
+            "Pow" if data.len() == 1 => {
+                found.insert(data[0].clone());
+            }
+            "Mul" if data.len() == 2 && data[0] == data[1] => {
+                found.insert(data[0].clone());
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 /// Where a weight input's output channels lie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WeightSlot {
@@ -187,5 +247,29 @@ mod tests {
             &["y"]
         )));
         assert!(is_quantized_op(&Node::new("s", "Softmax", &["a"], &["y"])));
+    }
+
+    #[test]
+    fn decomposed_layer_norm_variance_chain_is_a_divisor_statistic() {
+        let mut g = Graph::default();
+        for c in ["two", "eps"] {
+            g.initializers.insert(
+                c.into(),
+                std::sync::Arc::new(hb_tensor::Tensor::scalar(2f32)),
+            );
+        }
+        g.nodes = vec![
+            Node::new("m", "ReduceMean", &["x"], &["mean"]),
+            Node::new("s", "Sub", &["x", "mean"], &["d"]),
+            Node::new("p", "Pow", &["d", "two"], &["sq"]),
+            Node::new("v", "ReduceMean", &["sq"], &["var"]),
+            Node::new("a", "Add", &["var", "eps"], &["ve"]),
+            Node::new("r", "Sqrt", &["ve"], &["std"]),
+            Node::new("q", "Div", &["d", "std"], &["y"]),
+            Node::new("o", "Add", &["y", "x"], &["z"]),
+        ];
+        let mut got: Vec<String> = divisor_statistics(&g).into_iter().collect();
+        got.sort();
+        assert_eq!(got, ["d", "sq", "std", "var", "ve"]);
     }
 }

@@ -620,16 +620,13 @@ pub fn calibrate(
         cache.fill(&jobs);
     };
     fill(&cands, &points);
-    // Divisors (Div input1, Reciprocal) keep their max: clipping a
+    // Divisors (Div input1, Reciprocal) and the statistics they are made of
+    // (a decomposed LayerNorm's variance chain) keep their max: clipping a
     // divisor scales up every element it divides (docs/quantization.md).
+    let statistics = crate::ops::divisor_statistics(&model.graph);
     let divisors: std::collections::HashSet<String> = points
         .iter()
-        .filter(|p| {
-            !p.is_weight()
-                && p.consumers
-                    .iter()
-                    .any(|&(n, k)| crate::ops::is_divisor(&model.graph.nodes[n], k))
-        })
+        .filter(|p| !p.is_weight() && statistics.contains(&p.tensor))
         .map(|p| p.tensor.clone())
         .collect();
     let feature_th = |p: &CalibPoint, c: &Candidate| -> Thresholds {
@@ -874,7 +871,7 @@ pub fn calibrate(
         findings.push(Finding::info(
             "divisor-max",
             format!(
-                "{} tensor(s) read as a divisor (Div input1, Reciprocal) keep their max threshold instead of {}: {}",
+                "{} tensor(s) read as a divisor (Div input1, Reciprocal) or feeding one as a statistic (variance chain) keep their max threshold instead of {}: {}",
                 names.len(),
                 chosen.method,
                 names.join(", ")
