@@ -72,6 +72,73 @@ fn fattr(ctx: &OpCtx, name: &str, default: f32) -> OpResult<f64> {
 }
 
 /// Defines a parameterless float kernel.
+/// Like `float_kernel!`, with an f32 fast path: the vectorisable
+/// [`fastmath`](super::fastmath) function over the data in place
+/// (AVX2 copy at run time, both cores on large tensors).
+macro_rules! fast_kernel {
+    ($name:ident, $op:literal, $fast:ident, |$x:ident| $body:expr) => {
+        fn $name(_: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+            let t = input(inputs, 0)?;
+            if let Some(y) = map_f32_in_place(t, $fast) {
+                return one(y);
+            }
+            one(float_map!(t, $op, [], |$x| $body)?)
+        }
+    };
+}
+
+/// Applies `f` to a copy of an f32 tensor's data, in parallel chunks when
+/// large; `None` for other dtypes.
+fn map_f32_in_place(t: &Tensor, f: fn(&mut [f32])) -> Option<Tensor> {
+    use rayon::prelude::*;
+    let Tensor::F32(a) = t else {
+        return None;
+    };
+    let mut v: Vec<f32> = match a.as_slice() {
+        Some(s) => s.to_vec(),
+        None => a.iter().copied().collect(),
+    };
+    if v.len() >= crate::kernels::ew::PAR_MIN && rayon::current_num_threads() > 1 {
+        v.par_chunks_mut(1 << 14).for_each(f);
+    } else {
+        f(&mut v);
+    }
+    ndarray::ArrayD::from_shape_vec(a.raw_dim(), v)
+        .ok()
+        .map(Tensor::F32)
+}
+
+crate::multiversion! {
+/// `erf` of every element, in place.
+fn erf_in_place(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|v| *v = super::fastmath::erf_f32(*v))
+}
+}
+
+crate::multiversion! {
+/// `tanh` of every element, in place.
+fn tanh_in_place(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|v| *v = super::fastmath::tanh_f32(*v))
+}
+}
+
+crate::multiversion! {
+/// The logistic function of every element, in place.
+fn sigmoid_in_place(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|v| *v = super::fastmath::sigmoid_f32(*v))
+}
+}
+
+crate::multiversion! {
+/// Exact Gelu `x·(1 + erf(x/√2))/2` of every element, in place.
+fn gelu_erf_in_place(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|v| {
+        let x = *v;
+        *v = 0.5 * x * (1.0 + super::fastmath::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+    })
+}
+}
+
 macro_rules! float_kernel {
     ($name:ident, $op:literal, |$x:ident| $body:expr) => {
         fn $name(_: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
@@ -95,9 +162,9 @@ float_kernel!(cosh, "Cosh", |x| x.cosh());
 float_kernel!(asinh, "Asinh", |x| x.asinh());
 float_kernel!(acosh, "Acosh", |x| x.acosh());
 float_kernel!(atanh, "Atanh", |x| x.atanh());
-float_kernel!(tanh, "Tanh", |x| x.tanh());
-float_kernel!(sigmoid, "Sigmoid", |x| 1.0 / (1.0 + (-x).exp()));
-float_kernel!(erf, "Erf", |x| x.erf_x());
+fast_kernel!(tanh, "Tanh", tanh_in_place, |x| x.tanh());
+fast_kernel!(sigmoid, "Sigmoid", sigmoid_in_place, |x| 1.0 / (1.0 + (-x).exp()));
+fast_kernel!(erf, "Erf", erf_in_place, |x| x.erf_x());
 float_kernel!(floor, "Floor", |x| x.floor());
 float_kernel!(ceil, "Ceil", |x| x.ceil());
 float_kernel!(round, "Round", |x| x.round_ties_even());
@@ -190,6 +257,9 @@ fn gelu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     match ctx.node.string_or("approximate", "none")?.as_str() {
         "none" => {
+            if let Some(y) = map_f32_in_place(x, gelu_erf_in_place) {
+                return one(y);
+            }
             let r = std::f64::consts::FRAC_1_SQRT_2;
             one(float_map!(x, "Gelu", [r], |x| 0.5
                 * x
