@@ -207,6 +207,9 @@ pub struct Step {
     pub stage: String,
     /// The sensitivity threshold of a batch step.
     pub threshold: Option<f64>,
+    /// What this step changed: `first K` (the K most sensitive nodes),
+    /// `-NODE` (dropped), `NODE→ec`, `tail from NODE`.
+    pub change: String,
     /// Nodes computing in int16.
     pub int16: usize,
     /// Nodes with an `ec` input.
@@ -250,6 +253,8 @@ pub struct Tune {
     pub eval_samples: usize,
     /// Nodes with sensitivity < 0.999 (cosine only): what promoting all of them costs.
     pub below_0999: Option<usize>,
+    /// The first sensitivity-threshold batch that met the target: (threshold, int16 nodes).
+    pub first_batch: Option<(f64, usize)>,
     /// Every evaluated step, in order.
     pub steps: Vec<Step>,
     /// Index of the best step.
@@ -455,7 +460,13 @@ impl Ctx<'_> {
     }
 
     /// Evaluates `c` (once: a config seen before returns its step).
-    fn eval(&mut self, stage: &str, threshold: Option<f64>, c: Cand) -> ToolResult<usize> {
+    fn eval(
+        &mut self,
+        stage: &str,
+        threshold: Option<f64>,
+        change: String,
+        c: Cand,
+    ) -> ToolResult<usize> {
         let key = c.key();
         if let Some(&i) = self.seen.get(&key) {
             return Ok(i);
@@ -517,6 +528,7 @@ impl Ctx<'_> {
             step: self.steps.len(),
             stage: stage.to_string(),
             threshold,
+            change,
             int16,
             ec,
             float16,
@@ -600,7 +612,7 @@ fn minimize(
         if hi.is_some() && !sweep {
             break;
         }
-        let i = ctx.eval(&stage("threshold"), Some(t), prefix(k))?;
+        let i = ctx.eval(&stage("threshold"), Some(t), format!("first {k}"), prefix(k))?;
         if ctx.ok(i) {
             hi = hi.or(Some(k));
         } else if hi.is_none() {
@@ -608,7 +620,7 @@ fn minimize(
         }
     }
     if hi.is_none() && n > last {
-        let i = ctx.eval(&stage("all"), None, prefix(n))?;
+        let i = ctx.eval(&stage("all"), None, format!("first {n}"), prefix(n))?;
         if ctx.ok(i) {
             hi = Some(n);
         }
@@ -618,7 +630,7 @@ fn minimize(
     };
     while hi - lo > 1 && ctx.budget_left() {
         let mid = lo + (hi - lo) / 2;
-        let i = ctx.eval(&stage("bisect"), None, prefix(mid))?;
+        let i = ctx.eval(&stage("bisect"), None, format!("first {mid}"), prefix(mid))?;
         if ctx.ok(i) {
             hi = mid;
         } else {
@@ -633,7 +645,7 @@ fn minimize(
         }
         let mut c = set.clone();
         c.nodes.remove(*name);
-        let i = ctx.eval(&stage("prune"), None, c.clone())?;
+        let i = ctx.eval(&stage("prune"), None, format!("-{name}"), c.clone())?;
         if ctx.ok(i) {
             set = c;
         }
@@ -824,6 +836,22 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
     let mut laps = hb_quant::pipeline::Laps::start();
     let prep = prepare(config, None, &mut laps)?;
     let mut notes = Vec::new();
+    // Held-out samples and their float outputs.
+    let (eval_text, eval_dirs) = eval_source(&prep, a.eval_data.as_deref(), &mut notes)?;
+    let limit = (a.eval_num > 0).then_some(a.eval_num);
+    let eval_fs = FolderSamples::open(
+        &prep.infos,
+        &eval_dirs,
+        &prep.cfg.calibration.cal_data_type,
+        limit,
+    )?;
+    eval_fs.check_all()?;
+    let eval: Vec<Sample> = (0..eval_fs.count())
+        .map(|k| eval_fs.load(k).map_err(ToolError::input))
+        .collect::<ToolResult<_>>()?;
+    if eval.is_empty() {
+        return Err(ToolError::input(format!("{eval_text}: no evaluation samples")));
+    }
     let mut qc = prep.qc.clone();
     if qc.model.layerwise_search.is_some()
         || qc
@@ -888,22 +916,6 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
             progress: false,
         },
     )?;
-    // Held-out samples and their float outputs.
-    let (eval_text, eval_dirs) = eval_source(&prep, a.eval_data.as_deref(), &mut notes)?;
-    let limit = (a.eval_num > 0).then_some(a.eval_num);
-    let eval_fs = FolderSamples::open(
-        &prep.infos,
-        &eval_dirs,
-        &prep.cfg.calibration.cal_data_type,
-        limit,
-    )?;
-    eval_fs.check_all()?;
-    let eval: Vec<Sample> = (0..eval_fs.count())
-        .map(|k| eval_fs.load(k).map_err(ToolError::input))
-        .collect::<ToolResult<_>>()?;
-    if eval.is_empty() {
-        return Err(ToolError::input(format!("{eval_text}: no evaluation samples")));
-    }
     let float_session = Session::new(&prep.optimized)?;
     let float: Vec<Vec<(String, Tensor)>> = eval
         .par_iter()
@@ -953,10 +965,15 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
     };
     let cap = a.max_int16.unwrap_or(usize::MAX);
     let empty = Cand::default();
-    let s0 = ctx.eval("int8", None, empty.clone())?;
+    let s0 = ctx.eval("int8", None, "as calibrated".into(), empty.clone())?;
     let all: Vec<&str> = ranked.iter().map(|r| r.0).collect();
     if !ctx.ok(s0) || a.sweep {
-        let upper = ctx.eval("all-int16", None, with(&empty, &all, Level::Int16))?;
+        let upper = ctx.eval(
+            "all-int16",
+            None,
+            format!("all {}", all.len()),
+            with(&empty, &all, Level::Int16),
+        )?;
         if ctx.steps[upper].meets {
             let found = if ctx.ok(s0) {
                 // --sweep on a model that already meets the target: the table only.
@@ -969,6 +986,7 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
                         ctx.eval(
                             "threshold",
                             Some(t),
+                            format!("first {k}"),
                             with(&empty, &all[..k], Level::Int16),
                         )?;
                     }
@@ -1000,8 +1018,8 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
                             break;
                         }
                         let mut c = cur.clone();
-                        c.nodes.insert(n, Level::Ec);
-                        let i = ctx.eval("ec", None, c.clone())?;
+                        c.nodes.insert(n.clone(), Level::Ec);
+                        let i = ctx.eval("ec", None, format!("{n}→ec"), c.clone())?;
                         if ctx.ok(i) {
                             cur = c;
                         }
@@ -1018,7 +1036,8 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
                         nodes: BTreeMap::new(),
                         tail: Some(mid),
                     };
-                    let i = ctx.eval("subgraph", None, c)?;
+                    let from = ctx.units.get(mid).map_or(String::new(), |u| u.0.clone());
+                    let i = ctx.eval("subgraph", None, format!("tail from {from}"), c)?;
                     if ctx.ok(i) {
                         lo = mid;
                     } else {
@@ -1057,7 +1076,7 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
                         }
                         let mut c = cur.clone();
                         c.nodes.remove(*n);
-                        let i = ctx.eval("demote", None, c.clone())?;
+                        let i = ctx.eval("demote", None, format!("-{n}"), c.clone())?;
                         if ctx.ok(i) {
                             cur = c;
                         }
@@ -1117,6 +1136,10 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
     let below_0999 = (rank_metric == "cosine-similarity")
         .then(|| ranked.iter().filter(|r| r.1 < 0.999 || r.1.is_nan()).count());
     let reached = steps[best].meets;
+    let first_batch = steps
+        .iter()
+        .find(|s| s.stage == "threshold" && s.meets && s.allowed)
+        .and_then(|s| s.threshold.map(|t| (t, s.int16)));
     let steps = ctx.steps.clone();
     drop(ctx);
     let mut result = Tune {
@@ -1127,6 +1150,7 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
         eval_data: eval_text,
         eval_samples: eval_fs.count(),
         below_0999,
+        first_batch,
         steps,
         best,
         reached,
@@ -1154,6 +1178,16 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
     write_text(&files[3], &to_json(&result)?)?;
     result.text = text;
     Ok(result)
+}
+
+fn short(s: &str, n: usize) -> String {
+    let c: Vec<char> = s.chars().collect();
+    if c.len() <= n {
+        s.to_string()
+    } else {
+        let tail: String = c[c.len() - (n - 3)..].iter().collect();
+        format!("...{tail}")
+    }
 }
 
 /// The report: sensitivity (20 worst), the table of steps, the best config.
@@ -1184,6 +1218,7 @@ pub fn render(t: &Tune, prep: &Prepared, dir: &Path) -> String {
         "step".into(),
         "stage".into(),
         format!("{} <=", t.sensitivity_metric),
+        "change".into(),
         "int16".into(),
         "ec".into(),
         "float16".into(),
@@ -1212,6 +1247,7 @@ pub fn render(t: &Tune, prep: &Prepared, dir: &Path) -> String {
                 },
                 st.stage.clone(),
                 st.threshold.map_or("-".into(), |x| x.to_string()),
+                short(&st.change, 40),
                 st.int16.to_string(),
                 st.ec.to_string(),
                 st.float16.to_string(),
@@ -1253,6 +1289,11 @@ pub fn render(t: &Tune, prep: &Prepared, dir: &Path) -> String {
             .map(|n| format!(" (promoting every node with sensitivity < 0.999: {n} node(s))"))
             .unwrap_or_default()
     ));
+    if let Some((th, n)) = t.first_batch {
+        s.push_str(&format!(
+            "the first sensitivity batch meeting the target (every node <= {th}) has {n} int16 node(s)\n"
+        ));
+    }
     if !b.calibration_cosine.is_empty() {
         s.push_str(&format!(
             "cosine per output on the calibration search samples (hb-calib's log): {}\n",
