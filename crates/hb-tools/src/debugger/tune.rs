@@ -704,11 +704,17 @@ fn eval_source(
     let found: Option<Vec<PathBuf>> = cal.iter().map(|d| sibling(d)).collect();
     match found {
         Some(dirs) if !dirs.is_empty() => {
-            let text = dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(";");
+            let parents: Vec<Option<&Path>> = dirs.iter().map(|d| d.parent()).collect();
+            let text = match parents.first() {
+                Some(Some(p)) if dirs.len() > 1 && parents.iter().all(|q| *q == Some(*p)) => {
+                    format!("{}/<input>", p.display())
+                }
+                _ => dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            };
             Ok((text, dirs))
         }
         _ => {
