@@ -552,7 +552,13 @@ impl CalibStats {
     }
 }
 
-fn search_settings(qc: &QuantConfig) -> (String, Option<f64>, Option<crate::config::quant_config::LayerwiseSearch>) {
+fn search_settings(
+    qc: &QuantConfig,
+) -> (
+    String,
+    Option<f64>,
+    Option<crate::config::quant_config::LayerwiseSearch>,
+) {
     let metric = qc
         .model
         .modelwise_search

@@ -86,7 +86,10 @@ fn tune_meets_target_with_few_int16_and_reproduces_through_hb_calib() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("quant_config.json")).unwrap())
             .unwrap();
     let nodes = qc["node_config"].as_object().unwrap();
-    assert_eq!(nodes.len() as u64, best["promoted"].as_object().unwrap().len() as u64);
+    assert_eq!(
+        nodes.len() as u64,
+        best["promoted"].as_object().unwrap().len() as u64
+    );
     assert!(nodes.values().all(|v| v["qtype"] == "int16"));
     assert!(qc["model_config"]["activation"]["calibration_type"].is_string());
     for f in ["tuned.yaml", "tune.txt", "tune.json"] {
@@ -180,15 +183,63 @@ fn tune_bad_input_exits_2_with_one_line_and_writes_nothing() {
     let d = dir.to_str().unwrap();
     let cfg = config("resnet_tiny");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--config", &cfg, "--target", "cosine>=abc", "-s", d], "not a number"),
-        (vec!["--config", &cfg, "--target", "cosine<=0.99", "-s", d], "use >="),
-        (vec!["--config", &cfg, "--target", "foo>=0.9", "-s", d], "unknown metric"),
-        (vec!["--config", &cfg, "--target", "0.9", "--metric", "bar", "-s", d], "unknown metric"),
-        (vec!["--config", &cfg, "--target", "cosine>=0.99", "--allow", "magic", "-s", d], "--allow"),
-        (vec!["--config", "/no/such/model.yaml", "--target", "cosine>=0.99", "-s", d], "/no/such/model.yaml"),
+        (
+            vec!["--config", &cfg, "--target", "cosine>=abc", "-s", d],
+            "not a number",
+        ),
+        (
+            vec!["--config", &cfg, "--target", "cosine<=0.99", "-s", d],
+            "use >=",
+        ),
+        (
+            vec!["--config", &cfg, "--target", "foo>=0.9", "-s", d],
+            "unknown metric",
+        ),
+        (
+            vec![
+                "--config", &cfg, "--target", "0.9", "--metric", "bar", "-s", d,
+            ],
+            "unknown metric",
+        ),
+        (
+            vec![
+                "--config",
+                &cfg,
+                "--target",
+                "cosine>=0.99",
+                "--allow",
+                "magic",
+                "-s",
+                d,
+            ],
+            "--allow",
+        ),
+        (
+            vec![
+                "--config",
+                "/no/such/model.yaml",
+                "--target",
+                "cosine>=0.99",
+                "-s",
+                d,
+            ],
+            "/no/such/model.yaml",
+        ),
         (vec!["--target", "cosine>=0.99", "-s", d], "--config"),
         (vec!["--config", &cfg, "-s", d], "--target"),
-        (vec!["--config", &cfg, "--target", "cosine>=0.99", "--eval-data", "/no/such/dir", "-s", d], "/no/such/dir"),
+        (
+            vec![
+                "--config",
+                &cfg,
+                "--target",
+                "cosine>=0.99",
+                "--eval-data",
+                "/no/such/dir",
+                "-s",
+                d,
+            ],
+            "/no/such/dir",
+        ),
     ];
     for (args, want) in cases {
         let out = tune(&args);

@@ -383,8 +383,16 @@ mod tests {
     fn activation_for_gives_exactly_that_candidate() {
         let base = ActivationConfig::default();
         for c in default_candidates().into_iter().chain([
-            Candidate { method: Method::Mse, per_channel: true, asymmetric: false },
-            Candidate { method: Method::Kl { num_bin: 2048 }, per_channel: false, asymmetric: true },
+            Candidate {
+                method: Method::Mse,
+                per_channel: true,
+                asymmetric: false,
+            },
+            Candidate {
+                method: Method::Kl { num_bin: 2048 },
+                per_channel: false,
+                asymmetric: true,
+            },
         ]) {
             let a = activation_for(&c, &base);
             assert_eq!(candidates(&a).expect("candidates"), vec![c]);

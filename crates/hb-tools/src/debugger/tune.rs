@@ -514,14 +514,17 @@ impl Ctx<'_> {
             Some(cmd) => Some(cmd.run(&got)?),
             None => None,
         };
-        let worst = outputs.iter().map(|o| o.value).fold(None, |acc: Option<f64>, v| {
-            Some(match acc {
-                None => v,
-                Some(a) if v.is_nan() || a.is_nan() => f64::NAN,
-                Some(a) if self.target.higher => a.min(v),
-                Some(a) => a.max(v),
-            })
-        });
+        let worst = outputs
+            .iter()
+            .map(|o| o.value)
+            .fold(None, |acc: Option<f64>, v| {
+                Some(match acc {
+                    None => v,
+                    Some(a) if v.is_nan() || a.is_nan() => f64::NAN,
+                    Some(a) if self.target.higher => a.min(v),
+                    Some(a) => a.max(v),
+                })
+            });
         let score = custom.or(worst).unwrap_or(f64::NAN);
         let (int16, ec, float16) = Self::counts(&outcome.plan);
         let step = Step {
@@ -612,7 +615,12 @@ fn minimize(
         if hi.is_some() && !sweep {
             break;
         }
-        let i = ctx.eval(&stage("threshold"), Some(t), format!("first {k}"), prefix(k))?;
+        let i = ctx.eval(
+            &stage("threshold"),
+            Some(t),
+            format!("first {k}"),
+            prefix(k),
+        )?;
         if ctx.ok(i) {
             hi = hi.or(Some(k));
         } else if hi.is_none() {
@@ -856,7 +864,9 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
         .map(|k| eval_fs.load(k).map_err(ToolError::input))
         .collect::<ToolResult<_>>()?;
     if eval.is_empty() {
-        return Err(ToolError::input(format!("{eval_text}: no evaluation samples")));
+        return Err(ToolError::input(format!(
+            "{eval_text}: no evaluation samples"
+        )));
     }
     let mut qc = prep.qc.clone();
     if qc.model.layerwise_search.is_some()
@@ -869,10 +879,7 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
     {
         notes.push("layerwise_search / mix dropped: every step uses the one whole-model method the first calibration chose".into());
         qc.model.layerwise_search = None;
-        qc.model
-            .activation
-            .calibration_type
-            .retain(|t| t != "mix");
+        qc.model.activation.calibration_type.retain(|t| t != "mix");
     }
     let opts = Options {
         max_num_bin: qc.model.activation.max_num_bin.unwrap_or(4096),
@@ -1139,8 +1146,12 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
         b
     };
     let best_qc = ctx.qc_for(&steps[best].cand);
-    let below_0999 = (rank_metric == "cosine-similarity")
-        .then(|| ranked.iter().filter(|r| r.1 < 0.999 || r.1.is_nan()).count());
+    let below_0999 = (rank_metric == "cosine-similarity").then(|| {
+        ranked
+            .iter()
+            .filter(|r| r.1 < 0.999 || r.1.is_nan())
+            .count()
+    });
     let reached = steps[best].meets;
     let first_batch = steps
         .iter()
