@@ -760,7 +760,7 @@ pub fn calibrate_with(
     let score_one = |c: &Candidate| -> Result<(Scored, Vec<OutputRow>), CalibError> {
         let m = insert_calibration(model, &points, &thresholds_for(c, &points))?;
         let s = Session::new(&m)?;
-        let (score, rows) = evaluate(&s, &search, &reference, &metric)?;
+        let (score, rows) = evaluate(&s, search, reference, &metric)?;
         Ok((
             Scored {
                 candidate: *c,
@@ -862,7 +862,7 @@ pub fn calibrate_with(
             .par_iter()
             .map(|&i| {
                 let m = insert_calibration(model, &points[i..=i], &base[i..=i])?;
-                let (score, _) = evaluate(&Session::new(&m)?, &search, &reference, &ls.metric)?;
+                let (score, _) = evaluate(&Session::new(&m)?, search, reference, &ls.metric)?;
                 pb.inc(1);
                 Ok((i, score))
             })
@@ -913,7 +913,7 @@ pub fn calibrate_with(
                     th[i] = feature_th(&points[i], c);
                     sanitize(&mut th[i]);
                     let m = insert_calibration(model, &points, &th)?;
-                    let (score, rows) = evaluate(&Session::new(&m)?, &search, &reference, &metric)?;
+                    let (score, rows) = evaluate(&Session::new(&m)?, search, reference, &metric)?;
                     Ok((*c, score, rows))
                 })
                 .collect::<Result<_, CalibError>>()?;
@@ -965,7 +965,7 @@ pub fn calibrate_with(
         model,
         &points,
         &thresholds,
-        &stats_view(&stats),
+        &stats_view(stats),
         &mut findings,
     );
     ec_findings(model, &plan, &points, &mut findings);
@@ -1006,7 +1006,7 @@ pub fn calibrate_with(
         ));
         if kept > 0 {
             calibrated = corrected;
-            outputs = evaluate(&Session::new(&calibrated)?, &search, &reference, &metric)?.1;
+            outputs = evaluate(&Session::new(&calibrated)?, search, reference, &metric)?.1;
         }
         bias_rows = rows;
         laps.lap("bias correction");
@@ -1016,7 +1016,7 @@ pub fn calibrate_with(
     // were kept by the statistics pass).
     let mut quant_dump = ValueDump::default();
     Session::new(&calibrated)?.run_with_hook(&search[0], &mut quant_dump)?;
-    let nodes = report::node_rows(model, &plan, &points, &thresholds, &float_dump, &quant_dump);
+    let nodes = report::node_rows(model, &plan, &points, &thresholds, float_dump, &quant_dump);
     laps.lap("calibrated model and report");
 
     Ok(CalibOutcome {

@@ -1,5 +1,6 @@
 //! `hb-debugger tune` end to end: reaches a target with fewer int16 nodes
-//! than the first sensitivity batch, the written quant_config reproduces
+//! than the first sensitivity batch (`--sweep`: a row per threshold, each
+//! better than the last), the written quant_config reproduces
 //! the figures through hb-calib (calibration samples) and hb-info (held-out
 //! samples), `--eval-cmd`, `--max-int16`, and bad input (exit 2, one line,
 //! nothing written).
@@ -57,6 +58,7 @@ fn tune_meets_target_with_few_int16_and_reproduces_through_hb_calib() {
         &config("seg_head"),
         "--target",
         "cosine>=0.999",
+        "--sweep",
         "-s",
         dir.to_str().unwrap(),
         "--json",
@@ -68,6 +70,20 @@ fn tune_meets_target_with_few_int16_and_reproduces_through_hb_calib() {
     );
     let t = json_of(&out);
     assert_eq!(t["reached"], true);
+    // --sweep: the guide's table, one row per threshold, more int16 nodes
+    // and a better output at each.
+    let rows: Vec<&Value> = t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"] == "threshold")
+        .collect();
+    assert!(rows.len() >= 3, "{rows:?}");
+    for w in rows.windows(2) {
+        assert!(w[1]["threshold"].as_f64() > w[0]["threshold"].as_f64());
+        assert!(w[1]["int16"].as_u64() > w[0]["int16"].as_u64());
+        assert!(w[1]["score"].as_f64() >= w[0]["score"].as_f64());
+    }
     let steps = t["steps"].as_array().unwrap();
     let best = &steps[t["best"].as_u64().unwrap() as usize];
     assert_eq!(best["meets"], true);
