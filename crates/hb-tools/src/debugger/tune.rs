@@ -269,8 +269,9 @@ pub struct Tune {
     pub written: Vec<String>,
     /// Wall time (s).
     pub seconds: f64,
-    /// The sensitivity ranking.
-    pub sensitivity: Sensitivity,
+    /// The sensitivity ranking (not computed when the model as calibrated
+    /// already meets the target, unless `--sweep`).
+    pub sensitivity: Option<Sensitivity>,
     /// The report as text (tune.txt).
     #[serde(skip)]
     pub text: String,
@@ -672,7 +673,18 @@ fn default_thresholds(metric: &str, sens: &Sensitivity) -> Vec<f64> {
                 .map(|r| r.metrics[metric])
                 .filter(|v| v.is_finite())
                 .fold(0.0f64, f64::max);
-            (1..=6).map(|k| worst / 10f64.powi(k)).collect()
+            // Decades below the worst, to 3 significant digits (readable in the table).
+            (1..=6)
+                .map(|k| {
+                    let t = worst / 10f64.powi(k);
+                    if t > 0.0 {
+                        let e = 10f64.powf(t.log10().floor() - 2.0);
+                        (t / e).round() * e
+                    } else {
+                        t
+                    }
+                })
+                .collect()
         }
     }
 }
@@ -910,25 +922,6 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
     let sens_samples: Vec<Sample> = (0..n_sens)
         .map(|k| prep.data.load(k).map_err(ToolError::input))
         .collect::<ToolResult<_>>()?;
-    if progress {
-        eprintln!(
-            "tune: sensitivity of {} nodes on {} samples",
-            units.len(),
-            n_sens
-        );
-    }
-    let sens = sensitivity::run(
-        &cal,
-        units.clone(),
-        Granularity::Node,
-        &sens_samples,
-        &SensOptions {
-            metrics: vec![rank_metric.clone()],
-            targets: sensitivity::resolve_targets(&cal, &[])?,
-            naive: false,
-            progress: false,
-        },
-    )?;
     let float_session = Session::new(&prep.optimized)?;
     let float: Vec<Vec<(String, Tensor)>> = eval
         .par_iter()
@@ -966,19 +959,42 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
         seen: HashMap::new(),
         progress,
     };
-    let ranked: Vec<(&str, f64)> = sens
-        .rows
-        .iter()
-        .map(|r| (r.unit.name.as_str(), r.metrics[&rank_metric]))
-        .collect();
-    let thresholds = if a.thresholds.is_empty() {
-        default_thresholds(&rank_metric, &sens)
-    } else {
-        a.thresholds.clone()
-    };
-    let cap = a.max_int16.unwrap_or(usize::MAX);
     let empty = Cand::default();
     let s0 = ctx.eval("int8", None, "as calibrated".into(), empty.clone())?;
+    // The ranking is needed only when step 0 misses the target (or for --sweep).
+    let sens: Option<Sensitivity> = if !ctx.ok(s0) || a.sweep {
+        if progress {
+            eprintln!(
+                "tune: sensitivity of {} nodes on {} samples",
+                units.len(),
+                n_sens
+            );
+        }
+        Some(sensitivity::run(
+            &cal,
+            units.clone(),
+            Granularity::Node,
+            &sens_samples,
+            &SensOptions {
+                metrics: vec![rank_metric.clone()],
+                targets: sensitivity::resolve_targets(&cal, &[])?,
+                naive: false,
+                progress: false,
+            },
+        )?)
+    } else {
+        None
+    };
+    let ranked: Vec<(&str, f64)> = sens
+        .iter()
+        .flat_map(|s| s.rows.iter())
+        .map(|r| (r.unit.name.as_str(), r.metrics[&rank_metric]))
+        .collect();
+    let thresholds = match &sens {
+        Some(sn) if a.thresholds.is_empty() => default_thresholds(&rank_metric, sn),
+        _ => a.thresholds.clone(),
+    };
+    let cap = a.max_int16.unwrap_or(usize::MAX);
     let all: Vec<&str> = ranked.iter().map(|r| r.0).collect();
     if !ctx.ok(s0) || a.sweep {
         let upper = ctx.eval(
@@ -1146,7 +1162,7 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
         b
     };
     let best_qc = ctx.qc_for(&steps[best].cand);
-    let below_0999 = (rank_metric == "cosine-similarity").then(|| {
+    let below_0999 = (rank_metric == "cosine-similarity" && sens.is_some()).then(|| {
         ranked
             .iter()
             .filter(|r| r.1 < 0.999 || r.1.is_nan())
@@ -1197,6 +1213,14 @@ pub fn tune(a: &TuneArgs, progress: bool) -> ToolResult<Tune> {
     Ok(result)
 }
 
+fn fmt_threshold(t: f64) -> String {
+    if t != 0.0 && (t.abs() < 1e-3 || t.abs() >= 1e6) {
+        format!("{t:.3e}")
+    } else {
+        format!("{}", (t * 1e9).round() / 1e9)
+    }
+}
+
 fn short(s: &str, n: usize) -> String {
     let c: Vec<char> = s.chars().collect();
     if c.len() <= n {
@@ -1224,7 +1248,12 @@ pub fn render(t: &Tune, prep: &Prepared, dir: &Path) -> String {
         s.push_str(&format!("note: {n}\n"));
     }
     s.push('\n');
-    s.push_str(&sensitivity::render(&t.sensitivity, Some(20)));
+    match &t.sensitivity {
+        Some(sn) => s.push_str(&sensitivity::render(sn, Some(20))),
+        None => s.push_str(
+            "sensitivity not computed: the model as calibrated meets the target (--sweep computes it)\n",
+        ),
+    }
     s.push('\n');
     let outs: Vec<String> = t.steps[0]
         .outputs
@@ -1263,7 +1292,7 @@ pub fn render(t: &Tune, prep: &Prepared, dir: &Path) -> String {
                     st.step.to_string()
                 },
                 st.stage.clone(),
-                st.threshold.map_or("-".into(), |x| x.to_string()),
+                st.threshold.map_or("-".into(), fmt_threshold),
                 short(&st.change, 40),
                 st.int16.to_string(),
                 st.ec.to_string(),
@@ -1308,7 +1337,8 @@ pub fn render(t: &Tune, prep: &Prepared, dir: &Path) -> String {
     ));
     if let Some((th, n)) = t.first_batch {
         s.push_str(&format!(
-            "the first sensitivity batch meeting the target (every node <= {th}) has {n} int16 node(s)\n"
+            "the first sensitivity batch meeting the target (every node <= {}) has {n} int16 node(s)\n",
+            fmt_threshold(th)
         ));
     }
     if !b.calibration_cosine.is_empty() {
