@@ -524,18 +524,41 @@ fn reaches(metric: &str, score: f64, target: f64) -> bool {
     }
 }
 
-/// Calibrates the optimized float `model` under `qc` with `data`.
-pub fn calibrate(
-    model: &Model,
-    qc: &QuantConfig,
-    data: &dyn SampleSource,
-    opts: &Options,
-) -> Result<CalibOutcome, CalibError> {
-    if data.count() == 0 {
-        return Err(CalibError::Data("no calibration samples".into()));
+/// The statistics pass of a calibration, kept so that several
+/// calibrations of the same model and data (different qtypes per node, one
+/// fixed method) can skip it: [`collect_statistics`] then
+/// [`calibrate_with`] for each quant_config. The statistics of a tensor do
+/// not depend on its qtype, so one pass serves every config whose feature
+/// tensors it covers (promoting nodes to int16, `ec`, float16 do not add
+/// tensors).
+pub struct CalibStats {
+    stats: Statistics,
+    search: Vec<Sample>,
+    reference: Vec<Vec<(String, Tensor)>>,
+    float_dump: ValueDump,
+    binned: bool,
+    seconds: f64,
+}
+
+impl CalibStats {
+    /// The search samples kept by the pass (the first `search_samples`).
+    pub fn search_samples(&self) -> &[Sample] {
+        &self.search
     }
-    let plan = build_plan(&model.graph, qc)?;
-    let cands = candidates(&qc.model.activation)?;
+
+    /// The float outputs of the search samples.
+    pub fn reference(&self) -> &[Vec<(String, Tensor)>] {
+        &self.reference
+    }
+}
+
+fn search_settings(
+    qc: &QuantConfig,
+) -> (
+    String,
+    Option<f64>,
+    Option<crate::config::quant_config::LayerwiseSearch>,
+) {
     let metric = qc
         .model
         .modelwise_search
@@ -559,10 +582,26 @@ pub fn calibrate(
                 qtype: None,
             })
     });
+    (metric, target, layerwise)
+}
+
+/// The statistics pass of [`calibrate`] for `model` under `qc`.
+pub fn collect_statistics(
+    model: &Model,
+    qc: &QuantConfig,
+    data: &dyn SampleSource,
+    opts: &Options,
+) -> Result<CalibStats, CalibError> {
+    if data.count() == 0 {
+        return Err(CalibError::Data("no calibration samples".into()));
+    }
+    let clock = std::time::Instant::now();
+    let plan = build_plan(&model.graph, qc)?;
+    let cands = candidates(&qc.model.activation)?;
+    let (_, _, layerwise) = search_settings(qc);
     // The histogram's bins are needed only by percentile / KL / MSE
     // candidates (and by the layerwise search, which tries all methods).
     let binned = layerwise.is_some() || cands.iter().any(|c| needs_histogram(c.method));
-    let mut laps = Laps::start();
     let float_session = Session::new(model)?;
     let n_search = opts.search_samples.clamp(1, data.count());
     let Collected {
@@ -571,7 +610,69 @@ pub fn calibrate(
         reference,
         float_dump,
     } = collect(&float_session, model, &plan, data, opts, binned, n_search)?;
-    laps.lap("statistics");
+    Ok(CalibStats {
+        stats,
+        search,
+        reference,
+        float_dump,
+        binned,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
+
+/// Calibrates the optimized float `model` under `qc` with `data`.
+pub fn calibrate(
+    model: &Model,
+    qc: &QuantConfig,
+    data: &dyn SampleSource,
+    opts: &Options,
+) -> Result<CalibOutcome, CalibError> {
+    let stats = collect_statistics(model, qc, data, opts)?;
+    calibrate_with(model, qc, &stats, data, opts)
+}
+
+/// Calibrates `model` under `qc` with the statistics of an earlier pass
+/// over `data` ([`collect_statistics`], possibly under another config of
+/// the same model): gives exactly what [`calibrate`] gives. Errors when the
+/// statistics do not cover a tensor `qc` quantizes, or lack the histogram
+/// a method of `qc` needs.
+pub fn calibrate_with(
+    model: &Model,
+    qc: &QuantConfig,
+    collected: &CalibStats,
+    data: &dyn SampleSource,
+    opts: &Options,
+) -> Result<CalibOutcome, CalibError> {
+    if data.count() == 0 {
+        return Err(CalibError::Data("no calibration samples".into()));
+    }
+    let plan = build_plan(&model.graph, qc)?;
+    let cands = candidates(&qc.model.activation)?;
+    let (metric, target, layerwise) = search_settings(qc);
+    let needs_bins = layerwise.is_some() || cands.iter().any(|c| needs_histogram(c.method));
+    if needs_bins && !collected.binned {
+        return Err(CalibError::Data(
+            "the statistics were collected without histograms, which this config needs".into(),
+        ));
+    }
+    let CalibStats {
+        stats,
+        search,
+        reference,
+        float_dump,
+        ..
+    } = collected;
+    for p in plan.points.iter().filter(|p| !p.is_weight()) {
+        if !stats.index.contains_key(&p.tensor) {
+            return Err(CalibError::Data(format!(
+                "the statistics do not cover tensor '{}'",
+                p.tensor
+            )));
+        }
+    }
+    let mut laps = Laps::start();
+    laps.list
+        .push(("statistics".to_string(), collected.seconds));
     let mut findings = Vec::new();
 
     // Keep the points on float tensors; integer tensors are never quantized.
@@ -656,7 +757,7 @@ pub fn calibrate(
     let score_one = |c: &Candidate| -> Result<(Scored, Vec<OutputRow>), CalibError> {
         let m = insert_calibration(model, &points, &thresholds_for(c, &points))?;
         let s = Session::new(&m)?;
-        let (score, rows) = evaluate(&s, &search, &reference, &metric)?;
+        let (score, rows) = evaluate(&s, search, reference, &metric)?;
         Ok((
             Scored {
                 candidate: *c,
@@ -758,7 +859,7 @@ pub fn calibrate(
             .par_iter()
             .map(|&i| {
                 let m = insert_calibration(model, &points[i..=i], &base[i..=i])?;
-                let (score, _) = evaluate(&Session::new(&m)?, &search, &reference, &ls.metric)?;
+                let (score, _) = evaluate(&Session::new(&m)?, search, reference, &ls.metric)?;
                 pb.inc(1);
                 Ok((i, score))
             })
@@ -809,7 +910,7 @@ pub fn calibrate(
                     th[i] = feature_th(&points[i], c);
                     sanitize(&mut th[i]);
                     let m = insert_calibration(model, &points, &th)?;
-                    let (score, rows) = evaluate(&Session::new(&m)?, &search, &reference, &metric)?;
+                    let (score, rows) = evaluate(&Session::new(&m)?, search, reference, &metric)?;
                     Ok((*c, score, rows))
                 })
                 .collect::<Result<_, CalibError>>()?;
@@ -861,7 +962,7 @@ pub fn calibrate(
         model,
         &points,
         &thresholds,
-        &stats_view(&stats),
+        &stats_view(stats),
         &mut findings,
     );
     ec_findings(model, &plan, &points, &mut findings);
@@ -902,7 +1003,7 @@ pub fn calibrate(
         ));
         if kept > 0 {
             calibrated = corrected;
-            outputs = evaluate(&Session::new(&calibrated)?, &search, &reference, &metric)?.1;
+            outputs = evaluate(&Session::new(&calibrated)?, search, reference, &metric)?.1;
         }
         bias_rows = rows;
         laps.lap("bias correction");
@@ -912,7 +1013,7 @@ pub fn calibrate(
     // were kept by the statistics pass).
     let mut quant_dump = ValueDump::default();
     Session::new(&calibrated)?.run_with_hook(&search[0], &mut quant_dump)?;
-    let nodes = report::node_rows(model, &plan, &points, &thresholds, &float_dump, &quant_dump);
+    let nodes = report::node_rows(model, &plan, &points, &thresholds, float_dump, &quant_dump);
     laps.lap("calibrated model and report");
 
     Ok(CalibOutcome {

@@ -243,14 +243,34 @@ struct Artefacts {
     dumps: Vec<(PathBuf, hb_tensor::Tensor)>,
 }
 
-/// Runs `hb-calib`; returns the summary (files are written).
-pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
-    let t0 = Instant::now();
-    let cfg = hb_quant::config::load(&args.config).map_err(|e| match e {
+/// A config read and its model made ready for calibration: what `hb-calib`
+/// does before calibrating (also used by `hb-debugger tune`).
+pub struct Prepared {
+    /// The config.
+    pub cfg: HbConfig,
+    /// The model as read, `input_shape` applied, preprocess nodes added.
+    pub original: Model,
+    /// The optimized float model (the one calibrated).
+    pub optimized: Model,
+    /// The model inputs in config order.
+    pub infos: Vec<ValueInfo>,
+    /// The calibration samples (checked).
+    pub data: FolderSamples,
+    /// The effective quant_config (legacy keys folded in).
+    pub qc: hb_quant::config::QuantConfig,
+}
+
+/// Reads `config`, prepares and optimizes the model, opens and checks the
+/// calibration data (the first `num_samples` when given).
+pub fn prepare(
+    config: &Path,
+    num_samples: Option<usize>,
+    laps: &mut hb_quant::pipeline::Laps,
+) -> ToolResult<Prepared> {
+    let cfg = hb_quant::config::load(config).map_err(|e| match e {
         hb_quant::ConfigError::File { .. } => ToolError::input(e),
-        other => cfg_err(&args.config, other),
+        other => cfg_err(config, other),
     })?;
-    let mut laps = hb_quant::pipeline::Laps::start();
     let mut model = crate::cli::load_model(&cfg.model.onnx_model)?;
     let infos = prepare_inputs(&cfg, &mut model)?;
     let original = model.clone();
@@ -268,12 +288,34 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         &infos,
         &cfg.calibration.cal_data_dir,
         &cfg.calibration.cal_data_type,
-        args.num_samples,
+        num_samples,
     )?;
     laps.lap("load and optimize");
     data.check_all()?;
     laps.lap("check calibration data");
     let qc = effective_quant_config(&cfg);
+    Ok(Prepared {
+        cfg,
+        original,
+        optimized,
+        infos,
+        data,
+        qc,
+    })
+}
+
+/// Runs `hb-calib`; returns the summary (files are written).
+pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
+    let t0 = Instant::now();
+    let mut laps = hb_quant::pipeline::Laps::start();
+    let Prepared {
+        cfg,
+        original,
+        optimized,
+        infos,
+        data,
+        qc,
+    } = prepare(&args.config, args.num_samples, &mut laps)?;
     let opts = Options {
         max_num_bin: qc.model.activation.max_num_bin.unwrap_or(4096),
         search_samples: args.search_samples,

@@ -321,6 +321,26 @@ pub fn weight_thresholds(w: &[f32], shape: &[usize], axis: usize, percentile: f6
     }
 }
 
+/// The activation options whose only candidate is `c` (so a calibration
+/// under them uses exactly `c`, without a search); `max_num_bin` is kept
+/// from `base`.
+pub fn activation_for(c: &Candidate, base: &ActivationConfig) -> ActivationConfig {
+    let (t, pct, bins) = match c.method {
+        Method::Max => ("max", vec![1.0], vec![]),
+        Method::Percentile(p) => ("max", vec![p], vec![]),
+        Method::Kl { num_bin } => ("kl", vec![], vec![num_bin]),
+        Method::Mse => ("mse", vec![], vec![]),
+    };
+    ActivationConfig {
+        calibration_type: vec![t.to_string()],
+        num_bin: bins,
+        max_num_bin: base.max_num_bin,
+        max_percentile: pct,
+        per_channel: vec![c.per_channel],
+        asymmetric: vec![c.asymmetric],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +377,25 @@ mod tests {
         // axis 1: channels are columns
         let t = weight_thresholds(&w, &[2, 3], 1, 1.0);
         assert_eq!(t.values, vec![1.0, 4.0, 2.0]);
+    }
+
+    #[test]
+    fn activation_for_gives_exactly_that_candidate() {
+        let base = ActivationConfig::default();
+        for c in default_candidates().into_iter().chain([
+            Candidate {
+                method: Method::Mse,
+                per_channel: true,
+                asymmetric: false,
+            },
+            Candidate {
+                method: Method::Kl { num_bin: 2048 },
+                per_channel: false,
+                asymmetric: true,
+            },
+        ]) {
+            let a = activation_for(&c, &base);
+            assert_eq!(candidates(&a).expect("candidates"), vec![c]);
+        }
     }
 }

@@ -531,3 +531,171 @@ fn parse_node_config(v: &Value, path: &str) -> Result<NodeConfig, ConfigError> {
     }
     Ok(nc)
 }
+
+fn list_value<T: Clone + Into<Value>>(v: &[T]) -> Value {
+    if v.len() == 1 {
+        v[0].clone().into()
+    } else {
+        Value::Array(v.iter().cloned().map(Into::into).collect())
+    }
+}
+
+fn input_q_text(q: InputQ) -> String {
+    match q {
+        InputQ::Ec => "ec".into(),
+        InputQ::Type(t) => t.to_string(),
+    }
+}
+
+/// One `op_config` / `node_config` entry as JSON (Horizon spelling:
+/// `qtype`, `inputK`, `InputType`, `OutputType`, `ON`).
+pub fn node_config_json(nc: &NodeConfig) -> Value {
+    let mut m = serde_json::Map::new();
+    if let Some(q) = nc.qtype {
+        m.insert("qtype".into(), q.to_string().into());
+    }
+    for (k, q) in &nc.inputs {
+        m.insert(format!("input{k}"), input_q_text(*q).into());
+    }
+    if let Some(q) = nc.all_inputs {
+        m.insert("InputType".into(), input_q_text(q).into());
+    }
+    if let Some(q) = nc.output_type {
+        m.insert("OutputType".into(), q.to_string().into());
+    }
+    if let Some(p) = nc.on {
+        let on = match p {
+            Placement::Bpu => "BPU",
+            Placement::Cpu => "CPU",
+        };
+        m.insert("ON".into(), on.into());
+    }
+    Value::Object(m)
+}
+
+/// The quant_config as the JSON [`parse`] reads (`parse(&to_json(qc))`
+/// gives `qc` back); empty sections and unset options are left out.
+pub fn to_json(qc: &QuantConfig) -> Value {
+    use serde_json::{json, Map};
+    let mut top = Map::new();
+    let mc = &qc.model;
+    let mut model = Map::new();
+    if let Some(q) = mc.all_node_type {
+        model.insert("all_node_type".into(), q.to_string().into());
+    }
+    if let Some(q) = mc.model_output_type {
+        model.insert("model_output_type".into(), q.to_string().into());
+    }
+    let a = &mc.activation;
+    let mut act = Map::new();
+    if !a.calibration_type.is_empty() {
+        act.insert("calibration_type".into(), list_value(&a.calibration_type));
+    }
+    if !a.num_bin.is_empty() {
+        let v: Vec<u64> = a.num_bin.iter().map(|&n| n as u64).collect();
+        act.insert("num_bin".into(), list_value(&v));
+    }
+    if let Some(n) = a.max_num_bin {
+        act.insert("max_num_bin".into(), (n as u64).into());
+    }
+    if !a.max_percentile.is_empty() {
+        act.insert("max_percentile".into(), list_value(&a.max_percentile));
+    }
+    if !a.per_channel.is_empty() {
+        act.insert("per_channel".into(), list_value(&a.per_channel));
+    }
+    if !a.asymmetric.is_empty() {
+        act.insert("asymmetric".into(), list_value(&a.asymmetric));
+    }
+    if !act.is_empty() {
+        model.insert("activation".into(), Value::Object(act));
+    }
+    let mut weight = Map::new();
+    if let Some(bc) = &mc.weight.bias_correction {
+        weight.insert(
+            "bias_correction".into(),
+            json!({"num_sample": bc.num_sample, "metric": bc.metric}),
+        );
+    }
+    if let Some(p) = mc.weight.max_percentile {
+        weight.insert("max_percentile".into(), p.into());
+    }
+    if !weight.is_empty() {
+        model.insert("weight".into(), Value::Object(weight));
+    }
+    if let Some(s) = &mc.modelwise_search {
+        let mut m = Map::new();
+        m.insert("metric".into(), s.metric.clone().into());
+        if let Some(t) = s.similarity {
+            m.insert("similarity".into(), t.into());
+        }
+        model.insert("modelwise_search".into(), Value::Object(m));
+    }
+    if let Some(s) = &mc.layerwise_search {
+        let mut m = Map::new();
+        m.insert("metric".into(), s.metric.clone().into());
+        if let Some(k) = s.topk {
+            m.insert("topk".into(), (k as u64).into());
+        }
+        if let Some(q) = s.qtype {
+            m.insert("qtype".into(), q.to_string().into());
+        }
+        model.insert("layerwise_search".into(), Value::Object(m));
+    }
+    if !model.is_empty() {
+        top.insert("model_config".into(), Value::Object(model));
+    }
+    for (key, section) in [("op_config", &qc.op), ("node_config", &qc.node)] {
+        if !section.is_empty() {
+            let m: Map<String, Value> = section
+                .iter()
+                .map(|(k, v)| (k.clone(), node_config_json(v)))
+                .collect();
+            top.insert(key.into(), Value::Object(m));
+        }
+    }
+    if !qc.subgraph.is_empty() {
+        let m: Map<String, Value> = qc
+            .subgraph
+            .iter()
+            .map(|(k, s)| {
+                (
+                    k.clone(),
+                    json!({"inputs": s.inputs, "outputs": s.outputs, "qtype": s.qtype.to_string()}),
+                )
+            })
+            .collect();
+        top.insert("subgraph_config".into(), Value::Object(m));
+    }
+    Value::Object(top)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn to_json_round_trips() {
+        let v = json!({
+            "model_config": {
+                "all_node_type": "int8",
+                "model_output_type": "int16",
+                "activation": {"calibration_type": ["max", "kl"], "num_bin": 2048,
+                    "max_num_bin": 8192, "max_percentile": [0.99995, 1.0],
+                    "per_channel": false, "asymmetric": [true, false]},
+                "weight": {"bias_correction": {"num_sample": 2, "metric": "mse"}, "max_percentile": 0.999},
+                "modelwise_search": {"metric": "cosine-similarity", "similarity": 0.99},
+                "layerwise_search": {"metric": "mse", "topk": 3, "qtype": "int16"}
+            },
+            "op_config": {"Softmax": {"qtype": "int16"}, "Resize": {"input0": "ec"}},
+            "subgraph_config": {"head": {"inputs": ["a"], "outputs": ["b", "c"], "qtype": "float16"}},
+            "node_config": {"Conv_0": {"qtype": "int16", "input1": "ec", "OutputType": "int8", "ON": "BPU"},
+                            "Add_1": {"InputType": "int16", "ON": "CPU"}}
+        });
+        let qc = parse(&v, "quant_config").expect("parses");
+        let back = parse(&to_json(&qc), "quant_config").expect("parses again");
+        assert_eq!(qc, back);
+        assert_eq!(to_json(&QuantConfig::default()), json!({}));
+    }
+}

@@ -8,6 +8,8 @@
 //! - [`analysis`]: `sensitivity-analysis` (promote nodes below a threshold);
 //! - [`diagnose`]: named findings with quant_config fixes;
 //! - [`edit`]: change calibration nodes without recalibrating;
+//! - [`tune`]: automatic mixed precision from a hb-calib YAML (int16 /
+//!   ec / float16 / subgraph promotion to a target, quant_config out);
 //! - [`plot`]: `plot-distribution`, `get-channelwise-data-distribution`,
 //!   `plot-acc-error`, the sensitivity chart and `runall`, as SVG drawn by
 //!   [`plot_svg`], with an `index.html` per save folder.
@@ -20,6 +22,7 @@ pub mod edit;
 pub mod plot;
 pub mod plot_svg;
 pub mod sensitivity;
+pub mod tune;
 
 use crate::cli::{ToolError, ToolResult};
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +43,7 @@ use std::path::PathBuf;
 ///   hb-debugger get-channelwise-data-distribution out/m_calibrated_model.onnx calib -n Conv_0 -a 1 -s dbg
 ///   hb-debugger plot-acc-error out/m_calibrated_model.onnx calib --nq Conv_0+Conv_5 -a -s dbg
 ///   hb-debugger runall out/m_calibrated_model.onnx calib -s dbg
+///   hb-debugger tune --config model.yaml --target cosine>=0.99 -s tuned
 #[derive(Parser, Debug)]
 #[command(name = "hb-debugger", version, verbatim_doc_comment)]
 pub struct DebuggerArgs {
@@ -78,6 +82,55 @@ pub enum Command {
     PlotAccError(plot::AccErrorArgs),
     /// Sensitivity, top-5 distributions and channel plots, error curves, index.html.
     Runall(plot::RunallArgs),
+    /// Automatic mixed precision: calibrate a YAML, promote sensitive nodes until a target is met, write quant_config.
+    Tune(TuneArgs),
+}
+
+/// `tune`.
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// The hb-calib YAML config (model, calibration data, quant_config).
+    #[arg(short = 'c', long)]
+    pub config: Option<PathBuf>,
+    /// What to reach on every output: METRIC>=VALUE or METRIC<=VALUE (cosine>=0.99, mse<=1e-4), or VALUE with --metric.
+    #[arg(short = 't', long)]
+    pub target: Option<String>,
+    /// Metric ranking the nodes (sensitivity); default: the target's (cosine-similarity with --eval-cmd).
+    #[arg(short = 'm', long)]
+    pub metric: Option<String>,
+    /// At most this many int16 nodes.
+    #[arg(long = "max-int16")]
+    pub max_int16: Option<usize>,
+    /// Also allow: ec (error compensation instead of int16 where it applies), float16 (when all-int16 misses), subgraph (an int16 tail subgraph).
+    #[arg(long, value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Held-out samples: <dir>/<input>/<k>.npy, or ';'-separated folders (one per input). Default: the 'test' folder beside the calibration data, else the calibration data.
+    #[arg(long = "eval-data")]
+    pub eval_data: Option<String>,
+    /// Use at most this many evaluation samples (0 = all).
+    #[arg(long = "eval-num", default_value_t = 0)]
+    pub eval_num: usize,
+    /// Shell command scoring a step instead of the metric: {outputs} (and {float}) become folders <output>/<k>.npy of the quantized (float) outputs per evaluation sample; it prints one number (last line).
+    #[arg(long = "eval-cmd")]
+    pub eval_cmd: Option<String>,
+    /// Calibration samples for the sensitivity (0 = all).
+    #[arg(short = 'd', long = "data-num", default_value_t = 10)]
+    pub data_num: usize,
+    /// Sensitivity thresholds of the batch steps (default cosine: 0.99,0.999,0.9999,0.99999,0.999999).
+    #[arg(long = "thresholds", value_delimiter = ',')]
+    pub thresholds: Vec<f64>,
+    /// Evaluate every threshold (the tuning guide's table), not only up to the first that meets the target.
+    #[arg(long)]
+    pub sweep: bool,
+    /// At most this many evaluated steps.
+    #[arg(long = "max-evals", default_value_t = 80)]
+    pub max_evals: usize,
+    /// Where to write quant_config.json, tuned.yaml, tune.txt, tune.json.
+    #[arg(short = 's', long = "save-dir", default_value = "tune_result")]
+    pub save_dir: PathBuf,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options shared by subcommands that read a calibrated model and data.
@@ -235,6 +288,7 @@ pub fn run(args: DebuggerArgs) -> ToolResult<()> {
         Command::PlotDistribution(a) => plot::run_distribution(a),
         Command::Channelwise(a) => plot::run_channelwise(a),
         Command::PlotAccError(a) => plot::run_acc_error(a),
+        Command::Tune(a) => tune::run_cli(a),
         Command::Runall(a) => {
             let show = progress(false);
             plot::run_all(a, show)
