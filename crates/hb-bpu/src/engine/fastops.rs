@@ -11,7 +11,99 @@ use crate::fixed_point::{Requant, Rescale2};
 use crate::program::numel;
 use crate::program::prepared::{Clamp, Kernel, Post, PreparedOp};
 use crate::qint::QInt;
+use crate::reference::quant::{QuantParams, MASK_LIMIT};
 use crate::tensor::{split_at_axis, TensorRef};
+
+use super::elem;
+
+/// Reusable accumulators of the element-wise paths.
+#[derive(Debug, Default)]
+pub(super) struct Tmp {
+    acc32: Vec<i32>,
+    acc64: Vec<i64>,
+}
+
+/// Round half to even of an f32: the `1.5 · 2^23` trick where it is exact
+/// (`|v| < 2^22`), else `round_ties_even` (identical results, NaN kept).
+#[inline(always)]
+fn rne_f32(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if v.abs() < 4_194_304.0 {
+        (v + MAGIC) - MAGIC
+    } else {
+        v.round_ties_even()
+    }
+}
+
+/// [`QuantParams::quantize`] with [`rne_f32`] (bit-identical).
+#[inline(always)]
+fn quantize_fast(p: &QuantParams, x: f32) -> i64 {
+    if p.keep_masks && x <= MASK_LIMIT {
+        return p.lo;
+    }
+    let v = rne_f32(x / p.scale);
+    if v.is_nan() {
+        return 0i64.clamp(p.lo, p.hi);
+    }
+    let lo = if p.keep_masks {
+        (-p.hi).max(p.lo)
+    } else {
+        p.lo
+    };
+    (v as i64).clamp(lo, p.hi)
+}
+
+/// Quantizes a slice, bit-identical with [`QuantParams::quantize`]
+/// element by element; branch-free (vectorisable) when 0 lies inside the
+/// clamp range, as it does for every feature quantizer.
+fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
+    let lo = if p.keep_masks {
+        (-p.hi).max(p.lo)
+    } else {
+        p.lo
+    };
+    let simple = lo <= 0
+        && p.lo <= 0
+        && 0 <= p.hi
+        && lo >= -(1 << 24)
+        && p.hi <= 1 << 24
+        && O::MIN <= lo
+        && p.hi <= O::MAX
+        && p.lo >= O::MIN;
+    if !simple {
+        for (d, &v) in o.iter_mut().zip(x) {
+            *d = O::sat_i64(quantize_fast(p, v));
+        }
+        return;
+    }
+    const TWO23: f32 = 8_388_608.0;
+    let (lof, hif, mlo) = (lo as f32, p.hi as f32, p.lo as f32);
+    let (km, sc) = (p.keep_masks, p.scale);
+    for (d, &v) in o.iter_mut().zip(x) {
+        let q = v / sc;
+        // Round half to even: |q| < 2^23 by adding and removing ±2^23
+        // (exact in f32), larger values are already integers.
+        let m = if q.abs() < TWO23 {
+            TWO23.copysign(q)
+        } else {
+            0.0
+        };
+        let r = (q + m) - m;
+        // NaN → 0 (inside the range), then the clamp.
+        let r = if r.is_nan() { 0.0 } else { r.max(lof).min(hif) };
+        let r = if km && v <= MASK_LIMIT { mlo } else { r };
+        *d = O::sat_i64(r as i64);
+    }
+}
+
+/// Largest magnitude of a value of an 8/16-bit value (`None` for i32).
+fn small_max(v: &V<'_>) -> Option<i64> {
+    match v {
+        V::I8(_) => Some(128),
+        V::I16(_) => Some(32768),
+        _ => None,
+    }
+}
 
 type R<T> = Result<T, String>;
 
@@ -141,9 +233,9 @@ fn post_in_place<O: QInt>(op: &PreparedOp, y: &mut [O], st: &Store<'_>) -> R<()>
 fn add_in_place<O: QInt, B: QInt>(y: &mut [O], b: &[B], main_is_b: bool, r: &Rescale2) {
     for (v, &w) in y.iter_mut().zip(b) {
         *v = if main_is_b {
-            r.apply::<O>(w.to_i64(), v.to_i64())
+            r.apply_fast::<O>(w.to_i64(), v.to_i64())
         } else {
-            r.apply::<O>(v.to_i64(), w.to_i64())
+            r.apply_fast::<O>(v.to_i64(), w.to_i64())
         };
     }
 }
@@ -167,8 +259,14 @@ fn rescale_in_place<O: QInt>(
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];
             let base = (o * c + k) * inner;
-            for v in &mut y[base..base + inner] {
-                *v = O::sat_i64(r.apply::<O>(v.to_i64()).to_i64().clamp(lo, hi));
+            if r.is_identity() {
+                for v in &mut y[base..base + inner] {
+                    *v = O::sat_i64(v.to_i64().clamp(lo, hi));
+                }
+            } else {
+                for v in &mut y[base..base + inner] {
+                    *v = O::sat_i64(r.apply_fast::<O>(v.to_i64()).to_i64().clamp(lo, hi));
+                }
             }
         }
     }
@@ -197,8 +295,15 @@ fn rescale_into<I: QInt, O: QInt>(
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];
             let base = (o * c + k) * inner;
-            for (d, &q) in y[base..base + inner].iter_mut().zip(&x[base..base + inner]) {
-                *d = O::sat_i64(r.apply::<O>(q.to_i64()).to_i64().clamp(lo, hi));
+            let (yr, xr) = (&mut y[base..base + inner], &x[base..base + inner]);
+            if r.is_identity() {
+                for (d, &q) in yr.iter_mut().zip(xr) {
+                    *d = O::sat_i64(q.to_i64().clamp(lo, hi));
+                }
+            } else {
+                for (d, &q) in yr.iter_mut().zip(xr) {
+                    *d = O::sat_i64(r.apply_fast::<O>(q.to_i64()).to_i64().clamp(lo, hi));
+                }
             }
         }
     }
@@ -207,8 +312,8 @@ fn rescale_into<I: QInt, O: QInt>(
 
 /// Element-wise fast paths; `Ok(false)` leaves the op to the reference
 /// executor.
-pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
-    if !op.post.is_empty() || op.outputs.len() != 1 {
+pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>, tmp: &mut Tmp) -> R<bool> {
+    if op.outputs.len() != 1 {
         return Ok(false);
     }
     let yid = op.outputs[0];
@@ -227,9 +332,7 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
             Kernel::Quantize(p) => {
                 let V::F32(x) = x0(0)? else { return Ok(false) };
                 with_out_buf!(&mut buf, n, |o: O| {
-                    for (d, &v) in o.iter_mut().zip(x) {
-                        *d = O::sat_i64(p.quantize(v));
-                    }
+                    quantize_slice(p, x, o);
                 });
             }
             Kernel::Dequantize {
@@ -280,25 +383,6 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
                     x, o, &yshape, requant, *axis, *clamp
                 )?));
             }
-            Kernel::Add(r) => {
-                let (a, b) = (
-                    op.inputs[0].ok_or("missing")?,
-                    op.inputs[1].ok_or("missing")?,
-                );
-                if st.infos[a].1 != yshape || st.infos[b].1 != yshape {
-                    return Ok(false);
-                }
-                let (va, vb) = (x0(0)?, x0(1)?);
-                with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
-                    &mut buf,
-                    n,
-                    |o: O| {
-                        for ((d, &p), &q) in o.iter_mut().zip(xa).zip(xb) {
-                            *d = r.apply::<O>(p.to_i64(), q.to_i64());
-                        }
-                    }
-                )));
-            }
             Kernel::Reshape => {
                 let v = x0(0)?;
                 match (v, &mut buf) {
@@ -342,11 +426,200 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
                 with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
                     for (d, row) in o.iter_mut().zip(x.chunks_exact(plane)) {
                         let sum: i64 = row.iter().map(|q| q.to_i64()).sum();
-                        *d = r.apply::<O>(sum);
+                        *d = r.apply_fast::<O>(sum);
                     }
                 }));
             }
+
+            Kernel::Add(r) if op.inputs.len() == 2 => {
+                let (ia, ib) = (
+                    op.inputs[0].ok_or("missing")?,
+                    op.inputs[1].ok_or("missing")?,
+                );
+                let (sa, sb) = (&st.infos[ia].1, &st.infos[ib].1);
+                let Some(out) = elem::bcast_shape(sa, sb) else {
+                    return Ok(false);
+                };
+                if out != yshape {
+                    return Ok(false);
+                }
+                let (Some(ta), Some(tb)) =
+                    (elem::bcast_strides(sa, &out), elem::bcast_strides(sb, &out))
+                else {
+                    return Ok(false);
+                };
+                let (va, vb) = (x0(0)?, x0(1)?);
+                with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                    &mut buf,
+                    n,
+                    |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| r.apply_fast::<O>(p, q))
+                )));
+            }
+            Kernel::Mul(r)
+            | Kernel::Div(crate::reference::activation::DivPlan { requant: r, .. })
+                if op.inputs.len() == 2 =>
+            {
+                let (ia, ib) = (
+                    op.inputs[0].ok_or("missing")?,
+                    op.inputs[1].ok_or("missing")?,
+                );
+                let (sa, sb) = (&st.infos[ia].1, &st.infos[ib].1);
+                let Some(out) = elem::bcast_shape(sa, sb) else {
+                    return Ok(false);
+                };
+                if out != yshape {
+                    return Ok(false);
+                }
+                let (Some(ta), Some(tb)) =
+                    (elem::bcast_strides(sa, &out), elem::bcast_strides(sb, &out))
+                else {
+                    return Ok(false);
+                };
+                let (va, vb) = (x0(0)?, x0(1)?);
+                if let Kernel::Div(plan) = &op.kernel {
+                    let t = &plan.reciprocal;
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::div(xa, xb, o, &out, &ta, &tb, t, r)
+                    )));
+                } else {
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| r
+                            .apply_fast::<O>(p * q))
+                    )));
+                }
+            }
+            Kernel::Lut(table) => {
+                let v = x0(0)?;
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| elem::lut(
+                    x, o, table
+                )));
+            }
+            Kernel::ReduceMean { axes, s_x, s_y, .. } => {
+                let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
+                let r = xshape.len();
+                // Only trailing axes (contiguous rows).
+                let mut ax: Vec<usize> = axes.clone();
+                ax.sort_unstable();
+                ax.dedup();
+                if ax.is_empty() || ax.iter().enumerate().any(|(i, &a)| a != r - ax.len() + i) {
+                    return Ok(false);
+                }
+                let len: usize = xshape[r - ax.len()..].iter().product();
+                if len == 0 || len * n != numel(xshape) {
+                    return Ok(false);
+                }
+                let rq = Requant::from_ratio(f64::from(*s_x) / (len as f64 * f64::from(*s_y)))
+                    .map_err(|e| e.to_string())?;
+                let v = x0(0)?;
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| elem::row_mean(
+                    x, o, len, &rq
+                )));
+            }
+            Kernel::Transpose(perm) => {
+                let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
+                if perm.len() != xshape.len() || numel(xshape) != n {
+                    return Ok(false);
+                }
+                let v = x0(0)?;
+                match (v, &mut buf) {
+                    (V::I8(x), Buf::I8(o)) => {
+                        elem::transpose(x, o.get_mut(..n).ok_or("slot")?, xshape, perm)
+                    }
+                    (V::I16(x), Buf::I16(o)) => {
+                        elem::transpose(x, o.get_mut(..n).ok_or("slot")?, xshape, perm)
+                    }
+                    (V::I32(x), Buf::I32(o)) => {
+                        elem::transpose(x, o.get_mut(..n).ok_or("slot")?, xshape, perm)
+                    }
+                    (V::F32(x), Buf::F32(o)) => {
+                        elem::transpose(x, o.get_mut(..n).ok_or("slot")?, xshape, perm)
+                    }
+                    _ => return Ok(false),
+                }
+            }
+            Kernel::MatMul { requant } => {
+                let (ia, ib) = (
+                    op.inputs[0].ok_or("missing")?,
+                    op.inputs.get(1).copied().flatten().ok_or("missing")?,
+                );
+                let (sa, sb) = (&st.infos[ia].1, &st.infos[ib].1);
+                if sa.len() < 2 || sb.len() < 2 {
+                    return Ok(false);
+                }
+                let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+                let (kb, nn) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+                if k != kb || (requant.len() != 1 && requant.len() != nn) {
+                    return Ok(false);
+                }
+                let Some(batch) = elem::bcast_shape(&sa[..sa.len() - 2], &sb[..sb.len() - 2])
+                else {
+                    return Ok(false);
+                };
+                let (Some(ta), Some(tb)) = (
+                    elem::bcast_strides(&sa[..sa.len() - 2], &batch),
+                    elem::bcast_strides(&sb[..sb.len() - 2], &batch),
+                ) else {
+                    return Ok(false);
+                };
+                if numel(&batch) * m * nn != n {
+                    return Ok(false);
+                }
+                let bias: Option<&[i64]> = match op.inputs.get(2).copied().flatten() {
+                    None => None,
+                    Some(bi) => match st.consts.get(bi).and_then(|c| c.as_deref()) {
+                        Some(hb_tensor::Tensor::I64(a)) => {
+                            let s = a.as_slice().ok_or("bias layout")?;
+                            if s.len() != nn {
+                                return Ok(false);
+                            }
+                            Some(s)
+                        }
+                        _ => return Ok(false),
+                    },
+                };
+                let (va, vb) = (x0(0)?, x0(1)?);
+                if small_max(&va).is_none() || small_max(&vb).is_none() {
+                    return Ok(false);
+                }
+                // The operands' actual ranges bound the i32 partial sums.
+                let ma = with_in!(&va, |x: I| elem::max_abs(x));
+                let mb = with_in!(&vb, |x: I| elem::max_abs(x));
+                // i32 partial sums are exact when K · max|a| · max|b| < 2^31.
+                let wide = (k as u128) * (ma as u128) * (mb as u128) >= 1u128 << 31;
+                let Tmp { acc32, acc64 } = tmp;
+                with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                    &mut buf,
+                    n,
+                    |o: O| {
+                        let (asz, bsz, ysz) = (m * k, k * nn, m * nn);
+                        elem::for_rows2(&batch, &ta, &tb, |yo, ao, bo, len, ast, bst| {
+                            for t in 0..len {
+                                let (a0, b0, y0) =
+                                    ((ao + t * ast) * asz, (bo + t * bst) * bsz, (yo + t) * ysz);
+                                elem::matmul_block(
+                                    &xa[a0..a0 + asz],
+                                    &xb[b0..b0 + bsz],
+                                    &mut o[y0..y0 + ysz],
+                                    (m, k, nn),
+                                    bias,
+                                    requant,
+                                    wide,
+                                    acc32,
+                                    acc64,
+                                );
+                            }
+                        });
+                    }
+                )));
+            }
             _ => return Ok(false),
+        }
+        if !op.post.is_empty() {
+            with_out_buf!(&mut buf, n, |o: O| post_in_place::<O>(op, o, st)?);
         }
         Ok(true)
     })();
@@ -391,7 +664,7 @@ fn max_pool_2d<I: QInt, O: QInt>(
                 if m == i64::MIN {
                     m = I::MIN;
                 }
-                yp[i * ow + j] = r.apply::<O>(m);
+                yp[i * ow + j] = r.apply_fast::<O>(m);
             }
         }
     }

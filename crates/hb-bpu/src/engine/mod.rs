@@ -11,6 +11,7 @@
 //! large products over the ambient pool. Results do not depend on the
 //! thread count.
 
+mod elem;
 mod fastops;
 mod store;
 
@@ -63,6 +64,25 @@ pub struct Engine {
 pub struct Workspace {
     slots: Vec<Buf>,
     scratch: Scratch,
+    tmp: fastops::Tmp,
+    /// Per-op profile: when `Some`, each run adds every op's wall time
+    /// (seconds, indexed like the engine's ops) and how it ran.
+    pub profile: Option<Vec<OpTime>>,
+}
+
+/// The accumulated time of one op (see [`Workspace::profile`]).
+#[derive(Debug, Clone, Default)]
+pub struct OpTime {
+    /// Op name.
+    pub name: String,
+    /// Source op type.
+    pub op_type: String,
+    /// How it ran: `packed`, `fast`, `reference` or `cpu`.
+    pub path: &'static str,
+    /// Total seconds over the profiled runs.
+    pub seconds: f64,
+    /// Profiled runs.
+    pub runs: u64,
 }
 
 impl Workspace {
@@ -252,7 +272,21 @@ impl Engine {
                 f(id as usize, t);
             }
         }
+        if let Some(p) = ws.profile.as_mut() {
+            if p.len() != self.ops.len() {
+                *p = self
+                    .ops
+                    .iter()
+                    .map(|op| OpTime {
+                        name: op.name.clone(),
+                        op_type: op.op_type.clone(),
+                        ..OpTime::default()
+                    })
+                    .collect();
+            }
+        }
         for (k, op) in self.ops.iter().enumerate() {
+            let t0 = ws.profile.is_some().then(std::time::Instant::now);
             let mut st = Store {
                 slots: &mut ws.slots,
                 plan: &self.plan.tensor_slot,
@@ -264,11 +298,24 @@ impl Engine {
             let done = match &self.packed[k] {
                 Some(pw) => fastops::packed(op, pw, &mut st, &mut ws.scratch, &self.exec)
                     .map_err(|e| op.err(e))?,
-                None if !op.on_cpu => fastops::try_fast(op, &mut st).map_err(|e| op.err(e))?,
+                None if !op.on_cpu => {
+                    fastops::try_fast(op, &mut st, &mut ws.tmp).map_err(|e| op.err(e))?
+                }
                 None => false,
             };
             if !done {
                 self.generic(op, &mut st, cpu)?;
+            }
+            if let (Some(t0), Some(p)) = (t0, ws.profile.as_mut()) {
+                let e = &mut p[k];
+                e.seconds += t0.elapsed().as_secs_f64();
+                e.runs += 1;
+                e.path = match (&self.packed[k], done, op.on_cpu) {
+                    (Some(_), true, _) => "packed",
+                    (_, true, _) => "fast",
+                    (_, false, true) => "cpu",
+                    _ => "reference",
+                };
             }
             if let Some(f) = seen.as_mut() {
                 for &o in &op.outputs {

@@ -1,0 +1,286 @@
+//! Allocation-free kernels of the engine for the non-weighted integer ops:
+//! broadcasting binary ops (Add/Sub, Mul, Div), lookup tables, ReduceMean
+//! over trailing axes, Transpose, activation × activation MatMul. Each
+//! computes exactly the reference formula on the same integers (the `*_fast`
+//! requantisations are the reference ones evaluated in i64 when that is
+//! exact), so results are bit-identical with [`crate::reference`].
+
+use crate::fixed_point::Requant;
+use crate::lut::Lut;
+use crate::qint::QInt;
+
+/// Strides of `src` (right-aligned against `out`) per output dim, 0 where
+/// broadcast; `None` when `src` does not broadcast to `out`.
+pub(super) fn bcast_strides(src: &[usize], out: &[usize]) -> Option<Vec<usize>> {
+    if src.len() > out.len() {
+        return None;
+    }
+    let off = out.len() - src.len();
+    let mut st = vec![0usize; out.len()];
+    let mut acc = 1usize;
+    for i in (0..src.len()).rev() {
+        let (d, o) = (src[i], out[i + off]);
+        if d == o {
+            st[i + off] = if d == 1 { 0 } else { acc };
+        } else if d != 1 {
+            return None;
+        }
+        acc *= d;
+    }
+    Some(st)
+}
+
+/// Numpy broadcast of two shapes.
+pub(super) fn bcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0usize; r];
+    for (i, o) in out.iter_mut().enumerate() {
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
+        *o = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Visits the output of a two-operand broadcast row by row (the last dim):
+/// `f(y_off, a_off, b_off, len, a_step, b_step)`.
+pub(super) fn for_rows2(
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
+) {
+    let r = out.len();
+    if r == 0 {
+        f(0, 0, 0, 1, 0, 0);
+        return;
+    }
+    let len = out[r - 1];
+    if len == 0 || out.contains(&0) {
+        return;
+    }
+    let rows: usize = out[..r - 1].iter().product();
+    let mut idx = vec![0usize; r - 1];
+    let (mut ao, mut bo) = (0usize, 0usize);
+    for row in 0..rows {
+        f(row * len, ao, bo, len, sa[r - 1], sb[r - 1]);
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            ao += sa[d];
+            bo += sb[d];
+            if idx[d] < out[d] {
+                break;
+            }
+            ao -= sa[d] * out[d];
+            bo -= sb[d] * out[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// `y = f(a, b)` with numpy broadcasting (shapes already checked).
+#[inline(always)]
+pub(super) fn binary<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    f: impl Fn(i64, i64) -> O,
+) {
+    for_rows2(out, sa, sb, |yo, ao, bo, len, ast, bst| {
+        let yr = &mut y[yo..yo + len];
+        match (ast, bst) {
+            (1, 1) => {
+                for ((d, &p), &q) in yr.iter_mut().zip(&a[ao..ao + len]).zip(&b[bo..bo + len]) {
+                    *d = f(p.to_i64(), q.to_i64());
+                }
+            }
+            (1, 0) => {
+                let q = b[bo].to_i64();
+                for (d, &p) in yr.iter_mut().zip(&a[ao..ao + len]) {
+                    *d = f(p.to_i64(), q);
+                }
+            }
+            (0, 1) => {
+                let p = a[ao].to_i64();
+                for (d, &q) in yr.iter_mut().zip(&b[bo..bo + len]) {
+                    *d = f(p, q.to_i64());
+                }
+            }
+            _ => {
+                for (t, d) in yr.iter_mut().enumerate() {
+                    *d = f(a[ao + t * ast].to_i64(), b[bo + t * bst].to_i64());
+                }
+            }
+        }
+    });
+}
+
+/// Div with a cached reciprocal: consecutive equal divisors (always the
+/// case along a broadcast row) share one table lookup.
+pub(super) fn div<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    recip: &Lut,
+    r: &Requant,
+) {
+    let mut last: Option<(i64, i64)> = None;
+    let mut rec = |qb: i64| -> i64 {
+        match last {
+            Some((q, v)) if q == qb => v,
+            _ => {
+                let v = recip.lookup(qb);
+                last = Some((qb, v));
+                v
+            }
+        }
+    };
+    for_rows2(out, sa, sb, |yo, ao, bo, len, ast, bst| {
+        for (t, d) in y[yo..yo + len].iter_mut().enumerate() {
+            let qa = a[ao + t * ast].to_i64();
+            let qb = b[bo + t * bst].to_i64();
+            *d = if qb == 0 {
+                O::sat_i64(qa.signum() * i64::MAX)
+            } else {
+                r.apply_fast::<O>(qa * rec(qb))
+            };
+        }
+    });
+}
+
+/// Largest magnitude in `x` (0 when empty).
+pub(super) fn max_abs<T: QInt>(x: &[T]) -> i64 {
+    let (mut lo, mut hi) = (0i64, 0i64);
+    for &v in x {
+        let v = v.to_i64();
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    hi.max(-lo)
+}
+
+/// A lookup table on every element.
+pub(super) fn lut<I: QInt, O: QInt>(x: &[I], y: &mut [O], t: &Lut) {
+    for (d, &q) in y.iter_mut().zip(x) {
+        *d = O::sat_i64(t.lookup(q.to_i64()));
+    }
+}
+
+/// Sums of consecutive rows of `len` elements, requantised by `r`.
+pub(super) fn row_mean<I: QInt, O: QInt>(x: &[I], y: &mut [O], len: usize, r: &Requant) {
+    for (d, row) in y.iter_mut().zip(x.chunks_exact(len)) {
+        let s: i64 = row.iter().map(|q| q.to_i64()).sum();
+        *d = r.apply_fast::<O>(s);
+    }
+}
+
+/// Permutes the axes of `x` (shape `xs`) by `perm` into `y`.
+pub(super) fn transpose<T: Copy>(x: &[T], y: &mut [T], xs: &[usize], perm: &[usize]) {
+    let r = xs.len();
+    let mut xst = vec![1usize; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        xst[i] = xst[i + 1] * xs[i + 1];
+    }
+    let out: Vec<usize> = perm.iter().map(|&p| xs[p]).collect();
+    let st: Vec<usize> = perm.iter().map(|&p| xst[p]).collect();
+    let zero = vec![0usize; r];
+    for_rows2(&out, &st, &zero, |yo, xo, _, len, step, _| {
+        let yr = &mut y[yo..yo + len];
+        if step == 1 {
+            yr.copy_from_slice(&x[xo..xo + len]);
+        } else {
+            for (t, d) in yr.iter_mut().enumerate() {
+                *d = x[xo + t * step];
+            }
+        }
+    });
+}
+
+/// One batched product of activation × activation MatMul: `a` `[M, K]`,
+/// `b` `[K, N]` (row-major slices), accumulated exactly (i32 when
+/// `wide == false`, which the caller proves cannot overflow; else i64),
+/// plus `bias`, requantised per column into `y` `[M, N]`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_block<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    (m, k, n): (usize, usize, usize),
+    bias: Option<&[i64]>,
+    requant: &[Requant],
+    wide: bool,
+    acc32: &mut Vec<i32>,
+    acc64: &mut Vec<i64>,
+) {
+    let rq = |j: usize| &requant[if requant.len() == 1 { 0 } else { j }];
+    if !wide {
+        acc32.clear();
+        acc32.resize(n, 0);
+        for i in 0..m {
+            acc32.iter_mut().for_each(|v| *v = 0);
+            for t in 0..k {
+                let av = a[i * k + t].to_i64() as i32;
+                for (s, bv) in acc32.iter_mut().zip(&b[t * n..(t + 1) * n]) {
+                    *s += av * (bv.to_i64() as i32);
+                }
+            }
+            let yr = &mut y[i * n..(i + 1) * n];
+            match (bias, requant) {
+                (None, [r]) if r.shift() <= 62 => {
+                    // |acc| < 2^31, |M| ≤ 2^31: acc·M + 2^(n−1) fits i64.
+                    let (m, sh) = (i64::from(r.multiplier()), r.shift());
+                    let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+                    for (d, &s) in yr.iter_mut().zip(acc32.iter()) {
+                        *d = O::sat_i64((i64::from(s) * m + rnd) >> sh);
+                    }
+                }
+                _ => {
+                    for (j, (d, &s)) in yr.iter_mut().zip(acc32.iter()).enumerate() {
+                        let v = i64::from(s) + bias.map_or(0, |bs| bs[j]);
+                        *d = rq(j).apply_fast::<O>(v);
+                    }
+                }
+            }
+        }
+    } else {
+        acc64.clear();
+        acc64.resize(n, 0);
+        for i in 0..m {
+            for (j, s) in acc64.iter_mut().enumerate() {
+                *s = bias.map_or(0, |bs| bs[j]);
+            }
+            for t in 0..k {
+                let av = a[i * k + t].to_i64();
+                for (s, bv) in acc64.iter_mut().zip(&b[t * n..(t + 1) * n]) {
+                    *s += av * bv.to_i64();
+                }
+            }
+            for (j, (d, &s)) in y[i * n..(i + 1) * n]
+                .iter_mut()
+                .zip(acc64.iter())
+                .enumerate()
+            {
+                *d = rq(j).apply_fast::<O>(s);
+            }
+        }
+    }
+}
