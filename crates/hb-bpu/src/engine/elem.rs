@@ -215,12 +215,142 @@ pub(super) fn transpose<T: Copy>(x: &[T], y: &mut [T], xs: &[usize], perm: &[usi
     });
 }
 
+/// Whether the AVX2 copies of the loops below can run.
+#[inline]
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `y = clamp(sat_O(R(x)), lo, hi)` (then saturated to `O`) for every
+/// element: the reference Rescale formula, in i64 when the shift is at most
+/// 62 (exact for any i8/i16/i32 input: `|x·M| ≤ 2^62`).
+pub(super) fn rq_slice<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { rq_slice_avx2(x, y, r, lo, hi) };
+        return;
+    }
+    rq_slice_body(x, y, r, lo, hi)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rq_slice_avx2<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    rq_slice_body(x, y, r, lo, hi)
+}
+
+#[inline(always)]
+fn rq_slice_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    let (omin, omax) = (O::MIN, O::MAX);
+    if r.is_identity() {
+        for (d, &q) in y.iter_mut().zip(x) {
+            *d = O::sat_i64(q.to_i64().clamp(omin, omax).clamp(lo, hi));
+        }
+    } else if r.shift() <= 62 {
+        let (m, sh) = (i64::from(r.multiplier()), r.shift());
+        let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+        for (d, &q) in y.iter_mut().zip(x) {
+            let v = (q.to_i64() * m + rnd) >> sh;
+            *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
+        }
+    } else {
+        for (d, &q) in y.iter_mut().zip(x) {
+            *d = O::sat_i64(r.apply::<O>(q.to_i64()).to_i64().clamp(lo, hi));
+        }
+    }
+}
+
+/// [`rq_slice`] in place.
+pub(super) fn rq_in_place<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { rq_in_place_avx2(y, r, lo, hi) };
+        return;
+    }
+    rq_in_place_body(y, r, lo, hi)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rq_in_place_avx2<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    rq_in_place_body(y, r, lo, hi)
+}
+
+#[inline(always)]
+fn rq_in_place_body<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    let (omin, omax) = (O::MIN, O::MAX);
+    if r.is_identity() {
+        for d in y.iter_mut() {
+            *d = O::sat_i64(d.to_i64().clamp(lo, hi));
+        }
+    } else if r.shift() <= 62 {
+        let (m, sh) = (i64::from(r.multiplier()), r.shift());
+        let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+        for d in y.iter_mut() {
+            let v = (d.to_i64() * m + rnd) >> sh;
+            *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
+        }
+    } else {
+        for d in y.iter_mut() {
+            *d = O::sat_i64(r.apply::<O>(d.to_i64()).to_i64().clamp(lo, hi));
+        }
+    }
+}
+
 /// One batched product of activation × activation MatMul: `a` `[M, K]`,
 /// `b` `[K, N]` (row-major slices), accumulated exactly (i32 when
 /// `wide == false`, which the caller proves cannot overflow; else i64),
 /// plus `bias`, requantised per column into `y` `[M, N]`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn matmul_block<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    mkn: (usize, usize, usize),
+    bias: Option<&[i64]>,
+    requant: &[Requant],
+    wide: bool,
+    acc32: &mut Vec<i32>,
+    acc64: &mut Vec<i64>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { matmul_block_avx2(a, b, y, mkn, bias, requant, wide, acc32, acc64) };
+        return;
+    }
+    matmul_block_body(a, b, y, mkn, bias, requant, wide, acc32, acc64)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_block_avx2<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    mkn: (usize, usize, usize),
+    bias: Option<&[i64]>,
+    requant: &[Requant],
+    wide: bool,
+    acc32: &mut Vec<i32>,
+    acc64: &mut Vec<i64>,
+) {
+    matmul_block_body(a, b, y, mkn, bias, requant, wide, acc32, acc64)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn matmul_block_body<A: QInt, B: QInt, O: QInt>(
     a: &[A],
     b: &[B],
     y: &mut [O],

@@ -92,7 +92,7 @@ fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
         // NaN → 0 (inside the range), then the clamp.
         let r = if r.is_nan() { 0.0 } else { r.max(lof).min(hif) };
         let r = if km && v <= MASK_LIMIT { mlo } else { r };
-        *d = O::sat_i64(r as i64);
+        *d = O::sat_i64(i64::from(r as i32));
     }
 }
 
@@ -156,6 +156,15 @@ macro_rules! with_in {
             _ => return Ok(false),
         }
     };
+}
+
+/// Whether the first input of `op` is int16 with every value in
+/// `[−256, 256]` (then the narrow packing applies).
+pub(super) fn input_is_narrow(op: &PreparedOp, st: &Store<'_>) -> bool {
+    match op.inputs.first().copied().flatten().map(|i| st.get(i)) {
+        Some(Ok(V::I16(x))) => elem::max_abs(x) <= 256,
+        _ => false,
+    }
 }
 
 /// Runs a packed weighted op and its post-steps. `Ok(false)`: not handled.
@@ -259,15 +268,7 @@ fn rescale_in_place<O: QInt>(
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];
             let base = (o * c + k) * inner;
-            if r.is_identity() {
-                for v in &mut y[base..base + inner] {
-                    *v = O::sat_i64(v.to_i64().clamp(lo, hi));
-                }
-            } else {
-                for v in &mut y[base..base + inner] {
-                    *v = O::sat_i64(r.apply_fast::<O>(v.to_i64()).to_i64().clamp(lo, hi));
-                }
-            }
+            elem::rq_in_place(&mut y[base..base + inner], &r, lo, hi);
         }
     }
     Ok(())
@@ -295,16 +296,13 @@ fn rescale_into<I: QInt, O: QInt>(
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];
             let base = (o * c + k) * inner;
-            let (yr, xr) = (&mut y[base..base + inner], &x[base..base + inner]);
-            if r.is_identity() {
-                for (d, &q) in yr.iter_mut().zip(xr) {
-                    *d = O::sat_i64(q.to_i64().clamp(lo, hi));
-                }
-            } else {
-                for (d, &q) in yr.iter_mut().zip(xr) {
-                    *d = O::sat_i64(r.apply_fast::<O>(q.to_i64()).to_i64().clamp(lo, hi));
-                }
-            }
+            elem::rq_slice(
+                &x[base..base + inner],
+                &mut y[base..base + inner],
+                &r,
+                lo,
+                hi,
+            );
         }
     }
     Ok(())
@@ -627,8 +625,29 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>, tmp: &mut Tmp) -> R<
     res
 }
 
+/// Valid input positions of each output position along one axis:
+/// `(flat list, per output (start, count))`.
+fn taps_1d(n_out: usize, n_in: usize, k: usize, s: usize, d: usize, pad: usize) -> TapList {
+    let mut flat = Vec::with_capacity(n_out * k);
+    let mut ranges = Vec::with_capacity(n_out);
+    for o in 0..n_out {
+        let start = flat.len();
+        let p0 = (o * s) as i64 - pad as i64;
+        for a in 0..k {
+            let p = p0 + (a * d) as i64;
+            if p >= 0 && p < n_in as i64 {
+                flat.push(p as usize);
+            }
+        }
+        ranges.push((start, flat.len() - start));
+    }
+    (flat, ranges)
+}
+
+type TapList = (Vec<usize>, Vec<(usize, usize)>);
+
 /// 2-D MaxPool on NCHW, windows exactly as the reference (positions outside
-/// the input ignored), then `R(s_x/s_y)`.
+/// the input ignored, an empty window is `I::MIN`), then `R(s_x/s_y)`.
 fn max_pool_2d<I: QInt, O: QInt>(
     x: &[I],
     y: &mut [O],
@@ -637,34 +656,34 @@ fn max_pool_2d<I: QInt, O: QInt>(
     p: &crate::reference::pool::PoolParams,
     r: &Requant,
 ) {
-    let (h, w) = (xs[2] as i64, xs[3] as i64);
+    let (h, w) = (xs[2], xs[3]);
     let (oh, ow) = (ys[2], ys[3]);
     let planes = xs[0] * xs[1];
+    let (rf, rr) = taps_1d(oh, h, p.kernel[0], p.strides[0], p.dilations[0], p.pads[0]);
+    let (cf, cr) = taps_1d(ow, w, p.kernel[1], p.strides[1], p.dilations[1], p.pads[1]);
+    let ident = r.is_identity();
     for c in 0..planes {
-        let xp = &x[c * (h * w) as usize..(c + 1) * (h * w) as usize];
+        let xp = &x[c * h * w..(c + 1) * h * w];
         let yp = &mut y[c * oh * ow..(c + 1) * oh * ow];
-        for i in 0..oh {
-            let h0 = (i * p.strides[0]) as i64 - p.pads[0] as i64;
-            for j in 0..ow {
-                let w0 = (j * p.strides[1]) as i64 - p.pads[1] as i64;
+        for (i, &(r0, rn)) in rr.iter().enumerate() {
+            let rows = &rf[r0..r0 + rn];
+            for (j, &(c0, cn)) in cr.iter().enumerate() {
+                let cols = &cf[c0..c0 + cn];
                 let mut m = i64::MIN;
-                for a in 0..p.kernel[0] {
-                    let hh = h0 + (a * p.dilations[0]) as i64;
-                    if hh < 0 || hh >= h {
-                        continue;
-                    }
-                    let row = &xp[(hh * w) as usize..((hh + 1) * w) as usize];
-                    for b in 0..p.kernel[1] {
-                        let ww = w0 + (b * p.dilations[1]) as i64;
-                        if ww >= 0 && ww < w {
-                            m = m.max(row[ww as usize].to_i64());
-                        }
+                for &hh in rows {
+                    let row = &xp[hh * w..(hh + 1) * w];
+                    for &ww in cols {
+                        m = m.max(row[ww].to_i64());
                     }
                 }
                 if m == i64::MIN {
                     m = I::MIN;
                 }
-                yp[i * ow + j] = r.apply_fast::<O>(m);
+                yp[i * ow + j] = if ident {
+                    O::sat_i64(m)
+                } else {
+                    r.apply_fast::<O>(m)
+                };
             }
         }
     }

@@ -51,6 +51,10 @@ pub struct Engine {
     program: Arc<Program>,
     ops: Vec<PreparedOp>,
     packed: Vec<Option<Packed>>,
+    /// For int16 inputs: the same weights packed for activations in
+    /// `[−256, 256]` (asymmetric uint8 features), used when the input's
+    /// values fit.
+    narrow: Vec<Option<Packed>>,
     consts: Vec<Option<Arc<Tensor>>>,
     infos: Vec<(DType, Vec<usize>)>,
     plan: pb::MemoryPlan,
@@ -97,6 +101,7 @@ fn pack_op(
     op: &PreparedOp,
     consts: &[Option<Arc<Tensor>>],
     opts: &EngineOptions,
+    narrow: bool,
 ) -> Option<Packed> {
     let konst = |k: usize| -> Option<&Tensor> {
         op.inputs
@@ -107,7 +112,8 @@ fn pack_op(
     };
     let x_kind =
         match crate::program::dtype_of(&p.tensors[op.inputs.first().copied().flatten()?]).ok()? {
-            DType::I8 => crate::fast::IntKind::I8,
+            DType::I8 if !narrow => crate::fast::IntKind::I8,
+            DType::I16 if narrow => crate::fast::IntKind::I16Narrow,
             DType::I16 => crate::fast::IntKind::I16,
             _ => return None,
         };
@@ -191,7 +197,17 @@ impl Engine {
                 if opts.reference_only || op.on_cpu {
                     None
                 } else {
-                    pack_op(&program, op, &consts, &opts)
+                    pack_op(&program, op, &consts, &opts, false)
+                }
+            })
+            .collect();
+        let narrow = ops
+            .iter()
+            .map(|op| {
+                if opts.reference_only || op.on_cpu {
+                    None
+                } else {
+                    pack_op(&program, op, &consts, &opts, true)
                 }
             })
             .collect();
@@ -216,6 +232,7 @@ impl Engine {
             program,
             ops,
             packed,
+            narrow,
             consts,
             infos,
             plan,
@@ -296,8 +313,14 @@ impl Engine {
                 infos: &self.infos,
             };
             let done = match &self.packed[k] {
-                Some(pw) => fastops::packed(op, pw, &mut st, &mut ws.scratch, &self.exec)
-                    .map_err(|e| op.err(e))?,
+                Some(pw) => {
+                    let pw = match &self.narrow[k] {
+                        Some(nw) if fastops::input_is_narrow(op, &st) => nw,
+                        _ => pw,
+                    };
+                    fastops::packed(op, pw, &mut st, &mut ws.scratch, &self.exec)
+                        .map_err(|e| op.err(e))?
+                }
                 None if !op.on_cpu => {
                     fastops::try_fast(op, &mut st, &mut ws.tmp).map_err(|e| op.err(e))?
                 }

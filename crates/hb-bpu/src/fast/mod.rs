@@ -111,6 +111,11 @@ pub enum IntKind {
     I8,
     /// `i16`.
     I16,
+    /// `i16` storage whose values are known to lie in `[−256, 256]` (the
+    /// asymmetric-uint8 features of docs/integer-semantics.md §1): one
+    /// int16 GEMM instead of the `x >> 8` / `x & 255` pair, single
+    /// K-blocks. The `*_into` calls check the range and refuse other data.
+    I16Narrow,
 }
 
 impl IntKind {
@@ -119,6 +124,7 @@ impl IntKind {
         match self {
             IntKind::I8 => 128,
             IntKind::I16 => 32768,
+            IntKind::I16Narrow => 256,
         }
     }
 }
