@@ -362,7 +362,49 @@ fn matmul_block_body<A: QInt, B: QInt, O: QInt>(
     acc64: &mut Vec<i64>,
 ) {
     let rq = |j: usize| &requant[if requant.len() == 1 { 0 } else { j }];
-    if !wide {
+    // Final step of an exact i32 sum: bias, requantisation (the
+    // single-requant, no-bias case in plain i64: |acc·M| ≤ 2^62).
+    let simple = match (bias, requant) {
+        (None, [r]) if r.shift() <= 62 => {
+            let sh = r.shift();
+            Some((
+                i64::from(r.multiplier()),
+                if sh == 0 { 0 } else { 1i64 << (sh - 1) },
+                sh,
+            ))
+        }
+        _ => None,
+    };
+    let fin = |j: usize, s: i32| -> O {
+        match simple {
+            Some((mm, rnd, sh)) => O::sat_i64((i64::from(s) * mm + rnd) >> sh),
+            None => rq(j).apply_fast::<O>(i64::from(s) + bias.map_or(0, |bs| bs[j])),
+        }
+    };
+    if !wide && n < 16 {
+        // Few columns: B transposed once, then dot products over K.
+        acc32.clear();
+        acc32.resize(n * k + k, 0);
+        let (bt, arow) = acc32.split_at_mut(n * k);
+        for t in 0..k {
+            for j in 0..n {
+                bt[j * k + t] = b[t * n + j].to_i64() as i32;
+            }
+        }
+        for i in 0..m {
+            for (d, v) in arow.iter_mut().zip(&a[i * k..(i + 1) * k]) {
+                *d = v.to_i64() as i32;
+            }
+            for j in 0..n {
+                let s: i32 = arow
+                    .iter()
+                    .zip(&bt[j * k..(j + 1) * k])
+                    .map(|(&p, &q)| p * q)
+                    .sum();
+                y[i * n + j] = fin(j, s);
+            }
+        }
+    } else if !wide {
         acc32.clear();
         acc32.resize(n, 0);
         for i in 0..m {
@@ -373,22 +415,12 @@ fn matmul_block_body<A: QInt, B: QInt, O: QInt>(
                     *s += av * (bv.to_i64() as i32);
                 }
             }
-            let yr = &mut y[i * n..(i + 1) * n];
-            match (bias, requant) {
-                (None, [r]) if r.shift() <= 62 => {
-                    // |acc| < 2^31, |M| ≤ 2^31: acc·M + 2^(n−1) fits i64.
-                    let (m, sh) = (i64::from(r.multiplier()), r.shift());
-                    let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
-                    for (d, &s) in yr.iter_mut().zip(acc32.iter()) {
-                        *d = O::sat_i64((i64::from(s) * m + rnd) >> sh);
-                    }
-                }
-                _ => {
-                    for (j, (d, &s)) in yr.iter_mut().zip(acc32.iter()).enumerate() {
-                        let v = i64::from(s) + bias.map_or(0, |bs| bs[j]);
-                        *d = rq(j).apply_fast::<O>(v);
-                    }
-                }
+            for (j, (d, &s)) in y[i * n..(i + 1) * n]
+                .iter_mut()
+                .zip(acc32.iter())
+                .enumerate()
+            {
+                *d = fin(j, s);
             }
         }
     } else {

@@ -688,3 +688,267 @@ fn max_pool_2d<I: QInt, O: QInt>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine's element-wise kernels against the reference kernels,
+    //! bit for bit, on random broadcast shapes and extreme values.
+    use super::*;
+    use crate::fixed_point::Rescale2;
+    use crate::reference::activation::{div, DivPlan};
+    use crate::reference::eltwise::{add, mul};
+    use crate::reference::matmul::matmul;
+    use crate::reference::pool::{max_pool, reduce_mean, PoolParams};
+    use crate::reference::quant::quantize;
+    use crate::tensor::QTensor;
+    use proptest::prelude::*;
+
+    /// Values of `T` from raw seeds: mode 0 random, 1 extremes, 2 small.
+    fn vals<T: QInt>(seed: &[i64], mode: u8) -> Vec<T> {
+        seed.iter()
+            .map(|&s| {
+                T::sat_i64(match mode {
+                    0 => T::MIN + s.rem_euclid(T::MAX - T::MIN + 1),
+                    1 => {
+                        if s & 1 == 0 {
+                            T::MIN
+                        } else {
+                            T::MAX
+                        }
+                    }
+                    _ => s.rem_euclid(7) - 3,
+                })
+            })
+            .collect()
+    }
+
+    /// `n` pseudo-random i64 from `seed` (splitmix64).
+    fn gen(seed: u64, n: usize) -> Vec<i64> {
+        let mut z = seed;
+        (0..n)
+            .map(|_| {
+                z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut v = z;
+                v = (v ^ (v >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                v = (v ^ (v >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (v ^ (v >> 31)) as i64
+            })
+            .collect()
+    }
+
+    /// An output shape and two operand shapes broadcasting to it.
+    fn bshapes() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, Vec<usize>)> {
+        (
+            prop::collection::vec(1usize..5, 0..5),
+            any::<u32>(),
+            any::<u32>(),
+            0usize..3,
+            0usize..3,
+        )
+            .prop_map(|(out, ma, mb, da, db)| {
+                let cut = |m: u32, d: usize| -> Vec<usize> {
+                    let d = d.min(out.len());
+                    out[d..]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| if m >> (i % 32) & 1 == 1 { 1 } else { v })
+                        .collect()
+                };
+                (out.clone(), cut(ma, da), cut(mb, db))
+            })
+    }
+
+    fn ratio() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            (1e-6f64..4.0),
+            (-4.0f64..-1e-6),
+            (1e-30f64..1e-20),
+            (1e5f64..1e8)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn binary_ops_match_reference(
+            (_, sa, sb) in bshapes(),
+            seed in any::<u64>(),
+            ra in ratio(), rb in ratio(), mode in 0u8..3, t in 0u8..3,
+        ) {
+            let na: usize = sa.iter().product();
+            let nb: usize = sb.iter().product();
+            let out = elem::bcast_shape(&sa, &sb).unwrap();
+            let n: usize = out.iter().product();
+            let seed = gen(seed, na + nb);
+            let a: Vec<i16> = vals(&seed[..na], mode);
+            let b: Vec<i8> = vals(&seed[na..na + nb], mode);
+            let (at, bt) = (TensorRef::new(&a, &sa).unwrap(), TensorRef::new(&b, &sb).unwrap());
+            let (ta, tb) = (elem::bcast_strides(&sa, &out).unwrap(), elem::bcast_strides(&sb, &out).unwrap());
+            let mut y = vec![0i16; n];
+            match t {
+                0 => {
+                    let r = Rescale2::from_ratios(ra, rb).unwrap();
+                    let want: QTensor<i16> = add(at, bt, &r).unwrap();
+                    elem::binary(&a, &b, &mut y, &out, &ta, &tb, |p, q| r.apply_fast::<i16>(p, q));
+                    prop_assert_eq!(y, want.data);
+                }
+                1 => {
+                    let r = Requant::from_ratio(ra.abs() * 1e-3).unwrap();
+                    let want: QTensor<i16> = mul(at, bt, &r).unwrap();
+                    elem::binary(&a, &b, &mut y, &out, &ta, &tb, |p, q| r.apply_fast::<i16>(p * q));
+                    prop_assert_eq!(y, want.data);
+                }
+                _ => {
+                    let plan = DivPlan::new::<i8>(0.02, 0.05, (ra.abs() as f32).max(1e-4)).unwrap();
+                    let want: QTensor<i16> = div(at, bt, &plan).unwrap();
+                    elem::div(&a, &b, &mut y, &out, &ta, &tb, &plan.reciprocal, &plan.requant);
+                    prop_assert_eq!(y, want.data);
+                }
+            }
+        }
+
+        #[test]
+        fn activation_matmul_matches_reference(
+            batch in prop::collection::vec(1usize..3, 0..3),
+            bmask in any::<u8>(),
+            (m, k, n) in (1usize..6, 1usize..40, 1usize..24),
+            seed in any::<u64>(),
+            mode in 0u8..3, ratio in ratio(), per_col in any::<bool>(),
+            with_bias in any::<bool>(), wide_types in any::<bool>(),
+        ) {
+            let mut sa = batch.clone();
+            sa.extend([m, k]);
+            let mut sb: Vec<usize> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| if bmask >> i & 1 == 1 { 1 } else { d })
+                .collect();
+            sb.extend([k, n]);
+            let na: usize = sa.iter().product();
+            let nb: usize = sb.iter().product();
+            let seed = gen(seed, na + nb);
+            let rq: Vec<Requant> = (0..if per_col { n } else { 1 })
+                .map(|j| Requant::from_ratio(ratio * (1.0 + j as f64 * 0.1) * 1e-3).unwrap())
+                .collect();
+            let bias: Option<Vec<i64>> = with_bias.then(|| (0..n as i64).map(|j| j * 1_000_003 - 7).collect());
+            macro_rules! go {
+                ($A:ty, $B:ty) => {{
+                    let a: Vec<$A> = vals(&seed[..na], mode);
+                    let b: Vec<$B> = vals(&seed[na..na + nb], mode);
+                    let want: QTensor<i16> = matmul(
+                        TensorRef::new(&a, &sa).unwrap(),
+                        TensorRef::new(&b, &sb).unwrap(),
+                        bias.as_deref(),
+                        &rq,
+                    )
+                    .unwrap();
+                    let bsh = elem::bcast_shape(&sa[..sa.len() - 2], &sb[..sb.len() - 2]).unwrap();
+                    let ta = elem::bcast_strides(&sa[..sa.len() - 2], &bsh).unwrap();
+                    let tb = elem::bcast_strides(&sb[..sb.len() - 2], &bsh).unwrap();
+                    let ma = elem::max_abs(&a) as u128;
+                    let mb = elem::max_abs(&b) as u128;
+                    let wide = k as u128 * ma * mb >= 1 << 31;
+                    let mut y = vec![0i16; want.data.len()];
+                    let (mut c32, mut c64) = (Vec::new(), Vec::new());
+                    let (asz, bsz, ysz) = (m * k, k * n, m * n);
+                    elem::for_rows2(&bsh, &ta, &tb, |yo, ao, bo, len, ast, bst| {
+                        for t in 0..len {
+                            let (a0, b0, y0) = ((ao + t * ast) * asz, (bo + t * bst) * bsz, (yo + t) * ysz);
+                            elem::matmul_block(&a[a0..a0 + asz], &b[b0..b0 + bsz], &mut y[y0..y0 + ysz],
+                                (m, k, n), bias.as_deref(), &rq, wide, &mut c32, &mut c64);
+                        }
+                    });
+                    prop_assert_eq!(y, want.data);
+                }};
+            }
+            if wide_types { go!(i16, i16) } else { go!(i8, i16) }
+        }
+
+        #[test]
+        fn rescale_matches_reference(
+            seed in prop::collection::vec(any::<i64>(), 1..300),
+            mode in 0u8..3, ratio in ratio(), lo in -40000i64..100, span in 0i64..70000,
+            clamp in any::<bool>(), ident in any::<bool>(),
+        ) {
+            let x: Vec<i32> = vals(&seed, mode);
+            let r = if ident { Requant::IDENTITY } else { Requant::from_ratio(ratio).unwrap() };
+            let c = clamp.then_some((lo, lo + span));
+            let shape = [x.len()];
+            let want: QTensor<i16> =
+                crate::program::refexec::rescale(TensorRef::new(&x, &shape).unwrap(), &[r], 0, c).unwrap();
+            let mut y = vec![0i16; x.len()];
+            rescale_into(&x, &mut y, &shape, &[r], 0, c).unwrap();
+            prop_assert_eq!(&y, &want.data);
+            let mut z: Vec<i16> = vals(&seed, mode);
+            let want2: QTensor<i16> =
+                crate::program::refexec::rescale(TensorRef::new(&z, &shape).unwrap(), &[r], 0, c).unwrap();
+            rescale_in_place(&mut z, &shape, &[r], 0, c).unwrap();
+            prop_assert_eq!(z, want2.data);
+        }
+
+        #[test]
+        fn quantize_matches_reference(
+            xs in prop::collection::vec(prop_oneof![
+                any::<f32>(),
+                -300.0f32..300.0,
+                (-600i32..600).prop_map(|v| v as f32 * 0.5),
+                Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY), Just(-1e9f32),
+                Just(8_388_607.5f32), Just(-4_194_304.5f32),
+            ], 1..200),
+            scale in prop_oneof![1e-3f32..10.0, Just(1.0f32)],
+            lo in -300i64..1, hi in 0i64..300, masks in any::<bool>(),
+        ) {
+            let mut p = QuantParams::with_range(scale, lo, hi).unwrap();
+            p.keep_masks = masks;
+            let want: Vec<i16> = quantize(&xs, &p).unwrap();
+            let mut y = vec![0i16; xs.len()];
+            quantize_slice(&p, &xs, &mut y);
+            prop_assert_eq!(y, want);
+        }
+
+        #[test]
+        fn pool_reduce_transpose_match_reference(
+            (c, h, w) in (1usize..4, 1usize..9, 1usize..9),
+            (k0, k1, s0, s1, p0, p1) in (1usize..4, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3),
+            seed in prop::collection::vec(any::<i64>(), 300),
+            mode in 0u8..3, ratio in ratio(), ident in any::<bool>(),
+            perm_seed in any::<u64>(),
+        ) {
+            let xs = [1, c, h, w];
+            let x: Vec<i16> = vals(&seed[..c * h * w], mode);
+            let xt = TensorRef::new(&x, &xs).unwrap();
+            let (p0, p1) = (p0.min(k0 - 1), p1.min(k1 - 1));
+            let mut p = PoolParams::new(&[k0, k1]);
+            p.strides = vec![s0, s1];
+            p.pads = vec![p0, p1, p0, p1];
+            let r = if ident { Requant::IDENTITY } else { Requant::from_ratio(ratio.abs()).unwrap() };
+            if let Ok(want) = max_pool::<i16, i8>(xt, &p, &r) {
+                let mut y = vec![0i8; want.data.len()];
+                max_pool_2d(&x, &mut y, &xs, &want.shape, &p, &r);
+                prop_assert_eq!(y, want.data);
+            }
+            // ReduceMean over the trailing axes.
+            let want: QTensor<i8> = reduce_mean(xt, &[2, 3], true, 0.5, 0.07).unwrap();
+            let rq = Requant::from_ratio(f64::from(0.5f32) / ((h * w) as f64 * f64::from(0.07f32))).unwrap();
+            let mut y = vec![0i8; c];
+            elem::row_mean(&x, &mut y, h * w, &rq);
+            prop_assert_eq!(y, want.data);
+            // Transpose by a random permutation.
+            let mut perm = vec![0usize, 1, 2, 3];
+            let mut s = perm_seed;
+            for i in (1..4).rev() {
+                perm.swap(i, (s % (i as u64 + 1)) as usize);
+                s /= 7;
+            }
+            let t = hb_tensor::Tensor::I16(
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&xs), x.clone()).unwrap(),
+            );
+            let want = crate::program::refexec::transpose(&t, &perm).unwrap();
+            let mut y = vec![0i16; x.len()];
+            elem::transpose(&x, &mut y, &xs, &perm);
+            let hb_tensor::Tensor::I16(wa) = want else { panic!("type") };
+            prop_assert_eq!(y, wa.as_slice().unwrap().to_vec());
+        }
+    }
+}
