@@ -171,6 +171,7 @@ pub(super) fn input_is_narrow(op: &PreparedOp, st: &Store<'_>) -> bool {
 pub(super) fn packed(
     op: &PreparedOp,
     pw: &Packed,
+    skip: usize,
     st: &mut Store<'_>,
     scratch: &mut Scratch,
     exec: &ExecOptions,
@@ -193,7 +194,7 @@ pub(super) fn packed(
                         Packed::Gemm(w) => gemm_into(w, xr, o, scratch, exec),
                     }
                     .map_err(|e| e.to_string())?;
-                    post_in_place::<O>(op, o, st)?;
+                    post_in_place::<O>(op, op.post.get(skip..).unwrap_or(&[]), o, st)?;
                 })
             }};
         }
@@ -209,9 +210,14 @@ pub(super) fn packed(
 }
 
 /// Applies fused post-steps in place on an output of type `O`.
-fn post_in_place<O: QInt>(op: &PreparedOp, y: &mut [O], st: &Store<'_>) -> R<()> {
+fn post_in_place<O: QInt>(
+    op: &PreparedOp,
+    posts: &[Post],
+    y: &mut [O],
+    st: &Store<'_>,
+) -> R<()> {
     let shape = &st.infos[op.outputs[0]].1;
-    for p in &op.post {
+    for p in posts {
         match p {
             Post::Rescale {
                 requant,
@@ -617,7 +623,7 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>, tmp: &mut Tmp) -> R<
             _ => return Ok(false),
         }
         if !op.post.is_empty() {
-            with_out_buf!(&mut buf, n, |o: O| post_in_place::<O>(op, o, st)?);
+            with_out_buf!(&mut buf, n, |o: O| post_in_place::<O>(op, &op.post, o, st)?);
         }
         Ok(true)
     })();

@@ -55,6 +55,9 @@ pub struct Engine {
     /// `[−256, 256]` (asymmetric uint8 features), used when the input's
     /// values fit.
     narrow: Vec<Option<Packed>>,
+    /// Leading fused steps folded into the packed clamp (skipped at run
+    /// time).
+    folded: Vec<usize>,
     consts: Vec<Option<Arc<Tensor>>>,
     infos: Vec<(DType, Vec<usize>)>,
     plan: pb::MemoryPlan,
@@ -102,6 +105,7 @@ fn pack_op(
     consts: &[Option<Arc<Tensor>>],
     opts: &EngineOptions,
     narrow: bool,
+    clamp: Option<(i64, i64)>,
 ) -> Option<Packed> {
     let konst = |k: usize| -> Option<&Tensor> {
         op.inputs
@@ -124,7 +128,7 @@ fn pack_op(
     };
     let po = PackOptions {
         isa: opts.isa,
-        clamp: None,
+        clamp,
     };
     macro_rules! pack_w {
         ($w:expr, |$wv:ident| $body:expr) => {
@@ -150,7 +154,7 @@ fn pack_op(
         } => {
             let w = konst(1)?;
             let po = PackOptions {
-                clamp: *clamp,
+                clamp: po.clamp.or(*clamp),
                 ..po
             };
             pack_w!(w, |wv| PackedWeights::conv(
@@ -184,6 +188,53 @@ fn pack_op(
     }
 }
 
+/// The leading fused steps of a weighted op that only clamp (identity
+/// requantisation), folded into one clamp of the packed epilogue:
+/// `(clamp, steps folded)`. Exact: for integers already in the output
+/// type, consecutive clamps with overlapping ranges are one clamp to the
+/// intersection.
+fn fold_clamps(op: &PreparedOp, out: DType) -> (Option<(i64, i64)>, usize) {
+    let (omin, omax) = match out {
+        DType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+        DType::I16 => (i64::from(i16::MIN), i64::from(i16::MAX)),
+        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => return (None, 0),
+    };
+    let (mut a, mut b) = match &op.kernel {
+        Kernel::Conv {
+            transpose: false,
+            clamp,
+            ..
+        } => clamp.map_or((omin, omax), |(l, h)| (l.max(omin), h.min(omax))),
+        Kernel::MatMul { .. } | Kernel::Gemm { .. } => (omin, omax),
+        _ => return (None, 0),
+    };
+    if a > b {
+        return (None, 0);
+    }
+    let mut n = 0;
+    for p in &op.post {
+        let crate::program::prepared::Post::Rescale { requant, clamp, .. } = p else {
+            break;
+        };
+        if !requant.iter().all(|r| r.is_identity()) {
+            break;
+        }
+        let (lo, hi) = clamp.unwrap_or((omin, omax));
+        let (na, nb) = (a.max(lo), b.min(hi.max(lo)));
+        if na > nb {
+            break;
+        }
+        (a, b) = (na, nb);
+        n += 1;
+    }
+    if n == 0 {
+        (None, 0)
+    } else {
+        (Some((a, b)), n)
+    }
+}
+
 impl Engine {
     /// Prepares `program`: ops checked, tables built, weights packed, the
     /// memory plan taken from the `.hbm` (or computed).
@@ -191,26 +242,32 @@ impl Engine {
         let ops = prepare(&program)?;
         let consts = constants(&program)?;
         let infos = infos(&program)?;
-        let packed = ops
-            .iter()
-            .map(|op| {
-                if opts.reference_only || op.on_cpu {
-                    None
-                } else {
-                    pack_op(&program, op, &consts, &opts, false)
-                }
-            })
-            .collect();
-        let narrow = ops
-            .iter()
-            .map(|op| {
-                if opts.reference_only || op.on_cpu {
-                    None
-                } else {
-                    pack_op(&program, op, &consts, &opts, true)
-                }
-            })
-            .collect();
+        let mut packed = Vec::with_capacity(ops.len());
+        let mut narrow = Vec::with_capacity(ops.len());
+        let mut folded = Vec::with_capacity(ops.len());
+        for op in &ops {
+            if opts.reference_only || op.on_cpu {
+                packed.push(None);
+                narrow.push(None);
+                folded.push(0);
+                continue;
+            }
+            let (clamp, n) = op
+                .outputs
+                .first()
+                .map_or((None, 0), |&o| fold_clamps(op, infos[o].0));
+            let mut p = pack_op(&program, op, &consts, &opts, false, clamp);
+            let mut q = pack_op(&program, op, &consts, &opts, true, clamp);
+            let mut n = n;
+            if n > 0 && p.is_none() {
+                p = pack_op(&program, op, &consts, &opts, false, None);
+                q = pack_op(&program, op, &consts, &opts, true, None);
+                n = 0;
+            }
+            packed.push(p);
+            narrow.push(q);
+            folded.push(n);
+        }
         let plan = match program.hbm.as_ref().and_then(|h| h.memory.clone()) {
             Some(m) if m.tensor_slot.len() == program.tensors.len() => m,
             _ => memplan::plan(&program),
@@ -233,6 +290,7 @@ impl Engine {
             ops,
             packed,
             narrow,
+            folded,
             consts,
             infos,
             plan,
@@ -318,7 +376,7 @@ impl Engine {
                         Some(nw) if fastops::input_is_narrow(op, &st) => nw,
                         _ => pw,
                     };
-                    fastops::packed(op, pw, &mut st, &mut ws.scratch, &self.exec)
+                    fastops::packed(op, pw, self.folded[k], &mut st, &mut ws.scratch, &self.exec)
                         .map_err(|e| op.err(e))?
                 }
                 None if !op.on_cpu => {
