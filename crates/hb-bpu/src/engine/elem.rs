@@ -92,8 +92,40 @@ pub(super) fn for_rows2(
 }
 
 /// `y = f(a, b)` with numpy broadcasting (shapes already checked).
-#[inline(always)]
 pub(super) fn binary<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    f: impl Fn(i64, i64) -> O,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { binary_avx2(a, b, y, out, sa, sb, f) };
+        return;
+    }
+    binary_body(a, b, y, out, sa, sb, f)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn binary_avx2<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    f: impl Fn(i64, i64) -> O,
+) {
+    binary_body(a, b, y, out, sa, sb, f)
+}
+
+#[inline(always)]
+fn binary_body<A: QInt, B: QInt, O: QInt>(
     a: &[A],
     b: &[B],
     y: &mut [O],
@@ -264,6 +296,45 @@ fn rq_slice_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, h
     } else {
         for (d, &q) in y.iter_mut().zip(x) {
             *d = O::sat_i64(r.apply::<O>(q.to_i64()).to_i64().clamp(lo, hi));
+        }
+    }
+}
+
+/// Per-channel requantisation along the last axis (`c` channels, one
+/// [`Requant`] each, `x.len()` a multiple of `c`): element `i` uses
+/// `requant[i % c]`, then the clamp, as [`rq_slice`].
+pub(super) fn rq_last_axis<I: QInt, O: QInt>(
+    x: &[I],
+    y: &mut [O],
+    requant: &[Requant],
+    lo: i64,
+    hi: i64,
+) {
+    let c = requant.len().max(1);
+    let (omin, omax) = (O::MIN, O::MAX);
+    if requant.iter().all(|r| r.shift() <= 62) {
+        let prm: Vec<(i64, i64, u32)> = requant
+            .iter()
+            .map(|r| {
+                let sh = r.shift();
+                (
+                    i64::from(r.multiplier()),
+                    if sh == 0 { 0 } else { 1i64 << (sh - 1) },
+                    sh,
+                )
+            })
+            .collect();
+        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for ((d, &q), &(m, rnd, sh)) in yr.iter_mut().zip(xr).zip(&prm) {
+                let v = (q.to_i64() * m + rnd) >> sh;
+                *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
+            }
+        }
+    } else {
+        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for ((d, &q), r) in yr.iter_mut().zip(xr).zip(requant) {
+                *d = O::sat_i64(r.apply_fast::<O>(q.to_i64()).to_i64().clamp(lo, hi));
+            }
         }
     }
 }

@@ -76,9 +76,34 @@ fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
         }
         return;
     }
-    const TWO23: f32 = 8_388_608.0;
     let (lof, hif, mlo) = (lo as f32, p.hi as f32, p.lo as f32);
-    let (km, sc) = (p.keep_masks, p.scale);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { quantize_avx2(x, o, p.scale, p.keep_masks, lof, hif, mlo) };
+        return;
+    }
+    quantize_body(x, o, p.scale, p.keep_masks, lof, hif, mlo)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2<O: QInt>(
+    x: &[f32],
+    o: &mut [O],
+    sc: f32,
+    km: bool,
+    lof: f32,
+    hif: f32,
+    mlo: f32,
+) {
+    quantize_body(x, o, sc, km, lof, hif, mlo)
+}
+
+/// The loop of [`quantize_slice`] (range checked by the caller).
+#[inline(always)]
+fn quantize_body<O: QInt>(x: &[f32], o: &mut [O], sc: f32, km: bool, lof: f32, hif: f32, mlo: f32) {
+    const TWO23: f32 = 8_388_608.0;
     for (d, &v) in o.iter_mut().zip(x) {
         let q = v / sc;
         // Round half to even: |q| < 2^23 by adding and removing ±2^23
@@ -210,12 +235,7 @@ pub(super) fn packed(
 }
 
 /// Applies fused post-steps in place on an output of type `O`.
-fn post_in_place<O: QInt>(
-    op: &PreparedOp,
-    posts: &[Post],
-    y: &mut [O],
-    st: &Store<'_>,
-) -> R<()> {
+fn post_in_place<O: QInt>(op: &PreparedOp, posts: &[Post], y: &mut [O], st: &Store<'_>) -> R<()> {
     let shape = &st.infos[op.outputs[0]].1;
     for p in posts {
         match p {
@@ -270,6 +290,11 @@ fn rescale_in_place<O: QInt>(
     };
     let (lo, hi) = clamp.unwrap_or((O::MIN, O::MAX));
     let hi = hi.max(lo);
+    if requant.len() == 1 {
+        let n = outer * c * inner;
+        elem::rq_in_place(&mut y[..n], &requant[0], lo, hi);
+        return Ok(());
+    }
     for o in 0..outer {
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];
@@ -298,6 +323,16 @@ fn rescale_into<I: QInt, O: QInt>(
     }
     let (lo, hi) = clamp.unwrap_or((O::MIN, O::MAX));
     let hi = hi.max(lo);
+    if requant.len() == 1 {
+        let n = outer * c * inner;
+        elem::rq_slice(&x[..n], &mut y[..n], &requant[0], lo, hi);
+        return Ok(());
+    }
+    if inner == 1 && requant.len() == c && c > 1 {
+        let n = outer * c;
+        elem::rq_last_axis(&x[..n], &mut y[..n], requant, lo, hi);
+        return Ok(());
+    }
     for o in 0..outer {
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];
@@ -453,11 +488,26 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>, tmp: &mut Tmp) -> R<
                     return Ok(false);
                 };
                 let (va, vb) = (x0(0)?, x0(1)?);
-                with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
-                    &mut buf,
-                    n,
-                    |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| r.apply_fast::<O>(p, q))
-                )));
+                if small_max(&va).is_some() && small_max(&vb).is_some() && r.shift <= 62 {
+                    // 8/16-bit operands: |qa·ma + qb·mb| ≤ 2^47, so the
+                    // reference sum and rounding are exact in i64.
+                    let (ma, mb, sh) = (i64::from(r.ma), i64::from(r.mb), r.shift);
+                    let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| O::sat_i64(
+                            (p * ma + q * mb + rnd) >> sh
+                        ))
+                    )));
+                } else {
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| r
+                            .apply_fast::<O>(p, q))
+                    )));
+                }
             }
             Kernel::Mul(r)
             | Kernel::Div(crate::reference::activation::DivPlan { requant: r, .. })
@@ -486,6 +536,17 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>, tmp: &mut Tmp) -> R<
                         &mut buf,
                         n,
                         |o: O| elem::div(xa, xb, o, &out, &ta, &tb, t, r)
+                    )));
+                } else if small_max(&va).is_some() && small_max(&vb).is_some() && r.shift() <= 62 {
+                    // 8/16-bit operands: |qa·qb·M| ≤ 2^61, exact in i64.
+                    let (mm, sh) = (i64::from(r.multiplier()), r.shift());
+                    let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| O::sat_i64(
+                            (p * q * mm + rnd) >> sh
+                        ))
                     )));
                 } else {
                     with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
@@ -891,6 +952,27 @@ mod tests {
                 crate::program::refexec::rescale(TensorRef::new(&z, &shape).unwrap(), &[r], 0, c).unwrap();
             rescale_in_place(&mut z, &shape, &[r], 0, c).unwrap();
             prop_assert_eq!(z, want2.data);
+            // Per channel along the last axis and along the first.
+            let ch = 1 + x.len() % 5;
+            let rows = x.len() / ch;
+            let rs: Vec<Requant> = (0..ch)
+                .map(|k| if ident && k == 0 { Requant::IDENTITY } else {
+                    Requant::from_ratio(ratio * (1.0 + k as f64)).unwrap_or(Requant::IDENTITY)
+                })
+                .collect();
+            for (sh, axis) in [([rows, ch], 1usize), ([ch, rows], 0)] {
+                let n = rows * ch;
+                let want: QTensor<i8> = crate::program::refexec::rescale(
+                    TensorRef::new(&x[..n], &sh).unwrap(), &rs, axis, c).unwrap();
+                let mut y = vec![0i8; n];
+                rescale_into(&x[..n], &mut y, &sh, &rs, axis, c).unwrap();
+                prop_assert_eq!(&y, &want.data);
+                let mut z: Vec<i16> = vals(&seed[..n], mode);
+                let want: QTensor<i16> = crate::program::refexec::rescale(
+                    TensorRef::new(&z, &sh).unwrap(), &rs, axis, c).unwrap();
+                rescale_in_place(&mut z, &sh, &rs, axis, c).unwrap();
+                prop_assert_eq!(z, want.data);
+            }
         }
 
         #[test]

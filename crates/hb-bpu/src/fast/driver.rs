@@ -248,9 +248,7 @@ unsafe fn tile<O: FastOut>(
                 } else {
                     // SAFETY: AVX-512 checked at packing; the `n` strided
                     // elements are inside the output and this tile.
-                    unsafe {
-                        kernels::x86::store16_strided(out.0.add(off), p.cs, y, n)
-                    };
+                    unsafe { kernels::x86::store16_strided(out.0.add(off), p.cs, y, n) };
                 }
             }
         }
