@@ -72,6 +72,9 @@ pub struct Workspace {
     slots: Vec<Buf>,
     scratch: Scratch,
     tmp: fastops::Tmp,
+    /// Host copies of slot values read by reference / CPU ops (by tensor
+    /// id), reused across runs.
+    cpu_in: Vec<Option<Tensor>>,
     /// Per-op profile: when `Some`, each run adds every op's wall time
     /// (seconds, indexed like the engine's ops) and how it ran.
     pub profile: Option<Vec<OpTime>>,
@@ -235,6 +238,20 @@ fn fold_clamps(op: &PreparedOp, out: DType) -> (Option<(i64, i64)>, usize) {
     }
 }
 
+/// Copies `x` into `a` when `a` already has `shape` and a standard layout.
+fn copy_into<T: Copy>(a: &mut ndarray::ArrayD<T>, shape: &[usize], x: &[T]) -> bool {
+    if a.shape() != shape {
+        return false;
+    }
+    match a.as_slice_mut() {
+        Some(d) if d.len() == x.len() => {
+            d.copy_from_slice(x);
+            true
+        }
+        _ => false,
+    }
+}
+
 impl Engine {
     /// Prepares `program`: ops checked, tables built, weights packed, the
     /// memory plan taken from the `.hbm` (or computed).
@@ -385,7 +402,7 @@ impl Engine {
                 None => false,
             };
             if !done {
-                self.generic(op, &mut st, cpu)?;
+                self.generic(op, &mut st, cpu, &mut ws.cpu_in)?;
             }
             if let (Some(t0), Some(p)) = (t0, ws.profile.as_mut()) {
                 let e = &mut p[k];
@@ -429,18 +446,58 @@ impl Engine {
     }
 
     /// An op without a fast path: reference executor or the host CPU.
-    fn generic(&self, op: &PreparedOp, st: &mut Store<'_>, cpu: &dyn CpuOps) -> Result<()> {
-        let mut owned: Vec<Option<Tensor>> = Vec::with_capacity(op.inputs.len());
-        for i in &op.inputs {
-            owned.push(match i {
-                Some(i) => Some(match st.get(*i).map_err(|e| op.err(e))? {
+    fn generic(
+        &self,
+        op: &PreparedOp,
+        st: &mut Store<'_>,
+        cpu: &dyn CpuOps,
+        cache: &mut Vec<Option<Tensor>>,
+    ) -> Result<()> {
+        // Values in slot buffers are copied into per-tensor host tensors
+        // kept across runs (no allocation after the first run); constants
+        // and model inputs are passed as they are.
+        if cache.len() != self.infos.len() {
+            cache.resize(self.infos.len(), None);
+        }
+        for &i in op.inputs.iter().flatten() {
+            let direct = st.consts.get(i).is_some_and(|c| c.is_some())
+                || st.input_pos.get(i).copied().flatten().is_some();
+            if direct {
+                continue;
+            }
+            let v = st.get(i).map_err(|e| op.err(e))?;
+            let shape = &self.infos[i].1;
+            let reused = match (&mut cache[i], &v) {
+                (Some(Tensor::I8(a)), V::I8(x)) => copy_into(a, shape, x),
+                (Some(Tensor::I16(a)), V::I16(x)) => copy_into(a, shape, x),
+                (Some(Tensor::I32(a)), V::I32(x)) => copy_into(a, shape, x),
+                (Some(Tensor::F32(a)), V::F32(x)) => copy_into(a, shape, x),
+                _ => false,
+            };
+            if !reused {
+                cache[i] = Some(match v {
                     V::T(t) => t.clone(),
-                    v => v.to_tensor(&self.infos[*i].1).map_err(|e| op.err(e))?,
-                }),
+                    v => v.to_tensor(shape).map_err(|e| op.err(e))?,
+                });
+            }
+        }
+        let mut ins: Vec<Option<&Tensor>> = Vec::with_capacity(op.inputs.len());
+        for i in &op.inputs {
+            ins.push(match *i {
                 None => None,
+                Some(i) => Some(
+                    if let Some(c) = st.consts.get(i).and_then(|c| c.as_deref()) {
+                        c
+                    } else if let Some(k) = st.input_pos.get(i).copied().flatten() {
+                        &st.inputs[k]
+                    } else {
+                        cache[i]
+                            .as_ref()
+                            .ok_or_else(|| op.err("input value missing"))?
+                    },
+                ),
             });
         }
-        let ins: Vec<Option<&Tensor>> = owned.iter().map(Option::as_ref).collect();
         let outs: Vec<(DType, Vec<usize>)> =
             op.outputs.iter().map(|&o| self.infos[o].clone()).collect();
         let ys = if op.on_cpu || matches!(op.kernel, Kernel::Cpu) {
