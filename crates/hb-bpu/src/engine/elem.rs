@@ -165,6 +165,7 @@ fn binary_body<A: QInt, B: QInt, O: QInt>(
 
 /// Div with a cached reciprocal: consecutive equal divisors (always the
 /// case along a broadcast row) share one table lookup.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn div<A: QInt, B: QInt, O: QInt>(
     a: &[A],
     b: &[B],
