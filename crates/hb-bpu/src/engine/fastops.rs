@@ -1,8 +1,11 @@
 //! Allocation-free paths of the engine: packed Conv/MatMul/Gemm with their
-//! fused post-steps, and element-wise loops (Quantize, Dequantize,
-//! Requantize/Relu/Clip, same-shape Add, Reshape). Each computes exactly
-//! the reference formula (same `Requant`/`Rescale2` calls on the same
-//! integers), so results are bit-identical.
+//! fused post-steps, and the loops of [`super::elem`] for Quantize,
+//! Dequantize, Rescale/Relu/Clip, broadcasting Add/Sub/Mul/Div, LUTs,
+//! ReduceMean, Transpose, Reshape, MaxPool, GlobalAveragePool and
+//! activation × activation MatMul. Each computes exactly the reference
+//! formula on the same integers (requantisations in i64 only where that is
+//! provably exact), so results are bit-identical; the tests at the end
+//! check that against the reference kernels.
 
 use super::store::{Buf, Store, V};
 use super::Packed;
@@ -187,7 +190,10 @@ macro_rules! with_in {
 /// `[−256, 256]` (then the narrow packing applies).
 pub(super) fn input_is_narrow(op: &PreparedOp, st: &Store<'_>) -> bool {
     match op.inputs.first().copied().flatten().map(|i| st.get(i)) {
-        Some(Ok(V::I16(x))) => elem::max_abs(x) <= 256,
+        Some(Ok(V::I16(x))) => {
+            let (lo, hi) = crate::fast::i16_range(x);
+            lo >= -256 && hi <= 256
+        }
         _ => false,
     }
 }
@@ -196,7 +202,7 @@ pub(super) fn input_is_narrow(op: &PreparedOp, st: &Store<'_>) -> bool {
 pub(super) fn packed(
     op: &PreparedOp,
     pw: &Packed,
-    skip: usize,
+    posts: &[Post],
     st: &mut Store<'_>,
     scratch: &mut Scratch,
     exec: &ExecOptions,
@@ -219,7 +225,7 @@ pub(super) fn packed(
                         Packed::Gemm(w) => gemm_into(w, xr, o, scratch, exec),
                     }
                     .map_err(|e| e.to_string())?;
-                    post_in_place::<O>(op, op.post.get(skip..).unwrap_or(&[]), o, st)?;
+                    post_in_place::<O>(op, posts, o, st)?;
                 })
             }};
         }
@@ -351,7 +357,12 @@ fn rescale_into<I: QInt, O: QInt>(
 
 /// Element-wise fast paths; `Ok(false)` leaves the op to the reference
 /// executor.
-pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>, tmp: &mut Tmp) -> R<bool> {
+pub(super) fn try_fast(
+    op: &PreparedOp,
+    posts: &[Post],
+    st: &mut Store<'_>,
+    tmp: &mut Tmp,
+) -> R<bool> {
     if op.outputs.len() != 1 {
         return Ok(false);
     }
@@ -683,8 +694,8 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>, tmp: &mut Tmp) -> R<
             }
             _ => return Ok(false),
         }
-        if !op.post.is_empty() {
-            with_out_buf!(&mut buf, n, |o: O| post_in_place::<O>(op, &op.post, o, st)?);
+        if !posts.is_empty() {
+            with_out_buf!(&mut buf, n, |o: O| post_in_place::<O>(op, posts, o, st)?);
         }
         Ok(true)
     })();

@@ -1,23 +1,31 @@
 //! The optimised runtime of `.hbm` (and `.bc`) programs: packed weights and
-//! the [`crate::fast`] GEMM/conv kernels for Conv/MatMul/Gemm, allocation-
-//! free element-wise loops for the common integer ops, the memory plan's
-//! slot buffers (reused across ops and across runs), fused post-steps
-//! applied in place. Every other op runs through the reference executor
-//! ([`crate::program::refexec`]), so the whole engine is bit-exact with the
-//! reference interpreter ([`crate::program::interp`]) by construction or by
-//! test (`tests/engine.rs`, and hb-lower's fixture tests).
+//! the [`crate::fast`] GEMM/conv kernels for Conv/MatMul/Gemm (plus a
+//! "narrow" packing for int16 inputs whose values fit `[−256, 256]`, i.e.
+//! asymmetric-uint8 features, chosen per call), allocation-free loops for
+//! the element-wise, LUT, reduction, data-movement and activation ×
+//! activation MatMul ops, the memory plan's slot buffers (reused across ops
+//! and across runs), fused post-steps applied in place (clamp-only steps
+//! folded into the packed epilogue). Every other op runs through the
+//! reference executor ([`crate::program::refexec`]), so the whole engine is
+//! bit-exact with the reference interpreter ([`crate::program::interp`]) by
+//! construction or by test (the `fastops` property tests, `tests/`, and
+//! hb-tools' `lower_pipeline` fixture tests).
 //!
 //! Threads: run inside `rayon::ThreadPool::install`; the fast kernels split
-//! large products over the ambient pool. Results do not depend on the
-//! thread count.
+//! large products over the ambient pool (small ones stay on the calling
+//! thread). Results do not depend on the thread count.
+//!
+//! Profiling: set [`Workspace::profile`] to `Some(Vec::new())` to have each
+//! run add every op's wall time and path.
 
 mod elem;
 mod fastops;
 mod store;
 
 use crate::fast::{ExecOptions, Isa, PackOptions, PackedWeights, Scratch};
+use crate::fixed_point::Requant;
 use crate::program::interp::{check_inputs, check_outputs, constants, infos};
-use crate::program::prepared::{prepare, Kernel, PreparedOp};
+use crate::program::prepared::{prepare, Kernel, Post, PreparedOp};
 use crate::program::{memplan, pb, refexec, CpuOps, Program, ProgramError, Result};
 use crate::tensor::TensorRef;
 use hb_tensor::{DType, Tensor};
@@ -55,9 +63,10 @@ pub struct Engine {
     /// `[−256, 256]` (asymmetric uint8 features), used when the input's
     /// values fit.
     narrow: Vec<Option<Packed>>,
-    /// Leading fused steps folded into the packed clamp (skipped at run
-    /// time).
-    folded: Vec<usize>,
+    /// Fused steps as the fast paths run them: clamp-only runs merged; for
+    /// packed ops without the leading steps folded into the packed clamp.
+    posts_packed: Vec<Vec<Post>>,
+    posts_fast: Vec<Vec<Post>>,
     consts: Vec<Option<Arc<Tensor>>>,
     infos: Vec<(DType, Vec<usize>)>,
     plan: pb::MemoryPlan,
@@ -252,6 +261,62 @@ fn copy_into<T: Copy>(a: &mut ndarray::ArrayD<T>, shape: &[usize], x: &[T]) -> b
     }
 }
 
+/// `posts` with every run of consecutive clamp-only steps (identity
+/// requantisation) merged into one clamp to the intersection of their
+/// ranges (exact for values already in the output type while the ranges
+/// overlap; a run stops where they would not).
+fn merge_clamps(posts: &[Post], out: DType) -> Vec<Post> {
+    let full = match out {
+        DType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+        DType::I16 => (i64::from(i16::MIN), i64::from(i16::MAX)),
+        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => return posts.to_vec(),
+    };
+    let clamp_only = |p: &Post| -> Option<(i64, i64)> {
+        match p {
+            Post::Rescale { requant, clamp, .. }
+                if !requant.is_empty() && requant.iter().all(|r| r.is_identity()) =>
+            {
+                let (lo, hi) = clamp.unwrap_or(full);
+                Some((lo.max(full.0), hi.max(lo).min(full.1)))
+            }
+            _ => None,
+        }
+    };
+    let mut out: Vec<Post> = Vec::with_capacity(posts.len());
+    let mut cur: Option<(i64, i64)> = None;
+    let flush = |out: &mut Vec<Post>, cur: &mut Option<(i64, i64)>| {
+        if let Some(c) = cur.take() {
+            out.push(Post::Rescale {
+                requant: vec![Requant::IDENTITY],
+                axis: 0,
+                clamp: Some(c),
+            });
+        }
+    };
+    for p in posts {
+        match (clamp_only(p), cur) {
+            (Some((lo, hi)), _) if lo > hi => {
+                flush(&mut out, &mut cur);
+                out.push(p.clone());
+            }
+            (Some((lo, hi)), Some((a, b))) if lo.max(a) <= hi.min(b) => {
+                cur = Some((lo.max(a), hi.min(b)));
+            }
+            (Some(c), _) => {
+                flush(&mut out, &mut cur);
+                cur = Some(c);
+            }
+            (None, _) => {
+                flush(&mut out, &mut cur);
+                out.push(p.clone());
+            }
+        }
+    }
+    flush(&mut out, &mut cur);
+    out
+}
+
 impl Engine {
     /// Prepares `program`: ops checked, tables built, weights packed, the
     /// memory plan taken from the `.hbm` (or computed).
@@ -285,6 +350,16 @@ impl Engine {
             narrow.push(q);
             folded.push(n);
         }
+        let out_dt = |op: &PreparedOp| op.outputs.first().map_or(DType::F32, |&o| infos[o].0);
+        let posts_packed = ops
+            .iter()
+            .zip(&folded)
+            .map(|(op, &n)| merge_clamps(op.post.get(n..).unwrap_or(&[]), out_dt(op)))
+            .collect();
+        let posts_fast = ops
+            .iter()
+            .map(|op| merge_clamps(&op.post, out_dt(op)))
+            .collect();
         let plan = match program.hbm.as_ref().and_then(|h| h.memory.clone()) {
             Some(m) if m.tensor_slot.len() == program.tensors.len() => m,
             _ => memplan::plan(&program),
@@ -307,7 +382,8 @@ impl Engine {
             ops,
             packed,
             narrow,
-            folded,
+            posts_packed,
+            posts_fast,
             consts,
             infos,
             plan,
@@ -393,11 +469,19 @@ impl Engine {
                         Some(nw) if fastops::input_is_narrow(op, &st) => nw,
                         _ => pw,
                     };
-                    fastops::packed(op, pw, self.folded[k], &mut st, &mut ws.scratch, &self.exec)
-                        .map_err(|e| op.err(e))?
+                    fastops::packed(
+                        op,
+                        pw,
+                        &self.posts_packed[k],
+                        &mut st,
+                        &mut ws.scratch,
+                        &self.exec,
+                    )
+                    .map_err(|e| op.err(e))?
                 }
                 None if !op.on_cpu => {
-                    fastops::try_fast(op, &mut st, &mut ws.tmp).map_err(|e| op.err(e))?
+                    fastops::try_fast(op, &self.posts_fast[k], &mut st, &mut ws.tmp)
+                        .map_err(|e| op.err(e))?
                 }
                 None => false,
             };
@@ -516,5 +600,62 @@ impl Engine {
             st.put(o, y).map_err(|e| op.err(e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::refexec::rescale;
+    use crate::tensor::{QTensor, TensorRef};
+    use proptest::prelude::*;
+
+    fn run(posts: &[Post], x: &[i16]) -> Vec<i16> {
+        let mut y = x.to_vec();
+        for p in posts {
+            let Post::Rescale {
+                requant,
+                axis,
+                clamp,
+            } = p
+            else {
+                unreachable!("only Rescale steps here")
+            };
+            let q: QTensor<i16> = rescale(
+                TensorRef::new(&y, &[y.len()]).expect("shape"),
+                requant,
+                *axis,
+                *clamp,
+            )
+            .expect("rescale");
+            y = q.data;
+        }
+        y
+    }
+
+    proptest! {
+        /// Merged clamp runs compute what the steps compute one by one.
+        #[test]
+        fn merged_clamps_match_steps(
+            steps in prop::collection::vec(
+                (-70_000i64..70_000, -70_000i64..70_000, 0u8..4), 0..6),
+            x in prop::collection::vec(any::<i16>(), 1..64),
+        ) {
+            let posts: Vec<Post> = steps
+                .iter()
+                .map(|&(lo, hi, kind)| Post::Rescale {
+                    requant: vec![if kind == 3 {
+                        Requant::from_ratio(0.37).expect("ratio")
+                    } else {
+                        Requant::IDENTITY
+                    }],
+                    axis: 0,
+                    clamp: (kind != 2).then_some((lo.min(hi), if kind == 1 { lo } else { hi })),
+                })
+                .collect();
+            let merged = merge_clamps(&posts, DType::I16);
+            prop_assert!(merged.len() <= posts.len());
+            prop_assert_eq!(run(&merged, &x), run(&posts, &x));
+        }
     }
 }

@@ -27,15 +27,9 @@ fn bounds<O: FastOut>(pw: &PackedWeights) -> Result<(i64, i64)> {
 
 fn check_kind<X: FastIn>(pw: &PackedWeights, x: &[X]) -> Result<()> {
     if pw.x_kind == IntKind::I16Narrow && X::KIND == IntKind::I16 {
-        let (mut lo, mut hi) = (0i64, 0i64);
-        for &v in x {
-            let v = v.to_i64();
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        if lo < -256 || hi > 256 {
+        if !X::all_narrow(x) {
             return Err(shape_err!(
-                "weights were packed for int16 activations in [-256, 256], got [{lo}, {hi}]"
+                "weights were packed for int16 activations in [-256, 256], got values outside"
             ));
         }
         return Ok(());
