@@ -171,7 +171,7 @@ fn main() {
                     kind,
                     &opts,
                 ),
-                IntKind::I16 => PackedWeights::matmul(
+                IntKind::I16 | IntKind::I16Narrow => PackedWeights::matmul(
                     TensorRef::new(&b16, &sb).unwrap(),
                     Some(&bias),
                     &rq,
@@ -194,7 +194,7 @@ fn main() {
                             &exec,
                         )
                         .unwrap(),
-                        IntKind::I16 => fast::matmul_into(
+                        IntKind::I16 | IntKind::I16Narrow => fast::matmul_into(
                             &pw,
                             TensorRef::new(&a16, &sa).unwrap(),
                             &mut out16,

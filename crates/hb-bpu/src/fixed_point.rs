@@ -95,6 +95,31 @@ impl Requant {
     pub fn apply<O: QInt>(&self, acc: i64) -> O {
         O::sat_i128(self.apply_wide(acc))
     }
+
+    /// [`Self::apply`] computed in i64 whenever that is exact (no product
+    /// or rounding overflow), else in i128: the same result, faster.
+    #[inline(always)]
+    pub fn apply_fast<O: QInt>(&self, acc: i64) -> O {
+        let n = self.shift;
+        if n <= 62 {
+            if let Some(p) = acc.checked_mul(i64::from(self.multiplier)) {
+                if n == 0 {
+                    return O::sat_i64(p);
+                }
+                if let Some(q) = p.checked_add(1i64 << (n - 1)) {
+                    return O::sat_i64(q >> n);
+                }
+            }
+        }
+        self.apply::<O>(acc)
+    }
+
+    /// Whether this is the exact identity `(acc · 2^k + 2^(k−1)) >> k`
+    /// (`M = 2^k`), which returns `acc` unchanged for every `acc`.
+    #[inline]
+    pub fn is_identity(&self) -> bool {
+        self.shift <= 30 && i64::from(self.multiplier) == 1i64 << self.shift
+    }
 }
 
 /// `(m, n)` with `m · 2^−n ≈ r`, `m ∈ [2^30, 2^31)` unless `n` hits
@@ -173,6 +198,25 @@ impl Rescale2 {
     #[inline]
     pub fn apply<O: QInt>(&self, qa: i64, qb: i64) -> O {
         O::sat_i128(self.apply_wide(qa, qb))
+    }
+
+    /// [`Self::apply`] in i64 when both operands are below `2^30` in
+    /// magnitude and the shift is at most 62 (then
+    /// `|qa·ma + qb·mb| + 2^(n−1) < 2^63` and the result is exact), else in
+    /// i128.
+    #[inline(always)]
+    pub fn apply_fast<O: QInt>(&self, qa: i64, qb: i64) -> O {
+        const B: i64 = 1 << 30;
+        let n = self.shift;
+        if n <= 62 && (-B..=B).contains(&qa) && (-B..=B).contains(&qb) {
+            let p = qa * i64::from(self.ma) + qb * i64::from(self.mb);
+            return O::sat_i64(if n == 0 {
+                p
+            } else {
+                (p + (1i64 << (n - 1))) >> n
+            });
+        }
+        self.apply::<O>(qa, qb)
     }
 }
 

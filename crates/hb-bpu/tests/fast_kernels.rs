@@ -69,6 +69,17 @@ fn values<T: QInt>(rng: &mut Rng, n: usize, mode: u8) -> Vec<T> {
         .collect()
 }
 
+/// With `narrow`, values clamped to `[−256, 256]` (asymmetric-uint8
+/// features stored as int16).
+fn narrowed<T: QInt>(v: Vec<T>, narrow: bool) -> Vec<T> {
+    if !narrow {
+        return v;
+    }
+    v.into_iter()
+        .map(|q| T::sat_i64(q.to_i64().clamp(-256, 256)))
+        .collect()
+}
+
 /// Requantisations: mode 0 realistic ratios, 1 huge multipliers with
 /// shifts 0..40, 2 random multipliers with shifts 0..80 (the i128 and
 /// always-zero epilogue cases).
@@ -228,6 +239,16 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
 }
 
 fn check_conv<X: FastIn, W: FastIn, O: FastOut>(c: &ConvCase) -> Result<(), TestCaseError> {
+    check_conv_kind::<X, W, O>(c, false)
+}
+
+/// [`check_conv`]; with `narrow`, int16 activations limited to
+/// `[−256, 256]` and weights packed as [`IntKind::I16Narrow`].
+fn check_conv_kind<X: FastIn, W: FastIn, O: FastOut>(
+    c: &ConvCase,
+    narrow: bool,
+) -> Result<(), TestCaseError> {
+    let kind = if narrow { IntKind::I16Narrow } else { X::KIND };
     let r = c.rank;
     let mut p = ConvParams::new(r);
     let mut xs = vec![c.n, c.g * c.cg];
@@ -252,7 +273,7 @@ fn check_conv<X: FastIn, W: FastIn, O: FastOut>(c: &ConvCase) -> Result<(), Test
     p.group = c.g;
     let m = c.g * c.mg;
     let mut rng = Rng(c.seed);
-    let x: Vec<X> = values(&mut rng, xs.iter().product(), c.modes[0]);
+    let x: Vec<X> = narrowed(values(&mut rng, xs.iter().product(), c.modes[0]), narrow);
     let w: Vec<W> = values(&mut rng, ws.iter().product(), c.modes[1]);
     let rq = requants(
         &mut rng,
@@ -272,7 +293,7 @@ fn check_conv<X: FastIn, W: FastIn, O: FastOut>(c: &ConvCase) -> Result<(), Test
                 isa: Some(isa),
                 clamp,
             };
-            let pw = PackedWeights::conv(wt, bias.as_deref(), &rq, &p, X::KIND, &opts)?;
+            let pw = PackedWeights::conv(wt, bias.as_deref(), &rq, &p, kind, &opts)?;
             let mut out = Vec::new();
             for pool in pools() {
                 let mut scratch = Scratch::new();
@@ -330,6 +351,15 @@ fn mm_case() -> impl Strategy<Value = MmCase> {
 }
 
 fn check_matmul<X: FastIn, W: FastIn, O: FastOut>(c: &MmCase) -> Result<(), TestCaseError> {
+    check_matmul_kind::<X, W, O>(c, false)
+}
+
+/// [`check_matmul`]; `narrow` as in [`check_conv_kind`].
+fn check_matmul_kind<X: FastIn, W: FastIn, O: FastOut>(
+    c: &MmCase,
+    narrow: bool,
+) -> Result<(), TestCaseError> {
+    let kind = if narrow { IntKind::I16Narrow } else { X::KIND };
     // one_d 0: A is [K]; 1: B is [K]; else batched 2-D.
     let sa: Vec<usize> = if c.one_d == 0 {
         vec![c.k]
@@ -347,7 +377,7 @@ fn check_matmul<X: FastIn, W: FastIn, O: FastOut>(c: &MmCase) -> Result<(), Test
     };
     let n = if c.one_d == 1 { 1 } else { c.n };
     let mut rng = Rng(c.seed);
-    let a: Vec<X> = values(&mut rng, sa.iter().product(), c.modes[0]);
+    let a: Vec<X> = narrowed(values(&mut rng, sa.iter().product(), c.modes[0]), narrow);
     let b: Vec<W> = values(&mut rng, sb.iter().product(), c.modes[1]);
     let rq = requants(
         &mut rng,
@@ -367,7 +397,7 @@ fn check_matmul<X: FastIn, W: FastIn, O: FastOut>(c: &MmCase) -> Result<(), Test
                     isa: Some(isa),
                     clamp,
                 };
-                let pw = PackedWeights::matmul(bt, bias.as_deref(), &rq, X::KIND, &opts).unwrap();
+                let pw = PackedWeights::matmul(bt, bias.as_deref(), &rq, kind, &opts).unwrap();
                 let r: hb_bpu::Result<QTensor<O>> =
                     fast::matmul(&pw, at, &mut Scratch::new(), &EXEC);
                 prop_assert!(r.is_err());
@@ -484,6 +514,24 @@ proptest! {
             0 => check_conv::<i16, i16, i16>(&c)?,
             1 => check_conv::<i16, i8, i32>(&c)?,
             _ => check_conv::<i8, i16, i8>(&c)?,
+        }
+    }
+
+    #[test]
+    fn conv_int16_narrow(c in conv_case(), t in 0u8..3) {
+        match t {
+            0 => check_conv_kind::<i16, i8, i8>(&c, true)?,
+            1 => check_conv_kind::<i16, i16, i16>(&c, true)?,
+            _ => check_conv_kind::<i16, i8, i32>(&c, true)?,
+        }
+    }
+
+    #[test]
+    fn matmul_int16_narrow(c in mm_case(), t in 0u8..3) {
+        match t {
+            0 => check_matmul_kind::<i16, i8, i8>(&c, true)?,
+            1 => check_matmul_kind::<i16, i16, i16>(&c, true)?,
+            _ => check_matmul_kind::<i16, i8, i32>(&c, true)?,
         }
     }
 
@@ -649,4 +697,29 @@ fn bad_inputs_are_errors() {
     let r: hb_bpu::Result<QTensor<i8>> =
         fast::gemm(&pw, TensorRef::new(&a, &[2, 2]).unwrap(), &mut s, &e);
     assert!(r.is_ok());
+}
+
+/// Narrow packing refuses activations outside `[−256, 256]`.
+#[test]
+fn narrow_packing_checks_the_range() {
+    let b = vec![1i8; 4 * 2];
+    let bt = TensorRef::new(&b, &[4, 2]).unwrap();
+    let pw = PackedWeights::matmul(
+        bt,
+        None,
+        &[Requant::IDENTITY],
+        IntKind::I16Narrow,
+        &PackOptions::default(),
+    )
+    .unwrap();
+    let ok = [256i16, -256, 0, 1];
+    let bad = [257i16, 0, 0, 0];
+    let mut s = Scratch::new();
+    let e = ExecOptions::default();
+    let y: QTensor<i32> =
+        fast::matmul(&pw, TensorRef::new(&ok, &[1, 4]).unwrap(), &mut s, &e).unwrap();
+    assert_eq!(y.data, vec![1, 1]);
+    assert!(
+        fast::matmul::<i16, i32>(&pw, TensorRef::new(&bad, &[1, 4]).unwrap(), &mut s, &e).is_err()
+    );
 }

@@ -176,12 +176,16 @@ fn synthetic(l: &Loaded) -> ToolResult<Vec<Tensor>> {
         .collect()
 }
 
-/// `perf`: one warm-up run, then `frames` timed runs.
+/// `perf`: one warm-up run, then `frames` timed runs. With `profile`, the
+/// engine also times every op and writes a CSV
+/// (`index,node,op,path,total_ms,mean_ms,share`, slowest first) there; the
+/// per-op-type summary is printed.
 pub fn perf(
     path: &Path,
     spec: Option<&str>,
     frames: usize,
     pool: &rayon::ThreadPool,
+    profile: Option<&Path>,
 ) -> ToolResult<PerfReport> {
     let l = Loaded::open(path, false)?;
     let ins = match spec {
@@ -197,6 +201,17 @@ pub fn perf(
     };
     let frames = frames.max(1);
     let mut ws = Workspace::new();
+    if let Some(csv) = profile {
+        pool.install(|| -> ToolResult<()> {
+            l.run(&ins, &mut ws)?;
+            ws.profile = Some(Vec::new());
+            for _ in 0..frames {
+                l.run(&ins, &mut ws)?;
+            }
+            Ok(())
+        })?;
+        write_profile(ws.profile.take().unwrap_or_default(), frames, csv)?;
+    }
     pool.install(|| -> ToolResult<PerfReport> {
         l.run(&ins, &mut ws)?;
         let mut times = Vec::with_capacity(frames);
@@ -217,4 +232,46 @@ pub fn perf(
             fps: frames as f64 / (total_ms / 1e3),
         })
     })
+}
+
+/// Writes the engine's per-op profile as CSV and prints a per-op-type
+/// summary.
+fn write_profile(ops: Vec<hb_bpu::engine::OpTime>, frames: usize, csv: &Path) -> ToolResult<()> {
+    let total: f64 = ops.iter().map(|o| o.seconds).sum::<f64>().max(1e-12);
+    let mut rows: Vec<(usize, &hb_bpu::engine::OpTime)> = ops.iter().enumerate().collect();
+    rows.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
+    let mut text = String::from("index,node,op,path,total_ms,mean_ms,share\n");
+    for (i, o) in &rows {
+        text += &format!(
+            "{i},{},{},{},{:.4},{:.4},{:.4}\n",
+            o.name,
+            o.op_type,
+            o.path,
+            o.seconds * 1e3,
+            o.seconds * 1e3 / o.runs.max(1) as f64,
+            o.seconds / total
+        );
+    }
+    io::write_atomic(csv, |w| {
+        w.write_all(text.as_bytes())
+            .map_err(|e| ToolError::input(format!("{}: {e}", csv.display())))
+    })?;
+    let mut by: std::collections::BTreeMap<(String, &str), f64> = Default::default();
+    for o in &ops {
+        *by.entry((o.op_type.clone(), o.path)).or_insert(0.0) += o.seconds;
+    }
+    let mut by: Vec<_> = by.into_iter().collect();
+    by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "time per op type (op profile written to {}):",
+        csv.display()
+    );
+    for ((op, path), t) in by {
+        println!(
+            "  {op:<24} {path:<9} {:>9.4} ms/frame {:>5.1}%",
+            t * 1e3 / frames.max(1) as f64,
+            100.0 * t / total
+        );
+    }
+    Ok(())
 }

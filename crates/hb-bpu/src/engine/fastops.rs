@@ -1,8 +1,11 @@
 //! Allocation-free paths of the engine: packed Conv/MatMul/Gemm with their
-//! fused post-steps, and element-wise loops (Quantize, Dequantize,
-//! Requantize/Relu/Clip, same-shape Add, Reshape). Each computes exactly
-//! the reference formula (same `Requant`/`Rescale2` calls on the same
-//! integers), so results are bit-identical.
+//! fused post-steps, and the loops of [`super::elem`] for Quantize,
+//! Dequantize, Rescale/Relu/Clip, broadcasting Add/Sub/Mul/Div, LUTs,
+//! ReduceMean, Transpose, Reshape, MaxPool, GlobalAveragePool and
+//! activation × activation MatMul. Each computes exactly the reference
+//! formula on the same integers (requantisations in i64 only where that is
+//! provably exact), so results are bit-identical; the tests at the end
+//! check that against the reference kernels.
 
 use super::store::{Buf, Store, V};
 use super::Packed;
@@ -11,7 +14,124 @@ use crate::fixed_point::{Requant, Rescale2};
 use crate::program::numel;
 use crate::program::prepared::{Clamp, Kernel, Post, PreparedOp};
 use crate::qint::QInt;
+use crate::reference::quant::{QuantParams, MASK_LIMIT};
 use crate::tensor::{split_at_axis, TensorRef};
+
+use super::elem;
+
+/// Reusable accumulators of the element-wise paths.
+#[derive(Debug, Default)]
+pub(super) struct Tmp {
+    acc32: Vec<i32>,
+    acc64: Vec<i64>,
+}
+
+/// Round half to even of an f32: the `1.5 · 2^23` trick where it is exact
+/// (`|v| < 2^22`), else `round_ties_even` (identical results, NaN kept).
+#[inline(always)]
+fn rne_f32(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if v.abs() < 4_194_304.0 {
+        (v + MAGIC) - MAGIC
+    } else {
+        v.round_ties_even()
+    }
+}
+
+/// [`QuantParams::quantize`] with [`rne_f32`] (bit-identical).
+#[inline(always)]
+fn quantize_fast(p: &QuantParams, x: f32) -> i64 {
+    if p.keep_masks && x <= MASK_LIMIT {
+        return p.lo;
+    }
+    let v = rne_f32(x / p.scale);
+    if v.is_nan() {
+        return 0i64.clamp(p.lo, p.hi);
+    }
+    let lo = if p.keep_masks {
+        (-p.hi).max(p.lo)
+    } else {
+        p.lo
+    };
+    (v as i64).clamp(lo, p.hi)
+}
+
+/// Quantizes a slice, bit-identical with [`QuantParams::quantize`]
+/// element by element; branch-free (vectorisable) when 0 lies inside the
+/// clamp range, as it does for every feature quantizer.
+fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
+    let lo = if p.keep_masks {
+        (-p.hi).max(p.lo)
+    } else {
+        p.lo
+    };
+    let simple = lo <= 0
+        && p.lo <= 0
+        && 0 <= p.hi
+        && lo >= -(1 << 24)
+        && p.hi <= 1 << 24
+        && O::MIN <= lo
+        && p.hi <= O::MAX
+        && p.lo >= O::MIN;
+    if !simple {
+        for (d, &v) in o.iter_mut().zip(x) {
+            *d = O::sat_i64(quantize_fast(p, v));
+        }
+        return;
+    }
+    let (lof, hif, mlo) = (lo as f32, p.hi as f32, p.lo as f32);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { quantize_avx2(x, o, p.scale, p.keep_masks, lof, hif, mlo) };
+        return;
+    }
+    quantize_body(x, o, p.scale, p.keep_masks, lof, hif, mlo)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2<O: QInt>(
+    x: &[f32],
+    o: &mut [O],
+    sc: f32,
+    km: bool,
+    lof: f32,
+    hif: f32,
+    mlo: f32,
+) {
+    quantize_body(x, o, sc, km, lof, hif, mlo)
+}
+
+/// The loop of [`quantize_slice`] (range checked by the caller).
+#[inline(always)]
+fn quantize_body<O: QInt>(x: &[f32], o: &mut [O], sc: f32, km: bool, lof: f32, hif: f32, mlo: f32) {
+    const TWO23: f32 = 8_388_608.0;
+    for (d, &v) in o.iter_mut().zip(x) {
+        let q = v / sc;
+        // Round half to even: |q| < 2^23 by adding and removing ±2^23
+        // (exact in f32), larger values are already integers.
+        let m = if q.abs() < TWO23 {
+            TWO23.copysign(q)
+        } else {
+            0.0
+        };
+        let r = (q + m) - m;
+        // NaN → 0 (inside the range), then the clamp.
+        let r = if r.is_nan() { 0.0 } else { r.max(lof).min(hif) };
+        let r = if km && v <= MASK_LIMIT { mlo } else { r };
+        *d = O::sat_i64(i64::from(r as i32));
+    }
+}
+
+/// Largest magnitude of a value of an 8/16-bit value (`None` for i32).
+fn small_max(v: &V<'_>) -> Option<i64> {
+    match v {
+        V::I8(_) => Some(128),
+        V::I16(_) => Some(32768),
+        _ => None,
+    }
+}
 
 type R<T> = Result<T, String>;
 
@@ -66,10 +186,23 @@ macro_rules! with_in {
     };
 }
 
+/// Whether the first input of `op` is int16 with every value in
+/// `[−256, 256]` (then the narrow packing applies).
+pub(super) fn input_is_narrow(op: &PreparedOp, st: &Store<'_>) -> bool {
+    match op.inputs.first().copied().flatten().map(|i| st.get(i)) {
+        Some(Ok(V::I16(x))) => {
+            let (lo, hi) = crate::fast::i16_range(x);
+            lo >= -256 && hi <= 256
+        }
+        _ => false,
+    }
+}
+
 /// Runs a packed weighted op and its post-steps. `Ok(false)`: not handled.
 pub(super) fn packed(
     op: &PreparedOp,
     pw: &Packed,
+    posts: &[Post],
     st: &mut Store<'_>,
     scratch: &mut Scratch,
     exec: &ExecOptions,
@@ -92,7 +225,7 @@ pub(super) fn packed(
                         Packed::Gemm(w) => gemm_into(w, xr, o, scratch, exec),
                     }
                     .map_err(|e| e.to_string())?;
-                    post_in_place::<O>(op, o, st)?;
+                    post_in_place::<O>(op, posts, o, st)?;
                 })
             }};
         }
@@ -108,9 +241,9 @@ pub(super) fn packed(
 }
 
 /// Applies fused post-steps in place on an output of type `O`.
-fn post_in_place<O: QInt>(op: &PreparedOp, y: &mut [O], st: &Store<'_>) -> R<()> {
+fn post_in_place<O: QInt>(op: &PreparedOp, posts: &[Post], y: &mut [O], st: &Store<'_>) -> R<()> {
     let shape = &st.infos[op.outputs[0]].1;
-    for p in &op.post {
+    for p in posts {
         match p {
             Post::Rescale {
                 requant,
@@ -141,9 +274,9 @@ fn post_in_place<O: QInt>(op: &PreparedOp, y: &mut [O], st: &Store<'_>) -> R<()>
 fn add_in_place<O: QInt, B: QInt>(y: &mut [O], b: &[B], main_is_b: bool, r: &Rescale2) {
     for (v, &w) in y.iter_mut().zip(b) {
         *v = if main_is_b {
-            r.apply::<O>(w.to_i64(), v.to_i64())
+            r.apply_fast::<O>(w.to_i64(), v.to_i64())
         } else {
-            r.apply::<O>(v.to_i64(), w.to_i64())
+            r.apply_fast::<O>(v.to_i64(), w.to_i64())
         };
     }
 }
@@ -163,13 +296,16 @@ fn rescale_in_place<O: QInt>(
     };
     let (lo, hi) = clamp.unwrap_or((O::MIN, O::MAX));
     let hi = hi.max(lo);
+    if requant.len() == 1 {
+        let n = outer * c * inner;
+        elem::rq_in_place(&mut y[..n], &requant[0], lo, hi);
+        return Ok(());
+    }
     for o in 0..outer {
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];
             let base = (o * c + k) * inner;
-            for v in &mut y[base..base + inner] {
-                *v = O::sat_i64(r.apply::<O>(v.to_i64()).to_i64().clamp(lo, hi));
-            }
+            elem::rq_in_place(&mut y[base..base + inner], &r, lo, hi);
         }
     }
     Ok(())
@@ -193,13 +329,27 @@ fn rescale_into<I: QInt, O: QInt>(
     }
     let (lo, hi) = clamp.unwrap_or((O::MIN, O::MAX));
     let hi = hi.max(lo);
+    if requant.len() == 1 {
+        let n = outer * c * inner;
+        elem::rq_slice(&x[..n], &mut y[..n], &requant[0], lo, hi);
+        return Ok(());
+    }
+    if inner == 1 && requant.len() == c && c > 1 {
+        let n = outer * c;
+        elem::rq_last_axis(&x[..n], &mut y[..n], requant, lo, hi);
+        return Ok(());
+    }
     for o in 0..outer {
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];
             let base = (o * c + k) * inner;
-            for (d, &q) in y[base..base + inner].iter_mut().zip(&x[base..base + inner]) {
-                *d = O::sat_i64(r.apply::<O>(q.to_i64()).to_i64().clamp(lo, hi));
-            }
+            elem::rq_slice(
+                &x[base..base + inner],
+                &mut y[base..base + inner],
+                &r,
+                lo,
+                hi,
+            );
         }
     }
     Ok(())
@@ -207,8 +357,13 @@ fn rescale_into<I: QInt, O: QInt>(
 
 /// Element-wise fast paths; `Ok(false)` leaves the op to the reference
 /// executor.
-pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
-    if !op.post.is_empty() || op.outputs.len() != 1 {
+pub(super) fn try_fast(
+    op: &PreparedOp,
+    posts: &[Post],
+    st: &mut Store<'_>,
+    tmp: &mut Tmp,
+) -> R<bool> {
+    if op.outputs.len() != 1 {
         return Ok(false);
     }
     let yid = op.outputs[0];
@@ -227,9 +382,7 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
             Kernel::Quantize(p) => {
                 let V::F32(x) = x0(0)? else { return Ok(false) };
                 with_out_buf!(&mut buf, n, |o: O| {
-                    for (d, &v) in o.iter_mut().zip(x) {
-                        *d = O::sat_i64(p.quantize(v));
-                    }
+                    quantize_slice(p, x, o);
                 });
             }
             Kernel::Dequantize {
@@ -280,25 +433,6 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
                     x, o, &yshape, requant, *axis, *clamp
                 )?));
             }
-            Kernel::Add(r) => {
-                let (a, b) = (
-                    op.inputs[0].ok_or("missing")?,
-                    op.inputs[1].ok_or("missing")?,
-                );
-                if st.infos[a].1 != yshape || st.infos[b].1 != yshape {
-                    return Ok(false);
-                }
-                let (va, vb) = (x0(0)?, x0(1)?);
-                with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
-                    &mut buf,
-                    n,
-                    |o: O| {
-                        for ((d, &p), &q) in o.iter_mut().zip(xa).zip(xb) {
-                            *d = r.apply::<O>(p.to_i64(), q.to_i64());
-                        }
-                    }
-                )));
-            }
             Kernel::Reshape => {
                 let v = x0(0)?;
                 match (v, &mut buf) {
@@ -342,11 +476,226 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
                 with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
                     for (d, row) in o.iter_mut().zip(x.chunks_exact(plane)) {
                         let sum: i64 = row.iter().map(|q| q.to_i64()).sum();
-                        *d = r.apply::<O>(sum);
+                        *d = r.apply_fast::<O>(sum);
                     }
                 }));
             }
+
+            Kernel::Add(r) if op.inputs.len() == 2 => {
+                let (ia, ib) = (
+                    op.inputs[0].ok_or("missing")?,
+                    op.inputs[1].ok_or("missing")?,
+                );
+                let (sa, sb) = (&st.infos[ia].1, &st.infos[ib].1);
+                let Some(out) = elem::bcast_shape(sa, sb) else {
+                    return Ok(false);
+                };
+                if out != yshape {
+                    return Ok(false);
+                }
+                let (Some(ta), Some(tb)) =
+                    (elem::bcast_strides(sa, &out), elem::bcast_strides(sb, &out))
+                else {
+                    return Ok(false);
+                };
+                let (va, vb) = (x0(0)?, x0(1)?);
+                if small_max(&va).is_some() && small_max(&vb).is_some() && r.shift <= 62 {
+                    // 8/16-bit operands: |qa·ma + qb·mb| ≤ 2^47, so the
+                    // reference sum and rounding are exact in i64.
+                    let (ma, mb, sh) = (i64::from(r.ma), i64::from(r.mb), r.shift);
+                    let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| O::sat_i64(
+                            (p * ma + q * mb + rnd) >> sh
+                        ))
+                    )));
+                } else {
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| r
+                            .apply_fast::<O>(p, q))
+                    )));
+                }
+            }
+            Kernel::Mul(r)
+            | Kernel::Div(crate::reference::activation::DivPlan { requant: r, .. })
+                if op.inputs.len() == 2 =>
+            {
+                let (ia, ib) = (
+                    op.inputs[0].ok_or("missing")?,
+                    op.inputs[1].ok_or("missing")?,
+                );
+                let (sa, sb) = (&st.infos[ia].1, &st.infos[ib].1);
+                let Some(out) = elem::bcast_shape(sa, sb) else {
+                    return Ok(false);
+                };
+                if out != yshape {
+                    return Ok(false);
+                }
+                let (Some(ta), Some(tb)) =
+                    (elem::bcast_strides(sa, &out), elem::bcast_strides(sb, &out))
+                else {
+                    return Ok(false);
+                };
+                let (va, vb) = (x0(0)?, x0(1)?);
+                if let Kernel::Div(plan) = &op.kernel {
+                    let t = &plan.reciprocal;
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::div(xa, xb, o, &out, &ta, &tb, t, r)
+                    )));
+                } else if small_max(&va).is_some() && small_max(&vb).is_some() && r.shift() <= 62 {
+                    // 8/16-bit operands: |qa·qb·M| ≤ 2^61, exact in i64.
+                    let (mm, sh) = (i64::from(r.multiplier()), r.shift());
+                    let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| O::sat_i64(
+                            (p * q * mm + rnd) >> sh
+                        ))
+                    )));
+                } else {
+                    with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                        &mut buf,
+                        n,
+                        |o: O| elem::binary(xa, xb, o, &out, &ta, &tb, |p, q| r
+                            .apply_fast::<O>(p * q))
+                    )));
+                }
+            }
+            Kernel::Lut(table) => {
+                let v = x0(0)?;
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| elem::lut(
+                    x, o, table
+                )));
+            }
+            Kernel::ReduceMean { axes, s_x, s_y, .. } => {
+                let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
+                let r = xshape.len();
+                // Only trailing axes (contiguous rows).
+                let mut ax: Vec<usize> = axes.clone();
+                ax.sort_unstable();
+                ax.dedup();
+                if ax.is_empty() || ax.iter().enumerate().any(|(i, &a)| a != r - ax.len() + i) {
+                    return Ok(false);
+                }
+                let len: usize = xshape[r - ax.len()..].iter().product();
+                if len == 0 || len * n != numel(xshape) {
+                    return Ok(false);
+                }
+                let rq = Requant::from_ratio(f64::from(*s_x) / (len as f64 * f64::from(*s_y)))
+                    .map_err(|e| e.to_string())?;
+                let v = x0(0)?;
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| elem::row_mean(
+                    x, o, len, &rq
+                )));
+            }
+            Kernel::Transpose(perm) => {
+                let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
+                if perm.len() != xshape.len() || numel(xshape) != n {
+                    return Ok(false);
+                }
+                let v = x0(0)?;
+                match (v, &mut buf) {
+                    (V::I8(x), Buf::I8(o)) => {
+                        elem::transpose(x, o.get_mut(..n).ok_or("slot")?, xshape, perm)
+                    }
+                    (V::I16(x), Buf::I16(o)) => {
+                        elem::transpose(x, o.get_mut(..n).ok_or("slot")?, xshape, perm)
+                    }
+                    (V::I32(x), Buf::I32(o)) => {
+                        elem::transpose(x, o.get_mut(..n).ok_or("slot")?, xshape, perm)
+                    }
+                    (V::F32(x), Buf::F32(o)) => {
+                        elem::transpose(x, o.get_mut(..n).ok_or("slot")?, xshape, perm)
+                    }
+                    _ => return Ok(false),
+                }
+            }
+            Kernel::MatMul { requant } => {
+                let (ia, ib) = (
+                    op.inputs[0].ok_or("missing")?,
+                    op.inputs.get(1).copied().flatten().ok_or("missing")?,
+                );
+                let (sa, sb) = (&st.infos[ia].1, &st.infos[ib].1);
+                if sa.len() < 2 || sb.len() < 2 {
+                    return Ok(false);
+                }
+                let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+                let (kb, nn) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+                if k != kb || (requant.len() != 1 && requant.len() != nn) {
+                    return Ok(false);
+                }
+                let Some(batch) = elem::bcast_shape(&sa[..sa.len() - 2], &sb[..sb.len() - 2])
+                else {
+                    return Ok(false);
+                };
+                let (Some(ta), Some(tb)) = (
+                    elem::bcast_strides(&sa[..sa.len() - 2], &batch),
+                    elem::bcast_strides(&sb[..sb.len() - 2], &batch),
+                ) else {
+                    return Ok(false);
+                };
+                if numel(&batch) * m * nn != n {
+                    return Ok(false);
+                }
+                let bias: Option<&[i64]> = match op.inputs.get(2).copied().flatten() {
+                    None => None,
+                    Some(bi) => match st.consts.get(bi).and_then(|c| c.as_deref()) {
+                        Some(hb_tensor::Tensor::I64(a)) => {
+                            let s = a.as_slice().ok_or("bias layout")?;
+                            if s.len() != nn {
+                                return Ok(false);
+                            }
+                            Some(s)
+                        }
+                        _ => return Ok(false),
+                    },
+                };
+                let (va, vb) = (x0(0)?, x0(1)?);
+                if small_max(&va).is_none() || small_max(&vb).is_none() {
+                    return Ok(false);
+                }
+                // The operands' actual ranges bound the i32 partial sums.
+                let ma = with_in!(&va, |x: I| elem::max_abs(x));
+                let mb = with_in!(&vb, |x: I| elem::max_abs(x));
+                // i32 partial sums are exact when K · max|a| · max|b| < 2^31.
+                let wide = (k as u128) * (ma as u128) * (mb as u128) >= 1u128 << 31;
+                let Tmp { acc32, acc64 } = tmp;
+                with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
+                    &mut buf,
+                    n,
+                    |o: O| {
+                        let (asz, bsz, ysz) = (m * k, k * nn, m * nn);
+                        elem::for_rows2(&batch, &ta, &tb, |yo, ao, bo, len, ast, bst| {
+                            for t in 0..len {
+                                let (a0, b0, y0) =
+                                    ((ao + t * ast) * asz, (bo + t * bst) * bsz, (yo + t) * ysz);
+                                elem::matmul_block(
+                                    &xa[a0..a0 + asz],
+                                    &xb[b0..b0 + bsz],
+                                    &mut o[y0..y0 + ysz],
+                                    (m, k, nn),
+                                    bias,
+                                    requant,
+                                    wide,
+                                    acc32,
+                                    acc64,
+                                );
+                            }
+                        });
+                    }
+                )));
+            }
             _ => return Ok(false),
+        }
+        if !posts.is_empty() {
+            with_out_buf!(&mut buf, n, |o: O| post_in_place::<O>(op, posts, o, st)?);
         }
         Ok(true)
     })();
@@ -354,8 +703,29 @@ pub(super) fn try_fast(op: &PreparedOp, st: &mut Store<'_>) -> R<bool> {
     res
 }
 
+/// Valid input positions of each output position along one axis:
+/// `(flat list, per output (start, count))`.
+fn taps_1d(n_out: usize, n_in: usize, k: usize, s: usize, d: usize, pad: usize) -> TapList {
+    let mut flat = Vec::with_capacity(n_out * k);
+    let mut ranges = Vec::with_capacity(n_out);
+    for o in 0..n_out {
+        let start = flat.len();
+        let p0 = (o * s) as i64 - pad as i64;
+        for a in 0..k {
+            let p = p0 + (a * d) as i64;
+            if p >= 0 && p < n_in as i64 {
+                flat.push(p as usize);
+            }
+        }
+        ranges.push((start, flat.len() - start));
+    }
+    (flat, ranges)
+}
+
+type TapList = (Vec<usize>, Vec<(usize, usize)>);
+
 /// 2-D MaxPool on NCHW, windows exactly as the reference (positions outside
-/// the input ignored), then `R(s_x/s_y)`.
+/// the input ignored, an empty window is `I::MIN`), then `R(s_x/s_y)`.
 fn max_pool_2d<I: QInt, O: QInt>(
     x: &[I],
     y: &mut [O],
@@ -364,35 +734,320 @@ fn max_pool_2d<I: QInt, O: QInt>(
     p: &crate::reference::pool::PoolParams,
     r: &Requant,
 ) {
-    let (h, w) = (xs[2] as i64, xs[3] as i64);
+    let (h, w) = (xs[2], xs[3]);
     let (oh, ow) = (ys[2], ys[3]);
     let planes = xs[0] * xs[1];
+    let (rf, rr) = taps_1d(oh, h, p.kernel[0], p.strides[0], p.dilations[0], p.pads[0]);
+    let (cf, cr) = taps_1d(ow, w, p.kernel[1], p.strides[1], p.dilations[1], p.pads[1]);
+    let ident = r.is_identity();
     for c in 0..planes {
-        let xp = &x[c * (h * w) as usize..(c + 1) * (h * w) as usize];
+        let xp = &x[c * h * w..(c + 1) * h * w];
         let yp = &mut y[c * oh * ow..(c + 1) * oh * ow];
-        for i in 0..oh {
-            let h0 = (i * p.strides[0]) as i64 - p.pads[0] as i64;
-            for j in 0..ow {
-                let w0 = (j * p.strides[1]) as i64 - p.pads[1] as i64;
+        for (i, &(r0, rn)) in rr.iter().enumerate() {
+            let rows = &rf[r0..r0 + rn];
+            for (j, &(c0, cn)) in cr.iter().enumerate() {
+                let cols = &cf[c0..c0 + cn];
                 let mut m = i64::MIN;
-                for a in 0..p.kernel[0] {
-                    let hh = h0 + (a * p.dilations[0]) as i64;
-                    if hh < 0 || hh >= h {
-                        continue;
-                    }
-                    let row = &xp[(hh * w) as usize..((hh + 1) * w) as usize];
-                    for b in 0..p.kernel[1] {
-                        let ww = w0 + (b * p.dilations[1]) as i64;
-                        if ww >= 0 && ww < w {
-                            m = m.max(row[ww as usize].to_i64());
-                        }
+                for &hh in rows {
+                    let row = &xp[hh * w..(hh + 1) * w];
+                    for &ww in cols {
+                        m = m.max(row[ww].to_i64());
                     }
                 }
                 if m == i64::MIN {
                     m = I::MIN;
                 }
-                yp[i * ow + j] = r.apply::<O>(m);
+                yp[i * ow + j] = if ident {
+                    O::sat_i64(m)
+                } else {
+                    r.apply_fast::<O>(m)
+                };
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine's element-wise kernels against the reference kernels,
+    //! bit for bit, on random broadcast shapes and extreme values.
+    use super::*;
+    use crate::fixed_point::Rescale2;
+    use crate::reference::activation::{div, DivPlan};
+    use crate::reference::eltwise::{add, mul};
+    use crate::reference::matmul::matmul;
+    use crate::reference::pool::{max_pool, reduce_mean, PoolParams};
+    use crate::reference::quant::quantize;
+    use crate::tensor::QTensor;
+    use proptest::prelude::*;
+
+    /// Values of `T` from raw seeds: mode 0 random, 1 extremes, 2 small.
+    fn vals<T: QInt>(seed: &[i64], mode: u8) -> Vec<T> {
+        seed.iter()
+            .map(|&s| {
+                T::sat_i64(match mode {
+                    0 => T::MIN + s.rem_euclid(T::MAX - T::MIN + 1),
+                    1 => {
+                        if s & 1 == 0 {
+                            T::MIN
+                        } else {
+                            T::MAX
+                        }
+                    }
+                    _ => s.rem_euclid(7) - 3,
+                })
+            })
+            .collect()
+    }
+
+    /// `n` pseudo-random i64 from `seed` (splitmix64).
+    fn gen(seed: u64, n: usize) -> Vec<i64> {
+        let mut z = seed;
+        (0..n)
+            .map(|_| {
+                z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut v = z;
+                v = (v ^ (v >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                v = (v ^ (v >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (v ^ (v >> 31)) as i64
+            })
+            .collect()
+    }
+
+    /// An output shape and two operand shapes broadcasting to it.
+    fn bshapes() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, Vec<usize>)> {
+        (
+            prop::collection::vec(1usize..5, 0..5),
+            any::<u32>(),
+            any::<u32>(),
+            0usize..3,
+            0usize..3,
+        )
+            .prop_map(|(out, ma, mb, da, db)| {
+                let cut = |m: u32, d: usize| -> Vec<usize> {
+                    let d = d.min(out.len());
+                    out[d..]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| if m >> (i % 32) & 1 == 1 { 1 } else { v })
+                        .collect()
+                };
+                (out.clone(), cut(ma, da), cut(mb, db))
+            })
+    }
+
+    fn ratio() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            (1e-6f64..4.0),
+            (-4.0f64..-1e-6),
+            (1e-30f64..1e-20),
+            (1e5f64..1e8)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn binary_ops_match_reference(
+            (_, sa, sb) in bshapes(),
+            seed in any::<u64>(),
+            ra in ratio(), rb in ratio(), mode in 0u8..3, t in 0u8..3,
+        ) {
+            let na: usize = sa.iter().product();
+            let nb: usize = sb.iter().product();
+            let out = elem::bcast_shape(&sa, &sb).unwrap();
+            let n: usize = out.iter().product();
+            let seed = gen(seed, na + nb);
+            let a: Vec<i16> = vals(&seed[..na], mode);
+            let b: Vec<i8> = vals(&seed[na..na + nb], mode);
+            let (at, bt) = (TensorRef::new(&a, &sa).unwrap(), TensorRef::new(&b, &sb).unwrap());
+            let (ta, tb) = (elem::bcast_strides(&sa, &out).unwrap(), elem::bcast_strides(&sb, &out).unwrap());
+            let mut y = vec![0i16; n];
+            match t {
+                0 => {
+                    let r = Rescale2::from_ratios(ra, rb).unwrap();
+                    let want: QTensor<i16> = add(at, bt, &r).unwrap();
+                    elem::binary(&a, &b, &mut y, &out, &ta, &tb, |p, q| r.apply_fast::<i16>(p, q));
+                    prop_assert_eq!(y, want.data);
+                }
+                1 => {
+                    let r = Requant::from_ratio(ra.abs() * 1e-3).unwrap();
+                    let want: QTensor<i16> = mul(at, bt, &r).unwrap();
+                    elem::binary(&a, &b, &mut y, &out, &ta, &tb, |p, q| r.apply_fast::<i16>(p * q));
+                    prop_assert_eq!(y, want.data);
+                }
+                _ => {
+                    let plan = DivPlan::new::<i8>(0.02, 0.05, (ra.abs() as f32).max(1e-4)).unwrap();
+                    let want: QTensor<i16> = div(at, bt, &plan).unwrap();
+                    elem::div(&a, &b, &mut y, &out, &ta, &tb, &plan.reciprocal, &plan.requant);
+                    prop_assert_eq!(y, want.data);
+                }
+            }
+        }
+
+        #[test]
+        fn activation_matmul_matches_reference(
+            batch in prop::collection::vec(1usize..3, 0..3),
+            bmask in any::<u8>(),
+            (m, k, n) in (1usize..6, 1usize..40, 1usize..24),
+            seed in any::<u64>(),
+            mode in 0u8..3, ratio in ratio(), per_col in any::<bool>(),
+            with_bias in any::<bool>(), wide_types in any::<bool>(),
+        ) {
+            let mut sa = batch.clone();
+            sa.extend([m, k]);
+            let mut sb: Vec<usize> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| if bmask >> i & 1 == 1 { 1 } else { d })
+                .collect();
+            sb.extend([k, n]);
+            let na: usize = sa.iter().product();
+            let nb: usize = sb.iter().product();
+            let seed = gen(seed, na + nb);
+            let rq: Vec<Requant> = (0..if per_col { n } else { 1 })
+                .map(|j| Requant::from_ratio(ratio * (1.0 + j as f64 * 0.1) * 1e-3).unwrap())
+                .collect();
+            let bias: Option<Vec<i64>> = with_bias.then(|| (0..n as i64).map(|j| j * 1_000_003 - 7).collect());
+            macro_rules! go {
+                ($A:ty, $B:ty) => {{
+                    let a: Vec<$A> = vals(&seed[..na], mode);
+                    let b: Vec<$B> = vals(&seed[na..na + nb], mode);
+                    let want: QTensor<i16> = matmul(
+                        TensorRef::new(&a, &sa).unwrap(),
+                        TensorRef::new(&b, &sb).unwrap(),
+                        bias.as_deref(),
+                        &rq,
+                    )
+                    .unwrap();
+                    let bsh = elem::bcast_shape(&sa[..sa.len() - 2], &sb[..sb.len() - 2]).unwrap();
+                    let ta = elem::bcast_strides(&sa[..sa.len() - 2], &bsh).unwrap();
+                    let tb = elem::bcast_strides(&sb[..sb.len() - 2], &bsh).unwrap();
+                    let ma = elem::max_abs(&a) as u128;
+                    let mb = elem::max_abs(&b) as u128;
+                    let wide = k as u128 * ma * mb >= 1 << 31;
+                    let mut y = vec![0i16; want.data.len()];
+                    let (mut c32, mut c64) = (Vec::new(), Vec::new());
+                    let (asz, bsz, ysz) = (m * k, k * n, m * n);
+                    elem::for_rows2(&bsh, &ta, &tb, |yo, ao, bo, len, ast, bst| {
+                        for t in 0..len {
+                            let (a0, b0, y0) = ((ao + t * ast) * asz, (bo + t * bst) * bsz, (yo + t) * ysz);
+                            elem::matmul_block(&a[a0..a0 + asz], &b[b0..b0 + bsz], &mut y[y0..y0 + ysz],
+                                (m, k, n), bias.as_deref(), &rq, wide, &mut c32, &mut c64);
+                        }
+                    });
+                    prop_assert_eq!(y, want.data);
+                }};
+            }
+            if wide_types { go!(i16, i16) } else { go!(i8, i16) }
+        }
+
+        #[test]
+        fn rescale_matches_reference(
+            seed in prop::collection::vec(any::<i64>(), 1..300),
+            mode in 0u8..3, ratio in ratio(), lo in -40000i64..100, span in 0i64..70000,
+            clamp in any::<bool>(), ident in any::<bool>(),
+        ) {
+            let x: Vec<i32> = vals(&seed, mode);
+            let r = if ident { Requant::IDENTITY } else { Requant::from_ratio(ratio).unwrap() };
+            let c = clamp.then_some((lo, lo + span));
+            let shape = [x.len()];
+            let want: QTensor<i16> =
+                crate::program::refexec::rescale(TensorRef::new(&x, &shape).unwrap(), &[r], 0, c).unwrap();
+            let mut y = vec![0i16; x.len()];
+            rescale_into(&x, &mut y, &shape, &[r], 0, c).unwrap();
+            prop_assert_eq!(&y, &want.data);
+            let mut z: Vec<i16> = vals(&seed, mode);
+            let want2: QTensor<i16> =
+                crate::program::refexec::rescale(TensorRef::new(&z, &shape).unwrap(), &[r], 0, c).unwrap();
+            rescale_in_place(&mut z, &shape, &[r], 0, c).unwrap();
+            prop_assert_eq!(z, want2.data);
+            // Per channel along the last axis and along the first.
+            let ch = 1 + x.len() % 5;
+            let rows = x.len() / ch;
+            let rs: Vec<Requant> = (0..ch)
+                .map(|k| if ident && k == 0 { Requant::IDENTITY } else {
+                    Requant::from_ratio(ratio * (1.0 + k as f64)).unwrap_or(Requant::IDENTITY)
+                })
+                .collect();
+            for (sh, axis) in [([rows, ch], 1usize), ([ch, rows], 0)] {
+                let n = rows * ch;
+                let want: QTensor<i8> = crate::program::refexec::rescale(
+                    TensorRef::new(&x[..n], &sh).unwrap(), &rs, axis, c).unwrap();
+                let mut y = vec![0i8; n];
+                rescale_into(&x[..n], &mut y, &sh, &rs, axis, c).unwrap();
+                prop_assert_eq!(&y, &want.data);
+                let mut z: Vec<i16> = vals(&seed[..n], mode);
+                let want: QTensor<i16> = crate::program::refexec::rescale(
+                    TensorRef::new(&z, &sh).unwrap(), &rs, axis, c).unwrap();
+                rescale_in_place(&mut z, &sh, &rs, axis, c).unwrap();
+                prop_assert_eq!(z, want.data);
+            }
+        }
+
+        #[test]
+        fn quantize_matches_reference(
+            xs in prop::collection::vec(prop_oneof![
+                any::<f32>(),
+                -300.0f32..300.0,
+                (-600i32..600).prop_map(|v| v as f32 * 0.5),
+                Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY), Just(-1e9f32),
+                Just(8_388_607.5f32), Just(-4_194_304.5f32),
+            ], 1..200),
+            scale in prop_oneof![1e-3f32..10.0, Just(1.0f32)],
+            lo in -300i64..1, hi in 0i64..300, masks in any::<bool>(),
+        ) {
+            let mut p = QuantParams::with_range(scale, lo, hi).unwrap();
+            p.keep_masks = masks;
+            let want: Vec<i16> = quantize(&xs, &p).unwrap();
+            let mut y = vec![0i16; xs.len()];
+            quantize_slice(&p, &xs, &mut y);
+            prop_assert_eq!(y, want);
+        }
+
+        #[test]
+        fn pool_reduce_transpose_match_reference(
+            (c, h, w) in (1usize..4, 1usize..9, 1usize..9),
+            (k0, k1, s0, s1, p0, p1) in (1usize..4, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3),
+            seed in prop::collection::vec(any::<i64>(), 300),
+            mode in 0u8..3, ratio in ratio(), ident in any::<bool>(),
+            perm_seed in any::<u64>(),
+        ) {
+            let xs = [1, c, h, w];
+            let x: Vec<i16> = vals(&seed[..c * h * w], mode);
+            let xt = TensorRef::new(&x, &xs).unwrap();
+            let (p0, p1) = (p0.min(k0 - 1), p1.min(k1 - 1));
+            let mut p = PoolParams::new(&[k0, k1]);
+            p.strides = vec![s0, s1];
+            p.pads = vec![p0, p1, p0, p1];
+            let r = if ident { Requant::IDENTITY } else { Requant::from_ratio(ratio.abs()).unwrap() };
+            if let Ok(want) = max_pool::<i16, i8>(xt, &p, &r) {
+                let mut y = vec![0i8; want.data.len()];
+                max_pool_2d(&x, &mut y, &xs, &want.shape, &p, &r);
+                prop_assert_eq!(y, want.data);
+            }
+            // ReduceMean over the trailing axes.
+            let want: QTensor<i8> = reduce_mean(xt, &[2, 3], true, 0.5, 0.07).unwrap();
+            let rq = Requant::from_ratio(f64::from(0.5f32) / ((h * w) as f64 * f64::from(0.07f32))).unwrap();
+            let mut y = vec![0i8; c];
+            elem::row_mean(&x, &mut y, h * w, &rq);
+            prop_assert_eq!(y, want.data);
+            // Transpose by a random permutation.
+            let mut perm = vec![0usize, 1, 2, 3];
+            let mut s = perm_seed;
+            for i in (1..4).rev() {
+                perm.swap(i, (s % (i as u64 + 1)) as usize);
+                s /= 7;
+            }
+            let t = hb_tensor::Tensor::I16(
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&xs), x.clone()).unwrap(),
+            );
+            let want = crate::program::refexec::transpose(&t, &perm).unwrap();
+            let mut y = vec![0i16; x.len()];
+            elem::transpose(&x, &mut y, &xs, &perm);
+            let hb_tensor::Tensor::I16(wa) = want else { panic!("type") };
+            prop_assert_eq!(y, wa.as_slice().unwrap().to_vec());
         }
     }
 }

@@ -1,22 +1,31 @@
 //! The optimised runtime of `.hbm` (and `.bc`) programs: packed weights and
-//! the [`crate::fast`] GEMM/conv kernels for Conv/MatMul/Gemm, allocation-
-//! free element-wise loops for the common integer ops, the memory plan's
-//! slot buffers (reused across ops and across runs), fused post-steps
-//! applied in place. Every other op runs through the reference executor
-//! ([`crate::program::refexec`]), so the whole engine is bit-exact with the
-//! reference interpreter ([`crate::program::interp`]) by construction or by
-//! test (`tests/engine.rs`, and hb-lower's fixture tests).
+//! the [`crate::fast`] GEMM/conv kernels for Conv/MatMul/Gemm (plus a
+//! "narrow" packing for int16 inputs whose values fit `[−256, 256]`, i.e.
+//! asymmetric-uint8 features, chosen per call), allocation-free loops for
+//! the element-wise, LUT, reduction, data-movement and activation ×
+//! activation MatMul ops, the memory plan's slot buffers (reused across ops
+//! and across runs), fused post-steps applied in place (clamp-only steps
+//! folded into the packed epilogue). Every other op runs through the
+//! reference executor ([`crate::program::refexec`]), so the whole engine is
+//! bit-exact with the reference interpreter ([`crate::program::interp`]) by
+//! construction or by test (the `fastops` property tests, `tests/`, and
+//! hb-tools' `lower_pipeline` fixture tests).
 //!
 //! Threads: run inside `rayon::ThreadPool::install`; the fast kernels split
-//! large products over the ambient pool. Results do not depend on the
-//! thread count.
+//! large products over the ambient pool (small ones stay on the calling
+//! thread). Results do not depend on the thread count.
+//!
+//! Profiling: set [`Workspace::profile`] to `Some(Vec::new())` to have each
+//! run add every op's wall time and path.
 
+mod elem;
 mod fastops;
 mod store;
 
 use crate::fast::{ExecOptions, Isa, PackOptions, PackedWeights, Scratch};
+use crate::fixed_point::Requant;
 use crate::program::interp::{check_inputs, check_outputs, constants, infos};
-use crate::program::prepared::{prepare, Kernel, PreparedOp};
+use crate::program::prepared::{prepare, Kernel, Post, PreparedOp};
 use crate::program::{memplan, pb, refexec, CpuOps, Program, ProgramError, Result};
 use crate::tensor::TensorRef;
 use hb_tensor::{DType, Tensor};
@@ -50,6 +59,14 @@ pub struct Engine {
     program: Arc<Program>,
     ops: Vec<PreparedOp>,
     packed: Vec<Option<Packed>>,
+    /// For int16 inputs: the same weights packed for activations in
+    /// `[−256, 256]` (asymmetric uint8 features), used when the input's
+    /// values fit.
+    narrow: Vec<Option<Packed>>,
+    /// Fused steps as the fast paths run them: clamp-only runs merged; for
+    /// packed ops without the leading steps folded into the packed clamp.
+    posts_packed: Vec<Vec<Post>>,
+    posts_fast: Vec<Vec<Post>>,
     consts: Vec<Option<Arc<Tensor>>>,
     infos: Vec<(DType, Vec<usize>)>,
     plan: pb::MemoryPlan,
@@ -63,6 +80,28 @@ pub struct Engine {
 pub struct Workspace {
     slots: Vec<Buf>,
     scratch: Scratch,
+    tmp: fastops::Tmp,
+    /// Host copies of slot values read by reference / CPU ops (by tensor
+    /// id), reused across runs.
+    cpu_in: Vec<Option<Tensor>>,
+    /// Per-op profile: when `Some`, each run adds every op's wall time
+    /// (seconds, indexed like the engine's ops) and how it ran.
+    pub profile: Option<Vec<OpTime>>,
+}
+
+/// The accumulated time of one op (see [`Workspace::profile`]).
+#[derive(Debug, Clone, Default)]
+pub struct OpTime {
+    /// Op name.
+    pub name: String,
+    /// Source op type.
+    pub op_type: String,
+    /// How it ran: `packed`, `fast`, `reference` or `cpu`.
+    pub path: &'static str,
+    /// Total seconds over the profiled runs.
+    pub seconds: f64,
+    /// Profiled runs.
+    pub runs: u64,
 }
 
 impl Workspace {
@@ -77,6 +116,8 @@ fn pack_op(
     op: &PreparedOp,
     consts: &[Option<Arc<Tensor>>],
     opts: &EngineOptions,
+    narrow: bool,
+    clamp: Option<(i64, i64)>,
 ) -> Option<Packed> {
     let konst = |k: usize| -> Option<&Tensor> {
         op.inputs
@@ -87,7 +128,8 @@ fn pack_op(
     };
     let x_kind =
         match crate::program::dtype_of(&p.tensors[op.inputs.first().copied().flatten()?]).ok()? {
-            DType::I8 => crate::fast::IntKind::I8,
+            DType::I8 if !narrow => crate::fast::IntKind::I8,
+            DType::I16 if narrow => crate::fast::IntKind::I16Narrow,
             DType::I16 => crate::fast::IntKind::I16,
             _ => return None,
         };
@@ -98,7 +140,7 @@ fn pack_op(
     };
     let po = PackOptions {
         isa: opts.isa,
-        clamp: None,
+        clamp,
     };
     macro_rules! pack_w {
         ($w:expr, |$wv:ident| $body:expr) => {
@@ -124,7 +166,7 @@ fn pack_op(
         } => {
             let w = konst(1)?;
             let po = PackOptions {
-                clamp: *clamp,
+                clamp: po.clamp.or(*clamp),
                 ..po
             };
             pack_w!(w, |wv| PackedWeights::conv(
@@ -158,6 +200,123 @@ fn pack_op(
     }
 }
 
+/// The leading fused steps of a weighted op that only clamp (identity
+/// requantisation), folded into one clamp of the packed epilogue:
+/// `(clamp, steps folded)`. Exact: for integers already in the output
+/// type, consecutive clamps with overlapping ranges are one clamp to the
+/// intersection.
+fn fold_clamps(op: &PreparedOp, out: DType) -> (Option<(i64, i64)>, usize) {
+    let (omin, omax) = match out {
+        DType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+        DType::I16 => (i64::from(i16::MIN), i64::from(i16::MAX)),
+        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => return (None, 0),
+    };
+    let (mut a, mut b) = match &op.kernel {
+        Kernel::Conv {
+            transpose: false,
+            clamp,
+            ..
+        } => clamp.map_or((omin, omax), |(l, h)| (l.max(omin), h.min(omax))),
+        Kernel::MatMul { .. } | Kernel::Gemm { .. } => (omin, omax),
+        _ => return (None, 0),
+    };
+    if a > b {
+        return (None, 0);
+    }
+    let mut n = 0;
+    for p in &op.post {
+        let crate::program::prepared::Post::Rescale { requant, clamp, .. } = p else {
+            break;
+        };
+        if !requant.iter().all(|r| r.is_identity()) {
+            break;
+        }
+        let (lo, hi) = clamp.unwrap_or((omin, omax));
+        let (na, nb) = (a.max(lo), b.min(hi.max(lo)));
+        if na > nb {
+            break;
+        }
+        (a, b) = (na, nb);
+        n += 1;
+    }
+    if n == 0 {
+        (None, 0)
+    } else {
+        (Some((a, b)), n)
+    }
+}
+
+/// Copies `x` into `a` when `a` already has `shape` and a standard layout.
+fn copy_into<T: Copy>(a: &mut ndarray::ArrayD<T>, shape: &[usize], x: &[T]) -> bool {
+    if a.shape() != shape {
+        return false;
+    }
+    match a.as_slice_mut() {
+        Some(d) if d.len() == x.len() => {
+            d.copy_from_slice(x);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `posts` with every run of consecutive clamp-only steps (identity
+/// requantisation) merged into one clamp to the intersection of their
+/// ranges (exact for values already in the output type while the ranges
+/// overlap; a run stops where they would not).
+fn merge_clamps(posts: &[Post], out: DType) -> Vec<Post> {
+    let full = match out {
+        DType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+        DType::I16 => (i64::from(i16::MIN), i64::from(i16::MAX)),
+        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => return posts.to_vec(),
+    };
+    let clamp_only = |p: &Post| -> Option<(i64, i64)> {
+        match p {
+            Post::Rescale { requant, clamp, .. }
+                if !requant.is_empty() && requant.iter().all(|r| r.is_identity()) =>
+            {
+                let (lo, hi) = clamp.unwrap_or(full);
+                Some((lo.max(full.0), hi.max(lo).min(full.1)))
+            }
+            _ => None,
+        }
+    };
+    let mut out: Vec<Post> = Vec::with_capacity(posts.len());
+    let mut cur: Option<(i64, i64)> = None;
+    let flush = |out: &mut Vec<Post>, cur: &mut Option<(i64, i64)>| {
+        if let Some(c) = cur.take() {
+            out.push(Post::Rescale {
+                requant: vec![Requant::IDENTITY],
+                axis: 0,
+                clamp: Some(c),
+            });
+        }
+    };
+    for p in posts {
+        match (clamp_only(p), cur) {
+            (Some((lo, hi)), _) if lo > hi => {
+                flush(&mut out, &mut cur);
+                out.push(p.clone());
+            }
+            (Some((lo, hi)), Some((a, b))) if lo.max(a) <= hi.min(b) => {
+                cur = Some((lo.max(a), hi.min(b)));
+            }
+            (Some(c), _) => {
+                flush(&mut out, &mut cur);
+                cur = Some(c);
+            }
+            (None, _) => {
+                flush(&mut out, &mut cur);
+                out.push(p.clone());
+            }
+        }
+    }
+    flush(&mut out, &mut cur);
+    out
+}
+
 impl Engine {
     /// Prepares `program`: ops checked, tables built, weights packed, the
     /// memory plan taken from the `.hbm` (or computed).
@@ -165,15 +324,41 @@ impl Engine {
         let ops = prepare(&program)?;
         let consts = constants(&program)?;
         let infos = infos(&program)?;
-        let packed = ops
+        let mut packed = Vec::with_capacity(ops.len());
+        let mut narrow = Vec::with_capacity(ops.len());
+        let mut folded = Vec::with_capacity(ops.len());
+        for op in &ops {
+            if opts.reference_only || op.on_cpu {
+                packed.push(None);
+                narrow.push(None);
+                folded.push(0);
+                continue;
+            }
+            let (clamp, n) = op
+                .outputs
+                .first()
+                .map_or((None, 0), |&o| fold_clamps(op, infos[o].0));
+            let mut p = pack_op(&program, op, &consts, &opts, false, clamp);
+            let mut q = pack_op(&program, op, &consts, &opts, true, clamp);
+            let mut n = n;
+            if n > 0 && p.is_none() {
+                p = pack_op(&program, op, &consts, &opts, false, None);
+                q = pack_op(&program, op, &consts, &opts, true, None);
+                n = 0;
+            }
+            packed.push(p);
+            narrow.push(q);
+            folded.push(n);
+        }
+        let out_dt = |op: &PreparedOp| op.outputs.first().map_or(DType::F32, |&o| infos[o].0);
+        let posts_packed = ops
             .iter()
-            .map(|op| {
-                if opts.reference_only || op.on_cpu {
-                    None
-                } else {
-                    pack_op(&program, op, &consts, &opts)
-                }
-            })
+            .zip(&folded)
+            .map(|(op, &n)| merge_clamps(op.post.get(n..).unwrap_or(&[]), out_dt(op)))
+            .collect();
+        let posts_fast = ops
+            .iter()
+            .map(|op| merge_clamps(&op.post, out_dt(op)))
             .collect();
         let plan = match program.hbm.as_ref().and_then(|h| h.memory.clone()) {
             Some(m) if m.tensor_slot.len() == program.tensors.len() => m,
@@ -196,6 +381,9 @@ impl Engine {
             program,
             ops,
             packed,
+            narrow,
+            posts_packed,
+            posts_fast,
             consts,
             infos,
             plan,
@@ -252,7 +440,21 @@ impl Engine {
                 f(id as usize, t);
             }
         }
+        if let Some(p) = ws.profile.as_mut() {
+            if p.len() != self.ops.len() {
+                *p = self
+                    .ops
+                    .iter()
+                    .map(|op| OpTime {
+                        name: op.name.clone(),
+                        op_type: op.op_type.clone(),
+                        ..OpTime::default()
+                    })
+                    .collect();
+            }
+        }
         for (k, op) in self.ops.iter().enumerate() {
+            let t0 = ws.profile.is_some().then(std::time::Instant::now);
             let mut st = Store {
                 slots: &mut ws.slots,
                 plan: &self.plan.tensor_slot,
@@ -262,13 +464,40 @@ impl Engine {
                 infos: &self.infos,
             };
             let done = match &self.packed[k] {
-                Some(pw) => fastops::packed(op, pw, &mut st, &mut ws.scratch, &self.exec)
-                    .map_err(|e| op.err(e))?,
-                None if !op.on_cpu => fastops::try_fast(op, &mut st).map_err(|e| op.err(e))?,
+                Some(pw) => {
+                    let pw = match &self.narrow[k] {
+                        Some(nw) if fastops::input_is_narrow(op, &st) => nw,
+                        _ => pw,
+                    };
+                    fastops::packed(
+                        op,
+                        pw,
+                        &self.posts_packed[k],
+                        &mut st,
+                        &mut ws.scratch,
+                        &self.exec,
+                    )
+                    .map_err(|e| op.err(e))?
+                }
+                None if !op.on_cpu => {
+                    fastops::try_fast(op, &self.posts_fast[k], &mut st, &mut ws.tmp)
+                        .map_err(|e| op.err(e))?
+                }
                 None => false,
             };
             if !done {
-                self.generic(op, &mut st, cpu)?;
+                self.generic(op, &mut st, cpu, &mut ws.cpu_in)?;
+            }
+            if let (Some(t0), Some(p)) = (t0, ws.profile.as_mut()) {
+                let e = &mut p[k];
+                e.seconds += t0.elapsed().as_secs_f64();
+                e.runs += 1;
+                e.path = match (&self.packed[k], done, op.on_cpu) {
+                    (Some(_), true, _) => "packed",
+                    (_, true, _) => "fast",
+                    (_, false, true) => "cpu",
+                    _ => "reference",
+                };
             }
             if let Some(f) = seen.as_mut() {
                 for &o in &op.outputs {
@@ -301,18 +530,58 @@ impl Engine {
     }
 
     /// An op without a fast path: reference executor or the host CPU.
-    fn generic(&self, op: &PreparedOp, st: &mut Store<'_>, cpu: &dyn CpuOps) -> Result<()> {
-        let mut owned: Vec<Option<Tensor>> = Vec::with_capacity(op.inputs.len());
-        for i in &op.inputs {
-            owned.push(match i {
-                Some(i) => Some(match st.get(*i).map_err(|e| op.err(e))? {
+    fn generic(
+        &self,
+        op: &PreparedOp,
+        st: &mut Store<'_>,
+        cpu: &dyn CpuOps,
+        cache: &mut Vec<Option<Tensor>>,
+    ) -> Result<()> {
+        // Values in slot buffers are copied into per-tensor host tensors
+        // kept across runs (no allocation after the first run); constants
+        // and model inputs are passed as they are.
+        if cache.len() != self.infos.len() {
+            cache.resize(self.infos.len(), None);
+        }
+        for &i in op.inputs.iter().flatten() {
+            let direct = st.consts.get(i).is_some_and(|c| c.is_some())
+                || st.input_pos.get(i).copied().flatten().is_some();
+            if direct {
+                continue;
+            }
+            let v = st.get(i).map_err(|e| op.err(e))?;
+            let shape = &self.infos[i].1;
+            let reused = match (&mut cache[i], &v) {
+                (Some(Tensor::I8(a)), V::I8(x)) => copy_into(a, shape, x),
+                (Some(Tensor::I16(a)), V::I16(x)) => copy_into(a, shape, x),
+                (Some(Tensor::I32(a)), V::I32(x)) => copy_into(a, shape, x),
+                (Some(Tensor::F32(a)), V::F32(x)) => copy_into(a, shape, x),
+                _ => false,
+            };
+            if !reused {
+                cache[i] = Some(match v {
                     V::T(t) => t.clone(),
-                    v => v.to_tensor(&self.infos[*i].1).map_err(|e| op.err(e))?,
-                }),
+                    v => v.to_tensor(shape).map_err(|e| op.err(e))?,
+                });
+            }
+        }
+        let mut ins: Vec<Option<&Tensor>> = Vec::with_capacity(op.inputs.len());
+        for i in &op.inputs {
+            ins.push(match *i {
                 None => None,
+                Some(i) => Some(
+                    if let Some(c) = st.consts.get(i).and_then(|c| c.as_deref()) {
+                        c
+                    } else if let Some(k) = st.input_pos.get(i).copied().flatten() {
+                        &st.inputs[k]
+                    } else {
+                        cache[i]
+                            .as_ref()
+                            .ok_or_else(|| op.err("input value missing"))?
+                    },
+                ),
             });
         }
-        let ins: Vec<Option<&Tensor>> = owned.iter().map(Option::as_ref).collect();
         let outs: Vec<(DType, Vec<usize>)> =
             op.outputs.iter().map(|&o| self.infos[o].clone()).collect();
         let ys = if op.on_cpu || matches!(op.kernel, Kernel::Cpu) {
@@ -331,5 +600,62 @@ impl Engine {
             st.put(o, y).map_err(|e| op.err(e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::refexec::rescale;
+    use crate::tensor::{QTensor, TensorRef};
+    use proptest::prelude::*;
+
+    fn run(posts: &[Post], x: &[i16]) -> Vec<i16> {
+        let mut y = x.to_vec();
+        for p in posts {
+            let Post::Rescale {
+                requant,
+                axis,
+                clamp,
+            } = p
+            else {
+                unreachable!("only Rescale steps here")
+            };
+            let q: QTensor<i16> = rescale(
+                TensorRef::new(&y, &[y.len()]).expect("shape"),
+                requant,
+                *axis,
+                *clamp,
+            )
+            .expect("rescale");
+            y = q.data;
+        }
+        y
+    }
+
+    proptest! {
+        /// Merged clamp runs compute what the steps compute one by one.
+        #[test]
+        fn merged_clamps_match_steps(
+            steps in prop::collection::vec(
+                (-70_000i64..70_000, -70_000i64..70_000, 0u8..4), 0..6),
+            x in prop::collection::vec(any::<i16>(), 1..64),
+        ) {
+            let posts: Vec<Post> = steps
+                .iter()
+                .map(|&(lo, hi, kind)| Post::Rescale {
+                    requant: vec![if kind == 3 {
+                        Requant::from_ratio(0.37).expect("ratio")
+                    } else {
+                        Requant::IDENTITY
+                    }],
+                    axis: 0,
+                    clamp: (kind != 2).then_some((lo.min(hi), if kind == 1 { lo } else { hi })),
+                })
+                .collect();
+            let merged = merge_clamps(&posts, DType::I16);
+            prop_assert!(merged.len() <= posts.len());
+            prop_assert_eq!(run(&merged, &x), run(&posts, &x));
+        }
     }
 }

@@ -246,18 +246,9 @@ unsafe fn tile<O: FastOut>(
                         )
                     };
                 } else {
-                    let mut tmp = [0i32; 16];
-                    // SAFETY: 16 i32 into a 16-element array.
-                    unsafe {
-                        std::arch::x86_64::_mm512_storeu_si512(
-                            tmp.as_mut_ptr() as *mut std::arch::x86_64::__m512i,
-                            y,
-                        )
-                    };
-                    for (c, &val) in tmp.iter().enumerate().take(n) {
-                        // SAFETY: inside the output and this tile.
-                        unsafe { out.0.add(off + c * p.cs).write(O::from_i32_in_range(val)) };
-                    }
+                    // SAFETY: AVX-512 checked at packing; the `n` strided
+                    // elements are inside the output and this tile.
+                    unsafe { kernels::x86::store16_strided(out.0.add(off), p.cs, y, n) };
                 }
             }
         }

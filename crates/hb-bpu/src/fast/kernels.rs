@@ -236,6 +236,30 @@ pub(crate) mod x86 {
     /// # Safety
     /// AVX-512 F/BW/VL available; `dst` writable for `n ≤ 16` elements of
     /// `size` bytes.
+    /// Writes the first `n` lanes of `v` to `dst`, `dst + stride`, …
+    ///
+    /// # Safety
+    /// AVX-512 F available; each `dst + c·stride` (`c < n ≤ 16`) writable,
+    /// every lane in `O`'s range.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn store16_strided<O: crate::fast::FastOut>(
+        dst: *mut O,
+        stride: usize,
+        v: __m512i,
+        n: usize,
+    ) {
+        let mut tmp = [0i32; 16];
+        // SAFETY: 16 i32 into a 16-element array; the caller guarantees
+        // the destinations.
+        unsafe {
+            _mm512_storeu_si512(tmp.as_mut_ptr() as *mut __m512i, v);
+            for (c, &val) in tmp.iter().enumerate().take(n.min(16)) {
+                dst.add(c * stride).write(O::from_i32_in_range(val));
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     #[inline]
     pub(crate) unsafe fn store16(dst: *mut u8, size: usize, v: __m512i, n: usize) {

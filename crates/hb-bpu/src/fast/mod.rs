@@ -111,6 +111,11 @@ pub enum IntKind {
     I8,
     /// `i16`.
     I16,
+    /// `i16` storage whose values are known to lie in `[−256, 256]` (the
+    /// asymmetric-uint8 features of docs/integer-semantics.md §1): one
+    /// int16 GEMM instead of the `x >> 8` / `x & 255` pair, single
+    /// K-blocks. The `*_into` calls check the range and refuse other data.
+    I16Narrow,
 }
 
 impl IntKind {
@@ -119,6 +124,7 @@ impl IntKind {
         match self {
             IntKind::I8 => 128,
             IntKind::I16 => 32768,
+            IntKind::I16Narrow => 256,
         }
     }
 }
@@ -136,6 +142,8 @@ pub trait FastIn: QInt + sealed::Sealed {
     const KIND: IntKind;
     /// Widens to i16 (exact).
     fn to_i16(self) -> i16;
+    /// Whether every value lies in `[−256, 256]` ([`IntKind::I16Narrow`]).
+    fn all_narrow(x: &[Self]) -> bool;
 }
 
 impl FastIn for i8 {
@@ -143,6 +151,9 @@ impl FastIn for i8 {
     #[inline]
     fn to_i16(self) -> i16 {
         i16::from(self)
+    }
+    fn all_narrow(_: &[i8]) -> bool {
+        true
     }
 }
 
@@ -152,6 +163,37 @@ impl FastIn for i16 {
     fn to_i16(self) -> i16 {
         self
     }
+    fn all_narrow(x: &[i16]) -> bool {
+        let (lo, hi) = i16_range(x);
+        lo >= -256 && hi <= 256
+    }
+}
+
+/// Smallest and largest value of `x` (`(0, 0)` when empty); AVX2 copy
+/// chosen at run time.
+pub fn i16_range(x: &[i16]) -> (i16, i16) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time.
+        return unsafe { i16_range_avx2(x) };
+    }
+    i16_range_body(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn i16_range_avx2(x: &[i16]) -> (i16, i16) {
+    i16_range_body(x)
+}
+
+#[inline(always)]
+fn i16_range_body(x: &[i16]) -> (i16, i16) {
+    let (mut lo, mut hi) = (0i16, 0i16);
+    for &v in x {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    (lo, hi)
 }
 
 /// An output type the fast kernels write (`i8`, `i16`, `i32`).

@@ -4,7 +4,7 @@
 use super::depthwise;
 use super::driver::{run, AData, Job, Problem};
 use super::pack::{check_params, Layout, OpInfo, PackedWeights};
-use super::{ensure, ExecOptions, FastIn, FastOut, Scratch};
+use super::{ensure, ExecOptions, FastIn, FastOut, IntKind, Scratch};
 use crate::error::{BpuError, Result};
 use crate::shape_err;
 use crate::tensor::{broadcast_shapes, numel, QTensor, TensorRef};
@@ -25,7 +25,15 @@ fn bounds<O: FastOut>(pw: &PackedWeights) -> Result<(i64, i64)> {
     Ok((lo, hi))
 }
 
-fn check_kind<X: FastIn>(pw: &PackedWeights) -> Result<()> {
+fn check_kind<X: FastIn>(pw: &PackedWeights, x: &[X]) -> Result<()> {
+    if pw.x_kind == IntKind::I16Narrow && X::KIND == IntKind::I16 {
+        if !X::all_narrow(x) {
+            return Err(shape_err!(
+                "weights were packed for int16 activations in [-256, 256], got values outside"
+            ));
+        }
+        return Ok(());
+    }
     if X::KIND != pw.x_kind {
         return Err(shape_err!(
             "weights were packed for {:?} activations, got {}",
@@ -173,7 +181,7 @@ pub fn conv_into<X: FastIn, O: FastOut>(
     scratch: &mut Scratch,
     exec: &ExecOptions,
 ) -> Result<()> {
-    check_kind::<X>(pw)?;
+    check_kind::<X>(pw, x.data())?;
     let out_shape = conv_out_shape(pw, x.shape())?;
     check_out(out, &out_shape)?;
     let (lo, hi) = bounds::<O>(pw)?;
@@ -393,9 +401,19 @@ fn im2col<T: Copy>(
             let row = &mut a[pix * lda..(pix + 1) * lda];
             for gi in 0..g {
                 let dst = &mut row[gi * kp..(gi + 1) * kp];
-                for (t, &to) in taps.iter().enumerate() {
-                    let s = (pos + to) * c + gi * cg;
-                    dst[t * cg..(t + 1) * cg].copy_from_slice(&pb[s..s + cg]);
+                if cg <= 8 {
+                    // Few channels: element copies beat a memcpy call per tap.
+                    for (t, &to) in taps.iter().enumerate() {
+                        let s = (pos + to) * c + gi * cg;
+                        for (d, v) in dst[t * cg..(t + 1) * cg].iter_mut().zip(&pb[s..s + cg]) {
+                            *d = *v;
+                        }
+                    }
+                } else {
+                    for (t, &to) in taps.iter().enumerate() {
+                        let s = (pos + to) * c + gi * cg;
+                        dst[t * cg..(t + 1) * cg].copy_from_slice(&pb[s..s + cg]);
+                    }
                 }
                 dst[k..].fill(zero);
             }
@@ -499,7 +517,7 @@ pub fn matmul_into<X: FastIn, O: FastOut>(
     scratch: &mut Scratch,
     exec: &ExecOptions,
 ) -> Result<()> {
-    check_kind::<X>(pw)?;
+    check_kind::<X>(pw, a.data())?;
     let out_shape = matmul_out_shape(pw, a.shape())?;
     check_out(out, &out_shape)?;
     let (lo, hi) = bounds::<O>(pw)?;
@@ -606,7 +624,7 @@ pub fn gemm_into<X: FastIn, O: FastOut>(
     scratch: &mut Scratch,
     exec: &ExecOptions,
 ) -> Result<()> {
-    check_kind::<X>(pw)?;
+    check_kind::<X>(pw, a.data())?;
     let OpInfo::Gemm { trans_a } = pw.op else {
         return Err(shape_err!("weights were not packed for a Gemm"));
     };

@@ -182,6 +182,7 @@ fn perf_cmd(
             common.input_file.as_deref(),
             frames,
             &pool,
+            profile_path.as_deref(),
         )?;
         (r, pool)
     } else {

@@ -1,0 +1,520 @@
+//! Allocation-free kernels of the engine for the non-weighted integer ops:
+//! broadcasting binary ops (Add/Sub, Mul, Div), lookup tables, ReduceMean
+//! over trailing axes, Transpose, activation × activation MatMul. Each
+//! computes exactly the reference formula on the same integers (the `*_fast`
+//! requantisations are the reference ones evaluated in i64 when that is
+//! exact), so results are bit-identical with [`crate::reference`].
+
+use crate::fixed_point::Requant;
+use crate::lut::Lut;
+use crate::qint::QInt;
+
+/// Strides of `src` (right-aligned against `out`) per output dim, 0 where
+/// broadcast; `None` when `src` does not broadcast to `out`.
+pub(super) fn bcast_strides(src: &[usize], out: &[usize]) -> Option<Vec<usize>> {
+    if src.len() > out.len() {
+        return None;
+    }
+    let off = out.len() - src.len();
+    let mut st = vec![0usize; out.len()];
+    let mut acc = 1usize;
+    for i in (0..src.len()).rev() {
+        let (d, o) = (src[i], out[i + off]);
+        if d == o {
+            st[i + off] = if d == 1 { 0 } else { acc };
+        } else if d != 1 {
+            return None;
+        }
+        acc *= d;
+    }
+    Some(st)
+}
+
+/// Numpy broadcast of two shapes.
+pub(super) fn bcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0usize; r];
+    for (i, o) in out.iter_mut().enumerate() {
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
+        *o = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Visits the output of a two-operand broadcast row by row (the last dim):
+/// `f(y_off, a_off, b_off, len, a_step, b_step)`.
+pub(super) fn for_rows2(
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
+) {
+    let r = out.len();
+    if r == 0 {
+        f(0, 0, 0, 1, 0, 0);
+        return;
+    }
+    let len = out[r - 1];
+    if len == 0 || out.contains(&0) {
+        return;
+    }
+    let rows: usize = out[..r - 1].iter().product();
+    let mut idx = vec![0usize; r - 1];
+    let (mut ao, mut bo) = (0usize, 0usize);
+    for row in 0..rows {
+        f(row * len, ao, bo, len, sa[r - 1], sb[r - 1]);
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            ao += sa[d];
+            bo += sb[d];
+            if idx[d] < out[d] {
+                break;
+            }
+            ao -= sa[d] * out[d];
+            bo -= sb[d] * out[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// `y = f(a, b)` with numpy broadcasting (shapes already checked).
+pub(super) fn binary<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    f: impl Fn(i64, i64) -> O,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { binary_avx2(a, b, y, out, sa, sb, f) };
+        return;
+    }
+    binary_body(a, b, y, out, sa, sb, f)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn binary_avx2<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    f: impl Fn(i64, i64) -> O,
+) {
+    binary_body(a, b, y, out, sa, sb, f)
+}
+
+#[inline(always)]
+fn binary_body<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    f: impl Fn(i64, i64) -> O,
+) {
+    for_rows2(out, sa, sb, |yo, ao, bo, len, ast, bst| {
+        let yr = &mut y[yo..yo + len];
+        match (ast, bst) {
+            (1, 1) => {
+                for ((d, &p), &q) in yr.iter_mut().zip(&a[ao..ao + len]).zip(&b[bo..bo + len]) {
+                    *d = f(p.to_i64(), q.to_i64());
+                }
+            }
+            (1, 0) => {
+                let q = b[bo].to_i64();
+                for (d, &p) in yr.iter_mut().zip(&a[ao..ao + len]) {
+                    *d = f(p.to_i64(), q);
+                }
+            }
+            (0, 1) => {
+                let p = a[ao].to_i64();
+                for (d, &q) in yr.iter_mut().zip(&b[bo..bo + len]) {
+                    *d = f(p, q.to_i64());
+                }
+            }
+            _ => {
+                for (t, d) in yr.iter_mut().enumerate() {
+                    *d = f(a[ao + t * ast].to_i64(), b[bo + t * bst].to_i64());
+                }
+            }
+        }
+    });
+}
+
+/// Div with a cached reciprocal: consecutive equal divisors (always the
+/// case along a broadcast row) share one table lookup.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn div<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    recip: &Lut,
+    r: &Requant,
+) {
+    let mut last: Option<(i64, i64)> = None;
+    let mut rec = |qb: i64| -> i64 {
+        match last {
+            Some((q, v)) if q == qb => v,
+            _ => {
+                let v = recip.lookup(qb);
+                last = Some((qb, v));
+                v
+            }
+        }
+    };
+    for_rows2(out, sa, sb, |yo, ao, bo, len, ast, bst| {
+        for (t, d) in y[yo..yo + len].iter_mut().enumerate() {
+            let qa = a[ao + t * ast].to_i64();
+            let qb = b[bo + t * bst].to_i64();
+            *d = if qb == 0 {
+                O::sat_i64(qa.signum() * i64::MAX)
+            } else {
+                r.apply_fast::<O>(qa * rec(qb))
+            };
+        }
+    });
+}
+
+/// Largest magnitude in `x` (0 when empty).
+pub(super) fn max_abs<T: QInt>(x: &[T]) -> i64 {
+    let (mut lo, mut hi) = (0i64, 0i64);
+    for &v in x {
+        let v = v.to_i64();
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    hi.max(-lo)
+}
+
+/// A lookup table on every element.
+pub(super) fn lut<I: QInt, O: QInt>(x: &[I], y: &mut [O], t: &Lut) {
+    for (d, &q) in y.iter_mut().zip(x) {
+        *d = O::sat_i64(t.lookup(q.to_i64()));
+    }
+}
+
+/// Sums of consecutive rows of `len` elements, requantised by `r`.
+pub(super) fn row_mean<I: QInt, O: QInt>(x: &[I], y: &mut [O], len: usize, r: &Requant) {
+    for (d, row) in y.iter_mut().zip(x.chunks_exact(len)) {
+        let s: i64 = row.iter().map(|q| q.to_i64()).sum();
+        *d = r.apply_fast::<O>(s);
+    }
+}
+
+/// Permutes the axes of `x` (shape `xs`) by `perm` into `y`.
+pub(super) fn transpose<T: Copy>(x: &[T], y: &mut [T], xs: &[usize], perm: &[usize]) {
+    let r = xs.len();
+    let mut xst = vec![1usize; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        xst[i] = xst[i + 1] * xs[i + 1];
+    }
+    let out: Vec<usize> = perm.iter().map(|&p| xs[p]).collect();
+    let st: Vec<usize> = perm.iter().map(|&p| xst[p]).collect();
+    let zero = vec![0usize; r];
+    for_rows2(&out, &st, &zero, |yo, xo, _, len, step, _| {
+        let yr = &mut y[yo..yo + len];
+        if step == 1 {
+            yr.copy_from_slice(&x[xo..xo + len]);
+        } else {
+            for (t, d) in yr.iter_mut().enumerate() {
+                *d = x[xo + t * step];
+            }
+        }
+    });
+}
+
+/// Whether the AVX2 copies of the loops below can run.
+#[inline]
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `y = clamp(sat_O(R(x)), lo, hi)` (then saturated to `O`) for every
+/// element: the reference Rescale formula, in i64 when the shift is at most
+/// 62 (exact for any i8/i16/i32 input: `|x·M| ≤ 2^62`).
+pub(super) fn rq_slice<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { rq_slice_avx2(x, y, r, lo, hi) };
+        return;
+    }
+    rq_slice_body(x, y, r, lo, hi)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rq_slice_avx2<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    rq_slice_body(x, y, r, lo, hi)
+}
+
+#[inline(always)]
+fn rq_slice_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    let (omin, omax) = (O::MIN, O::MAX);
+    if r.is_identity() {
+        for (d, &q) in y.iter_mut().zip(x) {
+            *d = O::sat_i64(q.to_i64().clamp(omin, omax).clamp(lo, hi));
+        }
+    } else if r.shift() <= 62 {
+        let (m, sh) = (i64::from(r.multiplier()), r.shift());
+        let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+        for (d, &q) in y.iter_mut().zip(x) {
+            let v = (q.to_i64() * m + rnd) >> sh;
+            *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
+        }
+    } else {
+        for (d, &q) in y.iter_mut().zip(x) {
+            *d = O::sat_i64(r.apply::<O>(q.to_i64()).to_i64().clamp(lo, hi));
+        }
+    }
+}
+
+/// Per-channel requantisation along the last axis (`c` channels, one
+/// [`Requant`] each, `x.len()` a multiple of `c`): element `i` uses
+/// `requant[i % c]`, then the clamp, as [`rq_slice`].
+pub(super) fn rq_last_axis<I: QInt, O: QInt>(
+    x: &[I],
+    y: &mut [O],
+    requant: &[Requant],
+    lo: i64,
+    hi: i64,
+) {
+    let c = requant.len().max(1);
+    let (omin, omax) = (O::MIN, O::MAX);
+    if requant.iter().all(|r| r.shift() <= 62) {
+        let prm: Vec<(i64, i64, u32)> = requant
+            .iter()
+            .map(|r| {
+                let sh = r.shift();
+                (
+                    i64::from(r.multiplier()),
+                    if sh == 0 { 0 } else { 1i64 << (sh - 1) },
+                    sh,
+                )
+            })
+            .collect();
+        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for ((d, &q), &(m, rnd, sh)) in yr.iter_mut().zip(xr).zip(&prm) {
+                let v = (q.to_i64() * m + rnd) >> sh;
+                *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
+            }
+        }
+    } else {
+        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for ((d, &q), r) in yr.iter_mut().zip(xr).zip(requant) {
+                *d = O::sat_i64(r.apply_fast::<O>(q.to_i64()).to_i64().clamp(lo, hi));
+            }
+        }
+    }
+}
+
+/// [`rq_slice`] in place.
+pub(super) fn rq_in_place<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { rq_in_place_avx2(y, r, lo, hi) };
+        return;
+    }
+    rq_in_place_body(y, r, lo, hi)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rq_in_place_avx2<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    rq_in_place_body(y, r, lo, hi)
+}
+
+#[inline(always)]
+fn rq_in_place_body<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    let (omin, omax) = (O::MIN, O::MAX);
+    if r.is_identity() {
+        for d in y.iter_mut() {
+            *d = O::sat_i64(d.to_i64().clamp(lo, hi));
+        }
+    } else if r.shift() <= 62 {
+        let (m, sh) = (i64::from(r.multiplier()), r.shift());
+        let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+        for d in y.iter_mut() {
+            let v = (d.to_i64() * m + rnd) >> sh;
+            *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
+        }
+    } else {
+        for d in y.iter_mut() {
+            *d = O::sat_i64(r.apply::<O>(d.to_i64()).to_i64().clamp(lo, hi));
+        }
+    }
+}
+
+/// One batched product of activation × activation MatMul: `a` `[M, K]`,
+/// `b` `[K, N]` (row-major slices), accumulated exactly (i32 when
+/// `wide == false`, which the caller proves cannot overflow; else i64),
+/// plus `bias`, requantised per column into `y` `[M, N]`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_block<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    mkn: (usize, usize, usize),
+    bias: Option<&[i64]>,
+    requant: &[Requant],
+    wide: bool,
+    acc32: &mut Vec<i32>,
+    acc64: &mut Vec<i64>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { matmul_block_avx2(a, b, y, mkn, bias, requant, wide, acc32, acc64) };
+        return;
+    }
+    matmul_block_body(a, b, y, mkn, bias, requant, wide, acc32, acc64)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_block_avx2<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    mkn: (usize, usize, usize),
+    bias: Option<&[i64]>,
+    requant: &[Requant],
+    wide: bool,
+    acc32: &mut Vec<i32>,
+    acc64: &mut Vec<i64>,
+) {
+    matmul_block_body(a, b, y, mkn, bias, requant, wide, acc32, acc64)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn matmul_block_body<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    (m, k, n): (usize, usize, usize),
+    bias: Option<&[i64]>,
+    requant: &[Requant],
+    wide: bool,
+    acc32: &mut Vec<i32>,
+    acc64: &mut Vec<i64>,
+) {
+    let rq = |j: usize| &requant[if requant.len() == 1 { 0 } else { j }];
+    // Final step of an exact i32 sum: bias, requantisation (the
+    // single-requant, no-bias case in plain i64: |acc·M| ≤ 2^62).
+    let simple = match (bias, requant) {
+        (None, [r]) if r.shift() <= 62 => {
+            let sh = r.shift();
+            Some((
+                i64::from(r.multiplier()),
+                if sh == 0 { 0 } else { 1i64 << (sh - 1) },
+                sh,
+            ))
+        }
+        _ => None,
+    };
+    let fin = |j: usize, s: i32| -> O {
+        match simple {
+            Some((mm, rnd, sh)) => O::sat_i64((i64::from(s) * mm + rnd) >> sh),
+            None => rq(j).apply_fast::<O>(i64::from(s) + bias.map_or(0, |bs| bs[j])),
+        }
+    };
+    if !wide && n < 16 {
+        // Few columns: B transposed once, then dot products over K.
+        acc32.clear();
+        acc32.resize(n * k + k, 0);
+        let (bt, arow) = acc32.split_at_mut(n * k);
+        for t in 0..k {
+            for j in 0..n {
+                bt[j * k + t] = b[t * n + j].to_i64() as i32;
+            }
+        }
+        for i in 0..m {
+            for (d, v) in arow.iter_mut().zip(&a[i * k..(i + 1) * k]) {
+                *d = v.to_i64() as i32;
+            }
+            for j in 0..n {
+                let s: i32 = arow
+                    .iter()
+                    .zip(&bt[j * k..(j + 1) * k])
+                    .map(|(&p, &q)| p * q)
+                    .sum();
+                y[i * n + j] = fin(j, s);
+            }
+        }
+    } else if !wide {
+        acc32.clear();
+        acc32.resize(n, 0);
+        for i in 0..m {
+            acc32.iter_mut().for_each(|v| *v = 0);
+            for t in 0..k {
+                let av = a[i * k + t].to_i64() as i32;
+                for (s, bv) in acc32.iter_mut().zip(&b[t * n..(t + 1) * n]) {
+                    *s += av * (bv.to_i64() as i32);
+                }
+            }
+            for (j, (d, &s)) in y[i * n..(i + 1) * n]
+                .iter_mut()
+                .zip(acc32.iter())
+                .enumerate()
+            {
+                *d = fin(j, s);
+            }
+        }
+    } else {
+        acc64.clear();
+        acc64.resize(n, 0);
+        for i in 0..m {
+            for (j, s) in acc64.iter_mut().enumerate() {
+                *s = bias.map_or(0, |bs| bs[j]);
+            }
+            for t in 0..k {
+                let av = a[i * k + t].to_i64();
+                for (s, bv) in acc64.iter_mut().zip(&b[t * n..(t + 1) * n]) {
+                    *s += av * bv.to_i64();
+                }
+            }
+            for (j, (d, &s)) in y[i * n..(i + 1) * n]
+                .iter_mut()
+                .zip(acc64.iter())
+                .enumerate()
+            {
+                *d = rq(j).apply_fast::<O>(s);
+            }
+        }
+    }
+}
