@@ -163,7 +163,8 @@ float_kernel!(asinh, "Asinh", |x| x.asinh());
 float_kernel!(acosh, "Acosh", |x| x.acosh());
 float_kernel!(atanh, "Atanh", |x| x.atanh());
 fast_kernel!(tanh, "Tanh", tanh_in_place, |x| x.tanh());
-fast_kernel!(sigmoid, "Sigmoid", sigmoid_in_place, |x| 1.0 / (1.0 + (-x).exp()));
+fast_kernel!(sigmoid, "Sigmoid", sigmoid_in_place, |x| 1.0
+    / (1.0 + (-x).exp()));
 fast_kernel!(erf, "Erf", erf_in_place, |x| x.erf_x());
 float_kernel!(floor, "Floor", |x| x.floor());
 float_kernel!(ceil, "Ceil", |x| x.ceil());
