@@ -30,29 +30,9 @@ pub(super) fn bcast_strides(src: &[usize], out: &[usize]) -> Option<Vec<usize>> 
     Some(st)
 }
 
-/// Numpy broadcast of two shapes.
+/// Numpy broadcast of two shapes (`None` when they do not broadcast).
 pub(super) fn bcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let r = a.len().max(b.len());
-    let mut out = vec![0usize; r];
-    for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
-        *o = match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => return None,
-        };
-    }
-    Some(out)
+    crate::tensor::broadcast_shapes(a, b).ok()
 }
 
 /// Visits the output of a two-operand broadcast row by row (the last dim):
