@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+mod debugger_common;
+use debugger_common::calibrate_max;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
@@ -21,46 +24,8 @@ fn calibrated(name: &str) -> PathBuf {
     static RESNET: OnceLock<PathBuf> = OnceLock::new();
     static SEM: OnceLock<PathBuf> = OnceLock::new();
     let cell = if name == "resnet_tiny" { &RESNET } else { &SEM };
-    cell.get_or_init(|| {
-        let fx = fixtures().join(name).canonicalize().unwrap();
-        let meta: Value =
-            serde_json::from_str(&std::fs::read_to_string(fx.join("meta.json")).unwrap()).unwrap();
-        let inputs: Vec<String> = meta["inputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["name"].as_str().unwrap().to_string())
-            .collect();
-        let work = tmp().join(name);
-        std::fs::create_dir_all(&work).unwrap();
-        let dirs: Vec<String> = inputs
-            .iter()
-            .map(|i| fx.join("calib").join(i).display().to_string())
-            .collect();
-        let kinds = vec!["featuremap"; inputs.len()].join(";");
-        let yaml = format!(
-            "model_parameters:\n  onnx_model: {}\n  march: nash-e\n  working_dir: {}\n  output_model_file_prefix: {name}\ninput_parameters:\n  input_name: {}\n  input_type_train: {kinds}\n  input_type_rt: {kinds}\ncalibration_parameters:\n  cal_data_dir: {}\n  calibration_type: max\n",
-            fx.join("model.onnx").display(),
-            work.display(),
-            inputs.join(";"),
-            dirs.join(";")
-        );
-        let cfg = work.join("model.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_hb-calib"))
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--num-samples", "8", "--search-samples", "2", "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "hb-calib: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        work.join(format!("{name}_calibrated_model.onnx"))
-    })
-    .clone()
+    cell.get_or_init(|| calibrate_max(&fixtures(), name, &tmp()))
+        .clone()
 }
 
 fn calib_dir(name: &str) -> PathBuf {
