@@ -6,6 +6,7 @@
 //!   unknown keys are errors that name the closest valid key; keys without
 //!   effect on a CPU are accepted and listed as ignored.
 //! - [`qtype`]: quantization types and which ones each `march` allows.
+//! - [`guards`]: inputs int8 cannot carry (integer-valued, periodic).
 //! - [`plan`]: qtype resolution and the calibration points of a graph.
 //! - [`calib`]: streaming statistics, thresholds, candidates.
 //! - [`pipeline`]: one calibration run (statistics, search, calibrated model).
@@ -19,6 +20,7 @@ pub mod bias;
 pub mod calib;
 pub mod calibrated;
 pub mod config;
+pub mod guards;
 pub mod ops;
 pub mod pipeline;
 pub mod plan;

@@ -186,6 +186,44 @@ pub fn divisor_statistics(graph: &Graph) -> HashSet<String> {
     found
 }
 
+/// Ops whose output lies in a fixed, narrow interval (Sigmoid and
+/// HardSigmoid in [0, 1], Softmax in [0, 1], Tanh and Erf in [-1, 1]).
+const BOUNDED: &[&str] = &["Sigmoid", "HardSigmoid", "Softmax", "Tanh", "Erf"];
+
+/// Ops that only move or select values: a bounded tensor stays bounded.
+const MOVES_VALUES: &[&str] = &[
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Slice",
+    "Split",
+    "Gather",
+    "Expand",
+    "Identity",
+];
+
+/// Outputs of bounded ops ([`BOUNDED`]), followed through reshapes, slices
+/// and splits. A histogram method must not clip them: their values pile up
+/// at the ends of the interval (a gate's sigmoid near 0 and 1, an
+/// attention peak near 1), and KL, which lumps the clipped mass into its
+/// last bin, readily picks a threshold of half the range — every open gate
+/// then passes half its value. They keep their max threshold
+/// (docs/quantization.md).
+pub fn bounded_outputs(graph: &Graph) -> HashSet<String> {
+    let mut found = HashSet::new();
+    for node in &graph.nodes {
+        let op = node.op_type.as_str();
+        let follows =
+            MOVES_VALUES.contains(&op) && node.inputs.first().is_some_and(|i| found.contains(i));
+        if BOUNDED.contains(&op) || follows {
+            found.extend(node.outputs.iter().filter(|o| !o.is_empty()).cloned());
+        }
+    }
+    found
+}
+
 /// Where a weight input's output channels lie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WeightSlot {
@@ -247,6 +285,22 @@ mod tests {
             &["y"]
         )));
         assert!(is_quantized_op(&Node::new("s", "Softmax", &["a"], &["y"])));
+    }
+
+    #[test]
+    fn bounded_outputs_follow_reshapes_and_splits_only() {
+        let mut g = Graph::default();
+        g.nodes = vec![
+            Node::new("s", "Sigmoid", &["x"], &["g"]),
+            Node::new("r", "Reshape", &["g", "shape"], &["gr"]),
+            Node::new("p", "Split", &["gr"], &["g0", "g1"]),
+            Node::new("m", "Mul", &["g0", "x"], &["y"]),
+            Node::new("t", "Tanh", &["y"], &["h"]),
+            Node::new("c", "Concat", &["h", "x"], &["cat"]),
+        ];
+        let mut got: Vec<String> = bounded_outputs(&g).into_iter().collect();
+        got.sort();
+        assert_eq!(got, ["g", "g0", "g1", "gr", "h"]);
     }
 
     #[test]

@@ -724,10 +724,14 @@ pub fn calibrate_with(
     // Divisors (Div input1, Reciprocal) and the statistics they are made of
     // (a decomposed LayerNorm's variance chain) keep their max: clipping a
     // divisor scales up every element it divides (docs/quantization.md).
+    // Outputs of bounded ops (Sigmoid, Softmax, Tanh, ...) keep it too.
     let statistics = crate::ops::divisor_statistics(&model.graph);
+    let bounded = crate::ops::bounded_outputs(&model.graph);
     let divisors: std::collections::HashSet<String> = points
         .iter()
-        .filter(|p| !p.is_weight() && statistics.contains(&p.tensor))
+        .filter(|p| {
+            !p.is_weight() && (statistics.contains(&p.tensor) || bounded.contains(&p.tensor))
+        })
         .map(|p| p.tensor.clone())
         .collect();
     let feature_th = |p: &CalibPoint, c: &Candidate| -> Thresholds {
@@ -735,7 +739,12 @@ pub fn calibrate_with(
         if divisors.contains(&p.tensor) && needs_histogram(c.method) {
             let mut t =
                 feature_thresholds_from(&stats.feature[i], c, cache.get(i, Method::Max, p.qtype));
-            t.method = format!("max (divisor; candidate {c})");
+            let why = if statistics.contains(&p.tensor) {
+                "divisor"
+            } else {
+                "bounded"
+            };
+            t.method = format!("max ({why}; candidate {c})");
             return t;
         }
         feature_thresholds_from(&stats.feature[i], c, cache.get(i, c.method, p.qtype))
@@ -965,6 +974,7 @@ pub fn calibrate_with(
         &stats_view(stats),
         &mut findings,
     );
+    report::guard_findings(model, &plan, &points, &thresholds, &mut findings);
     ec_findings(model, &plan, &points, &mut findings);
     if !divisors.is_empty() && per_point.iter().any(|c| needs_histogram(c.method)) {
         let mut names: Vec<&str> = divisors.iter().map(String::as_str).collect();
@@ -972,7 +982,7 @@ pub fn calibrate_with(
         findings.push(Finding::info(
             "divisor-max",
             format!(
-                "{} tensor(s) read as a divisor (Div input1, Reciprocal) or feeding one as a statistic (variance chain) keep their max threshold instead of {}: {}",
+                "{} tensor(s) read as a divisor (Div input1, Reciprocal), feeding one as a statistic (variance chain) or produced by a bounded op (Sigmoid, Softmax, Tanh, Erf, HardSigmoid) keep their max threshold instead of {}: {}",
                 names.len(),
                 chosen.method,
                 names.join(", ")

@@ -6,6 +6,7 @@
 use crate::config::{
     BiasCorrection, HbConfig, InputQ, NodeConfig, Placement, QuantConfig, SubgraphConfig,
 };
+use crate::guards::{integer_valued_tensors, is_periodic_argument, Guard, GuardedInput};
 use crate::ops::{data_inputs, ec_allowed, is_quantized_op, weight_slot};
 use crate::qtype::QType;
 use hb_ir::Graph;
@@ -18,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// quant_config does not set them.
 pub fn effective_quant_config(cfg: &HbConfig) -> QuantConfig {
     let mut qc = cfg.calibration.quant_config.clone();
+    qc.int16_forbidden = !cfg.model.march.allows(QType::Int16);
     for (name, info) in &cfg.model.node_info {
         let e = qc.node.entry(name.clone()).or_default();
         fill_missing(e, info);
@@ -168,6 +170,8 @@ pub struct Plan {
     pub nodes: Vec<NodeQuant>,
     /// Calibration points, features first (graph order), then weights.
     pub points: Vec<CalibPoint>,
+    /// Node inputs the precision guards promoted to int16.
+    pub guards: Vec<GuardedInput>,
 }
 
 /// Why a plan cannot be made.
@@ -253,6 +257,13 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
         }
     }
     let default_q = qc.model.all_node_type.unwrap_or(QType::Int8);
+    let guarding = !qc.int16_forbidden && default_q == QType::Int8;
+    let integer_valued = if guarding {
+        integer_valued_tensors(g)
+    } else {
+        HashSet::new()
+    };
+    let mut guards: Vec<GuardedInput> = Vec::new();
     let nodes: Vec<NodeQuant> = g
         .nodes
         .iter()
@@ -267,11 +278,11 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
                 .or(op_cfg.and_then(|c| c.on))
                 .unwrap_or(Placement::Bpu);
             let quantized = is_quantized_op(n) && on == Placement::Bpu;
-            let level_q = node_cfg
+            let explicit_level = node_cfg
                 .and_then(|c| c.qtype)
                 .or(sg_q)
-                .or(op_cfg.and_then(|c| c.qtype))
-                .unwrap_or(default_q);
+                .or(op_cfg.and_then(|c| c.qtype));
+            let level_q = explicit_level.unwrap_or(default_q);
             let qtype = if quantized { level_q } else { QType::Float32 };
             let inputs = (0..n.inputs.len())
                 .map(|k| {
@@ -281,11 +292,36 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
                     let from = |c: Option<&NodeConfig>| {
                         c.and_then(|c| c.inputs.get(&k).copied().or(c.all_inputs))
                     };
-                    from(node_cfg)
+                    let explicit = from(node_cfg)
                         .or(node_cfg.and_then(|c| c.qtype).map(InputQ::Type))
                         .or(sg_q.map(InputQ::Type))
                         .or(from(op_cfg))
-                        .unwrap_or(InputQ::Type(level_q))
+                        .or(explicit_level.map(InputQ::Type));
+                    if let Some(q) = explicit {
+                        return q;
+                    }
+                    let tensor = &n.inputs[k];
+                    let guard = if !guarding || tensor.is_empty() {
+                        None
+                    } else if is_periodic_argument(&n.op_type, k) {
+                        Some(Guard::PeriodicArgument)
+                    } else if integer_valued.contains(tensor) {
+                        Some(Guard::IntegerValued)
+                    } else {
+                        None
+                    };
+                    match guard {
+                        Some(guard) if g.initializer(tensor).is_none() => {
+                            guards.push(GuardedInput {
+                                node: i,
+                                input: k,
+                                tensor: tensor.clone(),
+                                guard,
+                            });
+                            InputQ::Type(QType::Int16)
+                        }
+                        _ => InputQ::Type(level_q),
+                    }
                 })
                 .collect();
             NodeQuant {
@@ -387,7 +423,11 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
         }
     }
     points.extend(weights);
-    Ok(Plan { nodes, points })
+    Ok(Plan {
+        nodes,
+        points,
+        guards,
+    })
 }
 
 /// Marks `Add(weighted_output, constant)` (the bias add torch exports after

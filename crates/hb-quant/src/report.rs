@@ -7,6 +7,7 @@ use crate::calib::observer::MASK_LIMIT;
 use crate::config::Placement;
 use crate::pipeline::StatsView;
 use crate::plan::{CalibPoint, Plan};
+use crate::qtype::QType;
 use hb_float::ValueDump;
 use hb_ir::Model;
 use hb_tensor::{metrics, Tensor};
@@ -321,6 +322,40 @@ pub fn trap_findings(
                 ),
             ));
         }
+    }
+}
+
+/// One finding per input the precision guards promoted to int16
+/// ([`crate::guards`]), with its threshold and the config line that keeps
+/// int8 instead.
+pub fn guard_findings(
+    model: &Model,
+    plan: &Plan,
+    points: &[CalibPoint],
+    thresholds: &[Thresholds],
+    out: &mut Vec<Finding>,
+) {
+    for gi in &plan.guards {
+        let node = &model.graph.nodes[gi.node];
+        let th = points
+            .iter()
+            .zip(thresholds)
+            .find(|(p, _)| !p.is_weight() && p.tensor == gi.tensor && p.qtype == QType::Int16)
+            .map(|(_, t)| format!(" (threshold {})", fmt_th(t)))
+            .unwrap_or_default();
+        out.push(Finding::info(
+            gi.guard.key(),
+            format!(
+                "node '{}' ({}) input{}: '{}' {}: read as int16 instead of int8{th}; to keep int8 set \"node_config\": {{\"{}\": {{\"input{}\": \"int8\"}}}}",
+                node.name,
+                node.op_type,
+                gi.input,
+                gi.tensor,
+                gi.guard.reason(),
+                node.name,
+                gi.input
+            ),
+        ));
     }
 }
 

@@ -153,14 +153,22 @@ fn sem_decoder_does_not_collapse_under_any_mask_variant() {
                 r.float_unique,
                 100.0 * kept
             );
+            // int8 was 0.9966-0.9970 before the precision guards.
+            let floor = if qc.contains("int8") { 0.998 } else { 0.99 };
             assert!(
-                r.row.cosine >= 0.99,
+                r.row.cosine >= floor,
                 "{model} {qc}: cosine {}",
                 r.row.cosine
             );
             assert!(kept >= 0.9, "{model} {qc}: unique kept {kept}");
             let kinds: Vec<&str> = s.findings.iter().map(|f| f.kind).collect();
             assert!(kinds.contains(&"integer-input"), "{kinds:?}");
+            if qc.contains("int8") {
+                // Precision guards: the cast timestep and the Sin/Cos
+                // argument are read as int16.
+                assert!(kinds.contains(&"integer-valued"), "{kinds:?}");
+                assert!(kinds.contains(&"periodic-argument"), "{kinds:?}");
+            }
             assert_eq!(
                 kinds.contains(&"mask-values"),
                 mask_trap,
@@ -473,6 +481,37 @@ fn kl_keeps_divisors_at_their_max() {
     for n in sqrt {
         assert!(
             n.method.starts_with("max (divisor"),
+            "{}: {}",
+            n.name,
+            n.method
+        );
+    }
+}
+
+/// KL on seg_head: the gating Sigmoid's output piles up near 0 and 1 and
+/// KL clipped it to 0.5 (held-out cosine 0.9737 vs 0.988 with max). Outputs
+/// of bounded ops keep their max now.
+#[test]
+fn kl_keeps_bounded_outputs_at_their_max() {
+    let tmp = tempfile::tempdir().unwrap();
+    calibrate(
+        tmp.path(),
+        "seg_head",
+        "model.onnx",
+        r#"{"model_config": {"activation": {"calibration_type": "kl"}}}"#,
+    );
+    let c = test_cosine(tmp.path(), "seg_head");
+    eprintln!("seg_head kl: cosine {c:.6}");
+    assert!(c >= 0.99, "{c}");
+    let m = calibrated(tmp.path());
+    let sigmoid: Vec<_> = hb_quant::calibrated::calibration_infos(&m)
+        .into_iter()
+        .filter(|n| n.tensor.ends_with("Sigmoid_output_0"))
+        .collect();
+    assert!(!sigmoid.is_empty());
+    for n in sigmoid {
+        assert!(
+            n.method.starts_with("max (bounded"),
             "{}: {}",
             n.name,
             n.method

@@ -256,13 +256,43 @@ fn diagnose_sem_decoder_finds_the_traps() {
     assert!(has("mask-values", "Softmax"), "{f:#?}");
     assert!(has("integer-input", "timestep"), "{f:#?}");
     assert!(has("integer-input", "joint_relative_pos"), "{f:#?}");
-    assert!(has("integer-as-feature", "timestep"), "{f:#?}");
+    // hb-calib's precision guard already reads the cast timestep as int16.
+    assert!(!has("integer-as-feature", "timestep"), "{f:#?}");
     let qc = &v["suggested_quant_config"];
     hb_quant::config::quant_config::parse(qc, "quant_config").expect("hb-calib accepts it");
 
+    // Back to int8 (what a calibration without the guard gives): diagnose
+    // names the integer-valued tensor quantized as a feature.
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = dir.path().join("int8.onnx");
+    let e = dbg(&[
+        "edit",
+        s(&m),
+        "-o",
+        s(&int8),
+        "--node",
+        "/Unsqueeze_output_0",
+        "--qtype",
+        "int8",
+    ]);
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let v = json_of(&dbg(&[
+        "diagnose",
+        s(&int8),
+        s(&calib_dir("sem_decoder")),
+        "-d",
+        "3",
+        "--json",
+    ]));
+    let f = findings(&v);
+    assert!(
+        f.iter()
+            .any(|x| x["kind"] == "integer-as-feature" && x.to_string().contains("timestep")),
+        "{f:#?}"
+    );
+
     // Break a mask the way a naive calibration does (threshold from -inf /
     // lowest f32): diagnose names the node and the collapse.
-    let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.onnx");
     let e = dbg(&[
         "edit",

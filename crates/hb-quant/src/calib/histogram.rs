@@ -122,6 +122,7 @@ impl AbsHistogram {
     /// (the inverse width is a power of two, so `|x| · 2^−e` is exact and the
     /// truncation equals the f64 one), which vectorises; then the counters
     /// are incremented.
+    #[inline(always)]
     pub fn add_finite(&mut self, xs: &[f32], batch_max: f32) {
         self.cover(batch_max);
         self.total += xs.len() as u64;

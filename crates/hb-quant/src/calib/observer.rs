@@ -101,7 +101,20 @@ impl TensorStats {
     /// One pass over the data in blocks of 256 values: each block's
     /// min/max/sum/mask count is computed (8 lanes, vectorised) and, while
     /// the block is in L1, its data values go into the histogram.
+    ///
+    /// Compiled twice (baseline and AVX2, picked at run time, bit-identical
+    /// results: only the vector width differs).
     pub fn observe(&mut self, xs: &[f32], shape: &[usize]) {
+        hb_float::multiversion! {
+            fn observe_any(st: &mut TensorStats, xs: &[f32], shape: &[usize]) {
+                st.observe_inline(xs, shape)
+            }
+        }
+        observe_any(self, xs, shape)
+    }
+
+    #[inline(always)]
+    fn observe_inline(&mut self, xs: &[f32], shape: &[usize]) {
         const L: usize = 8;
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         let mut sum = 0f64;
@@ -114,13 +127,20 @@ impl TensorStats {
             let lanes = block.chunks_exact(L);
             let tail = lanes.remainder();
             for c in lanes {
+                let Ok(c) = <&[f32; L]>::try_from(c) else {
+                    continue;
+                };
                 for k in 0..L {
                     let x = c[k];
                     let data = x.abs() < MASK_LIMIT;
                     m[k] += u32::from(!data);
                     z[k] += u32::from(x == 0.0);
-                    blo[k] = blo[k].min(if data { x } else { f32::INFINITY });
-                    bhi[k] = bhi[k].max(if data { x } else { f32::NEG_INFINITY });
+                    // Never NaN (NaN is a mask value): plain compares, no
+                    // NaN handling in the vector code.
+                    let lo_c = if data { x } else { f32::INFINITY };
+                    let hi_c = if data { x } else { f32::NEG_INFINITY };
+                    blo[k] = if lo_c < blo[k] { lo_c } else { blo[k] };
+                    bhi[k] = if hi_c > bhi[k] { hi_c } else { bhi[k] };
                     sums[k] += if data { x } else { 0.0 };
                 }
             }
@@ -183,6 +203,7 @@ impl TensorStats {
         self.shape = shape.to_vec();
     }
 
+    #[inline(always)]
     fn observe_channels(&mut self, xs: &[f32], shape: &[usize]) {
         if shape.len() < 2 {
             return;
@@ -214,13 +235,27 @@ impl TensorStats {
         }
         for (k, chunk) in xs.chunks(inner).enumerate() {
             let ch = k % c;
-            let m = chunk.iter().fold(0f32, |m, x| m.max(data_abs(*x)));
+            // 16 independent maxima, so the loop vectorises.
+            let mut lanes = [0f32; 16];
+            let body = chunk.chunks_exact(16);
+            let rest = body.remainder();
+            for v in body {
+                for (m, &x) in lanes.iter_mut().zip(v) {
+                    *m = m.max(data_abs(x));
+                }
+            }
+            let m = rest
+                .iter()
+                .fold(lanes.iter().fold(0f32, |a, b| a.max(*b)), |m, x| {
+                    m.max(data_abs(*x))
+                });
             if m > self.channel_absmax[ch] {
                 self.channel_absmax[ch] = m;
             }
         }
     }
 
+    #[inline(always)]
     fn observe_constant(&mut self, xs: &[f32]) {
         if !self.constant {
             return;

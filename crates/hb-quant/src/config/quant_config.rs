@@ -26,6 +26,10 @@ pub struct QuantConfig {
     pub subgraph: BTreeMap<String, SubgraphConfig>,
     /// Per node name (as in the optimized model).
     pub node: BTreeMap<String, NodeConfig>,
+    /// Not a quant_config key: set from `march` when it has no int16
+    /// (bernoulli2); turns off the int16 precision guards
+    /// ([`crate::guards`]).
+    pub int16_forbidden: bool,
 }
 
 /// `model_config`.
