@@ -110,6 +110,23 @@ fn passive_data_inputs(n: &Node) -> Option<Vec<usize>> {
     }
 }
 
+/// One quantization for a value several consumers read: theirs when they
+/// agree, else int16 covering the widest of their ranges (each consumer
+/// requantises from it: none saturates at another's threshold, at the price
+/// of one extra rounding far below their LSB).
+fn widest_common(a: Q, b: Q) -> Q {
+    if a.same(&b) {
+        return a;
+    }
+    let range = |q: &Q| f64::from(q.s()) * (q.lo.unsigned_abs().max(q.hi.unsigned_abs()) as f64);
+    let t = range(&a).max(range(&b));
+    Q::feature(
+        DType::I16,
+        (t / 32767.0) as f32,
+        a.keep_masks || b.keep_masks,
+    )
+}
+
 fn is_calibration(n: &Node) -> bool {
     n.op_type == "HzCalibration" && n.domain == "horizon"
 }
@@ -450,52 +467,26 @@ impl Lowerer {
             return d.clone();
         }
         self.demand_cache.insert(v.to_string(), None);
-        let mut best: Option<Q> = None;
+        let mut wanted: Vec<Q> = Vec::new();
         let cons = self.consumers.get(v).cloned().unwrap_or_default();
         for c in cons {
             let n = self.g.nodes[c].clone();
-            let found = if is_calibration(&n) {
-                feature_q(&n)
+            if is_calibration(&n) {
+                wanted.extend(feature_q(&n));
             } else if let Some(data) = passive_data_inputs(&n) {
                 let feeds = data
                     .iter()
                     .any(|&k| n.inputs.get(k).is_some_and(|x| x == v));
                 if feeds {
-                    let outs: Vec<String> = n
-                        .outputs
-                        .iter()
-                        .filter(|o| !o.is_empty())
-                        .cloned()
-                        .collect();
-                    outs.iter().find_map(|o| self.demand(o))
-                } else {
-                    None
-                }
-            } else {
-                None
-            };
-            if let Some(q) = found {
-                best = Some(match best {
-                    None => q,
-                    Some(b) if b.same(&q) => b,
-                    // Consumers want different scales: write int16 covering
-                    // the widest range, each consumer requantises from it
-                    // (no consumer saturates early, one extra rounding far
-                    // below their LSB).
-                    Some(b) => {
-                        let range = |q: &Q| {
-                            f64::from(q.s()) * (q.lo.unsigned_abs().max(q.hi.unsigned_abs()) as f64)
-                        };
-                        let t = range(&b).max(range(&q));
-                        Q::feature(
-                            DType::I16,
-                            (t / 32767.0) as f32,
-                            b.keep_masks || q.keep_masks,
-                        )
+                    // Every output counts: the halves of a Split may be
+                    // calibrated at different scales.
+                    for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+                        wanted.extend(self.demand(o));
                     }
-                });
+                }
             }
         }
+        let best = wanted.into_iter().reduce(widest_common);
         self.demand_cache.insert(v.to_string(), best.clone());
         best
     }

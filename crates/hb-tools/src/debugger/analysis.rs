@@ -88,7 +88,11 @@ pub fn promote(cal: &Calibrated, calib: &[usize], qtype: QType, observed: &[Obse
         if qtype == QType::Int16 && !cn.is_weight && per_tensor {
             if let Some(o) = observed.get(c) {
                 let absmax = o.min.abs().max(o.max.abs());
-                if absmax.is_finite() && absmax > cn.fq.thresholds[0] {
+                let t = cn.fq.thresholds[0];
+                // Widen to the data, or replace a degenerate threshold (far
+                // above every value: a re-calibration would not keep it).
+                let degenerate = !t.is_finite() || (absmax > 0.0 && t > 100.0 * absmax);
+                if absmax.is_finite() && (absmax > t || degenerate) {
                     node.set_attr("thresholds", Attr::Floats(vec![absmax]));
                 }
             }

@@ -217,12 +217,16 @@ fn fix_for(cal: &Calibrated, calib: &[usize], q: QType) -> Value {
     json!({ "node_config": node_config(cal, &[], calib, q) })
 }
 
+/// Merges fix `v` into `into`; a setting already there stays (findings are
+/// merged most severe first, so an error's fix is not overwritten by an
+/// info's).
 fn merge(into: &mut Map<String, Value>, v: &Value) {
     let Some(o) = v.as_object() else { return };
     for (k, x) in o {
         match (into.get_mut(k), x) {
             (Some(Value::Object(a)), Value::Object(_)) => merge(a, x),
-            _ => {
+            (Some(_), _) => {}
+            (None, _) => {
                 into.insert(k.clone(), x.clone());
             }
         }
@@ -325,7 +329,7 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
                     ),
                     fix: json!({"node_config": node_config(cal, &[], &[k], QType::Float16)}),
                     advice: format!("hb-debugger edit MODEL -o OUT --node '{}' --threshold {absmax}", c.name),
-                    promote: vec![],
+                    promote: vec![k],
                 });
             } else if absmax == 0.0 {
                 f.push(Finding {
