@@ -736,6 +736,19 @@ pub fn calibrate_with(
         .collect();
     let feature_th = |p: &CalibPoint, c: &Candidate| -> Thresholds {
         let i = stats.index[&p.tensor];
+        // Asymmetric quantization is for int8 (uint8 with a zero point):
+        // the integer machine has no asymmetric uint16, so int16 points stay
+        // symmetric (docs/integer-semantics.md §1).
+        let symmetric;
+        let c = if c.asymmetric && p.qtype == QType::Int16 {
+            symmetric = Candidate {
+                asymmetric: false,
+                ..*c
+            };
+            &symmetric
+        } else {
+            c
+        };
         if divisors.contains(&p.tensor) && needs_histogram(c.method) {
             let mut t =
                 feature_thresholds_from(&stats.feature[i], c, cache.get(i, Method::Max, p.qtype));

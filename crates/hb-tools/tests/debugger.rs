@@ -204,6 +204,54 @@ fn compare_per_layer_resnet_tiny() {
     ]);
     assert!(text.status.success());
     assert!(String::from_utf8_lossy(&text.stdout).contains("max_qscale_diff"));
+
+    // The integer program made from the same calibration: every layer
+    // present, close to the simulation (docs/integer-semantics.md §16).
+    let bc = m.with_file_name("resnet_tiny_quantized_model.bc");
+    let per_layer = |extra: &[&str]| {
+        let mut args = vec![
+            "compare-per-layer",
+            s(&float),
+            s(&m),
+            "-d",
+            s(&calib_dir("resnet_tiny")),
+            "-s",
+            s(dir.path()),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json_of(&dbg(&args))
+    };
+    let sim = per_layer(&[]);
+    let prog = per_layer(&["--program", s(&bc)]);
+    assert_eq!(prog["mode"], "program");
+    assert!(dir.path().join("compare_per_layer_program.csv").is_file());
+    let (sl, pl) = (
+        sim["layers"].as_array().unwrap(),
+        prog["layers"].as_array().unwrap(),
+    );
+    assert!(pl.len() >= 10, "{}", pl.len());
+    let last = |l: &[Value]| l.last().unwrap()["cosine"].as_f64().unwrap();
+    assert!(
+        (last(sl) - last(pl)).abs() < 1e-3,
+        "{} vs {}",
+        last(sl),
+        last(pl)
+    );
+    let bad = dbg(&[
+        "compare-per-layer",
+        s(&float),
+        s(&m),
+        "-d",
+        s(&calib_dir("resnet_tiny")),
+        "--program",
+        s(&float),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim().lines().count(),
+        1
+    );
 }
 
 #[test]

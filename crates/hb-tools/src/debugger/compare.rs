@@ -14,6 +14,7 @@
 use super::common::{fmt_metric, load_samples, to_json, write_text, Calibrated};
 use super::CompareArgs;
 use crate::cli::{ToolError, ToolResult};
+use crate::prog::{as_f32, Loaded};
 use hb_float::{OpCtx, Registry, Session, ValueDump};
 use hb_quant::calibrated::is_calibration;
 use hb_quant::report::table;
@@ -29,6 +30,9 @@ pub enum Mode {
     Cumulative,
     /// Only the layer's own input quantization, inputs from float.
     Isolated,
+    /// The integer program (.bc / .hbm), dequantized (`--program`).
+    #[value(skip)]
+    Program,
 }
 
 /// Row order.
@@ -208,6 +212,35 @@ fn merge(acc: &mut LayerRow, r: &LayerRow, k: f64) {
     }
 }
 
+/// Every tensor the program computes on sample `s`, as f32 (dequantized),
+/// keyed by the model tensor it stands for; the first one written wins.
+fn program_dump(p: &Loaded, s: &crate::inputs::Sample) -> ToolResult<HashMap<String, Tensor>> {
+    let ins = p.inputs_of(s)?;
+    let mut ws = hb_bpu::engine::Workspace::new();
+    let (_, all) = p.run_all(&ins, &mut ws)?;
+    let prog = &p.program;
+    let ids: HashMap<&str, usize> = prog
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut m: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in all {
+        let base = name.split(':').next().unwrap_or(&name).to_string();
+        if m.contains_key(&base) || t.dtype() == hb_tensor::DType::Bool {
+            continue;
+        }
+        let Some(&id) = ids.get(name.as_str()) else {
+            continue;
+        };
+        let v = as_f32(prog, id, &t)?;
+        let f = Tensor::from_vec(t.shape(), v).map_err(ToolError::input)?;
+        m.insert(base, f);
+    }
+    Ok(m)
+}
+
 fn dump(session: &Session, s: &crate::inputs::Sample) -> ToolResult<HashMap<String, Tensor>> {
     let mut d = ValueDump::default();
     session.run_with_hook(s, &mut d)?;
@@ -219,9 +252,15 @@ fn dump(session: &Session, s: &crate::inputs::Sample) -> ToolResult<HashMap<Stri
 }
 
 /// Compares every layer of `cal` on `samples`.
+///
+/// With `program` (mode [`Mode::Program`]) the analysed values are the
+/// integer program's, dequantized with each tensor's scale; a layer's value
+/// is the first tensor the program writes for that output (`x`, `x:q8`,
+/// `x:q16`, ...).
 pub fn compare(
     cal: &Calibrated,
     float_model: Option<&hb_ir::Model>,
+    program: Option<&Loaded>,
     samples: &[crate::inputs::Sample],
     mode: Mode,
 ) -> ToolResult<Comparison> {
@@ -253,9 +292,10 @@ pub fn compare(
                 }
             }
         }
-        let q = match mode {
-            Mode::Cumulative => Some(dump(&quant, s)?),
-            Mode::Isolated => None,
+        let q = match (mode, program) {
+            (Mode::Program, Some(p)) => Some(program_dump(p, s)?),
+            (Mode::Isolated, _) => None,
+            _ => Some(dump(&quant, s)?),
         };
         'layers: for (li, &i) in layers.iter().enumerate() {
             let n = &g.nodes[i];
@@ -510,7 +550,16 @@ pub fn run_cli(a: CompareArgs) -> ToolResult<()> {
     let limit = (a.data_num > 0).then_some(a.data_num);
     let samples = load_samples(&cal.model.graph, &a.data, limit)?;
     let fm = (!float.graph.nodes.iter().any(is_calibration)).then_some(&float);
-    let mut c = compare(&cal, fm, &samples, a.mode)?;
+    let program = match &a.program {
+        Some(p) => Some(Loaded::open(p, false)?),
+        None => None,
+    };
+    let mode = if program.is_some() {
+        Mode::Program
+    } else {
+        a.mode
+    };
+    let mut c = compare(&cal, fm, program.as_ref(), &samples, mode)?;
     if a.order == Order::Sorted {
         c.layers
             .sort_by(|x, y| super::common::worse_first("cosine-similarity", x.cosine, y.cosine));
@@ -518,10 +567,10 @@ pub fn run_cli(a: CompareArgs) -> ToolResult<()> {
     if let Some(dir) = &a.save_dir {
         let stem = format!(
             "compare_per_layer_{}",
-            if a.mode == Mode::Cumulative {
-                "cumulative"
-            } else {
-                "isolated"
+            match mode {
+                Mode::Cumulative => "cumulative",
+                Mode::Isolated => "isolated",
+                Mode::Program => "program",
             }
         );
         write_text(&dir.join(format!("{stem}.csv")), &to_csv(&c))?;

@@ -201,6 +201,11 @@ pub struct CompareArgs {
     /// cumulative: every calibration node ON; isolated: only the layer's own inputs quantized, from float.
     #[arg(long, value_enum, default_value = "cumulative")]
     pub mode: compare::Mode,
+    /// Compare the float model against this integer program (.bc / .hbm,
+    /// made from CALIBRATED) instead of the calibrated simulation: every
+    /// layer's dequantized integer output (cumulative).
+    #[arg(long = "program", alias = "bc")]
+    pub program: Option<PathBuf>,
     /// Row order: graph, or sorted by cosine (worst first).
     #[arg(long, value_enum, default_value = "graph")]
     pub order: compare::Order,
