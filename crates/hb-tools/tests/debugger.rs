@@ -208,13 +208,14 @@ fn compare_per_layer_resnet_tiny() {
     // The integer program made from the same calibration: every layer
     // present, close to the simulation (docs/integer-semantics.md §16).
     let bc = m.with_file_name("resnet_tiny_quantized_model.bc");
+    let data = calib_dir("resnet_tiny");
     let per_layer = |extra: &[&str]| {
         let mut args = vec![
             "compare-per-layer",
             s(&float),
             s(&m),
             "-d",
-            s(&calib_dir("resnet_tiny")),
+            s(&data),
             "-s",
             s(dir.path()),
             "--json",
