@@ -20,11 +20,14 @@ pub struct SampleResult {
 
 /// The float graph passes run before execution (as ONNX Runtime's default
 /// graph optimisations do): Constant → initializer, Identity/Dropout removal,
-/// BatchNormalization folding, constant folding. Outputs keep their names.
+/// BatchNormalization folding, constant folding, and (with fixed input
+/// shapes) `Shape`/`Size` of static shapes folded with the arithmetic after
+/// them. Outputs keep their names.
 pub fn optimize(model: &mut Model) -> Result<(), String> {
     hb_ir::passes::optimize(&mut model.graph).map_err(|e| e.to_string())?;
-    hb_float::fold::fold_constants(model, &hb_float::Registry::standard())
-        .map_err(|e| e.to_string())?;
+    let registry = hb_float::Registry::standard();
+    hb_float::fold::fold_constants(model, &registry).map_err(|e| e.to_string())?;
+    hb_float::fold::fold_static_shapes(model, &registry).map_err(|e| e.to_string())?;
     Ok(())
 }
 
