@@ -375,12 +375,181 @@ pub(super) fn matmul_block<A: QInt, B: QInt, O: QInt>(
     acc64: &mut Vec<i64>,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if !wide && mkn.1 > 0 && mkn.2 > 0 && has_avx512() {
+        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
+        unsafe { matmul_block_avx512(a, b, y, mkn, bias, requant, acc32) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 was detected at run time.
         unsafe { matmul_block_avx2(a, b, y, mkn, bias, requant, wide, acc32, acc64) };
         return;
     }
     matmul_block_body(a, b, y, mkn, bias, requant, wide, acc32, acc64)
+}
+
+/// Whether AVX-512 F/BW/DQ/VL are available (checked at run time).
+pub(super) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `lo | hi << 16` of two values known to fit i16 (one `vpmaddwd` lane).
+#[inline(always)]
+fn pair16(lo: i64, hi: i64) -> i32 {
+    ((lo as i32) & 0xffff) | ((hi as i32) << 16)
+}
+
+/// The epilogue shared by the activation × activation MatMul paths:
+/// `(s · M + 2^(n−1)) >> n` in i64 for one requantisation without bias
+/// (`|s · M| < 2^62` for an i32 `s`), else [`Requant::apply_fast`] of
+/// `s + bias[j]`. `j0` is the column of `s[0]`.
+#[inline(always)]
+fn mm_epilogue<O: QInt>(
+    s: &[i32],
+    y: &mut [O],
+    j0: usize,
+    simple: Option<(i64, i64, u32)>,
+    bias: Option<&[i64]>,
+    requant: &[Requant],
+) {
+    match simple {
+        Some((mm, rnd, sh)) => {
+            for (d, &v) in y.iter_mut().zip(s) {
+                *d = O::sat_i64((i64::from(v) * mm + rnd) >> sh);
+            }
+        }
+        None => {
+            for (jj, (d, &v)) in y.iter_mut().zip(s).enumerate() {
+                let j = j0 + jj;
+                let r = &requant[if requant.len() == 1 { 0 } else { j }];
+                *d = r.apply_fast::<O>(i64::from(v) + bias.map_or(0, |bs| bs[j]));
+            }
+        }
+    }
+}
+
+/// The single-requantisation, no-bias case of [`mm_epilogue`].
+fn mm_simple(bias: Option<&[i64]>, requant: &[Requant]) -> Option<(i64, i64, u32)> {
+    match (bias, requant) {
+        (None, [r]) if r.shift() <= 62 => {
+            let sh = r.shift();
+            Some((
+                i64::from(r.multiplier()),
+                if sh == 0 { 0 } else { 1i64 << (sh - 1) },
+                sh,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Up to `16 · NB` columns of one output row: `Σ_t vpmaddwd(a pair t, b
+/// pairs t)`, stored to `out`.
+///
+/// # Safety
+/// AVX-512 F/BW available; `bp` readable for `(ap.len() − 1) · np + 16 ·
+/// NB` i32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn mm_row_avx512<const NB: usize>(
+    ap: &[i32],
+    bp: *const i32,
+    np: usize,
+    out: &mut [i32; 64],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: reads inside the range the caller guarantees; `out` holds
+    // 64 ≥ 16 · NB i32.
+    unsafe {
+        let mut acc = [_mm512_setzero_si512(); NB];
+        for (t, &av) in ap.iter().enumerate() {
+            let av = _mm512_set1_epi32(av);
+            let row = bp.add(t * np);
+            for (c, a) in acc.iter_mut().enumerate() {
+                let bv = _mm512_loadu_si512(row.add(16 * c) as *const __m512i);
+                *a = _mm512_add_epi32(*a, _mm512_madd_epi16(av, bv));
+            }
+        }
+        for (c, a) in acc.iter().enumerate() {
+            _mm512_storeu_si512(out.as_mut_ptr().add(16 * c) as *mut __m512i, *a);
+        }
+    }
+}
+
+/// [`matmul_block`] for exact i32 sums (`K · max|a| · max|b| < 2^31`) on
+/// AVX-512: B packed once per block as i16 pairs along K (`[⌈K/2⌉][N
+/// rounded up to 16]`, zero padded), each row of A as i16 pairs, one
+/// `vpmaddwd` per pair and 16 columns (products of two 8/16-bit values,
+/// every partial sum bounded by the exact total), then the vectorised
+/// epilogue. The same integers as [`matmul_block_body`].
+///
+/// # Safety
+/// AVX-512 F/BW/DQ/VL available; `A`, `B` are 8- or 16-bit types.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+pub(super) unsafe fn matmul_block_avx512<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    (m, k, n): (usize, usize, usize),
+    bias: Option<&[i64]>,
+    requant: &[Requant],
+    acc32: &mut Vec<i32>,
+) {
+    let kp = k.div_ceil(2);
+    let np = n.div_ceil(16) * 16;
+    acc32.clear();
+    acc32.resize(kp * np + kp, 0);
+    let (bp, ap) = acc32.split_at_mut(kp * np);
+    for (t, row) in bp.chunks_exact_mut(np).enumerate() {
+        let r0 = &b[2 * t * n..(2 * t + 1) * n];
+        if 2 * t + 1 < k {
+            let r1 = &b[(2 * t + 1) * n..(2 * t + 2) * n];
+            for ((d, &x0), &x1) in row.iter_mut().zip(r0).zip(r1) {
+                *d = pair16(x0.to_i64(), x1.to_i64());
+            }
+        } else {
+            for (d, &x0) in row.iter_mut().zip(r0) {
+                *d = pair16(x0.to_i64(), 0);
+            }
+        }
+    }
+    let simple = mm_simple(bias, requant);
+    let mut tile = [0i32; 64];
+    for (arow, yrow) in a.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(m) {
+        for (d, p) in ap.iter_mut().zip(arow.chunks(2)) {
+            *d = pair16(p[0].to_i64(), p.get(1).map_or(0, |v| v.to_i64()));
+        }
+        let mut j0 = 0;
+        while j0 < n {
+            let w = (n - j0).min(64);
+            // SAFETY: AVX-512 available (caller); row t of `bp` has `np`
+            // entries and `j0 + 16 · ⌈w/16⌉ ≤ np`.
+            unsafe {
+                let bq = bp.as_ptr().add(j0);
+                match w.div_ceil(16) {
+                    1 => mm_row_avx512::<1>(ap, bq, np, &mut tile),
+                    2 => mm_row_avx512::<2>(ap, bq, np, &mut tile),
+                    3 => mm_row_avx512::<3>(ap, bq, np, &mut tile),
+                    _ => mm_row_avx512::<4>(ap, bq, np, &mut tile),
+                }
+            }
+            mm_epilogue(&tile[..w], &mut yrow[j0..j0 + w], j0, simple, bias, requant);
+            j0 += w;
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -402,7 +571,7 @@ unsafe fn matmul_block_avx2<A: QInt, B: QInt, O: QInt>(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn matmul_block_body<A: QInt, B: QInt, O: QInt>(
+pub(super) fn matmul_block_body<A: QInt, B: QInt, O: QInt>(
     a: &[A],
     b: &[B],
     y: &mut [O],

@@ -331,20 +331,11 @@ impl FakeQuant {
         if self.is_identity() {
             return Ok(());
         }
-        if self.keep_masks && xs.iter().any(|v| is_negative_mask(*v)) {
-            let masks: Vec<(usize, f32)> = xs
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| is_negative_mask(**v))
-                .map(|(i, v)| (i, *v))
-                .collect();
-            let unmasked = FakeQuant {
-                keep_masks: false,
-                ..self.clone()
-            };
-            unmasked.apply_slice_per_tensor(xs)?;
-            for (i, v) in masks {
-                xs[i] = v;
+        if self.keep_masks && self.qtype == FqType::Float16 {
+            for x in xs.iter_mut() {
+                if !is_negative_mask(*x) {
+                    *x = half::f16::from_f32(*x).to_f32();
+                }
             }
             return Ok(());
         }
@@ -361,7 +352,11 @@ impl FakeQuant {
                     ));
                 }
                 let p = self.params()?;
-                fake_quant_slice(xs, &p[0]);
+                if self.keep_masks {
+                    fake_quant_slice_masked(xs, &p[0]);
+                } else {
+                    fake_quant_slice(xs, &p[0]);
+                }
                 Ok(())
             }
         }
@@ -380,34 +375,26 @@ impl FakeQuant {
         let xs = x
             .as_slice_mut()
             .ok_or_else(|| invalid!("array is not contiguous"))?;
-        if self.keep_masks {
-            let masks: Vec<(usize, f32)> = xs
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| is_negative_mask(**v))
-                .map(|(i, v)| (i, *v))
-                .collect();
-            if !masks.is_empty() {
-                let unmasked = FakeQuant {
-                    keep_masks: false,
-                    ..self.clone()
-                };
-                unmasked.apply_array(x)?;
-                if let Some(xs) = x.as_slice_mut() {
-                    for (i, v) in masks {
-                        xs[i] = v;
+        if self.qtype == FqType::Float16 {
+            if self.keep_masks {
+                for x in xs.iter_mut() {
+                    if !is_negative_mask(*x) {
+                        *x = half::f16::from_f32(*x).to_f32();
                     }
                 }
-                return Ok(());
+            } else {
+                round_f16_slice(xs);
             }
-        }
-        if self.qtype == FqType::Float16 {
-            round_f16_slice(xs);
             return Ok(());
         }
         let p = self.params()?;
+        let keep = self.keep_masks;
         if p.len() == 1 {
-            fake_quant_slice(xs, &p[0]);
+            if keep {
+                fake_quant_slice_masked(xs, &p[0]);
+            } else {
+                fake_quant_slice(xs, &p[0]);
+            }
             return Ok(());
         }
         let ax = norm_axis(self.axis, shape.len())?;
@@ -425,7 +412,11 @@ impl FakeQuant {
         let per_outer = p.len() * inner;
         let go = |block: &mut [f32]| {
             for (k, row) in block.chunks_mut(inner).enumerate() {
-                fake_quant_serial(row, &p[k % p.len()]);
+                if keep {
+                    fake_quant_serial_masked(row, &p[k % p.len()]);
+                } else {
+                    fake_quant_serial(row, &p[k % p.len()]);
+                }
             }
         };
         if xs.len() >= PAR_MIN {
@@ -471,6 +462,33 @@ fn fake_quant_serial(xs: &mut [f32], p: &QParams) {
         let v = if v < lo { lo } else { v };
         let v = if v > hi { hi } else { v };
         *x = ((v + ROUND_MAGIC) - ROUND_MAGIC) * s;
+    }
+}
+
+/// [`fake_quant_serial`] leaving negative mask sentinels
+/// ([`is_negative_mask`]) unchanged (`keep_masks = 1`), in one pass.
+#[inline]
+fn fake_quant_serial_masked(xs: &mut [f32], p: &QParams) {
+    let (s, lo, hi) = (p.scale, p.lo, p.hi);
+    let nan_v = -(p.zero_point as f32);
+    for x in xs.iter_mut() {
+        let x0 = *x;
+        let v = x0 / s;
+        let v = if v.is_nan() { nan_v } else { v };
+        let v = if v < lo { lo } else { v };
+        let v = if v > hi { hi } else { v };
+        let q = ((v + ROUND_MAGIC) - ROUND_MAGIC) * s;
+        *x = if is_negative_mask(x0) { x0 } else { q };
+    }
+}
+
+/// [`fake_quant_slice`] leaving negative mask sentinels unchanged.
+pub fn fake_quant_slice_masked(xs: &mut [f32], p: &QParams) {
+    if xs.len() >= PAR_MIN {
+        xs.par_chunks_mut(PAR_CHUNK)
+            .for_each(|c| fake_quant_serial_masked(c, p));
+    } else {
+        fake_quant_serial_masked(xs, p);
     }
 }
 
