@@ -277,6 +277,12 @@ pub enum LutFn {
     Sqrt,
     /// `1 / x` (`1/0 = +inf`, the table's upper bound).
     Reciprocal,
+    /// `x^exponent` as `f64::powf` (NaN for a negative base and a
+    /// fractional exponent, which the table maps to 0).
+    Pow {
+        /// The constant exponent.
+        exponent: f64,
+    },
 }
 
 impl LutFn {
@@ -311,6 +317,7 @@ impl LutFn {
                     1.0 / x
                 }
             }
+            LutFn::Pow { exponent } => x.powf(exponent),
         }
     }
 }

@@ -168,10 +168,11 @@ proptest! {
     }
 
     #[test]
-    fn lut_ops_int8_within_half_lsb(t in 0.5f32..10.0, op in 0usize..10) {
+    fn lut_ops_int8_within_half_lsb(t in 0.5f32..10.0, op in 0usize..13) {
         let f = [LutFn::Sigmoid, LutFn::Tanh, LutFn::Exp, LutFn::Erf, LutFn::Gelu,
                  LutFn::HardSigmoid { alpha: 0.2, beta: 0.5 }, LutFn::HardSwish,
-                 LutFn::Sin, LutFn::Cos, LutFn::Sqrt][op];
+                 LutFn::Sin, LutFn::Cos, LutFn::Sqrt, LutFn::Pow { exponent: 3.0 },
+                 LutFn::Pow { exponent: 1.5 }, LutFn::Pow { exponent: -0.5 }][op];
         let sx = t / 127.0;
         let sy = (0..=255).map(|q| f.eval(f64::from(q - 128) * f64::from(sx)).abs())
             .filter(|v| v.is_finite()).fold(1e-3, f64::max) as f32 / 127.0;
@@ -186,9 +187,9 @@ proptest! {
     }
 
     #[test]
-    fn lut_ops_int16_within_three_quarter_lsb(t in 0.5f32..10.0, op in 0usize..6) {
+    fn lut_ops_int16_within_three_quarter_lsb(t in 0.5f32..10.0, op in 0usize..7) {
         let f = [LutFn::Sigmoid, LutFn::Tanh, LutFn::Gelu, LutFn::HardSwish,
-                 LutFn::Sin, LutFn::Reciprocal][op];
+                 LutFn::Sin, LutFn::Reciprocal, LutFn::Pow { exponent: 3.0 }][op];
         let sx = t / 32767.0;
         let sy = if f == LutFn::Reciprocal { 100.0 / 32767.0 }
             else { (f.eval(f64::from(t)).abs().max(f.eval(-f64::from(t)).abs()).max(1e-3) / 32767.0) as f32 };

@@ -721,6 +721,8 @@ pub enum LutFunc {
     LutCos = 9,
     LutSqrt = 10,
     LutReciprocal = 11,
+    /// x^alpha (Pow by a constant exponent other than 1 and 2).
+    LutPow = 12,
 }
 impl LutFunc {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -741,6 +743,7 @@ impl LutFunc {
             Self::LutCos => "LUT_COS",
             Self::LutSqrt => "LUT_SQRT",
             Self::LutReciprocal => "LUT_RECIPROCAL",
+            Self::LutPow => "LUT_POW",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -758,6 +761,7 @@ impl LutFunc {
             "LUT_COS" => Some(Self::LutCos),
             "LUT_SQRT" => Some(Self::LutSqrt),
             "LUT_RECIPROCAL" => Some(Self::LutReciprocal),
+            "LUT_POW" => Some(Self::LutPow),
             _ => None,
         }
     }

@@ -326,6 +326,7 @@ fn lut_fn(l: &pb::LutOp) -> LutFn {
         F::LutCos => LutFn::Cos,
         F::LutSqrt => LutFn::Sqrt,
         F::LutReciprocal => LutFn::Reciprocal,
+        F::LutPow => LutFn::Pow { exponent: l.alpha },
     }
 }
 

@@ -381,7 +381,10 @@ fn lower_pow(lw: &mut Lowerer, n: &Node) -> Placed {
             Ok(None)
         }
         Some(0.5) => emit_lut(lw, n, qx, xid, &out, qy, pb::LutFunc::LutSqrt, 0.0, 0.0),
-        _ => Ok(Some("exponent is not 1, 2 or 0.5".into())),
+        // Any other constant exponent (x³ of the tanh Gelu, ...): a lookup
+        // table over the input's integer range (docs/integer-semantics.md §10).
+        Some(e) if e.is_finite() => emit_lut(lw, n, qx, xid, &out, qy, pb::LutFunc::LutPow, e, 0.0),
+        _ => Ok(Some("the exponent is not a finite constant".into())),
     }
 }
 
