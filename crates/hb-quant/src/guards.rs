@@ -142,11 +142,13 @@ mod tests {
     /// timestep (int64) → Cast → Unsqueeze → Div(freqs) → Sin, plus a
     /// float input x → Relu.
     fn time_embedding() -> Graph {
-        let mut g = Graph::default();
-        g.inputs = vec![
-            ValueInfo::tensor("t", DType::I64, &[1]),
-            ValueInfo::tensor("x", DType::F32, &[1, 4]),
-        ];
+        let mut g = Graph {
+            inputs: vec![
+                ValueInfo::tensor("t", DType::I64, &[1]),
+                ValueInfo::tensor("x", DType::F32, &[1, 4]),
+            ],
+            ..Graph::default()
+        };
         g.initializers.insert(
             "axes".into(),
             Arc::new(Tensor::from_vec(&[1], vec![1i64]).expect("axes")),

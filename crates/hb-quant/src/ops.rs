@@ -289,15 +289,17 @@ mod tests {
 
     #[test]
     fn bounded_outputs_follow_reshapes_and_splits_only() {
-        let mut g = Graph::default();
-        g.nodes = vec![
-            Node::new("s", "Sigmoid", &["x"], &["g"]),
-            Node::new("r", "Reshape", &["g", "shape"], &["gr"]),
-            Node::new("p", "Split", &["gr"], &["g0", "g1"]),
-            Node::new("m", "Mul", &["g0", "x"], &["y"]),
-            Node::new("t", "Tanh", &["y"], &["h"]),
-            Node::new("c", "Concat", &["h", "x"], &["cat"]),
-        ];
+        let g = Graph {
+            nodes: vec![
+                Node::new("s", "Sigmoid", &["x"], &["g"]),
+                Node::new("r", "Reshape", &["g", "shape"], &["gr"]),
+                Node::new("p", "Split", &["gr"], &["g0", "g1"]),
+                Node::new("m", "Mul", &["g0", "x"], &["y"]),
+                Node::new("t", "Tanh", &["y"], &["h"]),
+                Node::new("c", "Concat", &["h", "x"], &["cat"]),
+            ],
+            ..Graph::default()
+        };
         let mut got: Vec<String> = bounded_outputs(&g).into_iter().collect();
         got.sort();
         assert_eq!(got, ["g", "g0", "g1", "gr", "h"]);
