@@ -26,6 +26,7 @@ const NEVER_FOLD: &[&str] = &[
 /// without a kernel or whose kernel fails are left in place.
 pub fn fold_constants(model: &mut Model, registry: &Registry) -> Result<usize, FloatError> {
     let mut folded = 0;
+    let model_opsets = &model.opsets;
     let g = &mut model.graph;
     let mut k = 0;
     while k < g.nodes.len() {
@@ -36,37 +37,11 @@ pub fn fold_constants(model: &mut Model, registry: &Registry) -> Result<usize, F
             .all(|i| i.is_empty() || g.initializers.contains_key(i));
         let foldable =
             all_const && !NEVER_FOLD.contains(&n.op_type.as_str()) && !n.inputs.is_empty();
-        let kernel = registry.get(&n.domain, &n.op_type);
-        if let (true, Some(kernel)) = (foldable, kernel) {
-            let args: Vec<Option<&hb_tensor::Tensor>> = n
-                .inputs
-                .iter()
-                .map(|i| {
-                    if i.is_empty() {
-                        None
-                    } else {
-                        g.initializers.get(i).map(|t| t.as_ref())
-                    }
-                })
-                .collect();
-            let opset = if n.domain.is_empty() {
-                model.opsets.get("").copied().unwrap_or(1)
-            } else {
-                model.opsets.get(&n.domain).copied().unwrap_or(1)
-            };
-            let ctx = OpCtx { node: n, opset };
-            if let Ok(outs) = kernel(&ctx, &args) {
-                if outs.len() >= n.outputs.iter().filter(|o| !o.is_empty()).count() {
-                    let names = n.outputs.clone();
-                    for (name, t) in names.iter().zip(outs) {
-                        if !name.is_empty() {
-                            g.initializers.insert(name.clone(), Arc::new(t));
-                        }
-                    }
-                    g.nodes.remove(k);
-                    folded += 1;
-                    continue;
-                }
+        if foldable {
+            if let Some(outs) = evaluate(model_opsets, n, &g.initializers, registry) {
+                replace_by_constants(g, k, outs);
+                folded += 1;
+                continue;
             }
         }
         k += 1;
@@ -74,6 +49,44 @@ pub fn fold_constants(model: &mut Model, registry: &Registry) -> Result<usize, F
     // Graph outputs that became initializers stay reachable through the initializer map.
     g.prune_unused_initializers();
     Ok(folded)
+}
+
+/// Runs node `n` on constant inputs (`None` when it has no kernel, fails,
+/// or gives fewer outputs than it names).
+fn evaluate(
+    opsets: &std::collections::BTreeMap<String, i64>,
+    n: &Node,
+    initializers: &std::collections::BTreeMap<String, Arc<Tensor>>,
+    registry: &Registry,
+) -> Option<Vec<Tensor>> {
+    let kernel = registry.get(&n.domain, &n.op_type)?;
+    let args: Vec<Option<&Tensor>> = n
+        .inputs
+        .iter()
+        .map(|i| {
+            if i.is_empty() {
+                None
+            } else {
+                initializers.get(i).map(|t| t.as_ref())
+            }
+        })
+        .collect();
+    let opset = opsets.get(&n.domain).copied().unwrap_or(1);
+    let ctx = OpCtx { node: n, opset };
+    kernel(&ctx, &args)
+        .ok()
+        .filter(|o| o.len() >= n.outputs.iter().filter(|x| !x.is_empty()).count())
+}
+
+/// Replaces node `k` by initializers holding `outs`.
+fn replace_by_constants(g: &mut hb_ir::Graph, k: usize, outs: Vec<Tensor>) {
+    let names = g.nodes[k].outputs.clone();
+    for (name, t) in names.iter().zip(outs) {
+        if !name.is_empty() {
+            g.initializers.insert(name.clone(), Arc::new(t));
+        }
+    }
+    g.nodes.remove(k);
 }
 
 /// Ops whose output shapes depend on the data (or that run subgraphs):
@@ -133,7 +146,7 @@ pub fn fold_static_shapes(model: &mut Model, registry: &Registry) -> Result<usiz
             Some((v.name.clone(), dims?))
         })
         .collect();
-    let opset = model.opsets.get("").copied().unwrap_or(1);
+    let opsets = model.opsets.clone();
     let g = &mut model.graph;
     let mut dynamic: HashSet<String> = HashSet::new();
     let mut removed = 0;
@@ -155,26 +168,10 @@ pub fn fold_static_shapes(model: &mut Model, registry: &Registry) -> Result<usiz
             && !n.inputs.is_empty()
             && !NEVER_FOLD.contains(&n.op_type.as_str())
         {
-            if let Some(kernel) = registry.get(&n.domain, &n.op_type) {
-                let args: Vec<Option<&Tensor>> = n
-                    .inputs
-                    .iter()
-                    .map(|i| g.initializers.get(i).map(|t| t.as_ref()))
-                    .collect();
-                let ctx = OpCtx { node: n, opset };
-                outs = kernel(&ctx, &args)
-                    .ok()
-                    .filter(|o| o.len() >= n.outputs.iter().filter(|x| !x.is_empty()).count());
-            }
+            outs = evaluate(&opsets, n, &g.initializers, registry);
         }
         if let Some(outs) = outs {
-            let names = n.outputs.clone();
-            for (name, t) in names.iter().zip(outs) {
-                if !name.is_empty() {
-                    g.initializers.insert(name.clone(), Arc::new(t));
-                }
-            }
-            g.nodes.remove(k);
+            replace_by_constants(g, k, outs);
             removed += 1;
             continue;
         }

@@ -585,17 +585,7 @@ pub(super) fn matmul_block_body<A: QInt, B: QInt, O: QInt>(
     let rq = |j: usize| &requant[if requant.len() == 1 { 0 } else { j }];
     // Final step of an exact i32 sum: bias, requantisation (the
     // single-requant, no-bias case in plain i64: |acc·M| ≤ 2^62).
-    let simple = match (bias, requant) {
-        (None, [r]) if r.shift() <= 62 => {
-            let sh = r.shift();
-            Some((
-                i64::from(r.multiplier()),
-                if sh == 0 { 0 } else { 1i64 << (sh - 1) },
-                sh,
-            ))
-        }
-        _ => None,
-    };
+    let simple = mm_simple(bias, requant);
     let fin = |j: usize, s: i32| -> O {
         match simple {
             Some((mm, rnd, sh)) => O::sat_i64((i64::from(s) * mm + rnd) >> sh),
