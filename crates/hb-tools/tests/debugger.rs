@@ -320,7 +320,7 @@ fn diagnose_sem_decoder_finds_the_traps() {
         "-o",
         s(&int8),
         "--node",
-        "/Unsqueeze_output_0",
+        "/Unsqueeze_output_0,/Div_output_0",
         "--qtype",
         "int8",
     ]);
@@ -337,6 +337,11 @@ fn diagnose_sem_decoder_finds_the_traps() {
     assert!(
         f.iter()
             .any(|x| x["kind"] == "integer-as-feature" && x.to_string().contains("timestep")),
+        "{f:#?}"
+    );
+    assert!(
+        f.iter()
+            .any(|x| x["kind"] == "periodic-argument" && x.to_string().contains("/Sin")),
         "{f:#?}"
     );
 

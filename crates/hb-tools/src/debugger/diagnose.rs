@@ -380,6 +380,30 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
                 });
             }
         }
+        // The argument of a periodic function read with a coarse step.
+        let periodic = c
+            .consumers
+            .iter()
+            .any(|(n, k)| *k == 0 && matches!(g.nodes[*n].op_type.as_str(), "Sin" | "Cos"));
+        if periodic && !c.is_weight {
+            let period = std::f32::consts::TAU;
+            if let Some(step) = c.scale().filter(|&q| q > period / 64.0) {
+                f.push(Finding {
+                    level: "warning",
+                    kind: "periodic-argument",
+                    nodes: vec![c.input.clone(), who.clone()],
+                    message: format!(
+                        "tensor '{}' is the argument of {who} and is quantized as {} with step {step:.4} = {:.1}% of the period 2π (range ±{t}): sin/cos of it is mostly rounding noise",
+                        c.input,
+                        c.qtype(),
+                        100.0 * step / period
+                    ),
+                    fix: fix_for(cal, &[k], int16),
+                    advice: "int16 (hb-calib's default precision guard) or float32; or reduce the argument's range before the Sin/Cos".into(),
+                    promote: vec![k],
+                });
+            }
+        }
         // Saturation.
         if !c.is_weight && s.count > 0 && !c.fq.is_per_channel() {
             let frac = s.clipped as f64 / s.count as f64;
