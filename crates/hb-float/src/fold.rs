@@ -89,16 +89,9 @@ fn replace_by_constants(g: &mut hb_ir::Graph, k: usize, outs: Vec<Tensor>) {
     g.nodes.remove(k);
 }
 
-/// Ops whose output shapes depend on the data (or that run subgraphs):
-/// values downstream of them never have their `Shape` folded.
-const DATA_DEPENDENT_SHAPE: &[&str] = &[
-    "NonZero",
-    "Unique",
-    "NonMaxSuppression",
-    "Compress",
-    "Loop",
-    "If",
-    "Scan",
+/// Ops whose output shape follows from shape arguments (inputs after the
+/// first): static once those are constants.
+const SHAPE_FROM_ARGUMENTS: &[&str] = &[
     "TopK",
     "Range",
     "ConstantOfShape",
@@ -110,16 +103,15 @@ const DATA_DEPENDENT_SHAPE: &[&str] = &[
     "Upsample",
     "Pad",
     "OneHot",
-    "StringSplit",
 ];
 
 /// Replaces `Shape` and `Size` nodes by constants where the shape is known
 /// and static, folding the constant arithmetic that follows as it goes.
 /// Needs every graph input to have a fixed shape (else does nothing). One
 /// sweep in graph order: a value counts as static unless it lies downstream
-/// of an op whose output shape may depend on data ([`DATA_DEPENDENT_SHAPE`])
-/// with a shape argument that is still not a constant when the sweep
-/// reaches it; shapes come from shape inference by execution (one run on
+/// of an op whose output shape depends on the data
+/// ([`ALWAYS_DATA_DEPENDENT`]) or of a [`SHAPE_FROM_ARGUMENTS`] op with a
+/// shape argument that is still not a constant when the sweep reaches it; shapes come from shape inference by execution (one run on
 /// zero inputs). Returns the number of nodes removed. A model whose shape
 /// inference fails is left unchanged.
 pub fn fold_static_shapes(model: &mut Model, registry: &Registry) -> Result<usize, FloatError> {
@@ -175,9 +167,10 @@ pub fn fold_static_shapes(model: &mut Model, registry: &Registry) -> Result<usiz
             removed += 1;
             continue;
         }
-        let own = DATA_DEPENDENT_SHAPE.contains(&n.op_type.as_str())
-            && (ALWAYS_DATA_DEPENDENT.contains(&n.op_type.as_str())
-                || n.inputs.iter().skip(1).any(|i| !is_const(i)));
+        let op = n.op_type.as_str();
+        let own = ALWAYS_DATA_DEPENDENT.contains(&op)
+            || (SHAPE_FROM_ARGUMENTS.contains(&op)
+                && n.inputs.iter().skip(1).any(|i| !is_const(i)));
         let inherited = n.op_type != "Shape" && n.inputs.iter().any(|i| dynamic.contains(i));
         if own || inherited {
             dynamic.extend(n.outputs.iter().filter(|o| !o.is_empty()).cloned());
@@ -190,8 +183,9 @@ pub fn fold_static_shapes(model: &mut Model, registry: &Registry) -> Result<usiz
     Ok(removed)
 }
 
-/// Of [`DATA_DEPENDENT_SHAPE`], the ops whose output shape depends on the
-/// data whatever their arguments.
+/// Ops whose output shape depends on the data whatever their arguments (or
+/// that run subgraphs): values downstream of them never have their `Shape`
+/// folded.
 const ALWAYS_DATA_DEPENDENT: &[&str] = &[
     "NonZero",
     "Unique",
