@@ -40,6 +40,16 @@ fn config(name: &str) -> String {
         .to_string()
 }
 
+/// The JSON report of a run that must succeed.
+fn json_of_success(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_of(out)
+}
+
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -63,12 +73,7 @@ fn tune_meets_target_with_few_int16_and_reproduces_through_hb_calib() {
         dir.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t = json_of(&out);
+    let t = json_of_success(&out);
     assert_eq!(t["reached"], true);
     // --sweep: the guide's table, one row per threshold, more int16 nodes
     // and a better output at each.
@@ -165,12 +170,7 @@ fn tune_eval_cmd_and_max_int16() {
         dir.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t = json_of(&out);
+    let t = json_of_success(&out);
     assert_eq!(t["steps"][0]["custom"].as_f64(), Some(10.0));
     assert_eq!(t["reached"], true);
 
