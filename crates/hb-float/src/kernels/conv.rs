@@ -318,10 +318,15 @@ fn im2col_row(g: &Geom, plane: &[f32], k: [usize; 3], p0: usize, row: &mut [f32]
 fn depthwise(d: &ConvDims, x: &[f32], w: &[f32], out: &mut [f32]) {
     let g = &d.geom;
     let (kl, ol, il) = (g.k_len(), g.out_len(), g.in_len());
+    let planar = conv_direct::depthwise_applicable(g);
     let run = |p: usize, o: &mut [f32]| {
         let c = p % d.cin;
         let plane = x.get(p * il..(p + 1) * il).unwrap_or(&[]);
         let wc = w.get(c * kl..(c + 1) * kl).unwrap_or(&[]);
+        if planar && plane.len() == il {
+            conv_direct::depthwise2d(g, plane, wc, o);
+            return;
+        }
         for (k, &wv) in wc.iter().enumerate() {
             accumulate_tap(g, plane, kernel_pos(g, k), wv, o);
         }

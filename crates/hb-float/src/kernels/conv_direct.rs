@@ -70,8 +70,10 @@ impl Padded {
         let (sw, dw, kw) = (g.strides[2], g.dilations[2], g.kernel[2]);
         let hp = g.pad[1] + ih + g.pad_end[1];
         let wp = g.pad[2] + iw + g.pad_end[2];
-        // Slots read: output column o (< segments·8) plus the tap offset.
-        let len = wp.div_ceil(sw).max(ow.div_ceil(V) * V + (kw - 1) * dw / sw);
+        // Slots read: output column o (< 16-wide segments) plus the tap offset.
+        let len = wp
+            .div_ceil(sw)
+            .max(ow.div_ceil(DW_V) * DW_V + (kw - 1) * dw / sw);
         let mut data = vec![0f32; cin * hp * sw * len];
         let il = ih * iw;
         for c in 0..cin {
@@ -83,13 +85,16 @@ impl Padded {
                     continue;
                 }
                 // Column i + pad goes to phase (i + pad) % sw, slot (i + pad) / sw.
-                let (mut q, mut slot) = (g.pad[2] % sw, g.pad[2] / sw);
-                for &v in src {
-                    row[q * len + slot] = v;
-                    q += 1;
-                    if q == sw {
-                        q = 0;
-                        slot += 1;
+                if sw == 2 && iw >= 2 {
+                    split_pairs(src, g.pad[2], len, row);
+                    continue;
+                }
+                // Any other stride: one strided, branch-free copy per phase.
+                for i0 in 0..sw.min(iw) {
+                    let c0 = i0 + g.pad[2];
+                    let dst = row[(c0 % sw) * len + c0 / sw..].iter_mut();
+                    for (d, &v) in dst.zip(src[i0..].iter().step_by(sw)) {
+                        *d = v;
                     }
                 }
             }
@@ -97,6 +102,86 @@ impl Padded {
         Padded { data, hp, len, sw }
     }
 }
+
+crate::multiversion! {
+/// Stride-2 phase split of one input row into a padded row of two phases
+/// (`row[0..len]` even padded columns, `row[len..2·len]` odd ones), the
+/// input's column `i` being padded column `i + pad`: a pairwise
+/// de-interleave the compiler vectorises.
+fn split_pairs(src: &[f32], pad: usize, len: usize, row: &mut [f32]) {
+    let (even, odd) = row.split_at_mut(len.min(row.len()));
+    // Input columns 0, 2, … land on phase pad % 2 at slot (i + pad) / 2.
+    let (first, second) = if pad % 2 == 0 { (even, odd) } else { (odd, even) };
+    let s0 = pad / 2;
+    let s1 = (pad + 1) / 2;
+    let pairs = src.chunks_exact(2);
+    let tail = pairs.remainder();
+    let n = src.len() / 2;
+    let (Some(a), Some(b)) = (first.get_mut(s0..s0 + n), second.get_mut(s1..s1 + n)) else {
+        return;
+    };
+    for ((x, y), p) in a.iter_mut().zip(b.iter_mut()).zip(pairs) {
+        *x = p[0];
+        *y = p[1];
+    }
+    if let (Some(&v), Some(d)) = (tail.first(), first.get_mut(s0 + n)) {
+        *d = v;
+    }
+}
+}
+
+/// True when [`depthwise2d`] handles this geometry: a 2-D (or 1-D) window.
+pub fn depthwise_applicable(g: &Geom) -> bool {
+    g.input[0] == 1 && g.out[0] == 1 && g.kernel[0] == 1
+}
+
+crate::multiversion! {
+/// One channel of a depthwise conv: `out += Σ_taps w[tap] · x[window]`,
+/// taps in row-major order. The plane is copied once into the padded,
+/// stride-phase-split buffer of [`Padded`], so every tap of every output
+/// row is one contiguous, vectorisable multiply-add over the row.
+/// The caller checked [`depthwise_applicable`]; `w` holds `kh·kw` taps and
+/// `out` one output plane.
+pub fn depthwise2d(g: &Geom, x: &[f32], w: &[f32], out: &mut [f32]) {
+    let p = Padded::new(g, x, 1);
+    let [_, oh_n, ow] = g.out;
+    let (kh_n, kw_n) = (g.kernel[1], g.kernel[2]);
+    let row_len = p.sw * p.len;
+    // Start of each tap's source run inside a padded row block.
+    let taps: Vec<(usize, f32)> = (0..kh_n * kw_n)
+        .map(|t| {
+            let (kh, kw) = (t / kw_n, t % kw_n);
+            let c = kw * g.dilations[2];
+            let off = kh * g.dilations[1] * row_len + (c % p.sw) * p.len + c / p.sw;
+            (off, w.get(t).copied().unwrap_or(0.0))
+        })
+        .collect();
+    for (oh, orow) in out.chunks_mut(ow.max(1)).enumerate().take(oh_n) {
+        let base = oh * g.strides[1] * row_len;
+        // DW_V outputs at a time stay in registers across all taps.
+        let mut col = 0;
+        for seg in orow.chunks_mut(DW_V) {
+            let mut acc = [0f32; DW_V];
+            acc[..seg.len()].copy_from_slice(seg);
+            for &(off, wv) in &taps {
+                let start = base + off + col;
+                let Some(src) = p.data.get(start..start + DW_V) else {
+                    continue;
+                };
+                for (a, &v) in acc.iter_mut().zip(src) {
+                    *a += wv * v;
+                }
+            }
+            let n = seg.len();
+            seg.copy_from_slice(&acc[..n]);
+            col += n;
+        }
+    }
+}
+}
+
+/// Output columns per register block of [`depthwise2d`].
+const DW_V: usize = 16;
 
 /// `out[co] = bias[co] + Σ w[co] ⋆ x` for one group: `x` holds `cin`
 /// planes, `w` is `[cout][cin][kh][kw]`, `out` holds `cout` planes.

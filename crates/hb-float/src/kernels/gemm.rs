@@ -137,6 +137,17 @@ fn kernel(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
         scale(c, beta);
         return;
     }
+    if m == 1 {
+        // A single row (Gemm/MatMul on one token or one pooled vector):
+        // packing B would cost more than the product.
+        row_times_matrix(alpha, a, b, beta, c);
+        return;
+    }
+    if n == 1 && a.cs == 1 {
+        // Matrix times one column: a dot product per contiguous row of A.
+        matrix_times_column(alpha, a, b, beta, c);
+        return;
+    }
     if n <= NARROW_N {
         narrow_gemm(alpha, a, b, beta, c);
         return;
@@ -164,6 +175,70 @@ fn kernel(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
             1,
         );
     }
+}
+
+/// `c = alpha·x + beta·c` (`c` overwritten when `beta == 0`).
+#[inline(always)]
+fn finish(c: &mut f32, alpha: f32, x: f32, beta: f32) {
+    *c = if beta == 0.0 {
+        alpha * x
+    } else {
+        alpha * x + beta * *c
+    };
+}
+
+/// Copies a strided vector (`n` elements `stride` apart) into a new `Vec`.
+fn gather(data: &[f32], n: usize, stride: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| data.get(i * stride).copied().unwrap_or(0.0))
+        .collect()
+}
+
+crate::multiversion! {
+/// `c (1 × n) = alpha·a·b + beta·c` for a one-row A. With B's columns
+/// contiguous (a transposed weight, `Gemm transB=1`) each output is a dot
+/// product; otherwise the rows of B are accumulated into the output row.
+/// Views are checked by the caller.
+fn row_times_matrix(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
+    let (k, n) = (a.cols, b.cols);
+    let x = gather(a.data, k, a.cs);
+    if b.rs == 1 {
+        for (j, cj) in c.iter_mut().enumerate().take(n) {
+            let col = b.data.get(j * b.cs..j * b.cs + k).unwrap_or(&[]);
+            finish(cj, alpha, super::simd::dot(&x, col), beta);
+        }
+        return;
+    }
+    let mut acc = vec![0f32; n];
+    for (p, &xv) in x.iter().enumerate() {
+        let row = b.data.get(p * b.rs..).unwrap_or(&[]);
+        if b.cs == 1 {
+            for (s, &v) in acc.iter_mut().zip(row) {
+                *s += xv * v;
+            }
+        } else {
+            for (s, &v) in acc.iter_mut().zip(row.iter().step_by(b.cs)) {
+                *s += xv * v;
+            }
+        }
+    }
+    for (cj, &v) in c.iter_mut().zip(&acc) {
+        finish(cj, alpha, v, beta);
+    }
+}
+}
+
+crate::multiversion! {
+/// `c (m × 1) = alpha·a·b + beta·c` for a one-column B and row-contiguous A:
+/// one dot product per row. Views are checked by the caller.
+fn matrix_times_column(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
+    let k = a.cols;
+    let y = gather(b.data, k, b.rs);
+    for (i, ci) in c.iter_mut().enumerate().take(a.rows) {
+        let row = a.data.get(i * a.rs..i * a.rs + k).unwrap_or(&[]);
+        finish(ci, alpha, super::simd::dot(row, &y), beta);
+    }
+}
 }
 
 /// Columns of B up to which products use the narrow kernel: matrixmultiply's
@@ -336,6 +411,11 @@ mod tests {
             (5, 17, 17),
             (40, 40, 40),
             (33, 70, 65),
+            (1, 40, 30),
+            (1, 100, 3),
+            (1, 1, 20),
+            (50, 37, 1),
+            (2, 37, 1),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let av: Vec<f32> = (0..m * k).map(|x| ((x * 7 % 13) as f32) - 6.0).collect();

@@ -75,6 +75,26 @@ pub fn sum(x: &[f32]) -> f32 {
     s
 }
 
+/// `Σ x·y` over the common length, in [`LANES`] accumulators.
+#[inline(always)]
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &y[..n]);
+    let mut acc = [0f32; LANES];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (xt, yt) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for ((s, &u), &v) in acc.iter_mut().zip(a).zip(b) {
+            *s += u * v;
+        }
+    }
+    let mut s = hsum(acc);
+    for (&u, &v) in xt.iter().zip(yt) {
+        s += u * v;
+    }
+    s
+}
+
 /// `Σ (x − m)²`.
 #[inline(always)]
 pub fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
