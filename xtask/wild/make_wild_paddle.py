@@ -11,9 +11,12 @@ mask computed from the pad id inside the model).
     /tmp/pdvenv/bin/python xtask/wild/make_wild_paddle.py --out /tmp/wild_pd
     xtask/wild/run_wild.sh /tmp/wild_pd
 
-paddle2onnx folds constants with polygraphy by default (`_p<opset>`); the
-`_raw` variants are exported with `enable_optimize=False`, the unfolded
-graph (Shape/Slice/Concat chains) some users get. Weights are random;
+The model is saved with `paddle.jit.save` and converted with
+`paddle2onnx.export`, as the `paddle2onnx` command does. paddle2onnx folds
+constants with polygraphy by default (`_p<opset>`); the `_raw<opset>`
+variants are exported with `enable_optimize=False, optimize_tool="none"`:
+the unfolded graph (Shape/Slice/Concat chains) users get when polygraphy
+is missing or its folding fails. Weights are random;
 BatchNorm statistics come from train-mode passes on the calibration-like
 data. Images: smooth random pictures in [0, 1] normalised with the ImageNet
 mean/std; text: ids from the vocabulary, random lengths, pad id 0 at the end.
@@ -27,6 +30,7 @@ warnings.simplefilter("ignore")
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import paddle.nn as nn  # noqa: E402
+import paddle2onnx  # noqa: E402
 
 paddle.seed(0)
 SEQ, VOCAB = 16, 500
@@ -111,9 +115,16 @@ def export(name, out, raw):
     d = os.path.join(out, tag)
     os.makedirs(d, exist_ok=True)
     try:
-        paddle.onnx.export(m, os.path.join(d, "model"), opset_version=opset,
-                           input_spec=[paddle.static.InputSpec(s, t, n) for n, s, t in spec],
-                           enable_optimize=not raw)
+        spec_ = [paddle.static.InputSpec(s, t, n) for n, s, t in spec]
+        tmp = os.path.join(d, "paddle")
+        paddle.jit.save(m, os.path.join(tmp, "model"), input_spec=spec_)
+        model_file = next(os.path.join(tmp, f) for f in sorted(os.listdir(tmp))
+                          if f.endswith((".json", ".pdmodel")))
+        paddle2onnx.export(model_file, os.path.join(tmp, "model.pdiparams"),
+                           os.path.join(d, "model.onnx"), opset_version=opset,
+                           auto_upgrade_opset=False, enable_optimize=not raw,
+                           optimize_tool="none" if raw else "polygraphy")
+        shutil.rmtree(tmp)
     except Exception as e:  # record and go on: exporters fail on some models
         print(tag, "EXPORT FAILED", type(e).__name__, str(e).replace("\n", " ")[:200])
         shutil.rmtree(d)

@@ -25,8 +25,11 @@
 
 mod builder;
 pub(crate) mod cleanup;
+mod known;
 mod movement;
 mod ops;
+#[cfg(test)]
+mod tests;
 mod weighted;
 
 pub use builder::{Builder, Q};
@@ -187,6 +190,8 @@ pub(crate) struct Lowerer {
     pub extra_bias: HashMap<String, Tensor>,
     /// Weighted node → (the bias Add folded into it, its original output).
     pub fused_adds: HashMap<String, (Node, String)>,
+    /// Values computed in float by a CPU op (they may hold NaN or inf).
+    pub cpu_made: std::collections::HashSet<String>,
     pub notes: Vec<Note>,
 }
 
@@ -222,6 +227,7 @@ pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
         demand_cache: HashMap::new(),
         extra_bias: HashMap::new(),
         fused_adds: HashMap::new(),
+        cpu_made: Default::default(),
         notes: Vec::new(),
     };
     weighted::fuse_bias_adds(&mut lw);
@@ -461,12 +467,19 @@ impl Lowerer {
 
     /// What quantization the consumers of `v` want (through passive ops):
     /// the calibration nodes' quantization when they agree, else int16 over
-    /// the widest of their ranges.
+    /// the widest of their ranges. `None` when `v` reaches a model output
+    /// (directly or through passive ops): the calibrated model writes that
+    /// output in float, and a consumer's threshold (often of a slice of it,
+    /// a CLS token) does not cover its range, so its producer computes it
+    /// as the calibrated model does and the consumers quantize from there.
     pub fn demand(&mut self, v: &str) -> Option<Q> {
         if let Some(d) = self.demand_cache.get(v) {
             return d.clone();
         }
         self.demand_cache.insert(v.to_string(), None);
+        if self.reaches_output(v) {
+            return None;
+        }
         let mut wanted: Vec<Q> = Vec::new();
         let cons = self.consumers.get(v).cloned().unwrap_or_default();
         for c in cons {
@@ -491,6 +504,30 @@ impl Lowerer {
         best
     }
 
+    /// `v` is a model output or moves into one through passive ops.
+    fn reaches_output(&self, v: &str) -> bool {
+        let mut todo = vec![v.to_string()];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(x) = todo.pop() {
+            if self.g.is_output(&x) {
+                return true;
+            }
+            if !seen.insert(x.clone()) {
+                continue;
+            }
+            for &c in self.consumers.get(&x).map(Vec::as_slice).unwrap_or(&[]) {
+                let n = &self.g.nodes[c];
+                let Some(data) = passive_data_inputs(n) else {
+                    continue;
+                };
+                if data.iter().any(|&k| n.inputs.get(k) == Some(&x)) {
+                    todo.extend(n.outputs.iter().filter(|o| !o.is_empty()).cloned());
+                }
+            }
+        }
+        false
+    }
+
     fn note(&mut self, n: &Node, cpu: bool, reason: &str) {
         self.notes.push(Note {
             node: n.name.clone(),
@@ -505,7 +542,9 @@ impl Lowerer {
             return self.lower_calibration(n);
         }
         let placed = if n.domain.is_empty() || n.domain == "ai.onnx" {
-            if passive_data_inputs(n).is_some() {
+            if known::lower_known(self, n)? {
+                None
+            } else if passive_data_inputs(n).is_some() {
                 movement::lower_passive(self, n)?
             } else {
                 ops::lower_compute(self, n)?
@@ -545,7 +584,9 @@ impl Lowerer {
             }
         }
         if let Some(q) = feature_q(n) {
-            let x_ok = self.any_quant(&x).is_some()
+            // Integers of any kind (an int32 high-precision output too: it
+            // is dequantized, then quantized at the node's scale).
+            let x_ok = self.quant.contains_key(&x)
                 || self
                     .host
                     .get(&x)
@@ -599,6 +640,7 @@ impl Lowerer {
             let (dt, shape) = self.info(o)?;
             let id = self.b.value(o, dt, &shape, None);
             self.host.insert(o.clone(), id);
+            self.cpu_made.insert(o.clone());
             outs.push(id);
         }
         let opset = self.opsets.get(&n.domain).copied().unwrap_or_else(|| {
