@@ -192,6 +192,10 @@ pub(crate) struct Lowerer {
     pub fused_adds: HashMap<String, (Node, String)>,
     /// Values computed in float by a CPU op (they may hold NaN or inf).
     pub cpu_made: std::collections::HashSet<String>,
+    /// Outputs of `keep_masks` calibration nodes whose input is a float
+    /// value: a float reader gets the node run on the CPU (masks kept as
+    /// they are) instead of a Dequantize (qmin would read as a small value).
+    pub mask_cal: HashMap<String, Node>,
     pub notes: Vec<Note>,
 }
 
@@ -228,6 +232,7 @@ pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
         extra_bias: HashMap::new(),
         fused_adds: HashMap::new(),
         cpu_made: Default::default(),
+        mask_cal: HashMap::new(),
         notes: Vec::new(),
     };
     weighted::fuse_bias_adds(&mut lw);
@@ -312,6 +317,12 @@ impl Lowerer {
             let id = self.b.constant(v, &t, None)?;
             self.host.insert(v.to_string(), id);
             return Ok(id);
+        }
+        if let Some(n) = self.mask_cal.get(v).cloned() {
+            self.cpu_op(&n)?;
+            if let Some(&id) = self.host.get(v) {
+                return Ok(id);
+            }
         }
         let Some((q, qid)) = self.quant.get(v).and_then(|l| l.first()).cloned() else {
             return Err(LowerError::Model(format!("value '{v}' is not available")));
@@ -593,6 +604,10 @@ impl Lowerer {
                     .is_some_and(|&h| self.b.p.tensors[h].dtype == DType::F32.onnx_code())
                 || self.constant(&x).is_some_and(|t| t.dtype() == DType::F32);
             if x_ok {
+                let float_x = self.host.contains_key(&x) || self.constant(&x).is_some();
+                if fq.keep_masks && float_x {
+                    self.mask_cal.insert(y.clone(), n.clone());
+                }
                 let id = self.quant_at(&x, &q, &n.name)?;
                 self.set_quant(&y, q, id);
                 self.note(n, false, "");

@@ -98,4 +98,15 @@ fn a_masked_add_stays_in_float_and_the_softmax_still_masks() {
     assert_eq!(place("sm"), Some(Placement::Bpu as i32));
     let note = l.notes.iter().find(|n| n.node == "add").unwrap();
     assert!(note.reason.contains("mask"), "{note:?}");
+    // The float Add reads the mask through the calibration node run in
+    // float (−inf kept), not through a Dequantize of qmin.
+    let add = l.program.ops.iter().find(|o| o.name == "add").unwrap();
+    let m_in = add.inputs[1] as usize;
+    let producer = l
+        .program
+        .ops
+        .iter()
+        .find(|o| o.outputs.iter().any(|&t| t as usize == m_in))
+        .unwrap();
+    assert_eq!(producer.op_type, "HzCalibration");
 }
