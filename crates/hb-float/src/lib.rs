@@ -5,10 +5,12 @@
 //! - [`Session`]: a model prepared for execution; [`Session::run`] and
 //!   [`Session::run_with_hook`] (a [`NodeHook`] sees every produced value and
 //!   may replace it: calibration, dumps, fake-quant, sensitivity).
-//! - [`fold`]: constant folding; [`shapes`]: shape inference by execution.
+//! - [`fold`]: constant folding; [`casts`]: no-op Cast removal; [`shapes`]:
+//!   shape inference by execution.
 //! - [`kernels`]: one module per op family; f32 is the main path, with
 //!   integer/bool/f16 support where ONNX models need it.
 
+pub mod casts;
 pub mod error;
 pub mod fold;
 pub mod kernels;

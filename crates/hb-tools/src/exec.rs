@@ -22,12 +22,14 @@ pub struct SampleResult {
 /// graph optimisations do): Constant → initializer, Identity/Dropout removal,
 /// BatchNormalization folding, constant folding, and (with fixed input
 /// shapes) `Shape`/`Size` of static shapes folded with the arithmetic after
-/// them. Outputs keep their names.
+/// them, then `Cast`s to the type their input already has removed. Outputs
+/// keep their names.
 pub fn optimize(model: &mut Model) -> Result<(), String> {
     hb_ir::passes::optimize(&mut model.graph).map_err(|e| e.to_string())?;
     let registry = hb_float::Registry::standard();
     hb_float::fold::fold_constants(model, &registry).map_err(|e| e.to_string())?;
     hb_float::fold::fold_static_shapes(model, &registry).map_err(|e| e.to_string())?;
+    hb_float::casts::remove_noop_casts(model).map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -25,8 +25,11 @@
 
 mod builder;
 pub(crate) mod cleanup;
+mod known;
 mod movement;
 mod ops;
+#[cfg(test)]
+mod tests;
 mod weighted;
 
 pub use builder::{Builder, Q};
@@ -187,6 +190,12 @@ pub(crate) struct Lowerer {
     pub extra_bias: HashMap<String, Tensor>,
     /// Weighted node → (the bias Add folded into it, its original output).
     pub fused_adds: HashMap<String, (Node, String)>,
+    /// Values computed in float by a CPU op (they may hold NaN or inf).
+    pub cpu_made: std::collections::HashSet<String>,
+    /// Outputs of `keep_masks` calibration nodes whose input is a float
+    /// value: a float reader gets the node run on the CPU (masks kept as
+    /// they are) instead of a Dequantize (qmin would read as a small value).
+    pub mask_cal: HashMap<String, Node>,
     pub notes: Vec<Note>,
 }
 
@@ -222,6 +231,8 @@ pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
         demand_cache: HashMap::new(),
         extra_bias: HashMap::new(),
         fused_adds: HashMap::new(),
+        cpu_made: Default::default(),
+        mask_cal: HashMap::new(),
         notes: Vec::new(),
     };
     weighted::fuse_bias_adds(&mut lw);
@@ -306,6 +317,12 @@ impl Lowerer {
             let id = self.b.constant(v, &t, None)?;
             self.host.insert(v.to_string(), id);
             return Ok(id);
+        }
+        if let Some(n) = self.mask_cal.get(v).cloned() {
+            self.cpu_op(&n)?;
+            if let Some(&id) = self.host.get(v) {
+                return Ok(id);
+            }
         }
         let Some((q, qid)) = self.quant.get(v).and_then(|l| l.first()).cloned() else {
             return Err(LowerError::Model(format!("value '{v}' is not available")));
@@ -461,12 +478,19 @@ impl Lowerer {
 
     /// What quantization the consumers of `v` want (through passive ops):
     /// the calibration nodes' quantization when they agree, else int16 over
-    /// the widest of their ranges.
+    /// the widest of their ranges. `None` when `v` reaches a model output
+    /// (directly or through passive ops): the calibrated model writes that
+    /// output in float, and a consumer's threshold (often of a slice of it,
+    /// a CLS token) does not cover its range, so its producer computes it
+    /// as the calibrated model does and the consumers quantize from there.
     pub fn demand(&mut self, v: &str) -> Option<Q> {
         if let Some(d) = self.demand_cache.get(v) {
             return d.clone();
         }
         self.demand_cache.insert(v.to_string(), None);
+        if self.reaches_output(v) {
+            return None;
+        }
         let mut wanted: Vec<Q> = Vec::new();
         let cons = self.consumers.get(v).cloned().unwrap_or_default();
         for c in cons {
@@ -491,6 +515,30 @@ impl Lowerer {
         best
     }
 
+    /// `v` is a model output or moves into one through passive ops.
+    fn reaches_output(&self, v: &str) -> bool {
+        let mut todo = vec![v.to_string()];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(x) = todo.pop() {
+            if self.g.is_output(&x) {
+                return true;
+            }
+            if !seen.insert(x.clone()) {
+                continue;
+            }
+            for &c in self.consumers.get(&x).map(Vec::as_slice).unwrap_or(&[]) {
+                let n = &self.g.nodes[c];
+                let Some(data) = passive_data_inputs(n) else {
+                    continue;
+                };
+                if data.iter().any(|&k| n.inputs.get(k) == Some(&x)) {
+                    todo.extend(n.outputs.iter().filter(|o| !o.is_empty()).cloned());
+                }
+            }
+        }
+        false
+    }
+
     fn note(&mut self, n: &Node, cpu: bool, reason: &str) {
         self.notes.push(Note {
             node: n.name.clone(),
@@ -505,7 +553,9 @@ impl Lowerer {
             return self.lower_calibration(n);
         }
         let placed = if n.domain.is_empty() || n.domain == "ai.onnx" {
-            if passive_data_inputs(n).is_some() {
+            if known::lower_known(self, n)? {
+                None
+            } else if passive_data_inputs(n).is_some() {
                 movement::lower_passive(self, n)?
             } else {
                 ops::lower_compute(self, n)?
@@ -545,13 +595,19 @@ impl Lowerer {
             }
         }
         if let Some(q) = feature_q(n) {
-            let x_ok = self.any_quant(&x).is_some()
+            // Integers of any kind (an int32 high-precision output too: it
+            // is dequantized, then quantized at the node's scale).
+            let x_ok = self.quant.contains_key(&x)
                 || self
                     .host
                     .get(&x)
                     .is_some_and(|&h| self.b.p.tensors[h].dtype == DType::F32.onnx_code())
                 || self.constant(&x).is_some_and(|t| t.dtype() == DType::F32);
             if x_ok {
+                let float_x = self.host.contains_key(&x) || self.constant(&x).is_some();
+                if fq.keep_masks && float_x {
+                    self.mask_cal.insert(y.clone(), n.clone());
+                }
                 let id = self.quant_at(&x, &q, &n.name)?;
                 self.set_quant(&y, q, id);
                 self.note(n, false, "");
@@ -599,6 +655,7 @@ impl Lowerer {
             let (dt, shape) = self.info(o)?;
             let id = self.b.value(o, dt, &shape, None);
             self.host.insert(o.clone(), id);
+            self.cpu_made.insert(o.clone());
             outs.push(id);
         }
         let opset = self.opsets.get(&n.domain).copied().unwrap_or_else(|| {

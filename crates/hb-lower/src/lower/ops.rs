@@ -139,6 +139,16 @@ fn lower_add(lw: &mut Lowerer, n: &Node) -> Placed {
     if matches!((&oa, &ob), (Operand::Const(_), Operand::Const(_))) {
         return Ok(Some("constant inputs".into()));
     }
+    // A masked entry (qmin of a `keep_masks` input, an additive attention
+    // mask) is a value like any other to Rescale2: `qmin · s_mask` is small
+    // next to the scores unless the mask's scale happens to dwarf theirs, so
+    // the sum would lose the mask. In float, −inf + x stays −inf.
+    let masked = |o: &Operand| matches!(o, Operand::Quant(q, _) if q.keep_masks);
+    if masked(&oa) || masked(&ob) {
+        return Ok(Some(
+            "an input holds attention-mask values (keep_masks)".into(),
+        ));
+    }
     let (out, qy) = or_cpu!(out_demand(lw, n));
     let (qa, ia) = materialize(lw, &a, oa)?;
     let (qb, ib) = materialize(lw, &b, ob)?;

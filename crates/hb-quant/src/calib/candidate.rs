@@ -248,7 +248,11 @@ pub fn feature_thresholds_from(stats: &TensorStats, cand: &Candidate, t: f64) ->
     let method = cand.to_string();
     let per_channel = cand.per_channel && !stats.channel_absmax.is_empty();
     let keep_masks = stats.mask_values > stats.nan;
-    if cand.asymmetric {
+    // A tensor holding mask sentinels stays symmetric: the integer machine
+    // marks masked entries with qmin of a signed type, which asymmetric
+    // uint8 (a zero point, docs/integer-semantics.md §1) has no room for —
+    // the attention scores and the Softmax after them would run on the CPU.
+    if cand.asymmetric && !keep_masks {
         let lo = if stats.min.is_finite() {
             stats.min
         } else {
@@ -344,6 +348,26 @@ pub fn activation_for(c: &Candidate, base: &ActivationConfig) -> ActivationConfi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_tensors_stay_symmetric_under_asymmetric_candidates() {
+        let mut st = TensorStats::new(256);
+        st.observe(&[0.0, -0.5, 2.0, f32::NEG_INFINITY], &[4]);
+        let asym = Candidate {
+            method: Method::Max,
+            per_channel: false,
+            asymmetric: true,
+        };
+        let t = feature_thresholds(&st, &asym, QType::Int8);
+        assert!(!t.asymmetric && t.keep_masks, "{t:?}");
+        assert_eq!(t.values, vec![2.0]);
+        // Without masks the candidate stays asymmetric.
+        let mut plain = TensorStats::new(256);
+        plain.observe(&[0.0, -0.5, 2.0], &[3]);
+        let t = feature_thresholds(&plain, &asym, QType::Int8);
+        assert!(t.asymmetric && !t.keep_masks, "{t:?}");
+        assert_eq!(t.values, vec![-0.5, 2.0]);
+    }
 
     #[test]
     fn explicit_lists_multiply_out() {
