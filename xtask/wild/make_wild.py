@@ -50,7 +50,8 @@ TORCHVISION = {
 
 # Hand-written blocks: ConvNeXt (LayerNorm over channels, tanh Gelu,
 # GroupNorm), attention with a key-padding mask, 1-D audio convs with
-# InstanceNorm, a detection head (Upsample, Concat of boxes and scores), a GRU.
+# InstanceNorm, a detection head (Upsample, Concat of boxes and scores), a GRU,
+# a 2-layer LSTM read through Y_h, and bidirectional GRU + LSTM.
 class ConvNeXtBlock(nn.Module):
     def __init__(s, c=32):
         super().__init__(); s.dw=nn.Conv2d(c,c,7,padding=3,groups=c); s.ln=nn.LayerNorm(c); s.pw1=nn.Linear(c,4*c); s.pw2=nn.Linear(4*c,c); s.g=nn.Parameter(torch.ones(c)*0.5)
@@ -81,7 +82,13 @@ class DetHead(nn.Module):
 class GRUNet(nn.Module):
     def __init__(s): super().__init__(); s.g=nn.GRU(8,16,batch_first=True); s.fc=nn.Linear(16,2)
     def forward(s,x): y,_=s.g(x); return s.fc(y[:,-1])
-CUSTOM={'convnext':(ConvNeXtTiny,(1,3,32,32)),'mha_pad':(MHAPad,(1,12,16)),'audio1d':(Audio1d,(1,1,256)),'dethead':(DetHead,(1,3,32,32)),'gru':(GRUNet,(1,10,8))}
+class LSTMNet(nn.Module):  # 2 stacked layers; the head reads the last layer's Y_h
+    def __init__(s): super().__init__(); s.l=nn.LSTM(8,16,num_layers=2,batch_first=True); s.fc=nn.Linear(16,2)
+    def forward(s,x): _,(h,_)=s.l(x); return s.fc(h[-1])
+class BiRNNNet(nn.Module):  # bidirectional GRU into bidirectional LSTM, mean over time
+    def __init__(s): super().__init__(); s.g=nn.GRU(8,16,batch_first=True,bidirectional=True); s.l=nn.LSTM(32,12,batch_first=True,bidirectional=True); s.fc=nn.Linear(24,2)
+    def forward(s,x): y,_=s.g(x); y,_=s.l(torch.tanh(y)); return s.fc(y.mean(1))
+CUSTOM={'convnext':(ConvNeXtTiny,(1,3,32,32)),'mha_pad':(MHAPad,(1,12,16)),'audio1d':(Audio1d,(1,1,256)),'dethead':(DetHead,(1,3,32,32)),'gru':(GRUNet,(1,10,8)),'lstm':(LSTMNet,(1,10,8)),'birnn':(BiRNNNet,(1,10,8))}
 
 
 class Unwrap(nn.Module):

@@ -65,6 +65,20 @@ pub const PASSIVE: &[&str] = &[
 /// stay in 32-bit precision when it ends the model).
 pub const WEIGHTED: &[&str] = &["Conv", "ConvTranspose", "MatMul", "Gemm"];
 
+/// Ops the integer machine has no kernel for: whole recurrent layers. They
+/// run on the CPU in float unless a config places them (as if listed in
+/// `run_on_cpu`), so their inputs get no calibration node: a float island
+/// reads the host values of its inputs, and a Quantize → Dequantize pair
+/// in front of it would only lose precision.
+pub const CPU_BY_DEFAULT: &[&str] = &["RNN", "GRU", "LSTM"];
+
+/// True when the op runs on the CPU unless a config says otherwise (see
+/// [`CPU_BY_DEFAULT`]).
+pub fn cpu_by_default(node: &Node) -> bool {
+    let custom = !(node.domain.is_empty() || node.domain == "ai.onnx");
+    !custom && CPU_BY_DEFAULT.contains(&node.op_type.as_str())
+}
+
 /// True when the op gets calibration nodes on its inputs.
 pub fn is_quantized_op(node: &Node) -> bool {
     let custom = !(node.domain.is_empty() || node.domain == "ai.onnx");

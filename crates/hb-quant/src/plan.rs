@@ -7,7 +7,7 @@ use crate::config::{
     BiasCorrection, HbConfig, InputQ, NodeConfig, Placement, QuantConfig, SubgraphConfig,
 };
 use crate::guards::{integer_valued_tensors, is_periodic_argument, Guard, GuardedInput};
-use crate::ops::{data_inputs, ec_allowed, is_quantized_op, weight_slot};
+use crate::ops::{cpu_by_default, data_inputs, ec_allowed, is_quantized_op, weight_slot};
 use crate::qtype::QType;
 use hb_ir::Graph;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -276,7 +276,11 @@ pub fn build_plan(g: &Graph, qc: &QuantConfig) -> Result<Plan, PlanError> {
             let on = node_cfg
                 .and_then(|c| c.on)
                 .or(op_cfg.and_then(|c| c.on))
-                .unwrap_or(Placement::Bpu);
+                .unwrap_or(if cpu_by_default(n) {
+                    Placement::Cpu
+                } else {
+                    Placement::Bpu
+                });
             let quantized = is_quantized_op(n) && on == Placement::Bpu;
             let explicit_level = node_cfg
                 .and_then(|c| c.qtype)
@@ -487,4 +491,48 @@ pub fn feature_tensors(plan: &Plan) -> BTreeSet<String> {
         .filter(|p| !p.is_weight())
         .map(|p| p.tensor.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hb_ir::Node;
+
+    /// Relu → GRU → Tanh, GRU with an omitted sequence_lens.
+    fn recurrent() -> Graph {
+        Graph {
+            nodes: vec![
+                Node::new("relu", "Relu", &["x"], &["a"]),
+                Node::new("gru", "GRU", &["a", "w", "r", "b", "", "h0"], &["y", "yh"]),
+                Node::new("tanh", "Tanh", &["y"], &["z"]),
+            ],
+            ..Graph::default()
+        }
+    }
+
+    #[test]
+    fn recurrent_layers_are_float_islands_by_default() {
+        let g = recurrent();
+        let plan = build_plan(&g, &QuantConfig::default()).unwrap();
+        let gru = &plan.nodes[1];
+        assert_eq!(gru.on, Placement::Cpu);
+        assert!(!gru.quantized);
+        assert_eq!(gru.qtype, QType::Float32);
+        // Calibration only where the BPU ops read: x (Relu) and y (Tanh).
+        let tensors: Vec<&str> = plan.points.iter().map(|p| p.tensor.as_str()).collect();
+        assert_eq!(tensors, ["x", "y"]);
+        // A config can still put it on the BPU side (its inputs are then
+        // calibrated; the lowering keeps it on the CPU).
+        let mut qc = QuantConfig::default();
+        qc.op.insert(
+            "GRU".into(),
+            NodeConfig {
+                on: Some(Placement::Bpu),
+                ..NodeConfig::default()
+            },
+        );
+        let plan = build_plan(&g, &qc).unwrap();
+        assert!(plan.nodes[1].quantized);
+        assert!(plan.points.iter().any(|p| p.tensor == "a"));
+    }
 }

@@ -32,6 +32,7 @@ pub mod matmul;
 pub mod norm;
 pub mod norm_misc;
 pub mod pool;
+pub mod rnn;
 pub mod softmax;
 pub mod spatial;
 #[cfg(test)]
@@ -54,6 +55,7 @@ pub fn register_all(r: &mut Registry) {
     norm::register(r);
     norm_misc::register(r);
     pool::register(r);
+    rnn::register(r);
     softmax::register(r);
     unary::register(r);
     binary::register(r);

@@ -202,6 +202,7 @@ pub(crate) struct Lowerer {
 /// Lowers a calibrated model to a `.bc` program.
 pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
     let mut m = model.clone();
+    name_skipped_outputs(&mut m.graph);
     for v in &m.graph.inputs {
         if v.fixed_shape().is_none() {
             return Err(LowerError::Model(format!(
@@ -285,6 +286,23 @@ pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
         program,
         notes: lw.notes,
     })
+}
+
+/// Names the omitted outputs that come before a named one (an LSTM's
+/// `['', 'Y_h']`): a CPU op's program outputs are matched to its kernel's
+/// outputs by position, so each of them needs a program value.
+fn name_skipped_outputs(g: &mut Graph) {
+    for i in 0..g.nodes.len() {
+        let Some(last) = g.nodes[i].outputs.iter().rposition(|o| !o.is_empty()) else {
+            continue;
+        };
+        for k in 0..last {
+            if g.nodes[i].outputs[k].is_empty() {
+                let name = g.fresh_name(&format!("{}_unused_output{k}", g.nodes[i].name));
+                g.nodes[i].outputs[k] = name;
+            }
+        }
+    }
 }
 
 impl Lowerer {
@@ -706,5 +724,61 @@ impl Lowerer {
             name: k.to_string(),
             value: Some(value),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::FloatCpu;
+    use hb_bpu::program::interp::Interpreter;
+    use hb_ir::ValueInfo;
+    use std::sync::Arc;
+
+    fn vals(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7 + seed * 13) % 17) as f32 - 8.0) / 10.0)
+            .collect()
+    }
+
+    #[test]
+    fn cpu_ops_keep_the_position_of_omitted_outputs() {
+        // An LSTM that only names Y_h (Y omitted): the kernel returns
+        // [Y, Y_h, Y_c] and the program must bind the second one.
+        let (seq, batch, inp, h) = (3, 2, 2, 2);
+        let mut g = Graph {
+            inputs: vec![ValueInfo::tensor("x", DType::F32, &[seq, batch, inp])],
+            outputs: vec![ValueInfo::tensor("yh", DType::F32, &[1, batch, h])],
+            ..Graph::default()
+        };
+        for (name, shape, seed) in [("w", [1, 4 * h, inp], 1), ("r", [1, 4 * h, h], 2)] {
+            let t = Tensor::from_f32(&shape, vals(shape.iter().product(), seed)).unwrap();
+            g.initializers.insert(name.into(), Arc::new(t));
+        }
+        let mut n = Node::new("lstm", "LSTM", &["x", "w", "r"], &["", "yh"]);
+        n.set_attr("hidden_size", Attr::Int(h as i64));
+        g.nodes.push(n);
+        let mut model = Model {
+            graph: g,
+            ..Model::default()
+        };
+        model.opsets.insert(String::new(), 14);
+        let lowered = lower_model(&model, &LowerOptions::default()).unwrap();
+        let op = &lowered.program.ops[0];
+        assert_eq!((op.op_type.as_str(), op.outputs.len()), ("LSTM", 2));
+        assert!(lowered.notes[0].cpu);
+        let program = Arc::new(lowered.program);
+        let cpu = FloatCpu::new(&program).unwrap();
+        let x = Tensor::from_f32(&[seq, batch, inp], vals(seq * batch * inp, 3)).unwrap();
+        let got = Interpreter::new(program.clone())
+            .unwrap()
+            .run(std::slice::from_ref(&x), &cpu)
+            .unwrap();
+        let want = hb_float::Session::new(&model)
+            .unwrap()
+            .run(&HashMap::from([("x".to_string(), x)]))
+            .unwrap();
+        assert_eq!(got[0], want[0].1);
+        assert_eq!(got[0].shape(), &[1, batch, h]);
     }
 }
