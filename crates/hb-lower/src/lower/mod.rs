@@ -728,7 +728,7 @@ impl Lowerer {
 }
 
 #[cfg(test)]
-mod tests {
+mod omitted_output_tests {
     use super::*;
     use crate::cpu::FloatCpu;
     use hb_bpu::program::interp::Interpreter;
