@@ -986,7 +986,7 @@ mod tests {
             )
             .unwrap();
             let (xa, ha) = (x.as_f32().unwrap(), h0.as_f32().unwrap());
-            for e in 0..batch {
+            for (e, &len) in lens.iter().enumerate() {
                 let xe = Tensor::F32(
                     xa.slice(ndarray::s![.., e..e + 1, ..])
                         .to_owned()
@@ -997,7 +997,7 @@ mod tests {
                         .to_owned()
                         .into_dyn(),
                 );
-                let le = Tensor::from_vec::<i32>(&[1], vec![lens[e]]).unwrap();
+                let le = Tensor::from_vec::<i32>(&[1], vec![len]).unwrap();
                 let one = run(
                     f,
                     &n,
