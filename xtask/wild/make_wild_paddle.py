@@ -7,7 +7,9 @@ paddle.nn.TransformerEncoder text classifier (int64 token ids, key-padding
 mask computed from the pad id inside the model).
 
     python3 -m venv --system-site-packages /tmp/pdvenv
-    /tmp/pdvenv/bin/pip install paddlepaddle paddle2onnx   # tested: 3.3.1, 2.1.0
+    /tmp/pdvenv/bin/pip install paddlepaddle paddle2onnx onnx_graphsurgeon
+    # tested: paddlepaddle 3.3.1, paddle2onnx 2.1.0 (polygraphy's folding needs
+    # onnx_graphsurgeon; installed up front, polygraphy does not try to fetch it)
     /tmp/pdvenv/bin/python xtask/wild/make_wild_paddle.py --out /tmp/wild_pd
     xtask/wild/run_wild.sh /tmp/wild_pd
 

@@ -3,7 +3,8 @@
 //! One engine runs the three cells. Per direction, the input projection
 //! `X·Wᵀ + biases` of every timestep is one [`sgemm`] over the whole
 //! sequence; each step then needs only `H_{t-1}·Rᵀ` (one product over the
-//! batch) and the elementwise gate math.
+//! batch: row updates on a transposed `R` for small batches, sgemm for
+//! large ones) and the elementwise gate math.
 //!
 //! Semantics (ONNX spec, checked against onnxruntime):
 //! - `direction` forward / reverse / bidirectional; `layout` 0
@@ -28,12 +29,12 @@
 //!   (`f = 1 - i`).
 
 use crate::error::OpResult;
+use crate::invalid;
 use crate::kernels::fastmath::{exp_f32, sigmoid_f32, tanh_f32};
 use crate::kernels::floatio::{contiguous, f32_of, to_dtype};
 use crate::kernels::gemm::{sgemm, Mat};
 use crate::kernels::util::{input, opt_input};
 use crate::registry::{OpCtx, Registry};
-use crate::{invalid, unsupported};
 use hb_tensor::Tensor;
 use ndarray::{ArrayD, IxDyn};
 
@@ -129,38 +130,45 @@ impl Act {
 
     /// Applies the function in place, clipping its input first.
     fn apply(self, xs: &mut [f32], clip: Option<f32>) {
-        if let Some(c) = clip {
-            xs.iter_mut().for_each(|x| *x = x.clamp(-c, c));
-        }
-        match self {
-            Act::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-            Act::Tanh => xs.iter_mut().for_each(|x| *x = tanh_f32(*x)),
-            Act::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid_f32(*x)),
-            Act::Affine(a, b) => xs.iter_mut().for_each(|x| *x = a * *x + b),
-            Act::LeakyRelu(a) => xs
-                .iter_mut()
-                .for_each(|x| *x = if *x >= 0.0 { *x } else { a * *x }),
-            Act::ThresholdedRelu(a) => xs
-                .iter_mut()
-                .for_each(|x| *x = if *x >= a { *x } else { 0.0 }),
-            Act::ScaledTanh(a, b) => xs.iter_mut().for_each(|x| *x = a * tanh_f32(b * *x)),
-            Act::HardSigmoid(a, b) => xs
-                .iter_mut()
-                .for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
-            Act::Elu(a) => xs.iter_mut().for_each(|x| {
-                *x = if *x >= 0.0 {
-                    *x
-                } else {
-                    a * (exp_f32(*x) - 1.0)
-                }
-            }),
-            Act::Softsign => xs.iter_mut().for_each(|x| *x /= 1.0 + x.abs()),
-            Act::Softplus => xs.iter_mut().for_each(|x| {
-                // log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|).
-                *x = x.max(0.0) + (-x.abs()).exp().ln_1p()
-            }),
-        }
+        apply_act(self, xs, clip);
     }
+}
+
+crate::multiversion! {
+/// [`Act::apply`] (vectorised: the fastmath functions have no libm call).
+fn apply_act(act: Act, xs: &mut [f32], clip: Option<f32>) {
+    if let Some(c) = clip {
+        xs.iter_mut().for_each(|x| *x = x.clamp(-c, c));
+    }
+    match act {
+        Act::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+        Act::Tanh => xs.iter_mut().for_each(|x| *x = tanh_f32(*x)),
+        Act::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid_f32(*x)),
+        Act::Affine(a, b) => xs.iter_mut().for_each(|x| *x = a * *x + b),
+        Act::LeakyRelu(a) => xs
+            .iter_mut()
+            .for_each(|x| *x = if *x >= 0.0 { *x } else { a * *x }),
+        Act::ThresholdedRelu(a) => xs
+            .iter_mut()
+            .for_each(|x| *x = if *x >= a { *x } else { 0.0 }),
+        Act::ScaledTanh(a, b) => xs.iter_mut().for_each(|x| *x = a * tanh_f32(b * *x)),
+        Act::HardSigmoid(a, b) => xs
+            .iter_mut()
+            .for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
+        Act::Elu(a) => xs.iter_mut().for_each(|x| {
+            *x = if *x >= 0.0 {
+                *x
+            } else {
+                a * (exp_f32(*x) - 1.0)
+            }
+        }),
+        Act::Softsign => xs.iter_mut().for_each(|x| *x /= 1.0 + x.abs()),
+        Act::Softplus => xs.iter_mut().for_each(|x| {
+            // log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|).
+            *x = x.max(0.0) + (-x.abs()).exp().ln_1p()
+        }),
+    }
+}
 }
 
 /// The direction attribute.
@@ -358,8 +366,11 @@ fn sequence_lens(t: Option<&Tensor>, s: &Spec) -> OpResult<Vec<usize>> {
 struct Dir<'a> {
     /// `X·Wᵀ` plus the biases that add straight to it, `[seq·batch, G·H]`.
     xw: &'a [f32],
-    /// `R` of this direction, `[G·H, H]`.
-    r: &'a [f32],
+    /// `Rᵀ` of the gates `H_{t-1}` multiplies directly, `[H, cols]` (GRU
+    /// without `linear_before_reset`: z and r only).
+    rt: &'a [f32],
+    /// GRU without `linear_before_reset`: `Rh_ᵀ`, `[H, H]`.
+    rt_h: &'a [f32],
     /// GRU with `linear_before_reset`: `Rb_h` (added before the reset gate).
     rbh: &'a [f32],
     /// LSTM peepholes `P[iof]` (`3·H`, zeros when absent).
@@ -389,7 +400,7 @@ fn run(ctx: &OpCtx, inputs: &[Option<&Tensor>], cell: Cell) -> OpResult<Vec<Tens
         _ => (Vec::new(), Vec::new()),
     };
     if !matches!(cell, Cell::Lstm { .. }) && inputs.iter().skip(6).any(Option::is_some) {
-        return Err(unsupported!("{} takes 6 inputs at most", ctx.node.op_type));
+        return Err(invalid!("{} takes 6 inputs at most", ctx.node.op_type));
     }
 
     // X as [seq, batch, input].
@@ -428,9 +439,17 @@ fn run(ctx: &OpCtx, inputs: &[Option<&Tensor>], cell: Cell) -> OpResult<Vec<Tens
                 row.iter_mut().zip(&add).for_each(|(v, b)| *v += b);
             }
         }
+        let rd = &r[d * gh * h..(d + 1) * gh * h];
+        let rec_cols = rec_cols(cell, h);
+        let rt = transpose_rows(rd, rec_cols, h);
+        let rt_h = match cell {
+            Cell::Gru { lbr: false } => transpose_rows(&rd[2 * h * h..], h, h),
+            _ => Vec::new(),
+        };
         let dir = Dir {
             xw: &xw,
-            r: &r[d * gh * h..(d + 1) * gh * h],
+            rt: &rt,
+            rt_h: &rt_h,
             rbh,
             p: if peep.is_empty() {
                 &[]
@@ -492,6 +511,81 @@ fn run(ctx: &OpCtx, inputs: &[Option<&Tensor>], cell: Cell) -> OpResult<Vec<Tens
     Ok(outs)
 }
 
+/// Batch sizes up to which the per-step product `H·Rᵀ` runs as row
+/// updates on a transposed copy of `R` made once per direction: sgemm
+/// would pack all of `R` again on every step for a handful of rows.
+const SMALL_BATCH: usize = 8;
+
+/// `R`'s rows `rows` (row-major `[n, k]`) transposed to `[k, n]`.
+fn transpose_rows(r: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut t = vec![0f32; n * k];
+    for (j, row) in r.chunks_exact(k.max(1)).take(n).enumerate() {
+        for (p, &v) in row.iter().enumerate() {
+            t[p * n + j] = v;
+        }
+    }
+    t
+}
+
+/// `out = h · rt` for row-major `h` `[batch, k]` and `rt` `[k, n]` (`R`
+/// transposed): the recurrent product of one step, `out` `[batch, n]`.
+fn rec_product(
+    h: &[f32],
+    batch: usize,
+    rt: &[f32],
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+) -> OpResult<()> {
+    if batch > SMALL_BATCH {
+        return sgemm(
+            1.0,
+            Mat::row_major(h, batch, k),
+            Mat::row_major(rt, k, n),
+            0.0,
+            out,
+        );
+    }
+    if h.len() < batch * k || rt.len() < k * n || out.len() < batch * n {
+        return Err(invalid!(
+            "recurrent product: buffers do not match {batch}x{k} · {k}x{n}"
+        ));
+    }
+    let out = &mut out[..batch * n];
+    out.fill(0.0);
+    if n > 0 && k > 0 {
+        row_updates(&h[..batch * k], &rt[..k * n], n, out);
+    }
+    Ok(())
+}
+
+crate::multiversion! {
+/// `out_b += h[b, p] · rt_p` over `p` in order (each element is the plain
+/// left-to-right dot product; the row loop vectorises). Sizes are checked
+/// by [`rec_product`], `n > 0`.
+fn row_updates(h: &[f32], rt: &[f32], n: usize, out: &mut [f32]) {
+    let k = rt.len() / n;
+    for (p, rp) in rt.chunks_exact(n).enumerate() {
+        for (ob, hb) in out.chunks_exact_mut(n).zip(h.chunks_exact(k)) {
+            let hv = hb[p];
+            for (o, &r) in ob.iter_mut().zip(rp) {
+                *o += hv * r;
+            }
+        }
+    }
+}
+}
+
+/// Columns of the per-step product `H_{t-1}·Rᵀ`: every gate, except for a
+/// GRU without `linear_before_reset`, whose h gate multiplies `r ⊙ H_{t-1}`
+/// (a second product).
+fn rec_cols(cell: Cell, h: usize) -> usize {
+    match cell {
+        Cell::Gru { lbr: false } => 2 * h,
+        _ => cell.gates() * h,
+    }
+}
+
 /// Runs the recurrence of direction `d`: `hs` / `cs` (`[batch, H]`) start
 /// as the initial states and end as the last valid ones; each valid step's
 /// hidden state goes to `y` (`[seq, dirs, batch, H]`).
@@ -507,12 +601,8 @@ fn recur(
     let (h, batch) = (s.hidden, s.batch);
     let gh = s.cell.gates() * h;
     let steps = lens.iter().copied().max().unwrap_or(0);
-    // H_{t-1}·Rᵀ of every batch entry (GRU without linear_before_reset:
-    // the z and r gates only).
-    let rec_cols = match s.cell {
-        Cell::Gru { lbr: false } => 2 * h,
-        _ => gh,
-    };
+    // H_{t-1}·Rᵀ of every batch entry.
+    let rec_cols = rec_cols(s.cell, h);
     let mut rec = vec![0f32; batch * rec_cols];
     // GRU: the gates of every batch entry, and (r ⊙ H_{t-1})·Rhᵀ.
     let mut zr = vec![0f32; batch * 2 * h];
@@ -525,13 +615,7 @@ fn recur(
         (k < len).then(|| if dir.reverse { len - 1 - k } else { k })
     };
     for k in 0..steps {
-        sgemm(
-            1.0,
-            Mat::row_major(hs, batch, h),
-            Mat::row_major(&dir.r[..rec_cols * h], rec_cols, h).t(),
-            0.0,
-            &mut rec,
-        )?;
+        rec_product(hs, batch, dir.rt, rec_cols, h, &mut rec)?;
         match s.cell {
             Cell::Rnn => {
                 for b in 0..batch {
@@ -564,13 +648,7 @@ fn recur(
                     }
                 }
                 if !lbr {
-                    sgemm(
-                        1.0,
-                        Mat::row_major(&rh, batch, h),
-                        Mat::row_major(&dir.r[2 * h * h..3 * h * h], h, h).t(),
-                        0.0,
-                        &mut hh,
-                    )?;
+                    rec_product(&rh, batch, dir.rt_h, h, h, &mut hh)?;
                 }
                 for b in 0..batch {
                     let Some(t) = time(k, b) else { continue };
@@ -875,6 +953,82 @@ mod tests {
     }
 
     #[test]
+    fn large_batches_match_one_entry_at_a_time() {
+        // Batch 11 takes the sgemm path of the step product, batch 1 the
+        // row updates; GRU both reset orders, LSTM, RNN.
+        let (seq, batch, inp, h) = (4, 11, 3, 5);
+        let lens: Vec<i32> = (0..batch as i32).map(|b| 1 + b % seq as i32).collect();
+        for (op, g, extra) in [("GRU", 3, 0), ("GRU", 3, 1), ("LSTM", 4, 0), ("RNN", 1, 0)] {
+            let f = match op {
+                "GRU" => gru as crate::registry::KernelFn,
+                "LSTM" => lstm,
+                _ => rnn,
+            };
+            let n = node(
+                op,
+                vec![
+                    ("hidden_size", Attr::Int(h as i64)),
+                    ("direction", s("bidirectional")),
+                    ("linear_before_reset", Attr::Int(extra)),
+                ],
+            );
+            let x = t(&[seq, batch, inp], rand_vals(seq * batch * inp, 11));
+            let w = t(&[2, g * h, inp], rand_vals(2 * g * h * inp, 12));
+            let r = t(&[2, g * h, h], rand_vals(2 * g * h * h, 13));
+            let b = t(&[2, 2 * g * h], rand_vals(4 * g * h, 14));
+            let l = Tensor::from_vec::<i32>(&[batch], lens.clone()).unwrap();
+            let h0 = t(&[2, batch, h], rand_vals(2 * batch * h, 15));
+            let all = run(
+                f,
+                &n,
+                22,
+                &[Some(&x), Some(&w), Some(&r), Some(&b), Some(&l), Some(&h0)],
+            )
+            .unwrap();
+            let (xa, ha) = (x.as_f32().unwrap(), h0.as_f32().unwrap());
+            for (e, &len) in lens.iter().enumerate() {
+                let xe = Tensor::F32(
+                    xa.slice(ndarray::s![.., e..e + 1, ..])
+                        .to_owned()
+                        .into_dyn(),
+                );
+                let he = Tensor::F32(
+                    ha.slice(ndarray::s![.., e..e + 1, ..])
+                        .to_owned()
+                        .into_dyn(),
+                );
+                let le = Tensor::from_vec::<i32>(&[1], vec![len]).unwrap();
+                let one = run(
+                    f,
+                    &n,
+                    22,
+                    &[
+                        Some(&xe),
+                        Some(&w),
+                        Some(&r),
+                        Some(&b),
+                        Some(&le),
+                        Some(&he),
+                    ],
+                )
+                .unwrap();
+                let ya = all[0]
+                    .as_f32()
+                    .unwrap()
+                    .slice(ndarray::s![.., .., e, ..])
+                    .to_owned();
+                assert_close(ya.as_slice().unwrap(), &data(&one[0]), 1e-5);
+                let yh = all[1]
+                    .as_f32()
+                    .unwrap()
+                    .slice(ndarray::s![.., e, ..])
+                    .to_owned();
+                assert_close(yh.as_slice().unwrap(), &data(&one[1]), 1e-5);
+            }
+        }
+    }
+
+    #[test]
     fn activations_take_alpha_and_beta_in_order() {
         // Backward direction reuses a forward-only list; LeakyRelu takes
         // the first alpha, Affine the second alpha and the first beta.
@@ -937,6 +1091,8 @@ mod tests {
         let h0_arg = [Some(&x), Some(&w), Some(&r), None, None, Some(&h0)];
         assert!(err(vec![], &h0_arg).contains("initial_h"));
         assert!(err(vec![], &[Some(&x), Some(&w)]).contains("missing"));
+        let extra = [Some(&x), Some(&w), Some(&r), None, None, None, Some(&x)];
+        assert!(err(vec![], &extra).contains("6 inputs"));
         let x2 = t(&[2, 3], rand_vals(6, 1));
         assert!(err(vec![], &[Some(&x2), Some(&w), Some(&r)]).contains("3-D"));
     }
