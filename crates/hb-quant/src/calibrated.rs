@@ -52,6 +52,9 @@ fn calibration_node(p: &CalibPoint, t: &Thresholds, input: &str, name: &str, out
     }
     if t.keep_masks {
         n.set_attr("keep_masks", Attr::Int(1));
+        if t.mask_limit != crate::masks::MASK_LIMIT {
+            n.set_attr("mask_limit", Attr::Float(t.mask_limit));
+        }
     }
     n
 }

@@ -21,6 +21,7 @@ pub mod calib;
 pub mod calibrated;
 pub mod config;
 pub mod guards;
+pub mod masks;
 pub mod ops;
 pub mod pipeline;
 pub mod plan;

@@ -235,12 +235,22 @@ fn collect(
         let n = index.len();
         index.entry(p.tensor.clone()).or_insert(n);
     }
-    let new_stats = || {
-        if binned {
+    // Tensors that only reach a Softmax treat moderate negative values
+    // (additive masks of -1e4) as masks (crate::masks).
+    let bound = crate::masks::softmax_bound_tensors(&model.graph);
+    let mut mask_limits = vec![crate::masks::MASK_LIMIT; index.len()];
+    for (t, &i) in &index {
+        if bound.contains(t) {
+            mask_limits[i] = crate::masks::SOFTMAX_MASK_LIMIT;
+        }
+    }
+    let new_stats = |i: usize| {
+        let s = if binned {
             TensorStats::new(opts.max_num_bin)
         } else {
             TensorStats::without_histogram(opts.max_num_bin)
-        }
+        };
+        s.with_mask_limit(mask_limits[i])
     };
     let input_names: Vec<(String, DType)> = model
         .graph
@@ -254,7 +264,7 @@ fn collect(
     let pb = bar(count, "statistics", opts.progress);
     let work = |_w: usize| -> Result<Shard, CalibError> {
         let mut shard = Shard {
-            feature: (0..index.len()).map(|_| new_stats()).collect(),
+            feature: (0..index.len()).map(new_stats).collect(),
             dtypes: HashMap::new(),
             inputs: input_names.iter().map(|_| TensorStats::new(2048)).collect(),
             kept: Vec::new(),
@@ -310,7 +320,7 @@ fn collect(
         .map(work)
         .collect::<Result<_, _>>()?;
     pb.finish_and_clear();
-    let mut feature: Vec<TensorStats> = (0..index.len()).map(|_| new_stats()).collect();
+    let mut feature: Vec<TensorStats> = (0..index.len()).map(new_stats).collect();
     let mut inputs: Vec<(String, DType, TensorStats)> = input_names
         .iter()
         .map(|(n, d)| (n.clone(), *d, TensorStats::new(2048)))

@@ -317,7 +317,7 @@ fn convert_calibration(ex: &mut Exporter, g: &mut Graph, n: &Node) -> Result<(),
     if per_channel {
         qn.set_attr("axis", Attr::Int(axis));
     }
-    // keep_masks: mask sentinels (x ≤ -MASK_LIMIT) bypass the Q/DQ pair.
+    // keep_masks: mask values (x ≤ -mask_limit) bypass the Q/DQ pair.
     let dq_out = if fq.keep_masks {
         ex.fresh(g, &format!("{y}_dequantized"))
     } else {
@@ -337,7 +337,7 @@ fn convert_calibration(ex: &mut Exporter, g: &mut Graph, n: &Node) -> Result<(),
         let limit = ex.add_init(
             g,
             &format!("{}_mask_limit", n.name),
-            Tensor::scalar(-hb_float::kernels::horizon::MASK_LIMIT),
+            Tensor::scalar(-fq.mask_limit),
         );
         let is_mask = ex.fresh(g, &format!("{y}_is_mask"));
         ex.push(
@@ -808,6 +808,7 @@ mod tests {
             is_weight: weight,
             enabled: on,
             keep_masks: false,
+            mask_limit: hb_float::kernels::horizon::MASK_LIMIT,
             ec: false,
         }
         .to_node(name, x, y)
@@ -1229,6 +1230,43 @@ mod tests {
         assert_eq!(a, b);
         let y: Vec<f32> = a[0].1.iter().map(|u| f32::from_bits(*u)).collect();
         assert_eq!(&y[..3], &[f32::NEG_INFINITY, f32::MIN, -1e9]);
+        assert_eq!(y[3], -128.0 * (2.0 / 127.0));
+    }
+
+    #[test]
+    fn moderate_mask_limit_passes_both_the_simulation_and_the_export() {
+        let mut g = Graph::default();
+        g.inputs.push(ValueInfo::tensor("x", DType::F32, &[1, 6]));
+        g.outputs.push(ValueInfo::tensor("y", DType::F32, &[1, 6]));
+        let mut n = calib(
+            "x_HzCalibration",
+            "x",
+            "y",
+            FqType::Int8,
+            &[2.0],
+            1,
+            false,
+            false,
+            true,
+        );
+        n.set_attr("keep_masks", Attr::Int(1));
+        n.set_attr("mask_limit", Attr::Float(1e3));
+        g.nodes.push(n);
+        let mut m = Model {
+            ir_version: 8,
+            graph: g,
+            ..Default::default()
+        };
+        m.opsets.insert(String::new(), 13);
+        m.opsets.insert(DOMAIN.into(), 1);
+        let x = Tensor::from_f32(&[1, 6], vec![-1e4, -65504.0, -1e3, -999.0, 0.3, 1.7]).unwrap();
+        let inputs: HashMap<String, Tensor> = [("x".to_string(), x)].into_iter().collect();
+        let q = export_qdq(&m).unwrap();
+        let (a, b) = (run(&m, &inputs), run(&q, &inputs));
+        assert_eq!(a, b);
+        let y: Vec<f32> = a[0].1.iter().map(|u| f32::from_bits(*u)).collect();
+        assert_eq!(&y[..3], &[-1e4, -65504.0, -1e3]);
+        // -999 is data: it clamps to the grid.
         assert_eq!(y[3], -128.0 * (2.0 / 127.0));
     }
 

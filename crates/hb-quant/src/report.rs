@@ -254,10 +254,18 @@ pub fn trap_findings(
         };
         if st.mask_values > 0 {
             let total = st.mask_values + st.count();
+            let what = if st.mask_limit < MASK_LIMIT {
+                format!(
+                    "-inf or x ≤ -{:e}: it only reaches a Softmax, where such values weigh exactly 0",
+                    st.mask_limit
+                )
+            } else {
+                format!("-inf or |x| ≥ {MASK_LIMIT:e}")
+            };
             out.push(Finding::warning(
                 "mask-values",
                 format!(
-                    "tensor '{}' (read by {}) holds mask values (-inf or |x| ≥ {MASK_LIMIT:e}) in {:.1}% of its elements: they are left out of its threshold ({}, from the data values in [{}, {}]) and pass the calibration node unchanged",
+                    "tensor '{}' (read by {}) holds mask values ({what}) in {:.1}% of its elements: they are left out of its threshold ({}, from the data values in [{}, {}]) and pass the calibration node unchanged",
                     p.tensor,
                     readers(p),
                     100.0 * st.mask_values as f64 / total.max(1) as f64,

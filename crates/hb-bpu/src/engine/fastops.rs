@@ -14,7 +14,7 @@ use crate::fixed_point::{Requant, Rescale2};
 use crate::program::numel;
 use crate::program::prepared::{Clamp, Kernel, Post, PreparedOp};
 use crate::qint::QInt;
-use crate::reference::quant::{QuantParams, MASK_LIMIT};
+use crate::reference::quant::QuantParams;
 use crate::tensor::{split_at_axis, TensorRef};
 
 use super::elem;
@@ -41,7 +41,7 @@ fn rne_f32(v: f32) -> f32 {
 /// [`QuantParams::quantize`] with [`rne_f32`] (bit-identical).
 #[inline(always)]
 fn quantize_fast(p: &QuantParams, x: f32) -> i64 {
-    if p.keep_masks && x <= MASK_LIMIT {
+    if p.keep_masks && x <= p.mask_limit {
         return p.lo;
     }
     let v = rne_f32(x / p.scale);
@@ -83,10 +83,10 @@ fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was detected at run time.
-        unsafe { quantize_avx2(x, o, p.scale, p.keep_masks, lof, hif, mlo) };
+        unsafe { quantize_avx2(x, o, p.scale, (p.keep_masks, p.mask_limit), lof, hif, mlo) };
         return;
     }
-    quantize_body(x, o, p.scale, p.keep_masks, lof, hif, mlo)
+    quantize_body(x, o, p.scale, (p.keep_masks, p.mask_limit), lof, hif, mlo)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -95,7 +95,7 @@ unsafe fn quantize_avx2<O: QInt>(
     x: &[f32],
     o: &mut [O],
     sc: f32,
-    km: bool,
+    km: (bool, f32),
     lof: f32,
     hif: f32,
     mlo: f32,
@@ -105,7 +105,15 @@ unsafe fn quantize_avx2<O: QInt>(
 
 /// The loop of [`quantize_slice`] (range checked by the caller).
 #[inline(always)]
-fn quantize_body<O: QInt>(x: &[f32], o: &mut [O], sc: f32, km: bool, lof: f32, hif: f32, mlo: f32) {
+fn quantize_body<O: QInt>(
+    x: &[f32],
+    o: &mut [O],
+    sc: f32,
+    km: (bool, f32),
+    lof: f32,
+    hif: f32,
+    mlo: f32,
+) {
     const TWO23: f32 = 8_388_608.0;
     for (d, &v) in o.iter_mut().zip(x) {
         let q = v / sc;
@@ -119,7 +127,7 @@ fn quantize_body<O: QInt>(x: &[f32], o: &mut [O], sc: f32, km: bool, lof: f32, h
         let r = (q + m) - m;
         // NaN → 0 (inside the range), then the clamp.
         let r = if r.is_nan() { 0.0 } else { r.max(lof).min(hif) };
-        let r = if km && v <= MASK_LIMIT { mlo } else { r };
+        let r = if km.0 && v <= km.1 { mlo } else { r };
         // SAFETY: `r` is not NaN and lies in `[lof, hif]` or equals `mlo`,
         // all integers in `[O::MIN, O::MAX]` ⊆ i32 (checked by the caller),
         // so the conversion is exact and in range (vectorises, unlike the
@@ -783,6 +791,7 @@ mod tests {
     use crate::reference::matmul::matmul;
     use crate::reference::pool::{max_pool, reduce_mean, PoolParams};
     use crate::reference::quant::quantize;
+    use crate::reference::quant::MASK_LIMIT;
     use crate::tensor::QTensor;
     use proptest::prelude::*;
 
@@ -1013,9 +1022,11 @@ mod tests {
             ], 1..200),
             scale in prop_oneof![1e-3f32..10.0, Just(1.0f32)],
             lo in -300i64..1, hi in 0i64..300, masks in any::<bool>(),
+            limit in prop_oneof![Just(MASK_LIMIT), Just(-1e3f32), -600.0f32..-1.0],
         ) {
             let mut p = QuantParams::with_range(scale, lo, hi).unwrap();
             p.keep_masks = masks;
+            p.mask_limit = limit;
             let want: Vec<i16> = quantize(&xs, &p).unwrap();
             let mut y = vec![0i16; xs.len()];
             quantize_slice(&p, &xs, &mut y);

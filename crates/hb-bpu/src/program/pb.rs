@@ -177,7 +177,8 @@ pub mod op {
         Cpu(super::CpuOp),
     }
 }
-/// f32 -> int: clamp(rne(x / scale), lo, hi); keep_masks: x <= -1e8 -> lo.
+/// f32 -> int: clamp(rne(x / scale), lo, hi); keep_masks: x <= mask_limit
+/// (-1e8 when 0) -> lo.
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct QuantizeOp {
     #[prost(float, tag = "1")]
@@ -188,6 +189,9 @@ pub struct QuantizeOp {
     pub hi: i64,
     #[prost(bool, tag = "4")]
     pub keep_masks: bool,
+    /// Negative bound of mask values; 0 = the default -1e8.
+    #[prost(float, tag = "5")]
+    pub mask_limit: f32,
 }
 /// int -> f32 with the input tensor's QuantInfo.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

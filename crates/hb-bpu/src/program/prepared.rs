@@ -423,6 +423,9 @@ fn build(p: &Program, op: &pb::Op, po: &PreparedOp) -> Built {
             }
             let mut qp = QuantParams::with_range(q.scale, q.lo, q.hi).map_err(|e| e.to_string())?;
             qp.keep_masks = q.keep_masks;
+            if q.mask_limit < 0.0 {
+                qp.mask_limit = q.mask_limit;
+            }
             Kernel::Quantize(qp)
         }
         K::Dequantize(_) => {

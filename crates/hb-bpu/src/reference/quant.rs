@@ -18,8 +18,12 @@ pub struct QuantParams {
     pub lo: i64,
     /// Largest `q`.
     pub hi: i64,
-    /// `keep_masks`: data clamps to `[−hi, hi]` and `x ≤ −1e8` becomes `lo`.
+    /// `keep_masks`: data clamps to `[−hi, hi]` and `x ≤ mask_limit`
+    /// becomes `lo`.
     pub keep_masks: bool,
+    /// The value at or below which a float is a mask under `keep_masks`
+    /// ([`MASK_LIMIT`] unless the calibration lowered it).
+    pub mask_limit: f32,
 }
 
 impl QuantParams {
@@ -47,13 +51,14 @@ impl QuantParams {
             lo,
             hi,
             keep_masks: false,
+            mask_limit: MASK_LIMIT,
         })
     }
 
     /// `clamp(rne(x / s), lo, hi)` with `x / s` in f32; NaN → 0.
     #[inline]
     pub fn quantize(&self, x: f32) -> i64 {
-        if self.keep_masks && x <= MASK_LIMIT {
+        if self.keep_masks && x <= self.mask_limit {
             return self.lo;
         }
         let v = (x / self.scale).round_ties_even();

@@ -105,9 +105,13 @@ pub struct FakeQuant {
     pub is_weight: bool,
     /// `switch = ON`.
     pub enabled: bool,
-    /// `keep_masks = 1`: values at or below `-MASK_LIMIT` (attention-mask
+    /// `keep_masks = 1`: values at or below `-mask_limit` (attention-mask
     /// sentinels such as `-inf` or the lowest f32) pass unchanged.
     pub keep_masks: bool,
+    /// `mask_limit` (default [`MASK_LIMIT`]): the magnitude from which a
+    /// negative value is a mask under `keep_masks`. Lower for tensors that
+    /// only reach a Softmax (additive masks of `-1e4`, docs/quantization.md).
+    pub mask_limit: f32,
     /// `ec = 1` (error compensation, int8 only; docs/integer-semantics.md
     /// §8): the int8 grid refined 256× over the same range, i.e. the value
     /// `256·hi + lo` of two int8 terms. Scale `s/256`, bounds and zero point
@@ -123,6 +127,17 @@ pub const MASK_LIMIT: f32 = 1e8;
 #[inline]
 pub fn is_negative_mask(x: f32) -> bool {
     x <= -MASK_LIMIT
+}
+
+/// The `mask_limit` attribute of an `HzCalibration` node: a finite positive
+/// magnitude, else [`MASK_LIMIT`].
+fn mask_limit_attr(node: &Node) -> OpResult<f32> {
+    let v = node.float_or("mask_limit", MASK_LIMIT)?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid!("mask_limit must be finite and positive, got {v}"))
+    }
 }
 
 impl FakeQuant {
@@ -151,6 +166,7 @@ impl FakeQuant {
             is_weight,
             enabled,
             keep_masks: node.int_or("keep_masks", 0)? != 0,
+            mask_limit: mask_limit_attr(node)?,
             ec: node.int_or("ec", 0)? != 0,
         })
     }
@@ -169,6 +185,9 @@ impl FakeQuant {
         node.set_attr("asymmetric", Attr::Int(i64::from(self.asymmetric)));
         if self.keep_masks {
             node.set_attr("keep_masks", Attr::Int(1));
+        }
+        if self.mask_limit != MASK_LIMIT {
+            node.set_attr("mask_limit", Attr::Float(self.mask_limit));
         }
         if self.ec {
             node.set_attr("ec", Attr::Int(1));
@@ -333,7 +352,7 @@ impl FakeQuant {
         }
         if self.keep_masks && self.qtype == FqType::Float16 {
             for x in xs.iter_mut() {
-                if !is_negative_mask(*x) {
+                if *x > -self.mask_limit {
                     *x = half::f16::from_f32(*x).to_f32();
                 }
             }
@@ -353,7 +372,7 @@ impl FakeQuant {
                 }
                 let p = self.params()?;
                 if self.keep_masks {
-                    fake_quant_slice_masked(xs, &p[0]);
+                    fake_quant_slice_masked(xs, &p[0], self.mask_limit);
                 } else {
                     fake_quant_slice(xs, &p[0]);
                 }
@@ -378,7 +397,7 @@ impl FakeQuant {
         if self.qtype == FqType::Float16 {
             if self.keep_masks {
                 for x in xs.iter_mut() {
-                    if !is_negative_mask(*x) {
+                    if *x > -self.mask_limit {
                         *x = half::f16::from_f32(*x).to_f32();
                     }
                 }
@@ -391,7 +410,7 @@ impl FakeQuant {
         let keep = self.keep_masks;
         if p.len() == 1 {
             if keep {
-                fake_quant_slice_masked(xs, &p[0]);
+                fake_quant_slice_masked(xs, &p[0], self.mask_limit);
             } else {
                 fake_quant_slice(xs, &p[0]);
             }
@@ -413,7 +432,7 @@ impl FakeQuant {
         let go = |block: &mut [f32]| {
             for (k, row) in block.chunks_mut(inner).enumerate() {
                 if keep {
-                    fake_quant_serial_masked(row, &p[k % p.len()]);
+                    fake_quant_serial_masked(row, &p[k % p.len()], self.mask_limit);
                 } else {
                     fake_quant_serial(row, &p[k % p.len()]);
                 }
@@ -465,10 +484,10 @@ fn fake_quant_serial(xs: &mut [f32], p: &QParams) {
     }
 }
 
-/// [`fake_quant_serial`] leaving negative mask sentinels
-/// ([`is_negative_mask`]) unchanged (`keep_masks = 1`), in one pass.
+/// [`fake_quant_serial`] leaving negative mask values (`x ≤ -limit`)
+/// unchanged (`keep_masks = 1`), in one pass.
 #[inline]
-fn fake_quant_serial_masked(xs: &mut [f32], p: &QParams) {
+fn fake_quant_serial_masked(xs: &mut [f32], p: &QParams, limit: f32) {
     let (s, lo, hi) = (p.scale, p.lo, p.hi);
     let nan_v = -(p.zero_point as f32);
     for x in xs.iter_mut() {
@@ -478,17 +497,18 @@ fn fake_quant_serial_masked(xs: &mut [f32], p: &QParams) {
         let v = if v < lo { lo } else { v };
         let v = if v > hi { hi } else { v };
         let q = ((v + ROUND_MAGIC) - ROUND_MAGIC) * s;
-        *x = if is_negative_mask(x0) { x0 } else { q };
+        *x = if x0 <= -limit { x0 } else { q };
     }
 }
 
-/// [`fake_quant_slice`] leaving negative mask sentinels unchanged.
-pub fn fake_quant_slice_masked(xs: &mut [f32], p: &QParams) {
+/// [`fake_quant_slice`] leaving negative mask values (`x ≤ -limit`)
+/// unchanged.
+pub fn fake_quant_slice_masked(xs: &mut [f32], p: &QParams, limit: f32) {
     if xs.len() >= PAR_MIN {
         xs.par_chunks_mut(PAR_CHUNK)
-            .for_each(|c| fake_quant_serial_masked(c, p));
+            .for_each(|c| fake_quant_serial_masked(c, p, limit));
     } else {
-        fake_quant_serial_masked(xs, p);
+        fake_quant_serial_masked(xs, p, limit);
     }
 }
 
@@ -712,6 +732,7 @@ mod tests {
             is_weight: false,
             enabled: true,
             keep_masks: false,
+            mask_limit: MASK_LIMIT,
             ec: false,
         }
     }
@@ -1221,6 +1242,7 @@ mod tests {
                 is_weight: false,
                 enabled: true,
                 keep_masks: false,
+                mask_limit: MASK_LIMIT,
                 ec: false,
             };
             let x = t(&[2, c, 3], xs);

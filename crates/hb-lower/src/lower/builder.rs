@@ -3,6 +3,7 @@
 use crate::{LowerError, Result};
 use hb_bpu::fixed_point::Requant;
 use hb_bpu::program::{consts, pb, Program};
+use hb_float::kernels::horizon::MASK_LIMIT;
 use hb_tensor::{DType, Tensor};
 
 /// A per-tensor (or per-channel) quantization of a program tensor.
@@ -18,6 +19,9 @@ pub struct Q {
     pub axis: i32,
     /// Masked values are `qmin`.
     pub keep_masks: bool,
+    /// Magnitude from which a negative float is a mask under `keep_masks`
+    /// (the calibration node's `mask_limit`).
+    pub mask_limit: f32,
     /// Smallest integer (the type's, or `−z` for an asymmetric uint8
     /// calibration stored as i16, §1).
     pub lo: i64,
@@ -35,6 +39,7 @@ impl Q {
             hp: Vec::new(),
             axis: 0,
             keep_masks,
+            mask_limit: MASK_LIMIT,
             lo,
             hi,
         }
@@ -49,6 +54,7 @@ impl Q {
             hp,
             axis,
             keep_masks: false,
+            mask_limit: MASK_LIMIT,
             lo,
             hi,
         }
@@ -73,6 +79,7 @@ impl Q {
             && o.scales.len() == 1
             && self.scales[0].to_bits() == o.scales[0].to_bits()
             && self.keep_masks == o.keep_masks
+            && self.mask_limit.to_bits() == o.mask_limit.to_bits()
             && self.lo == o.lo
             && self.hi == o.hi
     }

@@ -37,7 +37,7 @@ pub use builder::{Builder, Q};
 use crate::{LowerError, Result};
 use hb_bpu::program::pb::{self, op::Kind};
 use hb_bpu::program::Program;
-use hb_float::kernels::horizon::{FakeQuant, FqType};
+use hb_float::kernels::horizon::{FakeQuant, FqType, MASK_LIMIT};
 use hb_ir::{Attr, Graph, Model, Node};
 use hb_tensor::{DType, Tensor};
 use std::collections::HashMap;
@@ -123,11 +123,13 @@ fn widest_common(a: Q, b: Q) -> Q {
     }
     let range = |q: &Q| f64::from(q.s()) * (q.lo.unsigned_abs().max(q.hi.unsigned_abs()) as f64);
     let t = range(&a).max(range(&b));
-    Q::feature(
+    let mut q = Q::feature(
         DType::I16,
         (t / 32767.0) as f32,
         a.keep_masks || b.keep_masks,
-    )
+    );
+    q.mask_limit = a.mask_limit.min(b.mask_limit);
+    q
 }
 
 fn is_calibration(n: &Node) -> bool {
@@ -158,7 +160,9 @@ fn feature_q(n: &Node) -> Option<Q> {
         FqType::Int16 => DType::I16,
         _ => return None,
     };
-    Some(Q::feature(dtype, p[0].scale, fq.keep_masks))
+    let mut q = Q::feature(dtype, p[0].scale, fq.keep_masks);
+    q.mask_limit = fq.mask_limit;
+    Some(q)
 }
 
 pub(crate) fn model_err(n: &Node, msg: impl std::fmt::Display) -> LowerError {
@@ -196,7 +200,53 @@ pub(crate) struct Lowerer {
     /// value: a float reader gets the node run on the CPU (masks kept as
     /// they are) instead of a Dequantize (qmin would read as a small value).
     pub mask_cal: HashMap<String, Node>,
+    /// Nodes whose outputs carry attention-mask values into a `keep_masks`
+    /// calibration node ([`mask_makers`]): they run in float on the CPU.
+    pub mask_makers: std::collections::HashSet<String>,
     pub notes: Vec<Note>,
+}
+
+/// The nodes that compute the input of a `keep_masks` calibration node,
+/// walking back through data movement, `Add` and `Sub` (the values a mask
+/// flows through) until a calibration node or a computing op (the `Mul` by
+/// `-1e4` that makes the mask). Integer arithmetic would saturate their mask
+/// values to ordinary data (`-1e4` at the mask's scale is just qmin + 1), so
+/// they stay in float and the calibration node marks the masks (§2).
+fn mask_makers(g: &Graph) -> std::collections::HashSet<String> {
+    let mut producer: HashMap<&str, &Node> = HashMap::new();
+    for n in &g.nodes {
+        for o in &n.outputs {
+            producer.insert(o.as_str(), n);
+        }
+    }
+    let keeps = |n: &Node| {
+        is_calibration(n) && FakeQuant::from_node(n).is_ok_and(|f| f.keep_masks && f.enabled)
+    };
+    let mut work: Vec<&str> = g
+        .nodes
+        .iter()
+        .filter(|n| keeps(n))
+        .filter_map(|n| n.inputs.first().map(String::as_str))
+        .collect();
+    let mut makers = std::collections::HashSet::new();
+    while let Some(t) = work.pop() {
+        let Some(p) = producer.get(t) else {
+            continue;
+        };
+        if is_calibration(p) || !makers.insert(p.name.clone()) {
+            continue;
+        }
+        let through = match p.op_type.as_str() {
+            "Add" | "Sub" => Some(vec![0, 1]),
+            _ => passive_data_inputs(p),
+        };
+        for k in through.unwrap_or_default() {
+            if let Some(i) = p.inputs.get(k).filter(|i| !i.is_empty()) {
+                work.push(i.as_str());
+            }
+        }
+    }
+    makers
 }
 
 /// Lowers a calibrated model to a `.bc` program.
@@ -234,6 +284,7 @@ pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
         fused_adds: HashMap::new(),
         cpu_made: Default::default(),
         mask_cal: HashMap::new(),
+        mask_makers: mask_makers(&m.graph),
         notes: Vec::new(),
     };
     weighted::fuse_bias_adds(&mut lw);
@@ -470,6 +521,11 @@ impl Lowerer {
                 lo,
                 hi,
                 keep_masks: want.keep_masks,
+                mask_limit: if want.mask_limit < MASK_LIMIT {
+                    -want.mask_limit
+                } else {
+                    0.0
+                },
             }),
         );
         self.set_quant(v, want.clone(), out);
@@ -481,6 +537,7 @@ impl Lowerer {
         let mut qp = hb_bpu::reference::quant::QuantParams::with_range(q.s(), q.lo, q.hi)
             .map_err(|e| LowerError::Model(format!("constant '{v}': {e}")))?;
         qp.keep_masks = q.keep_masks;
+        qp.mask_limit = -q.mask_limit;
         let f = t.to_f32().map_err(|e| LowerError::Model(e.to_string()))?;
         let xs: Vec<f32> = f.iter().copied().collect();
         let ints: Vec<i64> = xs.iter().map(|&x| qp.quantize(x)).collect();
@@ -573,6 +630,8 @@ impl Lowerer {
         let placed = if n.domain.is_empty() || n.domain == "ai.onnx" {
             if known::lower_known(self, n)? {
                 None
+            } else if self.mask_makers.contains(&n.name) {
+                Some("computes attention-mask values (keep_masks): kept in float".into())
             } else if passive_data_inputs(n).is_some() {
                 movement::lower_passive(self, n)?
             } else {

@@ -1,7 +1,7 @@
 //! Calibration candidates (one combination of method and options) and the
 //! thresholds each gives from the statistics of one pass.
 
-use super::observer::TensorStats;
+use super::observer::{TensorStats, MASK_LIMIT};
 use super::threshold;
 use crate::config::quant_config::ActivationConfig;
 use crate::qtype::QType;
@@ -190,8 +190,10 @@ pub struct Thresholds {
     pub asymmetric: bool,
     /// How they were chosen.
     pub method: String,
-    /// Mask sentinels (`x ≤ -MASK_LIMIT`) pass the node unchanged.
+    /// Mask values (`x ≤ -mask_limit`) pass the node unchanged.
     pub keep_masks: bool,
+    /// Magnitude from which a negative value is a mask (the statistics').
+    pub mask_limit: f32,
 }
 
 impl Thresholds {
@@ -269,6 +271,7 @@ pub fn feature_thresholds_from(stats: &TensorStats, cand: &Candidate, t: f64) ->
             asymmetric: true,
             method,
             keep_masks,
+            mask_limit: stats.mask_limit,
         };
     }
     if per_channel {
@@ -278,6 +281,7 @@ pub fn feature_thresholds_from(stats: &TensorStats, cand: &Candidate, t: f64) ->
             asymmetric: false,
             method,
             keep_masks,
+            mask_limit: stats.mask_limit,
         };
     }
     Thresholds {
@@ -286,6 +290,7 @@ pub fn feature_thresholds_from(stats: &TensorStats, cand: &Candidate, t: f64) ->
         asymmetric: false,
         method,
         keep_masks,
+        mask_limit: stats.mask_limit,
     }
 }
 
@@ -322,6 +327,7 @@ pub fn weight_thresholds(w: &[f32], shape: &[usize], axis: usize, percentile: f6
             format!("weight-percentile:{percentile}")
         },
         keep_masks: false,
+        mask_limit: MASK_LIMIT,
     }
 }
 

@@ -6,6 +6,9 @@
 //! Values that are not finite, or whose magnitude is at least
 //! [`MASK_LIMIT`], are *mask values* (`-inf`, the lowest f32, `-1e9` as
 //! exporters write attention masks): they are counted but never set a range.
+//! A tensor may lower the negative side of that limit
+//! ([`TensorStats::with_mask_limit`], for tensors that only reach a Softmax:
+//! `crate::masks`).
 
 use super::histogram::AbsHistogram;
 
@@ -26,8 +29,12 @@ pub struct TensorStats {
     pub max: f32,
     /// Histogram of |x| over data values.
     pub hist: AbsHistogram,
-    /// Number of mask values (non-finite or |x| ≥ [`MASK_LIMIT`]).
+    /// Number of mask values (non-finite, |x| ≥ [`MASK_LIMIT`] or
+    /// x ≤ −`mask_limit`).
     pub mask_values: u64,
+    /// Magnitude from which a negative value is a mask ([`MASK_LIMIT`]
+    /// unless lowered by [`TensorStats::with_mask_limit`]).
+    pub mask_limit: f32,
     /// Number of NaN values (also counted in `mask_values`).
     pub nan: u64,
     /// Number of samples observed.
@@ -69,6 +76,7 @@ impl TensorStats {
             max: f32::NEG_INFINITY,
             hist: AbsHistogram::new(bins),
             mask_values: 0,
+            mask_limit: MASK_LIMIT,
             nan: 0,
             samples: 0,
             channel_absmax: Vec::new(),
@@ -89,6 +97,21 @@ impl TensorStats {
             binned: false,
             ..TensorStats::new(bins)
         }
+    }
+
+    /// These statistics with negative values at or below `-limit` counted
+    /// as masks (`limit` is capped at [`MASK_LIMIT`]).
+    pub fn with_mask_limit(self, limit: f32) -> Self {
+        TensorStats {
+            mask_limit: limit.min(MASK_LIMIT),
+            ..self
+        }
+    }
+
+    /// True when `x` is a mask value of this tensor.
+    #[inline(always)]
+    pub fn is_mask(&self, x: f32) -> bool {
+        is_mask_value(x) || x <= -self.mask_limit
     }
 
     /// Whether the histogram's bins are filled.
@@ -116,6 +139,7 @@ impl TensorStats {
     #[inline(always)]
     fn observe_inline(&mut self, xs: &[f32], shape: &[usize]) {
         const L: usize = 8;
+        let neg_limit = -self.mask_limit;
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         let mut sum = 0f64;
         let (mut masks, mut nan) = (0u64, 0u64);
@@ -132,7 +156,7 @@ impl TensorStats {
                 };
                 for k in 0..L {
                     let x = c[k];
-                    let data = x.abs() < MASK_LIMIT;
+                    let data = x.abs() < MASK_LIMIT && x > neg_limit;
                     m[k] += u32::from(!data);
                     z[k] += u32::from(x == 0.0);
                     // Never NaN (NaN is a mask value): plain compares, no
@@ -151,7 +175,7 @@ impl TensorStats {
             let mut bs: f64 = sums.iter().map(|v| f64::from(*v)).sum();
             for &x in tail {
                 bz += u64::from(x == 0.0);
-                if is_mask_value(x) {
+                if self.is_mask(x) {
                     bm += 1;
                 } else {
                     bl = bl.min(x);
@@ -179,7 +203,7 @@ impl TensorStats {
                 let mut data = [0f32; 256];
                 let mut n = 0;
                 for &x in block {
-                    if !is_mask_value(x) {
+                    if !self.is_mask(x) {
                         data[n] = x;
                         n += 1;
                     }
@@ -223,7 +247,14 @@ impl TensorStats {
         if inner == 0 || c == 0 {
             return;
         }
-        let data_abs = |x: f32| if x.abs() < MASK_LIMIT { x.abs() } else { 0.0 };
+        let neg_limit = -self.mask_limit;
+        let data_abs = |x: f32| {
+            if x.abs() < MASK_LIMIT && x > neg_limit {
+                x.abs()
+            } else {
+                0.0
+            }
+        };
         if inner == 1 {
             // Channels are the last axis: rows of `c` values.
             for row in xs.chunks_exact(c) {
@@ -377,6 +408,31 @@ mod tests {
         );
         assert_eq!((s.min, s.max, s.absmax()), (-2.0, 1.0, 2.0));
         assert_eq!((s.mask_values, s.nan, s.count()), (4, 1, 2));
+    }
+
+    #[test]
+    fn a_lowered_mask_limit_keeps_moderate_masks_out() {
+        // 300 values, so both the 8-lane body and the tail see masks.
+        let xs: Vec<f32> = (0..300)
+            .map(|i| match i % 7 {
+                0 => -1e4,
+                1 => -65504.0,
+                _ => (i % 11) as f32 - 5.0,
+            })
+            .collect();
+        let mut plain = TensorStats::new(64);
+        plain.observe(&xs, &[3, 100]);
+        assert_eq!(plain.absmax(), 65504.0);
+        let mut s = TensorStats::new(64).with_mask_limit(1e3);
+        s.observe(&xs, &[3, 100]);
+        assert_eq!((s.min, s.max, s.absmax()), (-5.0, 5.0, 5.0));
+        let masks = xs.iter().filter(|x| **x <= -1e3).count() as u64;
+        assert_eq!((s.mask_values, s.nan), (masks, 0));
+        assert!(s.channel_absmax.iter().all(|m| *m <= 5.0));
+        // The positive side keeps the global limit.
+        let mut p = TensorStats::new(64).with_mask_limit(1e3);
+        p.observe(&[2e3, -3.0], &[2]);
+        assert_eq!((p.absmax(), p.mask_values), (2e3, 0));
     }
 
     #[test]

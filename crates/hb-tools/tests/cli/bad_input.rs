@@ -1,6 +1,6 @@
 //! Bad input is a tested path: one-line error, exit code 2, no panic, nothing written.
 
-mod common;
+use crate::common;
 
 use hb_ir::{Graph, Model, Node, ValueInfo};
 use hb_onnx_proto as pb;

@@ -6,6 +6,7 @@
 //! inputs; `.hbm` equals `.bc` bit for bit and `.bc` matches the calibrated
 //! model.
 
+use crate::common::f32t;
 use hb_bpu::engine::{Engine, EngineOptions, Workspace};
 use hb_bpu::program::interp::Interpreter;
 use hb_bpu::program::pb::Placement;
@@ -21,23 +22,6 @@ use std::sync::Arc;
 const H: usize = 6;
 const I: usize = 4;
 const T: usize = 5;
-
-/// Deterministic values in [-scale, scale).
-fn vals(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-fn f32t(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-    Tensor::from_f32(shape, vals(shape.iter().product(), seed, scale)).unwrap()
-}
 
 fn model() -> Model {
     let mut g = Graph {

@@ -1,7 +1,7 @@
 //! hb-calib on bad configs and bad calibration data: one-line error naming
 //! the file or key, exit code 2, no panic, nothing written.
 
-mod common;
+use crate::common;
 
 use hb_ir::{Graph, Model, Node, ValueInfo};
 use hb_tensor::{io, DType, Tensor};

@@ -70,6 +70,7 @@ fn small() -> Program {
                     lo: -128,
                     hi: 127,
                     keep_masks: false,
+                    mask_limit: 0.0,
                 }),
             ),
             op(
