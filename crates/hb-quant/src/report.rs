@@ -61,6 +61,10 @@ pub struct NodeRow {
     pub threshold: Option<f32>,
     /// Its qtype.
     pub dtype: String,
+    /// Why the lowering to `.bc` placed it on the CPU
+    /// ([`apply_placement`]); `None` for BPU nodes and before lowering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_reason: Option<String>,
 }
 
 /// One row of the per-output table (means over the scored samples).
@@ -96,6 +100,12 @@ impl OutputRow {
 
 /// Subgraph ids: connected BPU nodes share an id, numbered in graph order.
 fn subgraphs(model: &Model, plan: &Plan) -> Vec<Option<usize>> {
+    subgraph_ids(model, &|i| plan.nodes[i].on == Placement::Bpu)
+}
+
+/// Subgraph ids of the nodes `bpu` says run on the BPU: connected ones
+/// share an id, numbered in graph order.
+fn subgraph_ids(model: &Model, bpu: &dyn Fn(usize) -> bool) -> Vec<Option<usize>> {
     let g = &model.graph;
     let n = g.nodes.len();
     let mut parent: Vec<usize> = (0..n).collect();
@@ -112,7 +122,6 @@ fn subgraphs(model: &Model, plan: &Plan) -> Vec<Option<usize>> {
         .enumerate()
         .flat_map(|(i, nd)| nd.outputs.iter().map(move |o| (o.as_str(), i)))
         .collect();
-    let bpu = |i: usize| plan.nodes[i].on == Placement::Bpu;
     for (i, nd) in g.nodes.iter().enumerate() {
         if !bpu(i) {
             continue;
@@ -137,6 +146,38 @@ fn subgraphs(model: &Model, plan: &Plan) -> Vec<Option<usize>> {
             Some(*ids.entry(r).or_insert(next))
         })
         .collect()
+}
+
+/// Sets the rows' placement to what the lowering to `.bc` decided: the
+/// nodes of `cpu` (name → reason) run on the CPU, the others where the plan
+/// put them; subgraph ids are recomputed over `model`'s connections (rows
+/// are matched to its nodes by name; a row without a node gets no id).
+pub fn apply_placement(rows: &mut [NodeRow], model: &Model, cpu: &HashMap<String, String>) {
+    for r in rows.iter_mut() {
+        if let Some(why) = cpu.get(&r.node) {
+            r.on = "CPU";
+            r.cpu_reason = Some(why.clone());
+        }
+    }
+    let row_of: HashMap<String, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(k, r)| (r.node.clone(), k))
+        .collect();
+    let nodes = &model.graph.nodes;
+    let on: Vec<bool> = nodes
+        .iter()
+        .map(|n| row_of.get(&n.name).is_some_and(|&k| rows[k].on == "BPU"))
+        .collect();
+    let ids = subgraph_ids(model, &|i| on[i]);
+    for r in rows.iter_mut() {
+        r.subgraph = None;
+    }
+    for (n, id) in nodes.iter().zip(ids) {
+        if let Some(&k) = row_of.get(&n.name) {
+            rows[k].subgraph = id;
+        }
+    }
 }
 
 fn flat(t: &Tensor) -> Option<Vec<f32>> {
@@ -219,6 +260,7 @@ pub fn node_rows(
                 } else {
                     "--".into()
                 },
+                cpu_reason: None,
             }
         })
         .collect()

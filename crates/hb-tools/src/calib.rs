@@ -377,6 +377,16 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         &work,
         t0.elapsed().as_secs_f64(),
     );
+    // Lowered before anything is written: a model the integer machine
+    // cannot take leaves no files, and the log shows the real placement.
+    let lowered = crate::calib_bc::lower_quantized(&cfg, &outcome.calibrated, &summary)?;
+    let mut outcome = outcome;
+    hb_quant::report::apply_placement(
+        &mut outcome.nodes,
+        &art_files[1].1,
+        &crate::calib_bc::cpu_placements(&lowered),
+    );
+    laps.lap("lower to .bc");
     summary.timings = laps.list.clone();
     let log = render_log(&cfg, &outcome, &summary);
     write(
@@ -387,7 +397,7 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
             dumps,
         },
     )?;
-    crate::calib_bc::write_quantized(&cfg, &outcome.calibrated, &work, &mut summary)?;
+    crate::calib_bc::write_quantized(&cfg, &lowered, &work, &mut summary)?;
     laps.lap("write artefacts");
     summary.seconds = t0.elapsed().as_secs_f64();
     summary.timings = laps.list;
@@ -538,6 +548,21 @@ fn render_log(cfg: &HbConfig, o: &CalibOutcome, s: &CalibSummary) -> String {
         "\nPer node (cosine of the node output, float vs calibrated, calibration sample 0):\n",
     );
     log.push_str(&report::render_nodes(&o.nodes));
+    let cpu: Vec<String> = o
+        .nodes
+        .iter()
+        .filter_map(|r| {
+            let why = r.cpu_reason.as_ref()?;
+            Some(format!("  {} ({}): {why}\n", r.node, r.op))
+        })
+        .collect();
+    if !cpu.is_empty() {
+        log.push_str(&format!(
+            "\nCPU nodes of the quantized model ({}), and why:\n",
+            cpu.len()
+        ));
+        log.extend(cpu);
+    }
     log.push_str("\nPer output (mean over the scored calibration samples):\n");
     log.push_str(&report::render_outputs(&o.outputs));
     log

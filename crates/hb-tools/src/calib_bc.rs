@@ -5,20 +5,18 @@
 use crate::calib::CalibSummary;
 use crate::cli::{ToolError, ToolResult};
 use hb_ir::Model;
-use hb_lower::lower::{lower_model, LowerOptions};
+use hb_lower::lower::{lower_model, LowerOptions, Lowered};
 use hb_quant::HbConfig;
+use std::collections::HashMap;
 use std::path::Path;
 
-/// Lowers `calibrated` and writes `<work>/<prefix>_quantized_model.bc`;
-/// records the file in the summary.
-pub fn write_quantized(
+/// Lowers `calibrated` to the integer program (nothing written yet).
+pub fn lower_quantized(
     cfg: &HbConfig,
     calibrated: &Model,
-    work: &Path,
-    summary: &mut CalibSummary,
-) -> ToolResult<()> {
+    summary: &CalibSummary,
+) -> ToolResult<Lowered> {
     let prefix = &cfg.model.output_model_file_prefix;
-    let path = work.join(format!("{prefix}_quantized_model.bc"));
     let mut params = vec![
         ("march".to_string(), cfg.model.march.name().to_string()),
         ("calibration_method".to_string(), summary.method.clone()),
@@ -42,12 +40,34 @@ pub fn write_quantized(
         params,
         onnx_input_order: Vec::new(),
     };
-    let lowered = lower_model(calibrated, &opts).map_err(|e| {
+    lower_model(calibrated, &opts).map_err(|e| {
         ToolError::input(format!(
             "{}: lowering to .bc: {e}",
             cfg.model.onnx_model.display()
         ))
-    })?;
+    })
+}
+
+/// The lowering's CPU placements: node name → reason.
+pub fn cpu_placements(lowered: &Lowered) -> HashMap<String, String> {
+    lowered
+        .notes
+        .iter()
+        .filter(|n| n.cpu)
+        .map(|n| (n.node.clone(), n.reason.clone()))
+        .collect()
+}
+
+/// Writes `<work>/<prefix>_quantized_model.bc`; records the file in the
+/// summary.
+pub fn write_quantized(
+    cfg: &HbConfig,
+    lowered: &Lowered,
+    work: &Path,
+    summary: &mut CalibSummary,
+) -> ToolResult<()> {
+    let prefix = &cfg.model.output_model_file_prefix;
+    let path = work.join(format!("{prefix}_quantized_model.bc"));
     hb_bpu::program::save(&lowered.program, &path).map_err(ToolError::input)?;
     summary.artefacts.push(path.display().to_string());
     Ok(())

@@ -135,6 +135,19 @@ fn moderate_additive_mask_keeps_the_scores_scale() {
     );
     let log = std::fs::read_to_string(work.join("hb_calib.log")).unwrap();
     assert!(log.contains("only reaches a Softmax"), "{log}");
+    // The log shows the .bc's placement: the mask chain in float, and why.
+    assert!(
+        log.contains("big (Mul): computes attention-mask values"),
+        "{log}"
+    );
+    let row = |name: &str| {
+        log.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("big").contains("CPU"), "{}", row("big"));
+    assert!(row("softmax").contains("BPU"), "{}", row("softmax"));
 
     // Calibrated vs float, and .bc vs calibrated, on held-out samples.
     let float = hb_float::Session::new(&model()).unwrap();
