@@ -111,9 +111,9 @@ crate::multiversion! {
 fn split_pairs(src: &[f32], pad: usize, len: usize, row: &mut [f32]) {
     let (even, odd) = row.split_at_mut(len.min(row.len()));
     // Input columns 0, 2, … land on phase pad % 2 at slot (i + pad) / 2.
-    let (first, second) = if pad % 2 == 0 { (even, odd) } else { (odd, even) };
+    let (first, second) = if pad.is_multiple_of(2) { (even, odd) } else { (odd, even) };
     let s0 = pad / 2;
-    let s1 = (pad + 1) / 2;
+    let s1 = pad.div_ceil(2);
     let pairs = src.chunks_exact(2);
     let tail = pairs.remainder();
     let n = src.len() / 2;
