@@ -68,6 +68,51 @@ pub fn activation_channel_axis(rank: usize) -> usize {
     }
 }
 
+/// Plain extremes, sum and zero count of up to 256 values, mask values
+/// included (8 independent lanes in registers, so the loop vectorises).
+struct BlockScan {
+    lo: f32,
+    hi: f32,
+    sum: f64,
+    zeros: u64,
+}
+
+#[inline(always)]
+fn scan_block(block: &[f32]) -> BlockScan {
+    const L: usize = 8;
+    let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
+    let mut sums = [0f32; L];
+    let mut z = [0u32; L];
+    let lanes = block.chunks_exact(L);
+    let tail = lanes.remainder();
+    for c in lanes {
+        let Ok(c) = <&[f32; L]>::try_from(c) else {
+            continue;
+        };
+        for k in 0..L {
+            let x = c[k];
+            // NaN never wins a compare: it only shows in the sum.
+            lo[k] = if x < lo[k] { x } else { lo[k] };
+            hi[k] = if x > hi[k] { x } else { hi[k] };
+            sums[k] += x;
+            z[k] += u32::from(x == 0.0);
+        }
+    }
+    let mut r = BlockScan {
+        lo: lo.iter().fold(f32::INFINITY, |a, b| a.min(*b)),
+        hi: hi.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)),
+        sum: sums.iter().map(|v| f64::from(*v)).sum(),
+        zeros: z.iter().map(|v| u64::from(*v)).sum(),
+    };
+    for &x in tail {
+        r.lo = if x < r.lo { x } else { r.lo };
+        r.hi = if x > r.hi { x } else { r.hi };
+        r.sum += f64::from(x);
+        r.zeros += u64::from(x == 0.0);
+    }
+    r
+}
+
 impl TensorStats {
     /// Empty statistics with a histogram of `bins` bins.
     pub fn new(bins: usize) -> Self {
@@ -138,51 +183,32 @@ impl TensorStats {
 
     #[inline(always)]
     fn observe_inline(&mut self, xs: &[f32], shape: &[usize]) {
-        const L: usize = 8;
         let neg_limit = -self.mask_limit;
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         let mut sum = 0f64;
         let (mut masks, mut nan) = (0u64, 0u64);
         for block in xs.chunks(256) {
-            let (mut blo, mut bhi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
-            let mut sums = [0f32; L];
-            let mut m = [0u32; L];
-            let mut z = [0u32; L];
-            let lanes = block.chunks_exact(L);
-            let tail = lanes.remainder();
-            for c in lanes {
-                let Ok(c) = <&[f32; L]>::try_from(c) else {
-                    continue;
-                };
-                for k in 0..L {
-                    let x = c[k];
-                    let data = x.abs() < MASK_LIMIT && x > neg_limit;
-                    m[k] += u32::from(!data);
-                    z[k] += u32::from(x == 0.0);
-                    // Never NaN (NaN is a mask value): plain compares, no
-                    // NaN handling in the vector code.
-                    let lo_c = if data { x } else { f32::INFINITY };
-                    let hi_c = if data { x } else { f32::NEG_INFINITY };
-                    blo[k] = if lo_c < blo[k] { lo_c } else { blo[k] };
-                    bhi[k] = if hi_c > bhi[k] { hi_c } else { bhi[k] };
-                    sums[k] += if data { x } else { 0.0 };
+            let b = scan_block(block);
+            // A block without mask values (the usual case): NaN makes the
+            // sum NaN, ±inf and |x| ≥ MASK_LIMIT show in the extremes.
+            let clean =
+                !b.sum.is_nan() && b.lo > neg_limit && b.lo > -MASK_LIMIT && b.hi < MASK_LIMIT;
+            let (bl, bh, bs, bm) = if clean {
+                (b.lo, b.hi, b.sum, 0)
+            } else {
+                let (mut bl, mut bh, mut bs, mut bm) =
+                    (f32::INFINITY, f32::NEG_INFINITY, 0f64, 0u64);
+                for &x in block {
+                    if self.is_mask(x) {
+                        bm += 1;
+                    } else {
+                        bl = bl.min(x);
+                        bh = bh.max(x);
+                        bs += f64::from(x);
+                    }
                 }
-            }
-            let mut bl = blo.iter().fold(f32::INFINITY, |a, b| a.min(*b));
-            let mut bh = bhi.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-            let mut bm: u64 = m.iter().map(|v| u64::from(*v)).sum();
-            let mut bz: u64 = z.iter().map(|v| u64::from(*v)).sum();
-            let mut bs: f64 = sums.iter().map(|v| f64::from(*v)).sum();
-            for &x in tail {
-                bz += u64::from(x == 0.0);
-                if self.is_mask(x) {
-                    bm += 1;
-                } else {
-                    bl = bl.min(x);
-                    bh = bh.max(x);
-                    bs += f64::from(x);
-                }
-            }
+                (bl, bh, bs, bm)
+            };
             lo = lo.min(bl);
             hi = hi.max(bh);
             sum += bs;
@@ -196,7 +222,7 @@ impl TensorStats {
                 if self.binned {
                     self.hist.add_finite(block, absmax);
                 } else {
-                    self.hist.add_unbinned(block.len() as u64, absmax, bz);
+                    self.hist.add_unbinned(block.len() as u64, absmax, b.zeros);
                 }
             } else {
                 nan += block.iter().filter(|x| x.is_nan()).count() as u64;
