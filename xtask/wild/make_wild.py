@@ -79,6 +79,54 @@ class DetHead(nn.Module):
         f=s.b(x); f=s.up(f)
         box=s.box(f).flatten(2).transpose(1,2)*16.0; cls=torch.sigmoid(s.cls(f)).flatten(2).transpose(1,2)
         return torch.cat([box,cls],-1)
+class YoloV8Tiny(nn.Module):
+    """A YOLOv8-shaped detector: SiLU convs, C2f (Split + Concat), SPPF
+    (three MaxPool 5x5 + Concat), FPN (Upsample + Concat), decoupled heads
+    with DFL (Softmax over 16 bins, a fixed 1x1 conv with arange weights),
+    dist2bbox against an anchor grid times the stride, sigmoid class scores,
+    boxes (0..img) and scores (0..1) concatenated into one [1, 4+nc, A]
+    output — the classic int8 trap of one scale for both."""
+    class Conv(nn.Module):
+        def __init__(s, a, b, k=3, st=1):
+            super().__init__(); s.c=nn.Conv2d(a,b,k,st,k//2,bias=False); s.bn=nn.BatchNorm2d(b)
+        def forward(s,x): return F.silu(s.bn(s.c(x)))
+    class C2f(nn.Module):
+        def __init__(s, a, b):
+            super().__init__(); C=YoloV8Tiny.Conv; s.h=b//2; s.cv1=C(a,b,1); s.m1=C(s.h,s.h); s.m2=C(s.h,s.h); s.cv2=C(3*s.h,b,1)
+        def forward(s,x):
+            y=list(s.cv1(x).split((s.h,s.h),1)); y.append(y[-1]+s.m2(s.m1(y[-1]))); return s.cv2(torch.cat(y,1))
+    def __init__(s, nc=6, img=64):
+        super().__init__(); C=YoloV8Tiny.Conv
+        s.stem=nn.Sequential(C(3,16,3,2),C(16,32,3,2),YoloV8Tiny.C2f(32,32))
+        s.p4=nn.Sequential(C(32,64,3,2),YoloV8Tiny.C2f(64,64))
+        s.sppf1=C(64,32,1); s.sppf2=C(128,64,1)
+        s.up=nn.Upsample(scale_factor=2,mode='nearest'); s.fpn=YoloV8Tiny.C2f(96,32)
+        s.nc=nc; s.reg=16; s.img=img
+        s.box=nn.ModuleList([nn.Sequential(C(c,32),nn.Conv2d(32,4*16,1)) for c in (32,64)])
+        s.cls=nn.ModuleList([nn.Sequential(C(c,32),nn.Conv2d(32,nc,1)) for c in (32,64)])
+        s.dfl=nn.Conv2d(16,1,1,bias=False); s.dfl.weight.data[:]=torch.arange(16,dtype=torch.float).view(1,16,1,1); s.dfl.requires_grad_(False)
+        # Trained-detector ranges: peaked DFL bins, class logits around the
+        # prior bias (YOLOv8 initialises it to log(5 / nc / (img / s)^2)).
+        with torch.no_grad():
+            for hb, hc in zip(s.box, s.cls):
+                hb[1].weight.mul_(30.0); hc[1].weight.mul_(30.0); hc[1].bias.fill_(-4.0)
+    def forward(s,x):
+        p3=s.stem(x); p4=s.p4(p3)
+        y=s.sppf1(p4); a=F.max_pool2d(y,5,1,2); b=F.max_pool2d(a,5,1,2); c=F.max_pool2d(b,5,1,2); p4=s.sppf2(torch.cat([y,a,b,c],1))
+        p3=s.fpn(torch.cat([s.up(p4),p3],1))
+        outs=[]; anchors=[]; strides=[]
+        for i,f in enumerate((p3,p4)):
+            outs.append(torch.cat([s.box[i](f),s.cls[i](f)],1).flatten(2))
+            h,w=f.shape[2:]; st=s.img//h
+            sy,sx=torch.meshgrid(torch.arange(h)+0.5,torch.arange(w)+0.5,indexing='ij')
+            anchors.append(torch.stack([sx,sy],-1).view(-1,2)); strides.append(torch.full((h*w,1),float(st)))
+        o=torch.cat(outs,2); A=o.shape[2]
+        box,cls=o.split((64,s.nc),1)
+        d=s.dfl(box.view(1,4,16,A).transpose(2,1).softmax(1)).view(1,4,A)
+        anc=torch.cat(anchors).T.unsqueeze(0); st=torch.cat(strides).T.unsqueeze(0)
+        lt,rb=d.chunk(2,1); x1y1=anc-lt; x2y2=anc+rb
+        xywh=torch.cat([(x1y1+x2y2)/2,x2y2-x1y1],1)*st
+        return torch.cat([xywh,cls.sigmoid()],1)
 class GRUNet(nn.Module):
     def __init__(s): super().__init__(); s.g=nn.GRU(8,16,batch_first=True); s.fc=nn.Linear(16,2)
     def forward(s,x): y,_=s.g(x); return s.fc(y[:,-1])
@@ -88,7 +136,7 @@ class LSTMNet(nn.Module):  # 2 stacked layers; the head reads the last layer's Y
 class BiRNNNet(nn.Module):  # bidirectional GRU into bidirectional LSTM, mean over time
     def __init__(s): super().__init__(); s.g=nn.GRU(8,16,batch_first=True,bidirectional=True); s.l=nn.LSTM(32,12,batch_first=True,bidirectional=True); s.fc=nn.Linear(24,2)
     def forward(s,x): y,_=s.g(x); y,_=s.l(torch.tanh(y)); return s.fc(y.mean(1))
-CUSTOM={'convnext':(ConvNeXtTiny,(1,3,32,32)),'mha_pad':(MHAPad,(1,12,16)),'audio1d':(Audio1d,(1,1,256)),'dethead':(DetHead,(1,3,32,32)),'gru':(GRUNet,(1,10,8)),'lstm':(LSTMNet,(1,10,8)),'birnn':(BiRNNNet,(1,10,8))}
+CUSTOM={'convnext':(ConvNeXtTiny,(1,3,32,32)),'mha_pad':(MHAPad,(1,12,16)),'audio1d':(Audio1d,(1,1,256)),'dethead':(DetHead,(1,3,32,32)),'yolov8':(YoloV8Tiny,(1,3,64,64)),'gru':(GRUNet,(1,10,8)),'lstm':(LSTMNet,(1,10,8)),'birnn':(BiRNNNet,(1,10,8))}
 
 
 class Unwrap(nn.Module):
@@ -148,7 +196,8 @@ def main():
             export(name, lambda b=build, s=shape: prep(b(), s), shape, opset, a.out)
     for name, (cls, shape) in CUSTOM.items():
         if not a.models or name in a.models:
-            export(name, cls, shape, 17, a.out)
+            export(name, (lambda c=cls, sh=shape: prep(c(), sh)) if name == "yolov8" else cls,
+                   shape, 17, a.out)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ use super::sensitivity::{self, Granularity, SensOptions};
 use super::DiagnoseArgs;
 use crate::cli::ToolResult;
 use crate::inputs::Sample;
-use hb_float::kernels::horizon::MASK_LIMIT;
+use hb_float::kernels::horizon::{FqType, MASK_LIMIT};
 use hb_quant::calib::observer::activation_channel_axis;
 use hb_quant::qtype::QType;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// One finding.
 #[derive(Debug, Clone, Serialize)]
@@ -211,6 +211,40 @@ fn large_range_region(cal: &Calibrated, c: usize) -> Vec<usize> {
         frontier = next;
     }
     out
+}
+
+/// The feature calibration nodes nearest to model output `output`: walking
+/// back from it through the nodes that compute it after the last
+/// quantization, stopping at calibration nodes. Their steps bound the
+/// output's resolution (e.g. a detector's box decode in int8: fine cosine,
+/// a few hundred distinct coordinates).
+fn output_tail(cal: &Calibrated, output: &str) -> Vec<usize> {
+    let g = &cal.model.graph;
+    let by_output: HashMap<&str, usize> = cal
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(k, c)| (c.output.as_str(), k))
+        .collect();
+    let mut found = Vec::new();
+    let mut seen = HashSet::new();
+    let mut work = vec![output.to_string()];
+    while let Some(t) = work.pop() {
+        if !seen.insert(t.clone()) || seen.len() > 256 {
+            continue;
+        }
+        if let Some(&k) = by_output.get(t.as_str()) {
+            if !cal.nodes[k].is_weight && !found.contains(&k) {
+                found.push(k);
+            }
+            continue;
+        }
+        if let Some(p) = g.producer(&t) {
+            work.extend(g.nodes[p].inputs.iter().filter(|i| !i.is_empty()).cloned());
+        }
+    }
+    found.sort_unstable();
+    found
 }
 
 fn fix_for(cal: &Calibrated, calib: &[usize], q: QType) -> Value {
@@ -620,11 +654,20 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
     for o in &before {
         let collapsed = o.float_unique >= 16.0 && o.calibrated_unique < 0.5 * o.float_unique;
         if collapsed || o.cosine < 0.99 {
-            let names: Vec<String> = worst
-                .iter()
-                .map(|(k, _)| cal.nodes[*k].input.clone())
-                .collect();
-            let calib: Vec<usize> = worst.iter().map(|w| w.0).collect();
+            let mut calib: Vec<usize> = worst.iter().map(|w| w.0).collect();
+            // A collapse no single node explains by cosine: the output's
+            // resolution is bounded by the quantization of what it is
+            // computed from last.
+            let tail = if calib.is_empty() && collapsed {
+                output_tail(cal, &o.output)
+                    .into_iter()
+                    .filter(|&k| cal.nodes[k].fq.qtype == FqType::Int8)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            calib.extend(&tail);
+            let names: Vec<String> = calib.iter().map(|k| cal.nodes[*k].input.clone()).collect();
             f.push(Finding {
                 level: if collapsed || o.cosine < 0.8 { "error" } else { "warning" },
                 kind: if collapsed { "output-collapse" } else { "output-loss" },
@@ -632,10 +675,20 @@ pub fn diagnose(cal: &Calibrated, samples: &[Sample], progress: bool) -> ToolRes
                 message: format!(
                     "output '{}': {:.0} unique values calibrated vs {:.0} float, cosine {:.6}; the nodes whose quantization alone hurts it most: {}",
                     o.output, o.calibrated_unique, o.float_unique, o.cosine,
-                    if names.is_empty() { "none stands out".into() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none stands out".into()
+                    } else if tail.is_empty() {
+                        names.join(", ")
+                    } else {
+                        format!("none by cosine; its resolution is set by the last quantized tensors it is computed from: {}", names.join(", "))
+                    }
                 ),
                 fix: fix_for(cal, &calib, int16),
-                advice: "apply the other findings' fixes first (they are the usual causes); then promote the listed nodes".into(),
+                advice: if tail.is_empty() {
+                    "apply the other findings' fixes first (they are the usual causes); then promote the listed nodes".into()
+                } else {
+                    "int16 on the listed tensors gives the output 256x finer steps; or take the decoding (box arithmetic, concatenation of boxes and scores) out of the model and run it in float after the BPU".into()
+                },
                 promote: calib,
             });
         }
@@ -750,4 +803,55 @@ pub fn run_cli(a: DiagnoseArgs) -> ToolResult<()> {
         print!("{text}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hb_float::kernels::horizon::FakeQuant;
+    use hb_ir::{Graph, Model, Node};
+
+    fn fq(qtype: FqType) -> FakeQuant {
+        FakeQuant {
+            qtype,
+            thresholds: vec![1.0],
+            axis: 1,
+            asymmetric: false,
+            is_weight: false,
+            enabled: true,
+            keep_masks: false,
+            mask_limit: MASK_LIMIT,
+            ec: false,
+        }
+    }
+
+    /// A detector-style tail: boxes = cal(b) · stride, scores =
+    /// Sigmoid(cal(s)), out = Concat(boxes, scores); `b` itself comes from a
+    /// Conv whose input is calibrated too (not part of the tail).
+    #[test]
+    fn output_tail_stops_at_the_last_calibrations() {
+        let mut g = Graph::default();
+        g.nodes = vec![
+            fq(FqType::Int8).to_node("cx", "x", "x_c"),
+            Node::new("conv", "Conv", &["x_c", "w"], &["b"]),
+            fq(FqType::Int8).to_node("cb", "b", "b_c"),
+            Node::new("mul", "Mul", &["b_c", "stride"], &["boxes"]),
+            fq(FqType::Int16).to_node("cs", "s", "s_c"),
+            Node::new("sig", "Sigmoid", &["s_c"], &["scores"]),
+            Node::new("cat", "Concat", &["boxes", "scores"], &["out"]),
+        ];
+        g.outputs
+            .push(hb_ir::ValueInfo::tensor("out", hb_tensor::DType::F32, &[1]));
+        let m = Model {
+            ir_version: 8,
+            graph: g,
+            ..Default::default()
+        };
+        let cal = Calibrated::from_model(std::path::Path::new("t.onnx"), m).unwrap();
+        let names = |ks: Vec<usize>| -> Vec<String> {
+            ks.into_iter().map(|k| cal.nodes[k].name.clone()).collect()
+        };
+        // Both last calibrations, not the conv's input behind `cb`.
+        assert_eq!(names(output_tail(&cal, "out")), vec!["cb", "cs"]);
+    }
 }
