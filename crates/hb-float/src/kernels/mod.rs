@@ -24,6 +24,7 @@ pub mod attention;
 pub mod conv;
 pub mod conv_direct;
 pub mod conv_transpose;
+pub mod detection;
 pub mod einsum;
 pub mod fastmath;
 pub mod floatio;
@@ -50,6 +51,7 @@ pub fn register_all(r: &mut Registry) {
     attention::register(r);
     conv::register(r);
     conv_transpose::register(r);
+    detection::register(r);
     einsum::register(r);
     matmul::register(r);
     norm::register(r);
