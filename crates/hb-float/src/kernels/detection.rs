@@ -16,7 +16,11 @@ pub fn register(r: &mut Registry) {
 }
 
 /// One scalar of an optional input, or `default` when absent or empty.
-fn scalar_or<T>(t: Option<&Tensor>, default: T, get: impl Fn(&Tensor) -> OpResult<Vec<T>>) -> OpResult<T>
+fn scalar_or<T>(
+    t: Option<&Tensor>,
+    default: T,
+    get: impl Fn(&Tensor) -> OpResult<Vec<T>>,
+) -> OpResult<T>
 where
     T: Copy,
 {
@@ -34,7 +38,12 @@ fn corners(b: &[f32], center_point: bool) -> Corners {
         let (xc, yc, w, h) = (b[0], b[1], b[2], b[3]);
         (yc - h / 2.0, xc - w / 2.0, yc + h / 2.0, xc + w / 2.0)
     } else {
-        (b[0].min(b[2]), b[1].min(b[3]), b[0].max(b[2]), b[1].max(b[3]))
+        (
+            b[0].min(b[2]),
+            b[1].min(b[3]),
+            b[0].max(b[2]),
+            b[1].max(b[3]),
+        )
     }
 }
 
@@ -188,8 +197,12 @@ fn roi_align(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         "max" => true,
         m => return Err(invalid!("RoiAlign: unknown mode '{m}'")),
     };
-    let oh = usize::try_from(node.int_or("output_height", 1)?).unwrap_or(1).max(1);
-    let ow = usize::try_from(node.int_or("output_width", 1)?).unwrap_or(1).max(1);
+    let oh = usize::try_from(node.int_or("output_height", 1)?)
+        .unwrap_or(1)
+        .max(1);
+    let ow = usize::try_from(node.int_or("output_width", 1)?)
+        .unwrap_or(1)
+        .max(1);
     let ratio = node.int_or("sampling_ratio", 0)?;
     let scale = node.float_or("spatial_scale", 1.0)?;
     let default_mode = if ctx.opset >= 16 {
@@ -203,7 +216,11 @@ fn roi_align(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     {
         "half_pixel" => true,
         "output_half_pixel" => false,
-        m => return Err(invalid!("RoiAlign: unknown coordinate_transformation_mode '{m}'")),
+        m => {
+            return Err(invalid!(
+                "RoiAlign: unknown coordinate_transformation_mode '{m}'"
+            ))
+        }
     };
     let data: Vec<f32> = x.to_f64_vec()?.iter().map(|&v| v as f32).collect();
     let r: Vec<f32> = rois.to_f64_vec()?.iter().map(|&v| v as f32).collect();
@@ -241,8 +258,7 @@ fn roi_align(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
                 for iy in 0..grid_h {
                     let yy = sh + ph as f32 * bin_h + (iy as f32 + 0.5) * bin_h / grid_h as f32;
                     for ix in 0..grid_w {
-                        let xx =
-                            sw + pw as f32 * bin_w + (ix as f32 + 0.5) * bin_w / grid_w as f32;
+                        let xx = sw + pw as f32 * bin_w + (ix as f32 + 0.5) * bin_w / grid_w as f32;
                         pts.push(bilinear(yy, xx, h, w));
                     }
                 }
@@ -296,13 +312,10 @@ mod tests {
         // Two overlapping boxes (IoU 0.81) and a far one, two classes.
         let boxes = Tensor::from_f32(
             &[1, 3, 4],
-            vec![
-                0.0, 0.0, 1.0, 1.0, 0.0, 0.1, 1.0, 1.1, 5.0, 5.0, 6.0, 6.0,
-            ],
+            vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.1, 1.0, 1.1, 5.0, 5.0, 6.0, 6.0],
         )
         .unwrap();
-        let scores =
-            Tensor::from_f32(&[1, 2, 3], vec![0.9, 0.95, 0.3, 0.1, 0.2, 0.05]).unwrap();
+        let scores = Tensor::from_f32(&[1, 2, 3], vec![0.9, 0.95, 0.3, 0.1, 0.2, 0.05]).unwrap();
         let max = Tensor::from_vec(&[1], vec![2i64]).unwrap();
         let iou = Tensor::from_f32(&[1], vec![0.5]).unwrap();
         let th = Tensor::from_f32(&[1], vec![0.15]).unwrap();
@@ -311,7 +324,13 @@ mod tests {
             "NonMaxSuppression",
             n,
             11,
-            &[Some(&boxes), Some(&scores), Some(&max), Some(&iou), Some(&th)],
+            &[
+                Some(&boxes),
+                Some(&scores),
+                Some(&max),
+                Some(&iou),
+                Some(&th),
+            ],
         );
         // Class 0: box 1 (0.95) suppresses box 0, box 2 kept; class 1: only
         // box 1 passes the score threshold.

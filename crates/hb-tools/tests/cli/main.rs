@@ -14,5 +14,6 @@ mod debugger_tune;
 mod examples_makefile;
 mod lower_pipeline;
 mod moderate_mask;
+mod nms_tail;
 mod program_bad_input;
 mod recurrent_pipeline;
