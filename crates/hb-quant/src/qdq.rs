@@ -1194,8 +1194,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn mask_sentinels_pass_both_the_simulation_and_the_export() {
+    /// One int8 calibration node (threshold 2) with `keep_masks`, and
+    /// `mask_limit` when given, on a `[1, 6]` input; runs `x` through the
+    /// simulation and the QDQ export (which must agree bit for bit) and
+    /// returns the output.
+    fn masked_round_trip(limit: Option<f32>, x: Vec<f32>) -> Vec<f32> {
         let mut g = Graph::default();
         g.inputs.push(ValueInfo::tensor("x", DType::F32, &[1, 6]));
         g.outputs.push(ValueInfo::tensor("y", DType::F32, &[1, 6]));
@@ -1211,6 +1214,9 @@ mod tests {
             true,
         );
         n.set_attr("keep_masks", Attr::Int(1));
+        if let Some(l) = limit {
+            n.set_attr("mask_limit", Attr::Float(l));
+        }
         g.nodes.push(n);
         let mut m = Model {
             ir_version: 8,
@@ -1219,52 +1225,27 @@ mod tests {
         };
         m.opsets.insert(String::new(), 13);
         m.opsets.insert(DOMAIN.into(), 1);
-        let x = Tensor::from_f32(
-            &[1, 6],
-            vec![f32::NEG_INFINITY, f32::MIN, -1e9, -5.0, 0.3, 1.7],
-        )
-        .unwrap();
+        let x = Tensor::from_f32(&[1, 6], x).unwrap();
         let inputs: HashMap<String, Tensor> = [("x".to_string(), x)].into_iter().collect();
         let q = export_qdq(&m).unwrap();
         let (a, b) = (run(&m, &inputs), run(&q, &inputs));
         assert_eq!(a, b);
-        let y: Vec<f32> = a[0].1.iter().map(|u| f32::from_bits(*u)).collect();
+        a[0].1.iter().map(|u| f32::from_bits(*u)).collect()
+    }
+
+    #[test]
+    fn mask_sentinels_pass_both_the_simulation_and_the_export() {
+        let y = masked_round_trip(
+            None,
+            vec![f32::NEG_INFINITY, f32::MIN, -1e9, -5.0, 0.3, 1.7],
+        );
         assert_eq!(&y[..3], &[f32::NEG_INFINITY, f32::MIN, -1e9]);
         assert_eq!(y[3], -128.0 * (2.0 / 127.0));
     }
 
     #[test]
     fn moderate_mask_limit_passes_both_the_simulation_and_the_export() {
-        let mut g = Graph::default();
-        g.inputs.push(ValueInfo::tensor("x", DType::F32, &[1, 6]));
-        g.outputs.push(ValueInfo::tensor("y", DType::F32, &[1, 6]));
-        let mut n = calib(
-            "x_HzCalibration",
-            "x",
-            "y",
-            FqType::Int8,
-            &[2.0],
-            1,
-            false,
-            false,
-            true,
-        );
-        n.set_attr("keep_masks", Attr::Int(1));
-        n.set_attr("mask_limit", Attr::Float(1e3));
-        g.nodes.push(n);
-        let mut m = Model {
-            ir_version: 8,
-            graph: g,
-            ..Default::default()
-        };
-        m.opsets.insert(String::new(), 13);
-        m.opsets.insert(DOMAIN.into(), 1);
-        let x = Tensor::from_f32(&[1, 6], vec![-1e4, -65504.0, -1e3, -999.0, 0.3, 1.7]).unwrap();
-        let inputs: HashMap<String, Tensor> = [("x".to_string(), x)].into_iter().collect();
-        let q = export_qdq(&m).unwrap();
-        let (a, b) = (run(&m, &inputs), run(&q, &inputs));
-        assert_eq!(a, b);
-        let y: Vec<f32> = a[0].1.iter().map(|u| f32::from_bits(*u)).collect();
+        let y = masked_round_trip(Some(1e3), vec![-1e4, -65504.0, -1e3, -999.0, 0.3, 1.7]);
         assert_eq!(&y[..3], &[-1e4, -65504.0, -1e3]);
         // -999 is data: it clamps to the grid.
         assert_eq!(y[3], -128.0 * (2.0 / 127.0));

@@ -4,16 +4,14 @@
 //! would quantize to 0), the Softmax stays on the integer machine, and the
 //! `.bc` matches the calibrated model.
 
-use crate::common::f32t;
+use crate::common::{calibrate, f32t, ordered, write_model_and_samples};
 use hb_bpu::program::interp::Interpreter;
 use hb_bpu::program::pb::Placement;
 use hb_float::kernels::horizon::FakeQuant;
 use hb_ir::{Attr, Graph, Model, Node, ValueInfo};
 use hb_lower::cpu::FloatCpu;
 use hb_tensor::{metrics, DType, Tensor};
-use hb_tools::calib::{run, CalibArgs};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 const S: usize = 8;
@@ -79,16 +77,6 @@ fn sample(k: u64) -> HashMap<String, Tensor> {
     ])
 }
 
-fn write_samples(dir: &Path, n: u64) {
-    for k in 0..n {
-        for (name, t) in sample(k) {
-            let d = dir.join("calib").join(&name);
-            std::fs::create_dir_all(&d).unwrap();
-            hb_tensor::io::write_npy(&d.join(format!("{k}.npy")), &t).unwrap();
-        }
-    }
-}
-
 fn flat(t: &Tensor) -> Vec<f32> {
     t.to_f64_vec().unwrap().iter().map(|&v| v as f32).collect()
 }
@@ -97,28 +85,8 @@ fn flat(t: &Tensor) -> Vec<f32> {
 fn moderate_additive_mask_keeps_the_scores_scale() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    hb_ir::save_model(&model(), &dir.join("model.onnx")).unwrap();
-    write_samples(dir, 12);
-    let cfg = dir.join("model.yaml");
-    let cal = |n: &str| dir.join("calib").join(n).display().to_string();
-    std::fs::write(
-        &cfg,
-        format!(
-            "model_parameters:\n  onnx_model: {}\n  march: nash-e\n  working_dir: {}\n  output_model_file_prefix: m\ninput_parameters:\n  input_name: x;m\ncalibration_parameters:\n  cal_data_dir: {};{}\n  calibration_type: max\n",
-            dir.join("model.onnx").display(),
-            dir.join("work").display(),
-            cal("x"),
-            cal("m"),
-        ),
-    )
-    .unwrap();
-    run(&CalibArgs {
-        config: cfg,
-        search_samples: 4,
-        ..Default::default()
-    })
-    .unwrap();
-    let work = dir.join("work");
+    write_model_and_samples(dir, &model(), 12, sample);
+    let work = calibrate(dir, &["x", "m"], "  calibration_type: max\n", 4);
     let calibrated = hb_ir::load_model(&work.join("m_calibrated_model.onnx")).unwrap();
     let g = &calibrated.graph;
     // The Softmax input's calibration: masks kept out, limit lowered.
@@ -167,12 +135,7 @@ fn moderate_additive_mask_keeps_the_scores_scale() {
         let c = sim.run(&s).unwrap();
         let cos = metrics::cosine(&flat(&f[0].1), &flat(&c[0].1));
         assert!(cos >= 0.995, "sample {k}: calibrated vs float cosine {cos}");
-        let ins: Vec<Tensor> = bc
-            .inputs
-            .iter()
-            .map(|&i| s[&bc.tensors[i as usize].name].clone())
-            .collect();
-        let out = interp.run(&ins, &cpu).unwrap();
+        let out = interp.run(&ordered(&bc, &s), &cpu).unwrap();
         let cos = metrics::cosine(&flat(&c[0].1), &flat(&out[0]));
         assert!(cos >= 0.999, "sample {k}: calibrated vs .bc cosine {cos}");
     }

@@ -3,16 +3,14 @@
 //! output (int64, on the CPU) takes a different shape on every sample while
 //! the program declares the one seen when it was lowered.
 
-use crate::common::f32t;
+use crate::common::{calibrate, f32t, ordered, write_model_and_samples};
 use hb_bpu::engine::{Engine, EngineOptions, Workspace};
 use hb_bpu::program::interp::Interpreter;
 use hb_ir::{Graph, Model, Node, ValueInfo};
 use hb_lower::compile::{compile, CompileOptions};
 use hb_lower::cpu::FloatCpu;
 use hb_tensor::{DType, Tensor};
-use hb_tools::calib::{run, CalibArgs};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 const N: usize = 24;
@@ -63,42 +61,12 @@ fn sample(k: u64) -> HashMap<String, Tensor> {
     ])
 }
 
-fn write_samples(dir: &Path, n: u64) {
-    for k in 0..n {
-        for (name, t) in sample(k) {
-            let d = dir.join("calib").join(&name);
-            std::fs::create_dir_all(&d).unwrap();
-            hb_tensor::io::write_npy(&d.join(format!("{k}.npy")), &t).unwrap();
-        }
-    }
-}
-
 #[test]
 fn nms_output_shape_follows_the_data() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    hb_ir::save_model(&model(), &dir.join("model.onnx")).unwrap();
-    write_samples(dir, 6);
-    let cfg = dir.join("model.yaml");
-    let cal = |n: &str| dir.join("calib").join(n).display().to_string();
-    std::fs::write(
-        &cfg,
-        format!(
-            "model_parameters:\n  onnx_model: {}\n  march: nash-e\n  working_dir: {}\n  output_model_file_prefix: m\ninput_parameters:\n  input_name: boxes;logits\ncalibration_parameters:\n  cal_data_dir: {};{}\n",
-            dir.join("model.onnx").display(),
-            dir.join("work").display(),
-            cal("boxes"),
-            cal("logits"),
-        ),
-    )
-    .unwrap();
-    run(&CalibArgs {
-        config: cfg,
-        search_samples: 3,
-        ..Default::default()
-    })
-    .unwrap();
-    let work = dir.join("work");
+    write_model_and_samples(dir, &model(), 6, sample);
+    let work = calibrate(dir, &["boxes", "logits"], "", 3);
     let calibrated = hb_ir::load_model(&work.join("m_calibrated_model.onnx")).unwrap();
     let sim = hb_float::Session::new(&calibrated).unwrap();
     let bc = Arc::new(hb_bpu::program::load(&work.join("m_quantized_model.bc")).unwrap());
@@ -109,12 +77,6 @@ fn nms_output_shape_follows_the_data() {
     let interp = Interpreter::new(bc.clone()).unwrap();
     let engine = Engine::new(hbm.clone(), EngineOptions::default()).unwrap();
     let mut ws = Workspace::new();
-    let ordered = |p: &hb_bpu::program::Program, s: &HashMap<String, Tensor>| -> Vec<Tensor> {
-        p.inputs
-            .iter()
-            .map(|&i| s[&p.tensors[i as usize].name].clone())
-            .collect()
-    };
     let mut counts = Vec::new();
     for k in 50..54 {
         let s = sample(k);

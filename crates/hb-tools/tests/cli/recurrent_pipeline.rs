@@ -6,7 +6,7 @@
 //! inputs; `.hbm` equals `.bc` bit for bit and `.bc` matches the calibrated
 //! model.
 
-use crate::common::f32t;
+use crate::common::{calibrate, f32t, ordered, write_model_and_samples};
 use hb_bpu::engine::{Engine, EngineOptions, Workspace};
 use hb_bpu::program::interp::Interpreter;
 use hb_bpu::program::pb::Placement;
@@ -14,9 +14,7 @@ use hb_ir::{Attr, Graph, Model, Node, ValueInfo};
 use hb_lower::compile::{compile, CompileOptions, OptLevel};
 use hb_lower::cpu::FloatCpu;
 use hb_tensor::{DType, Tensor};
-use hb_tools::calib::{run, CalibArgs};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 const H: usize = 6;
@@ -90,44 +88,12 @@ fn sample(k: u64) -> HashMap<String, Tensor> {
     ])
 }
 
-fn write_samples(dir: &Path, split: &str, n: u64) {
-    for k in 0..n {
-        for (name, t) in sample(k + if split == "test" { 50 } else { 0 }) {
-            let d = dir.join(split).join(&name);
-            std::fs::create_dir_all(&d).unwrap();
-            hb_tensor::io::write_npy(&d.join(format!("{k}.npy")), &t).unwrap();
-        }
-    }
-}
-
 #[test]
 fn recurrent_float_islands_through_calib_and_compile() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    hb_ir::save_model(&model(), &dir.join("model.onnx")).unwrap();
-    write_samples(dir, "calib", 8);
-    write_samples(dir, "test", 3);
-    let cfg = dir.join("model.yaml");
-    let cal = |n: &str| dir.join("calib").join(n).display().to_string();
-    std::fs::write(
-        &cfg,
-        format!(
-            "model_parameters:\n  onnx_model: {}\n  march: nash-e\n  working_dir: {}\n  output_model_file_prefix: m\ninput_parameters:\n  input_name: x;lens;h0\ncalibration_parameters:\n  cal_data_dir: {};{};{}\n",
-            dir.join("model.onnx").display(),
-            dir.join("work").display(),
-            cal("x"),
-            cal("lens"),
-            cal("h0")
-        ),
-    )
-    .unwrap();
-    run(&CalibArgs {
-        config: cfg,
-        search_samples: 4,
-        ..Default::default()
-    })
-    .unwrap();
-    let work = dir.join("work");
+    write_model_and_samples(dir, &model(), 8, sample);
+    let work = calibrate(dir, &["x", "lens", "h0"], "", 4);
     let calibrated = hb_ir::load_model(&work.join("m_calibrated_model.onnx")).unwrap();
     // No calibration node reads into the recurrent ops.
     for n in &calibrated.graph.nodes {
@@ -166,12 +132,6 @@ fn recurrent_float_islands_through_calib_and_compile() {
     let session = hb_float::Session::new(&calibrated).unwrap();
     let cpu = FloatCpu::new(&bc).unwrap();
     let interp = Interpreter::new(bc.clone()).unwrap();
-    let ordered = |p: &hb_bpu::program::Program, s: &HashMap<String, Tensor>| -> Vec<Tensor> {
-        p.inputs
-            .iter()
-            .map(|&i| s[&p.tensors[i as usize].name].clone())
-            .collect()
-    };
     let flat =
         |t: &Tensor| -> Vec<f32> { t.to_f64_vec().unwrap().iter().map(|&v| v as f32).collect() };
     let samples: Vec<_> = (50..53).map(sample).collect();

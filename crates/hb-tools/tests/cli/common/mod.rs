@@ -2,6 +2,8 @@
 
 use hb_ir::{Graph, Model};
 use hb_tensor::Tensor;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// Wraps a graph into a model (IR 8, default-domain opset 13).
 pub fn model_of(graph: Graph) -> Model {
@@ -31,4 +33,60 @@ pub fn vals(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 /// An f32 tensor of `shape` filled by [`vals`].
 pub fn f32t(shape: &[usize], seed: u64, scale: f32) -> Tensor {
     Tensor::from_f32(shape, vals(shape.iter().product(), seed, scale)).unwrap()
+}
+
+/// Saves `model` as `<dir>/model.onnx` and writes calibration samples
+/// `sample(0..n)` as `<dir>/calib/<input>/<k>.npy`.
+pub fn write_model_and_samples(
+    dir: &Path,
+    model: &Model,
+    n: u64,
+    sample: impl Fn(u64) -> HashMap<String, Tensor>,
+) {
+    hb_ir::save_model(model, &dir.join("model.onnx")).unwrap();
+    for k in 0..n {
+        for (name, t) in sample(k) {
+            let d = dir.join("calib").join(&name);
+            std::fs::create_dir_all(&d).unwrap();
+            hb_tensor::io::write_npy(&d.join(format!("{k}.npy")), &t).unwrap();
+        }
+    }
+}
+
+/// Runs hb-calib (march nash-e, prefix `m`) on `<dir>/model.onnx` with the
+/// calibration folders of [`write_model_and_samples`] for `inputs`;
+/// `extra` is appended to `calibration_parameters`. Returns the working
+/// directory.
+pub fn calibrate(dir: &Path, inputs: &[&str], extra: &str, search_samples: usize) -> PathBuf {
+    let cfg = dir.join("model.yaml");
+    let cal: Vec<String> = inputs
+        .iter()
+        .map(|n| dir.join("calib").join(n).display().to_string())
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            "model_parameters:\n  onnx_model: {}\n  march: nash-e\n  working_dir: {}\n  output_model_file_prefix: m\ninput_parameters:\n  input_name: {}\ncalibration_parameters:\n  cal_data_dir: {}\n{extra}",
+            dir.join("model.onnx").display(),
+            dir.join("work").display(),
+            inputs.join(";"),
+            cal.join(";"),
+        ),
+    )
+    .unwrap();
+    hb_tools::calib::run(&hb_tools::calib::CalibArgs {
+        config: cfg,
+        search_samples,
+        ..Default::default()
+    })
+    .unwrap();
+    dir.join("work")
+}
+
+/// A program's inputs taken from a sample, in the program's order.
+pub fn ordered(p: &hb_bpu::program::Program, s: &HashMap<String, Tensor>) -> Vec<Tensor> {
+    p.inputs
+        .iter()
+        .map(|&i| s[&p.tensors[i as usize].name].clone())
+        .collect()
 }
