@@ -90,7 +90,7 @@ fn non_max_suppression(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<
     };
     let iou = scalar_or(opt_input(inputs, 3), 0f32, f32s)?;
     let score_th = match opt_input(inputs, 4) {
-        Some(t) if t.len() > 0 => Some(f32s(t)?[0]),
+        Some(t) if !t.is_empty() => Some(f32s(t)?[0]),
         _ => None,
     };
     let center = ctx.node.int_or("center_point_box", 0)? != 0;

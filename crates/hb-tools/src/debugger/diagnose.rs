@@ -830,16 +830,18 @@ mod tests {
     /// Conv whose input is calibrated too (not part of the tail).
     #[test]
     fn output_tail_stops_at_the_last_calibrations() {
-        let mut g = Graph::default();
-        g.nodes = vec![
-            fq(FqType::Int8).to_node("cx", "x", "x_c"),
-            Node::new("conv", "Conv", &["x_c", "w"], &["b"]),
-            fq(FqType::Int8).to_node("cb", "b", "b_c"),
-            Node::new("mul", "Mul", &["b_c", "stride"], &["boxes"]),
-            fq(FqType::Int16).to_node("cs", "s", "s_c"),
-            Node::new("sig", "Sigmoid", &["s_c"], &["scores"]),
-            Node::new("cat", "Concat", &["boxes", "scores"], &["out"]),
-        ];
+        let mut g = Graph {
+            nodes: vec![
+                fq(FqType::Int8).to_node("cx", "x", "x_c"),
+                Node::new("conv", "Conv", &["x_c", "w"], &["b"]),
+                fq(FqType::Int8).to_node("cb", "b", "b_c"),
+                Node::new("mul", "Mul", &["b_c", "stride"], &["boxes"]),
+                fq(FqType::Int16).to_node("cs", "s", "s_c"),
+                Node::new("sig", "Sigmoid", &["s_c"], &["scores"]),
+                Node::new("cat", "Concat", &["boxes", "scores"], &["out"]),
+            ],
+            ..Default::default()
+        };
         g.outputs
             .push(hb_ir::ValueInfo::tensor("out", hb_tensor::DType::F32, &[1]));
         let m = Model {
