@@ -276,6 +276,9 @@ pub fn prepare(
     let original = model.clone();
     let mut optimized = model;
     cut_outputs(&mut optimized, &cfg.model.output_nodes)?;
+    // Half-precision models are calibrated and quantized from float32.
+    hb_float::casts::compute_in_float32(&mut optimized)
+        .map_err(|e| ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())))?;
     optimize(&mut optimized)
         .map_err(|e| ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())))?;
     if cfg.calibration.cal_data_dir.is_empty() {

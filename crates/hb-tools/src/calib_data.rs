@@ -6,7 +6,7 @@
 //! type) and the input's shape.
 
 use crate::cli::{ToolError, ToolResult};
-use crate::inputs::{check_against, files_with_extensions, npy_files};
+use crate::inputs::{check_against, files_with_extensions, npy_files, to_input_float_type};
 use hb_ir::ValueInfo;
 use hb_quant::pipeline::{Sample, SampleSource};
 use hb_tensor::{io, DType, Tensor};
@@ -111,7 +111,7 @@ impl FolderSamples {
         let info = &input.info;
         let is_npy = path.extension().is_some_and(|e| e == "npy");
         let t = if is_npy {
-            io::read_npy(path)?
+            to_input_float_type(info, io::read_npy(path)?)?
         } else {
             let dtype = input.raw_type.or(info.dtype()).unwrap_or(DType::F32);
             let shape = info.fixed_shape().ok_or_else(|| {

@@ -11,7 +11,7 @@
 use crate::cli::{ToolError, ToolResult};
 use crate::names::file_safe;
 use hb_ir::{Graph, ValueInfo};
-use hb_tensor::{io, Tensor};
+use hb_tensor::{io, DType, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -187,8 +187,22 @@ pub fn read_one(info: &ValueInfo, path: &Path) -> ToolResult<Tensor> {
     } else {
         io::read_npy(path)?
     };
+    let t = to_input_float_type(info, t)?;
     check_against(info, &t).map_err(|m| ToolError::input(format!("{}: {m}", path.display())))?;
     Ok(t)
+}
+
+/// Float data for an input of another float type (float32 samples for a
+/// float16 model) is converted to the input's type, as the deployed input
+/// conversion would; everything else is left for [`check_against`].
+pub fn to_input_float_type(info: &ValueInfo, t: Tensor) -> ToolResult<Tensor> {
+    let float = |d: DType| matches!(d, DType::F16 | DType::BF16 | DType::F32 | DType::F64);
+    match info.dtype() {
+        Some(want) if want != t.dtype() && float(want) && float(t.dtype()) => {
+            t.cast(want).map_err(ToolError::input)
+        }
+        _ => Ok(t),
+    }
 }
 
 /// Checks a tensor's type and shape against an input declaration.

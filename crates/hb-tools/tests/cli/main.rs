@@ -12,6 +12,7 @@ mod debugger;
 mod debugger_plots;
 mod debugger_tune;
 mod examples_makefile;
+mod half_model;
 mod lower_pipeline;
 mod moderate_mask;
 mod nms_tail;
