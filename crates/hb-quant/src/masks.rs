@@ -72,33 +72,29 @@ pub fn softmax_bound_tensors(graph: &Graph) -> HashSet<String> {
         }
     }
     let outputs: HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
+    let mut readers: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for (k, x) in n.inputs.iter().enumerate() {
+            readers.entry(x.as_str()).or_default().push((i, k));
+        }
+    }
     // Greatest fixpoint: drop a candidate while any reader of it is not a
     // Softmax (input 0) or a data input of an op whose output is bound.
     loop {
         let keep = |t: &str, set: &HashSet<String>| -> bool {
-            if outputs.contains(t) {
+            let Some(rs) = readers.get(t).filter(|_| !outputs.contains(t)) else {
                 return false;
-            }
-            let mut read = false;
-            for n in &graph.nodes {
-                for (k, i) in n.inputs.iter().enumerate() {
-                    if i != t {
-                        continue;
-                    }
-                    read = true;
-                    let ok = if n.op_type == "Softmax" && n.domain.is_empty() {
-                        k == 0
-                    } else {
-                        n.domain.is_empty()
-                            && data_inputs(&n.op_type, n.inputs.len()).contains(&k)
-                            && n.outputs.iter().all(|o| o.is_empty() || set.contains(o))
-                    };
-                    if !ok {
-                        return false;
-                    }
+            };
+            rs.iter().all(|&(i, k)| {
+                let n = &graph.nodes[i];
+                if n.op_type == "Softmax" && n.domain.is_empty() {
+                    k == 0
+                } else {
+                    n.domain.is_empty()
+                        && data_inputs(&n.op_type, n.inputs.len()).contains(&k)
+                        && n.outputs.iter().all(|o| o.is_empty() || set.contains(o))
                 }
-            }
-            read
+            })
         };
         let drop: Vec<String> = candidates
             .iter()

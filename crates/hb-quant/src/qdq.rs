@@ -801,15 +801,11 @@ mod tests {
         on: bool,
     ) -> Node {
         FakeQuant {
-            qtype,
-            thresholds: th.to_vec(),
             axis,
             asymmetric: asym,
             is_weight: weight,
             enabled: on,
-            keep_masks: false,
-            mask_limit: hb_float::kernels::horizon::MASK_LIMIT,
-            ec: false,
+            ..FakeQuant::feature(qtype, th)
         }
         .to_node(name, x, y)
     }

@@ -141,6 +141,23 @@ fn mask_limit_attr(node: &Node) -> OpResult<f32> {
 }
 
 impl FakeQuant {
+    /// A symmetric per-tensor feature quantizer of `qtype` with `thresholds`,
+    /// switch ON, channel axis 1, no masks, no `ec` (the defaults a node
+    /// without further attributes reads as).
+    pub fn feature(qtype: FqType, thresholds: &[f32]) -> FakeQuant {
+        FakeQuant {
+            qtype,
+            thresholds: thresholds.to_vec(),
+            axis: 1,
+            asymmetric: false,
+            is_weight: false,
+            enabled: true,
+            keep_masks: false,
+            mask_limit: MASK_LIMIT,
+            ec: false,
+        }
+    }
+
     /// Reads an `HzCalibration` node's attributes. Defaults: `qtype = int8`,
     /// `tensor_type = feature`, `axis = 1`, `switch = ON`, `asymmetric = 0`.
     pub fn from_node(node: &Node) -> OpResult<FakeQuant> {
@@ -724,17 +741,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn fq(qtype: FqType, th: &[f32]) -> FakeQuant {
-        FakeQuant {
-            qtype,
-            thresholds: th.to_vec(),
-            axis: 1,
-            asymmetric: false,
-            is_weight: false,
-            enabled: true,
-            keep_masks: false,
-            mask_limit: MASK_LIMIT,
-            ec: false,
-        }
+        FakeQuant::feature(qtype, th)
     }
 
     /// The spec's formula, written plainly (f64 for the integer part).

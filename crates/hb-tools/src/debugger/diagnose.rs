@@ -812,17 +812,7 @@ mod tests {
     use hb_ir::{Graph, Model, Node};
 
     fn fq(qtype: FqType) -> FakeQuant {
-        FakeQuant {
-            qtype,
-            thresholds: vec![1.0],
-            axis: 1,
-            asymmetric: false,
-            is_weight: false,
-            enabled: true,
-            keep_masks: false,
-            mask_limit: MASK_LIMIT,
-            ec: false,
-        }
+        FakeQuant::feature(qtype, &[1.0])
     }
 
     /// A detector-style tail: boxes = cal(b) · stride, scores =

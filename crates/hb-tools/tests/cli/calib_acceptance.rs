@@ -3,49 +3,14 @@
 //! Everything is judged on the held-out `test/` samples, not on the
 //! calibration samples.
 
+use crate::common::{fixture_config, fixtures};
 use hb_tools::calib::{run, CalibArgs};
 use hb_tools::calib_info::compare;
 use hb_tools::inputs::read_inputs;
-use std::path::{Path, PathBuf};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-/// Writes a config for `fixture` into `dir` (absolute paths) and returns it.
-fn config(dir: &Path, fixture: &str, model: &str, quant_config: &str) -> PathBuf {
-    let f = fixtures().join(fixture);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(f.join("meta.json")).unwrap()).unwrap();
-    let names: Vec<String> = meta["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap().to_string())
-        .collect();
-    let dirs: Vec<String> = names
-        .iter()
-        .map(|n| f.join("calib").join(n).display().to_string())
-        .collect();
-    let text = format!(
-        "model_parameters:\n  onnx_model: {}\n  march: nash-e\n  working_dir: {}\n  output_model_file_prefix: m\ninput_parameters:\n  input_name: {}\ncalibration_parameters:\n  cal_data_dir: {}\n{}",
-        f.join(model).display(),
-        dir.join("work").display(),
-        names.join(";"),
-        dirs.join(";"),
-        if quant_config.is_empty() {
-            String::new()
-        } else {
-            format!("  quant_config: {quant_config}\n")
-        }
-    );
-    let path = dir.join("model.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use std::path::Path;
 
 fn calibrate(dir: &Path, fixture: &str, model: &str, qc: &str) -> hb_tools::calib::CalibSummary {
-    let cfg = config(dir, fixture, model, qc);
+    let cfg = fixture_config(dir, fixture, model, qc);
     run(&CalibArgs {
         config: cfg,
         search_samples: 4,

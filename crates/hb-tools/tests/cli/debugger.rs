@@ -5,14 +5,11 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
-use crate::debugger_common::calibrate_max;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+use crate::common::fixtures;
+use crate::debugger_common::{calib_dir, calibrate_max, dbg};
 
 fn tmp() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("hb-debugger-tests")
@@ -25,17 +22,6 @@ fn calibrated(name: &str) -> PathBuf {
     let cell = if name == "resnet_tiny" { &RESNET } else { &SEM };
     cell.get_or_init(|| calibrate_max(&fixtures(), name, &tmp()))
         .clone()
-}
-
-fn calib_dir(name: &str) -> PathBuf {
-    fixtures().join(name).join("calib")
-}
-
-fn dbg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hb-debugger"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn json_of(out: &Output) -> Value {

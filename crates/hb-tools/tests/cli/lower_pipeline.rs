@@ -4,56 +4,14 @@
 //! on the optimised engine at 1 and 2 threads and must equal the `.bc` bit
 //! for bit on every held-out sample. Numbers are printed (`--nocapture`).
 
+use crate::common::{compile_hbm, fixture_config, fixtures, ordered};
 use hb_bpu::engine::{Engine, EngineOptions, Workspace};
 use hb_bpu::program::interp::Interpreter;
-use hb_lower::compile::{compile, CompileOptions, OptLevel};
+use hb_lower::compile::OptLevel;
 use hb_lower::cpu::FloatCpu;
 use hb_tools::calib::{run, CalibArgs};
-use hb_tools::inputs::{read_inputs, Sample};
-use std::path::{Path, PathBuf};
+use hb_tools::inputs::read_inputs;
 use std::sync::Arc;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn config(dir: &Path, fixture: &str, model: &str, quant_config: &str) -> PathBuf {
-    let f = fixtures().join(fixture);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(f.join("meta.json")).unwrap()).unwrap();
-    let names: Vec<String> = meta["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap().to_string())
-        .collect();
-    let dirs: Vec<String> = names
-        .iter()
-        .map(|n| f.join("calib").join(n).display().to_string())
-        .collect();
-    let text = format!(
-        "model_parameters:\n  onnx_model: {}\n  march: nash-e\n  working_dir: {}\n  output_model_file_prefix: m\ninput_parameters:\n  input_name: {}\ncalibration_parameters:\n  cal_data_dir: {}\n{}",
-        f.join(model).display(),
-        dir.join("work").display(),
-        names.join(";"),
-        dirs.join(";"),
-        if quant_config.is_empty() {
-            String::new()
-        } else {
-            format!("  quant_config: {quant_config}\n")
-        }
-    );
-    let path = dir.join("model.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn ordered(p: &hb_bpu::program::Program, s: &Sample) -> Vec<hb_tensor::Tensor> {
-    p.inputs
-        .iter()
-        .map(|&i| s[&p.tensors[i as usize].name].clone())
-        .collect()
-}
 
 fn flat(t: &hb_tensor::Tensor) -> Vec<f32> {
     t.to_f64_vec().unwrap().iter().map(|&v| v as f32).collect()
@@ -70,7 +28,7 @@ fn argmax(t: &hb_tensor::Tensor) -> usize {
 /// (min cosine, mean cosine) over samples and outputs.
 fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path(), fixture, model, qc);
+    let cfg = fixture_config(tmp.path(), fixture, model, qc);
     run(&CalibArgs {
         config: cfg,
         search_samples: 4,
@@ -129,16 +87,7 @@ fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
     assert!(bpu > 0, "{fixture}: no op on the BPU");
     let mut runs = 0;
     for level in [OptLevel::O0, OptLevel::O1, OptLevel::O2] {
-        let (hbm, rep) = compile(
-            &bc,
-            &CompileOptions {
-                level,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let bytes = hb_bpu::program::encode(&hbm);
-        let hbm = Arc::new(hb_bpu::program::decode(&bytes, "m.hbm").unwrap());
+        let (hbm, rep) = compile_hbm(&bc, level);
         let cpu = FloatCpu::new(&hbm).unwrap();
         let engine = Engine::new(hbm.clone(), EngineOptions::default()).unwrap();
         for threads in [1, 2] {

@@ -3,11 +3,11 @@
 //! output (int64, on the CPU) takes a different shape on every sample while
 //! the program declares the one seen when it was lowered.
 
-use crate::common::{calibrate, f32t, ordered, write_model_and_samples};
+use crate::common::{calibrate, compile_hbm, f32t, ordered, write_model_and_samples};
 use hb_bpu::engine::{Engine, EngineOptions, Workspace};
 use hb_bpu::program::interp::Interpreter;
 use hb_ir::{Graph, Model, Node, ValueInfo};
-use hb_lower::compile::{compile, CompileOptions};
+use hb_lower::compile::OptLevel;
 use hb_lower::cpu::FloatCpu;
 use hb_tensor::{DType, Tensor};
 use std::collections::HashMap;
@@ -70,8 +70,7 @@ fn nms_output_shape_follows_the_data() {
     let calibrated = hb_ir::load_model(&work.join("m_calibrated_model.onnx")).unwrap();
     let sim = hb_float::Session::new(&calibrated).unwrap();
     let bc = Arc::new(hb_bpu::program::load(&work.join("m_quantized_model.bc")).unwrap());
-    let (hbm, _) = compile(&bc, &CompileOptions::default()).unwrap();
-    let hbm = Arc::new(hbm);
+    let (hbm, _) = compile_hbm(&bc, OptLevel::default());
     let cpu = FloatCpu::new(&bc).unwrap();
     let hcpu = FloatCpu::new(&hbm).unwrap();
     let interp = Interpreter::new(bc.clone()).unwrap();

@@ -1,6 +1,7 @@
 //! Bad `.bc` / `.hbm` files and bad inputs: one-line errors, exit code 2,
 //! never a panic; a failed hb-compile leaves no file behind.
 
+use crate::common::fixtures;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,10 +13,6 @@ fn bin(name: &str) -> PathBuf {
         "hb-model-exec" => env!("CARGO_BIN_EXE_hb-model-exec"),
         _ => env!("CARGO_BIN_EXE_hb-verifier"),
     })
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
 /// Runs a tool; returns (exit code, stderr).

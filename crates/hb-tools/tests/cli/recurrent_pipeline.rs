@@ -6,12 +6,12 @@
 //! inputs; `.hbm` equals `.bc` bit for bit and `.bc` matches the calibrated
 //! model.
 
-use crate::common::{calibrate, f32t, ordered, write_model_and_samples};
+use crate::common::{calibrate, compile_hbm, f32t, ordered, write_model_and_samples};
 use hb_bpu::engine::{Engine, EngineOptions, Workspace};
 use hb_bpu::program::interp::Interpreter;
 use hb_bpu::program::pb::Placement;
 use hb_ir::{Attr, Graph, Model, Node, ValueInfo};
-use hb_lower::compile::{compile, CompileOptions, OptLevel};
+use hb_lower::compile::OptLevel;
 use hb_lower::cpu::FloatCpu;
 use hb_tensor::{DType, Tensor};
 use std::collections::HashMap;
@@ -148,16 +148,7 @@ fn recurrent_float_islands_through_calib_and_compile() {
         refs.push(out);
     }
     for level in [OptLevel::O0, OptLevel::O1, OptLevel::O2] {
-        let (hbm, _) = compile(
-            &bc,
-            &CompileOptions {
-                level,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let bytes = hb_bpu::program::encode(&hbm);
-        let hbm = Arc::new(hb_bpu::program::decode(&bytes, "m.hbm").unwrap());
+        let (hbm, _) = compile_hbm(&bc, level);
         let cpu = FloatCpu::new(&hbm).unwrap();
         let engine = Engine::new(hbm.clone(), EngineOptions::default()).unwrap();
         let mut ws = Workspace::new();

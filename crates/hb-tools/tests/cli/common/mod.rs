@@ -90,3 +90,64 @@ pub fn ordered(p: &hb_bpu::program::Program, s: &HashMap<String, Tensor>) -> Vec
         .map(|&i| s[&p.tensors[i as usize].name].clone())
         .collect()
 }
+
+/// The repository's fixtures folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// Writes a config for `fixture` into `dir` (absolute paths) and returns it.
+pub fn fixture_config(dir: &Path, fixture: &str, model: &str, quant_config: &str) -> PathBuf {
+    let f = fixtures().join(fixture);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.join("meta.json")).unwrap()).unwrap();
+    let names: Vec<String> = meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    let dirs: Vec<String> = names
+        .iter()
+        .map(|n| f.join("calib").join(n).display().to_string())
+        .collect();
+    let text = format!(
+        "model_parameters:\n  onnx_model: {}\n  march: nash-e\n  working_dir: {}\n  output_model_file_prefix: m\ninput_parameters:\n  input_name: {}\ncalibration_parameters:\n  cal_data_dir: {}\n{}",
+        f.join(model).display(),
+        dir.join("work").display(),
+        names.join(";"),
+        dirs.join(";"),
+        if quant_config.is_empty() {
+            String::new()
+        } else {
+            format!("  quant_config: {quant_config}\n")
+        }
+    );
+    let path = dir.join("model.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Compiles `bc` at `level` to a `.hbm` and reads it back from its bytes
+/// (what hb-compile writes and the runtime loads).
+pub fn compile_hbm(
+    bc: &hb_bpu::program::Program,
+    level: hb_lower::compile::OptLevel,
+) -> (
+    std::sync::Arc<hb_bpu::program::Program>,
+    hb_lower::compile::CompileReport,
+) {
+    let (hbm, rep) = hb_lower::compile::compile(
+        bc,
+        &hb_lower::compile::CompileOptions {
+            level,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let bytes = hb_bpu::program::encode(&hbm);
+    (
+        std::sync::Arc::new(hb_bpu::program::decode(&bytes, "m.hbm").unwrap()),
+        rep,
+    )
+}

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// Calibrates fixture `name` of `fixtures` with hb-calib (`max`, 8 samples,
 /// 2 search samples) into `root/name`; returns the calibrated model's path.
@@ -44,4 +44,17 @@ pub fn calibrate_max(fixtures: &Path, name: &str, root: &Path) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     work.join(format!("{name}_calibrated_model.onnx"))
+}
+
+/// A fixture's calibration folder.
+pub fn calib_dir(name: &str) -> PathBuf {
+    crate::common::fixtures().join(name).join("calib")
+}
+
+/// Runs the hb-debugger binary.
+pub fn dbg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hb-debugger"))
+        .args(args)
+        .output()
+        .unwrap()
 }
