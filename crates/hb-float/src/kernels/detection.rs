@@ -129,29 +129,26 @@ fn non_max_suppression(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<
     one(Tensor::from_vec(&[rows, 3], out)?)
 }
 
+/// The two grid lines around coordinate `v` of an axis of `n` cells, with
+/// `v` clamped to `[0, n − 1]` (at the last line both neighbours are it).
+fn grid_cell(v: f32, n: usize) -> (f32, usize, usize) {
+    let v = v.max(0.0);
+    let low = v as usize;
+    if low >= n - 1 {
+        ((n - 1) as f32, n - 1, n - 1)
+    } else {
+        (v, low, low + 1)
+    }
+}
+
 /// Bilinear sampling position and weights of one point (onnxruntime's
 /// `pre_calc_for_bilinear_interpolate`): four flat indices, four weights.
 fn bilinear(y: f32, x: f32, h: usize, w: usize) -> ([usize; 4], [f32; 4]) {
     if y < -1.0 || y > h as f32 || x < -1.0 || x > w as f32 {
         return ([0; 4], [0.0; 4]);
     }
-    let (mut y, mut x) = (y.max(0.0), x.max(0.0));
-    let mut y_low = y as usize;
-    let mut x_low = x as usize;
-    let y_high = if y_low >= h - 1 {
-        y_low = h - 1;
-        y = y_low as f32;
-        y_low
-    } else {
-        y_low + 1
-    };
-    let x_high = if x_low >= w - 1 {
-        x_low = w - 1;
-        x = x_low as f32;
-        x_low
-    } else {
-        x_low + 1
-    };
+    let (y, y_low, y_high) = grid_cell(y, h);
+    let (x, x_low, x_high) = grid_cell(x, w);
     let (ly, lx) = (y - y_low as f32, x - x_low as f32);
     let (hy, hx) = (1.0 - ly, 1.0 - lx);
     (

@@ -3,7 +3,7 @@
 //! samples: it is calibrated and quantized from float32, so its MatMuls run
 //! on the integer machine instead of the whole model staying on the CPU.
 
-use crate::common::{calibrate, f32t, ordered, write_model_and_samples};
+use crate::common::{calibrate, f32t, model_of, ordered, write_model_and_samples};
 use hb_bpu::program::interp::Interpreter;
 use hb_bpu::program::pb::Placement;
 use hb_ir::{Graph, Model, Node, ValueInfo};
@@ -31,13 +31,7 @@ fn model() -> Model {
         Node::new("relu", "Relu", &["h"], &["r"]),
         Node::new("mm2", "MatMul", &["r", "w2"], &["y"]),
     ];
-    let mut m = Model {
-        ir_version: 8,
-        graph: g,
-        ..Model::default()
-    };
-    m.opsets.insert(String::new(), 13);
-    m
+    model_of(g)
 }
 
 /// float32 samples: the tools convert them to the float16 input.

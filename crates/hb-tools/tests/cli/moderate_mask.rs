@@ -4,7 +4,7 @@
 //! would quantize to 0), the Softmax stays on the integer machine, and the
 //! `.bc` matches the calibrated model.
 
-use crate::common::{calibrate, f32t, ordered, write_model_and_samples};
+use crate::common::{calibrate, f32t, model_of, ordered, write_model_and_samples};
 use hb_bpu::program::interp::Interpreter;
 use hb_bpu::program::pb::Placement;
 use hb_float::kernels::horizon::FakeQuant;
@@ -56,13 +56,7 @@ fn model() -> Model {
         sm,
         Node::new("ctx", "MatMul", &["p", "v"], &["out"]),
     ];
-    let mut m = Model {
-        ir_version: 8,
-        graph: g,
-        ..Model::default()
-    };
-    m.opsets.insert(String::new(), 13);
-    m
+    model_of(g)
 }
 
 /// Sample `k`: random tokens, the last `k % 4` positions padded.
