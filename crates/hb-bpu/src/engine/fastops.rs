@@ -7,6 +7,7 @@
 //! provably exact), so results are bit-identical; the tests at the end
 //! check that against the reference kernels.
 
+use super::softmax::softmax_into;
 use super::store::{Buf, Store, V};
 use super::Packed;
 use crate::fast::{conv_into, gemm_into, matmul_into, ExecOptions, Scratch};
@@ -580,6 +581,14 @@ pub(super) fn try_fast(
                             .apply_fast::<O>(p * q))
                     )));
                 }
+            }
+            Kernel::Softmax { axis, plan, mask } => {
+                let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
+                let v = x0(0)?;
+                let scratch = &mut tmp.acc64;
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
+                    softmax_into::<I, O>(x, xshape, *axis, plan, *mask, o, scratch)?
+                }));
             }
             Kernel::Lut(table) => {
                 let v = x0(0)?;

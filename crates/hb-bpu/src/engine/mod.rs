@@ -20,6 +20,7 @@
 
 mod elem;
 mod fastops;
+mod softmax;
 mod store;
 
 use crate::fast::{ExecOptions, Isa, PackOptions, PackedWeights, Scratch};

@@ -38,6 +38,17 @@ impl SoftmaxPlan {
         }
         Ok(SoftmaxPlan { exp, inv_out })
     }
+
+    /// The exp table: `exp(s_x · d)` at scale 2^−[`EXP_BITS`] for
+    /// `d = q − max ≤ 0`.
+    pub fn exp_table(&self) -> &Lut {
+        &self.exp
+    }
+
+    /// The output rounding `1 / s_y` as multiplier and shift.
+    pub fn out_requant(&self) -> &Requant {
+        &self.inv_out
+    }
 }
 
 /// Softmax along `axis`. With `mask_qmin`, inputs equal to `I::MIN` are

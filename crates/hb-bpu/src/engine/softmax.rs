@@ -1,0 +1,244 @@
+//! Integer Softmax for the engine: the reference formula
+//! ([`crate::reference::softmax`], docs/integer-semantics.md §11) bit for
+//! bit, without per-row allocation or i128 division.
+//!
+//! Per row: the maximum over live values, the exp table, an i64 sum `s`
+//! (≤ 2^20 values of ≤ 2^30), then for every element the reference's
+//! `y = ⌊(2·e·m + s·2^sh) / (s·2^(sh+1))⌋`. With `s = 2a + b` and
+//! `1 ≤ sh ≤ 63` this is `⌊T / s⌋` for `T = a + ((e·m + b·2^(sh−1)) >> sh)`
+//! (nested floors of positive integers; `e·m < 2^61`, so `T` fits u64). The
+//! quotient is estimated in f64 — within one of the truth — and corrected
+//! exactly, branch-free so the loop vectorises (AVX-512 copy chosen at run
+//! time). Other shifts take an i128 route with the same estimate-and-correct
+//! step.
+
+use super::elem::has_avx512;
+use crate::lut::LutKind;
+use crate::qint::QInt;
+use crate::reference::softmax::SoftmaxPlan;
+use crate::tensor::split_at_axis;
+
+/// Row constants of the u64 quotient.
+struct Quotient {
+    m: u64,
+    sh: u32,
+    a: u64,
+    rnd: u64,
+    s: u64,
+    inv_s: f64,
+    cap: u64,
+}
+
+/// Softmax along `axis` of `x` (shape `shape`) into `out`; with
+/// `mask_qmin`, inputs equal to `I::MIN` get weight 0 and a fully masked
+/// row gives 0. `scratch` holds one row.
+pub(super) fn softmax_into<I: QInt, O: QInt>(
+    x: &[I],
+    shape: &[usize],
+    axis: usize,
+    plan: &SoftmaxPlan,
+    mask_qmin: bool,
+    out: &mut [O],
+    scratch: &mut Vec<i64>,
+) -> Result<(), String> {
+    let (outer, n, inner) = split_at_axis(shape, axis).map_err(|e| e.to_string())?;
+    if n > 1 << 20 {
+        return Err(format!("softmax over {n} > 2^20 values"));
+    }
+    if x.len() != outer * n * inner || out.len() != x.len() {
+        return Err(format!("softmax buffers do not match shape {shape:?}"));
+    }
+    let table = plan.exp_table();
+    let (in_lo, in_hi) = table.domain();
+    let direct = match table.kind() {
+        LutKind::Direct(t) => Some(t.as_slice()),
+        LutKind::Segmented(_) => None,
+    };
+    let exp = |d: i64| match direct {
+        Some(t) => t[(d.clamp(in_lo, in_hi) - in_lo) as usize],
+        None => table.lookup(d),
+    };
+    let m = plan.out_requant().multiplier();
+    let sh = plan.out_requant().shift();
+    // One past O's maximum already saturates.
+    let cap = O::MAX.saturating_add(1);
+    scratch.clear();
+    scratch.resize(n, 0);
+    for o in 0..outer {
+        for i in 0..inner {
+            let base = o * n * inner + i;
+            let mut s: i64 = 0;
+            if inner == 1 {
+                // Contiguous row: branch-free maximum (masked values read as
+                // i64::MIN, so a fully masked row leaves it there).
+                let row = &x[base..base + n];
+                let key = |q: &I| {
+                    let v = q.to_i64();
+                    if mask_qmin && v == I::MIN {
+                        i64::MIN
+                    } else {
+                        v
+                    }
+                };
+                let max = row.iter().map(key).fold(i64::MIN, i64::max);
+                if max != i64::MIN {
+                    for (e, q) in scratch.iter_mut().zip(row) {
+                        let v = key(q);
+                        *e = if v == i64::MIN { 0 } else { exp(v - max) };
+                        s += *e;
+                    }
+                }
+            } else {
+                let at = |k: usize| x[base + k * inner].to_i64();
+                let live = |q: i64| !(mask_qmin && q == I::MIN);
+                if let Some(max) = (0..n).map(at).filter(|&q| live(q)).max() {
+                    for (k, e) in scratch.iter_mut().enumerate() {
+                        let q = at(k);
+                        *e = if live(q) { exp(q - max) } else { 0 };
+                        s += *e;
+                    }
+                }
+            }
+            if s == 0 {
+                for k in 0..n {
+                    out[base + k * inner] = O::sat_i64(0);
+                }
+                continue;
+            }
+            if (1..=63).contains(&sh) {
+                let su = s as u64;
+                let q = Quotient {
+                    m: m as u64,
+                    sh,
+                    a: su >> 1,
+                    rnd: (su & 1) << (sh - 1),
+                    s: su,
+                    inv_s: 1.0 / su as f64,
+                    cap: cap as u64,
+                };
+                quotients(scratch, &q);
+            } else {
+                quotients_wide(scratch, i128::from(m), sh, s, cap);
+            }
+            if inner == 1 {
+                for (d, &y) in out[base..base + n].iter_mut().zip(scratch.iter()) {
+                    *d = O::sat_i64(y);
+                }
+            } else {
+                for (k, &y) in scratch.iter().enumerate() {
+                    out[base + k * inner] = O::sat_i64(y);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces each exp value of a row by its rounded, capped quotient.
+fn quotients(e: &mut [i64], q: &Quotient) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
+        unsafe { quotients_avx512(e, q) };
+        return;
+    }
+    quotients_body(e, q)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn quotients_avx512(e: &mut [i64], q: &Quotient) {
+    quotients_body(e, q)
+}
+
+#[inline(always)]
+fn quotients_body(e: &mut [i64], q: &Quotient) {
+    for v in e.iter_mut() {
+        let t = q.a + (((*v as u64) * q.m + q.rnd) >> q.sh);
+        // SAFETY: t < 2^62 + 2^49 and inv_s ≤ 1, so the estimate is finite,
+        // non-negative and below 2^63 (`to_int_unchecked` vectorises where
+        // the saturating `as` does not).
+        let y0 = unsafe { (t as f64 * q.inv_s).to_int_unchecked::<i64>() } as u64;
+        // y0 = 0 never overshoots, so the subtraction cannot wrap.
+        let y = y0 - u64::from(y0 * q.s > t) + u64::from((y0 + 1) * q.s <= t);
+        *v = y.min(q.cap) as i64;
+    }
+}
+
+/// The same quotient for shifts outside 1..=63, in i128.
+fn quotients_wide(e: &mut [i64], m: i128, sh: u32, s: i64, cap: i64) {
+    let big_s = i128::from(s) << sh;
+    let den = 2 * big_s;
+    let ratio = m as f64 / big_s as f64;
+    for v in e.iter_mut() {
+        let num = 2 * i128::from(*v) * m + big_s;
+        // `as` truncates toward zero: the floor of the non-negative estimate.
+        let mut y = ((*v as f64 * ratio + 0.5) as i64).clamp(0, cap);
+        if y > 0 && den.checked_mul(i128::from(y)).is_none_or(|p| p > num) {
+            y -= 1;
+        } else if y < cap && den.checked_mul(i128::from(y + 1)).is_some_and(|p| p <= num) {
+            y += 1;
+        }
+        *v = y;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::softmax::softmax;
+    use crate::tensor::{QTensor, TensorRef};
+
+    /// Runs both implementations on `x` and asserts equal outputs.
+    fn check<I: QInt, O: QInt + std::fmt::Debug>(
+        x: &[I],
+        shape: &[usize],
+        axis: usize,
+        plan: &SoftmaxPlan,
+        mask: bool,
+        case: usize,
+    ) {
+        let want: QTensor<O> =
+            softmax(TensorRef::new(x, shape).unwrap(), axis, plan, mask).unwrap();
+        let mut got = vec![O::default(); x.len()];
+        softmax_into(x, shape, axis, plan, mask, &mut got, &mut Vec::new()).unwrap();
+        assert_eq!(got, want.data, "case {case}");
+    }
+
+    #[test]
+    fn matches_the_reference() {
+        // Pseudo-random rows over both input types and several output
+        // types and scales (the last output scale gives a zero shift: the
+        // i128 route), masks, an inner axis and fully masked rows.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..120 {
+            let s_x = [0.01f32, 0.05, 0.2, 1.0, 3.0][case % 5];
+            let s_y = [1.0f32 / 127.0, 1.0 / 255.0, 1.0 / 32767.0, 0.3, 7e-10][(case / 2) % 5];
+            let shape = [[2usize, 3, 17], [1, 46, 46], [4, 7, 3], [1, 1, 1]][case % 4];
+            let axis = if case % 3 == 0 { 1 } else { 2 };
+            let mask = case % 2 == 0;
+            let n: usize = shape.iter().product();
+            if case % 2 == 0 {
+                let plan = SoftmaxPlan::new::<i8>(s_x, s_y).unwrap();
+                let x: Vec<i8> = (0..n)
+                    .map(|k| if k % 5 == 0 { i8::MIN } else { next() as i8 })
+                    .collect();
+                check::<i8, i8>(&x, &shape, axis, &plan, mask, case);
+                check::<i8, i16>(&x, &shape, axis, &plan, mask, case);
+            } else {
+                let plan = SoftmaxPlan::new::<i16>(s_x / 64.0, s_y).unwrap();
+                let x: Vec<i16> = (0..n)
+                    .map(|k| if k % 7 == 0 { i16::MIN } else { next() as i16 })
+                    .collect();
+                check::<i16, i16>(&x, &shape, axis, &plan, mask, case);
+                check::<i16, i8>(&x, &shape, axis, &plan, mask, case);
+            }
+        }
+    }
+}
