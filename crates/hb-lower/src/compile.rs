@@ -124,8 +124,20 @@ fn producer_of(p: &Program) -> HashMap<u32, usize> {
     m
 }
 
-/// One fusion of a Relu/Clip/Requantize into the weighted op before it.
-fn fuse_rescale(p: &mut Program) -> bool {
+/// Whether a Rescale (Relu/Clip/Requantize) may run as a post-step of
+/// `op`: a weighted op at O1; at O2 any single-output BPU op (Softmax,
+/// LUTs, element-wise, pooling, Resize, ...), whose post-steps the engine
+/// and the reference executor apply in place on the output buffer.
+fn takes_rescale(op: &pb::Op, level: OptLevel) -> bool {
+    is_weighted(op)
+        || (level >= OptLevel::O2
+            && op.placement() == pb::Placement::Bpu
+            && op.outputs.len() == 1
+            && !matches!(op.kind, Some(pb::op::Kind::Cpu(_)) | None))
+}
+
+/// One fusion of a Relu/Clip/Requantize into the op before it.
+fn fuse_rescale(p: &mut Program, level: OptLevel) -> bool {
     let r = readers(p);
     let prod = producer_of(p);
     for j in 0..p.ops.len() {
@@ -142,7 +154,7 @@ fn fuse_rescale(p: &mut Program) -> bool {
         let Some(&i) = prod.get(&(x as u32)) else {
             continue;
         };
-        if !is_weighted(&p.ops[i])
+        if !takes_rescale(&p.ops[i], level)
             || p.tensors[x as usize].dtype != p.tensors[p.ops[j].outputs[0] as usize].dtype
         {
             continue;
@@ -401,7 +413,7 @@ pub fn compile(bc: &Program, opts: &CompileOptions) -> Result<(Program, CompileR
     let before = p.ops.len();
     if opts.level >= OptLevel::O1 {
         loop {
-            let mut changed = fuse_rescale(&mut p);
+            let mut changed = fuse_rescale(&mut p, opts.level);
             if opts.level >= OptLevel::O2 && !changed {
                 changed = fuse_add(&mut p);
             }

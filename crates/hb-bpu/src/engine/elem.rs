@@ -293,18 +293,7 @@ pub(super) fn rq_last_axis<I: QInt, O: QInt>(
 ) {
     let c = requant.len().max(1);
     let (omin, omax) = (O::MIN, O::MAX);
-    if requant.iter().all(|r| r.shift() <= 62) {
-        let prm: Vec<(i64, i64, u32)> = requant
-            .iter()
-            .map(|r| {
-                let sh = r.shift();
-                (
-                    i64::from(r.multiplier()),
-                    if sh == 0 { 0 } else { 1i64 << (sh - 1) },
-                    sh,
-                )
-            })
-            .collect();
+    if let Some(prm) = shift_params(requant) {
         for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
             for ((d, &q), &(m, rnd, sh)) in yr.iter_mut().zip(xr).zip(&prm) {
                 let v = (q.to_i64() * m + rnd) >> sh;
@@ -318,6 +307,41 @@ pub(super) fn rq_last_axis<I: QInt, O: QInt>(
             }
         }
     }
+}
+
+/// [`rq_last_axis`] in place.
+pub(super) fn rq_last_axis_in_place<O: QInt>(y: &mut [O], requant: &[Requant], lo: i64, hi: i64) {
+    let c = requant.len().max(1);
+    let (omin, omax) = (O::MIN, O::MAX);
+    if let Some(prm) = shift_params(requant) {
+        for yr in y.chunks_exact_mut(c) {
+            for (d, &(m, rnd, sh)) in yr.iter_mut().zip(&prm) {
+                let v = (d.to_i64() * m + rnd) >> sh;
+                *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
+            }
+        }
+    } else {
+        for yr in y.chunks_exact_mut(c) {
+            for (d, r) in yr.iter_mut().zip(requant) {
+                *d = O::sat_i64(r.apply_fast::<O>(d.to_i64()).to_i64().clamp(lo, hi));
+            }
+        }
+    }
+}
+
+/// `(multiplier, rounding term, shift)` of each requantisation when every
+/// shift is at most 62 (the i64 formula is then exact).
+fn shift_params(requant: &[Requant]) -> Option<Vec<(i64, i64, u32)>> {
+    requant.iter().all(|r| r.shift() <= 62).then(|| {
+        requant
+            .iter()
+            .map(|r| {
+                let sh = r.shift();
+                let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+                (i64::from(r.multiplier()), rnd, sh)
+            })
+            .collect()
+    })
 }
 
 /// [`rq_slice`] in place.

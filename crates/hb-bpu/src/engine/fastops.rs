@@ -315,6 +315,11 @@ fn rescale_in_place<O: QInt>(
         elem::rq_in_place(&mut y[..n], &requant[0], lo, hi);
         return Ok(());
     }
+    if inner == 1 && requant.len() == c && c > 1 {
+        let n = outer * c;
+        elem::rq_last_axis_in_place(&mut y[..n], requant, lo, hi);
+        return Ok(());
+    }
     for o in 0..outer {
         for k in 0..c {
             let r = requant[if requant.len() == 1 { 0 } else { k }];

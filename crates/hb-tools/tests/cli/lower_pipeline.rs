@@ -86,8 +86,10 @@ fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
     // to the CPU).
     assert!(bpu > 0, "{fixture}: no op on the BPU");
     let mut runs = 0;
+    let mut ops_after = Vec::new();
     for level in [OptLevel::O0, OptLevel::O1, OptLevel::O2] {
         let (hbm, rep) = compile_hbm(&bc, level);
+        ops_after.push(rep.ops_after);
         let cpu = FloatCpu::new(&hbm).unwrap();
         let engine = Engine::new(hbm.clone(), EngineOptions::default()).unwrap();
         for threads in [1, 2] {
@@ -112,6 +114,14 @@ fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
             rep.packed,
             rep.subgraphs.len()
         );
+    }
+    assert!(
+        ops_after[2] <= ops_after[1] && ops_after[1] <= ops_after[0],
+        "{fixture}: fusion added ops {ops_after:?}"
+    );
+    if fixture == "sem_decoder" {
+        // O2 also folds the Clip after Softmax, LUTs and element-wise ops.
+        assert!(ops_after[2] < ops_after[1], "{fixture}: {ops_after:?}");
     }
     eprintln!(
         "{fixture} [{}]: {} ops ({bpu} BPU); cosine calibrated vs .bc: min {cmin:.6}, mean {:.6} over {cnt}; .hbm == .bc on {runs} runs",
