@@ -502,10 +502,12 @@ fn fake_quant_serial(xs: &mut [f32], p: &QParams) {
 }
 
 /// [`fake_quant_serial`] leaving negative mask values (`x ≤ -limit`)
-/// unchanged (`keep_masks = 1`), in one pass.
+/// unchanged (`keep_masks = 1`), in one pass. Data clamps to
+/// `[max(lo, −hi), hi]`: the integer program keeps the lowest code for the
+/// mask sentinel (hb-bpu `QuantParams::quantize`), so int8 data stops at −127.
 #[inline]
 fn fake_quant_serial_masked(xs: &mut [f32], p: &QParams, limit: f32) {
-    let (s, lo, hi) = (p.scale, p.lo, p.hi);
+    let (s, lo, hi) = (p.scale, p.lo.max(-p.hi), p.hi);
     let nan_v = -(p.zero_point as f32);
     for x in xs.iter_mut() {
         let x0 = *x;
@@ -791,6 +793,19 @@ mod tests {
             .collect();
         q.apply_slice_per_tensor(&mut xs).unwrap();
         assert_eq!(bits(&xs), bits(&want));
+    }
+
+    #[test]
+    fn kept_masks_leave_the_lowest_code_to_the_sentinel() {
+        // As the integer Quantize: data stops at −127·s, masks stay as they are.
+        let mut q = fq(FqType::Int8, &[127.0]); // s = 1
+        q.keep_masks = true;
+        let mut xs = vec![-127.6, -130.0, 5.2, -1e9, f32::NEG_INFINITY, 200.0];
+        q.apply_slice_per_tensor(&mut xs).unwrap();
+        assert_eq!(
+            xs,
+            vec![-127.0, -127.0, 5.0, -1e9, f32::NEG_INFINITY, 127.0]
+        );
     }
 
     #[test]
