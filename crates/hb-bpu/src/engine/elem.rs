@@ -246,11 +246,24 @@ fn has_avx2() -> bool {
 /// 62 (exact for any i8/i16/i32 input: `|x·M| ≤ 2^62`).
 pub(super) fn rq_slice<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
+        unsafe { rq_slice_avx512(x, y, r, lo, hi) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 was detected at run time.
         unsafe { rq_slice_avx2(x, y, r, lo, hi) };
         return;
     }
+    rq_slice_body(x, y, r, lo, hi)
+}
+
+/// The same loop with 64-bit lane multiplies (`vpmullq`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn rq_slice_avx512<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
     rq_slice_body(x, y, r, lo, hi)
 }
 
@@ -347,11 +360,24 @@ fn shift_params(requant: &[Requant]) -> Option<Vec<(i64, i64, u32)>> {
 /// [`rq_slice`] in place.
 pub(super) fn rq_in_place<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
+        unsafe { rq_in_place_avx512(y, r, lo, hi) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 was detected at run time.
         unsafe { rq_in_place_avx2(y, r, lo, hi) };
         return;
     }
+    rq_in_place_body(y, r, lo, hi)
+}
+
+/// The same loop with 64-bit lane multiplies (`vpmullq`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn rq_in_place_avx512<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
     rq_in_place_body(y, r, lo, hi)
 }
 
