@@ -82,11 +82,32 @@ pub(super) fn binary<A: QInt, B: QInt, O: QInt>(
     f: impl Fn(i64, i64) -> O,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
+        unsafe { binary_avx512(a, b, y, out, sa, sb, f) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 was detected at run time.
         unsafe { binary_avx2(a, b, y, out, sa, sb, f) };
         return;
     }
+    binary_body(a, b, y, out, sa, sb, f)
+}
+
+/// The same loop with 64-bit lane multiplies (`vpmullq`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn binary_avx512<A: QInt, B: QInt, O: QInt>(
+    a: &[A],
+    b: &[B],
+    y: &mut [O],
+    out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
+    f: impl Fn(i64, i64) -> O,
+) {
     binary_body(a, b, y, out, sa, sb, f)
 }
 
