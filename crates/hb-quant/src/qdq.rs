@@ -290,7 +290,13 @@ fn convert_calibration(ex: &mut Exporter, g: &mut Graph, n: &Node) -> Result<(),
     ex.needs.per_channel |= per_channel;
     ex.needs.sixteen_bit |= matches!(dt, DType::I16 | DType::U16);
 
-    let src = clamp_to_grid(ex, g, n, &fq, &params, x, dt)?;
+    // keep_masks: data stays off the lowest code (the program's mask sentinel).
+    let grid: Vec<QParams> = if fq.keep_masks {
+        params.iter().map(QParams::masked_data).collect()
+    } else {
+        params.clone()
+    };
+    let src = clamp_to_grid(ex, g, n, &fq, &grid, x, dt)?;
     let (scale, zp) = if per_channel {
         let c = params.len();
         (
@@ -1236,15 +1242,16 @@ mod tests {
             vec![f32::NEG_INFINITY, f32::MIN, -1e9, -5.0, 0.3, 1.7],
         );
         assert_eq!(&y[..3], &[f32::NEG_INFINITY, f32::MIN, -1e9]);
-        assert_eq!(y[3], -128.0 * (2.0 / 127.0));
+        // Data stops at −127: −128 is the integer program's mask code.
+        assert_eq!(y[3], -127.0 * (2.0 / 127.0));
     }
 
     #[test]
     fn moderate_mask_limit_passes_both_the_simulation_and_the_export() {
         let y = masked_round_trip(Some(1e3), vec![-1e4, -65504.0, -1e3, -999.0, 0.3, 1.7]);
         assert_eq!(&y[..3], &[-1e4, -65504.0, -1e3]);
-        // -999 is data: it clamps to the grid.
-        assert_eq!(y[3], -128.0 * (2.0 / 127.0));
+        // -999 is data: it clamps to the grid (−127, as the program).
+        assert_eq!(y[3], -127.0 * (2.0 / 127.0));
     }
 
     #[test]

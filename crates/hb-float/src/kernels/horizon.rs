@@ -89,6 +89,18 @@ pub struct QParams {
     pub hi: f32,
 }
 
+impl QParams {
+    /// The grid data values use under `keep_masks`: `lo` raised to `−hi`,
+    /// since the integer program keeps the lowest code for the mask
+    /// sentinel (hb-bpu `QuantParams::quantize`): int8 data stops at −127.
+    pub fn masked_data(&self) -> QParams {
+        QParams {
+            lo: self.lo.max(-self.hi),
+            ..*self
+        }
+    }
+}
+
 /// The fake quantizer an `HzCalibration` node describes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeQuant {
@@ -502,12 +514,12 @@ fn fake_quant_serial(xs: &mut [f32], p: &QParams) {
 }
 
 /// [`fake_quant_serial`] leaving negative mask values (`x ≤ -limit`)
-/// unchanged (`keep_masks = 1`), in one pass. Data clamps to
-/// `[max(lo, −hi), hi]`: the integer program keeps the lowest code for the
-/// mask sentinel (hb-bpu `QuantParams::quantize`), so int8 data stops at −127.
+/// unchanged (`keep_masks = 1`), in one pass; data on the
+/// [`QParams::masked_data`] grid.
 #[inline]
 fn fake_quant_serial_masked(xs: &mut [f32], p: &QParams, limit: f32) {
-    let (s, lo, hi) = (p.scale, p.lo.max(-p.hi), p.hi);
+    let p = p.masked_data();
+    let (s, lo, hi) = (p.scale, p.lo, p.hi);
     let nan_v = -(p.zero_point as f32);
     for x in xs.iter_mut() {
         let x0 = *x;
