@@ -119,6 +119,27 @@ pub fn fold_static_shapes(model: &mut Model, registry: &Registry) -> Result<usiz
         return Ok(0);
     }
     let mut probe = model.clone();
+    // Shapes are inferred by running the graph: stop before the first node
+    // without a kernel (an `If` whose condition these shapes may decide).
+    let g = &mut probe.graph;
+    if let Some(cut) = g
+        .nodes
+        .iter()
+        .position(|n| registry.get(&n.domain, &n.op_type).is_none())
+    {
+        g.nodes.truncate(cut);
+        g.outputs = g
+            .nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().filter(|o| !o.is_empty()))
+            .map(|o| hb_ir::ValueInfo {
+                name: o.clone(),
+                elem_type: 0,
+                shape: None,
+                non_tensor: false,
+            })
+            .collect();
+    }
     let Ok(infos) = crate::shapes::infer_shapes(&mut probe, &HashMap::new()) else {
         return Ok(0);
     };

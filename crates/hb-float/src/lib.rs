@@ -13,6 +13,7 @@
 pub mod casts;
 pub mod error;
 pub mod fold;
+pub mod inline_if;
 pub mod kernels;
 pub mod registry;
 pub mod session;

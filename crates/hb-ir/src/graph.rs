@@ -181,12 +181,13 @@ impl Graph {
             .position(|n| n.outputs.iter().any(|o| o == value))
     }
 
-    /// Indices of the nodes reading `value`.
+    /// Indices of the nodes reading `value` (an If/Loop/Scan reads the outer
+    /// values its subgraphs use).
     pub fn consumers(&self, value: &str) -> Vec<usize> {
         self.nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.inputs.iter().any(|i| i == value))
+            .filter(|(_, n)| node_reads(n, value))
             .map(|(k, _)| k)
             .collect()
     }
@@ -201,12 +202,29 @@ impl Graph {
         self.initializers.get(value).map(|t| t.as_ref())
     }
 
-    /// Renames every use of value `from` (node inputs and graph outputs) to `to`.
+    /// Renames every use of value `from` by a node to `to`, including the
+    /// uses inside subgraphs (If/Loop/Scan bodies read outer values by name,
+    /// and may return one as a subgraph output).
     pub fn replace_uses(&mut self, from: &str, to: &str) {
         for n in &mut self.nodes {
             for i in &mut n.inputs {
                 if i == from {
                     *i = to.to_string();
+                }
+            }
+            for a in n.attrs.values_mut() {
+                let subgraphs: &mut [Graph] = match a {
+                    crate::attr::Attr::Graph(b) => std::slice::from_mut(b.as_mut()),
+                    crate::attr::Attr::Graphs(v) => v,
+                    _ => &mut [],
+                };
+                for sg in subgraphs {
+                    sg.replace_uses(from, to);
+                    for o in &mut sg.outputs {
+                        if o.name == from {
+                            o.name = to.to_string();
+                        }
+                    }
                 }
             }
         }
@@ -221,11 +239,8 @@ impl Graph {
 
     /// Removes initializers no node or output reads.
     pub fn prune_unused_initializers(&mut self) {
-        let mut used: std::collections::HashSet<&str> = self
-            .nodes
-            .iter()
-            .flat_map(|n| n.inputs.iter().map(String::as_str))
-            .collect();
+        let mut used: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        collect_reads(self, &mut used);
         used.extend(self.outputs.iter().map(|o| o.name.as_str()));
         let keep: Vec<String> = self
             .initializers
@@ -297,4 +312,35 @@ impl Model {
             self.opsets.get(domain).copied().unwrap_or(1)
         }
     }
+}
+
+/// Every name the nodes of `g` read, including those read from inside their
+/// subgraphs (If/Loop/Scan bodies capture outer values by name), and every
+/// subgraph output (a branch may return an outer value directly).
+fn collect_reads<'a>(g: &'a Graph, used: &mut std::collections::HashSet<&'a str>) {
+    for n in &g.nodes {
+        used.extend(n.inputs.iter().map(String::as_str));
+        for sg in subgraphs(n) {
+            collect_reads(sg, used);
+            used.extend(sg.outputs.iter().map(|o| o.name.as_str()));
+        }
+    }
+}
+
+/// The subgraphs a node carries as attributes (If branches, Loop/Scan bodies).
+fn subgraphs(n: &Node) -> impl Iterator<Item = &Graph> {
+    n.attrs.values().flat_map(|a| match a {
+        crate::attr::Attr::Graph(b) => std::slice::from_ref(b.as_ref()),
+        crate::attr::Attr::Graphs(v) => v.as_slice(),
+        _ => &[],
+    })
+}
+
+/// Whether `n` reads `value`: as an input, or inside one of its subgraphs.
+fn node_reads(n: &Node, value: &str) -> bool {
+    n.inputs.iter().any(|i| i == value)
+        || subgraphs(n).any(|sg| {
+            sg.outputs.iter().any(|o| o.name == value)
+                || sg.nodes.iter().any(|m| node_reads(m, value))
+        })
 }

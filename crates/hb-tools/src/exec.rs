@@ -22,13 +22,21 @@ pub struct SampleResult {
 /// graph optimisations do): Constant → initializer, Identity/Dropout removal,
 /// BatchNormalization folding, constant folding, and (with fixed input
 /// shapes) `Shape`/`Size` of static shapes folded with the arithmetic after
-/// them, then `Cast`s to the type their input already has removed. Outputs
-/// keep their names.
+/// them, `If` nodes with a now-constant condition replaced by their branch,
+/// then `Cast`s to the type their input already has removed. Outputs keep
+/// their names.
 pub fn optimize(model: &mut Model) -> Result<(), String> {
-    hb_ir::passes::optimize(&mut model.graph).map_err(|e| e.to_string())?;
     let registry = hb_float::Registry::standard();
-    hb_float::fold::fold_constants(model, &registry).map_err(|e| e.to_string())?;
-    hb_float::fold::fold_static_shapes(model, &registry).map_err(|e| e.to_string())?;
+    // An `If` whose condition the folding decides is replaced by its branch,
+    // whose nodes may fold in turn (bounded: one round per nesting level).
+    for _ in 0..4 {
+        hb_ir::passes::optimize(&mut model.graph).map_err(|e| e.to_string())?;
+        hb_float::fold::fold_constants(model, &registry).map_err(|e| e.to_string())?;
+        hb_float::fold::fold_static_shapes(model, &registry).map_err(|e| e.to_string())?;
+        if hb_float::inline_if::inline_constant_ifs(model) == 0 {
+            break;
+        }
+    }
     hb_float::casts::remove_noop_casts(model).map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -18,3 +18,4 @@ mod moderate_mask;
 mod nms_tail;
 mod program_bad_input;
 mod recurrent_pipeline;
+mod shape_branch;
