@@ -9,6 +9,41 @@ use crate::fixed_point::Requant;
 use crate::lut::Lut;
 use crate::qint::QInt;
 
+/// Defines `pub(super) fn $name` dispatching at run time to copies of
+/// `$body` compiled for AVX-512 (F/BW/DQ/VL: 64-bit lane multiplies) and
+/// AVX2, else the baseline; every copy runs the same code, so results are
+/// identical.
+macro_rules! simd_copies {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident<$($g:ident),*>($($arg:ident: $ty:ty),* $(,)?) => $body:ident
+    ) => {
+        $(#[$doc])*
+        pub(super) fn $name<$($g: QInt),*>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+                unsafe fn wide<$($g: QInt),*>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2<$($g: QInt),*>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if has_avx512() {
+                    // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
+                    return unsafe { wide($($arg),*) };
+                }
+                if has_avx2() {
+                    // SAFETY: AVX2 was detected at run time.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 /// Strides of `src` (right-aligned against `out`) per output dim, 0 where
 /// broadcast; `None` when `src` does not broadcast to `out`.
 pub(super) fn bcast_strides(src: &[usize], out: &[usize]) -> Option<Vec<usize>> {
@@ -71,58 +106,17 @@ pub(super) fn for_rows2(
     }
 }
 
-/// `y = f(a, b)` with numpy broadcasting (shapes already checked).
-pub(super) fn binary<A: QInt, B: QInt, O: QInt>(
-    a: &[A],
-    b: &[B],
-    y: &mut [O],
-    out: &[usize],
-    sa: &[usize],
-    sb: &[usize],
-    f: impl Fn(i64, i64) -> O,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
-        unsafe { binary_avx512(a, b, y, out, sa, sb, f) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2 was detected at run time.
-        unsafe { binary_avx2(a, b, y, out, sa, sb, f) };
-        return;
-    }
-    binary_body(a, b, y, out, sa, sb, f)
-}
-
-/// The same loop with 64-bit lane multiplies (`vpmullq`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn binary_avx512<A: QInt, B: QInt, O: QInt>(
-    a: &[A],
-    b: &[B],
-    y: &mut [O],
-    out: &[usize],
-    sa: &[usize],
-    sb: &[usize],
-    f: impl Fn(i64, i64) -> O,
-) {
-    binary_body(a, b, y, out, sa, sb, f)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn binary_avx2<A: QInt, B: QInt, O: QInt>(
-    a: &[A],
-    b: &[B],
-    y: &mut [O],
-    out: &[usize],
-    sa: &[usize],
-    sb: &[usize],
-    f: impl Fn(i64, i64) -> O,
-) {
-    binary_body(a, b, y, out, sa, sb, f)
+simd_copies! {
+    /// `y = f(a, b)` with numpy broadcasting (shapes already checked).
+    fn binary<A, B, O>(
+        a: &[A],
+        b: &[B],
+        y: &mut [O],
+        out: &[usize],
+        sa: &[usize],
+        sb: &[usize],
+        f: impl Fn(i64, i64) -> O
+    ) => binary_body
 }
 
 #[inline(always)]
@@ -262,36 +256,11 @@ fn has_avx2() -> bool {
     }
 }
 
-/// `y = clamp(sat_O(R(x)), lo, hi)` (then saturated to `O`) for every
-/// element: the reference Rescale formula, in i64 when the shift is at most
-/// 62 (exact for any i8/i16/i32 input: `|x·M| ≤ 2^62`).
-pub(super) fn rq_slice<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
-        unsafe { rq_slice_avx512(x, y, r, lo, hi) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2 was detected at run time.
-        unsafe { rq_slice_avx2(x, y, r, lo, hi) };
-        return;
-    }
-    rq_slice_body(x, y, r, lo, hi)
-}
-
-/// The same loop with 64-bit lane multiplies (`vpmullq`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn rq_slice_avx512<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
-    rq_slice_body(x, y, r, lo, hi)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn rq_slice_avx2<I: QInt, O: QInt>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) {
-    rq_slice_body(x, y, r, lo, hi)
+simd_copies! {
+    /// `y = clamp(sat_O(R(x)), lo, hi)` (then saturated to `O`) for every
+    /// element: the reference Rescale formula, in i64 when the shift is at
+    /// most 62 (exact for any i8/i16/i32 input: `|x·M| ≤ 2^62`).
+    fn rq_slice<I, O>(x: &[I], y: &mut [O], r: &Requant, lo: i64, hi: i64) => rq_slice_body
 }
 
 #[inline(always)]
@@ -378,34 +347,9 @@ fn shift_params(requant: &[Requant]) -> Option<Vec<(i64, i64, u32)>> {
     })
 }
 
-/// [`rq_slice`] in place.
-pub(super) fn rq_in_place<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
-        unsafe { rq_in_place_avx512(y, r, lo, hi) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2 was detected at run time.
-        unsafe { rq_in_place_avx2(y, r, lo, hi) };
-        return;
-    }
-    rq_in_place_body(y, r, lo, hi)
-}
-
-/// The same loop with 64-bit lane multiplies (`vpmullq`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn rq_in_place_avx512<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
-    rq_in_place_body(y, r, lo, hi)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn rq_in_place_avx2<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
-    rq_in_place_body(y, r, lo, hi)
+simd_copies! {
+    /// [`rq_slice`] in place.
+    fn rq_in_place<O>(y: &mut [O], r: &Requant, lo: i64, hi: i64) => rq_in_place_body
 }
 
 #[inline(always)]
