@@ -41,6 +41,26 @@ pub fn optimize(model: &mut Model) -> Result<(), String> {
     Ok(())
 }
 
+/// Gives each model input with a dynamic dim the shape all `samples` give
+/// it, when they agree (inputs the samples disagree on, or lack, stay
+/// dynamic).
+pub fn fix_dynamic_inputs(model: &mut Model, samples: &[crate::inputs::Sample]) {
+    for v in &mut model.graph.inputs {
+        if v.fixed_shape().is_some() {
+            continue;
+        }
+        let mut shapes = samples
+            .iter()
+            .map(|s| s.get(&v.name).map(|t| t.shape().to_vec()));
+        let Some(Some(first)) = shapes.next() else {
+            continue;
+        };
+        if shapes.all(|s| s.as_ref() == Some(&first)) {
+            v.shape = Some(first.into_iter().map(hb_ir::Dim::Fixed).collect());
+        }
+    }
+}
+
 /// Builds a rayon pool with `threads` threads (None = all cores).
 pub fn thread_pool(threads: Option<usize>) -> ToolResult<rayon::ThreadPool> {
     let mut b = rayon::ThreadPoolBuilder::new();

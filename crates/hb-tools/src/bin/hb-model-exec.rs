@@ -120,13 +120,16 @@ fn prepare(
     common: &Common,
 ) -> ToolResult<(Session, Vec<hb_tools::inputs::Sample>, rayon::ThreadPool)> {
     let mut model = load_model(&common.model_file)?;
+    let samples = inputs_or_synthetic(&model, common.input_file.as_deref())?;
     if !common.no_optimize {
+        // Dynamic dims every sample fills alike are fixed first, so shape
+        // arithmetic (and an `If` on shapes) folds as it does in hb-calib.
+        hb_tools::exec::fix_dynamic_inputs(&mut model, &samples);
         hb_tools::exec::optimize(&mut model)
             .map_err(|e| ToolError::input(format!("{}: {e}", common.model_file.display())))?;
     }
     let session = Session::new(&model)
         .map_err(|e| ToolError::input(format!("{}: {e}", common.model_file.display())))?;
-    let samples = inputs_or_synthetic(&model, common.input_file.as_deref())?;
     Ok((session, samples, thread_pool(common.thread_num)?))
 }
 

@@ -93,3 +93,38 @@ fn a_static_shape_branch_calibrates_and_lowers() {
     let cos = metrics::cosine(&flat(&float[0].1), &flat(&sim[0].1));
     assert!(cos > 0.999, "cosine {cos}");
 }
+
+#[test]
+fn hb_model_exec_fixes_dynamic_dims_from_the_inputs_and_runs_the_branch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut dynamic = model();
+    dynamic.graph.inputs[0].shape =
+        Some(vec![hb_ir::Dim::Param("n".into()), hb_ir::Dim::Fixed(16)]);
+    hb_ir::save_model(&dynamic, &dir.join("model.onnx")).unwrap();
+    let x = f32t(&[2, 16], 7, 1.0);
+    hb_tensor::io::write_npy(&dir.join("x.npy"), &x).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hb-model-exec"))
+        .args(["infer", "--model-file"])
+        .arg(dir.join("model.onnx"))
+        .arg("--input-file")
+        .arg(dir.join("x.npy"))
+        .arg("--output-dir")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = hb_tensor::io::read_npy(&dir.join("out/y.npy")).unwrap();
+    let mut reference = model();
+    hb_tools::exec::optimize(&mut reference).unwrap();
+    let inputs = HashMap::from([("x".to_string(), x)]);
+    let want = hb_float::Session::new(&reference)
+        .unwrap()
+        .run(&inputs)
+        .unwrap();
+    assert_eq!(got, want[0].1);
+}
