@@ -116,13 +116,15 @@ pub fn compute_in_float32(model: &mut Model) -> Result<usize, FloatError> {
     }
     // Half inputs: a Cast to float32 right after, read by every consumer.
     let mut head = Vec::new();
-    for v in g.inputs.iter().filter(|v| v.dtype().is_some_and(half)) {
+    let half_inputs: Vec<hb_ir::ValueInfo> = g
+        .inputs
+        .iter()
+        .filter(|v| v.dtype().is_some_and(half))
+        .cloned()
+        .collect();
+    for v in &half_inputs {
         let wide = format!("{}_float32", v.name);
-        for n in g.nodes.iter_mut() {
-            for i in n.inputs.iter_mut().filter(|i| **i == v.name) {
-                *i = wide.clone();
-            }
-        }
+        g.replace_uses(&v.name, &wide);
         let mut c = Node::new(
             &format!("{}_to_float32", v.name),
             "Cast",
@@ -135,14 +137,18 @@ pub fn compute_in_float32(model: &mut Model) -> Result<usize, FloatError> {
     }
     // Half outputs: computed in float32 under a new name, then cast back.
     let mut tail = Vec::new();
-    for v in g.outputs.iter().filter(|v| v.dtype().is_some_and(half)) {
+    let half_outputs: Vec<hb_ir::ValueInfo> = g
+        .outputs
+        .iter()
+        .filter(|v| v.dtype().is_some_and(half))
+        .cloned()
+        .collect();
+    for v in &half_outputs {
         let wide = format!("{}_float32", v.name);
-        for n in g.nodes.iter_mut() {
-            for o in n.outputs.iter_mut().filter(|o| **o == v.name) {
+        g.replace_uses(&v.name, &wide);
+        for o in g.nodes.iter_mut().flat_map(|n| n.outputs.iter_mut()) {
+            if *o == v.name {
                 *o = wide.clone();
-            }
-            for i in n.inputs.iter_mut().filter(|i| **i == v.name) {
-                *i = wide.clone();
             }
         }
         let mut c = Node::new(&format!("{}_to_half", v.name), "Cast", &[&wide], &[&v.name]);

@@ -81,10 +81,12 @@ fn expand(g: &mut Graph, node: &Node, branch: &Graph) -> Option<Vec<Node>> {
     {
         return None;
     }
+    // As `Graph::fresh_name`, with a set: the branch's names are taken one
+    // after another before its nodes join the graph.
     let mut taken: HashSet<String> = g
         .nodes
         .iter()
-        .flat_map(|n| n.outputs.iter().cloned())
+        .flat_map(|n| n.outputs.iter().cloned().chain([n.name.clone()]))
         .chain(g.initializers.keys().cloned())
         .chain(g.inputs.iter().map(|v| v.name.clone()))
         .collect();

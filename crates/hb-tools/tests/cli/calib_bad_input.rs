@@ -82,16 +82,11 @@ impl Case {
     }
 
     fn succeeds(&self) {
-        let out = Command::new(env!("CARGO_BIN_EXE_hb-calib"))
-            .arg("--config")
-            .arg(self.path("model.yaml"))
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::run_ok(
+            Command::new(env!("CARGO_BIN_EXE_hb-calib"))
+                .arg("--config")
+                .arg(self.path("model.yaml"))
+                .arg("--json"),
         );
         assert!(self.path("work/model_calibrated_model.onnx").exists());
         assert!(self.path("work/hb_calib.log").exists());

@@ -5,6 +5,7 @@
 //! samples), `--eval-cmd`, `--max-int16`, and bad input (exit 2, one line,
 //! nothing written).
 
+use crate::common::run_ok;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -119,16 +120,11 @@ fn tune_meets_target_with_few_int16_and_reproduces_through_hb_calib() {
 
     // hb-calib with the tuned YAML: same per-output cosine on the
     // calibration search samples as tune's step.
-    let calib = Command::new(env!("CARGO_BIN_EXE_hb-calib"))
-        .arg("--config")
-        .arg(dir.join("tuned.yaml"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        calib.status.success(),
-        "{}",
-        String::from_utf8_lossy(&calib.stderr)
+    let calib = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_hb-calib"))
+            .arg("--config")
+            .arg(dir.join("tuned.yaml"))
+            .arg("--json"),
     );
     let c = json_of(&calib);
     let got = c["outputs"][0]["cosine"].as_f64().unwrap();
@@ -137,17 +133,12 @@ fn tune_meets_target_with_few_int16_and_reproduces_through_hb_calib() {
 
     // hb-info on the held-out samples: tune's figure.
     let model = dir.join("hb_calib/seg_head_calibrated_model.onnx");
-    let info = Command::new(env!("CARGO_BIN_EXE_hb-info"))
-        .arg(&model)
-        .arg("-c")
-        .arg(fixtures().join("seg_head/test"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        info.status.success(),
-        "{}",
-        String::from_utf8_lossy(&info.stderr)
+    let info = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_hb-info"))
+            .arg(&model)
+            .arg("-c")
+            .arg(fixtures().join("seg_head/test"))
+            .arg("--json"),
     );
     let i = json_of(&info);
     let got = i["comparison"][0]["cosine"].as_f64().unwrap();

@@ -3,7 +3,7 @@
 //! condition folds, the `If` becomes its taken branch, and the model
 //! calibrates and lowers like any other (before: "no kernel for If").
 
-use crate::common::{calibrate, f32t, model_of, write_model_and_samples};
+use crate::common::{calibrate, f32t, model_of, run_ok, write_model_and_samples};
 use hb_bpu::program::pb::Placement;
 use hb_ir::{Attr, Graph, Model, Node, ValueInfo};
 use hb_tensor::{metrics, DType, Tensor};
@@ -104,19 +104,14 @@ fn hb_model_exec_fixes_dynamic_dims_from_the_inputs_and_runs_the_branch() {
     hb_ir::save_model(&dynamic, &dir.join("model.onnx")).unwrap();
     let x = f32t(&[2, 16], 7, 1.0);
     hb_tensor::io::write_npy(&dir.join("x.npy"), &x).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hb-model-exec"))
-        .args(["infer", "--model-file"])
-        .arg(dir.join("model.onnx"))
-        .arg("--input-file")
-        .arg(dir.join("x.npy"))
-        .arg("--output-dir")
-        .arg(dir.join("out"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hb-model-exec"))
+            .args(["infer", "--model-file"])
+            .arg(dir.join("model.onnx"))
+            .arg("--input-file")
+            .arg(dir.join("x.npy"))
+            .arg("--output-dir")
+            .arg(dir.join("out")),
     );
     let got = hb_tensor::io::read_npy(&dir.join("out/y.npy")).unwrap();
     let mut reference = model();

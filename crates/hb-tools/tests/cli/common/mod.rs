@@ -151,3 +151,14 @@ pub fn compile_hbm(
         rep,
     )
 }
+
+/// Runs `cmd` and asserts it succeeded, showing its stderr otherwise.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -1,5 +1,6 @@
 //! Shared by the hb-debugger integration tests: one calibration of a fixture.
 
+use crate::common::run_ok;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -32,16 +33,11 @@ pub fn calibrate_max(fixtures: &Path, name: &str, root: &Path) -> PathBuf {
     );
     let cfg = work.join("model.yaml");
     std::fs::write(&cfg, yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hb-calib"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--num-samples", "8", "--search-samples", "2", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "hb-calib: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_hb-calib"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--num-samples", "8", "--search-samples", "2", "--json"]),
     );
     work.join(format!("{name}_calibrated_model.onnx"))
 }
