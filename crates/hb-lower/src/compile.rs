@@ -173,7 +173,8 @@ fn fuse_rescale(p: &mut Program, level: OptLevel) -> bool {
     false
 }
 
-/// One fusion of an Add into the weighted op producing one of its operands.
+/// One fusion of an Add (with the Relu / Clip steps already fused into it)
+/// into the weighted op producing one of its operands.
 fn fuse_add(p: &mut Program) -> bool {
     let r = readers(p);
     let prod = producer_of(p);
@@ -181,7 +182,7 @@ fn fuse_add(p: &mut Program) -> bool {
         let Some(pb::op::Kind::Add(a)) = p.ops[j].kind.clone() else {
             continue;
         };
-        if p.ops[j].placement() != pb::Placement::Bpu || !p.ops[j].post.is_empty() {
+        if p.ops[j].placement() != pb::Placement::Bpu {
             continue;
         }
         let (ia, ib) = (p.ops[j].inputs[0], p.ops[j].inputs[1]);
@@ -205,7 +206,8 @@ fn fuse_add(p: &mut Program) -> bool {
             if prod.get(&(other as u32)).is_some_and(|&k| k >= i) {
                 continue;
             }
-            let name = p.ops[j].name.clone();
+            // The Add's own fused steps (its Relu / Clip) follow it.
+            let add = p.ops.remove(j);
             let op = &mut p.ops[i];
             op.post.push(pb::PostOp {
                 kind: Some(pb::post_op::Kind::Add(pb::PostAdd {
@@ -216,10 +218,11 @@ fn fuse_add(p: &mut Program) -> bool {
                     shift: a.shift,
                 })),
             });
+            op.post.extend(add.post);
             op.inputs.push(other);
             op.outputs[0] = y;
-            op.fused_from.push(name);
-            p.ops.remove(j);
+            op.fused_from.push(add.name);
+            op.fused_from.extend(add.fused_from);
             return true;
         }
     }

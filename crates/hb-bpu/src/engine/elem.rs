@@ -158,6 +158,18 @@ fn binary_body<A: QInt, B: QInt, O: QInt>(
     });
 }
 
+simd_copies! {
+    /// `y[i] = f(y[i], b[i])` (a fused Add; same lengths).
+    fn zip_in_place<O, B>(y: &mut [O], b: &[B], f: impl Fn(i64, i64) -> O) => zip_in_place_body
+}
+
+#[inline(always)]
+fn zip_in_place_body<O: QInt, B: QInt>(y: &mut [O], b: &[B], f: impl Fn(i64, i64) -> O) {
+    for (v, &w) in y.iter_mut().zip(b) {
+        *v = f(v.to_i64(), w.to_i64());
+    }
+}
+
 /// Div with a cached reciprocal: consecutive equal divisors (always the
 /// case along a broadcast row) share one table lookup.
 #[allow(clippy::too_many_arguments)]

@@ -257,7 +257,8 @@ pub(super) fn packed(
 /// Applies fused post-steps in place on an output of type `O`.
 fn post_in_place<O: QInt>(op: &PreparedOp, posts: &[Post], y: &mut [O], st: &Store<'_>) -> R<()> {
     let shape = &st.infos[op.outputs[0]].1;
-    for p in posts {
+    let mut steps = posts.iter().peekable();
+    while let Some(p) = steps.next() {
         match p {
             Post::Rescale {
                 requant,
@@ -273,10 +274,23 @@ fn post_in_place<O: QInt>(op: &PreparedOp, posts: &[Post], y: &mut [O], st: &Sto
                 if numel(&st.infos[*other].1) != y.len() || st.infos[*other].1 != *shape {
                     return Err("fused add operands differ in shape".into());
                 }
+                // A clamp-only step right after (the Add's Relu / Clip,
+                // merged by `merge_clamps`) runs in the same pass.
+                let (lo, hi) = match steps.peek() {
+                    Some(Post::Rescale {
+                        requant,
+                        clamp: Some((lo, hi)),
+                        ..
+                    }) if requant.len() == 1 && requant[0].is_identity() && lo <= hi => {
+                        steps.next();
+                        (*lo, *hi)
+                    }
+                    _ => (O::MIN, O::MAX),
+                };
                 match o {
-                    V::I8(b) => add_in_place(y, b, *main_is_b, r),
-                    V::I16(b) => add_in_place(y, b, *main_is_b, r),
-                    V::I32(b) => add_in_place(y, b, *main_is_b, r),
+                    V::I8(b) => add_in_place(y, b, *main_is_b, r, lo, hi),
+                    V::I16(b) => add_in_place(y, b, *main_is_b, r, lo, hi),
+                    V::I32(b) => add_in_place(y, b, *main_is_b, r, lo, hi),
                     _ => return Err("fused add operand is not an integer".into()),
                 }
             }
@@ -285,13 +299,21 @@ fn post_in_place<O: QInt>(op: &PreparedOp, posts: &[Post], y: &mut [O], st: &Sto
     Ok(())
 }
 
-fn add_in_place<O: QInt, B: QInt>(y: &mut [O], b: &[B], main_is_b: bool, r: &Rescale2) {
-    for (v, &w) in y.iter_mut().zip(b) {
-        *v = if main_is_b {
-            r.apply_fast::<O>(w.to_i64(), v.to_i64())
-        } else {
-            r.apply_fast::<O>(v.to_i64(), w.to_i64())
-        };
+/// `y = clamp(Rescale2(y, b), lo, hi)` (operands swapped when
+/// `main_is_b`); `[lo, hi]` within `O`'s range.
+fn add_in_place<O: QInt, B: QInt>(
+    y: &mut [O],
+    b: &[B],
+    main_is_b: bool,
+    r: &Rescale2,
+    lo: i64,
+    hi: i64,
+) {
+    let clamp = |v: O| O::sat_i64(v.to_i64().clamp(lo, hi));
+    if main_is_b {
+        elem::zip_in_place(y, b, |v, w| clamp(r.apply_fast::<O>(w, v)));
+    } else {
+        elem::zip_in_place(y, b, |v, w| clamp(r.apply_fast::<O>(v, w)));
     }
 }
 

@@ -46,6 +46,12 @@ pub(crate) struct Problem<'a> {
     /// (the rows themselves hold `x >> 8`); 0 otherwise.
     pub lo_off: usize,
     pub jobs: &'a [Job],
+    /// Implicit-GEMM conv: the offset of every row (output pixel) from its
+    /// job's `a_off` (instead of `row · lda`) …
+    pub rows_at: Option<&'a [usize]>,
+    /// … and of every K-group from its row (instead of `q · group`).
+    /// Both or neither; AVX-512 VNNI only.
+    pub koff: Option<&'a [u32]>,
     /// Output strides of a row and a column (elements).
     pub rs: usize,
     pub cs: usize,
@@ -80,12 +86,28 @@ pub(crate) fn run<O: FastOut>(p: &Problem<'_>, out: &mut [O], exec: &ExecOptions
     // Bounds of every read and write, checked once so the tiles can use raw
     // pointers.
     let a_len = p.a.len();
-    if p.lda < pw.kp {
-        return Err(shape_err!("internal: lda {} < kp {}", p.lda, pw.kp));
-    }
+    // Offset of the last row's start, and the end of a row's reads.
+    let (last_row, row_reads) = match (p.rows_at, p.koff) {
+        (None, None) => {
+            if p.lda < pw.kp {
+                return Err(shape_err!("internal: lda {} < kp {}", p.lda, pw.kp));
+            }
+            ((p.rows - 1) * p.lda, pw.kp)
+        }
+        (Some(ra), Some(ko)) => {
+            let kq = pw.kp / pw.layout.group();
+            if pw.isa != Isa::Avx512Vnni || ra.len() < p.rows || ko.len() < kq || p.lo_off != 0 {
+                return Err(shape_err!("internal: bad implicit-GEMM tables"));
+            }
+            let last = ra[..p.rows].iter().copied().max().unwrap_or(0);
+            let reads = ko[..kq].iter().map(|&o| o as usize).max().unwrap_or(0) + pw.layout.group();
+            (last, reads)
+        }
+        _ => return Err(shape_err!("internal: implicit-GEMM tables come in pairs")),
+    };
     let last_out = (p.rows - 1) * p.rs + (pw.n - 1) * p.cs;
     for j in p.jobs {
-        let a_end = j.a_off + (p.rows - 1) * p.lda + pw.kp + p.lo_off;
+        let a_end = j.a_off + last_row + row_reads + p.lo_off;
         if j.group >= pw.groups || a_end > a_len || j.out_off + last_out >= out.len() {
             return Err(shape_err!("internal: job {j:?} out of bounds"));
         }
@@ -147,7 +169,11 @@ unsafe fn tile<O: FastOut>(
     let col0 = (job.group * pw.panels + panel) * NR;
     let woff = pw.panel_offset(job.group, panel);
     // Row pointers; rows past the end repeat the last valid row.
-    let row_off = |r: usize| job.a_off + (r0 + r.min(nrows - 1)) * p.lda;
+    let row_off = |r: usize| {
+        let row = r0 + r.min(nrows - 1);
+        job.a_off + p.rows_at.map_or(row * p.lda, |ra| ra[row])
+    };
+    let koff = p.koff.map_or(std::ptr::null(), |k| k.as_ptr());
     let mut t32: Tile32 = [0; MR_MAX * NR];
     let single = pw.blocks.len() == 1 && !pw.split;
     let mut t64: Tile64 = [0; MR_MAX * NR];
@@ -161,7 +187,11 @@ unsafe fn tile<O: FastOut>(
                 // SAFETY: `I8x4` is only packed for AVX-512 VNNI, which was
                 // checked available; rows and panel hold `kq` groups.
                 unsafe {
-                    kernels::x86::vnni_i8x4(&rows, w, q0, q1, &mut t32)
+                    if p.koff.is_some() {
+                        kernels::x86::vnni_i8x4::<true>(&rows, w, q0, q1, koff, &mut t32)
+                    } else {
+                        kernels::x86::vnni_i8x4::<false>(&rows, w, q0, q1, koff, &mut t32)
+                    }
                 };
                 if !single {
                     widen(
@@ -194,7 +224,11 @@ unsafe fn tile<O: FastOut>(
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: AVX-512 VNNI checked available at packing.
                         Isa::Avx512Vnni => unsafe {
-                            kernels::x86::vnni_i16x2(rp, w, q0, q1, &mut t32)
+                            if p.koff.is_some() {
+                                kernels::x86::vnni_i16x2::<true>(rp, w, q0, q1, koff, &mut t32)
+                            } else {
+                                kernels::x86::vnni_i16x2::<false>(rp, w, q0, q1, koff, &mut t32)
+                            }
                         },
                         // SAFETY: rows and panel hold `kq` groups.
                         _ => unsafe { kernels::scalar_i16x2(rp, nrows, w, q0, q1, &mut t32) },

@@ -104,17 +104,21 @@ pub(crate) mod x86 {
     }
 
     /// AVX-512 VNNI `I8x4` kernel (`vpdpbusd`: u8 activations `x + 128` ×
-    /// i8 weights), 8 rows × 32 columns.
+    /// i8 weights), 8 rows × 32 columns. K-group `q` of row `r` is read at
+    /// `a[r] + 4q`, or at `a[r] + koff[q]` when `TABLE` (the implicit-GEMM
+    /// conv: each tap's channels in place in the padded input).
     ///
     /// # Safety
-    /// AVX-512 F/VNNI available; `a[r]` readable for `4 · q1` bytes, `w` for
-    /// `q1 · NR · 4` bytes.
+    /// AVX-512 F/VNNI available; `a[r]` readable for 4 bytes at every
+    /// group offset of `q0..q1`; `koff` (when `TABLE`) for `q1` entries; `w`
+    /// for `q1 · NR · 4` bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn vnni_i8x4(
+    pub(crate) unsafe fn vnni_i8x4<const TABLE: bool>(
         a: &[*const u8; MR_MAX],
         w: *const i8,
         q0: usize,
         q1: usize,
+        koff: *const u32,
         tile: &mut Tile32,
     ) {
         let mut acc = [[_mm512_setzero_si512(); 2]; MR_MAX];
@@ -122,8 +126,8 @@ pub(crate) mod x86 {
         // guarantees; unaligned loads.
         unsafe {
             let mut wp = w.add(q0 * NR * 4);
-            let mut off = q0 * 4;
-            for _ in q0..q1 {
+            for q in q0..q1 {
+                let off = if TABLE { *koff.add(q) as usize } else { q * 4 };
                 let w0 = _mm512_loadu_si512(wp as *const __m512i);
                 let w1 = _mm512_loadu_si512(wp.add(64) as *const __m512i);
                 for r in 0..MR_MAX {
@@ -132,7 +136,6 @@ pub(crate) mod x86 {
                     acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
                 }
                 wp = wp.add(NR * 4);
-                off += 4;
             }
             for r in 0..MR_MAX {
                 let dst = tile.as_mut_ptr().add(r * NR);
@@ -142,17 +145,20 @@ pub(crate) mod x86 {
         }
     }
 
-    /// AVX-512 VNNI `I16x2` kernel (`vpdpwssd`), 8 rows × 32 columns.
+    /// AVX-512 VNNI `I16x2` kernel (`vpdpwssd`), 8 rows × 32 columns;
+    /// group offsets as in [`vnni_i8x4`] (`2q`, or `koff[q]`).
     ///
     /// # Safety
-    /// AVX-512 F/VNNI available; `a[r]` readable for `2 · q1` i16, `w` for
+    /// AVX-512 F/VNNI available; `a[r]` readable for 2 i16 at every group
+    /// offset of `q0..q1`; `koff` (when `TABLE`) for `q1` entries; `w` for
     /// `q1 · NR · 2` i16.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn vnni_i16x2(
+    pub(crate) unsafe fn vnni_i16x2<const TABLE: bool>(
         a: &[*const i16; MR_MAX],
         w: *const i16,
         q0: usize,
         q1: usize,
+        koff: *const u32,
         tile: &mut Tile32,
     ) {
         let mut acc = [[_mm512_setzero_si512(); 2]; MR_MAX];
@@ -160,8 +166,8 @@ pub(crate) mod x86 {
         // guarantees; unaligned loads.
         unsafe {
             let mut wp = w.add(q0 * NR * 2);
-            let mut off = q0 * 2;
-            for _ in q0..q1 {
+            for q in q0..q1 {
+                let off = if TABLE { *koff.add(q) as usize } else { q * 2 };
                 let w0 = _mm512_loadu_si512(wp as *const __m512i);
                 let w1 = _mm512_loadu_si512(wp.add(32) as *const __m512i);
                 for r in 0..MR_MAX {
@@ -170,7 +176,6 @@ pub(crate) mod x86 {
                     acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], av, w1);
                 }
                 wp = wp.add(NR * 2);
-                off += 2;
             }
             for r in 0..MR_MAX {
                 let dst = tile.as_mut_ptr().add(r * NR);

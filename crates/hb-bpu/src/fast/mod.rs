@@ -267,6 +267,8 @@ pub struct Scratch {
     pub(crate) taps: Vec<usize>,
     pub(crate) jobs: Vec<driver::Job>,
     pub(crate) plane: Vec<i32>,
+    pub(crate) rows_at: Vec<usize>,
+    pub(crate) koff: Vec<u32>,
 }
 
 impl Scratch {

@@ -138,6 +138,7 @@ pub fn conv_out_shape(pw: &PackedWeights, x_shape: &[usize]) -> Result<Vec<usize
         c_in,
         m,
         kernel,
+        ..
     } = &pw.op
     else {
         return Err(shape_err!("weights were not packed for a Conv"));
@@ -190,11 +191,12 @@ pub fn conv_into<X: FastIn, O: FastOut>(
         c_in,
         m,
         kernel,
+        tap_stride,
     } = &pw.op
     else {
         return Err(shape_err!("weights were not packed for a Conv"));
     };
-    let (c, m) = (*c_in, *m);
+    let (c, m, ts) = (*c_in, *m, *tap_stride);
     let xs = x.shape();
     let r = kernel.len();
     let nb = xs[0];
@@ -225,6 +227,8 @@ pub fn conv_into<X: FastIn, O: FastOut>(
         taps,
         jobs,
         plane,
+        rows_at,
+        koff,
         ..
     } = scratch;
     // Tap offsets (row-major over the kernel), in positions.
@@ -286,6 +290,49 @@ pub fn conv_into<X: FastIn, O: FastOut>(
         }
         return Ok(());
     }
+    if let Some(ts) = pw.implicit_conv() {
+        if implicit_tables(pw, c, ts, sp_out, p, &pstr, taps, rows_at, koff) {
+            for j in jobs.iter_mut() {
+                j.a_off = j.group * cg;
+            }
+            // Slack: a tap's last K-group may read up to `group − 1`
+            // elements past its channels (their weights are zero).
+            let slack = pw.layout.group();
+            for b in 0..nb {
+                let img = &xd[b * c * img_in..(b + 1) * c * img_in];
+                let a = match pw.layout {
+                    Layout::I8x4 => {
+                        let pb = ensure(pad_u8, pad_len + slack);
+                        pb.fill(0x80);
+                        to_channels_last(img, c, sp_in, p, &pstr, |v| to_u8(v), pb);
+                        AData::U8(pb)
+                    }
+                    Layout::I16x2 => {
+                        let pb = ensure(pad_i16, pad_len + slack);
+                        pb.fill(0);
+                        to_channels_last(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb);
+                        AData::I16(pb)
+                    }
+                };
+                let prob = Problem {
+                    pw,
+                    a,
+                    lda: 0,
+                    rows: npix,
+                    lo_off: 0,
+                    jobs,
+                    rows_at: Some(rows_at),
+                    koff: Some(koff),
+                    rs: 1,
+                    cs: npix,
+                    lo,
+                    hi,
+                };
+                run(&prob, &mut out[b * m * npix..(b + 1) * m * npix], exec)?;
+            }
+            return Ok(());
+        }
+    }
     for b in 0..nb {
         let img = &xd[b * c * img_in..(b + 1) * c * img_in];
         let (a, lo_off): (AData<'_>, usize) = match pw.layout {
@@ -294,7 +341,7 @@ pub fn conv_into<X: FastIn, O: FastOut>(
                 pb.fill(0x80);
                 to_channels_last(img, c, sp_in, p, &pstr, |v| to_u8(v), pb);
                 let a = ensure(a_u8, arows);
-                im2col(pb, c, cg, g, kp, lda, sp_out, p, &pstr, taps, a, 0x80);
+                im2col(pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, 0x80);
                 (AData::U8(a), 0)
             }
             Layout::I16x2 => {
@@ -302,7 +349,7 @@ pub fn conv_into<X: FastIn, O: FastOut>(
                 pb.fill(0);
                 to_channels_last(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb);
                 let a = ensure(a_i16, if pw.split { 2 * arows } else { arows });
-                im2col(pb, c, cg, g, kp, lda, sp_out, p, &pstr, taps, a, 0);
+                im2col(pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, 0);
                 if pw.split {
                     split_hi_lo(a);
                     (AData::I16(a), arows)
@@ -318,6 +365,8 @@ pub fn conv_into<X: FastIn, O: FastOut>(
             rows: npix,
             lo_off,
             jobs,
+            rows_at: None,
+            koff: None,
             rs: 1,
             cs: npix,
             lo,
@@ -368,13 +417,80 @@ fn to_channels_last<X: Copy, T: Copy>(
     }
 }
 
+/// The implicit-GEMM tables of a conv: the padded-input offset of every
+/// output pixel (`rows_at`) and of every K-group within a pixel (`koff`,
+/// tap-major, `ts` packed elements per tap). False when an offset does not
+/// fit `u32` (the caller then uses im2col).
+#[allow(clippy::too_many_arguments)]
+fn implicit_tables(
+    pw: &PackedWeights,
+    c: usize,
+    ts: usize,
+    sp_out: &[usize],
+    p: &crate::reference::conv::ConvParams,
+    pstr: &[usize],
+    taps: &[usize],
+    rows_at: &mut Vec<usize>,
+    koff: &mut Vec<u32>,
+) -> bool {
+    let gs = pw.layout.group();
+    koff.clear();
+    for q in 0..pw.kp / gs {
+        let k = q * gs;
+        let (t, j) = (k / ts, k % ts);
+        let Some(off) = taps
+            .get(t)
+            .and_then(|&to| to.checked_mul(c))
+            .and_then(|o| o.checked_add(j))
+            .and_then(|o| u32::try_from(o).ok())
+        else {
+            return false;
+        };
+        koff.push(off);
+    }
+    rows_at.clear();
+    for_each_window(sp_out, p, pstr, |pos| rows_at.push(pos * c));
+    true
+}
+
+/// Calls `f` with the padded-input position (in positions) of the first
+/// kernel tap of every output pixel, in row-major output order.
+fn for_each_window(
+    sp_out: &[usize],
+    p: &crate::reference::conv::ConvParams,
+    pstr: &[usize],
+    mut f: impl FnMut(usize),
+) {
+    let r = sp_out.len();
+    let w_last = sp_out[r - 1];
+    let rows_outer = sp_out.iter().product::<usize>() / w_last.max(1);
+    let mut idx = vec![0usize; r - 1];
+    for _ in 0..rows_outer {
+        let mut base = 0usize;
+        for i in 0..r - 1 {
+            base += idx[i] * p.strides[i] * pstr[i];
+        }
+        for ow in 0..w_last {
+            f(base + ow * p.strides[r - 1]);
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < sp_out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
 /// im2col from the channels-last padded buffer: row `o` (output pixel) is
-/// `[group 0: taps × C_g, pad to kp | group 1 | …]`.
+/// `[group 0: taps × (C_g, zeros to ts), pad to kp | group 1 | …]`.
 #[allow(clippy::too_many_arguments)]
 fn im2col<T: Copy>(
     pb: &[T],
     c: usize,
     cg: usize,
+    ts: usize,
     g: usize,
     kp: usize,
     lda: usize,
@@ -385,48 +501,29 @@ fn im2col<T: Copy>(
     a: &mut [T],
     zero: T,
 ) {
-    let r = sp_out.len();
-    let w_last = sp_out[r - 1];
-    let k = taps.len() * cg;
-    let rows_outer = sp_out.iter().product::<usize>() / w_last;
-    let mut idx = vec![0usize; r - 1];
+    let k = taps.len() * ts;
     let mut pix = 0usize;
-    for _ in 0..rows_outer {
-        let mut base = 0usize;
-        for i in 0..r - 1 {
-            base += idx[i] * p.strides[i] * pstr[i];
-        }
-        for ow in 0..w_last {
-            let pos = base + ow * p.strides[r - 1];
-            let row = &mut a[pix * lda..(pix + 1) * lda];
-            for gi in 0..g {
-                let dst = &mut row[gi * kp..(gi + 1) * kp];
+    for_each_window(sp_out, p, pstr, |pos| {
+        let row = &mut a[pix * lda..(pix + 1) * lda];
+        for gi in 0..g {
+            let dst = &mut row[gi * kp..(gi + 1) * kp];
+            for (t, &to) in taps.iter().enumerate() {
+                let s = (pos + to) * c + gi * cg;
+                let d = &mut dst[t * ts..(t + 1) * ts];
                 if cg <= 8 {
                     // Few channels: element copies beat a memcpy call per tap.
-                    for (t, &to) in taps.iter().enumerate() {
-                        let s = (pos + to) * c + gi * cg;
-                        for (d, v) in dst[t * cg..(t + 1) * cg].iter_mut().zip(&pb[s..s + cg]) {
-                            *d = *v;
-                        }
+                    for (d, v) in d[..cg].iter_mut().zip(&pb[s..s + cg]) {
+                        *d = *v;
                     }
                 } else {
-                    for (t, &to) in taps.iter().enumerate() {
-                        let s = (pos + to) * c + gi * cg;
-                        dst[t * cg..(t + 1) * cg].copy_from_slice(&pb[s..s + cg]);
-                    }
+                    d[..cg].copy_from_slice(&pb[s..s + cg]);
                 }
-                dst[k..].fill(zero);
+                d[cg..].fill(zero);
             }
-            pix += 1;
+            dst[k..].fill(zero);
         }
-        for d in (0..r - 1).rev() {
-            idx[d] += 1;
-            if idx[d] < sp_out[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
+        pix += 1;
+    });
 }
 
 /// Allocating [`conv_into`].
@@ -593,6 +690,8 @@ pub fn matmul_into<X: FastIn, O: FastOut>(
         rows,
         lo_off,
         jobs: jobs_buf,
+        rows_at: None,
+        koff: None,
         rs: n,
         cs: 1,
         lo,
@@ -673,6 +772,8 @@ pub fn gemm_into<X: FastIn, O: FastOut>(
         rows: m,
         lo_off,
         jobs: &jobs,
+        rows_at: None,
+        koff: None,
         rs: pw.n,
         cs: 1,
         lo,

@@ -42,6 +42,10 @@ pub(crate) enum OpInfo {
         m: usize,
         /// Kernel spatial shape.
         kernel: Vec<usize>,
+        /// Packed K elements per kernel tap: `C_g`, or `C_g` rounded up to
+        /// the layout's group (zero weights in the gap) when the conv runs
+        /// as an implicit GEMM ([`PackedWeights::implicit_conv`]).
+        tap_stride: usize,
     },
     MatMul {
         /// The shape of the constant operand B (`[…, K, N]` or `[K]`).
@@ -197,9 +201,22 @@ impl PackedWeights {
         let taps = numel(&kernel)?;
         let mg = m / g;
         let wd = w.data();
-        // Packed K order: k = tap · C_g + ci (the im2col row order).
+        let layout = layout_for(isa, x_kind, W::KIND);
+        // Implicit GEMM (AVX-512 VNNI, one K pass per int16 value): each tap
+        // reads its channels straight from the padded channels-last input,
+        // so a tap's K run is rounded up to whole K-groups.
+        let implicit = isa == Isa::Avx512Vnni && x_kind != IntKind::I16 && cg > 1;
+        let tap_stride = if implicit {
+            cg.next_multiple_of(layout.group())
+        } else {
+            cg
+        };
+        // Packed K order: k = tap · tap_stride + ci (the im2col row order).
         let wf = |gi: usize, k: usize, c: usize| -> i16 {
-            let (tap, ci) = (k / cg, k % cg);
+            let (tap, ci) = (k / tap_stride, k % tap_stride);
+            if ci >= cg {
+                return 0;
+            }
             wd[((gi * mg + c) * cg + ci) * taps + tap].to_i16()
         };
         let bf = |gi: usize, c: usize| bias.map_or(0, |b| b[gi * mg + c]);
@@ -216,10 +233,10 @@ impl PackedWeights {
         });
         let mut pw = pack_core(Spec {
             isa,
-            layout: layout_for(isa, x_kind, W::KIND),
+            layout,
             x_kind,
             groups: g,
-            k: cg * taps,
+            k: tap_stride * taps,
             n: mg,
             w: &wf,
             bias: &bf,
@@ -232,6 +249,7 @@ impl PackedWeights {
                 c_in,
                 m,
                 kernel,
+                tap_stride,
             },
         })?;
         pw.dw = dw;
@@ -388,6 +406,23 @@ impl PackedWeights {
     #[inline]
     pub(crate) fn panel_offset(&self, g: usize, p: usize) -> usize {
         (g * self.panels + p) * self.kp * NR
+    }
+
+    /// For a Conv packed for the implicit GEMM (AVX-512 VNNI, not split,
+    /// each tap's K run a whole number of K-groups): the packed K elements
+    /// per tap. The kernel then reads every tap's channels straight from
+    /// the padded channels-last input instead of an im2col copy.
+    pub(crate) fn implicit_conv(&self) -> Option<usize> {
+        match &self.op {
+            OpInfo::Conv { tap_stride, .. }
+                if self.isa == Isa::Avx512Vnni
+                    && !self.split
+                    && *tap_stride % self.layout.group() == 0 =>
+            {
+                Some(*tap_stride)
+            }
+            _ => None,
+        }
     }
 }
 

@@ -193,7 +193,7 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         1usize..=3,
         1usize..=2,
         prop_oneof![Just(0usize), Just(1), Just(2), Just(3)],
-        1usize..=5,
+        prop_oneof![1usize..=5, Just(8usize), Just(16)],
         prop_oneof![1usize..=3, 30usize..=36],
         [1usize..=3, 1usize..=3, 1usize..=3],
         [1usize..=8, 1usize..=8, 1usize..=4],
