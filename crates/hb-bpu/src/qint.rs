@@ -4,7 +4,7 @@ use std::fmt::Debug;
 
 /// An integer storage type (`i8`, `i16`, `i32`): its range and saturating
 /// conversions from the wide intermediate types.
-pub trait QInt: Copy + Default + Debug + PartialEq + Send + Sync + 'static {
+pub trait QInt: Copy + Default + Debug + Ord + Send + Sync + 'static {
     /// Smallest value.
     const MIN: i64;
     /// Largest value.

@@ -10,7 +10,7 @@
 use super::softmax::softmax_into;
 use super::store::{Buf, Store, V};
 use super::Packed;
-use crate::fast::{conv_into, gemm_into, matmul_into, ExecOptions, Scratch};
+use crate::fast::{conv_into_layout, gemm_into, matmul_into, ConvLayout, ExecOptions, Scratch};
 use crate::fixed_point::{Requant, Rescale2};
 use crate::program::numel;
 use crate::program::prepared::{Clamp, Kernel, Post, PreparedOp};
@@ -223,6 +223,10 @@ pub(super) fn packed(
 ) -> R<bool> {
     let xid = op.inputs[0].ok_or("missing input")?;
     let yid = op.outputs[0];
+    let layout = ConvLayout {
+        x_channels_last: st.is_channels_last(xid),
+        y_channels_last: st.is_channels_last(yid),
+    };
     let xshape = st.infos[xid].1.clone();
     let n = numel(&st.infos[yid].1);
     let s = st.slot(yid)?;
@@ -234,7 +238,7 @@ pub(super) fn packed(
                 let xr = TensorRef::new($xs, &xshape).map_err(|e| e.to_string())?;
                 with_out_buf!(&mut buf, n, |o: O| {
                     match pw {
-                        Packed::Conv(w) => conv_into(w, xr, o, scratch, exec),
+                        Packed::Conv(w) => conv_into_layout(w, xr, o, scratch, exec, layout),
                         Packed::MatMul(w) => matmul_into(w, xr, o, scratch, exec),
                         Packed::Gemm(w) => gemm_into(w, xr, o, scratch, exec),
                     }
@@ -256,7 +260,24 @@ pub(super) fn packed(
 
 /// Applies fused post-steps in place on an output of type `O`.
 fn post_in_place<O: QInt>(op: &PreparedOp, posts: &[Post], y: &mut [O], st: &Store<'_>) -> R<()> {
-    let shape = &st.infos[op.outputs[0]].1;
+    let yid = op.outputs[0];
+    let shape = &st.infos[yid].1;
+    // A channels-last output: the stored shape, and where each logical
+    // axis went (`[N, C, S…]` → `[N, S…, C]`).
+    let cl = st.is_channels_last(yid) && shape.len() >= 3;
+    let stored: Vec<usize> = if cl {
+        let mut s = vec![shape[0]];
+        s.extend(&shape[2..]);
+        s.push(shape[1]);
+        s
+    } else {
+        shape.clone()
+    };
+    let stored_axis = |a: usize| match a {
+        1 if cl => shape.len() - 1,
+        a if cl && a >= 2 => a - 1,
+        a => a,
+    };
     let mut steps = posts.iter().peekable();
     while let Some(p) = steps.next() {
         match p {
@@ -264,7 +285,7 @@ fn post_in_place<O: QInt>(op: &PreparedOp, posts: &[Post], y: &mut [O], st: &Sto
                 requant,
                 axis,
                 clamp,
-            } => rescale_in_place(y, shape, requant, *axis, *clamp)?,
+            } => rescale_in_place(y, &stored, requant, stored_axis(*axis), *clamp)?,
             Post::Add {
                 other,
                 main_is_b,
@@ -489,18 +510,16 @@ pub(super) fn try_fast(
                 if xshape.len() != 4 || params.kernel.len() != 2 || yshape.len() != 4 {
                     return Ok(false);
                 }
-                if (0..2).any(|i| {
-                    params.pads[i] >= params.kernel[i] || params.pads[2 + i] >= params.kernel[i]
-                }) {
+                if !max_pool_2d_fits(params) {
                     return Ok(false);
                 }
+                let cl = st.is_channels_last(op.inputs[0].ok_or("missing input")?);
                 let v = x0(0)?;
-                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| max_pool_2d::<
-                    I,
-                    O,
-                >(
-                    x, o, xshape, &yshape, params, requant
-                )));
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| if cl {
+                    max_pool_2d_cl::<I, O>(x, o, xshape, &yshape, params, requant)
+                } else {
+                    max_pool_2d::<I, O>(x, o, xshape, &yshape, params, requant)
+                }));
             }
             Kernel::GlobalAvgPool { s_x, s_y } => {
                 let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
@@ -772,6 +791,60 @@ fn taps_1d(n_out: usize, n_in: usize, k: usize, s: usize, d: usize, pad: usize) 
 }
 
 type TapList = (Vec<usize>, Vec<(usize, usize)>);
+
+/// Whether the 2-D MaxPool fast paths take these parameters (every pad
+/// shorter than the window).
+pub(super) fn max_pool_2d_fits(p: &crate::reference::pool::PoolParams) -> bool {
+    p.kernel.len() == 2 && (0..2).all(|i| p.pads[i] < p.kernel[i] && p.pads[2 + i] < p.kernel[i])
+}
+
+/// [`max_pool_2d`] on channels-last storage (`[N, H, W, C]` for the
+/// logical `[N, C, H, W]` shapes `xs`, `ys`): the same windows, a maximum
+/// per channel vectorised across channels.
+fn max_pool_2d_cl<I: QInt, O: QInt>(
+    x: &[I],
+    y: &mut [O],
+    xs: &[usize],
+    ys: &[usize],
+    p: &crate::reference::pool::PoolParams,
+    r: &Requant,
+) {
+    const CH: usize = 64;
+    let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oh, ow) = (ys[2], ys[3]);
+    let (rf, rr) = taps_1d(oh, h, p.kernel[0], p.strides[0], p.dilations[0], p.pads[0]);
+    let (cf, cr) = taps_1d(ow, w, p.kernel[1], p.strides[1], p.dilations[1], p.pads[1]);
+    let ident = r.is_identity();
+    let imin = I::sat_i64(I::MIN);
+    for b in 0..n {
+        let xi = &x[b * h * w * c..(b + 1) * h * w * c];
+        let yi = &mut y[b * oh * ow * c..(b + 1) * oh * ow * c];
+        for (i, &(r0, rn)) in rr.iter().enumerate() {
+            for (j, &(c0, cn)) in cr.iter().enumerate() {
+                let yo = &mut yi[(i * ow + j) * c..(i * ow + j + 1) * c];
+                for ch0 in (0..c).step_by(CH) {
+                    let len = CH.min(c - ch0);
+                    let mut acc = [imin; CH];
+                    for &hh in &rf[r0..r0 + rn] {
+                        for &ww in &cf[c0..c0 + cn] {
+                            let src = &xi[(hh * w + ww) * c + ch0..][..len];
+                            for (a, &v) in acc[..len].iter_mut().zip(src) {
+                                *a = (*a).max(v);
+                            }
+                        }
+                    }
+                    for (d, &a) in yo[ch0..ch0 + len].iter_mut().zip(&acc[..len]) {
+                        *d = if ident {
+                            O::sat_i64(a.to_i64())
+                        } else {
+                            r.apply_fast::<O>(a.to_i64())
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// 2-D MaxPool on NCHW, windows exactly as the reference (positions outside
 /// the input ignored, an empty window is `I::MIN`), then `R(s_x/s_y)`.
@@ -1088,7 +1161,14 @@ mod tests {
             if let Ok(want) = max_pool::<i16, i8>(xt, &p, &r) {
                 let mut y = vec![0i8; want.data.len()];
                 max_pool_2d(&x, &mut y, &xs, &want.shape, &p, &r);
-                prop_assert_eq!(y, want.data);
+                prop_assert_eq!(&y, &want.data);
+                // Channels-last storage: the same values, transposed.
+                let (oh, ow) = (want.shape[2], want.shape[3]);
+                let x_cl: Vec<i16> = (0..h * w * c).map(|i| x[(i % c) * h * w + i / c]).collect();
+                let mut y_cl = vec![0i8; y.len()];
+                max_pool_2d_cl(&x_cl, &mut y_cl, &xs, &want.shape, &p, &r);
+                let back: Vec<i8> = (0..y.len()).map(|i| y_cl[(i % (oh * ow)) * c + i / (oh * ow)]).collect();
+                prop_assert_eq!(back, want.data);
             }
             // ReduceMean over the trailing axes.
             let want: QTensor<i8> = reduce_mean(xt, &[2, 3], true, 0.5, 0.07).unwrap();

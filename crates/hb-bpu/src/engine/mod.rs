@@ -20,6 +20,7 @@
 
 mod elem;
 mod fastops;
+mod layout;
 mod softmax;
 mod store;
 
@@ -72,6 +73,8 @@ pub struct Engine {
     infos: Vec<(DType, Vec<usize>)>,
     plan: pb::MemoryPlan,
     input_pos: Vec<Option<usize>>,
+    /// Per tensor id: stored channels-last (see `layout.rs`).
+    channels_last: Vec<bool>,
     exec: ExecOptions,
 }
 
@@ -378,7 +381,13 @@ impl Engine {
         for (k, &i) in program.inputs.iter().enumerate() {
             input_pos[i as usize] = Some(k);
         }
+        let channels_last = if opts.reference_only {
+            vec![false; infos.len()]
+        } else {
+            layout::channels_last(&program, &ops, &packed, &narrow, &infos)
+        };
         Ok(Engine {
+            channels_last,
             program,
             ops,
             packed,
@@ -463,6 +472,7 @@ impl Engine {
                 inputs,
                 input_pos: &self.input_pos,
                 infos: &self.infos,
+                channels_last: &self.channels_last,
             };
             let done = match &self.packed[k] {
                 Some(pw) => {
@@ -502,11 +512,8 @@ impl Engine {
             }
             if let Some(f) = seen.as_mut() {
                 for &o in &op.outputs {
-                    let t = st
-                        .get(o)
-                        .map_err(|e| op.err(e))?
-                        .to_tensor(&self.infos[o].1)
-                        .map_err(|e| op.err(e))?;
+                    let v = st.get(o).map_err(|e| op.err(e))?;
+                    let t = self.logical(o, &v).map_err(|e| op.err(e))?;
                     f(o, &t);
                 }
             }
@@ -518,6 +525,7 @@ impl Engine {
             inputs,
             input_pos: &self.input_pos,
             infos: &self.infos,
+            channels_last: &self.channels_last,
         };
         self.program
             .outputs
@@ -528,6 +536,31 @@ impl Engine {
                     .map_err(|e| ProgramError::Invalid(format!("output #{o}: {e}")))
             })
             .collect()
+    }
+
+    /// A copy of tensor `id`'s value `v` in its logical (NCHW) order.
+    fn logical(&self, id: usize, v: &V<'_>) -> std::result::Result<Tensor, String> {
+        let shape = &self.infos[id].1;
+        if !self.channels_last[id] {
+            return v.to_tensor(shape);
+        }
+        let stored = [shape[0], shape[2], shape[3], shape[1]];
+        let back = |t: Tensor| -> Tensor {
+            let perm = ndarray::IxDyn(&[0, 3, 1, 2]);
+            match t {
+                Tensor::I8(a) => {
+                    Tensor::I8(a.permuted_axes(perm).as_standard_layout().into_owned())
+                }
+                Tensor::I16(a) => {
+                    Tensor::I16(a.permuted_axes(perm).as_standard_layout().into_owned())
+                }
+                Tensor::I32(a) => {
+                    Tensor::I32(a.permuted_axes(perm).as_standard_layout().into_owned())
+                }
+                other => other,
+            }
+        };
+        Ok(back(v.to_tensor(&stored)?))
     }
 
     /// An op without a fast path: reference executor or the host CPU.

@@ -85,9 +85,17 @@ pub(crate) struct Store<'a> {
     pub inputs: &'a [Tensor],
     pub input_pos: &'a [Option<usize>],
     pub infos: &'a [(DType, Vec<usize>)],
+    /// Per tensor id: stored channels-last (`[N, H, W, C]` for the logical
+    /// `[N, C, H, W]`; see `layout.rs`).
+    pub channels_last: &'a [bool],
 }
 
 impl Store<'_> {
+    /// Whether tensor `id` is stored channels-last.
+    pub fn is_channels_last(&self, id: usize) -> bool {
+        self.channels_last.get(id).copied().unwrap_or(false)
+    }
+
     /// The value of tensor `id`.
     pub fn get(&self, id: usize) -> Result<V<'_>, String> {
         if let Some(c) = self.consts.get(id).and_then(|c| c.as_deref()) {

@@ -257,35 +257,21 @@ unsafe fn tile<O: FastOut>(
             rnd: &pw.rnd[col0..col0 + NR],
             shift: &pw.shift[col0..col0 + NR],
         };
-        for r in 0..nrows {
-            for v in 0..2 {
-                let c0 = v * 16;
-                if c0 >= ncols {
-                    break;
-                }
-                let n = (ncols - c0).min(16);
-                // SAFETY: AVX-512 checked at packing; c0 + 16 ≤ NR.
-                let y =
-                    unsafe { kernels::x86::epi16(&t32[r * NR..(r + 1) * NR], &e, c0, p.lo, p.hi) };
-                let off = base + r * p.rs + (panel * NR + c0) * p.cs;
-                if p.cs == 1 {
-                    // SAFETY: `n` elements from `off` are inside the output
-                    // (bounds checked in `run`) and belong to this tile.
-                    unsafe {
-                        kernels::x86::store16(
-                            out.0.add(off) as *mut u8,
-                            std::mem::size_of::<O>(),
-                            y,
-                            n,
-                        )
-                    };
-                } else {
-                    // SAFETY: AVX-512 checked at packing; the `n` strided
-                    // elements are inside the output and this tile.
-                    unsafe { kernels::x86::store16_strided(out.0.add(off), p.cs, y, n) };
-                }
-            }
-        }
+        // SAFETY: AVX-512 checked at packing; the tile's outputs are inside
+        // the output (bounds checked in `run`) and belong to this tile.
+        unsafe {
+            kernels::x86::epilogue_tile(
+                &t32,
+                &e,
+                nrows,
+                ncols,
+                p.lo,
+                p.hi,
+                out.0.add(base + panel * NR * p.cs),
+                p.rs,
+                p.cs,
+            )
+        };
         return;
     }
     let colg = panel * NR;

@@ -39,7 +39,8 @@ mod ops;
 mod pack;
 
 pub use ops::{
-    conv, conv_into, conv_out_shape, gemm, gemm_into, matmul, matmul_into, matmul_out_shape,
+    conv, conv_into, conv_into_layout, conv_out_shape, gemm, gemm_into, matmul, matmul_into,
+    matmul_out_shape, ConvLayout,
 };
 pub use pack::PackedWeights;
 

@@ -182,6 +182,41 @@ pub fn conv_into<X: FastIn, O: FastOut>(
     scratch: &mut Scratch,
     exec: &ExecOptions,
 ) -> Result<()> {
+    conv_into_layout(pw, x, out, scratch, exec, ConvLayout::default())
+}
+
+/// Memory orders of a [`conv_into_layout`] call. Shapes stay the logical
+/// `[N, C, S…]`; a channels-last tensor stores `[N, S…, C]` row-major.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConvLayout {
+    /// The input is stored channels-last.
+    pub x_channels_last: bool,
+    /// Write the output channels-last.
+    pub y_channels_last: bool,
+}
+
+impl PackedWeights {
+    /// Whether [`conv_into_layout`] takes channels-last operands for these
+    /// weights (a Conv not run by the depthwise kernel).
+    pub fn conv_takes_channels_last(&self) -> bool {
+        matches!(self.op, OpInfo::Conv { .. }) && self.dw.is_none()
+    }
+}
+
+/// [`conv_into`] with channels-last input and/or output
+/// ([`PackedWeights::conv_takes_channels_last`]); the same integers in
+/// another order.
+pub fn conv_into_layout<X: FastIn, O: FastOut>(
+    pw: &PackedWeights,
+    x: TensorRef<'_, X>,
+    out: &mut [O],
+    scratch: &mut Scratch,
+    exec: &ExecOptions,
+    layout: ConvLayout,
+) -> Result<()> {
+    if layout != ConvLayout::default() && !pw.conv_takes_channels_last() {
+        return Err(shape_err!("this conv does not take channels-last operands"));
+    }
     check_kind::<X>(pw, x.data())?;
     let out_shape = conv_out_shape(pw, x.shape())?;
     check_out(out, &out_shape)?;
@@ -249,10 +284,16 @@ pub fn conv_into<X: FastIn, O: FastOut>(
     let lda = g * kp;
     let xd = x.data();
     jobs.clear();
+    // Output element of (pixel, channel): `pixel · rs + channel · cs`.
+    let (rs, cs) = if layout.y_channels_last {
+        (m, 1)
+    } else {
+        (1, npix)
+    };
     jobs.extend((0..g).map(|gi| Job {
         a_off: gi * kp,
         group: gi,
-        out_off: gi * mg * npix,
+        out_off: gi * mg * cs,
     }));
     let arows = npix
         .checked_mul(lda)
@@ -304,13 +345,13 @@ pub fn conv_into<X: FastIn, O: FastOut>(
                     Layout::I8x4 => {
                         let pb = ensure(pad_u8, pad_len + slack);
                         pb.fill(0x80);
-                        to_channels_last(img, c, sp_in, p, &pstr, |v| to_u8(v), pb);
+                        to_padded(img, c, sp_in, p, &pstr, |v| to_u8(v), pb, layout);
                         AData::U8(pb)
                     }
                     Layout::I16x2 => {
                         let pb = ensure(pad_i16, pad_len + slack);
                         pb.fill(0);
-                        to_channels_last(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb);
+                        to_padded(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb, layout);
                         AData::I16(pb)
                     }
                 };
@@ -323,8 +364,8 @@ pub fn conv_into<X: FastIn, O: FastOut>(
                     jobs,
                     rows_at: Some(rows_at),
                     koff: Some(koff),
-                    rs: 1,
-                    cs: npix,
+                    rs,
+                    cs,
                     lo,
                     hi,
                 };
@@ -339,7 +380,7 @@ pub fn conv_into<X: FastIn, O: FastOut>(
             Layout::I8x4 => {
                 let pb = ensure(pad_u8, pad_len);
                 pb.fill(0x80);
-                to_channels_last(img, c, sp_in, p, &pstr, |v| to_u8(v), pb);
+                to_padded(img, c, sp_in, p, &pstr, |v| to_u8(v), pb, layout);
                 let a = ensure(a_u8, arows);
                 im2col(pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, 0x80);
                 (AData::U8(a), 0)
@@ -347,7 +388,7 @@ pub fn conv_into<X: FastIn, O: FastOut>(
             Layout::I16x2 => {
                 let pb = ensure(pad_i16, pad_len);
                 pb.fill(0);
-                to_channels_last(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb);
+                to_padded(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb, layout);
                 let a = ensure(a_i16, if pw.split { 2 * arows } else { arows });
                 im2col(pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, 0);
                 if pw.split {
@@ -367,14 +408,59 @@ pub fn conv_into<X: FastIn, O: FastOut>(
             jobs,
             rows_at: None,
             koff: None,
-            rs: 1,
-            cs: npix,
+            rs,
+            cs,
             lo,
             hi,
         };
         run(&prob, &mut out[b * m * npix..(b + 1) * m * npix], exec)?;
     }
     Ok(())
+}
+
+/// Copies one image (NC… or, with `layout.x_channels_last`, N…C) into the
+/// channels-last padded buffer.
+#[allow(clippy::too_many_arguments)]
+fn to_padded<X: Copy, T: Copy>(
+    img: &[X],
+    c: usize,
+    sp_in: &[usize],
+    p: &crate::reference::conv::ConvParams,
+    pstr: &[usize],
+    f: impl Fn(X) -> T,
+    dst: &mut [T],
+    layout: ConvLayout,
+) {
+    if !layout.x_channels_last {
+        return to_channels_last(img, c, sp_in, p, pstr, f, dst);
+    }
+    let r = sp_in.len();
+    let w_last = sp_in[r - 1];
+    let img_in: usize = sp_in.iter().product();
+    if img_in == 0 {
+        return;
+    }
+    let run = w_last * c;
+    let mut idx = vec![0usize; r.saturating_sub(1)];
+    for row in 0..img_in / w_last {
+        let mut pos = p.pads[r - 1];
+        for i in 0..r - 1 {
+            pos += (idx[i] + p.pads[i]) * pstr[i];
+        }
+        for (d, &v) in dst[pos * c..pos * c + run]
+            .iter_mut()
+            .zip(&img[row * run..(row + 1) * run])
+        {
+            *d = f(v);
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < sp_in[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
 }
 
 /// Copies one NC… image into the channels-last padded buffer.

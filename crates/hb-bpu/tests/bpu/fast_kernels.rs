@@ -304,10 +304,66 @@ fn check_conv_kind<X: FastIn, W: FastIn, O: FastOut>(
                 }
                 out = y.data;
             }
+            // Channels-last operands: the same integers in the other order.
+            if pw.conv_takes_channels_last() {
+                let ys = fast::conv_out_shape(&pw, &xs)?;
+                let x_cl = to_channels_last(&x, &xs);
+                for (xl, yl) in [(true, false), (false, true), (true, true)] {
+                    let xin = if xl { &x_cl } else { &x };
+                    let mut y = vec![O::default(); ys.iter().product()];
+                    let layout = fast::ConvLayout {
+                        x_channels_last: xl,
+                        y_channels_last: yl,
+                    };
+                    let mut scratch = Scratch::new();
+                    fast::conv_into_layout(
+                        &pw,
+                        TensorRef::new(xin, &xs).unwrap(),
+                        &mut y,
+                        &mut scratch,
+                        &EXEC,
+                        layout,
+                    )?;
+                    let y = if yl { from_channels_last(&y, &ys) } else { y };
+                    if y != out {
+                        return Err(hb_bpu::BpuError::Param(format!("{layout:?} differs")));
+                    }
+                }
+            }
             Ok(out)
         },
         &format!("conv {xs:?} * {ws:?} {p:?}"),
     )
+}
+
+/// `[N, C, S…]` row-major → `[N, S…, C]` row-major.
+fn to_channels_last<T: Copy>(x: &[T], shape: &[usize]) -> Vec<T> {
+    let (n, c) = (shape[0], shape[1]);
+    let sp: usize = shape[2..].iter().product();
+    let mut y = Vec::with_capacity(x.len());
+    for b in 0..n {
+        for i in 0..sp {
+            for ch in 0..c {
+                y.push(x[(b * c + ch) * sp + i]);
+            }
+        }
+    }
+    y
+}
+
+/// `[N, S…, C]` row-major → `[N, C, S…]` row-major.
+fn from_channels_last<T: Copy>(y: &[T], shape: &[usize]) -> Vec<T> {
+    let (n, c) = (shape[0], shape[1]);
+    let sp: usize = shape[2..].iter().product();
+    let mut x = Vec::with_capacity(y.len());
+    for b in 0..n {
+        for ch in 0..c {
+            for i in 0..sp {
+                x.push(y[(b * sp + i) * c + ch]);
+            }
+        }
+    }
+    x
 }
 
 #[derive(Debug, Clone)]
