@@ -251,6 +251,105 @@ fn fold_clamps(op: &PreparedOp, out: DType) -> (Option<(i64, i64)>, usize) {
     }
 }
 
+/// The fused step after the `skip` folded clamps of a weighted op when it
+/// is a requantisation the packed epilogue can take: `(requantisations,
+/// lo, hi, steps)` — one per tensor or one per output channel (Conv: axis
+/// 1; MatMul / Gemm: the last axis), then its clamp and any clamp-only
+/// steps right after it merged, all inside the output type.
+fn foldable_rescale(
+    op: &PreparedOp,
+    skip: usize,
+    out: DType,
+    out_rank: usize,
+) -> Option<(Vec<Requant>, i64, i64, usize)> {
+    let (omin, omax) = match out {
+        DType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+        DType::I16 => (i64::from(i16::MIN), i64::from(i16::MAX)),
+        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => return None,
+    };
+    let bounds = |clamp: Option<(i64, i64)>| {
+        let (lo, hi) = clamp.unwrap_or((omin, omax));
+        let hi = hi.max(lo);
+        (omin <= lo && hi <= omax).then_some((lo, hi))
+    };
+    let Some(Post::Rescale {
+        requant,
+        axis,
+        clamp,
+    }) = op.post.get(skip)
+    else {
+        return None;
+    };
+    let channel_axis = match op.kernel {
+        Kernel::Conv { .. } => 1,
+        _ => out_rank.checked_sub(1)?,
+    };
+    if requant.len() != 1 && *axis != channel_axis {
+        return None;
+    }
+    let (mut lo, mut hi) = bounds(*clamp)?;
+    let mut n = 1;
+    for p in &op.post[skip + 1..] {
+        let Post::Rescale {
+            requant: r2,
+            clamp: c2,
+            ..
+        } = p
+        else {
+            break;
+        };
+        let Some((l2, h2)) = bounds(*c2) else { break };
+        if !r2.iter().all(|r| r.is_identity()) || lo.max(l2) > hi.min(h2) {
+            break;
+        }
+        (lo, hi) = (lo.max(l2), hi.min(h2));
+        n += 1;
+    }
+    Some((requant.clone(), lo, hi, n))
+}
+
+/// Folds `rq` into both packings of an op (all or nothing).
+fn fold_into(
+    p: &mut Option<Packed>,
+    q: &mut Option<Packed>,
+    rq: &[Requant],
+    lo: i64,
+    hi: i64,
+) -> bool {
+    let weights = |x: &mut Option<Packed>| -> Option<PackedWeights> {
+        match x {
+            Some(Packed::Conv(w) | Packed::MatMul(w) | Packed::Gemm(w)) => Some(w.clone()),
+            None => None,
+        }
+    };
+    let (Some(mut wp), wq) = (weights(p), weights(q)) else {
+        return false;
+    };
+    if !wp.fold_requant(rq, lo, hi) {
+        return false;
+    }
+    let wq = match wq {
+        Some(mut w) => {
+            if !w.fold_requant(rq, lo, hi) {
+                return false;
+            }
+            Some(w)
+        }
+        None => None,
+    };
+    let put = |x: &mut Option<Packed>, w: PackedWeights| {
+        if let Some(Packed::Conv(v) | Packed::MatMul(v) | Packed::Gemm(v)) = x {
+            *v = w;
+        }
+    };
+    put(p, wp);
+    if let Some(w) = wq {
+        put(q, w);
+    }
+    true
+}
+
 /// Copies `x` into `a` when `a` already has `shape` and a standard layout.
 fn copy_into<T: Copy>(a: &mut ndarray::ArrayD<T>, shape: &[usize], x: &[T]) -> bool {
     if a.shape() != shape {
@@ -349,6 +448,15 @@ impl Engine {
                 p = pack_op(&program, op, &consts, &opts, false, None);
                 q = pack_op(&program, op, &consts, &opts, true, None);
                 n = 0;
+            }
+            if let Some(&o) = op.outputs.first() {
+                if let Some((rq, lo, hi, steps)) =
+                    foldable_rescale(op, n, infos[o].0, infos[o].1.len())
+                {
+                    if fold_into(&mut p, &mut q, &rq, lo, hi) {
+                        n += steps;
+                    }
+                }
             }
             packed.push(p);
             narrow.push(q);

@@ -256,6 +256,13 @@ unsafe fn tile<O: FastOut>(
             mult: &pw.mult[col0..col0 + NR],
             rnd: &pw.rnd[col0..col0 + NR],
             shift: &pw.shift[col0..col0 + NR],
+            then: pw.then.as_ref().map(|t| kernels::x86::EpiThen {
+                mult: &t.mult[col0..col0 + NR],
+                rnd: &t.rnd[col0..col0 + NR],
+                shift: &t.shift[col0..col0 + NR],
+                lo: t.lo,
+                hi: t.hi,
+            }),
         };
         // SAFETY: AVX-512 checked at packing; the tile's outputs are inside
         // the output (bounds checked in `run`) and belong to this tile.
@@ -318,6 +325,9 @@ pub(crate) struct ColEpi {
     shift: i64,
     fast: bool,
     rq: crate::fixed_point::Requant,
+    /// The folded second requantisation: multiplier, rounding, shift, lo,
+    /// hi.
+    then: Option<(i64, i64, i64, i64, i64)>,
 }
 
 impl ColEpi {
@@ -331,6 +341,10 @@ impl ColEpi {
             shift: pw.shift[col],
             fast: pw.fast_col[col],
             rq: pw.requant[col],
+            then: pw
+                .then
+                .as_ref()
+                .map(|t| (t.mult[col], t.rnd[col], t.shift[col], t.lo, t.hi)),
         }
     }
 
@@ -339,10 +353,14 @@ impl ColEpi {
     #[inline(always)]
     pub(crate) fn apply(&self, acc: i64, lo: i64, hi: i64) -> i64 {
         let v = acc.wrapping_add(self.bias);
-        if self.fast {
+        let y = if self.fast {
             ((v * self.mult + self.rnd) >> self.shift).clamp(lo, hi)
         } else {
             self.rq.apply_wide(v).clamp(i128::from(lo), i128::from(hi)) as i64
+        };
+        match self.then {
+            Some((m, r, sh, lo2, hi2)) => ((y * m + r) >> sh).clamp(lo2, hi2),
+            None => y,
         }
     }
 }

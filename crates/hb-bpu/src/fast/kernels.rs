@@ -192,6 +192,18 @@ pub(crate) mod x86 {
         pub mult: &'a [i64],
         pub rnd: &'a [i64],
         pub shift: &'a [i64],
+        /// A folded second requantisation.
+        pub then: Option<EpiThen<'a>>,
+    }
+
+    /// The second-requantisation tables of one panel (32 entries each) and
+    /// its clamp.
+    pub(crate) struct EpiThen<'a> {
+        pub mult: &'a [i64],
+        pub rnd: &'a [i64],
+        pub shift: &'a [i64],
+        pub lo: i64,
+        pub hi: i64,
     }
 
     /// AVX-512 epilogue of one i32 tile row segment of 16 columns starting
@@ -226,7 +238,18 @@ pub(crate) mod x86 {
                 let x = _mm512_mullo_epi64(x, ld(e.mult));
                 let x = _mm512_add_epi64(x, ld(e.rnd));
                 let x = _mm512_srav_epi64(x, ld(e.shift));
-                let x = _mm512_min_epi64(_mm512_max_epi64(x, l), h);
+                let mut x = _mm512_min_epi64(_mm512_max_epi64(x, l), h);
+                if let Some(t) = &e.then {
+                    let ld =
+                        |s: &[i64]| _mm512_loadu_si512(s.as_ptr().add(c0 + o) as *const __m512i);
+                    x = _mm512_mullo_epi64(x, ld(t.mult));
+                    x = _mm512_add_epi64(x, ld(t.rnd));
+                    x = _mm512_srav_epi64(x, ld(t.shift));
+                    x = _mm512_min_epi64(
+                        _mm512_max_epi64(x, _mm512_set1_epi64(t.lo)),
+                        _mm512_set1_epi64(t.hi),
+                    );
+                }
                 _mm512_cvtepi64_epi32(x)
             };
             let rlo = half(vlo, 0);

@@ -102,6 +102,21 @@ pub struct PackedWeights {
     /// Conv with one input channel per group: weights `[M][taps]` for the
     /// direct kernel, and whether its sums need i64.
     pub(crate) dw: Option<(Vec<i32>, bool)>,
+    /// A second requantisation folded into the epilogue
+    /// ([`PackedWeights::fold_requant`]).
+    pub(crate) then: Option<Then>,
+}
+
+/// A requantisation applied to the epilogue's (clamped) result:
+/// `clamp((y · mult + rnd) >> shift, lo, hi)` per padded column, exact in
+/// i64 (|y| < 2^31, |mult| < 2^31, shift ≤ 62).
+#[derive(Debug, Clone)]
+pub(crate) struct Then {
+    pub mult: Vec<i64>,
+    pub rnd: Vec<i64>,
+    pub shift: Vec<i64>,
+    pub lo: i64,
+    pub hi: i64,
 }
 
 /// Everything `pack_core` needs about one node.
@@ -402,6 +417,56 @@ impl PackedWeights {
             + self.addend.as_ref().map_or(0, |a| 8 * a.1.len())
     }
 
+    /// Folds the step that follows the op into the epilogue: `y ←
+    /// clamp(R_c(y), lo, hi)` with one requantisation or one per output
+    /// channel (Conv) / column (MatMul, Gemm), `[lo, hi]` inside the output
+    /// type (so saturation then clamp is one clamp). This is exactly the
+    /// engine's in-place rescale of the output, done while the values are
+    /// in registers. Returns false (weights unchanged) when a
+    /// requantisation cannot be evaluated exactly in i64, the counts do not
+    /// match, or a step is already folded.
+    pub fn fold_requant(&mut self, requant: &[Requant], lo: i64, hi: i64) -> bool {
+        let per_group = matches!(self.op, OpInfo::Conv { .. });
+        let channels = if per_group {
+            self.groups * self.n
+        } else {
+            self.n
+        };
+        if self.then.is_some()
+            || lo > hi
+            || (requant.len() != 1 && requant.len() != channels)
+            || requant.iter().any(|r| r.shift() > 62)
+        {
+            return false;
+        }
+        let cols = self.bias.len();
+        let mut t = Then {
+            mult: vec![0; cols],
+            rnd: vec![0; cols],
+            shift: vec![0; cols],
+            lo,
+            hi,
+        };
+        for g in 0..self.groups {
+            for c in 0..self.n {
+                let col = g * self.panels * NR + c;
+                let rq = requant[if requant.len() == 1 {
+                    0
+                } else if per_group {
+                    g * self.n + c
+                } else {
+                    c
+                }];
+                let n = rq.shift();
+                t.mult[col] = i64::from(rq.multiplier());
+                t.shift[col] = i64::from(n);
+                t.rnd[col] = if n == 0 { 0 } else { 1i64 << (n - 1) };
+            }
+        }
+        self.then = Some(t);
+        true
+    }
+
     /// Index of the first element of panel `p` of group `g`.
     #[inline]
     pub(crate) fn panel_offset(&self, g: usize, p: usize) -> usize {
@@ -615,5 +680,6 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
         clamp: s.clamp,
         op: s.op,
         dw: None,
+        then: None,
     })
 }
