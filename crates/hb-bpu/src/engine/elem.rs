@@ -72,6 +72,7 @@ pub(super) fn bcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 
 /// Visits the output of a two-operand broadcast row by row (the last dim):
 /// `f(y_off, a_off, b_off, len, a_step, b_step)`.
+#[inline(always)]
 pub(super) fn for_rows2(
     out: &[usize],
     sa: &[usize],
@@ -194,7 +195,34 @@ pub(super) fn div<A: QInt, B: QInt, O: QInt>(
             }
         }
     };
+    // A divisor shared by a whole row (LayerNorm's `x / std`) has one
+    // reciprocal `c`, and `(qa · c · M + rnd) >> n = (qa · P + rnd) >> n`
+    // with `P = c · M`. Split `P = P_hi · 2^32 + P_lo` (0 ≤ P_lo < 2^32);
+    // for `n ≥ 32` the nested floors give `(qa · P_hi + ((qa · P_lo + rnd)
+    // >> 32)) >> (n − 32)`, every term exact in i64 for 8/16-bit `qa` and
+    // `|P| < 2^62`.
+    let small_a = A::MAX <= 1 << 15;
+    let (m, n) = (i128::from(r.multiplier()), r.shift());
+    let rnd = if (32..=62).contains(&n) {
+        1i64 << (n - 1)
+    } else {
+        0
+    };
     for_rows2(out, sa, sb, |yo, ao, bo, len, ast, bst| {
+        // A divisor shared by the whole row (LayerNorm's `x / std`): one
+        // reciprocal, then a vectorised requantisation.
+        if bst == 0 && ast == 1 && small_a && rnd != 0 {
+            let qb = b[bo].to_i64();
+            if qb != 0 {
+                let p = i128::from(rec(qb)) * m;
+                if p.unsigned_abs() < 1 << 62 {
+                    let p = p as i64;
+                    let k = (p >> 32, p & 0xffff_ffff, rnd, n - 32);
+                    scaled_row(&a[ao..ao + len], &mut y[yo..yo + len], k);
+                    return;
+                }
+            }
+        }
         for (t, d) in y[yo..yo + len].iter_mut().enumerate() {
             let qa = a[ao + t * ast].to_i64();
             let qb = b[bo + t * bst].to_i64();
@@ -205,6 +233,22 @@ pub(super) fn div<A: QInt, B: QInt, O: QInt>(
             };
         }
     });
+}
+
+simd_copies! {
+    /// `y = sat((a · P + rnd) >> n)` for one row, as `(a · P_hi + ((a ·
+    /// P_lo + rnd) >> 32)) >> (n − 32)` with `k = (P_hi, P_lo, rnd, n −
+    /// 32)` (see [`div`]).
+    fn scaled_row<A, O>(a: &[A], y: &mut [O], k: (i64, i64, i64, u32)) => scaled_row_body
+}
+
+#[inline(always)]
+fn scaled_row_body<A: QInt, O: QInt>(a: &[A], y: &mut [O], k: (i64, i64, i64, u32)) {
+    let (hi, lo, rnd, sh) = k;
+    for (d, &q) in y.iter_mut().zip(a) {
+        let q = q.to_i64();
+        *d = O::sat_i64((q * hi + ((q * lo + rnd) >> 32)) >> sh);
+    }
 }
 
 /// Largest magnitude in `x` (0 when empty).

@@ -82,10 +82,25 @@ pub(super) fn softmax_into<I: QInt, O: QInt>(
                 };
                 let max = row.iter().map(key).fold(i64::MIN, i64::max);
                 if max != i64::MIN {
-                    for (e, q) in scratch.iter_mut().zip(row) {
-                        let v = key(q);
-                        *e = if v == i64::MIN { 0 } else { exp(v - max) };
-                        s += *e;
+                    match direct {
+                        // A whole direct table: gathers (vectorised).
+                        Some(t) if t.len() as i64 == in_hi - in_lo + 1 => {
+                            let k = ExpRow {
+                                table: t,
+                                lo: in_lo,
+                                hi: in_hi,
+                                max,
+                                mask: mask_qmin,
+                            };
+                            s = exp_row(row, scratch, &k);
+                        }
+                        _ => {
+                            for (e, q) in scratch.iter_mut().zip(row) {
+                                let v = key(q);
+                                *e = if v == i64::MIN { 0 } else { exp(v - max) };
+                                s += *e;
+                            }
+                        }
                     }
                 }
             } else {
@@ -132,6 +147,51 @@ pub(super) fn softmax_into<I: QInt, O: QInt>(
         }
     }
     Ok(())
+}
+
+/// The exp step of one contiguous row with a direct table.
+struct ExpRow<'t> {
+    /// `exp` of `lo..=hi` (exactly `hi − lo + 1` entries).
+    table: &'t [i64],
+    lo: i64,
+    hi: i64,
+    /// The row's maximum over live values.
+    max: i64,
+    /// Inputs equal to the type minimum are masked (weight 0).
+    mask: bool,
+}
+
+/// Writes each element's exp value (0 when masked) into `e` and returns
+/// the row sum.
+fn exp_row<I: QInt>(row: &[I], e: &mut [i64], k: &ExpRow<'_>) -> i64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
+        return unsafe { exp_row_avx512(row, e, k) };
+    }
+    exp_row_body(row, e, k)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn exp_row_avx512<I: QInt>(row: &[I], e: &mut [i64], k: &ExpRow<'_>) -> i64 {
+    exp_row_body(row, e, k)
+}
+
+#[inline(always)]
+fn exp_row_body<I: QInt>(row: &[I], e: &mut [i64], k: &ExpRow<'_>) -> i64 {
+    let mut s = 0i64;
+    for (d, q) in e.iter_mut().zip(row) {
+        let v = q.to_i64();
+        let idx = ((v - k.max).clamp(k.lo, k.hi) - k.lo) as usize;
+        // SAFETY: `idx ∈ 0..=hi − lo`, and the table has `hi − lo + 1`
+        // entries (checked by the caller). Unchecked so the loop gathers.
+        let x = unsafe { *k.table.get_unchecked(idx) };
+        let x = if k.mask && v == I::MIN { 0 } else { x };
+        *d = x;
+        s += x;
+    }
+    s
 }
 
 /// Replaces each exp value of a row by its rounded, capped quotient.
