@@ -174,6 +174,8 @@ unsafe fn tile<O: FastOut>(
         job.a_off + p.rows_at.map_or(row * p.lda, |ra| ra[row])
     };
     let koff = p.koff.map_or(std::ptr::null(), |k| k.as_ptr());
+    // A panel with ≤ 16 live columns computes only its first half.
+    let half = ncols <= 16;
     let mut t32: Tile32 = [0; MR_MAX * NR];
     let single = pw.blocks.len() == 1 && !pw.split;
     let mut t64: Tile64 = [0; MR_MAX * NR];
@@ -187,10 +189,19 @@ unsafe fn tile<O: FastOut>(
                 // SAFETY: `I8x4` is only packed for AVX-512 VNNI, which was
                 // checked available; rows and panel hold `kq` groups.
                 unsafe {
-                    if p.koff.is_some() {
-                        kernels::x86::vnni_i8x4::<true>(&rows, w, q0, q1, koff, &mut t32)
-                    } else {
-                        kernels::x86::vnni_i8x4::<false>(&rows, w, q0, q1, koff, &mut t32)
+                    match (p.koff.is_some(), half) {
+                        (true, true) => kernels::x86::vnni_i8x4::<true, true>(
+                            &rows, w, q0, q1, koff, &mut t32,
+                        ),
+                        (true, false) => kernels::x86::vnni_i8x4::<true, false>(
+                            &rows, w, q0, q1, koff, &mut t32,
+                        ),
+                        (false, true) => kernels::x86::vnni_i8x4::<false, true>(
+                            &rows, w, q0, q1, koff, &mut t32,
+                        ),
+                        (false, false) => kernels::x86::vnni_i8x4::<false, false>(
+                            &rows, w, q0, q1, koff, &mut t32,
+                        ),
                     }
                 };
                 if !single {
@@ -224,10 +235,19 @@ unsafe fn tile<O: FastOut>(
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: AVX-512 VNNI checked available at packing.
                         Isa::Avx512Vnni => unsafe {
-                            if p.koff.is_some() {
-                                kernels::x86::vnni_i16x2::<true>(rp, w, q0, q1, koff, &mut t32)
-                            } else {
-                                kernels::x86::vnni_i16x2::<false>(rp, w, q0, q1, koff, &mut t32)
+                            match (p.koff.is_some(), half) {
+                                (true, true) => kernels::x86::vnni_i16x2::<true, true>(
+                                    rp, w, q0, q1, koff, &mut t32,
+                                ),
+                                (true, false) => kernels::x86::vnni_i16x2::<true, false>(
+                                    rp, w, q0, q1, koff, &mut t32,
+                                ),
+                                (false, true) => kernels::x86::vnni_i16x2::<false, true>(
+                                    rp, w, q0, q1, koff, &mut t32,
+                                ),
+                                (false, false) => kernels::x86::vnni_i16x2::<false, false>(
+                                    rp, w, q0, q1, koff, &mut t32,
+                                ),
                             }
                         },
                         // SAFETY: rows and panel hold `kq` groups.

@@ -106,14 +106,16 @@ pub(crate) mod x86 {
     /// AVX-512 VNNI `I8x4` kernel (`vpdpbusd`: u8 activations `x + 128` ×
     /// i8 weights), 8 rows × 32 columns. K-group `q` of row `r` is read at
     /// `a[r] + 4q`, or at `a[r] + koff[q]` when `TABLE` (the implicit-GEMM
-    /// conv: each tap's channels in place in the padded input).
+    /// conv: each tap's channels in place in the padded input). With
+    /// `HALF` only the first 16 columns are computed (the rest of the tile
+    /// is left as zeros), for panels with ≤ 16 live columns.
     ///
     /// # Safety
     /// AVX-512 F/VNNI available; `a[r]` readable for 4 bytes at every
     /// group offset of `q0..q1`; `koff` (when `TABLE`) for `q1` entries; `w`
     /// for `q1 · NR · 4` bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn vnni_i8x4<const TABLE: bool>(
+    pub(crate) unsafe fn vnni_i8x4<const TABLE: bool, const HALF: bool>(
         a: &[*const u8; MR_MAX],
         w: *const i8,
         q0: usize,
@@ -129,11 +131,17 @@ pub(crate) mod x86 {
             for q in q0..q1 {
                 let off = if TABLE { *koff.add(q) as usize } else { q * 4 };
                 let w0 = _mm512_loadu_si512(wp as *const __m512i);
-                let w1 = _mm512_loadu_si512(wp.add(64) as *const __m512i);
+                let w1 = if HALF {
+                    w0
+                } else {
+                    _mm512_loadu_si512(wp.add(64) as *const __m512i)
+                };
                 for r in 0..MR_MAX {
                     let av = _mm512_set1_epi32((a[r].add(off) as *const i32).read_unaligned());
                     acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, w0);
-                    acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
+                    if !HALF {
+                        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
+                    }
                 }
                 wp = wp.add(NR * 4);
             }
@@ -153,7 +161,7 @@ pub(crate) mod x86 {
     /// offset of `q0..q1`; `koff` (when `TABLE`) for `q1` entries; `w` for
     /// `q1 · NR · 2` i16.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn vnni_i16x2<const TABLE: bool>(
+    pub(crate) unsafe fn vnni_i16x2<const TABLE: bool, const HALF: bool>(
         a: &[*const i16; MR_MAX],
         w: *const i16,
         q0: usize,
@@ -169,11 +177,17 @@ pub(crate) mod x86 {
             for q in q0..q1 {
                 let off = if TABLE { *koff.add(q) as usize } else { q * 2 };
                 let w0 = _mm512_loadu_si512(wp as *const __m512i);
-                let w1 = _mm512_loadu_si512(wp.add(32) as *const __m512i);
+                let w1 = if HALF {
+                    w0
+                } else {
+                    _mm512_loadu_si512(wp.add(32) as *const __m512i)
+                };
                 for r in 0..MR_MAX {
                     let av = _mm512_set1_epi32((a[r].add(off) as *const i32).read_unaligned());
                     acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], av, w0);
-                    acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], av, w1);
+                    if !HALF {
+                        acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], av, w1);
+                    }
                 }
                 wp = wp.add(NR * 2);
             }
