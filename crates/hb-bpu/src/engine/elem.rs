@@ -264,8 +264,31 @@ pub(super) fn max_abs<T: QInt>(x: &[T]) -> i64 {
 
 /// A lookup table on every element.
 pub(super) fn lut<I: QInt, O: QInt>(x: &[I], y: &mut [O], t: &Lut) {
+    let (lo, hi) = t.domain();
+    if let crate::lut::LutKind::Direct(tab) = t.kind() {
+        if hi.checked_sub(lo).and_then(|d| d.checked_add(1)) == Some(tab.len() as i64) {
+            lut_direct(x, y, tab, (lo, hi));
+            return;
+        }
+    }
     for (d, &q) in y.iter_mut().zip(x) {
         *d = O::sat_i64(t.lookup(q.to_i64()));
+    }
+}
+
+simd_copies! {
+    /// [`lut`] on a whole direct table (`hi − lo + 1` entries): the same
+    /// clamp and index, unchecked so the loop gathers.
+    fn lut_direct<I, O>(x: &[I], y: &mut [O], tab: &[i64], dom: (i64, i64)) => lut_direct_body
+}
+
+#[inline(always)]
+fn lut_direct_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], tab: &[i64], dom: (i64, i64)) {
+    let (lo, hi) = dom;
+    for (d, &q) in y.iter_mut().zip(x) {
+        let i = (q.to_i64().clamp(lo, hi) - lo) as usize;
+        // SAFETY: `i ≤ hi − lo < tab.len()` (checked by `lut`).
+        *d = O::sat_i64(unsafe { *tab.get_unchecked(i) });
     }
 }
 

@@ -895,6 +895,7 @@ mod tests {
     //! bit for bit, on random broadcast shapes and extreme values.
     use super::*;
     use crate::fixed_point::Rescale2;
+    use crate::lut::{Lut, LutFn};
     use crate::reference::activation::{div, DivPlan};
     use crate::reference::eltwise::{add, mul};
     use crate::reference::matmul::matmul;
@@ -1140,6 +1141,25 @@ mod tests {
             let mut y = vec![0i16; xs.len()];
             quantize_slice(&p, &xs, &mut y);
             prop_assert_eq!(y, want);
+        }
+
+        #[test]
+        fn lut_matches_the_table(
+            seed in prop::collection::vec(any::<i64>(), 1..300),
+            mode in 0u8..3, si in 1e-3f32..0.2, so in 1e-3f32..0.2, f in 0u8..3,
+        ) {
+            let func = [LutFn::Sigmoid, LutFn::Tanh, LutFn::Erf][f as usize];
+            // int8 → int8 (direct table), int16 → int16 (segmented).
+            let t8 = Lut::for_fn::<i8, i8>(func, si, so).unwrap();
+            let x8: Vec<i8> = vals(&seed, mode);
+            let mut y8 = vec![0i8; x8.len()];
+            elem::lut(&x8, &mut y8, &t8);
+            prop_assert_eq!(y8, t8.apply::<i8, i8>(&x8));
+            let t16 = Lut::for_fn::<i16, i16>(func, si / 256.0, so / 256.0).unwrap();
+            let x16: Vec<i16> = vals(&seed, mode);
+            let mut y16 = vec![0i16; x16.len()];
+            elem::lut(&x16, &mut y16, &t16);
+            prop_assert_eq!(y16, t16.apply::<i16, i16>(&x16));
         }
 
         #[test]

@@ -47,6 +47,12 @@ pub(crate) fn run<X: Copy + Sync, O: FastOut>(
     let img_in: usize = g.sp_in.iter().product();
     let npad: usize = g.padded.iter().product();
     let npix: usize = g.sp_out.iter().product();
+    // Short or strided output rows leave the per-plane loops scalar: run
+    // those channels-last instead (vectorised across channels).
+    let short_rows = g.sp_out[r - 1] < 32 || g.p.strides[r - 1] > 1;
+    if g.mg == 1 && !wide && short_rows && g.c >= 8 {
+        return channels_last_dispatch(pw, dw, g, img, &f, planes, out);
+    }
     let pl = ensure(planes, g.c * npad);
     pl.fill(0);
     // Padded planes, channel-major.
@@ -81,9 +87,9 @@ pub(crate) fn run<X: Copy + Sync, O: FastOut>(
         let plane = &pl[gi * npad..(gi + 1) * npad];
         let w = &dw[m * ntaps..(m + 1) * ntaps];
         if wide {
-            channel::<i64, O>(pw, col, plane, w, g, o);
+            channel_dispatch::<i64, O>(pw, col, plane, w, g, o);
         } else {
-            channel::<i32, O>(pw, col, plane, w, g, o);
+            channel_dispatch::<i32, O>(pw, col, plane, w, g, o);
         }
     };
     let macs = (out.len() * ntaps) as u64;
@@ -94,7 +100,204 @@ pub(crate) fn run<X: Copy + Sync, O: FastOut>(
     }
 }
 
+/// [`channels_last`] compiled for AVX-512 or AVX2 when the weights were
+/// packed for them (the same code, so the same results).
+fn channels_last_dispatch<X: Copy, O: FastOut>(
+    pw: &PackedWeights,
+    dw: &[i32],
+    g: &Geom<'_>,
+    img: &[X],
+    f: &dyn Fn(X) -> i32,
+    buf: &mut Vec<i32>,
+    out: &mut [O],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+        unsafe fn wide<X: Copy, O: FastOut>(
+            pw: &PackedWeights,
+            dw: &[i32],
+            g: &Geom<'_>,
+            img: &[X],
+            f: &dyn Fn(X) -> i32,
+            buf: &mut Vec<i32>,
+            out: &mut [O],
+        ) {
+            channels_last(pw, dw, g, img, f, buf, out)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<X: Copy, O: FastOut>(
+            pw: &PackedWeights,
+            dw: &[i32],
+            g: &Geom<'_>,
+            img: &[X],
+            f: &dyn Fn(X) -> i32,
+            buf: &mut Vec<i32>,
+            out: &mut [O],
+        ) {
+            channels_last(pw, dw, g, img, f, buf, out)
+        }
+        if pw.isa == super::Isa::Avx512Vnni {
+            // SAFETY: packed for AVX-512 VNNI, checked available.
+            return unsafe { wide(pw, dw, g, img, f, buf, out) };
+        }
+        if pw.isa == super::Isa::Avx2 {
+            // SAFETY: packed for AVX2, checked available.
+            return unsafe { avx2(pw, dw, g, img, f, buf, out) };
+        }
+    }
+    channels_last(pw, dw, g, img, f, buf, out)
+}
+
+/// Depthwise conv with channel multiplier 1 and i32 sums, channels-last:
+/// the padded input as `[position][C]`, the weights as `[tap][C]`, and per
+/// output pixel one row of C sums over the taps (then the shared
+/// epilogue per channel, written NC…).
+#[inline(always)]
+fn channels_last<X: Copy, O: FastOut>(
+    pw: &PackedWeights,
+    dw: &[i32],
+    g: &Geom<'_>,
+    img: &[X],
+    f: &dyn Fn(X) -> i32,
+    buf: &mut Vec<i32>,
+    out: &mut [O],
+) {
+    let (r, c, ntaps) = (g.sp_in.len(), g.c, g.taps.len());
+    let img_in: usize = g.sp_in.iter().product();
+    let npad: usize = g.padded.iter().product();
+    let npix: usize = g.sp_out.iter().product();
+    let s = ensure(buf, c * npad + ntaps * c + c);
+    let (pl, rest) = s.split_at_mut(c * npad);
+    let (wt, acc) = rest.split_at_mut(ntaps * c);
+    pl.fill(0);
+    let w_in = g.sp_in[r - 1];
+    let mut idx = [0usize; MAX_RANK];
+    for row in 0..img_in / w_in.max(1) {
+        let mut pos = g.p.pads[r - 1];
+        for i in 0..r - 1 {
+            pos += (idx[i] + g.p.pads[i]) * g.pstr[i];
+        }
+        for ci in 0..c {
+            let src = &img[ci * img_in + row * w_in..ci * img_in + (row + 1) * w_in];
+            for (j, &v) in src.iter().enumerate() {
+                pl[(pos + j) * c + ci] = f(v);
+            }
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < g.sp_in[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    for ci in 0..c {
+        for t in 0..ntaps {
+            wt[t * c + ci] = dw[ci * ntaps + t];
+        }
+    }
+    let w_out = g.sp_out[r - 1];
+    let mut idx = [0usize; MAX_RANK];
+    let mut pix = 0;
+    for _ in 0..npix / w_out.max(1) {
+        let mut base = 0;
+        for i in 0..r - 1 {
+            base += idx[i] * g.p.strides[i] * g.pstr[i];
+        }
+        for ow in 0..w_out {
+            let pos = base + ow * g.p.strides[r - 1];
+            acc.fill(0);
+            for (t, &to) in g.taps.iter().enumerate() {
+                let x = &pl[(pos + to) * c..(pos + to + 1) * c];
+                let w = &wt[t * c..(t + 1) * c];
+                for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
+                    *a += xv * wv;
+                }
+            }
+            for (ci, &a) in acc.iter().enumerate() {
+                let e = ColEpi::of(pw, ci * pw.panels * NR);
+                out[ci * npix + pix] =
+                    O::from_i32_in_range(e.apply(i64::from(a), g.lo, g.hi) as i32);
+            }
+            pix += 1;
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < g.sp_out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// [`channel`] compiled for AVX-512 or AVX2 when the CPU has them (the
+/// crate is built for baseline x86-64, whose SSE2 has no 32-bit lane
+/// multiply); the same code, so the same results.
+fn channel_dispatch<T, O: FastOut>(
+    pw: &PackedWeights,
+    col: usize,
+    plane: &[i32],
+    w: &[i32],
+    g: &Geom<'_>,
+    out: &mut [O],
+) where
+    T: Copy + Default + std::ops::AddAssign + std::ops::Mul<Output = T> + From<i32> + Into<i64>,
+{
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+        unsafe fn wide<T, O: FastOut>(
+            pw: &PackedWeights,
+            col: usize,
+            plane: &[i32],
+            w: &[i32],
+            g: &Geom<'_>,
+            out: &mut [O],
+        ) where
+            T: Copy
+                + Default
+                + std::ops::AddAssign
+                + std::ops::Mul<Output = T>
+                + From<i32>
+                + Into<i64>,
+        {
+            channel::<T, O>(pw, col, plane, w, g, out)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<T, O: FastOut>(
+            pw: &PackedWeights,
+            col: usize,
+            plane: &[i32],
+            w: &[i32],
+            g: &Geom<'_>,
+            out: &mut [O],
+        ) where
+            T: Copy
+                + Default
+                + std::ops::AddAssign
+                + std::ops::Mul<Output = T>
+                + From<i32>
+                + Into<i64>,
+        {
+            channel::<T, O>(pw, col, plane, w, g, out)
+        }
+        if pw.isa == super::Isa::Avx512Vnni {
+            // SAFETY: the weights were packed for AVX-512 VNNI, which
+            // was checked available on this CPU.
+            return unsafe { wide::<T, O>(pw, col, plane, w, g, out) };
+        }
+        if pw.isa == super::Isa::Avx2 {
+            // SAFETY: packed for AVX2, checked available.
+            return unsafe { avx2::<T, O>(pw, col, plane, w, g, out) };
+        }
+    }
+    channel::<T, O>(pw, col, plane, w, g, out)
+}
+
 /// One output channel.
+#[inline(always)]
 fn channel<T, O: FastOut>(
     pw: &PackedWeights,
     col: usize,

@@ -190,15 +190,15 @@ unsafe fn tile<O: FastOut>(
                 // checked available; rows and panel hold `kq` groups.
                 unsafe {
                     match (p.koff.is_some(), half) {
-                        (true, true) => kernels::x86::vnni_i8x4::<true, true>(
-                            &rows, w, q0, q1, koff, &mut t32,
-                        ),
-                        (true, false) => kernels::x86::vnni_i8x4::<true, false>(
-                            &rows, w, q0, q1, koff, &mut t32,
-                        ),
-                        (false, true) => kernels::x86::vnni_i8x4::<false, true>(
-                            &rows, w, q0, q1, koff, &mut t32,
-                        ),
+                        (true, true) => {
+                            kernels::x86::vnni_i8x4::<true, true>(&rows, w, q0, q1, koff, &mut t32)
+                        }
+                        (true, false) => {
+                            kernels::x86::vnni_i8x4::<true, false>(&rows, w, q0, q1, koff, &mut t32)
+                        }
+                        (false, true) => {
+                            kernels::x86::vnni_i8x4::<false, true>(&rows, w, q0, q1, koff, &mut t32)
+                        }
                         (false, false) => kernels::x86::vnni_i8x4::<false, false>(
                             &rows, w, q0, q1, koff, &mut t32,
                         ),
@@ -352,7 +352,7 @@ pub(crate) struct ColEpi {
 
 impl ColEpi {
     /// Column `col` (padded index) of `pw`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn of(pw: &PackedWeights, col: usize) -> ColEpi {
         ColEpi {
             bias: pw.bias[col],
