@@ -585,7 +585,7 @@ impl Engine {
             let done = match &self.packed[k] {
                 Some(pw) => {
                     let pw = match &self.narrow[k] {
-                        Some(nw) if fastops::input_is_narrow(op, &st) => nw,
+                        Some(nw) if fastops::input_is_narrow(op, nw, &st) => nw,
                         _ => pw,
                     };
                     fastops::packed(

@@ -52,6 +52,9 @@ pub(crate) struct Problem<'a> {
     /// … and of every K-group from its row (instead of `q · group`).
     /// Both or neither; AVX-512 VNNI only.
     pub koff: Option<&'a [u32]>,
+    /// The activation-offset correction per block and padded column
+    /// (`pw.corr`, or one made for this call's offset).
+    pub corr: &'a [i32],
     /// Output strides of a row and a column (elements).
     pub rs: usize,
     pub cs: usize,
@@ -111,6 +114,9 @@ pub(crate) fn run<O: FastOut>(p: &Problem<'_>, out: &mut [O], exec: &ExecOptions
         if j.group >= pw.groups || a_end > a_len || j.out_off + last_out >= out.len() {
             return Err(shape_err!("internal: job {j:?} out of bounds"));
         }
+    }
+    if p.corr.len() != pw.corr.len() {
+        return Err(shape_err!("internal: correction table size"));
     }
     match (pw.layout, p.a) {
         (Layout::I8x4, AData::U8(_)) | (Layout::I16x2, AData::I16(_)) => {}
@@ -208,7 +214,7 @@ unsafe fn tile<O: FastOut>(
                     widen(
                         &mut t64,
                         &t32,
-                        &pw.corr[bi * pw.bias.len() + col0..],
+                        &p.corr[bi * pw.bias.len() + col0..],
                         nrows,
                         0,
                     );
@@ -257,7 +263,7 @@ unsafe fn tile<O: FastOut>(
                         widen(
                             &mut t64,
                             &t32,
-                            &pw.corr[bi * pw.bias.len() + col0..],
+                            &p.corr[bi * pw.bias.len() + col0..],
                             nrows,
                             sh,
                         );
@@ -271,7 +277,7 @@ unsafe fn tile<O: FastOut>(
     #[cfg(target_arch = "x86_64")]
     if single && pw.isa == Isa::Avx512Vnni && pw.panel_fast[col0 / NR] && pw.addend.is_none() {
         let e = kernels::x86::EpiPanel {
-            corr: &pw.corr[col0..col0 + NR],
+            corr: &p.corr[col0..col0 + NR],
             bias: &pw.bias[col0..col0 + NR],
             mult: &pw.mult[col0..col0 + NR],
             rnd: &pw.rnd[col0..col0 + NR],
@@ -304,7 +310,7 @@ unsafe fn tile<O: FastOut>(
     let colg = panel * NR;
     for c in 0..ncols {
         let e = ColEpi::of(pw, col0 + c);
-        let corr = pw.corr[col0 + c];
+        let corr = p.corr[col0 + c];
         for r in 0..nrows {
             let mut acc = if single {
                 i64::from(t32[r * NR + c].wrapping_sub(corr))

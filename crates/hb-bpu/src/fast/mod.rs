@@ -145,6 +145,8 @@ pub trait FastIn: QInt + sealed::Sealed {
     fn to_i16(self) -> i16;
     /// Whether every value lies in `[−256, 256]` ([`IntKind::I16Narrow`]).
     fn all_narrow(x: &[Self]) -> bool;
+    /// The smallest and largest of the values and 0.
+    fn value_range(x: &[Self]) -> (i64, i64);
 }
 
 impl FastIn for i8 {
@@ -155,6 +157,10 @@ impl FastIn for i8 {
     }
     fn all_narrow(_: &[i8]) -> bool {
         true
+    }
+    fn value_range(x: &[i8]) -> (i64, i64) {
+        let (lo, hi) = x.iter().fold((0i8, 0i8), |(a, b), &v| (a.min(v), b.max(v)));
+        (i64::from(lo), i64::from(hi))
     }
 }
 
@@ -167,6 +173,10 @@ impl FastIn for i16 {
     fn all_narrow(x: &[i16]) -> bool {
         let (lo, hi) = i16_range(x);
         lo >= -256 && hi <= 256
+    }
+    fn value_range(x: &[i16]) -> (i64, i64) {
+        let (lo, hi) = i16_range(x);
+        (i64::from(lo), i64::from(hi))
     }
 }
 
@@ -270,6 +280,7 @@ pub struct Scratch {
     pub(crate) plane: Vec<i32>,
     pub(crate) rows_at: Vec<usize>,
     pub(crate) koff: Vec<u32>,
+    pub(crate) corr: Vec<i32>,
 }
 
 impl Scratch {

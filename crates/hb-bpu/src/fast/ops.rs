@@ -232,6 +232,22 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
         return Err(shape_err!("weights were not packed for a Conv"));
     };
     let (c, m, ts) = (*c_in, *m, *tap_stride);
+    // `I8x4` activations are `x + off` as u8: off = 128 for int8; for
+    // narrow int16, what lifts the smallest value (and the padding 0) to 0.
+    let off: i32 = match (pw.layout, pw.x_kind) {
+        (Layout::I8x4, IntKind::I16Narrow) => {
+            let (vlo, vhi) = X::value_range(x.data());
+            if !pw.takes_narrow_range(vlo, vhi) {
+                return Err(shape_err!(
+                    "weights were packed for activations spanning at most 255, got [{vlo}, {vhi}]"
+                ));
+            }
+            -vlo as i32
+        }
+        _ => 128,
+    };
+    let to_u8 = move |v: X| (i32::from(v.to_i16()) + off) as u8;
+    let pad_byte = off as u8;
     let xs = x.shape();
     let r = kernel.len();
     let nb = xs[0];
@@ -264,8 +280,19 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
         plane,
         rows_at,
         koff,
+        corr: corr_buf,
         ..
     } = scratch;
+    // The correction of the activation offset per block and column.
+    let corr: &[i32] = if off == 128 {
+        &pw.corr
+    } else {
+        let cb = ensure(corr_buf, pw.colsum.len());
+        for (d, &s) in cb.iter_mut().zip(&pw.colsum) {
+            *d = s.wrapping_mul(off);
+        }
+        cb
+    };
     // Tap offsets (row-major over the kernel), in positions.
     let ntaps = numel(kernel)?;
     taps.clear();
@@ -344,8 +371,8 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
                 let a = match pw.layout {
                     Layout::I8x4 => {
                         let pb = ensure(pad_u8, pad_len + slack);
-                        pb.fill(0x80);
-                        to_padded(img, c, sp_in, p, &pstr, |v| to_u8(v), pb, layout);
+                        pb.fill(pad_byte);
+                        to_padded(img, c, sp_in, p, &pstr, to_u8, pb, layout);
                         AData::U8(pb)
                     }
                     Layout::I16x2 => {
@@ -364,6 +391,7 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
                     jobs,
                     rows_at: Some(rows_at),
                     koff: Some(koff),
+                    corr,
                     rs,
                     cs,
                     lo,
@@ -379,10 +407,12 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
         let (a, lo_off): (AData<'_>, usize) = match pw.layout {
             Layout::I8x4 => {
                 let pb = ensure(pad_u8, pad_len);
-                pb.fill(0x80);
-                to_padded(img, c, sp_in, p, &pstr, |v| to_u8(v), pb, layout);
+                pb.fill(pad_byte);
+                to_padded(img, c, sp_in, p, &pstr, to_u8, pb, layout);
                 let a = ensure(a_u8, arows);
-                im2col(pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, 0x80);
+                im2col(
+                    pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, pad_byte,
+                );
                 (AData::U8(a), 0)
             }
             Layout::I16x2 => {
@@ -408,6 +438,7 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
             jobs,
             rows_at: None,
             koff: None,
+            corr,
             rs,
             cs,
             lo,
@@ -778,6 +809,7 @@ pub fn matmul_into<X: FastIn, O: FastOut>(
         jobs: jobs_buf,
         rows_at: None,
         koff: None,
+        corr: &pw.corr,
         rs: n,
         cs: 1,
         lo,
@@ -860,6 +892,7 @@ pub fn gemm_into<X: FastIn, O: FastOut>(
         jobs: &jobs,
         rows_at: None,
         koff: None,
+        corr: &pw.corr,
         rs: pw.n,
         cs: 1,
         lo,

@@ -86,6 +86,9 @@ pub struct PackedWeights {
     pub(crate) split: bool,
     /// `128 · Σ_block w` per block and padded column (VNNI), else zeros.
     pub(crate) corr: Vec<i32>,
+    /// `Σ_block w` per block and padded column (`I8x4`; wrapping): the
+    /// correction of any other activation offset is `offset · colsum`.
+    pub(crate) colsum: Vec<i32>,
     /// Per padded column (`groups · panels · NR`).
     pub(crate) bias: Vec<i64>,
     pub(crate) mult: Vec<i64>,
@@ -156,8 +159,13 @@ fn resolve_isa(opts: &PackOptions) -> Result<Isa> {
     Ok(isa)
 }
 
-fn layout_for(isa: Isa, x: IntKind, w: IntKind) -> Layout {
-    if isa == Isa::Avx512Vnni && x == IntKind::I8 && w == IntKind::I8 {
+/// The packed layout: `I8x4` (`vpdpbusd`) for int8 weights with int8
+/// activations, and — for a Conv (`narrow_u8`) — with narrow int16
+/// activations too, which the call offsets into `u8` (their span, with 0,
+/// is at most 255: asymmetric-uint8 features); else `I16x2`.
+fn layout_for(isa: Isa, x: IntKind, w: IntKind, narrow_u8: bool) -> Layout {
+    let x_ok = x == IntKind::I8 || (narrow_u8 && x == IntKind::I16Narrow);
+    if isa == Isa::Avx512Vnni && x_ok && w == IntKind::I8 {
         Layout::I8x4
     } else {
         Layout::I16x2
@@ -216,7 +224,7 @@ impl PackedWeights {
         let taps = numel(&kernel)?;
         let mg = m / g;
         let wd = w.data();
-        let layout = layout_for(isa, x_kind, W::KIND);
+        let layout = layout_for(isa, x_kind, W::KIND, true);
         // Implicit GEMM (AVX-512 VNNI, one K pass per int16 value): each tap
         // reads its channels straight from the padded channels-last input,
         // so a tap's K run is rounded up to whole K-groups.
@@ -303,7 +311,7 @@ impl PackedWeights {
         let bf = |_g: usize, c: usize| bias.map_or(0, |b| b[c]);
         pack_core(Spec {
             isa,
-            layout: layout_for(isa, x_kind, W::KIND),
+            layout: layout_for(isa, x_kind, W::KIND, false),
             x_kind,
             groups: batch,
             k,
@@ -383,7 +391,7 @@ impl PackedWeights {
         let bf = |_g: usize, c: usize| col_bias[c];
         pack_core(Spec {
             isa,
-            layout: layout_for(isa, x_kind, W::KIND),
+            layout: layout_for(isa, x_kind, W::KIND, false),
             x_kind,
             groups: 1,
             k,
@@ -471,6 +479,18 @@ impl PackedWeights {
     #[inline]
     pub(crate) fn panel_offset(&self, g: usize, p: usize) -> usize {
         (g * self.panels + p) * self.kp * NR
+    }
+
+    /// Whether narrow int16 activations with values in `[lo, hi]` run on
+    /// these weights: always for the `I16x2` narrow packing (`[−256,
+    /// 256]`); for the `I8x4` one the values and 0 must span at most 255
+    /// (they are offset into `u8`).
+    pub fn takes_narrow_range(&self, lo: i64, hi: i64) -> bool {
+        match (self.x_kind, self.layout) {
+            (IntKind::I16Narrow, Layout::I8x4) => hi.max(0) - lo.min(0) <= 255,
+            (IntKind::I16Narrow, _) => lo >= -256 && hi <= 256,
+            _ => false,
+        }
     }
 
     /// For a Conv packed for the implicit GEMM (AVX-512 VNNI, not split,
@@ -578,6 +598,7 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
 
     // Column sums per block for the +128 trick.
     let mut corr = vec![0i32; blocks.len() * cols];
+    let mut colsum = vec![0i32; blocks.len() * cols];
     if s.layout == Layout::I8x4 {
         for (bi, &(b0, b1)) in blocks.iter().enumerate() {
             for g in 0..s.groups {
@@ -592,6 +613,7 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
                             }
                         }
                         corr[bi * cols + col] = sum.wrapping_mul(128);
+                        colsum[bi * cols + col] = sum;
                     }
                 }
             }
@@ -681,5 +703,6 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
         op: s.op,
         dw: None,
         then: None,
+        colsum,
     })
 }
