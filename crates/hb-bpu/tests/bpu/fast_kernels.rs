@@ -274,7 +274,7 @@ fn check_conv_kind<X: FastIn, W: FastIn, O: FastOut>(
     let m = c.g * c.mg;
     let mut rng = Rng(c.seed);
     let mut x: Vec<X> = narrowed(values(&mut rng, xs.iter().product(), c.modes[0]), narrow);
-    if narrow && c.seed % 3 != 0 {
+    if narrow && !c.seed.is_multiple_of(3) {
         // Asymmetric-uint8 features: `q − z` in `[−z, 255 − z]`.
         let z = (c.seed >> 8) as i64 % 256;
         for v in x.iter_mut() {
