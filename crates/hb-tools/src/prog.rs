@@ -50,8 +50,8 @@ pub type Named = Vec<(String, Tensor)>;
 pub enum Runner {
     /// The reference interpreter.
     Reference(Interpreter),
-    /// The optimised engine.
-    Engine(Engine),
+    /// The optimised engine (boxed: far larger than the interpreter).
+    Engine(Box<Engine>),
 }
 
 /// A loaded, runnable program.
@@ -77,9 +77,9 @@ impl Loaded {
         let runner = if reference || program.kind() == pb::ProgramKind::Bc {
             Runner::Reference(Interpreter::new(program.clone()).map_err(|e| err(&e))?)
         } else {
-            Runner::Engine(
+            Runner::Engine(Box::new(
                 Engine::new(program.clone(), EngineOptions::default()).map_err(|e| err(&e))?,
-            )
+            ))
         };
         Ok(Loaded {
             path: p,

@@ -793,6 +793,18 @@ fn taps_1d(n_out: usize, n_in: usize, k: usize, s: usize, d: usize, pad: usize) 
 
 type TapList = (Vec<usize>, Vec<(usize, usize)>);
 
+/// The row and column windows of a 2-D pool from `(h, w)` to `(oh, ow)`.
+fn windows_2d(
+    p: &crate::reference::pool::PoolParams,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> (TapList, TapList) {
+    (
+        taps_1d(oh, h, p.kernel[0], p.strides[0], p.dilations[0], p.pads[0]),
+        taps_1d(ow, w, p.kernel[1], p.strides[1], p.dilations[1], p.pads[1]),
+    )
+}
+
 /// Whether the 2-D MaxPool fast paths take these parameters (every pad
 /// shorter than the window).
 pub(super) fn max_pool_2d_fits(p: &crate::reference::pool::PoolParams) -> bool {
@@ -813,8 +825,7 @@ fn max_pool_2d_cl<I: QInt, O: QInt>(
     const CH: usize = 64;
     let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
     let (oh, ow) = (ys[2], ys[3]);
-    let (rf, rr) = taps_1d(oh, h, p.kernel[0], p.strides[0], p.dilations[0], p.pads[0]);
-    let (cf, cr) = taps_1d(ow, w, p.kernel[1], p.strides[1], p.dilations[1], p.pads[1]);
+    let ((rf, rr), (cf, cr)) = windows_2d(p, (h, w), (oh, ow));
     let ident = r.is_identity();
     let imin = I::sat_i64(I::MIN);
     for b in 0..n {
@@ -860,8 +871,7 @@ fn max_pool_2d<I: QInt, O: QInt>(
     let (h, w) = (xs[2], xs[3]);
     let (oh, ow) = (ys[2], ys[3]);
     let planes = xs[0] * xs[1];
-    let (rf, rr) = taps_1d(oh, h, p.kernel[0], p.strides[0], p.dilations[0], p.pads[0]);
-    let (cf, cr) = taps_1d(ow, w, p.kernel[1], p.strides[1], p.dilations[1], p.pads[1]);
+    let ((rf, rr), (cf, cr)) = windows_2d(p, (h, w), (oh, ow));
     let ident = r.is_identity();
     for c in 0..planes {
         let xp = &x[c * h * w..(c + 1) * h * w];

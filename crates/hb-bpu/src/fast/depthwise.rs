@@ -51,34 +51,30 @@ pub(crate) fn run<X: Copy + Sync, O: FastOut>(
     // those channels-last instead (vectorised across channels).
     let short_rows = g.sp_out[r - 1] < 32 || g.p.strides[r - 1] > 1;
     if g.mg == 1 && !wide && short_rows && g.c >= 8 {
-        return channels_last_dispatch(pw, dw, g, img, &f, planes, out);
+        let task = ChannelsLast {
+            pw,
+            dw,
+            g,
+            img,
+            f: &f,
+            buf: planes,
+            out,
+        };
+        return super::on_isa(pw.isa, task);
     }
     let pl = ensure(planes, g.c * npad);
     pl.fill(0);
     // Padded planes, channel-major.
     let w_last = g.sp_in[r - 1];
-    let rows = img_in / w_last.max(1);
-    for ci in 0..g.c {
-        let mut idx = [0usize; MAX_RANK];
-        for row in 0..rows {
-            let mut pos = g.p.pads[r - 1];
-            for i in 0..r - 1 {
-                pos += (idx[i] + g.p.pads[i]) * g.pstr[i];
-            }
+    super::ops::for_each_padded_row(g.sp_in, &g.p.pads, g.pstr, |row, pos| {
+        for ci in 0..g.c {
             let src = &img[ci * img_in + row * w_last..ci * img_in + (row + 1) * w_last];
             let dst = &mut pl[ci * npad + pos..ci * npad + pos + w_last];
             for (d, &s) in dst.iter_mut().zip(src) {
                 *d = f(s);
             }
-            for d in (0..r - 1).rev() {
-                idx[d] += 1;
-                if idx[d] < g.sp_in[d] {
-                    break;
-                }
-                idx[d] = 0;
-            }
         }
-    }
+    });
     let pl: &[i32] = pl;
     let ntaps = g.taps.len();
     let one = |(m, o): (usize, &mut [O])| {
@@ -86,11 +82,16 @@ pub(crate) fn run<X: Copy + Sync, O: FastOut>(
         let col = gi * pw.panels * NR + m % g.mg;
         let plane = &pl[gi * npad..(gi + 1) * npad];
         let w = &dw[m * ntaps..(m + 1) * ntaps];
-        if wide {
-            channel_dispatch::<i64, O>(pw, col, plane, w, g, o);
-        } else {
-            channel_dispatch::<i32, O>(pw, col, plane, w, g, o);
-        }
+        let task = Channel {
+            pw,
+            col,
+            plane,
+            w,
+            g,
+            out: o,
+            wide,
+        };
+        super::on_isa(pw.isa, task);
     };
     let macs = (out.len() * ntaps) as u64;
     if rayon::current_num_threads() > 1 && macs >= exec.min_parallel_macs {
@@ -100,53 +101,49 @@ pub(crate) fn run<X: Copy + Sync, O: FastOut>(
     }
 }
 
-/// [`channels_last`] compiled for AVX-512 or AVX2 when the weights were
-/// packed for them (the same code, so the same results).
-fn channels_last_dispatch<X: Copy, O: FastOut>(
-    pw: &PackedWeights,
-    dw: &[i32],
-    g: &Geom<'_>,
-    img: &[X],
-    f: &dyn Fn(X) -> i32,
-    buf: &mut Vec<i32>,
-    out: &mut [O],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-        unsafe fn wide<X: Copy, O: FastOut>(
-            pw: &PackedWeights,
-            dw: &[i32],
-            g: &Geom<'_>,
-            img: &[X],
-            f: &dyn Fn(X) -> i32,
-            buf: &mut Vec<i32>,
-            out: &mut [O],
-        ) {
-            channels_last(pw, dw, g, img, f, buf, out)
-        }
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<X: Copy, O: FastOut>(
-            pw: &PackedWeights,
-            dw: &[i32],
-            g: &Geom<'_>,
-            img: &[X],
-            f: &dyn Fn(X) -> i32,
-            buf: &mut Vec<i32>,
-            out: &mut [O],
-        ) {
-            channels_last(pw, dw, g, img, f, buf, out)
-        }
-        if pw.isa == super::Isa::Avx512Vnni {
-            // SAFETY: packed for AVX-512 VNNI, checked available.
-            return unsafe { wide(pw, dw, g, img, f, buf, out) };
-        }
-        if pw.isa == super::Isa::Avx2 {
-            // SAFETY: packed for AVX2, checked available.
-            return unsafe { avx2(pw, dw, g, img, f, buf, out) };
+/// [`channels_last`] as an [`super::IsaTask`].
+struct ChannelsLast<'a, 'g, X, O> {
+    pw: &'a PackedWeights,
+    dw: &'a [i32],
+    g: &'a Geom<'g>,
+    img: &'a [X],
+    f: &'a dyn Fn(X) -> i32,
+    buf: &'a mut Vec<i32>,
+    out: &'a mut [O],
+}
+
+impl<X: Copy, O: FastOut> super::IsaTask for ChannelsLast<'_, '_, X, O> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        channels_last(
+            self.pw, self.dw, self.g, self.img, self.f, self.buf, self.out,
+        )
+    }
+}
+
+/// One output channel ([`channel`]) as an [`super::IsaTask`].
+struct Channel<'a, 'g, O> {
+    pw: &'a PackedWeights,
+    col: usize,
+    plane: &'a [i32],
+    w: &'a [i32],
+    g: &'a Geom<'g>,
+    out: &'a mut [O],
+    /// i64 sums.
+    wide: bool,
+}
+
+impl<O: FastOut> super::IsaTask for Channel<'_, '_, O> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        if self.wide {
+            channel::<i64, O>(self.pw, self.col, self.plane, self.w, self.g, self.out)
+        } else {
+            channel::<i32, O>(self.pw, self.col, self.plane, self.w, self.g, self.out)
         }
     }
-    channels_last(pw, dw, g, img, f, buf, out)
 }
 
 /// Depthwise conv with channel multiplier 1 and i32 sums, channels-last:
@@ -164,34 +161,13 @@ fn channels_last<X: Copy, O: FastOut>(
     out: &mut [O],
 ) {
     let (r, c, ntaps) = (g.sp_in.len(), g.c, g.taps.len());
-    let img_in: usize = g.sp_in.iter().product();
     let npad: usize = g.padded.iter().product();
     let npix: usize = g.sp_out.iter().product();
     let s = ensure(buf, c * npad + ntaps * c + c);
     let (pl, rest) = s.split_at_mut(c * npad);
     let (wt, acc) = rest.split_at_mut(ntaps * c);
     pl.fill(0);
-    let w_in = g.sp_in[r - 1];
-    let mut idx = [0usize; MAX_RANK];
-    for row in 0..img_in / w_in.max(1) {
-        let mut pos = g.p.pads[r - 1];
-        for i in 0..r - 1 {
-            pos += (idx[i] + g.p.pads[i]) * g.pstr[i];
-        }
-        for ci in 0..c {
-            let src = &img[ci * img_in + row * w_in..ci * img_in + (row + 1) * w_in];
-            for (j, &v) in src.iter().enumerate() {
-                pl[(pos + j) * c + ci] = f(v);
-            }
-        }
-        for d in (0..r - 1).rev() {
-            idx[d] += 1;
-            if idx[d] < g.sp_in[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
+    super::ops::to_channels_last(img, c, g.sp_in, g.p, g.pstr, f, pl);
     for ci in 0..c {
         for t in 0..ntaps {
             wt[t * c + ci] = dw[ci * ntaps + t];
@@ -230,70 +206,6 @@ fn channels_last<X: Copy, O: FastOut>(
             idx[d] = 0;
         }
     }
-}
-
-/// [`channel`] compiled for AVX-512 or AVX2 when the CPU has them (the
-/// crate is built for baseline x86-64, whose SSE2 has no 32-bit lane
-/// multiply); the same code, so the same results.
-fn channel_dispatch<T, O: FastOut>(
-    pw: &PackedWeights,
-    col: usize,
-    plane: &[i32],
-    w: &[i32],
-    g: &Geom<'_>,
-    out: &mut [O],
-) where
-    T: Copy + Default + std::ops::AddAssign + std::ops::Mul<Output = T> + From<i32> + Into<i64>,
-{
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-        unsafe fn wide<T, O: FastOut>(
-            pw: &PackedWeights,
-            col: usize,
-            plane: &[i32],
-            w: &[i32],
-            g: &Geom<'_>,
-            out: &mut [O],
-        ) where
-            T: Copy
-                + Default
-                + std::ops::AddAssign
-                + std::ops::Mul<Output = T>
-                + From<i32>
-                + Into<i64>,
-        {
-            channel::<T, O>(pw, col, plane, w, g, out)
-        }
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<T, O: FastOut>(
-            pw: &PackedWeights,
-            col: usize,
-            plane: &[i32],
-            w: &[i32],
-            g: &Geom<'_>,
-            out: &mut [O],
-        ) where
-            T: Copy
-                + Default
-                + std::ops::AddAssign
-                + std::ops::Mul<Output = T>
-                + From<i32>
-                + Into<i64>,
-        {
-            channel::<T, O>(pw, col, plane, w, g, out)
-        }
-        if pw.isa == super::Isa::Avx512Vnni {
-            // SAFETY: the weights were packed for AVX-512 VNNI, which
-            // was checked available on this CPU.
-            return unsafe { wide::<T, O>(pw, col, plane, w, g, out) };
-        }
-        if pw.isa == super::Isa::Avx2 {
-            // SAFETY: packed for AVX2, checked available.
-            return unsafe { avx2::<T, O>(pw, col, plane, w, g, out) };
-        }
-    }
-    channel::<T, O>(pw, col, plane, w, g, out)
 }
 
 /// One output channel.

@@ -290,6 +290,44 @@ impl Scratch {
     }
 }
 
+/// A piece of portable code to run in a copy compiled for an ISA (see
+/// [`on_isa`]); implement `run` with `#[inline(always)]` and have it call
+/// `#[inline(always)]` functions, so the whole body is compiled inside the
+/// copy.
+pub(crate) trait IsaTask {
+    /// The result.
+    type Out;
+    /// Does the work.
+    fn run(self) -> Self::Out;
+}
+
+/// Runs `t` from a copy compiled for `isa`'s vector extension (AVX-512 or
+/// AVX2; the crate itself targets baseline x86-64), so the portable loops
+/// it inlines vectorise with it. The same code, so the same results.
+/// `isa` must be available on this CPU (packed weights guarantee it).
+pub(crate) fn on_isa<T: IsaTask>(isa: Isa, t: T) -> T::Out {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+        unsafe fn wide<T: IsaTask>(t: T) -> T::Out {
+            t.run()
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<T: IsaTask>(t: T) -> T::Out {
+            t.run()
+        }
+        match isa {
+            // SAFETY: `isa` was checked available when the weights were
+            // packed.
+            Isa::Avx512Vnni => return unsafe { wide(t) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { avx2(t) },
+            Isa::Scalar => {}
+        }
+    }
+    t.run()
+}
+
 /// Resizes `v` to `n` elements without shrinking its capacity.
 pub(crate) fn ensure<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     if v.len() < n {

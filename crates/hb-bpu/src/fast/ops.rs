@@ -358,50 +358,19 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
         }
         return Ok(());
     }
-    if let Some(ts) = pw.implicit_conv() {
-        if implicit_tables(pw, c, ts, sp_out, p, &pstr, taps, rows_at, koff) {
-            for j in jobs.iter_mut() {
-                j.a_off = j.group * cg;
-            }
-            // Slack: a tap's last K-group may read up to `group − 1`
-            // elements past its channels (their weights are zero).
-            let slack = pw.layout.group();
-            for b in 0..nb {
-                let img = &xd[b * c * img_in..(b + 1) * c * img_in];
-                let a = match pw.layout {
-                    Layout::I8x4 => {
-                        let pb = ensure(pad_u8, pad_len + slack);
-                        pb.fill(pad_byte);
-                        to_padded(img, c, sp_in, p, &pstr, to_u8, pb, layout);
-                        AData::U8(pb)
-                    }
-                    Layout::I16x2 => {
-                        let pb = ensure(pad_i16, pad_len + slack);
-                        pb.fill(0);
-                        to_padded(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb, layout);
-                        AData::I16(pb)
-                    }
-                };
-                let prob = Problem {
-                    pw,
-                    a,
-                    lda: 0,
-                    rows: npix,
-                    lo_off: 0,
-                    jobs,
-                    rows_at: Some(rows_at),
-                    koff: Some(koff),
-                    corr,
-                    rs,
-                    cs,
-                    lo,
-                    hi,
-                };
-                run(&prob, &mut out[b * m * npix..(b + 1) * m * npix], exec)?;
-            }
-            return Ok(());
+    // Implicit GEMM: the kernel reads the padded input in place; else
+    // im2col rows.
+    let implicit = pw
+        .implicit_conv()
+        .is_some_and(|ts| implicit_tables(pw, c, ts, sp_out, p, &pstr, taps, rows_at, koff));
+    if implicit {
+        for j in jobs.iter_mut() {
+            j.a_off = j.group * cg;
         }
     }
+    // Slack: a tap's last K-group may read up to `group − 1` elements past
+    // its channels (their weights are zero).
+    let pad_len = pad_len + if implicit { pw.layout.group() } else { 0 };
     for b in 0..nb {
         let img = &xd[b * c * img_in..(b + 1) * c * img_in];
         let (a, lo_off): (AData<'_>, usize) = match pw.layout {
@@ -409,35 +378,43 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
                 let pb = ensure(pad_u8, pad_len);
                 pb.fill(pad_byte);
                 to_padded(img, c, sp_in, p, &pstr, to_u8, pb, layout);
-                let a = ensure(a_u8, arows);
-                im2col(
-                    pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, pad_byte,
-                );
-                (AData::U8(a), 0)
+                if implicit {
+                    (AData::U8(pb), 0)
+                } else {
+                    let a = ensure(a_u8, arows);
+                    im2col(
+                        pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, pad_byte,
+                    );
+                    (AData::U8(a), 0)
+                }
             }
             Layout::I16x2 => {
                 let pb = ensure(pad_i16, pad_len);
                 pb.fill(0);
                 to_padded(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb, layout);
-                let a = ensure(a_i16, if pw.split { 2 * arows } else { arows });
-                im2col(pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, 0);
-                if pw.split {
-                    split_hi_lo(a);
-                    (AData::I16(a), arows)
+                if implicit {
+                    (AData::I16(pb), 0)
                 } else {
-                    (AData::I16(a), 0)
+                    let a = ensure(a_i16, if pw.split { 2 * arows } else { arows });
+                    im2col(pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, 0);
+                    if pw.split {
+                        split_hi_lo(a);
+                        (AData::I16(a), arows)
+                    } else {
+                        (AData::I16(a), 0)
+                    }
                 }
             }
         };
         let prob = Problem {
             pw,
             a,
-            lda,
+            lda: if implicit { 0 } else { lda },
             rows: npix,
             lo_off,
             jobs,
-            rows_at: None,
-            koff: None,
+            rows_at: implicit.then_some(&rows_at[..]),
+            koff: implicit.then_some(&koff[..]),
             corr,
             rs,
             cs,
@@ -452,6 +429,7 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
 /// Copies one image (NC… or, with `layout.x_channels_last`, N…C) into the
 /// channels-last padded buffer.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn to_padded<X: Copy, T: Copy>(
     img: &[X],
     c: usize,
@@ -465,37 +443,20 @@ fn to_padded<X: Copy, T: Copy>(
     if !layout.x_channels_last {
         return to_channels_last(img, c, sp_in, p, pstr, f, dst);
     }
-    let r = sp_in.len();
-    let w_last = sp_in[r - 1];
-    let img_in: usize = sp_in.iter().product();
-    if img_in == 0 {
-        return;
-    }
-    let run = w_last * c;
-    let mut idx = vec![0usize; r.saturating_sub(1)];
-    for row in 0..img_in / w_last {
-        let mut pos = p.pads[r - 1];
-        for i in 0..r - 1 {
-            pos += (idx[i] + p.pads[i]) * pstr[i];
-        }
+    let run = sp_in[sp_in.len() - 1] * c;
+    for_each_padded_row(sp_in, &p.pads, pstr, |row, pos| {
         for (d, &v) in dst[pos * c..pos * c + run]
             .iter_mut()
             .zip(&img[row * run..(row + 1) * run])
         {
             *d = f(v);
         }
-        for d in (0..r - 1).rev() {
-            idx[d] += 1;
-            if idx[d] < sp_in[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
+    });
 }
 
 /// Copies one NC… image into the channels-last padded buffer.
-fn to_channels_last<X: Copy, T: Copy>(
+#[inline(always)]
+pub(crate) fn to_channels_last<X: Copy, T: Copy>(
     img: &[X],
     c: usize,
     sp_in: &[usize],
@@ -504,26 +465,40 @@ fn to_channels_last<X: Copy, T: Copy>(
     f: impl Fn(X) -> T,
     dst: &mut [T],
 ) {
-    let r = sp_in.len();
     let img_in: usize = sp_in.iter().product();
-    let w_last = sp_in[r - 1];
-    if img_in == 0 {
-        return;
-    }
-    let rows = img_in / w_last;
-    let mut idx = vec![0usize; r.saturating_sub(1)];
-    for row in 0..rows {
-        // Padded position of (idx…, 0).
-        let mut pos = p.pads[r - 1];
-        for i in 0..r - 1 {
-            pos += (idx[i] + p.pads[i]) * pstr[i];
-        }
+    let w_last = sp_in[sp_in.len() - 1];
+    for_each_padded_row(sp_in, &p.pads, pstr, |row, pos| {
         for ci in 0..c {
             let src = &img[ci * img_in + row * w_last..ci * img_in + (row + 1) * w_last];
             for (j, &v) in src.iter().enumerate() {
                 dst[(pos + j) * c + ci] = f(v);
             }
         }
+    });
+}
+
+/// Calls `f(row, pos)` for every input row (the last dim's runs, in
+/// row-major order) with the padded position of the row's first element
+/// (`pads` as `[begin…, end…]`, `pstr` the padded strides in positions).
+#[inline(always)]
+pub(crate) fn for_each_padded_row(
+    sp_in: &[usize],
+    pads: &[usize],
+    pstr: &[usize],
+    mut f: impl FnMut(usize, usize),
+) {
+    let r = sp_in.len();
+    let img_in: usize = sp_in.iter().product();
+    if img_in == 0 {
+        return;
+    }
+    let mut idx = vec![0usize; r - 1];
+    for row in 0..img_in / sp_in[r - 1] {
+        let mut pos = pads[r - 1];
+        for i in 0..r - 1 {
+            pos += (idx[i] + pads[i]) * pstr[i];
+        }
+        f(row, pos);
         for d in (0..r - 1).rev() {
             idx[d] += 1;
             if idx[d] < sp_in[d] {
