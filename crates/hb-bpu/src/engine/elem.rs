@@ -70,6 +70,103 @@ pub(super) fn bcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     crate::tensor::broadcast_shapes(a, b).ok()
 }
 
+/// One row (the last dim) of a two-operand broadcast: output offset,
+/// operand offsets, length and the operands' steps along the row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Row2 {
+    pub y: usize,
+    pub a: usize,
+    pub b: usize,
+    pub len: usize,
+    pub a_step: usize,
+    pub b_step: usize,
+}
+
+/// The rows of a two-operand broadcast, in output order. An iterator
+/// rather than a callback, so a loop over the rows is compiled inside the
+/// caller (and its SIMD copy: a callback closure is a function of its own,
+/// built for the baseline target).
+pub(super) struct Rows2<'s> {
+    out: &'s [usize],
+    sa: &'s [usize],
+    sb: &'s [usize],
+    idx: Vec<usize>,
+    ao: usize,
+    bo: usize,
+    row: usize,
+    rows: usize,
+}
+
+impl<'s> Rows2<'s> {
+    /// Rows of `out` with operand strides `sa`, `sb` (see [`bcast_strides`]).
+    #[inline(always)]
+    pub(super) fn new(out: &'s [usize], sa: &'s [usize], sb: &'s [usize]) -> Rows2<'s> {
+        let r = out.len();
+        let rows = if r == 0 {
+            1
+        } else if out.contains(&0) {
+            0
+        } else {
+            out[..r - 1].iter().product()
+        };
+        Rows2 {
+            out,
+            sa,
+            sb,
+            idx: vec![0; r.saturating_sub(1)],
+            ao: 0,
+            bo: 0,
+            row: 0,
+            rows,
+        }
+    }
+}
+
+impl Iterator for Rows2<'_> {
+    type Item = Row2;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Row2> {
+        if self.row >= self.rows {
+            return None;
+        }
+        let r = self.out.len();
+        let item = if r == 0 {
+            Row2 {
+                y: 0,
+                a: 0,
+                b: 0,
+                len: 1,
+                a_step: 0,
+                b_step: 0,
+            }
+        } else {
+            let len = self.out[r - 1];
+            Row2 {
+                y: self.row * len,
+                a: self.ao,
+                b: self.bo,
+                len,
+                a_step: self.sa[r - 1],
+                b_step: self.sb[r - 1],
+            }
+        };
+        self.row += 1;
+        for d in (0..r.saturating_sub(1)).rev() {
+            self.idx[d] += 1;
+            self.ao += self.sa[d];
+            self.bo += self.sb[d];
+            if self.idx[d] < self.out[d] {
+                break;
+            }
+            self.ao -= self.sa[d] * self.out[d];
+            self.bo -= self.sb[d] * self.out[d];
+            self.idx[d] = 0;
+        }
+        Some(item)
+    }
+}
+
 /// Visits the output of a two-operand broadcast row by row (the last dim):
 /// `f(y_off, a_off, b_off, len, a_step, b_step)`.
 #[inline(always)]
@@ -79,31 +176,8 @@ pub(super) fn for_rows2(
     sb: &[usize],
     mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
 ) {
-    let r = out.len();
-    if r == 0 {
-        f(0, 0, 0, 1, 0, 0);
-        return;
-    }
-    let len = out[r - 1];
-    if len == 0 || out.contains(&0) {
-        return;
-    }
-    let rows: usize = out[..r - 1].iter().product();
-    let mut idx = vec![0usize; r - 1];
-    let (mut ao, mut bo) = (0usize, 0usize);
-    for row in 0..rows {
-        f(row * len, ao, bo, len, sa[r - 1], sb[r - 1]);
-        for d in (0..r - 1).rev() {
-            idx[d] += 1;
-            ao += sa[d];
-            bo += sb[d];
-            if idx[d] < out[d] {
-                break;
-            }
-            ao -= sa[d] * out[d];
-            bo -= sb[d] * out[d];
-            idx[d] = 0;
-        }
+    for w in Rows2::new(out, sa, sb) {
+        f(w.y, w.a, w.b, w.len, w.a_step, w.b_step);
     }
 }
 
@@ -130,7 +204,8 @@ fn binary_body<A: QInt, B: QInt, O: QInt>(
     sb: &[usize],
     f: impl Fn(i64, i64) -> O,
 ) {
-    for_rows2(out, sa, sb, |yo, ao, bo, len, ast, bst| {
+    for w in Rows2::new(out, sa, sb) {
+        let (yo, ao, bo, len, ast, bst) = (w.y, w.a, w.b, w.len, w.a_step, w.b_step);
         let yr = &mut y[yo..yo + len];
         match (ast, bst) {
             (1, 1) => {
@@ -156,7 +231,7 @@ fn binary_body<A: QInt, B: QInt, O: QInt>(
                 }
             }
         }
-    });
+    }
 }
 
 simd_copies! {
