@@ -203,7 +203,7 @@ macro_rules! with_in {
 /// Whether the first input of `op` is int16 with values the narrow
 /// packing `nw` takes (see [`crate::fast::PackedWeights::takes_narrow_range`]).
 pub(super) fn input_is_narrow(op: &PreparedOp, nw: &Packed, st: &Store<'_>) -> bool {
-    let (Packed::Conv(w) | Packed::MatMul(w) | Packed::Gemm(w)) = nw;
+    let w = nw.weights();
     match op.inputs.first().copied().flatten().map(|i| st.get(i)) {
         Some(Ok(V::I16(x))) => {
             let (lo, hi) = crate::fast::i16_range(x);

@@ -56,6 +56,20 @@ enum Packed {
     Gemm(PackedWeights),
 }
 
+impl Packed {
+    /// The packed weights, whatever the op.
+    fn weights(&self) -> &PackedWeights {
+        let (Packed::Conv(w) | Packed::MatMul(w) | Packed::Gemm(w)) = self;
+        w
+    }
+
+    /// The packed weights, mutably.
+    fn weights_mut(&mut self) -> &mut PackedWeights {
+        let (Packed::Conv(w) | Packed::MatMul(w) | Packed::Gemm(w)) = self;
+        w
+    }
+}
+
 /// A program prepared for fast execution.
 pub struct Engine {
     program: Arc<Program>,
@@ -309,7 +323,10 @@ fn foldable_rescale(
     Some((requant.clone(), lo, hi, n))
 }
 
-/// Folds `rq` into both packings of an op (all or nothing).
+/// Folds `rq` into the op's packings: the main one, then the narrow one
+/// (which makes the same checks on the same channels, so it takes it too;
+/// were it to refuse, it is dropped so the two paths stay the same
+/// computation).
 fn fold_into(
     p: &mut Option<Packed>,
     q: &mut Option<Packed>,
@@ -317,35 +334,16 @@ fn fold_into(
     lo: i64,
     hi: i64,
 ) -> bool {
-    let weights = |x: &mut Option<Packed>| -> Option<PackedWeights> {
-        match x {
-            Some(Packed::Conv(w) | Packed::MatMul(w) | Packed::Gemm(w)) => Some(w.clone()),
-            None => None,
-        }
-    };
-    let (Some(mut wp), wq) = (weights(p), weights(q)) else {
+    let Some(wp) = p.as_mut() else {
         return false;
     };
-    if !wp.fold_requant(rq, lo, hi) {
+    if !wp.weights_mut().fold_requant(rq, lo, hi) {
         return false;
     }
-    let wq = match wq {
-        Some(mut w) => {
-            if !w.fold_requant(rq, lo, hi) {
-                return false;
-            }
-            Some(w)
-        }
-        None => None,
-    };
-    let put = |x: &mut Option<Packed>, w: PackedWeights| {
-        if let Some(Packed::Conv(v) | Packed::MatMul(v) | Packed::Gemm(v)) = x {
-            *v = w;
-        }
-    };
-    put(p, wp);
-    if let Some(w) = wq {
-        put(q, w);
+    if q.as_mut()
+        .is_some_and(|w| !w.weights_mut().fold_requant(rq, lo, hi))
+    {
+        *q = None;
     }
     true
 }

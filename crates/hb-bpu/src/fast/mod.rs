@@ -143,8 +143,6 @@ pub trait FastIn: QInt + sealed::Sealed {
     const KIND: IntKind;
     /// Widens to i16 (exact).
     fn to_i16(self) -> i16;
-    /// Whether every value lies in `[−256, 256]` ([`IntKind::I16Narrow`]).
-    fn all_narrow(x: &[Self]) -> bool;
     /// The smallest and largest of the values and 0.
     fn value_range(x: &[Self]) -> (i64, i64);
 }
@@ -154,9 +152,6 @@ impl FastIn for i8 {
     #[inline]
     fn to_i16(self) -> i16 {
         i16::from(self)
-    }
-    fn all_narrow(_: &[i8]) -> bool {
-        true
     }
     fn value_range(x: &[i8]) -> (i64, i64) {
         let (lo, hi) = x.iter().fold((0i8, 0i8), |(a, b), &v| (a.min(v), b.max(v)));
@@ -169,10 +164,6 @@ impl FastIn for i16 {
     #[inline]
     fn to_i16(self) -> i16 {
         self
-    }
-    fn all_narrow(x: &[i16]) -> bool {
-        let (lo, hi) = i16_range(x);
-        lo >= -256 && hi <= 256
     }
     fn value_range(x: &[i16]) -> (i64, i64) {
         let (lo, hi) = i16_range(x);

@@ -25,14 +25,17 @@ fn bounds<O: FastOut>(pw: &PackedWeights) -> Result<(i64, i64)> {
     Ok((lo, hi))
 }
 
-fn check_kind<X: FastIn>(pw: &PackedWeights, x: &[X]) -> Result<()> {
+/// Checks the activation type against the packing; for a narrow int16
+/// packing also the values (one pass), returning their range with 0.
+fn check_kind<X: FastIn>(pw: &PackedWeights, x: &[X]) -> Result<Option<(i64, i64)>> {
     if pw.x_kind == IntKind::I16Narrow && X::KIND == IntKind::I16 {
-        if !X::all_narrow(x) {
+        let (lo, hi) = X::value_range(x);
+        if !pw.takes_narrow_range(lo, hi) {
             return Err(shape_err!(
-                "weights were packed for int16 activations in [-256, 256], got values outside"
+                "weights were packed for narrow int16 activations, got values in [{lo}, {hi}]"
             ));
         }
-        return Ok(());
+        return Ok(Some((lo, hi)));
     }
     if X::KIND != pw.x_kind {
         return Err(shape_err!(
@@ -41,7 +44,7 @@ fn check_kind<X: FastIn>(pw: &PackedWeights, x: &[X]) -> Result<()> {
             X::NAME
         ));
     }
-    Ok(())
+    Ok(None)
 }
 
 fn check_out<O>(out: &[O], shape: &[usize]) -> Result<()> {
@@ -217,7 +220,7 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
     if layout != ConvLayout::default() && !pw.conv_takes_channels_last() {
         return Err(shape_err!("this conv does not take channels-last operands"));
     }
-    check_kind::<X>(pw, x.data())?;
+    let narrow_range = check_kind::<X>(pw, x.data())?;
     let out_shape = conv_out_shape(pw, x.shape())?;
     check_out(out, &out_shape)?;
     let (lo, hi) = bounds::<O>(pw)?;
@@ -234,16 +237,9 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
     let (c, m, ts) = (*c_in, *m, *tap_stride);
     // `I8x4` activations are `x + off` as u8: off = 128 for int8; for
     // narrow int16, what lifts the smallest value (and the padding 0) to 0.
-    let off: i32 = match (pw.layout, pw.x_kind) {
-        (Layout::I8x4, IntKind::I16Narrow) => {
-            let (vlo, vhi) = X::value_range(x.data());
-            if !pw.takes_narrow_range(vlo, vhi) {
-                return Err(shape_err!(
-                    "weights were packed for activations spanning at most 255, got [{vlo}, {vhi}]"
-                ));
-            }
-            -vlo as i32
-        }
+    // (`check_kind` checked the span.)
+    let off: i32 = match (pw.layout, narrow_range) {
+        (Layout::I8x4, Some((vlo, _))) => -vlo as i32,
         _ => 128,
     };
     let to_u8 = move |v: X| (i32::from(v.to_i16()) + off) as u8;
