@@ -16,18 +16,18 @@ use crate::qint::QInt;
 macro_rules! simd_copies {
     (
         $(#[$doc:meta])*
-        fn $name:ident<$($g:ident),*>($($arg:ident: $ty:ty),* $(,)?) => $body:ident
+        fn $name:ident<$($g:ident),*>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident
     ) => {
         $(#[$doc])*
-        pub(super) fn $name<$($g: QInt),*>($($arg: $ty),*) {
+        pub(super) fn $name<$($g: QInt),*>($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-                unsafe fn wide<$($g: QInt),*>($($arg: $ty),*) {
+                unsafe fn wide<$($g: QInt),*>($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 #[target_feature(enable = "avx2")]
-                unsafe fn avx2<$($g: QInt),*>($($arg: $ty),*) {
+                unsafe fn avx2<$($g: QInt),*>($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 if has_avx512() {
@@ -43,6 +43,7 @@ macro_rules! simd_copies {
         }
     };
 }
+pub(super) use simd_copies;
 
 /// Strides of `src` (right-aligned against `out`) per output dim, 0 where
 /// broadcast; `None` when `src` does not broadcast to `out`.
@@ -326,8 +327,13 @@ fn scaled_row_body<A: QInt, O: QInt>(a: &[A], y: &mut [O], k: (i64, i64, i64, u3
     }
 }
 
-/// Largest magnitude in `x` (0 when empty).
-pub(super) fn max_abs<T: QInt>(x: &[T]) -> i64 {
+simd_copies! {
+    /// Largest magnitude in `x` (0 when empty).
+    fn max_abs<T>(x: &[T]) -> i64 => max_abs_body
+}
+
+#[inline(always)]
+fn max_abs_body<T: QInt>(x: &[T]) -> i64 {
     let (mut lo, mut hi) = (0i64, 0i64);
     for &v in x {
         let v = v.to_i64();
@@ -399,7 +405,7 @@ pub(super) fn transpose<T: Copy>(x: &[T], y: &mut [T], xs: &[usize], perm: &[usi
 
 /// Whether the AVX2 copies of the loops below can run.
 #[inline]
-fn has_avx2() -> bool {
+pub(super) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2")
@@ -623,46 +629,85 @@ fn mm_simple(bias: Option<&[i64]>, requant: &[Requant]) -> Option<(i64, i64, u32
     }
 }
 
-/// Up to `16 · NB` columns of one output row: `Σ_t vpmaddwd(a pair t, b
-/// pairs t)`, stored to `out`.
+/// Up to `16 · NB` columns of `R` output rows: `Σ_t vpmaddwd(a pair t,
+/// b pairs t)` per row, stored to `out[r]`. `ap` holds the rows' i16
+/// pairs one after another, `kp` per row. Several rows at once keep
+/// independent accumulator chains in flight and load each B vector once.
 ///
 /// # Safety
-/// AVX-512 F/BW available; `bp` readable for `(ap.len() − 1) · np + 16 ·
-/// NB` i32.
+/// AVX-512 F/BW available; `ap.len() ≥ R · kp`; `bp` readable for
+/// `(kp − 1) · np + 16 · NB` i32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-unsafe fn mm_row_avx512<const NB: usize>(
+unsafe fn mm_rows_avx512<const NB: usize, const R: usize>(
     ap: &[i32],
+    kp: usize,
     bp: *const i32,
     np: usize,
-    out: &mut [i32; 64],
+    out: &mut [[i32; 64]; MM_ROWS],
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: reads inside the range the caller guarantees; `out` holds
-    // 64 ≥ 16 · NB i32.
+    // SAFETY: reads inside the ranges the caller guarantees; each `out[r]`
+    // holds 64 ≥ 16 · NB i32 and R ≤ MM_ROWS.
     unsafe {
-        let mut acc = [_mm512_setzero_si512(); NB];
-        for (t, &av) in ap.iter().enumerate() {
-            let av = _mm512_set1_epi32(av);
+        let mut acc = [[_mm512_setzero_si512(); NB]; R];
+        for t in 0..kp {
             let row = bp.add(t * np);
-            for (c, a) in acc.iter_mut().enumerate() {
-                let bv = _mm512_loadu_si512(row.add(16 * c) as *const __m512i);
-                *a = _mm512_add_epi32(*a, _mm512_madd_epi16(av, bv));
+            let mut bv = [_mm512_setzero_si512(); NB];
+            for (c, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(row.add(16 * c) as *const __m512i);
+            }
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32(*ap.get_unchecked(r * kp + t));
+                for (a, &b) in accr.iter_mut().zip(&bv) {
+                    *a = _mm512_add_epi32(*a, _mm512_madd_epi16(av, b));
+                }
             }
         }
-        for (c, a) in acc.iter().enumerate() {
-            _mm512_storeu_si512(out.as_mut_ptr().add(16 * c) as *mut __m512i, *a);
+        for (accr, o) in acc.iter().zip(out.iter_mut()) {
+            for (c, a) in accr.iter().enumerate() {
+                _mm512_storeu_si512(o.as_mut_ptr().add(16 * c) as *mut __m512i, *a);
+            }
+        }
+    }
+}
+
+/// Rows of A that [`matmul_block_avx512`] multiplies at once.
+const MM_ROWS: usize = 4;
+
+/// [`mm_rows_avx512`] for `nb` 16-column blocks (1..=4) and `R` rows.
+///
+/// # Safety
+/// As [`mm_rows_avx512`] with `NB = nb`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn mm_rows_nb<const R: usize>(
+    nb: usize,
+    ap: &[i32],
+    kp: usize,
+    bp: *const i32,
+    np: usize,
+    out: &mut [[i32; 64]; MM_ROWS],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match nb {
+            1 => mm_rows_avx512::<1, R>(ap, kp, bp, np, out),
+            2 => mm_rows_avx512::<2, R>(ap, kp, bp, np, out),
+            3 => mm_rows_avx512::<3, R>(ap, kp, bp, np, out),
+            _ => mm_rows_avx512::<4, R>(ap, kp, bp, np, out),
         }
     }
 }
 
 /// [`matmul_block`] for exact i32 sums (`K · max|a| · max|b| < 2^31`) on
 /// AVX-512: B packed once per block as i16 pairs along K (`[⌈K/2⌉][N
-/// rounded up to 16]`, zero padded), each row of A as i16 pairs, one
-/// `vpmaddwd` per pair and 16 columns (products of two 8/16-bit values,
-/// every partial sum bounded by the exact total), then the vectorised
-/// epilogue. The same integers as [`matmul_block_body`].
+/// rounded up to 16]`, zero padded), [`MM_ROWS`] rows of A at a time as
+/// i16 pairs, one `vpmaddwd` per pair, row and 16 columns (products of two
+/// 8/16-bit values, every partial sum bounded by the exact total), then the
+/// vectorised epilogue. The same integers as [`matmul_block_body`].
 ///
 /// # Safety
 /// AVX-512 F/BW/DQ/VL available; `A`, `B` are 8- or 16-bit types.
@@ -680,7 +725,7 @@ pub(super) unsafe fn matmul_block_avx512<A: QInt, B: QInt, O: QInt>(
     let kp = k.div_ceil(2);
     let np = n.div_ceil(16) * 16;
     acc32.clear();
-    acc32.resize(kp * np + kp, 0);
+    acc32.resize(kp * np + MM_ROWS * kp, 0);
     let (bp, ap) = acc32.split_at_mut(kp * np);
     for (t, row) in bp.chunks_exact_mut(np).enumerate() {
         let r0 = &b[2 * t * n..(2 * t + 1) * n];
@@ -696,26 +741,40 @@ pub(super) unsafe fn matmul_block_avx512<A: QInt, B: QInt, O: QInt>(
         }
     }
     let simple = mm_simple(bias, requant);
-    let mut tile = [0i32; 64];
-    for (arow, yrow) in a.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(m) {
-        for (d, p) in ap.iter_mut().zip(arow.chunks(2)) {
-            *d = pair16(p[0].to_i64(), p.get(1).map_or(0, |v| v.to_i64()));
+    let mut tile = [[0i32; 64]; MM_ROWS];
+    for (arows, yrows) in a[..m * k]
+        .chunks(MM_ROWS * k)
+        .zip(y[..m * n].chunks_mut(MM_ROWS * n))
+    {
+        let rows = arows.len() / k;
+        for (arow, dst) in arows.chunks_exact(k).zip(ap.chunks_exact_mut(kp)) {
+            let pairs = arow.chunks_exact(2);
+            let odd = pairs.remainder().first().map(|v| pair16(v.to_i64(), 0));
+            for (d, p) in dst.iter_mut().zip(pairs) {
+                *d = pair16(p[0].to_i64(), p[1].to_i64());
+            }
+            if let Some(v) = odd {
+                dst[kp - 1] = v;
+            }
         }
         let mut j0 = 0;
         while j0 < n {
             let w = (n - j0).min(64);
-            // SAFETY: AVX-512 available (caller); row t of `bp` has `np`
-            // entries and `j0 + 16 · ⌈w/16⌉ ≤ np`.
+            let nb = w.div_ceil(16);
+            // SAFETY: AVX-512 available (caller); `ap` holds `rows` packed
+            // rows; row t of `bp` has `np` entries and `j0 + 16 · nb ≤ np`.
             unsafe {
                 let bq = bp.as_ptr().add(j0);
-                match w.div_ceil(16) {
-                    1 => mm_row_avx512::<1>(ap, bq, np, &mut tile),
-                    2 => mm_row_avx512::<2>(ap, bq, np, &mut tile),
-                    3 => mm_row_avx512::<3>(ap, bq, np, &mut tile),
-                    _ => mm_row_avx512::<4>(ap, bq, np, &mut tile),
+                match rows {
+                    MM_ROWS => mm_rows_nb::<MM_ROWS>(nb, ap, kp, bq, np, &mut tile),
+                    3 => mm_rows_nb::<3>(nb, ap, kp, bq, np, &mut tile),
+                    2 => mm_rows_nb::<2>(nb, ap, kp, bq, np, &mut tile),
+                    _ => mm_rows_nb::<1>(nb, ap, kp, bq, np, &mut tile),
                 }
             }
-            mm_epilogue(&tile[..w], &mut yrow[j0..j0 + w], j0, simple, bias, requant);
+            for (t, yrow) in tile.iter().zip(yrows.chunks_exact_mut(n)) {
+                mm_epilogue(&t[..w], &mut yrow[j0..j0 + w], j0, simple, bias, requant);
+            }
             j0 += w;
         }
     }

@@ -1025,7 +1025,7 @@ mod tests {
         fn activation_matmul_matches_reference(
             batch in prop::collection::vec(1usize..3, 0..3),
             bmask in any::<u8>(),
-            (m, k, n) in (1usize..6, 1usize..70, 1usize..150),
+            (m, k, n) in (1usize..11, 1usize..70, 1usize..150),
             seed in any::<u64>(),
             mode in 0u8..3, ratio in ratio(), per_col in any::<bool>(),
             with_bias in any::<bool>(), wide_types in any::<bool>(),

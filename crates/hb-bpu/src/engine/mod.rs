@@ -18,6 +18,7 @@
 //! Profiling: set [`Workspace::profile`] to `Some(Vec::new())` to have each
 //! run add every op's wall time and path.
 
+mod cpu_float;
 mod elem;
 mod fastops;
 mod layout;
@@ -600,7 +601,7 @@ impl Engine {
                     fastops::try_fast(op, &self.posts_fast[k], &mut st, &mut ws.tmp)
                         .map_err(|e| op.err(e))?
                 }
-                None => false,
+                None => cpu_float::try_run(op, &mut st).map_err(|e| op.err(e))?,
             };
             if !done {
                 self.generic(op, &mut st, cpu, &mut ws.cpu_in)?;
@@ -611,8 +612,8 @@ impl Engine {
                 e.runs += 1;
                 e.path = match (&self.packed[k], done, op.on_cpu) {
                     (Some(_), true, _) => "packed",
+                    (_, _, true) => "cpu",
                     (_, true, _) => "fast",
-                    (_, false, true) => "cpu",
                     _ => "reference",
                 };
             }

@@ -12,7 +12,8 @@
 //! time). Other shifts take an i128 route with the same estimate-and-correct
 //! step.
 
-use super::elem::has_avx512;
+use super::elem::{has_avx2, has_avx512, simd_copies};
+use crate::lut::Lut;
 use crate::lut::LutKind;
 use crate::qint::QInt;
 use crate::reference::softmax::SoftmaxPlan;
@@ -49,50 +50,91 @@ pub(super) fn softmax_into<I: QInt, O: QInt>(
         return Err(format!("softmax buffers do not match shape {shape:?}"));
     }
     let table = plan.exp_table();
-    let (in_lo, in_hi) = table.domain();
-    let direct = match table.kind() {
-        LutKind::Direct(t) => Some(t.as_slice()),
-        LutKind::Segmented(_) => None,
+    let (lo, hi) = table.domain();
+    let rows = Rows {
+        outer,
+        n,
+        inner,
+        table,
+        lo,
+        hi,
+        direct: match table.kind() {
+            LutKind::Direct(t) => Some(t.as_slice()),
+            LutKind::Segmented(_) => None,
+        },
+        m: i64::from(plan.out_requant().multiplier()),
+        sh: plan.out_requant().shift(),
+        // One past O's maximum already saturates.
+        cap: O::MAX.saturating_add(1),
+        mask: mask_qmin,
     };
-    let exp = |d: i64| match direct {
-        Some(t) => t[(d.clamp(in_lo, in_hi) - in_lo) as usize],
-        None => table.lookup(d),
-    };
-    let m = plan.out_requant().multiplier();
-    let sh = plan.out_requant().shift();
-    // One past O's maximum already saturates.
-    let cap = O::MAX.saturating_add(1);
     scratch.clear();
     scratch.resize(n, 0);
-    for o in 0..outer {
+    softmax_rows(x, &rows, out, scratch);
+    Ok(())
+}
+
+/// The shape, exp table and output requantisation of one Softmax.
+pub(super) struct Rows<'t> {
+    outer: usize,
+    n: usize,
+    inner: usize,
+    table: &'t Lut,
+    /// The table's domain.
+    lo: i64,
+    hi: i64,
+    /// The table's values when it is direct.
+    direct: Option<&'t [i64]>,
+    m: i64,
+    sh: u32,
+    cap: i64,
+    /// Inputs equal to the type minimum are masked (weight 0).
+    mask: bool,
+}
+
+simd_copies! {
+    /// Every row of the Softmax: one copy of the whole loop per instruction
+    /// set, so the maximum, exp, quotient and store loops all vectorise.
+    fn softmax_rows<I, O>(x: &[I], k: &Rows<'_>, out: &mut [O], scratch: &mut [i64]) => softmax_rows_body
+}
+
+#[inline(always)]
+fn softmax_rows_body<I: QInt, O: QInt>(x: &[I], k: &Rows<'_>, out: &mut [O], scratch: &mut [i64]) {
+    let (n, inner) = (k.n, k.inner);
+    let exp = |d: i64| match k.direct {
+        Some(t) => t[(d.clamp(k.lo, k.hi) - k.lo) as usize],
+        None => k.table.lookup(d),
+    };
+    let key = |q: &I| {
+        let v = q.to_i64();
+        if k.mask && v == I::MIN {
+            i64::MIN
+        } else {
+            v
+        }
+    };
+    for o in 0..k.outer {
         for i in 0..inner {
             let base = o * n * inner + i;
             let mut s: i64 = 0;
             if inner == 1 {
-                // Contiguous row: branch-free maximum (masked values read as
-                // i64::MIN, so a fully masked row leaves it there).
+                // Contiguous row: a plain maximum (vectorised). Masked values
+                // are the type minimum, so they only win in a fully masked
+                // row.
                 let row = &x[base..base + n];
-                let key = |q: &I| {
-                    let v = q.to_i64();
-                    if mask_qmin && v == I::MIN {
-                        i64::MIN
-                    } else {
-                        v
-                    }
-                };
-                let max = row.iter().map(key).fold(i64::MIN, i64::max);
-                if max != i64::MIN {
-                    match direct {
+                let max = row.iter().fold(i64::MIN, |a, q| a.max(q.to_i64()));
+                if !(k.mask && max == I::MIN) {
+                    match k.direct {
                         // A whole direct table: gathers (vectorised).
-                        Some(t) if t.len() as i64 == in_hi - in_lo + 1 => {
-                            let k = ExpRow {
+                        Some(t) if t.len() as i64 == k.hi - k.lo + 1 => {
+                            let e = ExpRow {
                                 table: t,
-                                lo: in_lo,
-                                hi: in_hi,
+                                lo: k.lo,
+                                hi: k.hi,
                                 max,
-                                mask: mask_qmin,
+                                mask: k.mask,
                             };
-                            s = exp_row(row, scratch, &k);
+                            s = exp_row_body(row, scratch, &e);
                         }
                         _ => {
                             for (e, q) in scratch.iter_mut().zip(row) {
@@ -104,49 +146,48 @@ pub(super) fn softmax_into<I: QInt, O: QInt>(
                     }
                 }
             } else {
-                let at = |k: usize| x[base + k * inner].to_i64();
-                let live = |q: i64| !(mask_qmin && q == I::MIN);
+                let at = |j: usize| x[base + j * inner].to_i64();
+                let live = |q: i64| !(k.mask && q == I::MIN);
                 if let Some(max) = (0..n).map(at).filter(|&q| live(q)).max() {
-                    for (k, e) in scratch.iter_mut().enumerate() {
-                        let q = at(k);
+                    for (j, e) in scratch.iter_mut().enumerate() {
+                        let q = at(j);
                         *e = if live(q) { exp(q - max) } else { 0 };
                         s += *e;
                     }
                 }
             }
             if s == 0 {
-                for k in 0..n {
-                    out[base + k * inner] = O::sat_i64(0);
+                for j in 0..n {
+                    out[base + j * inner] = O::sat_i64(0);
                 }
                 continue;
             }
-            if (1..=63).contains(&sh) {
+            if (1..=63).contains(&k.sh) {
                 let su = s as u64;
                 let q = Quotient {
-                    m: m as u64,
-                    sh,
+                    m: k.m as u64,
+                    sh: k.sh,
                     a: su >> 1,
-                    rnd: (su & 1) << (sh - 1),
+                    rnd: (su & 1) << (k.sh - 1),
                     s: su,
                     inv_s: 1.0 / su as f64,
-                    cap: cap as u64,
+                    cap: k.cap as u64,
                 };
-                quotients(scratch, &q);
+                quotients_body(scratch, &q);
             } else {
-                quotients_wide(scratch, i128::from(m), sh, s, cap);
+                quotients_wide(scratch, i128::from(k.m), k.sh, s, k.cap);
             }
             if inner == 1 {
                 for (d, &y) in out[base..base + n].iter_mut().zip(scratch.iter()) {
                     *d = O::sat_i64(y);
                 }
             } else {
-                for (k, &y) in scratch.iter().enumerate() {
-                    out[base + k * inner] = O::sat_i64(y);
+                for (j, &y) in scratch.iter().enumerate() {
+                    out[base + j * inner] = O::sat_i64(y);
                 }
             }
         }
     }
-    Ok(())
 }
 
 /// The exp step of one contiguous row with a direct table.
@@ -163,21 +204,6 @@ struct ExpRow<'t> {
 
 /// Writes each element's exp value (0 when masked) into `e` and returns
 /// the row sum.
-fn exp_row<I: QInt>(row: &[I], e: &mut [i64], k: &ExpRow<'_>) -> i64 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
-        return unsafe { exp_row_avx512(row, e, k) };
-    }
-    exp_row_body(row, e, k)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn exp_row_avx512<I: QInt>(row: &[I], e: &mut [i64], k: &ExpRow<'_>) -> i64 {
-    exp_row_body(row, e, k)
-}
-
 #[inline(always)]
 fn exp_row_body<I: QInt>(row: &[I], e: &mut [i64], k: &ExpRow<'_>) -> i64 {
     let mut s = 0i64;
@@ -195,22 +221,6 @@ fn exp_row_body<I: QInt>(row: &[I], e: &mut [i64], k: &ExpRow<'_>) -> i64 {
 }
 
 /// Replaces each exp value of a row by its rounded, capped quotient.
-fn quotients(e: &mut [i64], q: &Quotient) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time.
-        unsafe { quotients_avx512(e, q) };
-        return;
-    }
-    quotients_body(e, q)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn quotients_avx512(e: &mut [i64], q: &Quotient) {
-    quotients_body(e, q)
-}
-
 #[inline(always)]
 fn quotients_body(e: &mut [i64], q: &Quotient) {
     for v in e.iter_mut() {
