@@ -247,10 +247,24 @@ fn zip_in_place_body<O: QInt, B: QInt>(y: &mut [O], b: &[B], f: impl Fn(i64, i64
     }
 }
 
-/// Div with a cached reciprocal: consecutive equal divisors (always the
-/// case along a broadcast row) share one table lookup.
+simd_copies! {
+    /// Div with a cached reciprocal: consecutive equal divisors (always the
+    /// case along a broadcast row) share one table lookup.
+    fn div<A, B, O>(
+        a: &[A],
+        b: &[B],
+        y: &mut [O],
+        out: &[usize],
+        sa: &[usize],
+        sb: &[usize],
+        recip: &Lut,
+        r: &Requant
+    ) => div_body
+}
+
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn div<A: QInt, B: QInt, O: QInt>(
+fn div_body<A: QInt, B: QInt, O: QInt>(
     a: &[A],
     b: &[B],
     y: &mut [O],
@@ -284,7 +298,8 @@ pub(super) fn div<A: QInt, B: QInt, O: QInt>(
     } else {
         0
     };
-    for_rows2(out, sa, sb, |yo, ao, bo, len, ast, bst| {
+    for w in Rows2::new(out, sa, sb) {
+        let (yo, ao, bo, len, ast, bst) = (w.y, w.a, w.b, w.len, w.a_step, w.b_step);
         // A divisor shared by the whole row (LayerNorm's `x / std`): one
         // reciprocal, then a vectorised requantisation.
         if bst == 0 && ast == 1 && small_a && rnd != 0 {
@@ -294,8 +309,8 @@ pub(super) fn div<A: QInt, B: QInt, O: QInt>(
                 if p.unsigned_abs() < 1 << 62 {
                     let p = p as i64;
                     let k = (p >> 32, p & 0xffff_ffff, rnd, n - 32);
-                    scaled_row(&a[ao..ao + len], &mut y[yo..yo + len], k);
-                    return;
+                    scaled_row_body(&a[ao..ao + len], &mut y[yo..yo + len], k);
+                    continue;
                 }
             }
         }
@@ -308,16 +323,12 @@ pub(super) fn div<A: QInt, B: QInt, O: QInt>(
                 r.apply_fast::<O>(qa * rec(qb))
             };
         }
-    });
+    }
 }
 
-simd_copies! {
-    /// `y = sat((a · P + rnd) >> n)` for one row, as `(a · P_hi + ((a ·
-    /// P_lo + rnd) >> 32)) >> (n − 32)` with `k = (P_hi, P_lo, rnd, n −
-    /// 32)` (see [`div`]).
-    fn scaled_row<A, O>(a: &[A], y: &mut [O], k: (i64, i64, i64, u32)) => scaled_row_body
-}
-
+/// `y = sat((a · P + rnd) >> n)` for one row, as `(a · P_hi + ((a · P_lo
+/// + rnd) >> 32)) >> (n − 32)` with `k = (P_hi, P_lo, rnd, n − 32)` (see
+/// [`div`]).
 #[inline(always)]
 fn scaled_row_body<A: QInt, O: QInt>(a: &[A], y: &mut [O], k: (i64, i64, i64, u32)) {
     let (hi, lo, rnd, sh) = k;
@@ -516,8 +527,11 @@ simd_copies! {
 fn rq_in_place_body<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
     let (omin, omax) = (O::MIN, O::MAX);
     if r.is_identity() {
+        // A clamp alone: in O itself (saturation is monotone, so clamping
+        // to the saturated bounds is the same), many lanes per vector.
+        let (lo, hi) = (O::sat_i64(lo), O::sat_i64(hi.max(lo)));
         for d in y.iter_mut() {
-            *d = O::sat_i64(d.to_i64().clamp(lo, hi));
+            *d = (*d).max(lo).min(hi);
         }
     } else if r.shift() <= 62 {
         let (m, sh) = (i64::from(r.multiplier()), r.shift());

@@ -19,6 +19,7 @@ use crate::reference::quant::QuantParams;
 use crate::tensor::{split_at_axis, TensorRef};
 
 use super::elem;
+use super::elem::{has_avx2, has_avx512};
 
 /// Reusable accumulators of the element-wise paths.
 #[derive(Debug, Default)]
@@ -81,27 +82,20 @@ fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
         return;
     }
     let (lof, hif, mlo) = (lo as f32, p.hi as f32, p.lo as f32);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected at run time.
-        unsafe { quantize_avx2(x, o, p.scale, (p.keep_masks, p.mask_limit), lof, hif, mlo) };
-        return;
-    }
-    quantize_body(x, o, p.scale, (p.keep_masks, p.mask_limit), lof, hif, mlo)
+    quantize_lanes(x, o, p.scale, (p.keep_masks, p.mask_limit), lof, hif, mlo)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_avx2<O: QInt>(
-    x: &[f32],
-    o: &mut [O],
-    sc: f32,
-    km: (bool, f32),
-    lof: f32,
-    hif: f32,
-    mlo: f32,
-) {
-    quantize_body(x, o, sc, km, lof, hif, mlo)
+elem::simd_copies! {
+    /// [`quantize_body`] compiled per instruction set.
+    fn quantize_lanes<O>(
+        x: &[f32],
+        o: &mut [O],
+        sc: f32,
+        km: (bool, f32),
+        lof: f32,
+        hif: f32,
+        mlo: f32
+    ) => quantize_body
 }
 
 /// The loop of [`quantize_slice`] (range checked by the caller).
