@@ -465,19 +465,14 @@ pub(super) fn rq_last_axis<I: QInt, O: QInt>(
     lo: i64,
     hi: i64,
 ) {
-    let c = requant.len().max(1);
-    let (omin, omax) = (O::MIN, O::MAX);
-    if let Some(prm) = shift_params(requant) {
-        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-            for ((d, &q), &(m, rnd, sh)) in yr.iter_mut().zip(xr).zip(&prm) {
-                let v = (q.to_i64() * m + rnd) >> sh;
-                *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
-            }
-        }
-    } else {
-        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-            for ((d, &q), r) in yr.iter_mut().zip(xr).zip(requant) {
-                *d = O::sat_i64(r.apply_fast::<O>(q.to_i64()).to_i64().clamp(lo, hi));
+    match ShiftParams::of(requant) {
+        Some(p) => rq_last_axis_shift(x, y, &p, lo, hi),
+        None => {
+            let c = requant.len().max(1);
+            for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                for ((d, &q), r) in yr.iter_mut().zip(xr).zip(requant) {
+                    *d = O::sat_i64(r.apply_fast::<O>(q.to_i64()).to_i64().clamp(lo, hi));
+                }
             }
         }
     }
@@ -485,37 +480,74 @@ pub(super) fn rq_last_axis<I: QInt, O: QInt>(
 
 /// [`rq_last_axis`] in place.
 pub(super) fn rq_last_axis_in_place<O: QInt>(y: &mut [O], requant: &[Requant], lo: i64, hi: i64) {
-    let c = requant.len().max(1);
-    let (omin, omax) = (O::MIN, O::MAX);
-    if let Some(prm) = shift_params(requant) {
-        for yr in y.chunks_exact_mut(c) {
-            for (d, &(m, rnd, sh)) in yr.iter_mut().zip(&prm) {
-                let v = (d.to_i64() * m + rnd) >> sh;
-                *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
-            }
-        }
-    } else {
-        for yr in y.chunks_exact_mut(c) {
-            for (d, r) in yr.iter_mut().zip(requant) {
-                *d = O::sat_i64(r.apply_fast::<O>(d.to_i64()).to_i64().clamp(lo, hi));
+    match ShiftParams::of(requant) {
+        Some(p) => rq_last_axis_shift_in_place(y, &p, lo, hi),
+        None => {
+            let c = requant.len().max(1);
+            for yr in y.chunks_exact_mut(c) {
+                for (d, r) in yr.iter_mut().zip(requant) {
+                    *d = O::sat_i64(r.apply_fast::<O>(d.to_i64()).to_i64().clamp(lo, hi));
+                }
             }
         }
     }
 }
 
-/// `(multiplier, rounding term, shift)` of each requantisation when every
-/// shift is at most 62 (the i64 formula is then exact).
-fn shift_params(requant: &[Requant]) -> Option<Vec<(i64, i64, u32)>> {
-    requant.iter().all(|r| r.shift() <= 62).then(|| {
-        requant
-            .iter()
-            .map(|r| {
-                let sh = r.shift();
-                let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
-                (i64::from(r.multiplier()), rnd, sh)
-            })
-            .collect()
-    })
+/// Multiplier, rounding term and shift of each channel's requantisation,
+/// one array each (so a row of channels is a few vector operations), when
+/// every shift is at most 62 (the i64 formula is then exact).
+pub(super) struct ShiftParams {
+    m: Vec<i64>,
+    rnd: Vec<i64>,
+    sh: Vec<i64>,
+}
+
+impl ShiftParams {
+    fn of(requant: &[Requant]) -> Option<ShiftParams> {
+        if requant.is_empty() || requant.iter().any(|r| r.shift() > 62) {
+            return None;
+        }
+        let sh: Vec<i64> = requant.iter().map(|r| i64::from(r.shift())).collect();
+        Some(ShiftParams {
+            m: requant.iter().map(|r| i64::from(r.multiplier())).collect(),
+            rnd: sh.iter().map(|&s| if s == 0 { 0 } else { 1i64 << (s - 1) }).collect(),
+            sh,
+        })
+    }
+}
+
+simd_copies! {
+    /// [`rq_last_axis`] with [`ShiftParams`].
+    fn rq_last_axis_shift<I, O>(x: &[I], y: &mut [O], p: &ShiftParams, lo: i64, hi: i64) => rq_last_axis_shift_body
+}
+
+#[inline(always)]
+fn rq_last_axis_shift_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], p: &ShiftParams, lo: i64, hi: i64) {
+    let c = p.m.len();
+    let (omin, omax) = (O::MIN, O::MAX);
+    for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        for ((((d, &q), &m), &rnd), &sh) in yr.iter_mut().zip(xr).zip(&p.m).zip(&p.rnd).zip(&p.sh) {
+            let v = (q.to_i64() * m + rnd) >> sh;
+            *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
+        }
+    }
+}
+
+simd_copies! {
+    /// [`rq_last_axis_in_place`] with [`ShiftParams`].
+    fn rq_last_axis_shift_in_place<O>(y: &mut [O], p: &ShiftParams, lo: i64, hi: i64) => rq_last_axis_shift_in_place_body
+}
+
+#[inline(always)]
+fn rq_last_axis_shift_in_place_body<O: QInt>(y: &mut [O], p: &ShiftParams, lo: i64, hi: i64) {
+    let c = p.m.len();
+    let (omin, omax) = (O::MIN, O::MAX);
+    for yr in y.chunks_exact_mut(c) {
+        for (((d, &m), &rnd), &sh) in yr.iter_mut().zip(&p.m).zip(&p.rnd).zip(&p.sh) {
+            let v = (d.to_i64() * m + rnd) >> sh;
+            *d = O::sat_i64(v.clamp(omin, omax).clamp(lo, hi));
+        }
+    }
 }
 
 simd_copies! {
