@@ -69,8 +69,17 @@ pub(super) fn softmax_into<I: QInt, O: QInt>(
         mask: mask_qmin,
     };
     scratch.clear();
-    scratch.resize(n, 0);
-    softmax_rows(x, &rows, out, scratch);
+    scratch.resize(2 * n.div_ceil(8) * 8, 0);
+    #[cfg(target_arch = "x86_64")]
+    if inner == 1 && n > 0 && (1..=63).contains(&rows.sh) && has_avx512() {
+        if let Some(t) = rows.direct.filter(|t| t.len() as i64 == hi - lo + 1) {
+            // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time; the
+            // table is whole and the shift in 1..=63 (checked above).
+            unsafe { padded_rows_avx512(x, &rows, t, out, scratch) };
+            return Ok(());
+        }
+    }
+    softmax_rows(x, &rows, out, &mut scratch[..n]);
     Ok(())
 }
 
@@ -186,6 +195,110 @@ fn softmax_rows_body<I: QInt, O: QInt>(x: &[I], k: &Rows<'_>, out: &mut [O], scr
                     out[base + j * inner] = O::sat_i64(y);
                 }
             }
+        }
+    }
+}
+
+/// A padding value of [`padded_rows_avx512`]: below every real input,
+/// weight 0.
+#[cfg(target_arch = "x86_64")]
+const PAD: i64 = i64::MIN;
+
+/// Contiguous rows, a whole direct exp table and a shift in 1..=63, in
+/// AVX-512: each row is widened into a buffer padded to whole vectors of 8
+/// (padding weighs 0), so the maximum, exp, sum and quotient steps run
+/// without scalar tails, which short attention rows would otherwise spend
+/// most of their time in. The same integers as [`softmax_rows_body`]: the
+/// same gathers, sum and estimate-and-correct quotient.
+///
+/// # Safety
+/// AVX-512 F/BW/DQ/VL available; `table` has `k.hi − k.lo + 1` entries;
+/// `1 ≤ k.sh ≤ 63`; `k.inner == 1`, `k.n > 0`; `buf` holds `2 · ⌈n/8⌉ · 8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn padded_rows_avx512<I: QInt, O: QInt>(
+    x: &[I],
+    k: &Rows<'_>,
+    table: &[i64],
+    out: &mut [O],
+    buf: &mut [i64],
+) {
+    use std::arch::x86_64::*;
+    let n = k.n;
+    let np = n.div_ceil(8) * 8;
+    let (v, e) = buf[..2 * np].split_at_mut(np);
+    let (vp, ep) = (v.as_mut_ptr(), e.as_mut_ptr());
+    let lo = _mm512_set1_epi64(k.lo);
+    let hi = _mm512_set1_epi64(k.hi);
+    let pad = _mm512_set1_epi64(PAD);
+    let floor = _mm512_set1_epi64(-(1 << 40));
+    let type_min = _mm512_set1_epi64(I::MIN);
+    let m = _mm512_set1_epi64(k.m);
+    let shift = _mm_cvtsi64_si128(i64::from(k.sh));
+    let cap = _mm512_set1_epi64(k.cap);
+    let one = _mm512_set1_epi64(1);
+    for (row, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)).take(k.outer) {
+        for (d, q) in v.iter_mut().zip(row) {
+            *d = q.to_i64();
+        }
+        v[n..].fill(PAD);
+        // SAFETY (whole loop body): every access is to `v` or `e`, both
+        // `np` long, at offsets `8 · c < np`; the gather indices lie in
+        // `0..=hi − lo` (clamped), inside the table.
+        unsafe {
+            let mut mx = pad;
+            for c in 0..np / 8 {
+                mx = _mm512_max_epi64(mx, _mm512_loadu_si512(vp.add(8 * c) as *const _));
+            }
+            let max = _mm512_reduce_max_epi64(mx);
+            if k.mask && max == I::MIN {
+                // A fully masked row.
+                dst.iter_mut().for_each(|d| *d = O::sat_i64(0));
+                continue;
+            }
+            let maxv = _mm512_set1_epi64(max);
+            let mut sum = _mm512_setzero_si512();
+            for c in 0..np / 8 {
+                let q = _mm512_loadu_si512(vp.add(8 * c) as *const _);
+                // `q − max` without overflow for the padding, clamped to the
+                // table's domain.
+                let d = _mm512_sub_epi64(_mm512_max_epi64(q, floor), maxv);
+                let idx = _mm512_sub_epi64(_mm512_min_epi64(_mm512_max_epi64(d, lo), hi), lo);
+                let w = _mm512_i64gather_epi64::<8>(idx, table.as_ptr());
+                let mut dead = _mm512_cmpeq_epi64_mask(q, pad);
+                if k.mask {
+                    dead |= _mm512_cmpeq_epi64_mask(q, type_min);
+                }
+                let w = _mm512_maskz_mov_epi64(!dead, w);
+                sum = _mm512_add_epi64(sum, w);
+                _mm512_storeu_si512(ep.add(8 * c) as *mut _, w);
+            }
+            let s = _mm512_reduce_add_epi64(sum);
+            if s == 0 {
+                dst.iter_mut().for_each(|d| *d = O::sat_i64(0));
+                continue;
+            }
+            // The quotient of `quotients_body`, eight at a time.
+            let su = s as u64;
+            let a = _mm512_set1_epi64((su >> 1) as i64);
+            let rnd = _mm512_set1_epi64(((su & 1) << (k.sh - 1)) as i64);
+            let sv = _mm512_set1_epi64(su as i64);
+            let inv = _mm512_set1_pd(1.0 / su as f64);
+            for c in 0..np / 8 {
+                let ev = _mm512_loadu_si512(ep.add(8 * c) as *const _);
+                let prod = _mm512_add_epi64(_mm512_mullo_epi64(ev, m), rnd);
+                let t = _mm512_add_epi64(a, _mm512_srl_epi64(prod, shift));
+                let y0 = _mm512_cvttpd_epu64(_mm512_mul_pd(_mm512_cvtepu64_pd(t), inv));
+                let p0 = _mm512_mullo_epi64(y0, sv);
+                let over = _mm512_cmpgt_epu64_mask(p0, t);
+                let under = _mm512_cmple_epu64_mask(_mm512_add_epi64(p0, sv), t);
+                let y = _mm512_mask_sub_epi64(y0, over, y0, one);
+                let y = _mm512_mask_add_epi64(y, under, y, one);
+                _mm512_storeu_si512(ep.add(8 * c) as *mut _, _mm512_min_epu64(y, cap));
+            }
+        }
+        for (d, &y) in dst.iter_mut().zip(e.iter()) {
+            *d = O::sat_i64(y);
         }
     }
 }
