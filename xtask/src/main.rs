@@ -7,21 +7,25 @@
 //!   when Python onnxruntime is available; writes `docs/benchmarks.md`.
 //! - `onnx-suite [--promote] [--dir D]`: run the ONNX node conformance cases.
 //! - `onnx-cases [OUT]`: regenerate the cases from the pinned onnx package.
+//! - `qdq-check`: run `--export-qdq` outputs in ONNX Runtime against our
+//!   simulation (needs Python onnxruntime).
 
 mod bench;
 mod codegen;
+mod qdq_check;
 
 use anyhow::{bail, Result};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(task) = args.first() else {
-        bail!("usage: cargo xtask <codegen [--check] | bench [--runs N] | onnx-suite [--promote] [--dir D] | onnx-cases [OUT]>");
+        bail!("usage: cargo xtask <codegen [--check] | bench [--runs N] | onnx-suite [--promote] [--dir D] | onnx-cases [OUT] | qdq-check>");
     };
     let rest = &args[1..];
     match task.as_str() {
         "codegen" => codegen::run(rest.iter().any(|a| a == "--check")),
         "bench" => bench::run(rest),
+        "qdq-check" => qdq_check::run(),
         "onnx-cases" => {
             let out = rest
                 .first()

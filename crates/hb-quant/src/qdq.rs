@@ -1151,7 +1151,7 @@ mod tests {
     /// the float interpreter's outputs to `$HB_QDQ_DUMP` for
     /// `xtask/ort_qdq_check.py` (ORT cross-check; needs Python, so ignored).
     #[test]
-    #[ignore = "writes files for the Python ORT cross-check (xtask/ort_qdq_check.py); run with HB_QDQ_DUMP=DIR"]
+    #[ignore = "writes files for the Python ORT cross-check; `cargo xtask qdq-check` runs it and xtask/ort_qdq_check.py"]
     fn dump_ort_case() {
         let Ok(dir) = std::env::var("HB_QDQ_DUMP") else {
             return;
