@@ -269,9 +269,11 @@ pub struct Scratch {
     pub(crate) taps: Vec<usize>,
     pub(crate) jobs: Vec<driver::Job>,
     pub(crate) plane: Vec<i32>,
-    pub(crate) rows_at: Vec<usize>,
-    pub(crate) koff: Vec<u32>,
     pub(crate) corr: Vec<i32>,
+    /// Implicit-GEMM tables of recent conv geometries (a model's convs
+    /// repeat a few geometries; rebuilding them per call cost ~4 % of a
+    /// small CNN's run).
+    pub(crate) implicit: Vec<ops::ImplicitTables>,
 }
 
 impl Scratch {

@@ -274,8 +274,7 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
         taps,
         jobs,
         plane,
-        rows_at,
-        koff,
+        implicit: cache,
         corr: corr_buf,
         ..
     } = scratch;
@@ -356,9 +355,11 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
     }
     // Implicit GEMM: the kernel reads the padded input in place; else
     // im2col rows.
-    let implicit = pw
+    let tables = pw
         .implicit_conv()
-        .is_some_and(|ts| implicit_tables(pw, c, ts, sp_out, p, &pstr, taps, rows_at, koff));
+        .and_then(|ts| implicit_tables(cache, pw, c, ts, sp_out, p, &pstr, taps));
+    let implicit = tables.is_some();
+    let tables = tables.map(|i| &cache[i]);
     if implicit {
         for j in jobs.iter_mut() {
             j.a_off = j.group * cg;
@@ -409,8 +410,8 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
             rows: npix,
             lo_off,
             jobs,
-            rows_at: implicit.then_some(&rows_at[..]),
-            koff: implicit.then_some(&koff[..]),
+            rows_at: tables.map(|t| &t.rows_at[..]),
+            koff: tables.map(|t| &t.koff[..]),
             corr,
             rs,
             cs,
@@ -505,12 +506,25 @@ pub(crate) fn for_each_padded_row(
     }
 }
 
-/// The implicit-GEMM tables of a conv: the padded-input offset of every
-/// output pixel (`rows_at`) and of every K-group within a pixel (`koff`,
-/// tap-major, `ts` packed elements per tap). False when an offset does not
-/// fit `u32` (the caller then uses im2col).
+/// The implicit-GEMM tables of one conv geometry: the padded-input offset
+/// of every output pixel (`rows_at`) and of every K-group within a pixel
+/// (`koff`, tap-major), with the geometry they were built for.
+#[derive(Debug, Default)]
+pub(crate) struct ImplicitTables {
+    key: Vec<usize>,
+    rows_at: Vec<usize>,
+    koff: Vec<u32>,
+}
+
+/// Geometries kept in [`Scratch`]'s table cache.
+const IMPLICIT_CACHE: usize = 32;
+
+/// The index in `cache` of the implicit-GEMM tables of a conv (`ts`
+/// packed elements per tap), built on first use; `None` when an offset
+/// does not fit `u32` (the caller then uses im2col).
 #[allow(clippy::too_many_arguments)]
 fn implicit_tables(
+    cache: &mut Vec<ImplicitTables>,
     pw: &PackedWeights,
     c: usize,
     ts: usize,
@@ -518,27 +532,36 @@ fn implicit_tables(
     p: &crate::reference::conv::ConvParams,
     pstr: &[usize],
     taps: &[usize],
-    rows_at: &mut Vec<usize>,
-    koff: &mut Vec<u32>,
-) -> bool {
+) -> Option<usize> {
     let gs = pw.layout.group();
-    koff.clear();
+    // Everything the tables depend on, with lengths so that no two
+    // geometries share a key.
+    let mut key = vec![c, ts, pw.kp, gs, sp_out.len(), taps.len()];
+    key.extend(sp_out);
+    key.extend(&p.strides);
+    key.extend(pstr);
+    key.extend(taps);
+    if let Some(i) = cache.iter().position(|t| t.key == key) {
+        return Some(i);
+    }
+    let mut koff = Vec::with_capacity(pw.kp / gs);
     for q in 0..pw.kp / gs {
         let k = q * gs;
         let (t, j) = (k / ts, k % ts);
-        let Some(off) = taps
+        let off = taps
             .get(t)
             .and_then(|&to| to.checked_mul(c))
             .and_then(|o| o.checked_add(j))
-            .and_then(|o| u32::try_from(o).ok())
-        else {
-            return false;
-        };
+            .and_then(|o| u32::try_from(o).ok())?;
         koff.push(off);
     }
-    rows_at.clear();
+    let mut rows_at = Vec::new();
     for_each_window(sp_out, p, pstr, |pos| rows_at.push(pos * c));
-    true
+    if cache.len() >= IMPLICIT_CACHE {
+        cache.remove(0);
+    }
+    cache.push(ImplicitTables { key, rows_at, koff });
+    Some(cache.len() - 1)
 }
 
 /// Calls `f` with the padded-input position (in positions) of the first
