@@ -68,8 +68,8 @@ pub fn run() -> Result<()> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .context("ort_qdq_check.py printed no JSON")?;
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("ort_qdq_check.py printed no JSON")?;
         let samples = report["samples"].as_u64().unwrap_or(0);
         let outputs = report["outputs"]
             .as_object()

@@ -510,7 +510,10 @@ impl ShiftParams {
         let sh: Vec<i64> = requant.iter().map(|r| i64::from(r.shift())).collect();
         Some(ShiftParams {
             m: requant.iter().map(|r| i64::from(r.multiplier())).collect(),
-            rnd: sh.iter().map(|&s| if s == 0 { 0 } else { 1i64 << (s - 1) }).collect(),
+            rnd: sh
+                .iter()
+                .map(|&s| if s == 0 { 0 } else { 1i64 << (s - 1) })
+                .collect(),
             sh,
         })
     }
@@ -522,7 +525,13 @@ simd_copies! {
 }
 
 #[inline(always)]
-fn rq_last_axis_shift_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], p: &ShiftParams, lo: i64, hi: i64) {
+fn rq_last_axis_shift_body<I: QInt, O: QInt>(
+    x: &[I],
+    y: &mut [O],
+    p: &ShiftParams,
+    lo: i64,
+    hi: i64,
+) {
     let c = p.m.len();
     let (omin, omax) = (O::MIN, O::MAX);
     for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {

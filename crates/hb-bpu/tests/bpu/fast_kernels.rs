@@ -11,6 +11,11 @@ use hb_bpu::{QInt, QTensor, Requant, TensorRef};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
+thread_local! {
+    /// A scratch shared by the cases of a property test (see its use).
+    static SHARED_SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::new());
+}
+
 /// Pools of 1 and 2 threads; the fast kernels split work over the pool
 /// they run in.
 fn pools() -> &'static [rayon::ThreadPool; 2] {
@@ -354,15 +359,19 @@ fn check_conv_kind<X: FastIn, W: FastIn, O: FastOut>(
                         x_channels_last: xl,
                         y_channels_last: yl,
                     };
-                    let mut scratch = Scratch::new();
-                    fast::conv_into_layout(
-                        &pw,
-                        TensorRef::new(xin, &xs).unwrap(),
-                        &mut y,
-                        &mut scratch,
-                        &EXEC,
-                        layout,
-                    )?;
+                    // One scratch for every case of the run: its cache of
+                    // implicit-GEMM tables sees many geometries (hits,
+                    // misses and evictions) and must never mix them up.
+                    SHARED_SCRATCH.with(|s| {
+                        fast::conv_into_layout(
+                            &pw,
+                            TensorRef::new(xin, &xs).unwrap(),
+                            &mut y,
+                            &mut s.borrow_mut(),
+                            &EXEC,
+                            layout,
+                        )
+                    })?;
                     let y = if yl { from_channels_last(&y, &ys) } else { y };
                     if y != out {
                         return Err(hb_bpu::BpuError::Param(format!("{layout:?} differs")));
