@@ -402,16 +402,32 @@ pub(super) fn transpose<T: Copy>(x: &[T], y: &mut [T], xs: &[usize], perm: &[usi
     let out: Vec<usize> = perm.iter().map(|&p| xs[p]).collect();
     let st: Vec<usize> = perm.iter().map(|&p| xst[p]).collect();
     let zero = vec![0usize; r];
-    for_rows2(&out, &st, &zero, |yo, xo, _, len, step, _| {
+    for w in Rows2::new(&out, &st, &zero) {
+        let (yo, xo, len, step) = (w.y, w.a, w.len, w.a_step);
         let yr = &mut y[yo..yo + len];
-        if step == 1 {
-            yr.copy_from_slice(&x[xo..xo + len]);
-        } else {
-            for (t, d) in yr.iter_mut().enumerate() {
-                *d = x[xo + t * step];
+        match (step, len) {
+            // Attention head splits keep short runs (the head size) in
+            // place: copies of a fixed length inline instead of calling
+            // `memcpy` per run.
+            (1, 8) => copy_run::<T, 8>(yr, &x[xo..xo + 8]),
+            (1, 16) => copy_run::<T, 16>(yr, &x[xo..xo + 16]),
+            (1, 32) => copy_run::<T, 32>(yr, &x[xo..xo + 32]),
+            (1, _) => yr.copy_from_slice(&x[xo..xo + len]),
+            _ => {
+                for (t, d) in yr.iter_mut().enumerate() {
+                    *d = x[xo + t * step];
+                }
             }
         }
-    });
+    }
+}
+
+/// Copies a run of exactly `N` elements (a constant-length copy).
+#[inline(always)]
+fn copy_run<T: Copy, const N: usize>(y: &mut [T], x: &[T]) {
+    if let (Ok(d), Ok(s)) = (<&mut [T; N]>::try_from(y), <&[T; N]>::try_from(x)) {
+        *d = *s;
+    }
 }
 
 /// Whether the AVX2 copies of the loops below can run.
