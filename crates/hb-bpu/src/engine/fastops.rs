@@ -724,11 +724,17 @@ pub(super) fn try_fast(
                 if small_max(&va).is_none() || small_max(&vb).is_none() {
                     return Ok(false);
                 }
-                // The operands' actual ranges bound the i32 partial sums.
-                let ma = with_in!(&va, |x: I| elem::max_abs(x));
-                let mb = with_in!(&vb, |x: I| elem::max_abs(x));
-                // i32 partial sums are exact when K · max|a| · max|b| < 2^31.
-                let wide = (k as u128) * (ma as u128) * (mb as u128) >= 1u128 << 31;
+                // i32 partial sums are exact when K · max|a| · max|b| < 2^31:
+                // by the types alone when they allow it (no scan), else by
+                // the operands' actual ranges.
+                let type_max = |v: &V<'_>| small_max(v).unwrap_or(i64::MAX) as u128;
+                let wide = if (k as u128) * type_max(&va) * type_max(&vb) < 1u128 << 31 {
+                    false
+                } else {
+                    let ma = with_in!(&va, |x: I| elem::max_abs(x));
+                    let mb = with_in!(&vb, |x: I| elem::max_abs(x));
+                    (k as u128) * (ma as u128) * (mb as u128) >= 1u128 << 31
+                };
                 let Tmp { acc32, acc64 } = tmp;
                 with_in!(va, |xa: A| with_in!(vb, |xb: B| with_out_buf!(
                     &mut buf,
