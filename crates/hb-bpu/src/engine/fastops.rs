@@ -86,6 +86,21 @@ fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
 }
 
 elem::simd_copies! {
+    /// `y = x · scale` in f32 (per-tensor Dequantize), compiled per
+    /// instruction set.
+    fn dequantize_lanes<I>(x: &[I], y: &mut [f32], scale: f32) => dequantize_body
+}
+
+#[inline(always)]
+fn dequantize_body<I: QInt>(x: &[I], y: &mut [f32], scale: f32) {
+    for (d, &q) in y.iter_mut().zip(x) {
+        // Every QInt value fits i32, and i32 → f32 rounds the same
+        // integer as i64 → f32 would (16 lanes instead of 8).
+        *d = (q.to_i64() as i32) as f32 * scale;
+    }
+}
+
+elem::simd_copies! {
     /// [`quantize_body`] compiled per instruction set.
     fn quantize_lanes<O>(
         x: &[f32],
@@ -470,9 +485,7 @@ pub(super) fn try_fast(
                     }
                 } else if scales.len() == 1 {
                     let sc = scales[0];
-                    with_in!(v, |x: I| for (d, &q) in o.iter_mut().zip(x) {
-                        *d = q.to_i64() as f32 * sc;
-                    });
+                    with_in!(v, |x: I| dequantize_lanes(x, o, sc));
                 } else {
                     return Ok(false);
                 }
