@@ -513,6 +513,97 @@ pub(super) fn try_fast(
                     _ => return Ok(false),
                 }
             }
+            Kernel::Take => {
+                // Data movement resolved at lowering (Split, Slice, Gather
+                // with constant indices, ...): `y[i] = x[idx[i]]`.
+                let (Some(Some(xi)), Some(Some(ii))) = (op.inputs.first(), op.inputs.get(1)) else {
+                    return Ok(false);
+                };
+                if st.is_channels_last(*xi) || st.is_channels_last(yid) {
+                    return Ok(false);
+                }
+                let Some(hb_tensor::Tensor::I64(ix)) =
+                    st.consts.get(*ii).and_then(|c| c.as_deref())
+                else {
+                    return Ok(false);
+                };
+                let ix = ix.as_slice().ok_or("take indices layout")?;
+                if ix.len() != n {
+                    return Ok(false);
+                }
+                match (x0(0)?, &mut buf) {
+                    (V::I8(x), Buf::I8(o)) => take_into(x, ix, o.get_mut(..n).ok_or("slot")?)?,
+                    (V::I16(x), Buf::I16(o)) => take_into(x, ix, o.get_mut(..n).ok_or("slot")?)?,
+                    (V::I32(x), Buf::I32(o)) => take_into(x, ix, o.get_mut(..n).ok_or("slot")?)?,
+                    _ => return Ok(false),
+                }
+            }
+            Kernel::Concat { axis, requant } => {
+                let ids: Vec<usize> = op.inputs.iter().flatten().copied().collect();
+                if ids.len() != requant.len()
+                    || ids.len() != op.inputs.len()
+                    || st.is_channels_last(yid)
+                    || ids.iter().any(|&i| st.is_channels_last(i))
+                {
+                    return Ok(false);
+                }
+                let (outer, total, inner) =
+                    split_at_axis(&yshape, *axis).map_err(|e| e.to_string())?;
+                let mut at = 0;
+                for (&i, r) in ids.iter().zip(requant) {
+                    let xs = &st.infos[i].1;
+                    if xs.len() != yshape.len() || xs.get(*axis).is_none() {
+                        return Ok(false);
+                    }
+                    let len = xs[*axis];
+                    if at + len > total || numel(xs) != outer * len * inner {
+                        return Ok(false);
+                    }
+                    let v = st.get(i)?;
+                    with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
+                        let row = len * inner;
+                        for b in 0..outer {
+                            let dst = &mut o[b * total * inner + at * inner..][..row];
+                            elem::rq_slice(
+                                &x[b * row..(b + 1) * row],
+                                dst,
+                                r,
+                                <O as QInt>::MIN,
+                                <O as QInt>::MAX,
+                            );
+                        }
+                    }));
+                    at += len;
+                }
+                if at != total {
+                    return Ok(false);
+                }
+            }
+            Kernel::Resize { params, s_x, s_y } => {
+                let xi = op
+                    .inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .ok_or("missing input")?;
+                if st.is_channels_last(xi) || st.is_channels_last(yid) {
+                    return Ok(false);
+                }
+                let xshape = &st.infos[xi].1;
+                let Some((src, r)) =
+                    crate::reference::resize::nearest_sources(xshape, params, *s_x, *s_y)
+                        .map_err(|e| e.to_string())?
+                else {
+                    return Ok(false);
+                };
+                if src.len() != yshape.len() || numel(&yshape) != n {
+                    return Ok(false);
+                }
+                let v = x0(0)?;
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| resize_nearest(
+                    x, o, xshape, &yshape, &src, &r
+                )));
+            }
             Kernel::MaxPool { params, requant } => {
                 let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
                 if xshape.len() != 4 || params.kernel.len() != 2 || yshape.len() != 4 {
@@ -783,6 +874,63 @@ pub(super) fn try_fast(
     })();
     st.restore(s, buf);
     res
+}
+
+/// `y[i] = x[idx[i]]`; an index outside `x` is an error.
+fn take_into<T: Copy>(x: &[T], idx: &[i64], y: &mut [T]) -> R<()> {
+    for (d, &i) in y.iter_mut().zip(idx) {
+        *d = *usize::try_from(i)
+            .ok()
+            .and_then(|i| x.get(i))
+            .ok_or("take index out of range")?;
+    }
+    Ok(())
+}
+
+/// Nearest Resize: output position `o` reads `x` at the per-axis sources
+/// `src[d][o_d]` (see [`crate::reference::resize::nearest_sources`]),
+/// requantised by `r`; rows along the last axis.
+fn resize_nearest<I: QInt, O: QInt>(
+    x: &[I],
+    y: &mut [O],
+    xs: &[usize],
+    ys: &[usize],
+    src: &[Vec<usize>],
+    r: &Requant,
+) {
+    let rank = ys.len();
+    if rank == 0 {
+        if let (Some(d), Some(&q)) = (y.first_mut(), x.first()) {
+            *d = r.apply_fast::<O>(q.to_i64());
+        }
+        return;
+    }
+    let mut st = vec![1usize; rank];
+    for d in (0..rank - 1).rev() {
+        st[d] = st[d + 1] * xs[d + 1];
+    }
+    let w = ys[rank - 1];
+    let last = &src[rank - 1];
+    let ident = r.is_identity();
+    let mut idx = vec![0usize; rank - 1];
+    for row in y.chunks_exact_mut(w.max(1)) {
+        let base: usize = (0..rank - 1).map(|d| src[d][idx[d]] * st[d]).sum();
+        for (d, &j) in row.iter_mut().zip(last) {
+            let q = x[base + j].to_i64();
+            *d = if ident {
+                O::sat_i64(q)
+            } else {
+                r.apply_fast::<O>(q)
+            };
+        }
+        for d in (0..rank - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < ys[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
 }
 
 /// Valid input positions of each output position along one axis:
@@ -1100,6 +1248,40 @@ mod tests {
                 }};
             }
             if wide_types { go!(i16, i16) } else { go!(i8, i16) }
+        }
+
+        #[test]
+        fn nearest_resize_matches_reference(
+            seed in prop::collection::vec(any::<i64>(), 1..4),
+            dims in prop::collection::vec((1usize..6, 1usize..12), 1..5),
+            coord in 0usize..6, nearest in 0usize..4, ratio in ratio(), ident in any::<bool>(),
+        ) {
+            use crate::reference::resize::{resize, nearest_sources, CoordMode, NearestMode, ResizeMode, ResizeParams};
+            let xs: Vec<usize> = dims.iter().map(|d| d.0).collect();
+            let out_shape: Vec<usize> = dims.iter().map(|d| d.1).collect();
+            let n: usize = xs.iter().product();
+            let x: Vec<i16> = vals(&gen(seed[0] as u64, n), (seed.len() % 3) as u8);
+            let p = ResizeParams {
+                mode: ResizeMode::Nearest,
+                coord: [CoordMode::HalfPixel, CoordMode::HalfPixelSymmetric, CoordMode::PytorchHalfPixel,
+                        CoordMode::AlignCorners, CoordMode::Asymmetric, CoordMode::TfHalfPixelForNn][coord],
+                nearest: [NearestMode::RoundPreferFloor, NearestMode::RoundPreferCeil,
+                          NearestMode::Floor, NearestMode::Ceil][nearest],
+                scales: xs.iter().zip(&out_shape).map(|(&i, &o)| o as f64 / i as f64).collect(),
+                out_shape: out_shape.clone(),
+            };
+            let (s_x, s_y) = if ident { (0.5f32, 0.5f32) } else { (ratio as f32 * 0.01, 0.01f32) };
+            let want: QTensor<i8> = resize(TensorRef::new(&x, &xs).unwrap(), &p, s_x, s_y).unwrap();
+            let (src, r) = nearest_sources(&xs, &p, s_x, s_y).unwrap().unwrap();
+            let mut y = vec![0i8; want.data.len()];
+            resize_nearest(&x, &mut y, &xs, &out_shape, &src, &r);
+            prop_assert_eq!(&y, &want.data);
+            // Take: a reversed gather, and an index past the end refused.
+            let idx: Vec<i64> = (0..n as i64).rev().collect();
+            let mut t = vec![0i16; n];
+            take_into(&x, &idx, &mut t).unwrap();
+            prop_assert!(t.iter().rev().eq(x.iter()));
+            prop_assert!(take_into(&x, &[n as i64], &mut t[..1]).is_err());
         }
 
         #[test]

@@ -133,6 +133,36 @@ fn axis_taps(
     (!identity && p.mode == ResizeMode::Linear, taps)
 }
 
+/// The per-axis source positions of a Resize that interpolates on no
+/// axis (nearest mode, or linear on identity axes only), with the
+/// requantisation [`resize`] applies: the engine's fast path computes the
+/// same `R(x[src])`. `Ok(None)` when some axis interpolates or the
+/// parameters do not fit `shape` (the reference reports those).
+pub fn nearest_sources(
+    shape: &[usize],
+    p: &ResizeParams,
+    s_x: f32,
+    s_y: f32,
+) -> Result<Option<(Vec<Vec<usize>>, Requant)>> {
+    if p.out_shape.len() != shape.len()
+        || p.scales.len() != shape.len()
+        || p.scales.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        || (shape.contains(&0) && numel(&p.out_shape)? > 0)
+    {
+        return Ok(None);
+    }
+    let mut src = Vec::with_capacity(shape.len());
+    for d in 0..shape.len() {
+        let (active, taps) = axis_taps(shape[d], p.out_shape[d], p.scales[d], p);
+        if active || taps.iter().any(|t| t.len() != 1 || t[0].1 != 1) {
+            return Ok(None);
+        }
+        src.push(taps.iter().map(|t| t[0].0).collect());
+    }
+    let r = Requant::from_ratio(f64::from(s_x) / f64::from(s_y))?;
+    Ok(Some((src, r)))
+}
+
 /// Resize: nearest copies requantised by `R(s_x/s_y)`; linear sums
 /// `q · Π w` exactly and requantises by `R(s_x / (s_y · 2^(16·a)))`.
 pub fn resize<I: QInt, O: QInt>(
