@@ -576,6 +576,46 @@ fn rq_last_axis_shift_in_place_body<O: QInt>(y: &mut [O], p: &ShiftParams, lo: i
 }
 
 simd_copies! {
+    /// LeakyRelu: `R_pos(x)` for `x ≥ 0`, else `R_neg(x)` (the reference's
+    /// requantisations, in i64 when exact).
+    fn leaky_relu<I, O>(x: &[I], y: &mut [O], pos: &Requant, neg: &Requant) => leaky_relu_body
+}
+
+#[inline(always)]
+fn leaky_relu_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], pos: &Requant, neg: &Requant) {
+    if pos.shift() <= 62 && neg.shift() <= 62 {
+        let k = |r: &Requant| {
+            let sh = r.shift();
+            (
+                i64::from(r.multiplier()),
+                if sh == 0 { 0 } else { 1i64 << (sh - 1) },
+                sh,
+            )
+        };
+        let ((pm, pr, ps), (nm, nr, ns)) = (k(pos), k(neg));
+        let (omin, omax) = (O::MIN, O::MAX);
+        for (d, &q) in y.iter_mut().zip(x) {
+            let v = q.to_i64();
+            let r = if v >= 0 {
+                (v * pm + pr) >> ps
+            } else {
+                (v * nm + nr) >> ns
+            };
+            *d = O::sat_i64(r.clamp(omin, omax));
+        }
+    } else {
+        for (d, &q) in y.iter_mut().zip(x) {
+            let v = q.to_i64();
+            *d = if v >= 0 {
+                pos.apply::<O>(v)
+            } else {
+                neg.apply::<O>(v)
+            };
+        }
+    }
+}
+
+simd_copies! {
     /// [`rq_slice`] in place.
     fn rq_in_place<O>(y: &mut [O], r: &Requant, lo: i64, hi: i64) => rq_in_place_body
 }

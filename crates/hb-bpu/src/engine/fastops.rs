@@ -735,6 +735,36 @@ pub(super) fn try_fast(
                     softmax_into::<I, O>(x, xshape, *axis, plan, *mask, o, scratch)?
                 }));
             }
+            Kernel::LayerNorm { axis, plan } => {
+                let xi = op
+                    .inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .ok_or("missing input")?;
+                if st.is_channels_last(xi) || st.is_channels_last(yid) {
+                    return Ok(false);
+                }
+                let xshape = &st.infos[xi].1;
+                let Some(tail) = xshape.get(*axis..) else {
+                    return Ok(false);
+                };
+                let len = numel(tail);
+                let scratch = &mut tmp.acc64;
+                let v = x0(0)?;
+                let done = with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
+                    super::layernorm::layer_norm_into::<I, O>(x, o, len, plan, scratch)
+                }));
+                if !done {
+                    return Ok(false);
+                }
+            }
+            Kernel::LeakyRelu { pos, neg } => {
+                let v = x0(0)?;
+                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
+                    elem::leaky_relu(x, o, pos, neg)
+                }));
+            }
             Kernel::Lut(table) => {
                 let v = x0(0)?;
                 with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| elem::lut(
@@ -1282,6 +1312,21 @@ mod tests {
             take_into(&x, &idx, &mut t).unwrap();
             prop_assert!(t.iter().rev().eq(x.iter()));
             prop_assert!(take_into(&x, &[n as i64], &mut t[..1]).is_err());
+        }
+
+        #[test]
+        fn leaky_relu_matches_reference(
+            seed in prop::collection::vec(any::<i64>(), 1..200),
+            mode in 0u8..3, ratio in ratio(), slope in -3.0f64..3.0,
+        ) {
+            let x: Vec<i16> = vals(&seed, mode);
+            let pos = Requant::from_ratio(ratio).unwrap();
+            let neg = Requant::from_ratio(ratio * slope).unwrap();
+            let want: QTensor<i8> = crate::reference::activation::leaky_relu(
+                TensorRef::new(&x, &[x.len()]).unwrap(), &pos, &neg);
+            let mut y = vec![0i8; x.len()];
+            elem::leaky_relu(&x, &mut y, &pos, &neg);
+            prop_assert_eq!(y, want.data);
         }
 
         #[test]

@@ -21,6 +21,7 @@
 mod cpu_float;
 mod elem;
 mod fastops;
+mod layernorm;
 mod layout;
 mod softmax;
 mod store;

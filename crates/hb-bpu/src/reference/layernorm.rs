@@ -69,6 +69,21 @@ impl LayerNormPlan {
     }
 }
 
+impl LayerNormPlan {
+    /// Input scale, epsilon, per-element `(multiplier, shift)` and bias of
+    /// the affine step (for the engine's fast path).
+    pub(crate) fn parts(&self) -> (f64, f64, &[(i32, u32)], &[i128]) {
+        (self.s_x, self.eps, &self.mul, &self.bias)
+    }
+
+    /// `n³ · eps / s_x²` rounded half to even: the epsilon term of the
+    /// variance for rows of `n` values.
+    pub(crate) fn eps_q(&self, n: usize) -> i128 {
+        let eps_term = (n as f64).powi(3) * self.eps / (self.s_x * self.s_x);
+        eps_term.round_ties_even() as i128
+    }
+}
+
 /// Floor of the square root.
 pub fn isqrt(v: u128) -> u128 {
     let mut r = (v as f64).sqrt() as u128;
@@ -99,8 +114,7 @@ pub fn layer_norm<I: QInt, O: QInt>(
         ));
     }
     let nn = n as i64;
-    let eps_term = (nn as f64).powi(3) * plan.eps / (plan.s_x * plan.s_x);
-    let eps_q = eps_term.round_ties_even() as i128;
+    let eps_q = plan.eps_q(n);
     let mut out = Vec::with_capacity(x.data().len());
     for row in x.data().chunks(n) {
         let sum: i64 = row.iter().map(|q| q.to_i64()).sum();
