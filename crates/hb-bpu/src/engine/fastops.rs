@@ -590,19 +590,38 @@ pub(super) fn try_fast(
                     return Ok(false);
                 }
                 let xshape = &st.infos[xi].1;
-                let Some((src, r)) =
-                    crate::reference::resize::nearest_sources(xshape, params, *s_x, *s_y)
-                        .map_err(|e| e.to_string())?
-                else {
-                    return Ok(false);
-                };
-                if src.len() != yshape.len() || numel(&yshape) != n {
+                use crate::reference::resize::{nearest_sources, plane_taps};
+                if let Some((src, r)) =
+                    nearest_sources(xshape, params, *s_x, *s_y).map_err(|e| e.to_string())?
+                {
+                    if src.len() != yshape.len() || numel(&yshape) != n {
+                        return Ok(false);
+                    }
+                    let v = x0(0)?;
+                    with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| resize_nearest(
+                        x, o, xshape, &yshape, &src, &r
+                    )));
+                } else if let Some((th, tw, r)) =
+                    plane_taps(xshape, params, *s_x, *s_y).map_err(|e| e.to_string())?
+                {
+                    let rank = xshape.len();
+                    let (h, w) = (xshape[rank - 2], xshape[rank - 1]);
+                    if numel(&yshape) != n || n != numel(&xshape[..rank - 2]) * th.len() * tw.len()
+                    {
+                        return Ok(false);
+                    }
+                    let v = x0(0)?;
+                    with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| resize_planes(
+                        x,
+                        o,
+                        (h, w),
+                        &th,
+                        &tw,
+                        &r
+                    )));
+                } else {
                     return Ok(false);
                 }
-                let v = x0(0)?;
-                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| resize_nearest(
-                    x, o, xshape, &yshape, &src, &r
-                )));
             }
             Kernel::MaxPool { params, requant } => {
                 let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
@@ -963,6 +982,39 @@ fn resize_nearest<I: QInt, O: QInt>(
     }
 }
 
+/// Resize over the last two axes (every plane `h × w`): output `(i, j)`
+/// is `R(Σ x[ih, iw] · wh · ww)` over the row taps `th[i]` and column taps
+/// `tw[j]` (see [`crate::reference::resize::plane_taps`]); the sums are
+/// exact in i64 (`|x| < 2^31`, weights of one output summing to at most
+/// `2^32`).
+fn resize_planes<I: QInt, O: QInt>(
+    x: &[I],
+    y: &mut [O],
+    (h, w): (usize, usize),
+    th: &[Vec<(usize, i64)>],
+    tw: &[Vec<(usize, i64)>],
+    r: &Requant,
+) {
+    let plane_out = th.len() * tw.len();
+    if plane_out == 0 || h * w == 0 {
+        return;
+    }
+    for (xp, yp) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(plane_out)) {
+        for (yr, rt) in yp.chunks_exact_mut(tw.len()).zip(th) {
+            for (d, ct) in yr.iter_mut().zip(tw) {
+                let mut acc = 0i64;
+                for &(ih, wh) in rt {
+                    let row = &xp[ih * w..(ih + 1) * w];
+                    for &(iw, ww) in ct {
+                        acc += row[iw].to_i64() * wh * ww;
+                    }
+                }
+                *d = r.apply_fast::<O>(acc);
+            }
+        }
+    }
+}
+
 /// Valid input positions of each output position along one axis:
 /// `(flat list, per output (start, count))`.
 fn taps_1d(n_out: usize, n_in: usize, k: usize, s: usize, d: usize, pad: usize) -> TapList {
@@ -1306,6 +1358,21 @@ mod tests {
             let mut y = vec![0i8; want.data.len()];
             resize_nearest(&x, &mut y, &xs, &out_shape, &src, &r);
             prop_assert_eq!(&y, &want.data);
+            // Linear over the last two axes (leading axes kept).
+            if xs.len() >= 2 {
+                let r = xs.len();
+                let mut lin = p.clone();
+                lin.mode = ResizeMode::Linear;
+                for d in 0..r - 2 {
+                    lin.out_shape[d] = xs[d];
+                    lin.scales[d] = 1.0;
+                }
+                let want: QTensor<i8> = resize(TensorRef::new(&x, &xs).unwrap(), &lin, s_x, s_y).unwrap();
+                let (th, tw, rq) = crate::reference::resize::plane_taps(&xs, &lin, s_x, s_y).unwrap().unwrap();
+                let mut y = vec![0i8; want.data.len()];
+                resize_planes(&x, &mut y, (xs[r - 2], xs[r - 1]), &th, &tw, &rq);
+                prop_assert_eq!(&y, &want.data);
+            }
             // Take: a reversed gather, and an index past the end refused.
             let idx: Vec<i64> = (0..n as i64).rev().collect();
             let mut t = vec![0i16; n];

@@ -163,6 +163,37 @@ pub fn nearest_sources(
     Ok(Some((src, r)))
 }
 
+/// Taps along the last two axes of a Resize whose other axes are identity
+/// (the usual NCHW upsampling), with the requantisation [`resize`] applies
+/// to the tap sums: the engine's fast path computes the same
+/// `R(Σ x·w_h·w_w)`. `Ok(None)` when a leading axis changes or the
+/// parameters do not fit `shape`.
+#[allow(clippy::type_complexity)]
+pub fn plane_taps(
+    shape: &[usize],
+    p: &ResizeParams,
+    s_x: f32,
+    s_y: f32,
+) -> Result<Option<(Vec<Vec<(usize, i64)>>, Vec<Vec<(usize, i64)>>, Requant)>> {
+    let r = shape.len();
+    if r < 2
+        || p.out_shape.len() != r
+        || p.scales.len() != r
+        || p.scales.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        || shape.contains(&0)
+    {
+        return Ok(None);
+    }
+    if (0..r - 2).any(|d| shape[d] != p.out_shape[d] || p.scales[d] != 1.0) {
+        return Ok(None);
+    }
+    let (ah, th) = axis_taps(shape[r - 2], p.out_shape[r - 2], p.scales[r - 2], p);
+    let (aw, tw) = axis_taps(shape[r - 1], p.out_shape[r - 1], p.scales[r - 1], p);
+    let active = u32::from(ah) + u32::from(aw);
+    let ratio = f64::from(s_x) / (f64::from(s_y) * ((WEIGHT_BITS * active) as f64).exp2());
+    Ok(Some((th, tw, Requant::from_ratio(ratio)?)))
+}
+
 /// Resize: nearest copies requantised by `R(s_x/s_y)`; linear sums
 /// `q · Π w` exactly and requantises by `R(s_x / (s_y · 2^(16·a)))`.
 pub fn resize<I: QInt, O: QInt>(
