@@ -102,17 +102,17 @@ pub(crate) fn run<X: Copy + Sync, O: FastOut>(
 }
 
 /// [`channels_last`] as an [`super::IsaTask`].
-struct ChannelsLast<'a, 'g, X, O> {
+struct ChannelsLast<'a, 'g, X, O, F> {
     pw: &'a PackedWeights,
     dw: &'a [i32],
     g: &'a Geom<'g>,
     img: &'a [X],
-    f: &'a dyn Fn(X) -> i32,
+    f: &'a F,
     buf: &'a mut Vec<i32>,
     out: &'a mut [O],
 }
 
-impl<X: Copy, O: FastOut> super::IsaTask for ChannelsLast<'_, '_, X, O> {
+impl<X: Copy, O: FastOut, F: Fn(X) -> i32> super::IsaTask for ChannelsLast<'_, '_, X, O, F> {
     type Out = ();
     #[inline(always)]
     fn run(self) {
@@ -146,17 +146,98 @@ impl<O: FastOut> super::IsaTask for Channel<'_, '_, O> {
     }
 }
 
+thread_local! {
+    /// Per-channel epilogue parameters of [`channels_last`], reused across
+    /// calls (no allocation per inference after the first).
+    static EPI: std::cell::Cell<Vec<i64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The epilogue of every channel of a depthwise conv as dense arrays
+/// (bias, multiplier, rounding, shift, and a folded second requantisation),
+/// when every channel requantises in i64: applied to a row of C sums in one
+/// vectorised pass, where [`ColEpi`] per element would gather them.
+struct ChannelEpi<'a> {
+    bias: &'a [i64],
+    mult: &'a [i64],
+    rnd: &'a [i64],
+    shift: &'a [i64],
+    then: Option<(&'a [i64], &'a [i64], &'a [i64], i64, i64)>,
+}
+
+impl<'a> ChannelEpi<'a> {
+    /// The parameters of channels `0..c` (column `ci · panels · NR`), laid
+    /// out in `buf`; `None` when some channel needs i128.
+    fn of(pw: &PackedWeights, c: usize, buf: &'a mut Vec<i64>) -> Option<ChannelEpi<'a>> {
+        let col = |ci: usize| ci * pw.panels * NR;
+        if (0..c).any(|ci| !pw.fast_col[col(ci)]) {
+            return None;
+        }
+        let k = if pw.then.is_some() { 7 } else { 4 };
+        buf.clear();
+        buf.resize(k * c, 0);
+        for ci in 0..c {
+            let j = col(ci);
+            buf[ci] = pw.bias[j];
+            buf[c + ci] = pw.mult[j];
+            buf[2 * c + ci] = pw.rnd[j];
+            buf[3 * c + ci] = pw.shift[j];
+            if let Some(t) = &pw.then {
+                buf[4 * c + ci] = t.mult[j];
+                buf[5 * c + ci] = t.rnd[j];
+                buf[6 * c + ci] = t.shift[j];
+            }
+        }
+        let p: Vec<&'a [i64]> = buf.chunks_exact(c).collect();
+        Some(ChannelEpi {
+            bias: p[0],
+            mult: p[1],
+            rnd: p[2],
+            shift: p[3],
+            then: pw.then.as_ref().map(|t| (p[4], p[5], p[6], t.lo, t.hi)),
+        })
+    }
+
+    /// Replaces each channel's sum in `acc` by its result (in `[lo, hi]`,
+    /// then the second requantisation's range).
+    #[inline(always)]
+    fn apply(&self, acc: &mut [i32], lo: i64, hi: i64) {
+        let it = acc
+            .iter_mut()
+            .zip(self.bias)
+            .zip(self.mult)
+            .zip(self.rnd)
+            .zip(self.shift);
+        match self.then {
+            None => {
+                for ((((a, &b), &m), &r), &s) in it {
+                    let v = i64::from(*a).wrapping_add(b);
+                    *a = ((v * m + r) >> s).clamp(lo, hi) as i32;
+                }
+            }
+            Some((m2, r2, s2, lo2, hi2)) => {
+                for (((((a, &b), &m), &r), &s), ((&mm, &rr), &ss)) in
+                    it.zip(m2.iter().zip(r2).zip(s2))
+                {
+                    let v = i64::from(*a).wrapping_add(b);
+                    let y = ((v * m + r) >> s).clamp(lo, hi);
+                    *a = ((y * mm + rr) >> ss).clamp(lo2, hi2) as i32;
+                }
+            }
+        }
+    }
+}
+
 /// Depthwise conv with channel multiplier 1 and i32 sums, channels-last:
 /// the padded input as `[position][C]`, the weights as `[tap][C]`, and per
 /// output pixel one row of C sums over the taps (then the shared
 /// epilogue per channel, written NC…).
 #[inline(always)]
-fn channels_last<X: Copy, O: FastOut>(
+fn channels_last<X: Copy, O: FastOut, F: Fn(X) -> i32>(
     pw: &PackedWeights,
     dw: &[i32],
     g: &Geom<'_>,
     img: &[X],
-    f: &dyn Fn(X) -> i32,
+    f: &F,
     buf: &mut Vec<i32>,
     out: &mut [O],
 ) {
@@ -176,6 +257,8 @@ fn channels_last<X: Copy, O: FastOut>(
     let w_out = g.sp_out[r - 1];
     let mut idx = [0usize; MAX_RANK];
     let mut pix = 0;
+    let mut epi_buf = EPI.take();
+    let epi = ChannelEpi::of(pw, c, &mut epi_buf);
     for _ in 0..npix / w_out.max(1) {
         let mut base = 0;
         for i in 0..r - 1 {
@@ -191,10 +274,21 @@ fn channels_last<X: Copy, O: FastOut>(
                     *a += xv * wv;
                 }
             }
-            for (ci, &a) in acc.iter().enumerate() {
-                let e = ColEpi::of(pw, ci * pw.panels * NR);
-                out[ci * npix + pix] =
-                    O::from_i32_in_range(e.apply(i64::from(a), g.lo, g.hi) as i32);
+            match &epi {
+                Some(k) => {
+                    // Vectorised across channels, then scattered to NC….
+                    k.apply(acc, g.lo, g.hi);
+                    for (ci, &y) in acc.iter().enumerate() {
+                        out[ci * npix + pix] = O::from_i32_in_range(y);
+                    }
+                }
+                None => {
+                    for (ci, &a) in acc.iter().enumerate() {
+                        let e = ColEpi::of(pw, ci * pw.panels * NR);
+                        out[ci * npix + pix] =
+                            O::from_i32_in_range(e.apply(i64::from(a), g.lo, g.hi) as i32);
+                    }
+                }
             }
             pix += 1;
         }
@@ -206,6 +300,8 @@ fn channels_last<X: Copy, O: FastOut>(
             idx[d] = 0;
         }
     }
+    drop(epi);
+    EPI.set(epi_buf);
 }
 
 /// One output channel.
@@ -250,9 +346,7 @@ fn channel<T, O: FastOut>(
                 }
             }
             let dst = &mut out[row * w_last + j0..row * w_last + j0 + n];
-            for (d, &a) in dst.iter_mut().zip(acc.iter()) {
-                *d = O::from_i32_in_range(e.apply(a.into(), g.lo, g.hi) as i32);
-            }
+            e.apply_run(acc, dst, g.lo, g.hi);
         }
         for d in (0..r - 1).rev() {
             idx[d] += 1;

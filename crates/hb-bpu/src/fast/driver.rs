@@ -374,6 +374,39 @@ impl ColEpi {
         }
     }
 
+    /// [`ColEpi::apply`] on a run of sums of this column into `dst`, with
+    /// the loop-invariant choices made once so the common cases vectorise.
+    #[inline(always)]
+    pub(crate) fn apply_run<T: Copy + Into<i64>, O: FastOut>(
+        &self,
+        acc: &[T],
+        dst: &mut [O],
+        lo: i64,
+        hi: i64,
+    ) {
+        let (b, m, rnd, sh) = (self.bias, self.mult, self.rnd, self.shift);
+        match (self.fast, self.then) {
+            (true, None) => {
+                for (d, &a) in dst.iter_mut().zip(acc) {
+                    let v = a.into().wrapping_add(b);
+                    *d = O::from_i32_in_range(((v * m + rnd) >> sh).clamp(lo, hi) as i32);
+                }
+            }
+            (true, Some((m2, r2, sh2, lo2, hi2))) => {
+                for (d, &a) in dst.iter_mut().zip(acc) {
+                    let v = a.into().wrapping_add(b);
+                    let y = ((v * m + rnd) >> sh).clamp(lo, hi);
+                    *d = O::from_i32_in_range(((y * m2 + r2) >> sh2).clamp(lo2, hi2) as i32);
+                }
+            }
+            (false, _) => {
+                for (d, &a) in dst.iter_mut().zip(acc) {
+                    *d = O::from_i32_in_range(self.apply(a.into(), lo, hi) as i32);
+                }
+            }
+        }
+    }
+
     /// Bias, requantisation (i64 when the static bound allows, else
     /// i128), clamp to `[lo, hi]`.
     #[inline(always)]
