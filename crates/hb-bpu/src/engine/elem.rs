@@ -19,14 +19,17 @@ macro_rules! simd_copies {
         fn $name:ident<$($g:ident),*>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident
     ) => {
         $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
         pub(super) fn $name<$($g: QInt),*>($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn wide<$($g: QInt),*>($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2<$($g: QInt),*>($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }

@@ -26,7 +26,7 @@ pub(super) fn layer_norm_into<I: QInt, O: QInt>(
     scratch: &mut Vec<i64>,
 ) -> bool {
     let (_, _, mul, bias) = plan.parts();
-    if n == 0 || n >= 1 << 15 || mul.len() != n || bias.len() != n || x.len() % n != 0 {
+    if n == 0 || n >= 1 << 15 || mul.len() != n || bias.len() != n || !x.len().is_multiple_of(n) {
         return false;
     }
     if x.len() != y.len() || mul.iter().any(|&(_, sh)| sh > 62) {

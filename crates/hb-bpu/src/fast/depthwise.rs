@@ -161,8 +161,12 @@ struct ChannelEpi<'a> {
     mult: &'a [i64],
     rnd: &'a [i64],
     shift: &'a [i64],
-    then: Option<(&'a [i64], &'a [i64], &'a [i64], i64, i64)>,
+    then: Option<ThenArrays<'a>>,
 }
+
+/// A folded second requantisation per channel: multipliers, roundings,
+/// shifts, and its clamp.
+type ThenArrays<'a> = (&'a [i64], &'a [i64], &'a [i64], i64, i64);
 
 impl<'a> ChannelEpi<'a> {
     /// The parameters of channels `0..c` (column `ci · panels · NR`), laid
@@ -300,7 +304,6 @@ fn channels_last<X: Copy, O: FastOut, F: Fn(X) -> i32>(
             idx[d] = 0;
         }
     }
-    drop(epi);
     EPI.set(epi_buf);
 }
 
