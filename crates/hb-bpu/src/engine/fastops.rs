@@ -513,6 +513,49 @@ pub(super) fn try_fast(
                     _ => return Ok(false),
                 }
             }
+            Kernel::Conv {
+                params,
+                transpose: true,
+                requant,
+                clamp,
+            } => {
+                let (Some(Some(xi)), Some(Some(wi))) = (op.inputs.first(), op.inputs.get(1)) else {
+                    return Ok(false);
+                };
+                if st.is_channels_last(*xi) || st.is_channels_last(yid) {
+                    return Ok(false);
+                }
+                let bias: Option<&[i64]> = match op.inputs.get(2).copied().flatten() {
+                    None => None,
+                    Some(bi) => match st.consts.get(bi).and_then(|c| c.as_deref()) {
+                        Some(hb_tensor::Tensor::I64(a)) => Some(a.as_slice().ok_or("bias layout")?),
+                        _ => return Ok(false),
+                    },
+                };
+                let (xs, ws) = (&st.infos[*xi].1, &st.infos[*wi].1);
+                let (vx, vw) = (x0(0)?, x0(1)?);
+                let scratch = &mut tmp.acc64;
+                let done = with_in!(vx, |x: X| with_in!(vw, |w: W| with_out_buf!(
+                    &mut buf,
+                    n,
+                    |o: O| {
+                        let k = super::conv_transpose::Operands {
+                            x,
+                            xs,
+                            w,
+                            ws,
+                            bias,
+                            requant,
+                            clamp: *clamp,
+                            p: params,
+                        };
+                        super::conv_transpose::conv_transpose_into(&k, o, &yshape, scratch)
+                    }
+                )));
+                if !done {
+                    return Ok(false);
+                }
+            }
             Kernel::Take => {
                 // Data movement resolved at lowering (Split, Slice, Gather
                 // with constant indices, ...): `y[i] = x[idx[i]]`.

@@ -18,6 +18,7 @@
 //! Profiling: set [`Workspace::profile`] to `Some(Vec::new())` to have each
 //! run add every op's wall time and path.
 
+mod conv_transpose;
 mod cpu_float;
 mod elem;
 mod fastops;
