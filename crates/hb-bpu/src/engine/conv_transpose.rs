@@ -6,6 +6,7 @@
 //! (col2im); then the per-channel requantisation and clamp of the
 //! reference. Sums are i64 with wrapping adds, as the reference's.
 
+use super::elem::{has_avx2, has_avx512, simd_copies};
 use crate::fixed_point::Requant;
 use crate::program::prepared::Clamp;
 use crate::qint::QInt;
@@ -27,12 +28,15 @@ pub(super) struct Operands<'a, X, W> {
 
 /// Computes the ConvTranspose into `y` (shape `ys`, `[N, M, OH, OW]`);
 /// false (nothing written) when the case is not 2-D or the shapes do not
-/// agree, for the reference to run. `scratch` holds the columns and sums.
+/// agree, for the reference to run. `scratch` holds the sums (and the
+/// columns when they need i64); `cols32` the columns when the operand
+/// types bound every column sum below 2^31 (then i32 lanes, exact).
 pub(super) fn conv_transpose_into<X: QInt, W: QInt, O: QInt>(
     k: &Operands<'_, X, W>,
     y: &mut [O],
     ys: &[usize],
     scratch: &mut Vec<i64>,
+    cols32: &mut Vec<i32>,
 ) -> bool {
     let (xs, ws, p) = (k.xs, k.ws, k.p);
     if xs.len() != 4 || ws.len() != 4 || ys.len() != 4 || p.group == 0 {
@@ -70,9 +74,15 @@ pub(super) fn conv_transpose_into<X: QInt, W: QInt, O: QInt>(
     let (hw, taps) = (h * w, kh * kw);
     let ncols = mg * taps * hw;
     let nout = m * oh * ow;
+    let mag = |lo: i64, hi: i64| lo.unsigned_abs().max(hi.unsigned_abs()) as u128;
+    let narrow = cg as u128 * mag(X::MIN, X::MAX) * mag(W::MIN, W::MAX) < 1 << 31;
     scratch.clear();
-    scratch.resize(ncols + nout, 0);
-    let (cols, acc) = scratch.split_at_mut(ncols);
+    scratch.resize(if narrow { nout } else { ncols + nout }, 0);
+    let (cols64, acc) = scratch.split_at_mut(if narrow { 0 } else { ncols });
+    if narrow {
+        cols32.clear();
+        cols32.resize(ncols, 0);
+    }
     let (sy, sx) = (p.strides[0], p.strides[1]);
     let (dy, dx) = (p.dilations[0], p.dilations[1]);
     let (pt, pl) = (p.pads[0] as isize, p.pads[1] as isize);
@@ -81,16 +91,29 @@ pub(super) fn conv_transpose_into<X: QInt, W: QInt, O: QInt>(
             a.fill(k.bias.map_or(0, |bs| bs[mi]));
         }
         for gi in 0..g {
-            cols.fill(0);
-            for ci in gi * cg..(gi + 1) * cg {
-                let xc = &k.x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
-                let wc = &k.w[ci * mg * taps..(ci + 1) * mg * taps];
-                for (row, &wv) in cols.chunks_exact_mut(hw).zip(wc) {
-                    let wv = wv.to_i64();
-                    if wv == 0 {
-                        continue;
+            let channels = (gi * cg..(gi + 1) * cg).map(|ci| {
+                (
+                    &k.x[(b * c + ci) * hw..(b * c + ci + 1) * hw],
+                    &k.w[ci * mg * taps..(ci + 1) * mg * taps],
+                )
+            });
+            if narrow {
+                cols32.fill(0);
+                for (xc, wc) in channels {
+                    for (row, &wv) in cols32.chunks_exact_mut(hw).zip(wc) {
+                        if wv.to_i64() != 0 {
+                            add_scaled32(row, xc, wv.to_i64() as i32);
+                        }
                     }
-                    add_scaled(row, xc, wv);
+                }
+            } else {
+                cols64.fill(0);
+                for (xc, wc) in channels {
+                    for (row, &wv) in cols64.chunks_exact_mut(hw).zip(wc) {
+                        if wv.to_i64() != 0 {
+                            add_scaled64(row, xc, wv.to_i64());
+                        }
+                    }
                 }
             }
             // col2im: column (mi, ky, kx) at input (iy, ix) lands on output
@@ -99,18 +122,28 @@ pub(super) fn conv_transpose_into<X: QInt, W: QInt, O: QInt>(
                 let a = &mut acc[(gi * mg + mi) * oh * ow..(gi * mg + mi + 1) * oh * ow];
                 for ky in 0..kh {
                     for kx in 0..kw {
-                        let col = &cols[((mi * kh + ky) * kw + kx) * hw..][..hw];
+                        let at = ((mi * kh + ky) * kw + kx) * hw;
                         for iy in 0..h {
                             let oy = (iy * sy + ky * dy) as isize - pt;
                             if oy < 0 || oy >= oh as isize {
                                 continue;
                             }
                             let arow = &mut a[oy as usize * ow..(oy as usize + 1) * ow];
-                            for (ix, &v) in col[iy * w..(iy + 1) * w].iter().enumerate() {
+                            let place = |arow: &mut [i64], ix: usize, v: i64| {
                                 let ox = (ix * sx + kx * dx) as isize - pl;
                                 if ox >= 0 && ox < ow as isize {
                                     let d = &mut arow[ox as usize];
                                     *d = d.wrapping_add(v);
+                                }
+                            };
+                            let span = at + iy * w..at + (iy + 1) * w;
+                            if narrow {
+                                for (ix, &v) in cols32[span].iter().enumerate() {
+                                    place(arow, ix, i64::from(v));
+                                }
+                            } else {
+                                for (ix, &v) in cols64[span].iter().enumerate() {
+                                    place(arow, ix, v);
                                 }
                             }
                         }
@@ -137,10 +170,28 @@ pub(super) fn conv_transpose_into<X: QInt, W: QInt, O: QInt>(
     true
 }
 
-/// `row += x · w` with wrapping i64 arithmetic (the reference's sums).
-fn add_scaled<X: QInt>(row: &mut [i64], x: &[X], w: i64) {
+simd_copies! {
+    /// `row += x · w` with wrapping i64 arithmetic (the reference's sums).
+    fn add_scaled64<X>(row: &mut [i64], x: &[X], w: i64) => add_scaled64_body
+}
+
+#[inline(always)]
+fn add_scaled64_body<X: QInt>(row: &mut [i64], x: &[X], w: i64) {
     for (d, &v) in row.iter_mut().zip(x) {
         *d = d.wrapping_add(v.to_i64().wrapping_mul(w));
+    }
+}
+
+simd_copies! {
+    /// `row += x · w` in i32 lanes, for column sums the operand types bound
+    /// below 2^31 (so equal to the i64 sums).
+    fn add_scaled32<X>(row: &mut [i32], x: &[X], w: i32) => add_scaled32_body
+}
+
+#[inline(always)]
+fn add_scaled32_body<X: QInt>(row: &mut [i32], x: &[X], w: i32) {
+    for (d, &v) in row.iter_mut().zip(x) {
+        *d = d.wrapping_add((v.to_i64() as i32).wrapping_mul(w));
     }
 }
 
@@ -215,10 +266,32 @@ mod tests {
                 p: &p,
             };
             assert!(
-                conv_transpose_into(&k, &mut y, &want.shape, &mut Vec::new()),
+                conv_transpose_into(&k, &mut y, &want.shape, &mut Vec::new(), &mut Vec::new()),
                 "case {case}"
             );
             assert_eq!(y, want_c, "case {case}");
+            // The same values as i32 inputs: the operand types no longer
+            // bound the column sums, so the i64 columns run.
+            let x32: Vec<i32> = x.iter().map(|&v| i32::from(v)).collect();
+            let k32 = Operands {
+                x: &x32,
+                xs: &xs,
+                w: &wt,
+                ws: &ws,
+                bias: Some(&bias),
+                requant: &rq,
+                clamp,
+                p: &p,
+            };
+            let mut y32 = vec![0i8; want.data.len()];
+            assert!(conv_transpose_into(
+                &k32,
+                &mut y32,
+                &want.shape,
+                &mut Vec::new(),
+                &mut Vec::new()
+            ));
+            assert_eq!(y32, want_c, "case {case} (i64 columns)");
             checked += 1;
         }
         assert!(checked >= 40, "only {checked} cases ran");

@@ -534,7 +534,7 @@ pub(super) fn try_fast(
                 };
                 let (xs, ws) = (&st.infos[*xi].1, &st.infos[*wi].1);
                 let (vx, vw) = (x0(0)?, x0(1)?);
-                let scratch = &mut tmp.acc64;
+                let Tmp { acc32, acc64 } = tmp;
                 let done = with_in!(vx, |x: X| with_in!(vw, |w: W| with_out_buf!(
                     &mut buf,
                     n,
@@ -549,7 +549,7 @@ pub(super) fn try_fast(
                             clamp: *clamp,
                             p: params,
                         };
-                        super::conv_transpose::conv_transpose_into(&k, o, &yshape, scratch)
+                        super::conv_transpose::conv_transpose_into(&k, o, &yshape, acc64, acc32)
                     }
                 )));
                 if !done {
