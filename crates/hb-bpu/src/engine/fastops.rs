@@ -654,13 +654,15 @@ pub(super) fn try_fast(
                         return Ok(false);
                     }
                     let v = x0(0)?;
+                    let blend = &mut tmp.acc64;
                     with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| resize_planes(
                         x,
                         o,
                         (h, w),
                         &th,
                         &tw,
-                        &r
+                        &r,
+                        blend
                     )));
                 } else {
                     return Ok(false);
@@ -1037,24 +1039,39 @@ fn resize_planes<I: QInt, O: QInt>(
     th: &[Vec<(usize, i64)>],
     tw: &[Vec<(usize, i64)>],
     r: &Requant,
+    blend: &mut Vec<i64>,
 ) {
     let plane_out = th.len() * tw.len();
     if plane_out == 0 || h * w == 0 {
         return;
     }
+    blend.clear();
+    blend.resize(w, 0);
     for (xp, yp) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(plane_out)) {
         for (yr, rt) in yp.chunks_exact_mut(tw.len()).zip(th) {
+            // The output row's input rows blended once (the same integer
+            // sum, regrouped): Σ_h x[ih, ·] · wh.
+            blend.fill(0);
+            for &(ih, wh) in rt {
+                blend_row(blend, &xp[ih * w..(ih + 1) * w], wh);
+            }
             for (d, ct) in yr.iter_mut().zip(tw) {
-                let mut acc = 0i64;
-                for &(ih, wh) in rt {
-                    let row = &xp[ih * w..(ih + 1) * w];
-                    for &(iw, ww) in ct {
-                        acc += row[iw].to_i64() * wh * ww;
-                    }
-                }
+                let acc: i64 = ct.iter().map(|&(iw, ww)| blend[iw] * ww).sum();
                 *d = r.apply_fast::<O>(acc);
             }
         }
+    }
+}
+
+elem::simd_copies! {
+    /// `acc += x · w` along one input row.
+    fn blend_row<I>(acc: &mut [i64], x: &[I], w: i64) => blend_row_body
+}
+
+#[inline(always)]
+fn blend_row_body<I: QInt>(acc: &mut [i64], x: &[I], w: i64) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += v.to_i64() * w;
     }
 }
 
@@ -1413,7 +1430,7 @@ mod tests {
                 let want: QTensor<i8> = resize(TensorRef::new(&x, &xs).unwrap(), &lin, s_x, s_y).unwrap();
                 let (th, tw, rq) = crate::reference::resize::plane_taps(&xs, &lin, s_x, s_y).unwrap().unwrap();
                 let mut y = vec![0i8; want.data.len()];
-                resize_planes(&x, &mut y, (xs[r - 2], xs[r - 1]), &th, &tw, &rq);
+                resize_planes(&x, &mut y, (xs[r - 2], xs[r - 1]), &th, &tw, &rq, &mut Vec::new());
                 prop_assert_eq!(&y, &want.data);
             }
             // Take: a reversed gather, and an index past the end refused.
