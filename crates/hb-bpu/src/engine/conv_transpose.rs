@@ -203,13 +203,7 @@ mod tests {
 
     #[test]
     fn matches_the_reference() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::engine::xorshift(0x1234_5678_9abc_def1u64);
         let mut checked = 0;
         for case in 0..48 {
             let g = [1usize, 2][case % 2];

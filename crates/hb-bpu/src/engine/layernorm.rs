@@ -110,13 +110,7 @@ mod tests {
 
     #[test]
     fn matches_the_reference() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::engine::xorshift(0x9e37_79b9_7f4a_7c15u64);
         for case in 0..60 {
             let n = [1usize, 2, 7, 32, 192, 385][case % 6];
             let rows = 1 + case % 4;

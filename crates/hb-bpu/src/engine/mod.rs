@@ -27,6 +27,18 @@ mod layout;
 mod softmax;
 mod store;
 
+/// A xorshift64 generator for the engine's table tests (deterministic,
+/// no dependency).
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 use crate::fast::{ExecOptions, Isa, PackOptions, PackedWeights, Scratch};
 use crate::fixed_point::Requant;
 use crate::program::interp::{check_inputs, check_outputs, constants, infos};

@@ -393,13 +393,7 @@ mod tests {
         // Pseudo-random rows over both input types and several output
         // types and scales (the last output scale gives a zero shift: the
         // i128 route), masks, an inner axis and fully masked rows.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::engine::xorshift(0x2545_f491_4f6c_dd1du64);
         for case in 0..120 {
             let s_x = [0.01f32, 0.05, 0.2, 1.0, 3.0][case % 5];
             let s_y = [1.0f32 / 127.0, 1.0 / 255.0, 1.0 / 32767.0, 0.3, 7e-10][(case / 2) % 5];
