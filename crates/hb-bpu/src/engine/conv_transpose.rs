@@ -201,6 +201,20 @@ mod tests {
     use crate::reference::conv::conv_transpose;
     use crate::tensor::{QTensor, TensorRef};
 
+    /// `k` with another input of the same values and shape.
+    fn with_input<'a, X, X2, W>(k: &Operands<'a, X, W>, x: &'a [X2]) -> Operands<'a, X2, W> {
+        Operands {
+            x,
+            xs: k.xs,
+            w: k.w,
+            ws: k.ws,
+            bias: k.bias,
+            requant: k.requant,
+            clamp: k.clamp,
+            p: k.p,
+        }
+    }
+
     #[test]
     fn matches_the_reference() {
         let mut next = crate::engine::xorshift(0x1234_5678_9abc_def1u64);
@@ -267,16 +281,7 @@ mod tests {
             // The same values as i32 inputs: the operand types no longer
             // bound the column sums, so the i64 columns run.
             let x32: Vec<i32> = x.iter().map(|&v| i32::from(v)).collect();
-            let k32 = Operands {
-                x: &x32,
-                xs: &xs,
-                w: &wt,
-                ws: &ws,
-                bias: Some(&bias),
-                requant: &rq,
-                clamp,
-                p: &p,
-            };
+            let k32 = with_input(&k, &x32);
             let mut y32 = vec![0i8; want.data.len()];
             assert!(conv_transpose_into(
                 &k32,
