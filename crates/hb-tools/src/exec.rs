@@ -20,7 +20,8 @@ pub struct SampleResult {
 
 /// The float graph passes run before execution (as ONNX Runtime's default
 /// graph optimisations do): Constant → initializer, Identity/Dropout removal,
-/// BatchNormalization folding, constant folding, and (with fixed input
+/// BatchNormalization folding, decomposed LayerNorms fused into
+/// `LayerNormalization` (opset 13 and later), constant folding, and (with fixed input
 /// shapes) `Shape`/`Size` of static shapes folded with the arithmetic after
 /// them, `If` nodes with a now-constant condition replaced by their branch,
 /// then `Cast`s to the type their input already has removed. Outputs keep
@@ -33,6 +34,7 @@ pub fn optimize(model: &mut Model) -> Result<(), String> {
         hb_ir::passes::optimize(&mut model.graph).map_err(|e| e.to_string())?;
         hb_float::fold::fold_constants(model, &registry).map_err(|e| e.to_string())?;
         hb_float::fold::fold_static_shapes(model, &registry).map_err(|e| e.to_string())?;
+        hb_ir::passes::fuse_layer_norms(model).map_err(|e| e.to_string())?;
         if hb_float::inline_if::inline_constant_ifs(model) == 0 {
             break;
         }

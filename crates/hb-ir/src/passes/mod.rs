@@ -6,10 +6,12 @@
 mod bn_fold;
 mod constant;
 mod identity;
+mod layer_norm;
 
 pub use bn_fold::fold_batch_norm;
 pub use constant::{constant_value, constants_to_initializers};
 pub use identity::remove_identities;
+pub use layer_norm::fuse_layer_norms;
 
 use crate::graph::Graph;
 use crate::Result;

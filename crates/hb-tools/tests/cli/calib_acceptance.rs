@@ -421,11 +421,14 @@ fn modelwise_search_stops_at_the_similarity_target() {
     assert!(f.message.contains("not reached"), "{}", f.message);
 }
 
-/// KL on sem_decoder: the decomposed LayerNorms' standard deviations are
-/// divisors; KL used to clip them to ~0.3 of their max (output cosine
-/// 0.937). They keep their max now.
+/// KL on sem_decoder. Its op-by-op LayerNorms (opset 13) are fused into
+/// `LayerNormalization` now, so no standard deviation is quantized as a
+/// divisor any more (KL once clipped those to ~0.3 of their max: output
+/// cosine 0.937; the decomposed chain is still a divisor statistic, see
+/// `hb_quant::ops` tests, for exports the fusion leaves alone). The outputs
+/// of bounded ops still keep their max.
 #[test]
-fn kl_keeps_divisors_at_their_max() {
+fn kl_on_sem_decoder_with_fused_layer_norms() {
     let tmp = tempfile::tempdir().unwrap();
     let s = calibrate(
         tmp.path(),
@@ -438,18 +441,19 @@ fn kl_keeps_divisors_at_their_max() {
     assert!(c >= 0.99, "{c}");
     assert!(s.findings.iter().any(|f| f.kind == "divisor-max"));
     let m = calibrated(tmp.path());
-    let sqrt: Vec<_> = hb_quant::calibrated::calibration_infos(&m)
+    let ops: Vec<&str> = m.graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(
+        ops.iter().filter(|&&o| o == "LayerNormalization").count(),
+        6
+    );
+    assert!(!ops.contains(&"Sqrt") && !ops.contains(&"Pow"), "{ops:?}");
+    let softmax_outputs: Vec<_> = hb_quant::calibrated::calibration_infos(&m)
         .into_iter()
-        .filter(|n| n.tensor.ends_with("Sqrt_output_0"))
+        .filter(|n| n.tensor.contains("Softmax_") && n.tensor.ends_with("_output_0"))
         .collect();
-    assert!(!sqrt.is_empty());
-    for n in sqrt {
-        assert!(
-            n.method.starts_with("max (divisor"),
-            "{}: {}",
-            n.name,
-            n.method
-        );
+    assert!(!softmax_outputs.is_empty());
+    for n in softmax_outputs {
+        assert!(n.method.starts_with("max"), "{}: {}", n.name, n.method);
     }
 }
 
