@@ -61,7 +61,7 @@ fn quantize_fast(p: &QuantParams, x: f32) -> i64 {
 /// Quantizes a slice, bit-identical with [`QuantParams::quantize`]
 /// element by element; branch-free (vectorisable) when 0 lies inside the
 /// clamp range, as it does for every feature quantizer.
-fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
+pub(super) fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
     let lo = if p.keep_masks {
         (-p.hi).max(p.lo)
     } else {

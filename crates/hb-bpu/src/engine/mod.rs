@@ -22,6 +22,7 @@ mod conv_transpose;
 mod cpu_float;
 mod elem;
 mod fastops;
+mod island;
 mod layernorm;
 mod layout;
 mod softmax;
@@ -104,6 +105,8 @@ pub struct Engine {
     input_pos: Vec<Option<usize>>,
     /// Per tensor id: stored channels-last (see `layout.rs`).
     channels_last: Vec<bool>,
+    /// Per op: the float island starting there (see `island.rs`).
+    islands: Vec<Option<island::Island>>,
     exec: ExecOptions,
 }
 
@@ -129,7 +132,8 @@ pub struct OpTime {
     pub name: String,
     /// Source op type.
     pub op_type: String,
-    /// How it ran: `packed`, `fast`, `reference` or `cpu`.
+    /// How it ran: `packed`, `fast`, `reference`, `cpu` or `island` (the
+    /// island's time is booked on its first op).
     pub path: &'static str,
     /// Total seconds over the profiled runs.
     pub seconds: f64,
@@ -507,7 +511,20 @@ impl Engine {
         } else {
             layout::channels_last(&program, &ops, &packed, &narrow, &infos)
         };
+        let islands = if opts.reference_only {
+            vec![None; ops.len()]
+        } else {
+            let outputs: Vec<usize> = program.outputs.iter().map(|&o| o as usize).collect();
+            island::find(&island::Context {
+                ops: &ops,
+                infos: &infos,
+                slot: &plan.tensor_slot,
+                channels_last: &channels_last,
+                outputs: &outputs,
+            })
+        };
         Ok(Engine {
+            islands,
             channels_last,
             program,
             ops,
@@ -584,7 +601,12 @@ impl Engine {
                     .collect();
             }
         }
+        // Ops before this index ran inside an island.
+        let mut next_op = 0;
         for (k, op) in self.ops.iter().enumerate() {
+            if k < next_op {
+                continue;
+            }
             let t0 = ws.profile.is_some().then(std::time::Instant::now);
             let mut st = Store {
                 slots: &mut ws.slots,
@@ -595,6 +617,21 @@ impl Engine {
                 infos: &self.infos,
                 channels_last: &self.channels_last,
             };
+            // An island writes only its last tensor: not when the caller
+            // looks at every tensor.
+            if let (Some(isl), None) = (&self.islands[k], &seen) {
+                if island::run(isl, &mut st).map_err(|e| op.err(e))? {
+                    if let (Some(t0), Some(p)) = (t0, ws.profile.as_mut()) {
+                        p[k].seconds += t0.elapsed().as_secs_f64();
+                        for e in &mut p[k..=isl.last] {
+                            e.runs += 1;
+                            e.path = "island";
+                        }
+                    }
+                    next_op = isl.last + 1;
+                    continue;
+                }
+            }
             let done = match &self.packed[k] {
                 Some(pw) => {
                     let pw = match &self.narrow[k] {
