@@ -787,18 +787,54 @@ unsafe fn mm_rows_avx512<const NB: usize, const R: usize>(
     }
 }
 
+/// [`mm_rows_avx512`] for at most 8 columns in 256-bit vectors: a 512-bit
+/// op costs two 256-bit ones on this kind of core, so a block of 8 live
+/// columns in 16 lanes would pay for 8 dead ones.
+///
+/// # Safety
+/// AVX2 available; `ap.len() ≥ R · kp`; `bp` readable for `(kp − 1) · np
+/// + 8` i32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn mm_rows_half<const R: usize>(
+    ap: &[i32],
+    kp: usize,
+    bp: *const i32,
+    np: usize,
+    out: &mut [[i32; 64]; MM_ROWS],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: reads inside the ranges the caller guarantees; each `out[r]`
+    // holds 64 ≥ 8 i32 and R ≤ MM_ROWS.
+    unsafe {
+        let mut acc = [_mm256_setzero_si256(); R];
+        for t in 0..kp {
+            let bv = _mm256_loadu_si256(bp.add(t * np) as *const __m256i);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32(*ap.get_unchecked(r * kp + t));
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(av, bv));
+            }
+        }
+        for (a, o) in acc.iter().zip(out.iter_mut()) {
+            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, *a);
+        }
+    }
+}
+
 /// Rows of A that [`matmul_block_avx512`] multiplies at once.
 const MM_ROWS: usize = 4;
 
-/// [`mm_rows_avx512`] for `nb` 16-column blocks (1..=4) and `R` rows.
+/// [`mm_rows_avx512`] for `w` columns (1..=64) in `⌈w/16⌉` 16-column
+/// blocks and `R` rows ([`mm_rows_half`] for at most 8).
 ///
 /// # Safety
-/// As [`mm_rows_avx512`] with `NB = nb`.
+/// As [`mm_rows_avx512`] with `NB = ⌈w/16⌉`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
 #[inline]
 unsafe fn mm_rows_nb<const R: usize>(
-    nb: usize,
+    w: usize,
     ap: &[i32],
     kp: usize,
     bp: *const i32,
@@ -807,7 +843,8 @@ unsafe fn mm_rows_nb<const R: usize>(
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        match nb {
+        match w.div_ceil(16) {
+            1 if w <= 8 => mm_rows_half::<R>(ap, kp, bp, np, out),
             1 => mm_rows_avx512::<1, R>(ap, kp, bp, np, out),
             2 => mm_rows_avx512::<2, R>(ap, kp, bp, np, out),
             3 => mm_rows_avx512::<3, R>(ap, kp, bp, np, out),
@@ -874,16 +911,16 @@ pub(super) unsafe fn matmul_block_avx512<A: QInt, B: QInt, O: QInt>(
         let mut j0 = 0;
         while j0 < n {
             let w = (n - j0).min(64);
-            let nb = w.div_ceil(16);
             // SAFETY: AVX-512 available (caller); `ap` holds `rows` packed
-            // rows; row t of `bp` has `np` entries and `j0 + 16 · nb ≤ np`.
+            // rows; row t of `bp` has `np` entries and `j0 + 16 · ⌈w/16⌉ ≤
+            // np`.
             unsafe {
                 let bq = bp.as_ptr().add(j0);
                 match rows {
-                    MM_ROWS => mm_rows_nb::<MM_ROWS>(nb, ap, kp, bq, np, &mut tile),
-                    3 => mm_rows_nb::<3>(nb, ap, kp, bq, np, &mut tile),
-                    2 => mm_rows_nb::<2>(nb, ap, kp, bq, np, &mut tile),
-                    _ => mm_rows_nb::<1>(nb, ap, kp, bq, np, &mut tile),
+                    MM_ROWS => mm_rows_nb::<MM_ROWS>(w, ap, kp, bq, np, &mut tile),
+                    3 => mm_rows_nb::<3>(w, ap, kp, bq, np, &mut tile),
+                    2 => mm_rows_nb::<2>(w, ap, kp, bq, np, &mut tile),
+                    _ => mm_rows_nb::<1>(w, ap, kp, bq, np, &mut tile),
                 }
             }
             for (t, yrow) in tile.iter().zip(yrows.chunks_exact_mut(n)) {

@@ -133,11 +133,11 @@ pub(crate) fn run<O: FastOut>(p: &Problem<'_>, out: &mut [O], exec: &ExecOptions
     let per_job = pw.panels * rblocks;
     let ntiles = p.jobs.len() * per_job;
     let outp = OutPtr(out.as_mut_ptr());
-    let do_tile = |t: usize| {
+    let do_tile = |t: usize, bufs: &mut TileBufs| {
         let (j, rest) = (t / per_job, t % per_job);
         let (panel, rb) = (rest / rblocks, rest % rblocks);
         // SAFETY: bounds checked above; tiles are disjoint.
-        unsafe { tile(p, &p.jobs[j], panel, rb, mr, &outp) };
+        unsafe { tile(p, &p.jobs[j], panel, rb, mr, &outp, bufs) };
     };
     let macs = (p.jobs.len() as u64)
         .saturating_mul(p.rows as u64)
@@ -148,12 +148,30 @@ pub(crate) fn run<O: FastOut>(p: &Problem<'_>, out: &mut [O], exec: &ExecOptions
         let chunks = (threads * 4).min(ntiles);
         (0..chunks).into_par_iter().for_each(|c| {
             let (t0, t1) = (c * ntiles / chunks, (c + 1) * ntiles / chunks);
-            (t0..t1).for_each(do_tile);
+            let mut bufs = TileBufs::new();
+            (t0..t1).for_each(|t| do_tile(t, &mut bufs));
         });
     } else {
-        (0..ntiles).for_each(do_tile);
+        let mut bufs = TileBufs::new();
+        (0..ntiles).for_each(|t| do_tile(t, &mut bufs));
     }
     Ok(())
+}
+
+/// The accumulator tiles, zeroed once per run of tiles rather than per
+/// tile (3 KB of stores per tile cost as much as a small conv's epilogue).
+struct TileBufs {
+    t32: Tile32,
+    t64: Tile64,
+}
+
+impl TileBufs {
+    fn new() -> Self {
+        TileBufs {
+            t32: [0; MR_MAX * NR],
+            t64: [0; MR_MAX * NR],
+        }
+    }
 }
 
 /// One `mr × NR` tile.
@@ -167,6 +185,7 @@ unsafe fn tile<O: FastOut>(
     rb: usize,
     mr: usize,
     out: &OutPtr<O>,
+    bufs: &mut TileBufs,
 ) {
     let pw = p.pw;
     let r0 = rb * mr;
@@ -182,9 +201,19 @@ unsafe fn tile<O: FastOut>(
     let koff = p.koff.map_or(std::ptr::null(), |k| k.as_ptr());
     // A panel with ≤ 16 live columns computes only its first half.
     let half = ncols <= 16;
-    let mut t32: Tile32 = [0; MR_MAX * NR];
+    // The AVX-512 VNNI kernels store all `MR_MAX × NR` sums of the tile;
+    // the others may leave rows or columns the epilogue does not read, but
+    // start from zeros as they always did.
+    let t32 = &mut bufs.t32;
+    if pw.isa != Isa::Avx512Vnni {
+        t32.fill(0);
+    }
     let single = pw.blocks.len() == 1 && !pw.split;
-    let mut t64: Tile64 = [0; MR_MAX * NR];
+    // The i64 sums across blocks, only when there are several.
+    let mut t64 = (!single).then(|| {
+        bufs.t64.fill(0);
+        &mut bufs.t64
+    });
 
     match p.a {
         AData::U8(a) => {
@@ -197,27 +226,21 @@ unsafe fn tile<O: FastOut>(
                 unsafe {
                     match (p.koff.is_some(), half) {
                         (true, true) => {
-                            kernels::x86::vnni_i8x4::<true, true>(&rows, w, q0, q1, koff, &mut t32)
+                            kernels::x86::vnni_i8x4::<true, true>(&rows, w, q0, q1, koff, t32)
                         }
                         (true, false) => {
-                            kernels::x86::vnni_i8x4::<true, false>(&rows, w, q0, q1, koff, &mut t32)
+                            kernels::x86::vnni_i8x4::<true, false>(&rows, w, q0, q1, koff, t32)
                         }
                         (false, true) => {
-                            kernels::x86::vnni_i8x4::<false, true>(&rows, w, q0, q1, koff, &mut t32)
+                            kernels::x86::vnni_i8x4::<false, true>(&rows, w, q0, q1, koff, t32)
                         }
-                        (false, false) => kernels::x86::vnni_i8x4::<false, false>(
-                            &rows, w, q0, q1, koff, &mut t32,
-                        ),
+                        (false, false) => {
+                            kernels::x86::vnni_i8x4::<false, false>(&rows, w, q0, q1, koff, t32)
+                        }
                     }
                 };
-                if !single {
-                    widen(
-                        &mut t64,
-                        &t32,
-                        &p.corr[bi * pw.bias.len() + col0..],
-                        nrows,
-                        0,
-                    );
+                if let Some(t64) = t64.as_mut() {
+                    widen(t64, t32, &p.corr[bi * pw.bias.len() + col0..], nrows, 0);
                 }
             }
         }
@@ -237,36 +260,30 @@ unsafe fn tile<O: FastOut>(
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: AVX2 checked available at packing; rows
                         // and panel hold `kq` groups.
-                        Isa::Avx2 => unsafe { kernels::x86::avx2_i16x2(rp, w, q0, q1, &mut t32) },
+                        Isa::Avx2 => unsafe { kernels::x86::avx2_i16x2(rp, w, q0, q1, t32) },
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: AVX-512 VNNI checked available at packing.
                         Isa::Avx512Vnni => unsafe {
                             match (p.koff.is_some(), half) {
-                                (true, true) => kernels::x86::vnni_i16x2::<true, true>(
-                                    rp, w, q0, q1, koff, &mut t32,
-                                ),
+                                (true, true) => {
+                                    kernels::x86::vnni_i16x2::<true, true>(rp, w, q0, q1, koff, t32)
+                                }
                                 (true, false) => kernels::x86::vnni_i16x2::<true, false>(
-                                    rp, w, q0, q1, koff, &mut t32,
+                                    rp, w, q0, q1, koff, t32,
                                 ),
                                 (false, true) => kernels::x86::vnni_i16x2::<false, true>(
-                                    rp, w, q0, q1, koff, &mut t32,
+                                    rp, w, q0, q1, koff, t32,
                                 ),
                                 (false, false) => kernels::x86::vnni_i16x2::<false, false>(
-                                    rp, w, q0, q1, koff, &mut t32,
+                                    rp, w, q0, q1, koff, t32,
                                 ),
                             }
                         },
                         // SAFETY: rows and panel hold `kq` groups.
-                        _ => unsafe { kernels::scalar_i16x2(rp, nrows, w, q0, q1, &mut t32) },
+                        _ => unsafe { kernels::scalar_i16x2(rp, nrows, w, q0, q1, t32) },
                     }
-                    if !single {
-                        widen(
-                            &mut t64,
-                            &t32,
-                            &p.corr[bi * pw.bias.len() + col0..],
-                            nrows,
-                            sh,
-                        );
+                    if let Some(t64) = t64.as_mut() {
+                        widen(t64, t32, &p.corr[bi * pw.bias.len() + col0..], nrows, sh);
                     }
                 }
             }
@@ -294,7 +311,7 @@ unsafe fn tile<O: FastOut>(
         // the output (bounds checked in `run`) and belong to this tile.
         unsafe {
             kernels::x86::epilogue_tile(
-                &t32,
+                t32,
                 &e,
                 nrows,
                 ncols,
@@ -312,10 +329,9 @@ unsafe fn tile<O: FastOut>(
         let e = ColEpi::of(pw, col0 + c);
         let corr = p.corr[col0 + c];
         for r in 0..nrows {
-            let mut acc = if single {
-                i64::from(t32[r * NR + c].wrapping_sub(corr))
-            } else {
-                t64[r * NR + c]
+            let mut acc = match &t64 {
+                None => i64::from(t32[r * NR + c].wrapping_sub(corr)),
+                Some(t64) => t64[r * NR + c],
             };
             if let Some((_, a)) = &pw.addend {
                 acc = acc.wrapping_add(a[(r0 + r) * pw.n + colg + c]);
