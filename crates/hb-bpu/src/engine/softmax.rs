@@ -254,6 +254,7 @@ unsafe fn vertical_rows_avx512<I: QInt, O: QInt>(
     let m = _mm512_set1_epi64(k.m);
     let shift = _mm_cvtsi64_si128(i64::from(k.sh));
     let cap = _mm512_set1_epi64(k.cap);
+    let cap_f = _mm512_set1_pd(k.cap as f64 + 2.0);
     for (xb, ob) in x.chunks_exact(8 * n).zip(out.chunks_exact_mut(8 * n)) {
         // Rows widened in place (contiguous: vectorised), then turned into
         // columns eight by eight.
@@ -287,10 +288,11 @@ unsafe fn vertical_rows_avx512<I: QInt, O: QInt>(
                 _mm512_storeu_si512(ep.add(8 * j) as *mut _, w);
             }
             // The quotient of `quotients_body`, one row per lane.
-            let rows = QuotientLanes::new(sum, k.sh);
+            let rows = QuotientLanes::new(sum, k.m, k.sh);
             for j in 0..n {
                 let ev = _mm512_loadu_si512(ep.add(8 * j) as *const _);
-                _mm512_storeu_si512(ep.add(8 * j) as *mut _, quotient8(ev, &rows, m, shift, cap));
+                let y = quotient8_estimated(ev, &rows, m, shift, cap, cap_f);
+                _mm512_storeu_si512(ep.add(8 * j) as *mut _, y);
             }
             for c in 0..np / 8 {
                 transpose8x8(ep.add(64 * c), 8, rp.add(8 * c), np);
@@ -363,19 +365,25 @@ struct QuotientLanes {
     rnd: std::arch::x86_64::__m512i,
     s: std::arch::x86_64::__m512i,
     inv: std::arch::x86_64::__m512d,
+    /// `m · 2^−sh / s`: the quotient is `0.5 + e·c − φ/s`, `φ ∈ [0, 1)`.
+    c: std::arch::x86_64::__m512d,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl QuotientLanes {
-    /// From the lanes' row sums (`0 ≤ sum < 2^63`) and the shift `1..=63`.
+    /// From the lanes' row sums (`0 ≤ sum < 2^63`), the multiplier `m`
+    /// (`0 ≤ m < 2^31`) and the shift `1..=63`.
     ///
     /// # Safety
     /// AVX-512 F/DQ available.
     #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn new(sum: std::arch::x86_64::__m512i, sh: u32) -> Self {
+    unsafe fn new(sum: std::arch::x86_64::__m512i, m: i64, sh: u32) -> Self {
         use std::arch::x86_64::*;
         let one = _mm512_set1_epi64(1);
         let s = _mm512_max_epu64(sum, one);
+        let inv = _mm512_div_pd(_mm512_set1_pd(1.0), _mm512_cvtepu64_pd(s));
+        // m · 2^−sh is exact in f64 (m < 2^31, sh ≤ 63).
+        let scaled_m = m as f64 * (-f64::from(sh)).exp2();
         QuotientLanes {
             a: _mm512_srli_epi64::<1>(sum),
             rnd: _mm512_sll_epi64(
@@ -383,7 +391,8 @@ impl QuotientLanes {
                 _mm_cvtsi64_si128(i64::from(sh - 1)),
             ),
             s,
-            inv: _mm512_div_pd(_mm512_set1_pd(1.0), _mm512_cvtepu64_pd(s)),
+            inv,
+            c: _mm512_mul_pd(_mm512_set1_pd(scaled_m), inv),
         }
     }
 }
@@ -415,6 +424,49 @@ unsafe fn quotient8(
     let y = _mm512_mask_sub_epi64(y0, over, y0, one);
     let y = _mm512_mask_add_epi64(y, under, y, one);
     _mm512_min_epu64(y, cap)
+}
+
+/// Bound on the f64 error of [`quotient8_estimated`]'s estimate: a few
+/// roundings of 2^−53 relative on values below 2^30.
+#[cfg(target_arch = "x86_64")]
+const ESTIMATE_SLACK: f64 = 1.0 / (1u64 << 20) as f64;
+
+/// [`quotient8`] without integer multiplies when the f64 estimate decides
+/// it. The exact quotient is `Q = T/s = y − φ/s` with `y = 0.5 +
+/// e·m·2^−sh/s` and `φ ∈ [0, 1)` (the floor inside `T`), and `⌊Q⌋ = ⌊y⌋`
+/// always: an integer `k ≤ y` has `k·s ≤ T + φ`, so `k·s ≤ T` (both
+/// integers, `φ < 1`), i.e. `k ≤ Q`. Only the rounding of the estimate `ŷ`
+/// (within [`ESTIMATE_SLACK`] of `y`) can move the floor: lanes are settled
+/// when `ŷ`'s fraction lies in `(slack, 1 − slack)`, or `ŷ ≥ cap + 2`
+/// (then `Q ≥ cap + 1`); if any lane is not, the vector takes
+/// [`quotient8`].
+///
+/// # Safety
+/// As [`quotient8`]; `0 ≤ m < 2^31` and `y < 2^30` per lane (`e ≤ s`
+/// gives it); `cap_f = cap + 2`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn quotient8_estimated(
+    e: std::arch::x86_64::__m512i,
+    l: &QuotientLanes,
+    m: std::arch::x86_64::__m512i,
+    shift: std::arch::x86_64::__m128i,
+    cap: std::arch::x86_64::__m512i,
+    cap_f: std::arch::x86_64::__m512d,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let y = _mm512_fmadd_pd(_mm512_cvtepu64_pd(e), l.c, _mm512_set1_pd(0.5));
+    let fl = _mm512_roundscale_pd::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(y);
+    let fr = _mm512_sub_pd(y, fl);
+    let inside = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(fr, _mm512_set1_pd(ESTIMATE_SLACK))
+        & _mm512_cmp_pd_mask::<_CMP_LT_OQ>(fr, _mm512_set1_pd(1.0 - ESTIMATE_SLACK));
+    let settled = inside | _mm512_cmp_pd_mask::<_CMP_GE_OQ>(y, cap_f);
+    if settled != 0xff {
+        // SAFETY: the caller's guarantees.
+        return unsafe { quotient8(e, l, m, shift, cap) };
+    }
+    _mm512_min_epu64(_mm512_cvttpd_epu64(fl), cap)
 }
 
 /// A padding value of [`padded_rows_avx512`]: below every real input,
@@ -496,7 +548,7 @@ unsafe fn padded_rows_avx512<I: QInt, O: QInt>(
                 continue;
             }
             // The quotient of `quotients_body`, eight at a time.
-            let row = QuotientLanes::new(_mm512_set1_epi64(s), k.sh);
+            let row = QuotientLanes::new(_mm512_set1_epi64(s), k.m, k.sh);
             for c in 0..np / 8 {
                 let ev = _mm512_loadu_si512(ep.add(8 * c) as *const _);
                 _mm512_storeu_si512(ep.add(8 * c) as *mut _, quotient8(ev, &row, m, shift, cap));
@@ -606,6 +658,7 @@ mod tests {
         let mut next = crate::engine::xorshift(0x5851_f42d_4c95_7f2du64);
         let cap = 1u64 << 40;
         let mut lanes = [0u64; 8];
+        let mut estimated = [0u64; 8];
         for _ in 0..20_000 {
             // With m = 2 and sh = 1, T = (s >> 1) + e exactly.
             let s = 1 + next() % (1 << 50);
@@ -623,17 +676,67 @@ mod tests {
             // SAFETY: AVX-512 was detected; T < 2^62 + 2 and e·2 + 1 < 2^64.
             unsafe {
                 let sum = _mm512_set1_epi64(s as i64);
-                let l = QuotientLanes::new(sum, 1);
-                let y = quotient8(
-                    _mm512_loadu_si512(e.as_ptr() as *const _),
-                    &l,
-                    _mm512_set1_epi64(2),
-                    _mm_cvtsi64_si128(1),
-                    _mm512_set1_epi64(cap as i64),
-                );
+                let l = QuotientLanes::new(sum, 2, 1);
+                let ev = _mm512_loadu_si512(e.as_ptr() as *const _);
+                let (m, sh) = (_mm512_set1_epi64(2), _mm_cvtsi64_si128(1));
+                let capv = _mm512_set1_epi64(cap as i64);
+                let y = quotient8(ev, &l, m, sh, capv);
                 _mm512_storeu_si512(lanes.as_mut_ptr() as *mut _, y);
+                // Here y = 0.5 + e/s lands on integers exactly, where the
+                // f64 estimate alone would round either way.
+                let y = quotient8_estimated(ev, &l, m, sh, capv, _mm512_set1_pd(cap as f64 + 2.0));
+                _mm512_storeu_si512(estimated.as_mut_ptr() as *mut _, y);
             }
             assert_eq!(lanes, want, "s {s} e {e:?}");
+            assert_eq!(estimated, want, "estimated: s {s} e {e:?}");
+        }
+    }
+
+    /// The f64-settled quotient against the exact one on exp values at,
+    /// just below and just above the points where the quotient steps
+    /// (softmax-like multipliers, shifts and sums; `e ≤ s`).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn estimated_quotient_matches_the_exact_one() {
+        use std::arch::x86_64::*;
+        if !has_avx512() {
+            return;
+        }
+        let mut next = crate::engine::xorshift(0x2718_2818_2845_9045u64);
+        let mut got = [0u64; 8];
+        let mut want = [0u64; 8];
+        for case in 0..20_000u32 {
+            let s = (1u64 << 30) + next() % (1 << 33);
+            let m = (1u64 << 30) + next() % (1 << 30);
+            let sh = 20 + (next() % 8) as u32;
+            let cap = if case % 2 == 0 { 128u64 } else { 1 << 40 };
+            let mut e = [0u64; 8];
+            for v in e.iter_mut() {
+                // Where T = a + ((e·m + rnd) >> sh) reaches k·s.
+                let k = next() % 300;
+                let need = (k * s).saturating_sub(s >> 1) as u128;
+                let e0 = ((need << sh) / u128::from(m)) as u64;
+                *v = (e0 + next() % 3).saturating_sub(1).min(s).min(1 << 31);
+            }
+            // SAFETY: AVX-512 was detected; e ≤ 2^31 and m < 2^31, so
+            // e·m + rnd < 2^64 and T < 2^63.
+            unsafe {
+                let l = QuotientLanes::new(_mm512_set1_epi64(s as i64), m as i64, sh);
+                let ev = _mm512_loadu_si512(e.as_ptr() as *const _);
+                let (mv, shv) = (
+                    _mm512_set1_epi64(m as i64),
+                    _mm_cvtsi64_si128(i64::from(sh)),
+                );
+                let capv = _mm512_set1_epi64(cap as i64);
+                let fast =
+                    quotient8_estimated(ev, &l, mv, shv, capv, _mm512_set1_pd(cap as f64 + 2.0));
+                _mm512_storeu_si512(got.as_mut_ptr() as *mut _, fast);
+                _mm512_storeu_si512(
+                    want.as_mut_ptr() as *mut _,
+                    quotient8(ev, &l, mv, shv, capv),
+                );
+            }
+            assert_eq!(got, want, "s {s} m {m} sh {sh} e {e:?}");
         }
     }
 
