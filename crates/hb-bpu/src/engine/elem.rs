@@ -750,7 +750,9 @@ fn mm_simple(bias: Option<&[i64]>, requant: &[Requant]) -> Option<(i64, i64, u32
 ///
 /// # Safety
 /// AVX-512 F/BW available; `ap.len() ≥ R · kp`; `bp` readable for
-/// `(kp − 1) · np + 16 · NB` i32.
+/// `(kp − 1) · np + 16 · NB` i32; `out + r · stride` writable for `16 · NB`
+/// i32 for every row `r < R` (rows are stored in increasing order, so a
+/// row may spill into the next one's place).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
@@ -759,11 +761,11 @@ unsafe fn mm_rows_avx512<const NB: usize, const R: usize>(
     kp: usize,
     bp: *const i32,
     np: usize,
-    out: &mut [[i32; 64]; MM_ROWS],
+    out: *mut i32,
+    stride: usize,
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: reads inside the ranges the caller guarantees; each `out[r]`
-    // holds 64 ≥ 16 · NB i32 and R ≤ MM_ROWS.
+    // SAFETY: reads and writes inside the ranges the caller guarantees.
     unsafe {
         let mut acc = [[_mm512_setzero_si512(); NB]; R];
         for t in 0..kp {
@@ -779,9 +781,9 @@ unsafe fn mm_rows_avx512<const NB: usize, const R: usize>(
                 }
             }
         }
-        for (accr, o) in acc.iter().zip(out.iter_mut()) {
+        for (r, accr) in acc.iter().enumerate() {
             for (c, a) in accr.iter().enumerate() {
-                _mm512_storeu_si512(o.as_mut_ptr().add(16 * c) as *mut __m512i, *a);
+                _mm512_storeu_si512(out.add(r * stride + 16 * c) as *mut __m512i, *a);
             }
         }
     }
@@ -793,7 +795,7 @@ unsafe fn mm_rows_avx512<const NB: usize, const R: usize>(
 ///
 /// # Safety
 /// AVX2 available; `ap.len() ≥ R · kp`; `bp` readable for `(kp − 1) · np
-/// + 8` i32.
+/// + 8` i32; `out + r · stride` writable for 8 i32 for every row `r < R`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -802,11 +804,11 @@ unsafe fn mm_rows_half<const R: usize>(
     kp: usize,
     bp: *const i32,
     np: usize,
-    out: &mut [[i32; 64]; MM_ROWS],
+    out: *mut i32,
+    stride: usize,
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: reads inside the ranges the caller guarantees; each `out[r]`
-    // holds 64 ≥ 8 i32 and R ≤ MM_ROWS.
+    // SAFETY: reads and writes inside the ranges the caller guarantees.
     unsafe {
         let mut acc = [_mm256_setzero_si256(); R];
         for t in 0..kp {
@@ -816,8 +818,8 @@ unsafe fn mm_rows_half<const R: usize>(
                 *a = _mm256_add_epi32(*a, _mm256_madd_epi16(av, bv));
             }
         }
-        for (a, o) in acc.iter().zip(out.iter_mut()) {
-            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, *a);
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_si256(out.add(r * stride) as *mut __m256i, *a);
         }
     }
 }
@@ -829,7 +831,7 @@ const MM_ROWS: usize = 4;
 /// blocks and `R` rows ([`mm_rows_half`] for at most 8).
 ///
 /// # Safety
-/// As [`mm_rows_avx512`] with `NB = ⌈w/16⌉`.
+/// As [`mm_rows_avx512`] with `NB = ⌈w/16⌉` (8 columns for `w ≤ 8`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2")]
 #[inline]
@@ -839,16 +841,46 @@ unsafe fn mm_rows_nb<const R: usize>(
     kp: usize,
     bp: *const i32,
     np: usize,
-    out: &mut [[i32; 64]; MM_ROWS],
+    out: *mut i32,
+    stride: usize,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
         match w.div_ceil(16) {
-            1 if w <= 8 => mm_rows_half::<R>(ap, kp, bp, np, out),
-            1 => mm_rows_avx512::<1, R>(ap, kp, bp, np, out),
-            2 => mm_rows_avx512::<2, R>(ap, kp, bp, np, out),
-            3 => mm_rows_avx512::<3, R>(ap, kp, bp, np, out),
-            _ => mm_rows_avx512::<4, R>(ap, kp, bp, np, out),
+            1 if w <= 8 => mm_rows_half::<R>(ap, kp, bp, np, out, stride),
+            1 => mm_rows_avx512::<1, R>(ap, kp, bp, np, out, stride),
+            2 => mm_rows_avx512::<2, R>(ap, kp, bp, np, out, stride),
+            3 => mm_rows_avx512::<3, R>(ap, kp, bp, np, out, stride),
+            _ => mm_rows_avx512::<4, R>(ap, kp, bp, np, out, stride),
+        }
+    }
+}
+
+/// [`mm_rows_nb`] for `rows` (1..=[`MM_ROWS`]) rows.
+///
+/// # Safety
+/// As [`mm_rows_nb`] with `R = rows`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm_rows_any(
+    rows: usize,
+    w: usize,
+    ap: &[i32],
+    kp: usize,
+    bp: *const i32,
+    np: usize,
+    out: *mut i32,
+    stride: usize,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match rows {
+            MM_ROWS => mm_rows_nb::<MM_ROWS>(w, ap, kp, bp, np, out, stride),
+            3 => mm_rows_nb::<3>(w, ap, kp, bp, np, out, stride),
+            2 => mm_rows_nb::<2>(w, ap, kp, bp, np, out, stride),
+            _ => mm_rows_nb::<1>(w, ap, kp, bp, np, out, stride),
         }
     }
 }
@@ -875,10 +907,22 @@ pub(super) unsafe fn matmul_block_avx512<A: QInt, B: QInt, O: QInt>(
 ) {
     let kp = k.div_ceil(2);
     let np = n.div_ceil(16) * 16;
-    acc32.clear();
-    acc32.resize(kp * np + MM_ROWS * kp, 0);
-    let (bp, ap) = acc32.split_at_mut(kp * np);
+    // At most 16 columns: every row's sums go into one buffer of `m · n`
+    // (row stride `n`; a row's vector store spills into the next row's
+    // place before that row is stored), then one epilogue pass runs over
+    // all of them instead of one short pass per row.
+    let flat = n <= 16;
+    let sums_len = if flat { m * n + 16 } else { 0 };
+    let need = kp * np + MM_ROWS * kp + sums_len;
+    // Every value is written below (the padding columns explicitly): no
+    // clearing of the whole buffer per batch.
+    if acc32.len() < need {
+        acc32.resize(need, 0);
+    }
+    let (bp, rest) = acc32.split_at_mut(kp * np);
+    let (ap, sums) = rest.split_at_mut(MM_ROWS * kp);
     for (t, row) in bp.chunks_exact_mut(np).enumerate() {
+        row[n..].fill(0);
         let r0 = &b[2 * t * n..(2 * t + 1) * n];
         if 2 * t + 1 < k {
             let r1 = &b[(2 * t + 1) * n..(2 * t + 2) * n];
@@ -893,9 +937,10 @@ pub(super) unsafe fn matmul_block_avx512<A: QInt, B: QInt, O: QInt>(
     }
     let simple = mm_simple(bias, requant);
     let mut tile = [[0i32; 64]; MM_ROWS];
-    for (arows, yrows) in a[..m * k]
+    for (g, (arows, yrows)) in a[..m * k]
         .chunks(MM_ROWS * k)
         .zip(y[..m * n].chunks_mut(MM_ROWS * n))
+        .enumerate()
     {
         let rows = arows.len() / k;
         for (arow, dst) in arows.chunks_exact(k).zip(ap.chunks_exact_mut(kp)) {
@@ -908,25 +953,40 @@ pub(super) unsafe fn matmul_block_avx512<A: QInt, B: QInt, O: QInt>(
                 dst[kp - 1] = v;
             }
         }
+        if flat {
+            // SAFETY: AVX-512 available (caller); `ap` holds `rows` packed
+            // rows; `bp` rows hold `np ≥ 16` entries; row `r` of this group
+            // stores 16 (or 8) values at `(g · MM_ROWS + r) · n`, inside
+            // `sums` (`m · n + 16` long).
+            unsafe {
+                let out = sums.as_mut_ptr().add(g * MM_ROWS * n);
+                mm_rows_any(rows, n, ap, kp, bp.as_ptr(), np, out, n);
+            }
+            continue;
+        }
         let mut j0 = 0;
         while j0 < n {
             let w = (n - j0).min(64);
             // SAFETY: AVX-512 available (caller); `ap` holds `rows` packed
             // rows; row t of `bp` has `np` entries and `j0 + 16 · ⌈w/16⌉ ≤
-            // np`.
+            // np`; the tile rows hold 64 values each.
             unsafe {
                 let bq = bp.as_ptr().add(j0);
-                match rows {
-                    MM_ROWS => mm_rows_nb::<MM_ROWS>(w, ap, kp, bq, np, &mut tile),
-                    3 => mm_rows_nb::<3>(w, ap, kp, bq, np, &mut tile),
-                    2 => mm_rows_nb::<2>(w, ap, kp, bq, np, &mut tile),
-                    _ => mm_rows_nb::<1>(w, ap, kp, bq, np, &mut tile),
-                }
+                mm_rows_any(rows, w, ap, kp, bq, np, tile.as_mut_ptr() as *mut i32, 64);
             }
             for (t, yrow) in tile.iter().zip(yrows.chunks_exact_mut(n)) {
                 mm_epilogue(&t[..w], &mut yrow[j0..j0 + w], j0, simple, bias, requant);
             }
             j0 += w;
+        }
+    }
+    if flat {
+        if simple.is_some() {
+            mm_epilogue(&sums[..m * n], &mut y[..m * n], 0, simple, bias, requant);
+        } else {
+            for (srow, yrow) in sums[..m * n].chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+                mm_epilogue(srow, yrow, 0, simple, bias, requant);
+            }
         }
     }
 }
