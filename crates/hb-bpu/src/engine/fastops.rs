@@ -923,10 +923,14 @@ pub(super) fn try_fast(
                     return Ok(false);
                 }
                 // i32 partial sums are exact when K · max|a| · max|b| < 2^31:
-                // by the types alone when they allow it (no scan), else by
-                // the operands' actual ranges.
-                let type_max = |v: &V<'_>| small_max(v).unwrap_or(i64::MAX) as u128;
-                let wide = if (k as u128) * type_max(&va) * type_max(&vb) < 1u128 << 31 {
+                // by the types or the producers' clamps when they allow it
+                // (no scan), else by the operands' actual ranges.
+                let static_max = |id: usize, v: &V<'_>| {
+                    let t = small_max(v).unwrap_or(i64::MAX);
+                    st.bound(id).map_or(t, |b| b.min(t)) as u128
+                };
+                let wide = if (k as u128) * static_max(ia, &va) * static_max(ib, &vb) < 1u128 << 31
+                {
                     false
                 } else {
                     let ma = with_in!(&va, |x: I| elem::max_abs(x));

@@ -18,6 +18,7 @@
 //! Profiling: set [`Workspace::profile`] to `Some(Vec::new())` to have each
 //! run add every op's wall time and path.
 
+mod bounds;
 mod conv_transpose;
 mod cpu_float;
 mod elem;
@@ -107,6 +108,8 @@ pub struct Engine {
     channels_last: Vec<bool>,
     /// Per op: the float island starting there (see `island.rs`).
     islands: Vec<Option<island::Island>>,
+    /// Per tensor id: the largest |value| its producer allows (`bounds.rs`).
+    bounds: Vec<Option<i64>>,
     exec: ExecOptions,
 }
 
@@ -523,7 +526,9 @@ impl Engine {
                 outputs: &outputs,
             })
         };
+        let bounds = bounds::value_bounds(&ops, infos.len());
         Ok(Engine {
+            bounds,
             islands,
             channels_last,
             program,
@@ -616,6 +621,7 @@ impl Engine {
                 input_pos: &self.input_pos,
                 infos: &self.infos,
                 channels_last: &self.channels_last,
+                bounds: &self.bounds,
             };
             // An island writes only its last tensor: not when the caller
             // looks at every tensor.
@@ -684,6 +690,7 @@ impl Engine {
             input_pos: &self.input_pos,
             infos: &self.infos,
             channels_last: &self.channels_last,
+            bounds: &self.bounds,
         };
         self.program
             .outputs

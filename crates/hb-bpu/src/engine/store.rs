@@ -88,12 +88,20 @@ pub(crate) struct Store<'a> {
     /// Per tensor id: stored channels-last (`[N, H, W, C]` for the logical
     /// `[N, C, H, W]`; see `layout.rs`).
     pub channels_last: &'a [bool],
+    /// Per tensor id: the largest |value| its producer allows.
+    pub bounds: &'a [Option<i64>],
 }
 
 impl Store<'_> {
     /// Whether tensor `id` is stored channels-last.
     pub fn is_channels_last(&self, id: usize) -> bool {
         self.channels_last.get(id).copied().unwrap_or(false)
+    }
+
+    /// The largest |value| tensor `id` can hold, when its producer bounds
+    /// it.
+    pub fn bound(&self, id: usize) -> Option<i64> {
+        self.bounds.get(id).copied().flatten()
     }
 
     /// The value of tensor `id`.
