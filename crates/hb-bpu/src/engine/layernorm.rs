@@ -17,7 +17,7 @@ use crate::reference::layernorm::{isqrt, LayerNormPlan, Z_BITS};
 
 /// Normalises every row of `n` values of `x` into `y`; false (nothing
 /// written) when the i64 bounds do not hold, for the reference to run.
-/// `scratch` holds `2n` i64.
+/// `scratch` holds `3n` i64.
 pub(super) fn layer_norm_into<I: QInt, O: QInt>(
     x: &[I],
     y: &mut [O],
@@ -48,16 +48,15 @@ pub(super) fn layer_norm_into<I: QInt, O: QInt>(
     let spread = (I::MAX - I::MIN) as u128;
     let narrow_sum = (n as u128).pow(3) * spread * spread < 1 << 65;
     scratch.clear();
-    scratch.resize(5 * n, 0);
-    let (d, rest) = scratch.split_at_mut(n);
-    let (m64, rest) = rest.split_at_mut(n);
-    let (sh64, rest) = rest.split_at_mut(n);
-    let (rnd64, b64) = rest.split_at_mut(n);
+    scratch.resize(3 * n, 0);
+    let (m64, rest) = scratch.split_at_mut(n);
+    let (sh64, b64) = rest.split_at_mut(n);
     for (k, (&(m, sh), &b)) in mul.iter().zip(bias).enumerate() {
         m64[k] = i64::from(m);
         sh64[k] = i64::from(sh);
-        rnd64[k] = if sh == 0 { 0 } else { 1 << (sh - 1) };
-        b64[k] = b as i64;
+        // The bias with the rounding term: |z·m| + |b| < 2^62 (checked
+        // above) and the term is below 2^61, so the sum stays in i64.
+        b64[k] = b as i64 + if sh == 0 { 0 } else { 1 << (sh - 1) };
     }
     let k = Rows {
         n,
@@ -65,15 +64,15 @@ pub(super) fn layer_norm_into<I: QInt, O: QInt>(
         narrow_sum,
         mul: m64,
         shift: sh64,
-        rnd: rnd64,
-        bias: b64,
+        bias_rnd: b64,
     };
-    layer_norm_rows(x, y, &k, d);
+    layer_norm_rows(x, y, &k);
     true
 }
 
 /// The constants of one LayerNormalization's rows: per element the
-/// multiplier, shift, rounding term and bias of the affine step.
+/// multiplier, shift and bias (with the shift's rounding term) of the
+/// affine step.
 pub(super) struct Rows<'a> {
     n: usize,
     eps_q: i128,
@@ -81,13 +80,13 @@ pub(super) struct Rows<'a> {
     narrow_sum: bool,
     mul: &'a [i64],
     shift: &'a [i64],
-    rnd: &'a [i64],
-    bias: &'a [i64],
+    /// Bias plus the rounding term of the shift.
+    bias_rnd: &'a [i64],
 }
 
 simd_copies! {
     /// Every row, compiled per instruction set.
-    fn layer_norm_rows<I, O>(x: &[I], y: &mut [O], k: &Rows<'_>, d: &mut [i64]) => layer_norm_rows_body
+    fn layer_norm_rows<I, O>(x: &[I], y: &mut [O], k: &Rows<'_>) => layer_norm_rows_body
 }
 
 /// Rows per block: their sums and variances first, then the independent
@@ -95,7 +94,7 @@ simd_copies! {
 const BLOCK: usize = 32;
 
 #[inline(always)]
-fn layer_norm_rows_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], k: &Rows<'_>, d: &mut [i64]) {
+fn layer_norm_rows_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], k: &Rows<'_>) {
     let n = k.n;
     let nn = n as i64;
     let half_z = 1i64 << (Z_BITS - 1);
@@ -125,19 +124,15 @@ fn layer_norm_rows_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], k: &Rows<'_>, d:
         }
         for (r, (row, out)) in xb.chunks_exact(n).zip(yb.chunks_exact_mut(n)).enumerate() {
             let (sum, inv) = (sums[r], invs[r]);
-            for (t, q) in d.iter_mut().zip(row) {
-                *t = nn * q.to_i64() - sum;
-            }
-            for (((((o, &t), &m), &sh), &rnd), &b) in out
+            for ((((o, q), &m), &sh), &b) in out
                 .iter_mut()
-                .zip(d.iter())
+                .zip(row)
                 .zip(k.mul)
                 .zip(k.shift)
-                .zip(k.rnd)
-                .zip(k.bias)
+                .zip(k.bias_rnd)
             {
-                let z = (t * inv + half_z) >> Z_BITS;
-                *o = O::sat_i64((z * m + b + rnd) >> sh);
+                let z = ((nn * q.to_i64() - sum) * inv + half_z) >> Z_BITS;
+                *o = O::sat_i64((z * m + b) >> sh);
             }
         }
     }
