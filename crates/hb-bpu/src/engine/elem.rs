@@ -397,6 +397,36 @@ pub(super) fn row_mean<I: QInt, O: QInt>(x: &[I], y: &mut [O], len: usize, r: &R
 
 /// Permutes the axes of `x` (shape `xs`) by `perm` into `y`.
 pub(super) fn transpose<T: Copy>(x: &[T], y: &mut [T], xs: &[usize], perm: &[usize]) {
+    if let ([b, d1, d2, inner], [0, 2, 1, 3]) = (xs, perm) {
+        // The attention head split / merge, `[B, S, H, D] → [B, H, S, D]`:
+        // runs of D in place, in plain nested loops.
+        match inner {
+            8 => swap_middle::<T, 8>(x, y, *b, *d1, *d2),
+            16 => swap_middle::<T, 16>(x, y, *b, *d1, *d2),
+            32 => swap_middle::<T, 32>(x, y, *b, *d1, *d2),
+            64 => swap_middle::<T, 64>(x, y, *b, *d1, *d2),
+            _ => transpose_runs(x, y, xs, perm),
+        }
+        return;
+    }
+    transpose_runs(x, y, xs, perm)
+}
+
+/// `[b, d1, d2, N] → [b, d2, d1, N]`.
+fn swap_middle<T: Copy, const N: usize>(x: &[T], y: &mut [T], b: usize, d1: usize, d2: usize) {
+    let plane = d1 * d2 * N;
+    for (xb, yb) in x.chunks_exact(plane).zip(y.chunks_exact_mut(plane)).take(b) {
+        for (i, yrow) in yb.chunks_exact_mut(d1 * N).enumerate() {
+            for (j, run) in yrow.chunks_exact_mut(N).enumerate() {
+                let at = (j * d2 + i) * N;
+                copy_run::<T, N>(run, &xb[at..at + N]);
+            }
+        }
+    }
+}
+
+/// [`transpose`] by runs of the output's innermost dim.
+fn transpose_runs<T: Copy>(x: &[T], y: &mut [T], xs: &[usize], perm: &[usize]) {
     let r = xs.len();
     let mut xst = vec![1usize; r];
     for i in (0..r.saturating_sub(1)).rev() {
@@ -1093,6 +1123,28 @@ pub(super) fn matmul_block_body<A: QInt, B: QInt, O: QInt>(
             {
                 *d = rq(j).apply_fast::<O>(s);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_split_transposes_match_the_run_copies() {
+        for inner in [8usize, 16, 32, 64, 5] {
+            let xs = [2usize, 3, 4, inner];
+            let x: Vec<i16> = (0..xs.iter().product::<usize>() as i16).collect();
+            let mut fast = vec![0i16; x.len()];
+            let mut runs = vec![0i16; x.len()];
+            transpose(&x, &mut fast, &xs, &[0, 2, 1, 3]);
+            transpose_runs(&x, &mut runs, &xs, &[0, 2, 1, 3]);
+            assert_eq!(fast, runs, "inner {inner}");
+            // y[b, h, s, :] = x[b, s, h, :]
+            let x_at = |b: usize, s: usize, h: usize| ((b * 3 + s) * 4 + h) * inner;
+            let y_at = |b: usize, h: usize, s: usize| ((b * 4 + h) * 3 + s) * inner;
+            assert_eq!(fast[y_at(1, 2, 1)], x[x_at(1, 1, 2)]);
         }
     }
 }
