@@ -1,7 +1,10 @@
 //! `cargo xtask bench [--runs N]`: float latency of each fixture with 1 and 2
 //! threads (median of N runs of `hb-model-exec perf`), side by side with ONNX
 //! Runtime on the same input in the same run when Python onnxruntime is
-//! available; writes `docs/benchmarks.md` (the float-latency section).
+//! available; then the `.hbm` of resnet_tiny and sem_decoder (hb-calib with
+//! the fixture's YAML, hb-compile O2) against ORT's float latency of the
+//! original model, 1 thread, three interleaved rounds. Writes
+//! `docs/benchmarks.md` (the float-latency and hbm-latency sections).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -35,6 +38,21 @@ const MODELS: &[(&str, &str, &str)] = &[
         "fixtures/torch_opsets/test",
     ),
 ];
+
+/// Models whose `.hbm` is measured against ORT's float latency (issue 4's
+/// goal: at most 0.7 × ORT).
+const HBM_MODELS: &[&str] = &["resnet_tiny", "sem_decoder"];
+
+/// Interleaved rounds of the `.hbm` comparison.
+const HBM_ROUNDS: usize = 3;
+
+/// One `.hbm` comparison: medians of the rounds' medians.
+struct HbmRow {
+    label: String,
+    hbm_ms: f64,
+    float_ms: f64,
+    ort_ms: Option<f64>,
+}
 
 struct Row {
     label: String,
@@ -91,6 +109,117 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     write_report(&root.join("docs/benchmarks.md"), &rows, runs)?;
+    let hbm_runs = runs.max(300);
+    let mut hbm_rows = Vec::new();
+    for label in HBM_MODELS {
+        hbm_rows.push(hbm_row(&root, label, hbm_runs, have_ort)?);
+    }
+    write_hbm_report(&root.join("docs/benchmarks.md"), &hbm_rows, hbm_runs)?;
+    Ok(())
+}
+
+/// Builds `<label>`'s `.hbm` from its fixture YAML and times it against
+/// ORT and our float interpreter on the original model, interleaved.
+fn hbm_row(root: &Path, label: &str, runs: usize, have_ort: bool) -> Result<HbmRow> {
+    let dir = root.join("fixtures").join(label);
+    let work = std::env::temp_dir().join(format!("hbkit-bench-hbm-{label}"));
+    let _ = std::fs::remove_dir_all(&work);
+    let bin = |name: &str| root.join("target/release").join(name);
+    let status = Command::new(bin("hb-calib"))
+        .arg("--config")
+        .arg(dir.join("model.yaml"))
+        .arg("--output-dir")
+        .arg(&work)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("hb-calib failed on {label}");
+    }
+    let hbm = work.join(format!("{label}.hbm"));
+    let status = Command::new(bin("hb-compile"))
+        .arg(work.join(format!("{label}_quantized_model.bc")))
+        .arg("-o")
+        .arg(&hbm)
+        .args(["--optimize-level", "O2"])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("hb-compile failed on {label}");
+    }
+    let model = dir.join("model.onnx");
+    let first = first_sample_dir(&dir.join("test"))?;
+    let exe = bin("hb-model-exec");
+    let (mut hbm_ms, mut float_ms, mut ort_ms_v) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..HBM_ROUNDS {
+        if have_ort {
+            ort_ms_v.push(ort_ms(root, &model, &first, 1, runs)?);
+        }
+        float_ms.push(ours_ms(&exe, &model, &first, 1, runs)?);
+        hbm_ms.push(ours_ms(&exe, &hbm, &first, 1, runs)?);
+    }
+    let row = HbmRow {
+        label: label.to_string(),
+        hbm_ms: median(&mut hbm_ms),
+        float_ms: median(&mut float_ms),
+        ort_ms: have_ort.then(|| median(&mut ort_ms_v)),
+    };
+    println!(
+        "{label:<22} .hbm {:8.3} ms   float {:8.3} ms   ort {}",
+        row.hbm_ms,
+        row.float_ms,
+        row.ort_ms.map_or("-".into(), |v| format!("{v:8.3} ms"))
+    );
+    Ok(row)
+}
+
+/// The median of `v` (not empty).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn write_hbm_report(path: &Path, rows: &[HbmRow], runs: usize) -> Result<()> {
+    let mut table = String::from("| model | .hbm (ms) | ours float (ms) | ORT float (ms) | .hbm / ORT | goal ≤ 0.7 × ORT | .hbm below our float |\n|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let (ort, ratio, met) = match r.ort_ms {
+            Some(o) => (
+                format!("{o:.3}"),
+                format!("{:.2}×", r.hbm_ms / o),
+                if r.hbm_ms <= 0.7 * o {
+                    "met"
+                } else {
+                    "not met"
+                }
+                .to_string(),
+            ),
+            None => ("n/a".into(), "n/a".into(), "n/a".into()),
+        };
+        let below = if r.hbm_ms < r.float_ms { "yes" } else { "no" };
+        table += &format!(
+            "| {} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
+            r.label, r.hbm_ms, r.float_ms, ort, ratio, met, below
+        );
+    }
+    let section = format!(
+        "<!-- hbm-latency:begin -->\n### `.hbm` vs ONNX Runtime (`cargo xtask bench`)\n\nSame run as the table above: each fixture's `.hbm` (hb-calib with `fixtures/<m>/model.yaml`, hb-compile O2), our float interpreter and ORT on the original model, 1 thread, first held-out sample, {HBM_ROUNDS} interleaved rounds of {runs} runs (median of the rounds' medians).\n\n{table}<!-- hbm-latency:end -->\n"
+    );
+    replace_section(path, "hbm-latency", &section)
+}
+
+/// Replaces the `<!-- name:begin -->` … `<!-- name:end -->` section of
+/// `path` with `section` (appended when missing).
+fn replace_section(path: &Path, name: &str, section: &str) -> Result<()> {
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->\n"),
+    );
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(a), Some(b)) => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
+        _ => format!("{old}\n{section}"),
+    };
+    std::fs::write(path, new)?;
+    println!("wrote {} ({name})", path.display());
     Ok(())
 }
 
@@ -181,20 +310,5 @@ fn write_report(path: &Path, rows: &[Row], runs: usize) -> Result<()> {
     let section = format!(
         "<!-- float-latency:begin -->\n## Float interpreter latency\n\nMeasured by `cargo xtask bench` (median of {runs} runs after a warm-up, first held-out sample of each fixture, `hb-model-exec perf` vs onnxruntime in the same run; ORT with intra_op_num_threads = threads, sequential execution). Machine: 2 cores.\n\n{table}<!-- float-latency:end -->\n"
     );
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-    let new = match (
-        old.find("<!-- float-latency:begin -->"),
-        old.find("<!-- float-latency:end -->"),
-    ) {
-        (Some(a), Some(b)) => format!(
-            "{}{}{}",
-            &old[..a],
-            section,
-            &old[b + "<!-- float-latency:end -->\n".len().min(old.len() - b)..]
-        ),
-        _ => format!("{old}\n{section}"),
-    };
-    std::fs::write(path, new)?;
-    println!("wrote {}", path.display());
-    Ok(())
+    replace_section(path, "float-latency", &section)
 }
