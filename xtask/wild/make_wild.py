@@ -46,6 +46,10 @@ TORCHVISION = {
   'effb0': (lambda: torchvision.models.efficientnet_b0(), (1,3,64,64), 17),
   'vit_tiny': (lambda: torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10), (1,3,32,32), 17),
   'lraspp': (lambda: torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4), (1,3,64,64), 17),
+  # The same ViT at opset 14: torch spells each LayerNorm out op by op
+  # (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add), which
+  # hb-calib fuses back into LayerNormalization.
+  'vit_tiny_op14': (lambda: torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10), (1,3,32,32), 14),
 }
 
 # Hand-written blocks: ConvNeXt (LayerNorm over channels, tanh Gelu,
