@@ -248,13 +248,15 @@ unsafe fn vertical_rows_avx512<I: QInt, O: QInt>(
     let (rows, rest) = buf[..24 * np].split_at_mut(8 * np);
     let (v, e) = rest.split_at_mut(8 * np);
     let (rp, vp, ep) = (rows.as_mut_ptr(), v.as_mut_ptr(), e.as_mut_ptr());
-    let lo = _mm512_set1_epi64(k.lo);
-    let hi = _mm512_set1_epi64(k.hi);
-    let type_min = _mm512_set1_epi64(I::MIN);
-    let m = _mm512_set1_epi64(k.m);
-    let shift = _mm_cvtsi64_si128(i64::from(k.sh));
-    let cap = _mm512_set1_epi64(k.cap);
-    let cap_f = _mm512_set1_pd(k.cap as f64 + 2.0);
+    let VecConsts {
+        lo,
+        hi,
+        type_min,
+        m,
+        shift,
+        cap,
+        cap_f,
+    } = VecConsts::new::<I>(k);
     for (xb, ob) in x.chunks_exact(8 * n).zip(out.chunks_exact_mut(8 * n)) {
         // Rows widened in place (contiguous: vectorised), then turned into
         // columns eight by eight.
@@ -350,6 +352,42 @@ unsafe fn transpose8x8(src: *const i64, src_stride: usize, dst: *mut i64, dst_st
             let hi = _mm512_shuffle_i64x2::<0xdd>(u[k], u[k + 4]);
             _mm512_storeu_si512(dst.add(k * dst_stride) as *mut _, lo);
             _mm512_storeu_si512(dst.add((k + 4) * dst_stride) as *mut _, hi);
+        }
+    }
+}
+
+/// The per-Softmax vector constants of the AVX-512 row kernels.
+#[cfg(target_arch = "x86_64")]
+struct VecConsts {
+    /// The exp table's domain.
+    lo: std::arch::x86_64::__m512i,
+    hi: std::arch::x86_64::__m512i,
+    /// The input type's minimum (a mask under `keep_masks`).
+    type_min: std::arch::x86_64::__m512i,
+    /// The output requantisation's multiplier and shift.
+    m: std::arch::x86_64::__m512i,
+    shift: std::arch::x86_64::__m128i,
+    /// One past the output type's maximum, as an integer and, plus 2, in
+    /// f64 (see [`quotient8_estimated`]).
+    cap: std::arch::x86_64::__m512i,
+    cap_f: std::arch::x86_64::__m512d,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl VecConsts {
+    /// # Safety
+    /// AVX-512 F available.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn new<I: QInt>(k: &Rows<'_>) -> Self {
+        use std::arch::x86_64::*;
+        VecConsts {
+            lo: _mm512_set1_epi64(k.lo),
+            hi: _mm512_set1_epi64(k.hi),
+            type_min: _mm512_set1_epi64(I::MIN),
+            m: _mm512_set1_epi64(k.m),
+            shift: _mm_cvtsi64_si128(i64::from(k.sh)),
+            cap: _mm512_set1_epi64(k.cap),
+            cap_f: _mm512_set1_pd(k.cap as f64 + 2.0),
         }
     }
 }
@@ -479,7 +517,7 @@ const PAD: i64 = i64::MIN;
 /// (padding weighs 0), so the maximum, exp, sum and quotient steps run
 /// without scalar tails, which short attention rows would otherwise spend
 /// most of their time in. The same integers as [`softmax_rows_body`]: the
-/// same gathers, sum and estimate-and-correct quotient.
+/// same gathers and sum, the quotient of [`quotient8_estimated`].
 ///
 /// # Safety
 /// AVX-512 F/BW/DQ/VL available; `table` has `k.hi − k.lo + 1` entries;
@@ -498,14 +536,17 @@ unsafe fn padded_rows_avx512<I: QInt, O: QInt>(
     let np = n.div_ceil(8) * 8;
     let (v, e) = buf[..2 * np].split_at_mut(np);
     let (vp, ep) = (v.as_mut_ptr(), e.as_mut_ptr());
-    let lo = _mm512_set1_epi64(k.lo);
-    let hi = _mm512_set1_epi64(k.hi);
+    let VecConsts {
+        lo,
+        hi,
+        type_min,
+        m,
+        shift,
+        cap,
+        cap_f,
+    } = VecConsts::new::<I>(k);
     let pad = _mm512_set1_epi64(PAD);
     let floor = _mm512_set1_epi64(-(1 << 40));
-    let type_min = _mm512_set1_epi64(I::MIN);
-    let m = _mm512_set1_epi64(k.m);
-    let shift = _mm_cvtsi64_si128(i64::from(k.sh));
-    let cap = _mm512_set1_epi64(k.cap);
     for (row, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)).take(k.outer) {
         for (d, q) in v.iter_mut().zip(row) {
             *d = q.to_i64();
@@ -551,7 +592,8 @@ unsafe fn padded_rows_avx512<I: QInt, O: QInt>(
             let row = QuotientLanes::new(_mm512_set1_epi64(s), k.m, k.sh);
             for c in 0..np / 8 {
                 let ev = _mm512_loadu_si512(ep.add(8 * c) as *const _);
-                _mm512_storeu_si512(ep.add(8 * c) as *mut _, quotient8(ev, &row, m, shift, cap));
+                let y = quotient8_estimated(ev, &row, m, shift, cap, cap_f);
+                _mm512_storeu_si512(ep.add(8 * c) as *mut _, y);
             }
         }
         for (d, &y) in dst.iter_mut().zip(e.iter()) {

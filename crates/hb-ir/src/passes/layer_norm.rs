@@ -160,6 +160,15 @@ fn affine_param(g: &Graph, name: &str, k: usize) -> Option<Tensor> {
     t.reshape(&shape[lead..]).ok()
 }
 
+/// The sole reader of `y` when it is `op` (Mul for the scale, Add for the
+/// bias) with a constant affine parameter, and that parameter.
+fn affine_step(g: &Graph, y: &str, op: &str, dims: usize) -> Option<(usize, Tensor)> {
+    let r = sole_reader(g, y)?;
+    let n = &g.nodes[r];
+    let p = is(n, op).then(|| other_input(n, y)).flatten()?;
+    Some((r, affine_param(g, p, dims)?))
+}
+
 /// Matches the chain whose first ReduceMean is node `k`.
 fn match_layer_norm(g: &Graph, k: usize) -> Result<Option<Match>> {
     let mean_node = &g.nodes[k];
@@ -254,28 +263,11 @@ fn match_layer_norm(g: &Graph, k: usize) -> Result<Option<Match>> {
     let mut y = normalised;
     let mut gamma = None;
     let mut beta = None;
-    if let Some(r) = sole_reader(g, &y) {
-        let n = &g.nodes[r];
-        if let Some(t) = is(n, "Mul")
-            .then(|| other_input(n, &y))
-            .flatten()
-            .and_then(|p| affine_param(g, p, dims))
-        {
-            gamma = Some(t);
+    for (op, param) in [("Mul", &mut gamma), ("Add", &mut beta)] {
+        if let Some((r, t)) = affine_step(g, &y, op, dims) {
+            *param = Some(t);
             nodes.push(r);
-            y = n.outputs[0].clone();
-        }
-    }
-    if let Some(r) = sole_reader(g, &y) {
-        let n = &g.nodes[r];
-        if let Some(t) = is(n, "Add")
-            .then(|| other_input(n, &y))
-            .flatten()
-            .and_then(|p| affine_param(g, p, dims))
-        {
-            beta = Some(t);
-            nodes.push(r);
-            y = n.outputs[0].clone();
+            y = g.nodes[r].outputs[0].clone();
         }
     }
     // Without a scale the node needs ones of the normalised shape, whose
