@@ -307,6 +307,38 @@ pub fn prepare(
     })
 }
 
+/// The finding that tells which op-by-op LayerNorms the optimisation fused
+/// (`LayerNormalization` nodes of `optimized` that `original` lacks).
+fn layer_norm_fusion(
+    original: &hb_ir::Model,
+    optimized: &hb_ir::Model,
+) -> Option<hb_quant::report::Finding> {
+    let before: std::collections::HashSet<&str> = original
+        .graph
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    let fused: Vec<&str> = optimized
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "LayerNormalization" && !before.contains(n.name.as_str()))
+        .map(|n| n.name.as_str())
+        .collect();
+    (!fused.is_empty()).then(|| {
+        hb_quant::report::Finding::info(
+            "layer-norm-fusion",
+            format!(
+                "{} op-by-op LayerNorm(s) (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add) fused into LayerNormalization: {}; the optimized model is opset {}",
+                fused.len(),
+                fused.join(", "),
+                optimized.onnx_opset()
+            ),
+        )
+    })
+}
+
 /// Runs `hb-calib`; returns the summary (files are written).
 pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
     let t0 = Instant::now();
@@ -324,8 +356,11 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         search_samples: args.search_samples,
         progress: args.progress,
     };
-    let outcome = calibrate(&optimized, &qc, &data, &opts)
+    let mut outcome = calibrate(&optimized, &qc, &data, &opts)
         .map_err(|e| ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())))?;
+    if let Some(f) = layer_norm_fusion(&original, &optimized) {
+        outcome.findings.insert(0, f);
+    }
     laps.list.extend(outcome.timings.iter().cloned());
     laps.restart();
     let work = args

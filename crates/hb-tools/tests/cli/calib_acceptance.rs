@@ -440,6 +440,11 @@ fn kl_on_sem_decoder_with_fused_layer_norms() {
     eprintln!("sem_decoder kl: cosine {c:.6}");
     assert!(c >= 0.99, "{c}");
     assert!(s.findings.iter().any(|f| f.kind == "divisor-max"));
+    let fusion = s.findings.iter().find(|f| f.kind == "layer-norm-fusion");
+    assert!(
+        fusion.is_some_and(|f| f.message.starts_with("6 op-by-op")),
+        "{fusion:?}"
+    );
     let m = calibrated(tmp.path());
     let ops: Vec<&str> = m.graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
     assert_eq!(
