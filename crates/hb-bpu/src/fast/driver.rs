@@ -293,19 +293,23 @@ unsafe fn tile<O: FastOut>(
     let base = job.out_off + r0 * p.rs;
     #[cfg(target_arch = "x86_64")]
     if single && pw.isa == Isa::Avx512Vnni && pw.panel_fast[col0 / NR] && pw.addend.is_none() {
+        let eo = &pw.even_odd;
         let e = kernels::x86::EpiPanel {
             corr: &p.corr[col0..col0 + NR],
-            bias: &pw.bias[col0..col0 + NR],
-            mult: &pw.mult[col0..col0 + NR],
-            rnd: &pw.rnd[col0..col0 + NR],
-            shift: &pw.shift[col0..col0 + NR],
-            then: pw.then.as_ref().map(|t| kernels::x86::EpiThen {
-                mult: &t.mult[col0..col0 + NR],
-                rnd: &t.rnd[col0..col0 + NR],
-                shift: &t.shift[col0..col0 + NR],
-                lo: t.lo,
-                hi: t.hi,
-            }),
+            mult: &eo.mult[col0..col0 + NR],
+            add: &eo.add[col0..col0 + NR],
+            shift: &eo.shift[col0..col0 + NR],
+            then: pw
+                .then
+                .as_ref()
+                .zip(eo.then.as_ref())
+                .map(|(t, [mult, rnd, shift])| kernels::x86::EpiThen {
+                    mult: &mult[col0..col0 + NR],
+                    rnd: &rnd[col0..col0 + NR],
+                    shift: &shift[col0..col0 + NR],
+                    lo: t.lo,
+                    hi: t.hi,
+                }),
         };
         // SAFETY: AVX-512 checked at packing; the tile's outputs are inside
         // the output (bounds checked in `run`) and belong to this tile.

@@ -199,19 +199,22 @@ pub(crate) mod x86 {
         }
     }
 
-    /// The per-column epilogue tables of one panel (32 entries each).
+    /// The per-column epilogue tables of one panel (32 entries each), the
+    /// 64-bit ones in the even/odd order of
+    /// [`crate::fast::pack::deinterleave16`].
     pub(crate) struct EpiPanel<'a> {
+        /// The activation-offset correction, in column order.
         pub corr: &'a [i32],
-        pub bias: &'a [i64],
         pub mult: &'a [i64],
-        pub rnd: &'a [i64],
+        /// `bias · M + rnd`.
+        pub add: &'a [i64],
         pub shift: &'a [i64],
         /// A folded second requantisation.
         pub then: Option<EpiThen<'a>>,
     }
 
-    /// The second-requantisation tables of one panel (32 entries each) and
-    /// its clamp.
+    /// The second-requantisation tables of one panel (32 entries each,
+    /// even/odd order) and its clamp.
     pub(crate) struct EpiThen<'a> {
         pub mult: &'a [i64],
         pub rnd: &'a [i64],
@@ -220,55 +223,99 @@ pub(crate) mod x86 {
         pub hi: i64,
     }
 
-    /// AVX-512 epilogue of one i32 tile row segment of 16 columns starting
-    /// at column `c0` of the panel: `clamp(((t − corr + bias)·M + rnd) >>
-    /// n, lo, hi)`, exact when every column of the panel passed the static
-    /// i64 bound. Returns the 16 results as i32.
-    ///
-    /// # Safety
-    /// AVX-512 F/DQ available; `c0 + 16 ≤ NR`; the tables have `NR` entries.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-    #[inline]
-    pub(crate) unsafe fn epi16(
-        t: &[i32],
-        e: &EpiPanel<'_>,
-        c0: usize,
-        lo: i64,
-        hi: i64,
-    ) -> __m512i {
-        // SAFETY: all loads read 16 i32 or 8 i64 inside slices of NR
-        // entries (`c0 + 16 ≤ NR`, checked by the caller).
-        unsafe {
-            let acc = _mm512_loadu_si512(t.as_ptr().add(c0) as *const __m512i);
-            let corr = _mm512_loadu_si512(e.corr.as_ptr().add(c0) as *const __m512i);
-            let v = _mm512_sub_epi32(acc, corr);
-            let vlo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));
-            let vhi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(v));
-            let l = _mm512_set1_epi64(lo);
-            let h = _mm512_set1_epi64(hi);
-            let half = |x: __m512i, o: usize| -> __m256i {
-                let ld = |s: &[i64]| _mm512_loadu_si512(s.as_ptr().add(c0 + o) as *const __m512i);
-                let x = _mm512_add_epi64(x, ld(e.bias));
-                let x = _mm512_mullo_epi64(x, ld(e.mult));
-                let x = _mm512_add_epi64(x, ld(e.rnd));
-                let x = _mm512_srav_epi64(x, ld(e.shift));
-                let mut x = _mm512_min_epi64(_mm512_max_epi64(x, l), h);
-                if let Some(t) = &e.then {
-                    let ld =
-                        |s: &[i64]| _mm512_loadu_si512(s.as_ptr().add(c0 + o) as *const __m512i);
-                    x = _mm512_mullo_epi64(x, ld(t.mult));
-                    x = _mm512_add_epi64(x, ld(t.rnd));
-                    x = _mm512_srav_epi64(x, ld(t.shift));
-                    x = _mm512_min_epi64(
-                        _mm512_max_epi64(x, _mm512_set1_epi64(t.lo)),
-                        _mm512_set1_epi64(t.hi),
-                    );
+    /// One 16-column half of a panel's epilogue constants, held in
+    /// registers while the tile's rows stream through
+    /// [`HalfEpi::apply`].
+    #[derive(Clone, Copy)]
+    struct HalfEpi {
+        corr: __m512i,
+        /// Multiplier, `bias·M + rnd` and shift of the even, then the odd
+        /// columns.
+        mult: [__m512i; 2],
+        add: [__m512i; 2],
+        shift: [__m512i; 2],
+        lo: __m512i,
+        hi: __m512i,
+        /// The folded second requantisation (zeros when there is none).
+        then_mult: [__m512i; 2],
+        then_rnd: [__m512i; 2],
+        then_shift: [__m512i; 2],
+        then_lo: __m512i,
+        then_hi: __m512i,
+    }
+
+    impl HalfEpi {
+        /// The constants of columns `c0..c0 + 16` of the panel.
+        ///
+        /// # Safety
+        /// AVX-512 F available; `c0 + 16 ≤ NR`; the tables have `NR`
+        /// entries.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn load(e: &EpiPanel<'_>, c0: usize, lo: i64, hi: i64) -> HalfEpi {
+            // SAFETY: 16 i32 or 2 × 8 i64 inside slices of NR entries.
+            unsafe {
+                let ld = |s: &[i64]| -> [__m512i; 2] {
+                    [0, 8].map(|o| _mm512_loadu_si512(s.as_ptr().add(c0 + o) as *const __m512i))
+                };
+                let zero = [_mm512_setzero_si512(); 2];
+                let (then_mult, then_rnd, then_shift, tlo, thi) = match &e.then {
+                    Some(t) => (ld(t.mult), ld(t.rnd), ld(t.shift), t.lo, t.hi),
+                    None => (zero, zero, zero, 0, 0),
+                };
+                HalfEpi {
+                    corr: _mm512_loadu_si512(e.corr.as_ptr().add(c0) as *const __m512i),
+                    mult: ld(e.mult),
+                    add: ld(e.add),
+                    shift: ld(e.shift),
+                    lo: _mm512_set1_epi64(lo),
+                    hi: _mm512_set1_epi64(hi),
+                    then_mult,
+                    then_rnd,
+                    then_shift,
+                    then_lo: _mm512_set1_epi64(tlo),
+                    then_hi: _mm512_set1_epi64(thi),
                 }
-                _mm512_cvtepi64_epi32(x)
+            }
+        }
+
+        /// The 16 results of one tile row (`t`: its 16 i32 sums):
+        /// `clamp(((t − corr)·M + (bias·M + rnd)) >> n, lo, hi)`, then the
+        /// second requantisation when `THEN`. Exact when every column of
+        /// the panel passed the static i64 bound (then `t − corr` is the
+        /// exact sum and |M| < 2^31). The even and the odd columns are
+        /// multiplied apart by `vpmuldq` (signed 32 × 32 → 64 bits, no
+        /// widening shuffles) and merged back by one masked dword swap.
+        ///
+        /// # Safety
+        /// AVX-512 F available; `t` readable for 16 i32.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn apply<const THEN: bool>(&self, t: *const i32) -> __m512i {
+            // SAFETY: the caller guarantees the 16 i32 at `t`.
+            let acc = unsafe { _mm512_loadu_si512(t as *const __m512i) };
+            // Even columns in the low dword of each qword; the odd ones
+            // moved there.
+            let even = _mm512_sub_epi32(acc, self.corr);
+            let odd = _mm512_srli_epi64::<32>(even);
+            let half = |x: __m512i, i: usize| -> __m512i {
+                let x = _mm512_mul_epi32(x, self.mult[i]);
+                let x = _mm512_add_epi64(x, self.add[i]);
+                let x = _mm512_srav_epi64(x, self.shift[i]);
+                let x = _mm512_min_epi64(_mm512_max_epi64(x, self.lo), self.hi);
+                if !THEN {
+                    return x;
+                }
+                // |x| < 2^31 after the clamp: its low dword is exact.
+                let x = _mm512_mul_epi32(x, self.then_mult[i]);
+                let x = _mm512_add_epi64(x, self.then_rnd[i]);
+                let x = _mm512_srav_epi64(x, self.then_shift[i]);
+                _mm512_min_epi64(_mm512_max_epi64(x, self.then_lo), self.then_hi)
             };
-            let rlo = half(vlo, 0);
-            let rhi = half(vhi, 8);
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(rlo), rhi)
+            let re = half(even, 0);
+            let ro = half(odd, 1);
+            // Odd lanes take the low dword of `ro`'s qword (dword swap).
+            _mm512_mask_shuffle_epi32::<_MM_PERM_CDAB>(re, 0xAAAA, ro)
         }
     }
 
@@ -339,13 +386,12 @@ pub(crate) mod x86 {
     }
 
     /// The AVX-512 epilogue of a whole tile: rows `0..nrows`, panel columns
-    /// `0..ncols`, each value to `out + r·rs + c·cs` (one call, so the
-    /// per-row steps inline).
+    /// `0..ncols`, each value to `out + r·rs + c·cs`, one 16-column half at
+    /// a time with its constants in registers ([`HalfEpi`]).
     ///
     /// # Safety
-    /// AVX-512 F/BW/VL/DQ available; every destination inside the output
-    /// and owned by this tile; tables as in [`epi16`].
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    /// AVX-512 F/BW/VL available; every destination inside the output and
+    /// owned by this tile; the tables have `NR` entries.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn epilogue_tile<O: crate::fast::FastOut>(
         t: &Tile32,
@@ -358,18 +404,48 @@ pub(crate) mod x86 {
         rs: usize,
         cs: usize,
     ) {
-        for r in 0..nrows {
-            for c0 in [0, 16] {
-                if c0 >= ncols {
-                    break;
-                }
-                let n = (ncols - c0).min(16);
-                // SAFETY: the caller's guarantees; `c0 + 16 ≤ NR`.
-                unsafe {
-                    let y = epi16(&t[r * NR..(r + 1) * NR], e, c0, lo, hi);
+        // SAFETY: the caller's guarantees.
+        unsafe {
+            if e.then.is_some() {
+                epilogue_rows::<O, true>(t, e, nrows, ncols, lo, hi, out, rs, cs)
+            } else {
+                epilogue_rows::<O, false>(t, e, nrows, ncols, lo, hi, out, rs, cs)
+            }
+        }
+    }
+
+    /// [`epilogue_tile`] for a known `THEN`.
+    ///
+    /// # Safety
+    /// As [`epilogue_tile`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn epilogue_rows<O: crate::fast::FastOut, const THEN: bool>(
+        t: &Tile32,
+        e: &EpiPanel<'_>,
+        nrows: usize,
+        ncols: usize,
+        lo: i64,
+        hi: i64,
+        out: *mut O,
+        rs: usize,
+        cs: usize,
+    ) {
+        let size = std::mem::size_of::<O>();
+        for c0 in [0, 16] {
+            if c0 >= ncols {
+                break;
+            }
+            let n = (ncols - c0).min(16);
+            // SAFETY: `c0 + 16 ≤ NR`; rows `< nrows ≤ MR_MAX` of the tile;
+            // destinations as the caller guarantees.
+            unsafe {
+                let k = HalfEpi::load(e, c0, lo, hi);
+                for r in 0..nrows {
+                    let y = k.apply::<THEN>(t.as_ptr().add(r * NR + c0));
                     let dst = out.add(r * rs + c0 * cs);
                     if cs == 1 {
-                        store16(dst as *mut u8, std::mem::size_of::<O>(), y, n);
+                        store16(dst as *mut u8, size, y, n);
                     } else {
                         store16_strided(dst, cs, y, n);
                     }

@@ -242,7 +242,6 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
         (Layout::I8x4, Some((vlo, _))) => -vlo as i32,
         _ => 128,
     };
-    let to_u8 = move |v: X| (i32::from(v.to_i16()) + off) as u8;
     let pad_byte = off as u8;
     let xs = x.shape();
     let r = kernel.len();
@@ -374,7 +373,9 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
             Layout::I8x4 => {
                 let pb = ensure(pad_u8, pad_len);
                 pb.fill(pad_byte);
-                to_padded(img, c, sp_in, p, &pstr, to_u8, pb, layout);
+                // SAFETY: `I8x4` is only packed for AVX-512 VNNI, which was
+                // checked available.
+                unsafe { to_padded_u8(img, c, sp_in, p, &pstr, off, pb, layout) };
                 if implicit {
                     (AData::U8(pb), 0)
                 } else {
@@ -451,6 +452,30 @@ fn to_padded<X: Copy, T: Copy>(
     });
 }
 
+/// [`to_padded`] into `u8` as `x + off` (the `I8x4` activations),
+/// compiled for AVX-512 so the conversion vectorises.
+///
+/// # Safety
+/// AVX-512 F/BW/VL available (on x86-64).
+#[cfg_attr(
+    target_arch = "x86_64",
+    target_feature(enable = "avx512f,avx512bw,avx512vl")
+)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn to_padded_u8<X: FastIn>(
+    img: &[X],
+    c: usize,
+    sp_in: &[usize],
+    p: &crate::reference::conv::ConvParams,
+    pstr: &[usize],
+    off: i32,
+    dst: &mut [u8],
+    layout: ConvLayout,
+) {
+    let to_u8 = move |v: X| (i32::from(v.to_i16()) + off) as u8;
+    to_padded(img, c, sp_in, p, pstr, to_u8, dst, layout)
+}
+
 /// Copies one NC… image into the channels-last padded buffer.
 #[inline(always)]
 pub(crate) fn to_channels_last<X: Copy, T: Copy>(
@@ -462,13 +487,45 @@ pub(crate) fn to_channels_last<X: Copy, T: Copy>(
     f: impl Fn(X) -> T,
     dst: &mut [T],
 ) {
+    // A first layer's 1–4 channels: one output position's channels per
+    // step, the channel count known to the compiler.
+    match c {
+        1 => interleave::<1, X, T>(img, sp_in, p, pstr, f, dst),
+        2 => interleave::<2, X, T>(img, sp_in, p, pstr, f, dst),
+        3 => interleave::<3, X, T>(img, sp_in, p, pstr, f, dst),
+        4 => interleave::<4, X, T>(img, sp_in, p, pstr, f, dst),
+        _ => {
+            let img_in: usize = sp_in.iter().product();
+            let w_last = sp_in[sp_in.len() - 1];
+            for_each_padded_row(sp_in, &p.pads, pstr, |row, pos| {
+                for ci in 0..c {
+                    let src = &img[ci * img_in + row * w_last..ci * img_in + (row + 1) * w_last];
+                    for (j, &v) in src.iter().enumerate() {
+                        dst[(pos + j) * c + ci] = f(v);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// [`to_channels_last`] for `C` channels.
+#[inline(always)]
+fn interleave<const C: usize, X: Copy, T: Copy>(
+    img: &[X],
+    sp_in: &[usize],
+    p: &crate::reference::conv::ConvParams,
+    pstr: &[usize],
+    f: impl Fn(X) -> T,
+    dst: &mut [T],
+) {
     let img_in: usize = sp_in.iter().product();
-    let w_last = sp_in[sp_in.len() - 1];
+    let w = sp_in[sp_in.len() - 1];
     for_each_padded_row(sp_in, &p.pads, pstr, |row, pos| {
-        for ci in 0..c {
-            let src = &img[ci * img_in + row * w_last..ci * img_in + (row + 1) * w_last];
-            for (j, &v) in src.iter().enumerate() {
-                dst[(pos + j) * c + ci] = f(v);
+        let src: [&[X]; C] = std::array::from_fn(|ci| &img[ci * img_in + row * w..][..w]);
+        for (j, o) in dst[pos * C..(pos + w) * C].chunks_exact_mut(C).enumerate() {
+            for (d, s) in o.iter_mut().zip(&src) {
+                *d = f(s[j]);
             }
         }
     });

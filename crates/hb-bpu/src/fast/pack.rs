@@ -98,6 +98,9 @@ pub struct PackedWeights {
     pub(crate) requant: Vec<Requant>,
     /// Per panel: every column requantises in i64.
     pub(crate) panel_fast: Vec<bool>,
+    /// The epilogue tables of the fast panels in the even/odd order of the
+    /// AVX-512 epilogue.
+    pub(crate) even_odd: EvenOdd,
     /// Gemm `C` varying along M: `[rows, n]`.
     pub(crate) addend: Option<(usize, Vec<i64>)>,
     pub(crate) clamp: Option<(i64, i64)>,
@@ -120,6 +123,31 @@ pub(crate) struct Then {
     pub shift: Vec<i64>,
     pub lo: i64,
     pub hi: i64,
+}
+
+/// The per-column epilogue tables in the order the AVX-512 epilogue reads
+/// them: it multiplies the even and the odd i32 sums of 16 columns apart
+/// (`vpmuldq`, 32 × 32 → 64 bits), so each 16-column run of a table holds
+/// its 8 even columns, then its 8 odd ones ([`deinterleave16`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EvenOdd {
+    /// The requantisation multiplier (|M| < 2^31).
+    pub mult: Vec<i64>,
+    /// `bias · M + rnd`: the bias and the rounding term in one addend
+    /// (exact in i64 on fast columns, which the static bound checked).
+    pub add: Vec<i64>,
+    pub shift: Vec<i64>,
+    /// The folded second requantisation's multiplier, rounding and shift.
+    pub then: Option<[Vec<i64>; 3]>,
+}
+
+/// Reorders each run of 16 values as its even-indexed then its odd-indexed
+/// ones (`v.len()` a multiple of 16; panels are 32 columns).
+pub(crate) fn deinterleave16(v: &[i64]) -> Vec<i64> {
+    v.chunks(16)
+        .flat_map(|c| c.iter().step_by(2).chain(c.iter().skip(1).step_by(2)))
+        .copied()
+        .collect()
 }
 
 /// Everything `pack_core` needs about one node.
@@ -422,6 +450,7 @@ impl PackedWeights {
             + 2 * self.w16.len()
             + 4 * self.corr.len()
             + 8 * (self.bias.len() * 4)
+            + 8 * (self.even_odd.mult.len() * 3)
             + self.addend.as_ref().map_or(0, |a| 8 * a.1.len())
     }
 
@@ -471,6 +500,11 @@ impl PackedWeights {
                 t.rnd[col] = if n == 0 { 0 } else { 1i64 << (n - 1) };
             }
         }
+        self.even_odd.then = Some([
+            deinterleave16(&t.mult),
+            deinterleave16(&t.rnd),
+            deinterleave16(&t.shift),
+        ]);
         self.then = Some(t);
         true
     }
@@ -676,6 +710,17 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
     let panel_fast = (0..s.groups * panels)
         .map(|p| fast_col[p * NR..(p + 1) * NR].iter().all(|&f| f))
         .collect();
+    // Wrapping: only fast columns read these, and their bound keeps
+    // `bias · M + rnd` inside i64.
+    let addend: Vec<i64> = (0..cols)
+        .map(|c| bias[c].wrapping_mul(mult[c]).wrapping_add(rnd[c]))
+        .collect();
+    let even_odd = EvenOdd {
+        mult: deinterleave16(&mult),
+        add: deinterleave16(&addend),
+        shift: deinterleave16(&shift),
+        then: None,
+    };
 
     Ok(PackedWeights {
         isa: s.isa,
@@ -698,6 +743,7 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
         fast_col,
         requant,
         panel_fast,
+        even_odd,
         addend: s.addend,
         clamp: s.clamp,
         op: s.op,
