@@ -1118,10 +1118,23 @@ pub(super) fn max_pool_2d_fits(p: &crate::reference::pool::PoolParams) -> bool {
     p.kernel.len() == 2 && (0..2).all(|i| p.pads[i] < p.kernel[i] && p.pads[2 + i] < p.kernel[i])
 }
 
-/// [`max_pool_2d`] on channels-last storage (`[N, H, W, C]` for the
-/// logical `[N, C, H, W]` shapes `xs`, `ys`): the same windows, a maximum
-/// per channel vectorised across channels.
-fn max_pool_2d_cl<I: QInt, O: QInt>(
+elem::simd_copies! {
+    /// [`max_pool_2d`] on channels-last storage (`[N, H, W, C]` for the
+    /// logical `[N, C, H, W]` shapes `xs`, `ys`): the same windows, a
+    /// maximum per channel vectorised across channels.
+    fn max_pool_2d_cl<I, O>(
+        x: &[I],
+        y: &mut [O],
+        xs: &[usize],
+        ys: &[usize],
+        p: &crate::reference::pool::PoolParams,
+        r: &Requant,
+    ) => max_pool_2d_cl_body
+}
+
+/// The body of [`max_pool_2d_cl`].
+#[inline(always)]
+fn max_pool_2d_cl_body<I: QInt, O: QInt>(
     x: &[I],
     y: &mut [O],
     xs: &[usize],
@@ -1129,30 +1142,55 @@ fn max_pool_2d_cl<I: QInt, O: QInt>(
     p: &crate::reference::pool::PoolParams,
     r: &Requant,
 ) {
-    const CH: usize = 64;
+    // Channel runs of a fixed width, so the maxima stay in registers.
+    match xs[1] {
+        c if c % 32 == 0 => max_pool_2d_cl_runs::<I, O, 32>(x, y, xs, ys, p, r),
+        c if c % 16 == 0 => max_pool_2d_cl_runs::<I, O, 16>(x, y, xs, ys, p, r),
+        c if c % 8 == 0 => max_pool_2d_cl_runs::<I, O, 8>(x, y, xs, ys, p, r),
+        _ => max_pool_2d_cl_runs::<I, O, 1>(x, y, xs, ys, p, r),
+    }
+}
+
+/// [`max_pool_2d_cl`] with the channels taken `CH` at a time (`CH`
+/// divides the channel count).
+#[inline(always)]
+fn max_pool_2d_cl_runs<I: QInt, O: QInt, const CH: usize>(
+    x: &[I],
+    y: &mut [O],
+    xs: &[usize],
+    ys: &[usize],
+    p: &crate::reference::pool::PoolParams,
+    r: &Requant,
+) {
     let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
     let (oh, ow) = (ys[2], ys[3]);
     let ((rf, rr), (cf, cr)) = windows_2d(p, (h, w), (oh, ow));
     let ident = r.is_identity();
     let imin = I::sat_i64(I::MIN);
+    let mut offs: Vec<usize> = Vec::new();
     for b in 0..n {
         let xi = &x[b * h * w * c..(b + 1) * h * w * c];
         let yi = &mut y[b * oh * ow * c..(b + 1) * oh * ow * c];
         for (i, &(r0, rn)) in rr.iter().enumerate() {
             for (j, &(c0, cn)) in cr.iter().enumerate() {
+                // The window's input positions, as element offsets.
+                offs.clear();
+                for &hh in &rf[r0..r0 + rn] {
+                    offs.extend(cf[c0..c0 + cn].iter().map(|&ww| (hh * w + ww) * c));
+                }
                 let yo = &mut yi[(i * ow + j) * c..(i * ow + j + 1) * c];
-                for ch0 in (0..c).step_by(CH) {
-                    let len = CH.min(c - ch0);
+                for (ch0, yc) in (0..c).step_by(CH).zip(yo.chunks_exact_mut(CH)) {
                     let mut acc = [imin; CH];
-                    for &hh in &rf[r0..r0 + rn] {
-                        for &ww in &cf[c0..c0 + cn] {
-                            let src = &xi[(hh * w + ww) * c + ch0..][..len];
-                            for (a, &v) in acc[..len].iter_mut().zip(src) {
-                                *a = (*a).max(v);
-                            }
+                    for &o in &offs {
+                        let src: &[I; CH] = match xi[o + ch0..o + ch0 + CH].try_into() {
+                            Ok(s) => s,
+                            Err(_) => continue,
+                        };
+                        for (a, &v) in acc.iter_mut().zip(src) {
+                            *a = (*a).max(v);
                         }
                     }
-                    for (d, &a) in yo[ch0..ch0 + len].iter_mut().zip(&acc[..len]) {
+                    for (d, &a) in yc.iter_mut().zip(&acc) {
                         *d = if ident {
                             O::sat_i64(a.to_i64())
                         } else {
@@ -1546,9 +1584,11 @@ mod tests {
 
         #[test]
         fn pool_reduce_transpose_match_reference(
-            (c, h, w) in (1usize..4, 1usize..9, 1usize..9),
+            // Channel counts for each channel-run width of the
+            // channels-last path (1, 8, 16, 32).
+            (c, h, w) in (prop::sample::select(vec![1usize, 2, 3, 8, 16, 24, 32]), 1usize..9, 1usize..9),
             (k0, k1, s0, s1, p0, p1) in (1usize..4, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3),
-            seed in prop::collection::vec(any::<i64>(), 300),
+            seed in prop::collection::vec(any::<i64>(), 32 * 8 * 8),
             mode in 0u8..3, ratio in ratio(), ident in any::<bool>(),
             perm_seed in any::<u64>(),
         ) {
