@@ -81,16 +81,34 @@ pub(super) fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
         }
         return;
     }
-    let (lof, hif, mlo) = (lo as f32, p.hi as f32, p.lo as f32);
-    let km = (p.keep_masks, p.mask_limit);
+    let k = QuantLanes {
+        scale: p.scale,
+        keep_masks: p.keep_masks,
+        mask_limit: p.mask_limit,
+        lo: lo as f32,
+        hi: p.hi as f32,
+        mask_value: p.lo as f32,
+    };
     #[cfg(target_arch = "x86_64")]
     if has_avx512() && matches!(std::mem::size_of::<O>(), 1 | 2) {
         // SAFETY: AVX-512 F/BW/DQ/VL detected; `O` is 1 or 2 bytes and the
         // range check above holds.
-        let done = unsafe { quantize_packed_avx512(x, o, p.scale, km, lof, hif, mlo) };
-        return quantize_lanes(&x[done..], &mut o[done..], p.scale, km, lof, hif, mlo);
+        let done = unsafe { quantize_packed_avx512(x, o, &k) };
+        return quantize_lanes(&x[done..], &mut o[done..], &k);
     }
-    quantize_lanes(x, o, p.scale, km, lof, hif, mlo)
+    quantize_lanes(x, o, &k)
+}
+
+/// The constants of [`quantize_slice`]'s simple path, as f32.
+pub(super) struct QuantLanes {
+    scale: f32,
+    keep_masks: bool,
+    mask_limit: f32,
+    /// The clamp (integers inside the output type).
+    lo: f32,
+    hi: f32,
+    /// What a mask value (≤ `mask_limit` under `keep_masks`) becomes.
+    mask_value: f32,
 }
 
 /// [`quantize_body`] for 8- and 16-bit outputs in whole blocks of 64 / 32
@@ -105,25 +123,17 @@ pub(super) fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
 /// conditions of [`quantize_slice`]'s simple path hold.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_packed_avx512<O: QInt>(
-    x: &[f32],
-    o: &mut [O],
-    sc: f32,
-    km: (bool, f32),
-    lof: f32,
-    hif: f32,
-    mlo: f32,
-) -> usize {
+unsafe fn quantize_packed_avx512<O: QInt>(x: &[f32], o: &mut [O], k: &QuantLanes) -> usize {
     use std::arch::x86_64::*;
     let size = std::mem::size_of::<O>();
     let step = if size == 1 { 64 } else { 32 };
     let n = x.len().min(o.len()) / step * step;
     let (vsc, vlo, vhi, vmlo, vlim) = (
-        _mm512_set1_ps(sc),
-        _mm512_set1_ps(lof),
-        _mm512_set1_ps(hif),
-        _mm512_set1_ps(mlo),
-        _mm512_set1_ps(km.1),
+        _mm512_set1_ps(k.scale),
+        _mm512_set1_ps(k.lo),
+        _mm512_set1_ps(k.hi),
+        _mm512_set1_ps(k.mask_value),
+        _mm512_set1_ps(k.mask_limit),
     );
     // 16 values at `p` to i32.
     let q16 = |p: *const f32| -> __m512i {
@@ -134,7 +144,7 @@ unsafe fn quantize_packed_avx512<O: QInt>(
         // NaN → 0, then the clamp, then masks.
         let r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r), r);
         let r = _mm512_min_ps(_mm512_max_ps(r, vlo), vhi);
-        let r = if km.0 {
+        let r = if k.keep_masks {
             _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, vlim), vmlo)
         } else {
             r
@@ -179,28 +189,13 @@ fn dequantize_body<I: QInt>(x: &[I], y: &mut [f32], scale: f32) {
 
 elem::simd_copies! {
     /// [`quantize_body`] compiled per instruction set.
-    fn quantize_lanes<O>(
-        x: &[f32],
-        o: &mut [O],
-        sc: f32,
-        km: (bool, f32),
-        lof: f32,
-        hif: f32,
-        mlo: f32
-    ) => quantize_body
+    fn quantize_lanes<O>(x: &[f32], o: &mut [O], k: &QuantLanes) => quantize_body
 }
 
 /// The loop of [`quantize_slice`] (range checked by the caller).
 #[inline(always)]
-fn quantize_body<O: QInt>(
-    x: &[f32],
-    o: &mut [O],
-    sc: f32,
-    km: (bool, f32),
-    lof: f32,
-    hif: f32,
-    mlo: f32,
-) {
+fn quantize_body<O: QInt>(x: &[f32], o: &mut [O], k: &QuantLanes) {
+    let (sc, lof, hif, mlo) = (k.scale, k.lo, k.hi, k.mask_value);
     const TWO23: f32 = 8_388_608.0;
     for (d, &v) in o.iter_mut().zip(x) {
         let q = v / sc;
@@ -214,7 +209,11 @@ fn quantize_body<O: QInt>(
         let r = (q + m) - m;
         // NaN → 0 (inside the range), then the clamp.
         let r = if r.is_nan() { 0.0 } else { r.max(lof).min(hif) };
-        let r = if km.0 && v <= km.1 { mlo } else { r };
+        let r = if k.keep_masks && v <= k.mask_limit {
+            mlo
+        } else {
+            r
+        };
         // SAFETY: `r` is not NaN and lies in `[lof, hif]` or equals `mlo`,
         // all integers in `[O::MIN, O::MAX]` ⊆ i32 (checked by the caller),
         // so the conversion is exact and in range (vectorises, unlike the

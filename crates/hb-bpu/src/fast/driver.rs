@@ -314,17 +314,13 @@ unsafe fn tile<O: FastOut>(
         // SAFETY: AVX-512 checked at packing; the tile's outputs are inside
         // the output (bounds checked in `run`) and belong to this tile.
         unsafe {
-            kernels::x86::epilogue_tile(
-                t32,
-                &e,
-                nrows,
-                ncols,
-                p.lo,
-                p.hi,
-                out.0.add(base + panel * NR * p.cs),
-                p.rs,
-                p.cs,
-            )
+            let dst = out.0.add(base + panel * NR * p.cs);
+            let (lo, hi, rs, cs) = (p.lo, p.hi, p.rs, p.cs);
+            if e.then.is_some() {
+                kernels::x86::epilogue_tile::<O, true>(t32, &e, nrows, ncols, lo, hi, dst, rs, cs)
+            } else {
+                kernels::x86::epilogue_tile::<O, false>(t32, &e, nrows, ncols, lo, hi, dst, rs, cs)
+            }
         };
         return;
     }

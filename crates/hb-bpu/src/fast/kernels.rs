@@ -388,40 +388,15 @@ pub(crate) mod x86 {
 
     /// The AVX-512 epilogue of a whole tile: rows `0..nrows`, panel columns
     /// `0..ncols`, each value to `out + r·rs + c·cs`, one 16-column half at
-    /// a time with its constants in registers ([`HalfEpi`]).
+    /// a time with its constants in registers ([`HalfEpi`]); `THEN` when the
+    /// panel folds a second requantisation (`e.then`).
     ///
     /// # Safety
     /// AVX-512 F/BW/VL/DQ available; every destination inside the output
     /// and owned by this tile; the tables have `NR` entries.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) unsafe fn epilogue_tile<O: crate::fast::FastOut>(
-        t: &Tile32,
-        e: &EpiPanel<'_>,
-        nrows: usize,
-        ncols: usize,
-        lo: i64,
-        hi: i64,
-        out: *mut O,
-        rs: usize,
-        cs: usize,
-    ) {
-        // SAFETY: the caller's guarantees.
-        unsafe {
-            if e.then.is_some() {
-                epilogue_rows::<O, true>(t, e, nrows, ncols, lo, hi, out, rs, cs)
-            } else {
-                epilogue_rows::<O, false>(t, e, nrows, ncols, lo, hi, out, rs, cs)
-            }
-        }
-    }
-
-    /// [`epilogue_tile`] for a known `THEN`.
-    ///
-    /// # Safety
-    /// As [`epilogue_tile`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn epilogue_rows<O: crate::fast::FastOut, const THEN: bool>(
+    pub(crate) unsafe fn epilogue_tile<O: crate::fast::FastOut, const THEN: bool>(
         t: &Tile32,
         e: &EpiPanel<'_>,
         nrows: usize,
