@@ -299,17 +299,16 @@ unsafe fn tile<O: FastOut>(
             mult: &eo.mult[col0..col0 + NR],
             add: &eo.add[col0..col0 + NR],
             shift: &eo.shift[col0..col0 + NR],
-            then: pw
-                .then
-                .as_ref()
-                .zip(eo.then.as_ref())
-                .map(|(t, [mult, rnd, shift])| kernels::x86::EpiThen {
+            then: pw.then.as_ref().map(|t| {
+                let [mult, rnd, shift] = &t.even_odd;
+                kernels::x86::EpiThen {
                     mult: &mult[col0..col0 + NR],
                     rnd: &rnd[col0..col0 + NR],
                     shift: &shift[col0..col0 + NR],
                     lo: t.lo,
                     hi: t.hi,
-                }),
+                }
+            }),
         };
         // SAFETY: AVX-512 checked at packing; the tile's outputs are inside
         // the output (bounds checked in `run`) and belong to this tile.

@@ -123,6 +123,8 @@ pub(crate) struct Then {
     pub shift: Vec<i64>,
     pub lo: i64,
     pub hi: i64,
+    /// `mult`, `rnd` and `shift` in the even/odd order of [`EvenOdd`].
+    pub even_odd: [Vec<i64>; 3],
 }
 
 /// The per-column epilogue tables in the order the AVX-512 epilogue reads
@@ -137,8 +139,6 @@ pub(crate) struct EvenOdd {
     /// (exact in i64 on fast columns, which the static bound checked).
     pub add: Vec<i64>,
     pub shift: Vec<i64>,
-    /// The folded second requantisation's multiplier, rounding and shift.
-    pub then: Option<[Vec<i64>; 3]>,
 }
 
 /// Reorders each run of 16 values as its even-indexed then its odd-indexed
@@ -483,6 +483,7 @@ impl PackedWeights {
             shift: vec![0; cols],
             lo,
             hi,
+            even_odd: Default::default(),
         };
         for g in 0..self.groups {
             for c in 0..self.n {
@@ -500,11 +501,7 @@ impl PackedWeights {
                 t.rnd[col] = if n == 0 { 0 } else { 1i64 << (n - 1) };
             }
         }
-        self.even_odd.then = Some([
-            deinterleave16(&t.mult),
-            deinterleave16(&t.rnd),
-            deinterleave16(&t.shift),
-        ]);
+        t.even_odd = [&t.mult, &t.rnd, &t.shift].map(|v| deinterleave16(v));
         self.then = Some(t);
         true
     }
@@ -719,7 +716,6 @@ fn pack_core(s: Spec<'_>) -> Result<PackedWeights> {
         mult: deinterleave16(&mult),
         add: deinterleave16(&addend),
         shift: deinterleave16(&shift),
-        then: None,
     };
 
     Ok(PackedWeights {
