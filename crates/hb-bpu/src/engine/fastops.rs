@@ -870,9 +870,9 @@ pub(super) fn try_fast(
             Kernel::Softmax { axis, plan, mask } => {
                 let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
                 let v = x0(0)?;
-                let scratch = &mut tmp.acc64;
+                let (scratch, scratch32) = (&mut tmp.acc64, &mut tmp.acc32);
                 with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
-                    softmax_into::<I, O>(x, xshape, *axis, plan, *mask, o, scratch)?
+                    softmax_into::<I, O>(x, xshape, *axis, plan, *mask, o, (scratch, scratch32))?
                 }));
             }
             Kernel::LayerNorm { axis, plan } => {

@@ -32,7 +32,7 @@ struct Quotient {
 
 /// Softmax along `axis` of `x` (shape `shape`) into `out`; with
 /// `mask_qmin`, inputs equal to `I::MIN` get weight 0 and a fully masked
-/// row gives 0. `scratch` holds one row.
+/// row gives 0. The scratch vectors (i64 and i32) are working space.
 pub(super) fn softmax_into<I: QInt, O: QInt>(
     x: &[I],
     shape: &[usize],
@@ -40,7 +40,7 @@ pub(super) fn softmax_into<I: QInt, O: QInt>(
     plan: &SoftmaxPlan,
     mask_qmin: bool,
     out: &mut [O],
-    scratch: &mut Vec<i64>,
+    (scratch, scratch32): (&mut Vec<i64>, &mut Vec<i32>),
 ) -> Result<(), String> {
     let (outer, n, inner) = split_at_axis(shape, axis).map_err(|e| e.to_string())?;
     if n > 1 << 20 {
@@ -73,21 +73,32 @@ pub(super) fn softmax_into<I: QInt, O: QInt>(
     #[cfg(target_arch = "x86_64")]
     if inner == 1 && n > 0 && (1..=63).contains(&rows.sh) && has_avx512() {
         if let Some(t) = rows.direct.filter(|t| t.len() as i64 == hi - lo + 1) {
-            // Whole blocks of eight rows in lanes, the rest padded by row.
-            let lanes = if n <= VERTICAL_MAX_N {
-                outer / 8 * 8
-            } else {
-                0
+            // Whole blocks of sixteen rows in i32 lanes where the types and
+            // table allow, then of eight in i64 lanes; the rest padded by row.
+            let narrow = plan.exp_table_i32().filter(|_| fits_i32_lanes::<I, O>());
+            let (by16, by8) = match (n <= VERTICAL_MAX_N, narrow) {
+                (false, _) => (0, 0),
+                (true, Some(_)) => (outer / 16 * 16, outer % 16 / 8 * 8),
+                (true, None) => (0, outer / 8 * 8),
             };
-            let (xv, xr) = x.split_at(lanes * n);
-            let (ov, or) = out.split_at_mut(lanes * n);
-            if lanes > 0 {
+            let (x16, x_rest) = x.split_at(by16 * n);
+            let (o16, o_rest) = out.split_at_mut(by16 * n);
+            let (x8, xr) = x_rest.split_at(by8 * n);
+            let (o8, or) = o_rest.split_at_mut(by8 * n);
+            if let Some(t32) = narrow.filter(|_| by16 > 0) {
+                scratch32.clear();
+                scratch32.resize(48 * n.div_ceil(16) * 16, 0);
+                // SAFETY: as below; `scratch32` holds 48·⌈n/16⌉·16 values;
+                // `t32` holds the values of `t`; I and O are at most 16 bits.
+                unsafe { vertical16_rows_avx512(x16, &rows, t32, o16, scratch32) };
+            }
+            if by8 > 0 {
                 scratch.resize(24 * n.div_ceil(8) * 8, 0);
                 // SAFETY: as below; `scratch` holds 24·⌈n/8⌉·8 values.
-                unsafe { vertical_rows_avx512(xv, &rows, t, ov, scratch) };
+                unsafe { vertical_rows_avx512(x8, &rows, t, o8, scratch) };
             }
             let rest = Rows {
-                outer: outer - lanes,
+                outer: outer - by16 - by8,
                 ..rows
             };
             // SAFETY: AVX-512 F/BW/DQ/VL were detected at run time; the
@@ -308,6 +319,180 @@ unsafe fn vertical_rows_avx512<I: QInt, O: QInt>(
     }
 }
 
+/// Whether [`vertical16_rows_avx512`] takes input type `I` and output type
+/// `O`: both at most 16 bits, so inputs, differences and capped quotients
+/// fit i32 lanes.
+fn fits_i32_lanes<I: QInt, O: QInt>() -> bool {
+    I::MAX <= i64::from(i16::MAX) && O::MAX <= i64::from(i16::MAX)
+}
+
+/// [`vertical_rows_avx512`] with sixteen rows per block in 32-bit lanes:
+/// inputs, exp values (≤ 2^30) and quotients (≤ `cap` ≤ 2^15) are i32, so
+/// every step but the quotient's f64 estimate (two halves of eight) runs
+/// sixteen wide. The row sums stay exact in i64, one half of the lanes each.
+///
+/// # Safety
+/// As [`vertical_rows_avx512`] with `16·n` for `8·n`; `table` holds the
+/// values of the direct exp table as i32; [`fits_i32_lanes`] holds; `buf`
+/// holds `48·⌈n/16⌉·16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn vertical16_rows_avx512<I: QInt, O: QInt>(
+    x: &[I],
+    k: &Rows<'_>,
+    table: &[i32],
+    out: &mut [O],
+    buf: &mut [i32],
+) {
+    use std::arch::x86_64::*;
+    let n = k.n;
+    let np = n.div_ceil(16) * 16;
+    let (rows, rest) = buf[..48 * np].split_at_mut(16 * np);
+    let (v, e) = rest.split_at_mut(16 * np);
+    let (rp, vp, ep) = (rows.as_mut_ptr(), v.as_mut_ptr(), e.as_mut_ptr());
+    let VecConsts {
+        m,
+        shift,
+        cap,
+        cap_f,
+        ..
+    } = VecConsts::new::<I>(k);
+    // The table's domain and the type minimum fit i32 (I is ≤ 16 bits).
+    let lo = _mm512_set1_epi32(k.lo as i32);
+    let hi = _mm512_set1_epi32(k.hi as i32);
+    let type_min = _mm512_set1_epi32(I::MIN as i32);
+    for (xb, ob) in x.chunks_exact(16 * n).zip(out.chunks_exact_mut(16 * n)) {
+        for (row, wide) in xb.chunks_exact(n).zip(rows.chunks_exact_mut(np)) {
+            for (d, q) in wide.iter_mut().zip(row) {
+                *d = q.to_i64() as i32;
+            }
+        }
+        // SAFETY (whole block): every access is to `rows`, `v` or `e`, each
+        // `16·np` long: tiles at `16·c` with row stride `np`, columns at
+        // `16·j` for `j < np`; the gather indices lie in `0..=hi − lo`
+        // (clamped), inside the table.
+        unsafe {
+            for c in 0..np / 16 {
+                transpose16x16(rp.add(16 * c), np, vp.add(256 * c), 16);
+            }
+            let mut mx = _mm512_set1_epi32(i32::MIN);
+            for j in 0..n {
+                mx = _mm512_max_epi32(mx, _mm512_loadu_si512(vp.add(16 * j) as *const _));
+            }
+            let (mut sum_lo, mut sum_hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for j in 0..n {
+                let q = _mm512_loadu_si512(vp.add(16 * j) as *const _);
+                let d = _mm512_sub_epi32(q, mx);
+                let idx = _mm512_sub_epi32(_mm512_min_epi32(_mm512_max_epi32(d, lo), hi), lo);
+                let mut w = _mm512_i32gather_epi32::<4>(idx, table.as_ptr());
+                if k.mask {
+                    w = _mm512_maskz_mov_epi32(_mm512_cmpneq_epi32_mask(q, type_min), w);
+                }
+                sum_lo = _mm512_add_epi64(sum_lo, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(w)));
+                sum_hi = _mm512_add_epi64(
+                    sum_hi,
+                    _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(w)),
+                );
+                _mm512_storeu_si512(ep.add(16 * j) as *mut _, w);
+            }
+            // The quotient of `quotients_body`, one row per lane: rows 0–7
+            // in the low half, 8–15 in the high half.
+            let rows_lo = QuotientLanes::new(sum_lo, k.m, k.sh);
+            let rows_hi = QuotientLanes::new(sum_hi, k.m, k.sh);
+            for j in 0..n {
+                let ev = _mm512_loadu_si512(ep.add(16 * j) as *const _);
+                let y_lo = quotient8_estimated_i32(
+                    _mm512_castsi512_si256(ev),
+                    &rows_lo,
+                    m,
+                    shift,
+                    cap,
+                    cap_f,
+                );
+                let y_hi = quotient8_estimated_i32(
+                    _mm512_extracti64x4_epi64::<1>(ev),
+                    &rows_hi,
+                    m,
+                    shift,
+                    cap,
+                    cap_f,
+                );
+                let y = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y_lo), y_hi);
+                _mm512_storeu_si512(ep.add(16 * j) as *mut _, y);
+            }
+            for c in 0..np / 16 {
+                transpose16x16(ep.add(256 * c), 16, rp.add(16 * c), np);
+            }
+        }
+        for (row, wide) in ob.chunks_exact_mut(n).zip(rows.chunks_exact(np)) {
+            for (d, &y) in row.iter_mut().zip(wide) {
+                *d = O::sat_i64(i64::from(y));
+            }
+        }
+    }
+}
+
+/// Transposes the 16×16 tile of i32 whose rows start at `src + i·src_stride`
+/// into rows at `dst + i·dst_stride` (row `i` of the result holds element
+/// `i` of every source row).
+///
+/// # Safety
+/// AVX-512 F available; the sixteen source and destination rows of sixteen
+/// values lie inside their buffers; the tiles do not overlap.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16x16(src: *const i32, src_stride: usize, dst: *mut i32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let r: [__m512i; 16] =
+            std::array::from_fn(|i| _mm512_loadu_si512(src.add(i * src_stride) as *const _));
+        // Within each 128-bit lane L: t[2i] holds elements 4L, 4L+1 of rows
+        // 2i and 2i+1 interleaved, t[2i+1] elements 4L+2, 4L+3.
+        let t: [__m512i; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_epi32(a, b)
+            } else {
+                _mm512_unpackhi_epi32(a, b)
+            }
+        });
+        // u[4g + c], lane L: element 4L + c of rows 4g..4g+3.
+        let u: [__m512i; 16] = std::array::from_fn(|i| {
+            let (g, c) = (i / 4, i % 4);
+            let (a, b) = (t[4 * g + c / 2], t[4 * g + 2 + c / 2]);
+            if c % 2 == 0 {
+                _mm512_unpacklo_epi64(a, b)
+            } else {
+                _mm512_unpackhi_epi64(a, b)
+            }
+        });
+        // w[8h + 4p + c]: lanes 0,2 (p = 0) or 1,3 (p = 1) of u[8h + c] and
+        // u[8h + 4 + c]: elements {4p + c, 8 + 4p + c} of rows 8h..8h+7.
+        let w: [__m512i; 16] = std::array::from_fn(|i| {
+            let (h, p, c) = (i / 8, (i / 4) % 2, i % 4);
+            let (a, b) = (u[8 * h + c], u[8 * h + 4 + c]);
+            if p == 0 {
+                _mm512_shuffle_i32x4::<0x88>(a, b)
+            } else {
+                _mm512_shuffle_i32x4::<0xdd>(a, b)
+            }
+        });
+        // Row i of the result (element i of every source row): i = 8q + j.
+        for i in 0..16 {
+            let (q, j) = (i / 8, i % 8);
+            let (a, b) = (w[j], w[8 + j]);
+            let row = if q == 0 {
+                _mm512_shuffle_i32x4::<0x88>(a, b)
+            } else {
+                _mm512_shuffle_i32x4::<0xdd>(a, b)
+            };
+            _mm512_storeu_si512(dst.add(i * dst_stride) as *mut _, row);
+        }
+    }
+}
+
 /// Transposes the 8×8 tile of i64 whose rows start at `src + i·src_stride`
 /// into rows at `dst + i·dst_stride` (row `i` of the result holds element
 /// `i` of every source row).
@@ -494,17 +679,58 @@ unsafe fn quotient8_estimated(
     cap_f: std::arch::x86_64::__m512d,
 ) -> std::arch::x86_64::__m512i {
     use std::arch::x86_64::*;
-    let y = _mm512_fmadd_pd(_mm512_cvtepu64_pd(e), l.c, _mm512_set1_pd(0.5));
+    match settled_floor(_mm512_cvtepu64_pd(e), l, cap_f) {
+        Some(fl) => _mm512_min_epu64(_mm512_cvttpd_epu64(fl), cap),
+        // SAFETY: the caller's guarantees.
+        None => unsafe { quotient8(e, l, m, shift, cap) },
+    }
+}
+
+/// [`quotient8_estimated`] for eight exp values held as i32 (`0 ≤ e <
+/// 2^31`), with an i32 result.
+///
+/// # Safety
+/// As [`quotient8_estimated`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn quotient8_estimated_i32(
+    e: std::arch::x86_64::__m256i,
+    l: &QuotientLanes,
+    m: std::arch::x86_64::__m512i,
+    shift: std::arch::x86_64::__m128i,
+    cap: std::arch::x86_64::__m512i,
+    cap_f: std::arch::x86_64::__m512d,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // `cap` ≤ 2^31 − 1 here, so the capped quotient fits i32.
+    match settled_floor(_mm512_cvtepi32_pd(e), l, cap_f) {
+        Some(fl) => _mm512_cvtepi64_epi32(_mm512_min_epi64(_mm512_cvttpd_epi64(fl), cap)),
+        // SAFETY: the caller's guarantees.
+        None => {
+            _mm512_cvtepi64_epi32(unsafe { quotient8(_mm512_cvtepu32_epi64(e), l, m, shift, cap) })
+        }
+    }
+}
+
+/// The estimate step of [`quotient8_estimated`] on the exp values `e` in
+/// f64: `⌊ŷ⌋` when every lane is settled, else `None`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn settled_floor(
+    e: std::arch::x86_64::__m512d,
+    l: &QuotientLanes,
+    cap_f: std::arch::x86_64::__m512d,
+) -> Option<std::arch::x86_64::__m512d> {
+    use std::arch::x86_64::*;
+    let y = _mm512_fmadd_pd(e, l.c, _mm512_set1_pd(0.5));
     let fl = _mm512_roundscale_pd::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(y);
     let fr = _mm512_sub_pd(y, fl);
     let inside = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(fr, _mm512_set1_pd(ESTIMATE_SLACK))
         & _mm512_cmp_pd_mask::<_CMP_LT_OQ>(fr, _mm512_set1_pd(1.0 - ESTIMATE_SLACK));
     let settled = inside | _mm512_cmp_pd_mask::<_CMP_GE_OQ>(y, cap_f);
-    if settled != 0xff {
-        // SAFETY: the caller's guarantees.
-        return unsafe { quotient8(e, l, m, shift, cap) };
-    }
-    _mm512_min_epu64(_mm512_cvttpd_epu64(fl), cap)
+    (settled == 0xff).then_some(fl)
 }
 
 /// A padding value of [`padded_rows_avx512`]: below every real input,
@@ -683,7 +909,16 @@ mod tests {
         let want: QTensor<O> =
             softmax(TensorRef::new(x, shape).unwrap(), axis, plan, mask).unwrap();
         let mut got = vec![O::default(); x.len()];
-        softmax_into(x, shape, axis, plan, mask, &mut got, &mut Vec::new()).unwrap();
+        softmax_into(
+            x,
+            shape,
+            axis,
+            plan,
+            mask,
+            &mut got,
+            (&mut Vec::new(), &mut Vec::new()),
+        )
+        .unwrap();
         assert_eq!(got, want.data, "case {case}");
     }
 
@@ -779,6 +1014,30 @@ mod tests {
                 );
             }
             assert_eq!(got, want, "s {s} m {m} sh {sh} e {e:?}");
+            if cap == 128 && e.iter().all(|&v| v < 1 << 31) {
+                // The i32-lane form on the same values.
+                let mut narrow = [0i32; 8];
+                // SAFETY: as above; every e fits i32 and cap ≤ 2^31 − 1.
+                unsafe {
+                    let l = QuotientLanes::new(_mm512_set1_epi64(s as i64), m as i64, sh);
+                    let e32 = _mm512_cvtepi64_epi32(_mm512_loadu_si512(e.as_ptr() as *const _));
+                    let y = quotient8_estimated_i32(
+                        e32,
+                        &l,
+                        _mm512_set1_epi64(m as i64),
+                        _mm_cvtsi64_si128(i64::from(sh)),
+                        _mm512_set1_epi64(cap as i64),
+                        _mm512_set1_pd(cap as f64 + 2.0),
+                    );
+                    _mm256_storeu_si256(narrow.as_mut_ptr() as *mut _, y);
+                }
+                let want32: Vec<i32> = want.iter().map(|&v| v as i32).collect();
+                assert_eq!(
+                    narrow.to_vec(),
+                    want32,
+                    "i32 lanes: s {s} m {m} sh {sh} e {e:?}"
+                );
+            }
         }
     }
 

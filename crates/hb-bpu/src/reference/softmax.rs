@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::fixed_point::Requant;
-use crate::lut::{Lut, LutFn, LutSpec};
+use crate::lut::{Lut, LutFn, LutKind, LutSpec};
 use crate::param_err;
 use crate::qint::QInt;
 use crate::shape_err;
@@ -17,6 +17,9 @@ pub const EXP_BITS: u32 = 30;
 #[derive(Debug, Clone)]
 pub struct SoftmaxPlan {
     exp: Lut,
+    /// The exp table's values as i32 when it is direct (they are at most
+    /// 2^[`EXP_BITS`]), for 16-lane lookups.
+    exp_i32: Option<Vec<i32>>,
     inv_out: Requant,
 }
 
@@ -36,13 +39,26 @@ impl SoftmaxPlan {
         if inv_out.shift() > 64 || inv_out.multiplier() <= 0 {
             return Err(param_err!("softmax output scale {s_y} is out of range"));
         }
-        Ok(SoftmaxPlan { exp, inv_out })
+        let exp_i32 = match exp.kind() {
+            LutKind::Direct(t) => t.iter().map(|&v| i32::try_from(v).ok()).collect(),
+            LutKind::Segmented(_) => None,
+        };
+        Ok(SoftmaxPlan {
+            exp,
+            exp_i32,
+            inv_out,
+        })
     }
 
     /// The exp table: `exp(s_x · d)` at scale 2^−[`EXP_BITS`] for
     /// `d = q − max ≤ 0`.
     pub fn exp_table(&self) -> &Lut {
         &self.exp
+    }
+
+    /// The exp table's values as i32 when it is direct.
+    pub fn exp_table_i32(&self) -> Option<&[i32]> {
+        self.exp_i32.as_deref()
     }
 
     /// The output rounding `1 / s_y` as multiplier and shift.
