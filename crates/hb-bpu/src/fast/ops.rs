@@ -256,15 +256,22 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
     if nb == 0 || npix == 0 || m == 0 {
         return Ok(());
     }
-    // Padded spatial dims and their strides (in positions).
-    let padded: Vec<usize> = (0..r)
-        .map(|i| sp_in[i] + p.pads[i] + p.pads[r + i])
-        .collect();
-    let npad = numel(&padded)?;
-    let mut pstr = vec![1usize; r];
+    if r > MAX_SPATIAL {
+        return Err(shape_err!("conv with {r} spatial dims (at most {MAX_SPATIAL})"));
+    }
+    // Padded spatial dims and their strides (in positions), on the stack:
+    // no allocation per call.
+    let mut padded = [0usize; MAX_SPATIAL];
+    for (i, d) in padded[..r].iter_mut().enumerate() {
+        *d = sp_in[i] + p.pads[i] + p.pads[r + i];
+    }
+    let padded = &padded[..r];
+    let npad = numel(padded)?;
+    let mut pstr = [1usize; MAX_SPATIAL];
     for i in (0..r.saturating_sub(1)).rev() {
         pstr[i] = pstr[i + 1] * padded[i + 1];
     }
+    let pstr = &pstr[..r];
     let Scratch {
         a_u8,
         a_i16,
@@ -290,7 +297,7 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
     // Tap offsets (row-major over the kernel), in positions.
     let ntaps = numel(kernel)?;
     taps.clear();
-    let mut kidx = vec![0usize; r];
+    let mut kidx = [0usize; MAX_SPATIAL];
     for _ in 0..ntaps {
         taps.push((0..r).map(|i| kidx[i] * p.dilations[i] * pstr[i]).sum());
         for d in (0..r).rev() {
@@ -329,8 +336,8 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
             mg,
             sp_in,
             sp_out,
-            padded: &padded,
-            pstr: &pstr,
+            padded,
+            pstr,
             taps,
             lo,
             hi,
@@ -356,7 +363,7 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
     // im2col rows.
     let tables = pw
         .implicit_conv()
-        .and_then(|ts| implicit_tables(cache, pw, c, ts, sp_out, p, &pstr, taps));
+        .and_then(|ts| implicit_tables(cache, pw, c, ts, sp_out, p, pstr, taps));
     let implicit = tables.is_some();
     let tables = tables.map(|i| &cache[i]);
     if implicit {
@@ -375,13 +382,13 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
                 pb.fill(pad_byte);
                 // SAFETY: `I8x4` is only packed for AVX-512 VNNI, which was
                 // checked available.
-                unsafe { to_padded_u8(img, c, sp_in, p, &pstr, off, pb, layout) };
+                unsafe { to_padded_u8(img, c, sp_in, p, pstr, off, pb, layout) };
                 if implicit {
                     (AData::U8(pb), 0)
                 } else {
                     let a = ensure(a_u8, arows);
                     im2col(
-                        pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, pad_byte,
+                        pb, c, cg, ts, g, kp, lda, sp_out, p, pstr, taps, a, pad_byte,
                     );
                     (AData::U8(a), 0)
                 }
@@ -389,12 +396,12 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
             Layout::I16x2 => {
                 let pb = ensure(pad_i16, pad_len);
                 pb.fill(0);
-                to_padded(img, c, sp_in, p, &pstr, |v| v.to_i16(), pb, layout);
+                to_padded(img, c, sp_in, p, pstr, |v| v.to_i16(), pb, layout);
                 if implicit {
                     (AData::I16(pb), 0)
                 } else {
                     let a = ensure(a_i16, if pw.split { 2 * arows } else { arows });
-                    im2col(pb, c, cg, ts, g, kp, lda, sp_out, p, &pstr, taps, a, 0);
+                    im2col(pb, c, cg, ts, g, kp, lda, sp_out, p, pstr, taps, a, 0);
                     if pw.split {
                         split_hi_lo(a);
                         (AData::I16(a), arows)
@@ -575,6 +582,10 @@ pub(crate) struct ImplicitTables {
 
 /// Geometries kept in [`Scratch`]'s table cache.
 const IMPLICIT_CACHE: usize = 32;
+
+/// The most spatial dims a packed conv takes (its per-call tables live on
+/// the stack).
+const MAX_SPATIAL: usize = 8;
 
 /// The index in `cache` of the implicit-GEMM tables of a conv (`ts`
 /// packed elements per tap), built on first use; `None` when an offset
