@@ -761,7 +761,14 @@ pub(super) fn try_fast(
                 }));
             }
             Kernel::GlobalAvgPool { s_x, s_y } => {
-                let xshape = &st.infos[op.inputs[0].ok_or("missing input")?].1;
+                let xid = op.inputs[0].ok_or("missing input")?;
+                let xshape = &st.infos[xid].1;
+                // Channels-last `[N, H·W, C]`: per image, the sums of
+                // every channel over the pixels.
+                let channels = match (st.is_channels_last(xid), xshape.as_slice()) {
+                    (true, &[_, c, _, _]) => Some(c),
+                    _ => None,
+                };
                 if xshape.len() < 3 {
                     return Ok(false);
                 }
@@ -772,12 +779,34 @@ pub(super) fn try_fast(
                 let r = Requant::from_ratio(f64::from(*s_x) / (plane as f64 * f64::from(*s_y)))
                     .map_err(|e| e.to_string())?;
                 let v = x0(0)?;
-                with_in!(v, |x: I| with_out_buf!(&mut buf, n, |o: O| {
-                    for (d, row) in o.iter_mut().zip(x.chunks_exact(plane)) {
-                        let sum: i64 = row.iter().map(|q| q.to_i64()).sum();
-                        *d = r.apply_fast::<O>(sum);
+                let sums = &mut tmp.acc64;
+                with_in!(v, |x: I| with_out_buf!(
+                    &mut buf,
+                    n,
+                    |o: O| match channels {
+                        Some(c) => {
+                            sums.clear();
+                            sums.resize(c, 0);
+                            for (img, ob) in x.chunks_exact(plane * c).zip(o.chunks_exact_mut(c)) {
+                                sums.fill(0);
+                                for px in img.chunks_exact(c) {
+                                    for (s, q) in sums.iter_mut().zip(px) {
+                                        *s += q.to_i64();
+                                    }
+                                }
+                                for (d, &s) in ob.iter_mut().zip(sums.iter()) {
+                                    *d = r.apply_fast::<O>(s);
+                                }
+                            }
+                        }
+                        None => {
+                            for (d, row) in o.iter_mut().zip(x.chunks_exact(plane)) {
+                                let sum: i64 = row.iter().map(|q| q.to_i64()).sum();
+                                *d = r.apply_fast::<O>(sum);
+                            }
+                        }
                     }
-                }));
+                ));
             }
 
             Kernel::Add(r) if op.inputs.len() == 2 => {

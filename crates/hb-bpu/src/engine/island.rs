@@ -16,6 +16,7 @@ use super::elem::{has_avx2, has_avx512, simd_copies};
 use super::fastops::{dequantize_lanes, quantize_slice};
 use super::store::{Buf, Store, V};
 use crate::program::prepared::{Kernel, PreparedOp};
+use crate::qint::QInt;
 use crate::reference::quant::QuantParams;
 use hb_tensor::{DType, Tensor};
 
@@ -243,16 +244,91 @@ fn single(st: &Store<'_>, id: usize) -> Option<f32> {
 
 /// Runs the island into its output; `Ok(false)` when a value is not in the
 /// form it was planned for (the ops then run one by one).
-pub(super) fn run(isl: &Island, st: &mut Store<'_>) -> Result<bool, String> {
+pub(super) fn run(isl: &Island, st: &mut Store<'_>, table: &mut Table) -> Result<bool, String> {
     let n: usize = st.infos[isl.output].1.iter().product();
     let s = st.slot(isl.output)?;
     let mut buf = st.take(s);
-    let res = run_into(isl, st, &mut buf, n);
+    let res = run_into(isl, st, &mut buf, n, table);
     st.restore(s, buf);
     res
 }
 
-fn run_into(isl: &Island, st: &Store<'_>, buf: &mut Buf, n: usize) -> Result<bool, String> {
+/// An island tabulated over its 8- or 16-bit input. The island is
+/// elementwise, so each output value is a function of its input value —
+/// `values[q − I::MIN]` — unless a `Where` put its fill there, which the
+/// later steps then turn into one constant per `Where` (`fills`). Built
+/// with the island's own f32 steps, so the results are the same bits; kept
+/// per workspace and rebuilt when an operand changes.
+#[derive(Default)]
+pub(super) struct Table {
+    /// What it was built for: input and output type sizes and the steps'
+    /// one-value operands (f32 bits).
+    key: Option<TableKey>,
+    values: Option<Buf>,
+    /// Per `Where` step: its fill after the later steps, quantized.
+    fills: [i64; MAX_STEPS],
+}
+
+/// The inputs a [`Table`] depends on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TableKey {
+    in_bytes: usize,
+    out_bytes: usize,
+    operands: [u32; MAX_STEPS],
+}
+
+impl TableKey {
+    fn new(ready: &[Ready<'_>], in_bytes: usize, out_bytes: usize) -> Self {
+        let mut operands = [0u32; MAX_STEPS];
+        for (d, r) in operands.iter_mut().zip(ready) {
+            *d = match *r {
+                Ready::Arith(_, c, _) => c.to_bits(),
+                Ready::Where(_, _, fill) => fill.to_bits(),
+            };
+        }
+        TableKey {
+            in_bytes,
+            out_bytes,
+            operands,
+        }
+    }
+}
+
+/// The island's outputs for every value of `I`, and its `Where` fills.
+fn tabulate<I: QInt, O: QInt>(isl: &Island, ready: &[Ready<'_>]) -> (Vec<O>, [i64; MAX_STEPS]) {
+    let domain: Vec<I> = (I::MIN..=I::MAX).map(I::sat_i64).collect();
+    let mut f = vec![0f32; domain.len()];
+    dequantize_lanes(&domain, &mut f, isl.scale);
+    let ariths_after = |f: &mut [f32], from: usize| {
+        for r in &ready[from..] {
+            if let Ready::Arith(a, c, first) = *r {
+                arith_tile(f, (a, c, first));
+            }
+        }
+    };
+    ariths_after(&mut f, 0);
+    let mut values = vec![O::default(); domain.len()];
+    quantize_slice(&isl.quant, &f, &mut values);
+    let mut fills = [0i64; MAX_STEPS];
+    for (w, r) in ready.iter().enumerate() {
+        if let Ready::Where(_, _, fill) = *r {
+            let mut v = [fill];
+            ariths_after(&mut v, w + 1);
+            let mut q = [O::default()];
+            quantize_slice(&isl.quant, &v, &mut q);
+            fills[w] = q[0].to_i64();
+        }
+    }
+    (values, fills)
+}
+
+fn run_into(
+    isl: &Island,
+    st: &Store<'_>,
+    buf: &mut Buf,
+    n: usize,
+    table: &mut Table,
+) -> Result<bool, String> {
     let mut ready = [Ready::Arith(Arith::Add, 0.0, false); MAX_STEPS];
     for (r, step) in ready.iter_mut().zip(&isl.steps) {
         *r = match *step {
@@ -299,6 +375,43 @@ fn run_into(isl: &Island, st: &Store<'_>, buf: &mut Buf, n: usize) -> Result<boo
     }
     let x = st.get(isl.input)?;
     let mut tile = [0f32; TILE];
+    // Tabulated: 8/16-bit inputs and outputs.
+    macro_rules! tabulated {
+        ($x:expr, $o:expr, $i:ty, $out:ty, $variant:ident) => {{
+            let (x, o) = ($x, $o);
+            if x.len() != n || o.len() < n {
+                return Ok(false);
+            }
+            let key = TableKey::new(ready, size_of::<$i>(), size_of::<$out>());
+            if table.key != Some(key) {
+                let (values, fills) = tabulate::<$i, _>(isl, ready);
+                *table = Table {
+                    key: Some(key),
+                    values: Some(Buf::$variant(values)),
+                    fills,
+                };
+            }
+            let Some(Buf::$variant(values)) = &table.values else {
+                return Ok(false);
+            };
+            for start in (0..n).step_by(tile_len) {
+                let end = (start + tile_len).min(n);
+                let t = &mut o[start..end];
+                look_up(&x[start..end], values, t);
+                for ((r, pattern), &fill) in ready.iter().zip(&patterns).zip(&table.fills) {
+                    let fill = QInt::sat_i64(fill);
+                    match *r {
+                        Ready::Arith(..) => {}
+                        Ready::Where(_, on_true, _) if lcm.is_some() => {
+                            where_fill(t, &pattern[..t.len()], 0, (on_true, fill))
+                        }
+                        Ready::Where(cond, on_true, _) => where_fill(t, cond, start, (on_true, fill)),
+                    }
+                }
+            }
+            return Ok(true);
+        }};
+    }
     macro_rules! tiles {
         ($x:expr, $o:expr) => {{
             let (x, o) = ($x, $o);
@@ -333,6 +446,13 @@ fn run_into(isl: &Island, st: &Store<'_>, buf: &mut Buf, n: usize) -> Result<boo
                 _ => return Ok(false),
             }
         };
+    }
+    match (&x, &mut *buf) {
+        (V::I8(x), Buf::I8(o)) => tabulated!(x, o.as_mut_slice(), i8, i8, I8),
+        (V::I8(x), Buf::I16(o)) => tabulated!(x, o.as_mut_slice(), i8, i16, I16),
+        (V::I16(x), Buf::I8(o)) => tabulated!(x, o.as_mut_slice(), i16, i8, I8),
+        (V::I16(x), Buf::I16(o)) => tabulated!(x, o.as_mut_slice(), i16, i16, I16),
+        _ => {}
     }
     match x {
         V::I8(x) => out!(x),
@@ -384,8 +504,25 @@ simd_copies! {
     fn where_tile<>(t: &mut [f32], cond: &[bool], start: usize, k: (bool, f32)) => where_tile_body
 }
 
+simd_copies! {
+    /// [`where_tile`] on quantized values (a tabulated island's fills).
+    fn where_fill<O>(t: &mut [O], cond: &[bool], start: usize, k: (bool, O)) => where_tile_body
+}
+
+simd_copies! {
+    /// `o = values[x − I::MIN]` over a tile (`values` covers all of `I`).
+    fn look_up<I, O>(x: &[I], values: &[O], o: &mut [O]) => look_up_body
+}
+
 #[inline(always)]
-fn where_tile_body(t: &mut [f32], cond: &[bool], start: usize, (on_true, fill): (bool, f32)) {
+fn look_up_body<I: QInt, O: QInt>(x: &[I], values: &[O], o: &mut [O]) {
+    for (d, q) in o.iter_mut().zip(x) {
+        *d = values[(q.to_i64() - I::MIN) as usize];
+    }
+}
+
+#[inline(always)]
+fn where_tile_body<T: Copy>(t: &mut [T], cond: &[bool], start: usize, (on_true, fill): (bool, T)) {
     let period = cond.len();
     let mut done = 0;
     while done < t.len() {
@@ -416,6 +553,95 @@ mod tests {
         // Broadcast along an inner axis does not repeat whole.
         assert_eq!(suffix_period(&[4, 1], &[3, 4, 5]), None);
         assert_eq!(suffix_period(&[2, 4, 5], &[4, 5]), None);
+    }
+
+    /// The f32 steps of an island on one tile, as the untabulated path
+    /// runs them.
+    fn by_steps<I: QInt, O: QInt>(isl: &Island, ready: &[Ready<'_>], x: &[I]) -> Vec<O> {
+        let mut t = vec![0f32; x.len()];
+        dequantize_lanes(x, &mut t, isl.scale);
+        for r in ready {
+            match *r {
+                Ready::Arith(a, c, first) => arith_tile(&mut t, (a, c, first)),
+                Ready::Where(cond, on_true, fill) => where_tile(&mut t, cond, 0, (on_true, fill)),
+            }
+        }
+        let mut o = vec![O::default(); x.len()];
+        quantize_slice(&isl.quant, &t, &mut o);
+        o
+    }
+
+    /// The tabulated island: lookup, then the fills in step order.
+    fn by_table<I: QInt, O: QInt>(isl: &Island, ready: &[Ready<'_>], x: &[I]) -> Vec<O> {
+        let (values, fills) = tabulate::<I, O>(isl, ready);
+        let mut o = vec![O::default(); x.len()];
+        look_up(x, &values, &mut o);
+        for (r, &fill) in ready.iter().zip(&fills) {
+            if let Ready::Where(cond, on_true, _) = *r {
+                where_fill(&mut o, cond, 0, (on_true, O::sat_i64(fill)));
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn tabulated_islands_match_the_f32_steps() {
+        let mut next = crate::engine::xorshift(0x9e37_79b9_7f4a_7c15u64);
+        let cond_a: Vec<bool> = (0..46).map(|_| !next().is_multiple_of(3)).collect();
+        let cond_b: Vec<bool> = (0..7).map(|_| next().is_multiple_of(2)).collect();
+        for case in 0..12 {
+            let keep_masks = case % 2 == 0;
+            let quant = QuantParams {
+                scale: [0.031, 0.0007, 0.25][case % 3],
+                lo: if case % 4 < 2 { -128 } else { -32768 },
+                hi: if case % 4 < 2 { 127 } else { 32767 },
+                keep_masks,
+                mask_limit: crate::reference::quant::MASK_LIMIT,
+            };
+            let isl = Island {
+                first: 0,
+                last: 0,
+                input: 0,
+                scale: [0.0123f32, 0.5, 3.1e-4][case % 3],
+                steps: Vec::new(),
+                quant,
+                output: 0,
+            };
+            // scores / √8, masked to −inf, a second mask to a finite fill,
+            // then an offset (applied to the fills too).
+            let ready = [
+                Ready::Arith(Arith::Div, 2.828_427, false),
+                Ready::Where(&cond_a, true, f32::NEG_INFINITY),
+                Ready::Where(&cond_b, false, -3.5),
+                Ready::Arith(Arith::Sub, 0.75, case % 3 == 0),
+            ];
+            let n = 46 * 7 * 3;
+            let x8: Vec<i8> = (0..n).map(|_| next() as i8).collect();
+            let x16: Vec<i16> = (0..n).map(|_| next() as i16).collect();
+            if case % 4 < 2 {
+                assert_eq!(
+                    by_table::<i8, i8>(&isl, &ready, &x8),
+                    by_steps::<i8, i8>(&isl, &ready, &x8),
+                    "case {case}"
+                );
+                assert_eq!(
+                    by_table::<i16, i8>(&isl, &ready, &x16),
+                    by_steps::<i16, i8>(&isl, &ready, &x16),
+                    "case {case}"
+                );
+            } else {
+                assert_eq!(
+                    by_table::<i8, i16>(&isl, &ready, &x8),
+                    by_steps::<i8, i16>(&isl, &ready, &x8),
+                    "case {case}"
+                );
+                assert_eq!(
+                    by_table::<i16, i16>(&isl, &ready, &x16),
+                    by_steps::<i16, i16>(&isl, &ready, &x16),
+                    "case {case}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!
 //! - a packed Conv not run by the depthwise kernel (input 0 and output; a
 //!   fused Add's other operand must share the output's layout);
-//! - a MaxPool on the 2-D fast path (input and output together).
+//! - a MaxPool on the 2-D fast path (input and output together);
+//! - a GlobalAveragePool (input only: its `[N, C, 1, 1]` output is laid
+//!   out the same either way).
 //!
 //! Program inputs and outputs stay NCHW, and so does every tensor another
 //! op reads; the engine shows NCHW copies to dump callbacks. The values
@@ -27,6 +29,9 @@ enum Role {
     Conv,
     /// MaxPool fast path: input and output share a layout.
     MaxPool,
+    /// GlobalAveragePool: any input layout; its `[N, C, 1, 1]` output is
+    /// the same bytes in both, and stays NCHW.
+    GlobalPool,
     /// Anything else: NCHW only.
     None,
 }
@@ -48,6 +53,7 @@ fn role(op: &PreparedOp, packed: Option<&Packed>, narrow: Option<&Packed>) -> Ro
         {
             Role::MaxPool
         }
+        Kernel::GlobalAvgPool { .. } => Role::GlobalPool,
         _ => Role::None,
     }
 }
@@ -69,7 +75,7 @@ pub(super) fn channels_last(
     for (op, &r) in ops.iter().zip(&roles) {
         let y = op.outputs[0];
         let int = matches!(infos[y].0, DType::I8 | DType::I16 | DType::I32);
-        if r != Role::None && int && infos[y].1.len() == 4 {
+        if matches!(r, Role::Conv | Role::MaxPool) && int && infos[y].1.len() == 4 {
             cl[y] = true;
         }
     }
@@ -108,6 +114,7 @@ pub(super) fn channels_last(
                     Role::Conv if pos == 0 => !add_others.contains(&t) || cl[y],
                     Role::Conv => add_others.contains(&t) && cl[y],
                     Role::MaxPool => pos == 0 && cl[y],
+                    Role::GlobalPool => pos == 0,
                     Role::None => false,
                 };
                 if !ok {
@@ -119,7 +126,7 @@ pub(super) fn channels_last(
                 let partners: Vec<usize> = match r {
                     Role::Conv => add_others.clone(),
                     Role::MaxPool => op.inputs.first().copied().flatten().into_iter().collect(),
-                    Role::None => Vec::new(),
+                    Role::GlobalPool | Role::None => Vec::new(),
                 };
                 if cl[y] && partners.iter().any(|&t| !cl[t]) {
                     drop(&mut cl, y);

@@ -120,6 +120,8 @@ pub struct Workspace {
     slots: Vec<Buf>,
     scratch: Scratch,
     tmp: fastops::Tmp,
+    /// Per op: the tabulated float island starting there, once built.
+    island_tables: Vec<island::Table>,
     /// Host copies of slot values read by reference / CPU ops (by tensor
     /// id), reused across runs.
     cpu_in: Vec<Option<Tensor>>,
@@ -588,6 +590,9 @@ impl Engine {
                 })
                 .collect();
         }
+        if ws.island_tables.len() != self.ops.len() {
+            ws.island_tables = self.ops.iter().map(|_| island::Table::default()).collect();
+        }
         if let Some(f) = seen.as_mut() {
             for (&id, t) in self.program.inputs.iter().zip(inputs) {
                 f(id as usize, t);
@@ -626,7 +631,7 @@ impl Engine {
             // An island writes only its last tensor: not when the caller
             // looks at every tensor.
             if let (Some(isl), None) = (&self.islands[k], &seen) {
-                if island::run(isl, &mut st).map_err(|e| op.err(e))? {
+                if island::run(isl, &mut st, &mut ws.island_tables[k]).map_err(|e| op.err(e))? {
                     if let (Some(t0), Some(p)) = (t0, ws.profile.as_mut()) {
                         p[k].seconds += t0.elapsed().as_secs_f64();
                         for e in &mut p[k..=isl.last] {

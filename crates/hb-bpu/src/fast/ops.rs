@@ -257,7 +257,9 @@ pub fn conv_into_layout<X: FastIn, O: FastOut>(
         return Ok(());
     }
     if r > MAX_SPATIAL {
-        return Err(shape_err!("conv with {r} spatial dims (at most {MAX_SPATIAL})"));
+        return Err(shape_err!(
+            "conv with {r} spatial dims (at most {MAX_SPATIAL})"
+        ));
     }
     // Padded spatial dims and their strides (in positions), on the stack:
     // no allocation per call.
