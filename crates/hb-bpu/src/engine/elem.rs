@@ -758,6 +758,67 @@ fn mm_epilogue<O: QInt>(
     }
 }
 
+/// [`mm_epilogue`] on AVX-512: the single-requantisation, no-bias case
+/// sixteen sums at a time — `s · M` by even/odd `vpmuldq` (32 × 32 → 64
+/// bits; `0 ≤ M < 2^31`), the rounding add and shift in i64, saturation to
+/// `O`, narrowing in registers — and [`mm_epilogue`] for the rest.
+///
+/// # Safety
+/// AVX-512 F/BW/DQ/VL available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+#[inline]
+unsafe fn mm_finish<O: QInt>(
+    s: &[i32],
+    y: &mut [O],
+    j0: usize,
+    simple: Option<(i64, i64, u32)>,
+    bias: Option<&[i64]>,
+    requant: &[Requant],
+) {
+    use std::arch::x86_64::*;
+    let narrow = matches!(std::mem::size_of::<O>(), 1 | 2);
+    let Some((mm, rnd, sh)) = simple.filter(|&(mm, ..)| narrow && (0..1 << 31).contains(&mm))
+    else {
+        return mm_epilogue(s, y, j0, simple, bias, requant);
+    };
+    let (mv, rv) = (_mm512_set1_epi64(mm), _mm512_set1_epi64(rnd));
+    let shift = _mm_cvtsi64_si128(i64::from(sh));
+    let (lo, hi) = (_mm512_set1_epi64(O::MIN), _mm512_set1_epi64(O::MAX));
+    let len = s.len().min(y.len());
+    let whole = len / 16 * 16;
+    for (sv, yv) in s[..whole]
+        .chunks_exact(16)
+        .zip(y[..whole].chunks_exact_mut(16))
+    {
+        // SAFETY: 16 i32 are read from `sv` and 16 values of `O` (1 or 2
+        // bytes) written to `yv`.
+        unsafe {
+            let v = _mm512_loadu_si512(sv.as_ptr() as *const _);
+            let rq = |p: __m512i| {
+                let r = _mm512_sra_epi64(_mm512_add_epi64(p, rv), shift);
+                _mm512_min_epi64(_mm512_max_epi64(r, lo), hi)
+            };
+            let even = rq(_mm512_mul_epi32(v, mv));
+            let odd = rq(_mm512_mul_epi32(_mm512_srli_epi64::<32>(v), mv));
+            let r = _mm512_mask_blend_epi32(0xaaaa, even, _mm512_slli_epi64::<32>(odd));
+            if std::mem::size_of::<O>() == 1 {
+                _mm_storeu_si128(yv.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi8(r));
+            } else {
+                _mm256_storeu_si256(yv.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi16(r));
+            }
+        }
+    }
+    mm_epilogue(
+        &s[whole..len],
+        &mut y[whole..len],
+        j0 + whole,
+        simple,
+        bias,
+        requant,
+    );
+}
+
 /// The single-requantisation, no-bias case of [`mm_epilogue`].
 fn mm_simple(bias: Option<&[i64]>, requant: &[Requant]) -> Option<(i64, i64, u32)> {
     match (bias, requant) {
@@ -1005,14 +1066,16 @@ pub(super) unsafe fn matmul_block_avx512<A: QInt, B: QInt, O: QInt>(
                 mm_rows_any(rows, w, ap, kp, bq, np, tile.as_mut_ptr() as *mut i32, 64);
             }
             for (t, yrow) in tile.iter().zip(yrows.chunks_exact_mut(n)) {
-                mm_epilogue(&t[..w], &mut yrow[j0..j0 + w], j0, simple, bias, requant);
+                // SAFETY: AVX-512 available (caller).
+                unsafe { mm_finish(&t[..w], &mut yrow[j0..j0 + w], j0, simple, bias, requant) };
             }
             j0 += w;
         }
     }
     if flat {
         if simple.is_some() {
-            mm_epilogue(&sums[..m * n], &mut y[..m * n], 0, simple, bias, requant);
+            // SAFETY: AVX-512 available (caller).
+            unsafe { mm_finish(&sums[..m * n], &mut y[..m * n], 0, simple, bias, requant) };
         } else {
             for (srow, yrow) in sums[..m * n].chunks_exact(n).zip(y.chunks_exact_mut(n)) {
                 mm_epilogue(srow, yrow, 0, simple, bias, requant);

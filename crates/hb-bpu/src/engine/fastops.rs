@@ -1523,6 +1523,23 @@ mod tests {
                         }
                     });
                     prop_assert_eq!(&y, &want.data);
+                    // And into int8 (its own narrowing store).
+                    let want8: QTensor<i8> = matmul(
+                        TensorRef::new(&a, &sa).unwrap(),
+                        TensorRef::new(&b, &sb).unwrap(),
+                        bias.as_deref(),
+                        &rq,
+                    )
+                    .unwrap();
+                    let mut y8 = vec![0i8; want8.data.len()];
+                    elem::for_rows2(&bsh, &ta, &tb, |yo, ao, bo, len, ast, bst| {
+                        for t in 0..len {
+                            let (a0, b0, y0) = ((ao + t * ast) * asz, (bo + t * bst) * bsz, (yo + t) * ysz);
+                            elem::matmul_block(&a[a0..a0 + asz], &b[b0..b0 + bsz], &mut y8[y0..y0 + ysz],
+                                (m, k, n), bias.as_deref(), &rq, wide, &mut c32, &mut c64);
+                        }
+                    });
+                    prop_assert_eq!(&y8, &want8.data);
                     // The portable loops (the dispatch above may take a
                     // SIMD path) compute the same.
                     let mut y2 = vec![0i16; want.data.len()];
