@@ -307,8 +307,8 @@ fn tabulate<I: QInt, O: QInt>(isl: &Island, ready: &[Ready<'_>]) -> (Vec<O>, [i6
         }
     };
     ariths_after(&mut f, 0);
-    let mut values = vec![O::default(); domain.len()];
-    quantize_slice(&isl.quant, &f, &mut values);
+    let mut values = vec![O::default(); domain.len() + TABLE_PAD];
+    quantize_slice(&isl.quant, &f, &mut values[..domain.len()]);
     let mut fills = [0i64; MAX_STEPS];
     for (w, r) in ready.iter().enumerate() {
         if let Ready::Where(_, _, fill) = *r {
@@ -509,9 +509,73 @@ simd_copies! {
     fn where_fill<O>(t: &mut [O], cond: &[bool], start: usize, k: (bool, O)) => where_tile_body
 }
 
+/// Entries past the end of a table, so a 4-byte gather at its last entry
+/// stays inside it.
+const TABLE_PAD: usize = 4;
+
+/// `o = values[x − I::MIN]` over a tile (`values` covers all of `I`, plus
+/// [`TABLE_PAD`] entries): sixteen at a time by AVX-512 gathers for 8/16-bit
+/// types, the rest by [`look_up_lanes`].
+fn look_up<I: QInt, O: QInt>(x: &[I], values: &[O], o: &mut [O]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        let domain = (I::MAX - I::MIN + 1) as usize;
+        let small = |b: usize| b == 1 || b == 2;
+        if has_avx512()
+            && small(size_of::<I>())
+            && small(size_of::<O>())
+            && values.len() >= domain + TABLE_PAD
+        {
+            // SAFETY: AVX-512 detected; the types are 1 or 2 bytes and the
+            // table holds the padding the gathers read past its last entry.
+            done = unsafe { look_up_avx512(x, values, o) };
+        }
+    }
+    look_up_lanes(&x[done..], values, &mut o[done..]);
+}
+
+/// The whole blocks of sixteen of [`look_up`]; returns how many values it
+/// wrote.
+///
+/// # Safety
+/// AVX-512 F/BW/DQ/VL available; `I` and `O` are 1 or 2 bytes; `values`
+/// holds every value of `I` plus [`TABLE_PAD`] entries.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn look_up_avx512<I: QInt, O: QInt>(x: &[I], values: &[O], o: &mut [O]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = x.len().min(o.len()) / 16 * 16;
+    let base = values.as_ptr() as *const i32;
+    let min = _mm512_set1_epi32(I::MIN as i32);
+    for (xv, ov) in x[..whole]
+        .chunks_exact(16)
+        .zip(o[..whole].chunks_exact_mut(16))
+    {
+        // SAFETY: 16 values are read from `xv` and written to `ov`; the
+        // gathers read 4 bytes at entries `0..domain`, inside `values`.
+        unsafe {
+            let q = if size_of::<I>() == 1 {
+                _mm512_cvtepi8_epi32(_mm_loadu_si128(xv.as_ptr() as *const _))
+            } else {
+                _mm512_cvtepi16_epi32(_mm256_loadu_si256(xv.as_ptr() as *const _))
+            };
+            let idx = _mm512_sub_epi32(q, min);
+            if size_of::<O>() == 1 {
+                let w = _mm512_i32gather_epi32::<1>(idx, base);
+                _mm_storeu_si128(ov.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi8(w));
+            } else {
+                let w = _mm512_i32gather_epi32::<2>(idx, base);
+                _mm256_storeu_si256(ov.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi16(w));
+            }
+        }
+    }
+    whole
+}
+
 simd_copies! {
-    /// `o = values[x − I::MIN]` over a tile (`values` covers all of `I`).
-    fn look_up<I, O>(x: &[I], values: &[O], o: &mut [O]) => look_up_body
+    /// `o = values[x − I::MIN]` over a tile, one by one.
+    fn look_up_lanes<I, O>(x: &[I], values: &[O], o: &mut [O]) => look_up_body
 }
 
 #[inline(always)]
