@@ -650,7 +650,7 @@ fn leaky_relu_body<I: QInt, O: QInt>(x: &[I], y: &mut [O], pos: &Requant, neg: &
 
 simd_copies! {
     /// [`rq_slice`] in place.
-    fn rq_in_place<O>(y: &mut [O], r: &Requant, lo: i64, hi: i64) => rq_in_place_body
+    fn rq_in_place_lanes<O>(y: &mut [O], r: &Requant, lo: i64, hi: i64) => rq_in_place_body
 }
 
 #[inline(always)]
@@ -778,13 +778,10 @@ unsafe fn mm_finish<O: QInt>(
 ) {
     use std::arch::x86_64::*;
     let narrow = matches!(std::mem::size_of::<O>(), 1 | 2);
-    let Some((mm, rnd, sh)) = simple.filter(|&(mm, ..)| narrow && (0..1 << 31).contains(&mm))
-    else {
+    let Some((mm, rnd, sh)) = simple.filter(|&(mm, ..)| narrow && i32::try_from(mm).is_ok()) else {
         return mm_epilogue(s, y, j0, simple, bias, requant);
     };
-    let (mv, rv) = (_mm512_set1_epi64(mm), _mm512_set1_epi64(rnd));
-    let shift = _mm_cvtsi64_si128(i64::from(sh));
-    let (lo, hi) = (_mm512_set1_epi64(O::MIN), _mm512_set1_epi64(O::MAX));
+    let k = Rq16::new::<O>(mm, rnd, sh);
     let len = s.len().min(y.len());
     let whole = len / 16 * 16;
     for (sv, yv) in s[..whole]
@@ -795,18 +792,7 @@ unsafe fn mm_finish<O: QInt>(
         // bytes) written to `yv`.
         unsafe {
             let v = _mm512_loadu_si512(sv.as_ptr() as *const _);
-            let rq = |p: __m512i| {
-                let r = _mm512_sra_epi64(_mm512_add_epi64(p, rv), shift);
-                _mm512_min_epi64(_mm512_max_epi64(r, lo), hi)
-            };
-            let even = rq(_mm512_mul_epi32(v, mv));
-            let odd = rq(_mm512_mul_epi32(_mm512_srli_epi64::<32>(v), mv));
-            let r = _mm512_mask_blend_epi32(0xaaaa, even, _mm512_slli_epi64::<32>(odd));
-            if std::mem::size_of::<O>() == 1 {
-                _mm_storeu_si128(yv.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi8(r));
-            } else {
-                _mm256_storeu_si256(yv.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi16(r));
-            }
+            store16(yv, k.apply(v));
         }
     }
     mm_epilogue(
@@ -817,6 +803,132 @@ unsafe fn mm_finish<O: QInt>(
         bias,
         requant,
     );
+}
+
+/// One requantisation `sat((v·M + rnd) >> sh)` to `O` on sixteen i32
+/// lanes: `v·M` by even/odd `vpmuldq` (32 × 32 → 64 bits, exact for an
+/// i32 `M`; the caller keeps `|v·M| + rnd < 2^63`), the add and shift in
+/// i64, saturation to `O`'s range, the lanes back in i32.
+#[cfg(target_arch = "x86_64")]
+struct Rq16 {
+    m: std::arch::x86_64::__m512i,
+    rnd: std::arch::x86_64::__m512i,
+    shift: std::arch::x86_64::__m128i,
+    lo: std::arch::x86_64::__m512i,
+    hi: std::arch::x86_64::__m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Rq16 {
+    /// For multiplier `m` (an i32), rounding term `rnd` and shift `sh ≤ 63`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn new<O: QInt>(m: i64, rnd: i64, sh: u32) -> Self {
+        use std::arch::x86_64::*;
+        Rq16 {
+            m: _mm512_set1_epi64(m),
+            rnd: _mm512_set1_epi64(rnd),
+            shift: _mm_cvtsi64_si128(i64::from(sh)),
+            lo: _mm512_set1_epi64(O::MIN),
+            hi: _mm512_set1_epi64(O::MAX),
+        }
+    }
+
+    /// The requantised lanes of `v`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn apply(&self, v: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
+        let rq = |p: __m512i| {
+            let r = _mm512_sra_epi64(_mm512_add_epi64(p, self.rnd), self.shift);
+            _mm512_min_epi64(_mm512_max_epi64(r, self.lo), self.hi)
+        };
+        let even = rq(_mm512_mul_epi32(v, self.m));
+        let odd = rq(_mm512_mul_epi32(_mm512_srli_epi64::<32>(v), self.m));
+        _mm512_mask_blend_epi32(0xaaaa, even, _mm512_slli_epi64::<32>(odd))
+    }
+}
+
+/// Stores sixteen i32 lanes already in `O`'s range (1 or 2 bytes) to `y`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; `y` holds 16 values; `O` is 1 or 2 bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn store16<O: QInt>(y: &mut [O], r: std::arch::x86_64::__m512i) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's bounds.
+    unsafe {
+        if std::mem::size_of::<O>() == 1 {
+            _mm_storeu_si128(y.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi8(r));
+        } else {
+            _mm256_storeu_si256(y.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi16(r));
+        }
+    }
+}
+
+/// Loads sixteen values of `O` (1 or 2 bytes) as i32 lanes.
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; `y` holds 16 values; `O` is 1 or 2 bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn load16<O: QInt>(y: &[O]) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's bounds.
+    unsafe {
+        if std::mem::size_of::<O>() == 1 {
+            _mm512_cvtepi8_epi32(_mm_loadu_si128(y.as_ptr() as *const _))
+        } else {
+            _mm512_cvtepi16_epi32(_mm256_loadu_si256(y.as_ptr() as *const _))
+        }
+    }
+}
+
+/// [`rq_in_place_lanes`], sixteen values at a time on AVX-512 for 8/16-bit
+/// `O`, a shift of at most 62 and `lo ≤ hi` inside `O`'s range.
+pub(super) fn rq_in_place<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512()
+        && matches!(std::mem::size_of::<O>(), 1 | 2)
+        && !r.is_identity()
+        && r.shift() <= 62
+        && O::MIN <= lo
+        && lo <= hi
+        && hi <= O::MAX
+    {
+        // SAFETY: AVX-512 detected; `O` is 1 or 2 bytes.
+        done = unsafe { rq_in_place_avx512(y, r, lo, hi) };
+    }
+    rq_in_place_lanes(&mut y[done..], r, lo, hi);
+}
+
+/// The whole blocks of sixteen of [`rq_in_place`]: the i64 steps of
+/// [`rq_in_place_body`] (`|v·M| < 2^46`), then the clamp to `[lo, hi]`.
+///
+/// # Safety
+/// AVX-512 F/BW/DQ/VL available; `O` is 1 or 2 bytes; `O::MIN ≤ lo ≤ hi
+/// ≤ O::MAX`; `r.shift() ≤ 62`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn rq_in_place_avx512<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) -> usize {
+    use std::arch::x86_64::*;
+    let sh = r.shift();
+    let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+    let k = Rq16::new::<O>(i64::from(r.multiplier()), rnd, sh);
+    let (lo, hi) = (_mm512_set1_epi32(lo as i32), _mm512_set1_epi32(hi as i32));
+    let whole = y.len() / 16 * 16;
+    for yv in y[..whole].chunks_exact_mut(16) {
+        // SAFETY: 16 values of `O` are read and written.
+        unsafe {
+            let v = k.apply(load16(yv));
+            store16(yv, _mm512_min_epi32(_mm512_max_epi32(v, lo), hi));
+        }
+    }
+    whole
 }
 
 /// The single-requantisation, no-bias case of [`mm_epilogue`].
