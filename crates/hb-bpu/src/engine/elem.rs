@@ -887,6 +887,59 @@ unsafe fn load16<O: QInt>(y: &[O]) -> std::arch::x86_64::__m512i {
     }
 }
 
+/// `y = clamp(sat((y·my + b·mb + rnd) >> sh), lo, hi)` (a fused Add's
+/// two-input rescale) sixteen values at a time: both products by even/odd
+/// `vpmuldq` (`|y·my + b·mb| < 2^48` for 16-bit values and i32
+/// multipliers), the add and shift in i64, saturation to `O`, the clamp in
+/// i32. Returns how many values it wrote (whole blocks of sixteen).
+///
+/// # Safety
+/// AVX-512 F/BW/DQ/VL available; `O` and `B` are 1 or 2 bytes; `my`, `mb`
+/// are i32 values; `sh ≤ 62`; `O::MIN ≤ lo ≤ hi ≤ O::MAX`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn rescale2_in_place_avx512<O: QInt, B: QInt>(
+    y: &mut [O],
+    b: &[B],
+    my: i64,
+    mb: i64,
+    sh: u32,
+    lo: i64,
+    hi: i64,
+) -> usize {
+    use std::arch::x86_64::*;
+    let rnd = if sh == 0 { 0 } else { 1i64 << (sh - 1) };
+    let k = Rq16::new::<O>(my, rnd, sh);
+    let mbv = _mm512_set1_epi64(mb);
+    let (lo, hi) = (_mm512_set1_epi32(lo as i32), _mm512_set1_epi32(hi as i32));
+    let whole = y.len().min(b.len()) / 16 * 16;
+    for (yv, bv) in y[..whole]
+        .chunks_exact_mut(16)
+        .zip(b[..whole].chunks_exact(16))
+    {
+        // SAFETY: 16 values are read from `bv` and read and written in `yv`.
+        unsafe {
+            let (v, w) = (load16(yv), load16(bv));
+            let rq = |p: __m512i| {
+                let r = _mm512_sra_epi64(_mm512_add_epi64(p, k.rnd), k.shift);
+                _mm512_min_epi64(_mm512_max_epi64(r, k.lo), k.hi)
+            };
+            let even = rq(_mm512_add_epi64(
+                _mm512_mul_epi32(v, k.m),
+                _mm512_mul_epi32(w, mbv),
+            ));
+            let odd = rq(_mm512_add_epi64(
+                _mm512_mul_epi32(_mm512_srli_epi64::<32>(v), k.m),
+                _mm512_mul_epi32(_mm512_srli_epi64::<32>(w), mbv),
+            ));
+            let r = _mm512_mask_blend_epi32(0xaaaa, even, _mm512_slli_epi64::<32>(odd));
+            store16(yv, _mm512_min_epi32(_mm512_max_epi32(r, lo), hi));
+        }
+    }
+    whole
+}
+
 /// [`rq_in_place_lanes`], sixteen values at a time on AVX-512 for 8/16-bit
 /// `O`, a shift of at most 62 and `lo ≤ hi` inside `O`'s range.
 pub(super) fn rq_in_place<O: QInt>(y: &mut [O], r: &Requant, lo: i64, hi: i64) {
