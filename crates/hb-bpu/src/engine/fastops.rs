@@ -1410,13 +1410,13 @@ mod tests {
                 .map(|_| B::sat_i64(pick(next(), B::MIN, B::MAX)))
                 .collect();
             let sa = 1e-3 * (1 + next() % 1000) as f64;
-            let sb = if k % 3 == 0 {
+            let sb = if k.is_multiple_of(3) {
                 -sa * 0.7
             } else {
                 1e-3 * (1 + next() % 1000) as f64
             };
             let r = Rescale2::from_ratios(sa, sb).unwrap();
-            let (lo, hi) = if k % 2 == 0 {
+            let (lo, hi) = if k.is_multiple_of(2) {
                 (O::MIN, O::MAX)
             } else {
                 (0, O::MAX / 3)
