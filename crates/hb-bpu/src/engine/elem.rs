@@ -760,7 +760,7 @@ fn mm_epilogue<O: QInt>(
 
 /// [`mm_epilogue`] on AVX-512: the single-requantisation, no-bias case
 /// sixteen sums at a time — `s · M` by even/odd `vpmuldq` (32 × 32 → 64
-/// bits; `0 ≤ M < 2^31`), the rounding add and shift in i64, saturation to
+/// bits; `M` an i32), the rounding add and shift in i64, saturation to
 /// `O`, narrowing in registers — and [`mm_epilogue`] for the rest.
 ///
 /// # Safety

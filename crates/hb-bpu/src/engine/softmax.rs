@@ -86,8 +86,12 @@ pub(super) fn softmax_into<I: QInt, O: QInt>(
             let (x8, xr) = x_rest.split_at(by8 * n);
             let (o8, or) = o_rest.split_at_mut(by8 * n);
             if let Some(t32) = narrow.filter(|_| by16 > 0) {
-                scratch32.clear();
-                scratch32.resize(48 * n.div_ceil(16) * 16, 0);
+                // Every value the kernel reads it writes first: grown, not
+                // cleared, per call.
+                let need = 48 * n.div_ceil(16) * 16;
+                if scratch32.len() < need {
+                    scratch32.resize(need, 0);
+                }
                 // SAFETY: as below; `scratch32` holds 48·⌈n/16⌉·16 values;
                 // `t32` holds the values of `t`; I and O are at most 16 bits.
                 unsafe { vertical16_rows_avx512(x16, &rows, t32, o16, scratch32) };
