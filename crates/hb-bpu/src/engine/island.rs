@@ -383,33 +383,40 @@ fn run_into(
                 return Ok(false);
             }
             let key = TableKey::new(ready, size_of::<$i>(), size_of::<$out>());
-            if table.key != Some(key) {
-                let (values, fills) = tabulate::<$i, _>(isl, ready);
-                *table = Table {
-                    key: Some(key),
-                    values: Some(Buf::$variant(values)),
-                    fills,
+            // A new table costs one pass over every input value: built for
+            // tensors of at least a quarter of that (else the steps run).
+            let domain = 1usize << (8 * size_of::<$i>());
+            if table.key == Some(key) || n >= domain / 4 {
+                if table.key != Some(key) {
+                    let (values, fills) = tabulate::<$i, _>(isl, ready);
+                    *table = Table {
+                        key: Some(key),
+                        values: Some(Buf::$variant(values)),
+                        fills,
+                    };
+                }
+                let Some(Buf::$variant(values)) = &table.values else {
+                    return Ok(false);
                 };
-            }
-            let Some(Buf::$variant(values)) = &table.values else {
-                return Ok(false);
-            };
-            for start in (0..n).step_by(tile_len) {
-                let end = (start + tile_len).min(n);
-                let t = &mut o[start..end];
-                look_up(&x[start..end], values, t);
-                for ((r, pattern), &fill) in ready.iter().zip(&patterns).zip(&table.fills) {
-                    let fill = QInt::sat_i64(fill);
-                    match *r {
-                        Ready::Arith(..) => {}
-                        Ready::Where(_, on_true, _) if lcm.is_some() => {
-                            where_fill(t, &pattern[..t.len()], 0, (on_true, fill))
+                for start in (0..n).step_by(tile_len) {
+                    let end = (start + tile_len).min(n);
+                    let t = &mut o[start..end];
+                    look_up(&x[start..end], values, t);
+                    for ((r, pattern), &fill) in ready.iter().zip(&patterns).zip(&table.fills) {
+                        let fill = QInt::sat_i64(fill);
+                        match *r {
+                            Ready::Arith(..) => {}
+                            Ready::Where(_, on_true, _) if lcm.is_some() => {
+                                where_fill(t, &pattern[..t.len()], 0, (on_true, fill))
+                            }
+                            Ready::Where(cond, on_true, _) => {
+                                where_fill(t, cond, start, (on_true, fill))
+                            }
                         }
-                        Ready::Where(cond, on_true, _) => where_fill(t, cond, start, (on_true, fill)),
                     }
                 }
+                return Ok(true);
             }
-            return Ok(true);
         }};
     }
     macro_rules! tiles {
