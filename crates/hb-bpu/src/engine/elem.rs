@@ -839,12 +839,52 @@ impl Rq16 {
     #[target_feature(enable = "avx512f")]
     fn apply(&self, v: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512i {
         use std::arch::x86_64::*;
-        let rq = |p: __m512i| {
-            let r = _mm512_sra_epi64(_mm512_add_epi64(p, self.rnd), self.shift);
-            _mm512_min_epi64(_mm512_max_epi64(r, self.lo), self.hi)
-        };
-        let even = rq(_mm512_mul_epi32(v, self.m));
-        let odd = rq(_mm512_mul_epi32(_mm512_srli_epi64::<32>(v), self.m));
+        let even = self.round(_mm512_mul_epi32(v, self.m));
+        let odd = self.round(_mm512_mul_epi32(_mm512_srli_epi64::<32>(v), self.m));
+        Self::interleave(even, odd)
+    }
+
+    /// The requantised lanes of `v·M + w·mb` (a two-input rescale; the
+    /// caller keeps the sum within i64 with room for `rnd`).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn apply2(
+        &self,
+        v: std::arch::x86_64::__m512i,
+        w: std::arch::x86_64::__m512i,
+        mb: std::arch::x86_64::__m512i,
+    ) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
+        let (vo, wo) = (_mm512_srli_epi64::<32>(v), _mm512_srli_epi64::<32>(w));
+        let even = self.round(_mm512_add_epi64(
+            _mm512_mul_epi32(v, self.m),
+            _mm512_mul_epi32(w, mb),
+        ));
+        let odd = self.round(_mm512_add_epi64(
+            _mm512_mul_epi32(vo, self.m),
+            _mm512_mul_epi32(wo, mb),
+        ));
+        Self::interleave(even, odd)
+    }
+
+    /// `(p + rnd) >> sh` saturated to `O`, on eight i64 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn round(&self, p: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
+        let r = _mm512_sra_epi64(_mm512_add_epi64(p, self.rnd), self.shift);
+        _mm512_min_epi64(_mm512_max_epi64(r, self.lo), self.hi)
+    }
+
+    /// Sixteen i32 lanes from the low halves of the even- and odd-element
+    /// products.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn interleave(
+        even: std::arch::x86_64::__m512i,
+        odd: std::arch::x86_64::__m512i,
+    ) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
         _mm512_mask_blend_epi32(0xaaaa, even, _mm512_slli_epi64::<32>(odd))
     }
 }
@@ -856,7 +896,7 @@ impl Rq16 {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn store16<O: QInt>(y: &mut [O], r: std::arch::x86_64::__m512i) {
+pub(super) unsafe fn store16<O: QInt>(y: &mut [O], r: std::arch::x86_64::__m512i) {
     use std::arch::x86_64::*;
     // SAFETY: the caller's bounds.
     unsafe {
@@ -875,7 +915,7 @@ unsafe fn store16<O: QInt>(y: &mut [O], r: std::arch::x86_64::__m512i) {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn load16<O: QInt>(y: &[O]) -> std::arch::x86_64::__m512i {
+pub(super) unsafe fn load16<O: QInt>(y: &[O]) -> std::arch::x86_64::__m512i {
     use std::arch::x86_64::*;
     // SAFETY: the caller's bounds.
     unsafe {
@@ -920,20 +960,7 @@ pub(super) unsafe fn rescale2_in_place_avx512<O: QInt, B: QInt>(
     {
         // SAFETY: 16 values are read from `bv` and read and written in `yv`.
         unsafe {
-            let (v, w) = (load16(yv), load16(bv));
-            let rq = |p: __m512i| {
-                let r = _mm512_sra_epi64(_mm512_add_epi64(p, k.rnd), k.shift);
-                _mm512_min_epi64(_mm512_max_epi64(r, k.lo), k.hi)
-            };
-            let even = rq(_mm512_add_epi64(
-                _mm512_mul_epi32(v, k.m),
-                _mm512_mul_epi32(w, mbv),
-            ));
-            let odd = rq(_mm512_add_epi64(
-                _mm512_mul_epi32(_mm512_srli_epi64::<32>(v), k.m),
-                _mm512_mul_epi32(_mm512_srli_epi64::<32>(w), mbv),
-            ));
-            let r = _mm512_mask_blend_epi32(0xaaaa, even, _mm512_slli_epi64::<32>(odd));
+            let r = k.apply2(load16(yv), load16(bv), mbv);
             store16(yv, _mm512_min_epi32(_mm512_max_epi32(r, lo), hi));
         }
     }

@@ -13,6 +13,8 @@
 //! them (no dump, no per-tensor comparison).
 
 use super::elem::{has_avx2, has_avx512, simd_copies};
+#[cfg(target_arch = "x86_64")]
+use super::elem::{load16, store16};
 use super::fastops::{dequantize_lanes, quantize_slice};
 use super::store::{Buf, Store, V};
 use crate::program::prepared::{Kernel, PreparedOp};
@@ -562,19 +564,15 @@ unsafe fn look_up_avx512<I: QInt, O: QInt>(x: &[I], values: &[O], o: &mut [O]) -
         // SAFETY: 16 values are read from `xv` and written to `ov`; the
         // gathers read 4 bytes at entries `0..domain`, inside `values`.
         unsafe {
-            let q = if size_of::<I>() == 1 {
-                _mm512_cvtepi8_epi32(_mm_loadu_si128(xv.as_ptr() as *const _))
+            let idx = _mm512_sub_epi32(load16(xv), min);
+            let w = if size_of::<O>() == 1 {
+                _mm512_i32gather_epi32::<1>(idx, base)
             } else {
-                _mm512_cvtepi16_epi32(_mm256_loadu_si256(xv.as_ptr() as *const _))
+                _mm512_i32gather_epi32::<2>(idx, base)
             };
-            let idx = _mm512_sub_epi32(q, min);
-            if size_of::<O>() == 1 {
-                let w = _mm512_i32gather_epi32::<1>(idx, base);
-                _mm_storeu_si128(ov.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi8(w));
-            } else {
-                let w = _mm512_i32gather_epi32::<2>(idx, base);
-                _mm256_storeu_si256(ov.as_mut_ptr() as *mut _, _mm512_cvtepi32_epi16(w));
-            }
+            // The 4-byte reads carry the next entries in their high bytes;
+            // `store16` keeps each lane's low 8 or 16 bits.
+            store16(ov, w);
         }
     }
     whole
