@@ -108,7 +108,12 @@ impl AbsHistogram {
 
     /// Grows the range (coarsening, exact) so that `m` falls in a bin.
     fn cover(&mut self, m: f32) {
-        if m > 0.0 {
+        // The usual case: the current width already covers `m` (exact: a
+        // power of two times the bin count, compared in f64).
+        let covered = self
+            .log2_width
+            .is_some_and(|cur| (m as f64) <= pow2(cur) * self.counts.len() as f64);
+        if m > 0.0 && !covered {
             let e = self.exponent_for(m);
             if self.log2_width.is_none_or(|cur| e > cur) {
                 self.coarsen_to(e);
@@ -234,9 +239,21 @@ impl AbsHistogram {
     }
 }
 
+/// `2^e` for the exponents of f32 bin widths (`-149 ≤ e ≤ 128`), exact.
+fn pow2(e: i32) -> f64 {
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pow2_is_exact_over_the_width_exponents() {
+        for e in -149..=128 {
+            assert_eq!(pow2(e), 2f64.powi(e), "2^{e}");
+        }
+    }
 
     #[test]
     fn counts_stay_exact_when_the_range_grows() {

@@ -79,10 +79,13 @@ struct BlockScan {
 
 #[inline(always)]
 fn scan_block(block: &[f32]) -> BlockScan {
-    const L: usize = 8;
+    const L: usize = 16;
     let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
     let mut sums = [0f32; L];
-    let mut z = [0u32; L];
+    // Zero counts kept as f32 (exact: a lane counts at most 16 values), so
+    // every accumulator is a plain f32 vector: `x < lo ? x : lo` is one
+    // `minps`, the zero test a compare and a masked add.
+    let mut z = [0f32; L];
     let lanes = block.chunks_exact(L);
     let tail = lanes.remainder();
     for c in lanes {
@@ -95,14 +98,14 @@ fn scan_block(block: &[f32]) -> BlockScan {
             lo[k] = if x < lo[k] { x } else { lo[k] };
             hi[k] = if x > hi[k] { x } else { hi[k] };
             sums[k] += x;
-            z[k] += u32::from(x == 0.0);
+            z[k] += if x == 0.0 { 1.0 } else { 0.0 };
         }
     }
     let mut r = BlockScan {
         lo: lo.iter().fold(f32::INFINITY, |a, b| a.min(*b)),
         hi: hi.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)),
         sum: sums.iter().map(|v| f64::from(*v)).sum(),
-        zeros: z.iter().map(|v| u64::from(*v)).sum(),
+        zeros: z.iter().map(|v| *v as u64).sum(),
     };
     for &x in tail {
         r.lo = if x < r.lo { x } else { r.lo };
@@ -130,16 +133,18 @@ fn scan_masked_block(block: &[f32], neg_limit: f32) -> MaskedScan {
     const L: usize = 8;
     let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
     let mut sums = [0f64; L];
-    let (mut z, mut m, mut nan) = ([0u32; L], [0u32; L], [0u32; L]);
+    // Counts as f32 lanes (exact below 2^24), like the extremes: the lane
+    // loop is then plain f32 compares, blends and adds.
+    let (mut z, mut m, mut nan) = ([0f32; L], [0f32; L], [0f32; L]);
     let mut lane = |k: usize, x: f32| {
         let is_nan = x.is_nan();
         let mask = is_nan || x.abs() >= MASK_LIMIT || x <= neg_limit;
         lo[k] = if !mask && x < lo[k] { x } else { lo[k] };
         hi[k] = if !mask && x > hi[k] { x } else { hi[k] };
         sums[k] += if mask { 0.0 } else { f64::from(x) };
-        z[k] += u32::from(!mask && x == 0.0);
-        m[k] += u32::from(mask);
-        nan[k] += u32::from(is_nan);
+        z[k] += if !mask && x == 0.0 { 1.0 } else { 0.0 };
+        m[k] += if mask { 1.0 } else { 0.0 };
+        nan[k] += if is_nan { 1.0 } else { 0.0 };
     };
     let lanes = block.chunks_exact(L);
     let tail = lanes.remainder();
@@ -151,7 +156,7 @@ fn scan_masked_block(block: &[f32], neg_limit: f32) -> MaskedScan {
     for (k, &x) in tail.iter().enumerate() {
         lane(k, x);
     }
-    let total = |v: &[u32; L]| v.iter().map(|&c| u64::from(c)).sum::<u64>();
+    let total = |v: &[f32; L]| v.iter().map(|&c| c as u64).sum::<u64>();
     MaskedScan {
         lo: lo.iter().fold(f32::INFINITY, |a, b| a.min(*b)),
         hi: hi.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)),
@@ -326,9 +331,11 @@ impl TensorStats {
         };
         if inner == 1 {
             // Channels are the last axis: rows of `c` values.
+            // `data_abs` is never NaN, so a plain compare is the maximum.
             for row in xs.chunks_exact(c) {
                 for (m, &x) in self.channel_absmax.iter_mut().zip(row) {
-                    *m = m.max(data_abs(x));
+                    let a = data_abs(x);
+                    *m = if a > *m { a } else { *m };
                 }
             }
             return;
@@ -341,7 +348,8 @@ impl TensorStats {
             let rest = body.remainder();
             for v in body {
                 for (m, &x) in lanes.iter_mut().zip(v) {
-                    *m = m.max(data_abs(x));
+                    let a = data_abs(x);
+                    *m = if a > *m { a } else { *m };
                 }
             }
             let m = rest
