@@ -10,6 +10,7 @@ use crate::inputs::{check_against, files_with_extensions, npy_files, to_input_fl
 use hb_ir::ValueInfo;
 use hb_quant::pipeline::{Sample, SampleSource};
 use hb_tensor::{io, DType, Tensor};
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// One model input's calibration files.
@@ -144,11 +145,15 @@ impl FolderSamples {
     }
 
     /// Checks every file (type, shape, finiteness) before any work starts.
+    /// Samples are read in parallel; the error reported is that of the
+    /// first bad sample in order, as a sequential check would report.
     pub fn check_all(&self) -> ToolResult<()> {
-        for k in 0..self.count {
-            self.load_checked(k)?;
-        }
-        Ok(())
+        (0..self.count)
+            .into_par_iter()
+            .map(|k| self.load_checked(k).map(|_| ()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect()
     }
 
     fn load_checked(&self, k: usize) -> ToolResult<Sample> {
