@@ -115,7 +115,13 @@ const SHAPE_FROM_ARGUMENTS: &[&str] = &[
 /// zero inputs). Returns the number of nodes removed. A model whose shape
 /// inference fails is left unchanged.
 pub fn fold_static_shapes(model: &mut Model, registry: &Registry) -> Result<usize, FloatError> {
-    if model.graph.inputs.iter().any(|v| v.fixed_shape().is_none()) {
+    let has_shape_op = model
+        .graph
+        .nodes
+        .iter()
+        .any(|n| n.domain.is_empty() && matches!(n.op_type.as_str(), "Shape" | "Size"));
+    // Nothing to replace: skip the shape inference run.
+    if !has_shape_op || model.graph.inputs.iter().any(|v| v.fixed_shape().is_none()) {
         return Ok(0);
     }
     let mut probe = model.clone();
