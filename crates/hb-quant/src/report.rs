@@ -11,6 +11,7 @@ use crate::qtype::QType;
 use hb_float::ValueDump;
 use hb_ir::Model;
 use hb_tensor::{metrics, Tensor};
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -184,6 +185,18 @@ fn flat(t: &Tensor) -> Option<Vec<f32>> {
     t.to_f32().ok().map(|a| a.iter().copied().collect())
 }
 
+/// Cosine similarity of two tensors of the same size (`None` when empty,
+/// of other sizes, or not numeric). Contiguous f32 tensors are read in place.
+fn tensor_cosine(a: &Tensor, b: &Tensor) -> Option<f64> {
+    if let (Tensor::F32(x), Tensor::F32(y)) = (a, b) {
+        if let (Some(x), Some(y)) = (x.as_slice(), y.as_slice()) {
+            return (x.len() == y.len() && !x.is_empty()).then(|| metrics::cosine(x, y));
+        }
+    }
+    let (a, b) = (flat(a)?, flat(b)?);
+    (a.len() == b.len() && !a.is_empty()).then(|| metrics::cosine(&a, &b))
+}
+
 /// The per-node table: float values and fake-quant values of one sample.
 pub fn node_rows(
     model: &Model,
@@ -216,16 +229,22 @@ pub fn node_rows(
         }
     }
     let sg = subgraphs(model, plan);
+    let cosines: Vec<Option<f64>> = model
+        .graph
+        .nodes
+        .par_iter()
+        .map(|n| {
+            let o = n.outputs.first()?;
+            tensor_cosine(fv.get(o.as_str())?, qv.get(o.as_str())?)
+        })
+        .collect();
     model
         .graph
         .nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let cosine = n.outputs.first().and_then(|o| {
-                let (a, b) = (flat(fv.get(o.as_str())?)?, flat(qv.get(o.as_str())?)?);
-                (a.len() == b.len() && !a.is_empty()).then(|| metrics::cosine(&a, &b))
-            });
+            let cosine = cosines[i];
             let nq = &plan.nodes[i];
             NodeRow {
                 node: n.name.clone(),
