@@ -13,7 +13,10 @@
 //!
 //! Used only when the CPU has AVX2 and FMA (the caller falls back to
 //! im2col + GEMM otherwise) and the output rows fill most of their 8-wide
-//! segments.
+//! segments. With AVX-512F, rows that fill most of 16-wide segments run a
+//! 16-wide tile of [`MR_WIDE`] output channels instead: the same sums in the
+//! same order (bias, then one FMA per input channel and tap), so both tiles
+//! give bit-identical results.
 
 use crate::kernels::spatial::Geom;
 use rayon::prelude::*;
@@ -25,6 +28,11 @@ const MR: usize = 4;
 const NR: usize = 2;
 /// Vector width.
 const V: usize = 8;
+/// Vector width of the AVX-512 tile.
+const V_WIDE: usize = 16;
+/// Output channels per AVX-512 register tile (8 × 2 accumulators of 16
+/// plus two loads and a broadcast fit the 32 zmm registers).
+const MR_WIDE: usize = 8;
 
 /// True when [`conv2d`] can run this geometry on this CPU and is expected to
 /// beat im2col + GEMM: a 2-D (or 1-D) window, at least a few output
@@ -34,11 +42,28 @@ pub fn applicable(g: &Geom, cin_g: usize) -> bool {
     if g.input[0] != 1 || g.out[0] != 1 || g.kernel[0] != 1 {
         return false;
     }
-    let ow = g.out[2];
-    let segs = ow.div_ceil(V);
-    // At least 3/4 of the vector lanes do useful work.
-    let dense = ow > 0 && 4 * ow >= 3 * segs * V;
-    dense && g.k_len() > 1 && g.out_len() <= 1 << 14 && cin_g * g.k_len() >= 8 && has_avx2_fma()
+    dense(g.out[2], V)
+        && g.k_len() > 1
+        && g.out_len() <= 1 << 14
+        && cin_g * g.k_len() >= 8
+        && has_avx2_fma()
+}
+
+/// True when at least 3/4 of the lanes of `ow.div_ceil(v)` segments of
+/// width `v` do useful work.
+fn dense(ow: usize, v: usize) -> bool {
+    ow > 0 && 4 * ow >= 3 * ow.div_ceil(v) * v
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 fn has_avx2_fma() -> bool {
@@ -195,6 +220,45 @@ pub fn conv2d(
     cin: usize,
     out: &mut [f32],
 ) -> bool {
+    let mode = if !has_avx512() {
+        Tile::Avx2
+    } else if dense(g.out[2], V_WIDE) {
+        Tile::Wide
+    } else {
+        Tile::Paired
+    };
+    conv2d_with(g, x, w, bias, cin, out, mode)
+}
+
+/// Which register tile runs the convolution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tile {
+    /// [`MR`] channels × [`NR`] segments of 8 (AVX2 + FMA).
+    Avx2,
+    /// [`MR_WIDE`] channels × [`NR`] segments of 16 (AVX-512F).
+    Wide,
+    /// [`MR_WIDE`] channels × [`NR`] vectors of 16, each made of two
+    /// 8-wide segments (two output rows of ≤ 8 columns; AVX-512F).
+    Paired,
+}
+
+/// [`conv2d`] with the tile chosen by the caller (the CPU must support
+/// it: AVX2 + FMA for all, AVX-512F for [`Tile::Wide`] and [`Tile::Paired`]).
+fn conv2d_with(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    cin: usize,
+    out: &mut [f32],
+    mode: Tile,
+) -> bool {
+    // Segment width, output channels per block, segments per tile.
+    let (v, mr, per_tile) = match mode {
+        Tile::Avx2 => (V, MR, NR),
+        Tile::Wide => (V_WIDE, MR_WIDE, NR),
+        Tile::Paired => (V, MR_WIDE, 2 * NR),
+    };
     let ol = g.out_len();
     let cout = out.len() / ol.max(1);
     let [_, oh, ow] = g.out;
@@ -216,63 +280,81 @@ pub fn conv2d(
         .flat_map(|c| tap_off.iter().map(move |&t| c * p.hp * row_len + t))
         .collect();
     // Segments: (output start, length, input base).
-    let segs_per_row = ow.div_ceil(V);
+    let segs_per_row = ow.div_ceil(v);
     let segs: Vec<(usize, usize, usize)> = (0..oh)
         .flat_map(|r| {
             (0..segs_per_row).map(move |s| {
-                let c0 = s * V;
-                (r * ow + c0, V.min(ow - c0), r * g.strides[1] * row_len + c0)
+                let c0 = s * v;
+                (r * ow + c0, v.min(ow - c0), r * g.strides[1] * row_len + c0)
             })
         })
         .collect();
     // Largest input index any tile reads must lie inside the buffer.
     let max_seg = segs.iter().map(|s| s.2).max().unwrap_or(0);
     let max_off = offs.iter().copied().max().unwrap_or(0);
-    if max_seg + max_off + V > p.data.len() || w.len() < cout * k {
+    if max_seg + max_off + v > p.data.len() || w.len() < cout * k {
         return false;
     }
-    let blocks = cout.div_ceil(MR);
+    let blocks = cout.div_ceil(mr);
     let run = |b: usize, o: &mut [f32]| {
         let rows = o.len() / ol;
         // Weight rows of this block, read in place (row `r` is `w[co·k..]`);
         // missing rows of a partial block repeat row 0 and are not stored.
         let row = |r: usize| {
-            let co = b * MR + if r < rows { r } else { 0 };
+            let co = b * mr + if r < rows { r } else { 0 };
             w.get(co * k..(co + 1) * k).unwrap_or(&[])
         };
-        let wrows = [row(0), row(1), row(2), row(3)];
-        let mut bs = [0f32; MR];
+        let wrows: [&[f32]; MR_WIDE] = std::array::from_fn(row);
+        let mut bs = [0f32; MR_WIDE];
         for (r, v) in bs.iter_mut().enumerate().take(rows) {
             *v = bias
-                .and_then(|bb| bb.get(b * MR + r))
+                .and_then(|bb| bb.get(b * mr + r))
                 .copied()
                 .unwrap_or(0.0);
         }
-        for tile in segs.chunks(NR) {
-            let mut acc = [[0f32; V]; MR * NR];
-            let mut base = [tile[0].2; NR];
+        // Every tile writes the accumulators it stores (rows < `rows`, lanes
+        // < `v`) before they are read: zeroed once per block, not per tile.
+        let mut acc = [[0f32; V_WIDE]; MR_WIDE * NR];
+        for tile in segs.chunks(per_tile) {
+            // Missing segments of a partial tile repeat the first one and
+            // are not stored.
+            let mut base = [tile[0].2; 2 * NR];
             for (d, s) in base.iter_mut().zip(tile) {
                 *d = s.2;
             }
-            // SAFETY: the CPU has AVX2 + FMA (checked by `applicable`);
-            // every index read is below `p.data.len()` (checked above:
-            // base <= max_seg, offs <= max_off) and every weight row
-            // holds `k = offs.len()` values.
-            unsafe { avx::tile(&p.data, &offs, &wrows, &bs, &base, &mut acc) };
-            for (n, s) in tile.iter().enumerate() {
+            // SAFETY: the CPU has AVX2 + FMA (checked by `applicable`), and
+            // AVX-512F for the 16-lane tiles (checked by `conv2d`); every
+            // index read is below `p.data.len()` (checked above: base <=
+            // max_seg, offs <= max_off, reads are `v` wide) and every weight
+            // row holds `k = offs.len()` values.
+            unsafe {
+                match mode {
+                    Tile::Avx2 => avx::tile(&p.data, &offs, &wrows, &bs, &base, &mut acc),
+                    Tile::Wide => avx::tile16(&p.data, &offs, &wrows, &bs, &base, &mut acc),
+                    Tile::Paired => avx::tile_pairs(&p.data, &offs, &wrows, &bs, &base, &mut acc),
+                }
+            }
+            for (i, s) in tile.iter().enumerate() {
+                // Segment i sits in vector i (one segment per vector) or in
+                // half i % 2 of vector i / 2 (two per vector).
+                let (n, lane) = match mode {
+                    Tile::Paired => (i / 2, (i % 2) * V),
+                    _ => (i, 0),
+                };
                 for r in 0..rows {
-                    o[r * ol + s.0..r * ol + s.0 + s.1].copy_from_slice(&acc[r * NR + n][..s.1]);
+                    o[r * ol + s.0..r * ol + s.0 + s.1]
+                        .copy_from_slice(&acc[r * NR + n][lane..lane + s.1]);
                 }
             }
         }
     };
     let work = cout * k * ol;
     if blocks > 1 && rayon::current_num_threads() > 1 && work >= 1 << 20 {
-        out.par_chunks_mut(MR * ol)
+        out.par_chunks_mut(mr * ol)
             .enumerate()
             .for_each(|(b, o)| run(b, o));
     } else {
-        out.chunks_mut(MR * ol)
+        out.chunks_mut(mr * ol)
             .enumerate()
             .for_each(|(b, o)| run(b, o));
     }
@@ -281,23 +363,23 @@ pub fn conv2d(
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    use super::{MR, NR, V};
+    use super::{MR_WIDE, NR, V_WIDE};
     use std::arch::x86_64::*;
 
-    /// One `MR × NR` tile: `acc[r·NR + n][i] = bias[r] + Σ_q w[r][q] ·
-    /// x[offs[q] + base[n] + i]`.
+    /// One `MR × NR` tile of 8 lanes (rows `0..4`, lanes `0..8` of `acc`):
+    /// `acc[r·NR + n][i] = bias[r] + Σ_q w[r][q] · x[offs[q] + base[n] + i]`.
     ///
     /// # Safety
     /// The CPU supports AVX2 and FMA; `offs[q] + base[n] + 8 <= x.len()`
-    /// for every q and n; every `w[r]` holds at least `offs.len()` values.
+    /// for every q and n; `w[0..4]` hold at least `offs.len()` values.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile(
         x: &[f32],
         offs: &[usize],
-        w: &[&[f32]; MR],
-        bias: &[f32; MR],
-        base: &[usize; NR],
-        acc: &mut [[f32; V]; MR * NR],
+        w: &[&[f32]; MR_WIDE],
+        bias: &[f32; MR_WIDE],
+        base: &[usize; 2 * NR],
+        acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
     ) {
         let xp = x.as_ptr();
         let (w0p, w1p, w2p, w3p) = (w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr());
@@ -331,21 +413,204 @@ mod avx {
             _mm256_storeu_ps(d.as_mut_ptr(), v);
         }
     }
+
+    /// One `MR_WIDE × NR` tile of 16 lanes: `acc[r·NR + n][i] = bias[r] +
+    /// Σ_q w[r][q] · x[offs[q] + base[n] + i]`, the same sums in the same
+    /// order as [`tile`].
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `offs[q] + base[n] + 16 <= x.len()` for
+    /// every q and n; every `w[r]` holds at least `offs.len()` values.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile16(
+        x: &[f32],
+        offs: &[usize],
+        w: &[&[f32]; MR_WIDE],
+        bias: &[f32; MR_WIDE],
+        base: &[usize; 2 * NR],
+        acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
+    ) {
+        let xp = x.as_ptr();
+        let wp: [*const f32; MR_WIDE] = std::array::from_fn(|r| w[r].as_ptr());
+        let mut c0: [__m512; MR_WIDE] = std::array::from_fn(|r| _mm512_set1_ps(bias[r]));
+        let mut c1 = c0;
+        let (p0, p1) = (xp.add(base[0]), xp.add(base[1]));
+        for (q, &off) in offs.iter().enumerate() {
+            let x0 = _mm512_loadu_ps(p0.add(off));
+            let x1 = _mm512_loadu_ps(p1.add(off));
+            for r in 0..MR_WIDE {
+                let wr = _mm512_set1_ps(*wp[r].add(q));
+                c0[r] = _mm512_fmadd_ps(wr, x0, c0[r]);
+                c1[r] = _mm512_fmadd_ps(wr, x1, c1[r]);
+            }
+        }
+        for r in 0..MR_WIDE {
+            _mm512_storeu_ps(acc[r * NR].as_mut_ptr(), c0[r]);
+            _mm512_storeu_ps(acc[r * NR + 1].as_mut_ptr(), c1[r]);
+        }
+    }
+
+    /// [`tile16`] over vectors made of two 8-wide segments: vector `n`
+    /// holds segment `2n` in lanes 0–7 and segment `2n + 1` in lanes 8–15,
+    /// `acc[r·NR + n][8h + i] = bias[r] + Σ_q w[r][q] · x[offs[q] +
+    /// base[2n + h] + i]`; the same sums in the same order as [`tile`].
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `offs[q] + base[j] + 8 <= x.len()` for
+    /// every q and j; every `w[r]` holds at least `offs.len()` values.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile_pairs(
+        x: &[f32],
+        offs: &[usize],
+        w: &[&[f32]; MR_WIDE],
+        bias: &[f32; MR_WIDE],
+        base: &[usize; 2 * NR],
+        acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
+    ) {
+        let xp = x.as_ptr();
+        let wp: [*const f32; MR_WIDE] = std::array::from_fn(|r| w[r].as_ptr());
+        let mut c0: [__m512; MR_WIDE] = std::array::from_fn(|r| _mm512_set1_ps(bias[r]));
+        let mut c1 = c0;
+        let p: [*const f32; 2 * NR] = std::array::from_fn(|j| xp.add(base[j]));
+        let join = |lo: *const f32, hi: *const f32| {
+            let l = _mm512_castps256_ps512(_mm256_loadu_ps(lo));
+            let h = _mm256_castps_pd(_mm256_loadu_ps(hi));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(l), h))
+        };
+        for (q, &off) in offs.iter().enumerate() {
+            let x0 = join(p[0].add(off), p[1].add(off));
+            let x1 = join(p[2].add(off), p[3].add(off));
+            for r in 0..MR_WIDE {
+                let wr = _mm512_set1_ps(*wp[r].add(q));
+                c0[r] = _mm512_fmadd_ps(wr, x0, c0[r]);
+                c1[r] = _mm512_fmadd_ps(wr, x1, c1[r]);
+            }
+        }
+        for r in 0..MR_WIDE {
+            _mm512_storeu_ps(acc[r * NR].as_mut_ptr(), c0[r]);
+            _mm512_storeu_ps(acc[r * NR + 1].as_mut_ptr(), c1[r]);
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod avx {
-    use super::{MR, NR, V};
+    use super::{MR_WIDE, NR, V_WIDE};
 
     /// Never called: [`super::applicable`] is false off x86_64.
     pub unsafe fn tile(
         _x: &[f32],
         _offs: &[usize],
-        _w: &[&[f32]; MR],
-        _bias: &[f32; MR],
-        _base: &[usize; NR],
-        _acc: &mut [[f32; V]; MR * NR],
+        _w: &[&[f32]; MR_WIDE],
+        _bias: &[f32; MR_WIDE],
+        _base: &[usize; 2 * NR],
+        _acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
     ) {
         unreachable!("direct conv needs x86_64")
+    }
+
+    /// Never called: `has_avx512` is false off x86_64.
+    pub unsafe fn tile_pairs(
+        _x: &[f32],
+        _offs: &[usize],
+        _w: &[&[f32]; MR_WIDE],
+        _bias: &[f32; MR_WIDE],
+        _base: &[usize; 2 * NR],
+        _acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
+    ) {
+        unreachable!("direct conv needs x86_64")
+    }
+
+    /// Never called: `has_avx512` is false off x86_64.
+    pub unsafe fn tile16(
+        _x: &[f32],
+        _offs: &[usize],
+        _w: &[&[f32]; MR_WIDE],
+        _bias: &[f32; MR_WIDE],
+        _base: &[usize; 2 * NR],
+        _acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
+    ) {
+        unreachable!("direct conv needs x86_64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2-D geometry (`[1, h, w]` planes) with symmetric pads.
+    fn geom(h: usize, w: usize, k: usize, s: usize, d: usize, pad: usize) -> Geom {
+        let o = |n: usize| (n + 2 * pad - d * (k - 1) - 1) / s + 1;
+        Geom {
+            input: [1, h, w],
+            out: [1, o(h), o(w)],
+            kernel: [1, k, k],
+            strides: [1, s, s],
+            dilations: [1, d, d],
+            pad: [0, pad, pad],
+            pad_end: [0, pad, pad],
+        }
+    }
+
+    fn vals(n: usize, seed: u32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn avx512_tiles_give_the_avx2_tiles_bits() {
+        if !has_avx512() || !has_avx2_fma() {
+            return;
+        }
+        // (h, w, k, stride, dilation, pad, cin, cout): 16- and 32-wide rows,
+        // a partial channel block, strides, dilation, an uneven last segment.
+        let cases = [
+            (16, 16, 3, 1, 1, 1, 16, 16),
+            (32, 32, 3, 1, 1, 1, 3, 16),
+            (16, 16, 3, 1, 1, 1, 64, 32),
+            (32, 32, 3, 2, 1, 1, 5, 13),
+            (18, 30, 3, 1, 2, 2, 7, 9),
+            (40, 40, 5, 1, 1, 2, 4, 3),
+            // Rows of ≤ 8 columns: the paired tile (two rows per vector),
+            // an odd number of segments, partial blocks.
+            (8, 8, 3, 1, 1, 1, 32, 32),
+            (16, 16, 3, 2, 1, 1, 16, 32),
+            (7, 7, 3, 1, 1, 1, 6, 11),
+            (9, 14, 3, 1, 1, 1, 3, 5),
+        ];
+        for (h, w, k, s, d, pad, cin, cout) in cases {
+            let g = geom(h, w, k, s, d, pad);
+            let x = vals(cin * h * w, 3);
+            let wt = vals(cout * cin * k * k, 5);
+            let b = vals(cout, 7);
+            let ol = g.out_len();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let mut narrow = vec![0f32; cout * ol];
+            assert!(conv2d_with(
+                &g,
+                &x,
+                &wt,
+                Some(&b),
+                cin,
+                &mut narrow,
+                Tile::Avx2
+            ));
+            let mut modes = vec![Tile::Paired];
+            if dense(g.out[2], V_WIDE) {
+                modes.push(Tile::Wide);
+            }
+            for mode in modes {
+                let mut got = vec![1f32; cout * ol];
+                assert!(conv2d_with(&g, &x, &wt, Some(&b), cin, &mut got, mode));
+                assert_eq!(bits(&narrow), bits(&got), "{mode:?} {h}x{w} k{k} s{s} d{d}");
+            }
+        }
     }
 }
