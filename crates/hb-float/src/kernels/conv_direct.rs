@@ -253,6 +253,10 @@ fn conv2d_with(
     out: &mut [f32],
     mode: Tile,
 ) -> bool {
+    if cfg!(not(target_arch = "x86_64")) {
+        // The tiles are x86_64 code ([`applicable`] is false elsewhere).
+        return false;
+    }
     // Segment width, output channels per block, segments per tile.
     let (v, mr, per_tile) = match mode {
         Tile::Avx2 => (V, MR, NR),
@@ -327,11 +331,16 @@ fn conv2d_with(
             // index read is below `p.data.len()` (checked above: base <=
             // max_seg, offs <= max_off, reads are `v` wide) and every weight
             // row holds `k = offs.len()` values.
+            #[cfg(target_arch = "x86_64")]
             unsafe {
                 match mode {
                     Tile::Avx2 => avx::tile(&p.data, &offs, &wrows, &bs, &base, &mut acc),
-                    Tile::Wide => avx::tile16(&p.data, &offs, &wrows, &bs, &base, &mut acc),
-                    Tile::Paired => avx::tile_pairs(&p.data, &offs, &wrows, &bs, &base, &mut acc),
+                    Tile::Wide => {
+                        avx::tile16::<false>(&p.data, &offs, &wrows, &bs, &base, &mut acc)
+                    }
+                    Tile::Paired => {
+                        avx::tile16::<true>(&p.data, &offs, &wrows, &bs, &base, &mut acc)
+                    }
                 }
             }
             for (i, s) in tile.iter().enumerate() {
@@ -414,52 +423,18 @@ mod avx {
         }
     }
 
-    /// One `MR_WIDE × NR` tile of 16 lanes: `acc[r·NR + n][i] = bias[r] +
-    /// Σ_q w[r][q] · x[offs[q] + base[n] + i]`, the same sums in the same
-    /// order as [`tile`].
+    /// One `MR_WIDE × NR` tile of 16 lanes, the same sums in the same order
+    /// as [`tile`]. Vector `n` of the tile holds 16 consecutive columns from
+    /// `base[n]`, or with `PAIRED` two 8-wide segments: `base[2n]` in lanes
+    /// 0–7 and `base[2n + 1]` in lanes 8–15 (two output rows of ≤ 8 columns):
+    /// `acc[r·NR + n][i] = bias[r] + Σ_q w[r][q] · x[offs[q] + start(n, i)]`.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F; `offs[q] + base[n] + 16 <= x.len()` for
-    /// every q and n; every `w[r]` holds at least `offs.len()` values.
+    /// The CPU supports AVX-512F; every vector read lies inside `x`
+    /// (`offs[q] + base[n] + 16 <= x.len()`, or `+ 8` for each half with
+    /// `PAIRED`); every `w[r]` holds at least `offs.len()` values.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile16(
-        x: &[f32],
-        offs: &[usize],
-        w: &[&[f32]; MR_WIDE],
-        bias: &[f32; MR_WIDE],
-        base: &[usize; 2 * NR],
-        acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
-    ) {
-        let xp = x.as_ptr();
-        let wp: [*const f32; MR_WIDE] = std::array::from_fn(|r| w[r].as_ptr());
-        let mut c0: [__m512; MR_WIDE] = std::array::from_fn(|r| _mm512_set1_ps(bias[r]));
-        let mut c1 = c0;
-        let (p0, p1) = (xp.add(base[0]), xp.add(base[1]));
-        for (q, &off) in offs.iter().enumerate() {
-            let x0 = _mm512_loadu_ps(p0.add(off));
-            let x1 = _mm512_loadu_ps(p1.add(off));
-            for r in 0..MR_WIDE {
-                let wr = _mm512_set1_ps(*wp[r].add(q));
-                c0[r] = _mm512_fmadd_ps(wr, x0, c0[r]);
-                c1[r] = _mm512_fmadd_ps(wr, x1, c1[r]);
-            }
-        }
-        for r in 0..MR_WIDE {
-            _mm512_storeu_ps(acc[r * NR].as_mut_ptr(), c0[r]);
-            _mm512_storeu_ps(acc[r * NR + 1].as_mut_ptr(), c1[r]);
-        }
-    }
-
-    /// [`tile16`] over vectors made of two 8-wide segments: vector `n`
-    /// holds segment `2n` in lanes 0–7 and segment `2n + 1` in lanes 8–15,
-    /// `acc[r·NR + n][8h + i] = bias[r] + Σ_q w[r][q] · x[offs[q] +
-    /// base[2n + h] + i]`; the same sums in the same order as [`tile`].
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F; `offs[q] + base[j] + 8 <= x.len()` for
-    /// every q and j; every `w[r]` holds at least `offs.len()` values.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile_pairs(
+    pub unsafe fn tile16<const PAIRED: bool>(
         x: &[f32],
         offs: &[usize],
         w: &[&[f32]; MR_WIDE],
@@ -472,14 +447,17 @@ mod avx {
         let mut c0: [__m512; MR_WIDE] = std::array::from_fn(|r| _mm512_set1_ps(bias[r]));
         let mut c1 = c0;
         let p: [*const f32; 2 * NR] = std::array::from_fn(|j| xp.add(base[j]));
-        let join = |lo: *const f32, hi: *const f32| {
-            let l = _mm512_castps256_ps512(_mm256_loadu_ps(lo));
-            let h = _mm256_castps_pd(_mm256_loadu_ps(hi));
-            _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(l), h))
+        let load = |n: usize, off: usize| {
+            if PAIRED {
+                let l = _mm512_castps256_ps512(_mm256_loadu_ps(p[2 * n].add(off)));
+                let h = _mm256_castps_pd(_mm256_loadu_ps(p[2 * n + 1].add(off)));
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(l), h))
+            } else {
+                _mm512_loadu_ps(p[n].add(off))
+            }
         };
         for (q, &off) in offs.iter().enumerate() {
-            let x0 = join(p[0].add(off), p[1].add(off));
-            let x1 = join(p[2].add(off), p[3].add(off));
+            let (x0, x1) = (load(0, off), load(1, off));
             for r in 0..MR_WIDE {
                 let wr = _mm512_set1_ps(*wp[r].add(q));
                 c0[r] = _mm512_fmadd_ps(wr, x0, c0[r]);
@@ -490,47 +468,6 @@ mod avx {
             _mm512_storeu_ps(acc[r * NR].as_mut_ptr(), c0[r]);
             _mm512_storeu_ps(acc[r * NR + 1].as_mut_ptr(), c1[r]);
         }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod avx {
-    use super::{MR_WIDE, NR, V_WIDE};
-
-    /// Never called: [`super::applicable`] is false off x86_64.
-    pub unsafe fn tile(
-        _x: &[f32],
-        _offs: &[usize],
-        _w: &[&[f32]; MR_WIDE],
-        _bias: &[f32; MR_WIDE],
-        _base: &[usize; 2 * NR],
-        _acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
-    ) {
-        unreachable!("direct conv needs x86_64")
-    }
-
-    /// Never called: `has_avx512` is false off x86_64.
-    pub unsafe fn tile_pairs(
-        _x: &[f32],
-        _offs: &[usize],
-        _w: &[&[f32]; MR_WIDE],
-        _bias: &[f32; MR_WIDE],
-        _base: &[usize; 2 * NR],
-        _acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
-    ) {
-        unreachable!("direct conv needs x86_64")
-    }
-
-    /// Never called: `has_avx512` is false off x86_64.
-    pub unsafe fn tile16(
-        _x: &[f32],
-        _offs: &[usize],
-        _w: &[&[f32]; MR_WIDE],
-        _bias: &[f32; MR_WIDE],
-        _base: &[usize; 2 * NR],
-        _acc: &mut [[f32; V_WIDE]; MR_WIDE * NR],
-    ) {
-        unreachable!("direct conv needs x86_64")
     }
 }
 
