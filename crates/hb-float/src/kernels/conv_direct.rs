@@ -13,10 +13,12 @@
 //!
 //! Used only when the CPU has AVX2 and FMA (the caller falls back to
 //! im2col + GEMM otherwise) and the output rows fill most of their 8-wide
-//! segments. With AVX-512F, rows that fill most of 16-wide segments run a
-//! 16-wide tile of [`MR_WIDE`] output channels instead: the same sums in the
-//! same order (bias, then one FMA per input channel and tap), so both tiles
-//! give bit-identical results.
+//! segments. With AVX-512F the tile is [`MR_WIDE`] output channels × two
+//! vectors of 16: 16 consecutive columns when the rows fill most of 16-wide
+//! segments, else two 8-wide segments per vector (two output rows of ≤ 8
+//! columns). Every tile adds the same products in the same order (bias,
+//! then one FMA per input channel and tap), so all give bit-identical
+//! results.
 
 use crate::kernels::spatial::Geom;
 use rayon::prelude::*;

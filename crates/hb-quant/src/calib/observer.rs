@@ -69,7 +69,7 @@ pub fn activation_channel_axis(rank: usize) -> usize {
 }
 
 /// Plain extremes, sum and zero count of up to 256 values, mask values
-/// included (8 independent lanes in registers, so the loop vectorises).
+/// included (16 independent lanes in registers, so the loop vectorises).
 struct BlockScan {
     lo: f32,
     hi: f32,
@@ -221,7 +221,7 @@ impl TensorStats {
     /// Observes one sample of the tensor (row-major data of `shape`).
     ///
     /// One pass over the data in blocks of 256 values: each block's
-    /// min/max/sum/mask count is computed (8 lanes, vectorised) and, while
+    /// min/max/sum/mask count is computed (16 lanes, vectorised) and, while
     /// the block is in L1, its data values go into the histogram.
     ///
     /// Compiled twice (baseline and AVX2, picked at run time, bit-identical
