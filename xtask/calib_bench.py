@@ -115,7 +115,7 @@ def main():
             ratio = (f"{t['seconds'] / o['seconds']:.1f}×"
                      if "seconds" in o and "seconds" in t else "–")
             rows.append(f"| {fixture}/{model} | {mine} vs {ort_m} | "
-                        f"{o.get('seconds', float('nan')):.2f} | {t.get('seconds', float('nan')):.2f} | {ratio} | "
+                        f"{o.get('seconds', float('nan')):.3f} | {t.get('seconds', float('nan')):.3f} | {ratio} | "
                         f"{fmt_cos(o)} | {fmt_cos(t)} |")
             print(rows[-1], flush=True)
     section = (

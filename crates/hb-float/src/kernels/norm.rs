@@ -33,14 +33,38 @@ fn for_rows<F: Fn(usize, &mut [f32]) + Sync + Send>(data: &mut [f32], cols: usiz
     }
 }
 
+/// Independent f64 accumulators of [`sum_f64`] (a fixed count, so the
+/// summation order, and the result, is the same on every CPU).
+const SUM_LANES: usize = 8;
+
+/// `Σ f(x)` in f64 over [`SUM_LANES`] lanes, the lanes added in order and
+/// the tail last: the lanes vectorise where a single running sum cannot.
+#[inline(always)]
+fn sum_f64(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; SUM_LANES];
+    let body = v.chunks_exact(SUM_LANES);
+    let tail = body.remainder();
+    for c in body {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(f64::from(x));
+        }
+    }
+    let mut s = acc.iter().sum::<f64>();
+    for &x in tail {
+        s += f(f64::from(x));
+    }
+    s
+}
+
 /// Mean and variance of a slice (accumulated in f64).
+#[inline(always)]
 fn mean_var(v: &[f32]) -> (f32, f32) {
     if v.is_empty() {
         return (0.0, 0.0);
     }
     let n = v.len() as f64;
-    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    let mean = sum_f64(v, |x| x) / n;
+    let var = sum_f64(v, |x| (x - mean) * (x - mean)) / n;
     (mean as f32, var as f32)
 }
 
@@ -185,6 +209,41 @@ fn rms_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     last_axes_norm(ctx, inputs, Stats::Rms)
 }
 
+/// What the last-axes normalizations apply to each row.
+struct Norm<'a> {
+    cols: usize,
+    eps: f32,
+    stats: Stats,
+    scale: &'a [f32],
+    bias: &'a [f32],
+}
+
+crate::multiversion! {
+/// Normalizes the `cols`-sized rows of `data` in place, writing each row's
+/// (mean, 1/stddev) to `st`.
+fn normalize_rows(norm: &Norm, data: &mut [f32], st: &mut [(f32, f32)]) {
+    let (Some(scale), Some(bias)) = (norm.scale.get(..norm.cols), norm.bias.get(..norm.cols)) else {
+        return; // no rows: the normalized dims are empty
+    };
+    for (row, s) in data.chunks_exact_mut(norm.cols).zip(st.iter_mut()) {
+        let (m, inv) = match norm.stats {
+            Stats::MeanVar => {
+                let (m, v) = mean_var(row);
+                (m, 1.0 / (v + norm.eps).sqrt())
+            }
+            Stats::Rms => {
+                let ms = sum_f64(row, |x| x * x) / norm.cols as f64;
+                (0.0, 1.0 / (ms as f32 + norm.eps).sqrt())
+            }
+        };
+        *s = (m, inv);
+        for ((v, &g), &b) in row.iter_mut().zip(scale).zip(bias) {
+            *v = (*v - m) * inv * g + b;
+        }
+    }
+}
+}
+
 /// Normalizes over the dims from `axis` on; outputs Y and, for LayerNorm,
 /// Mean and InvStdDev (stash type float32 unless `stash_type` says otherwise).
 fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpResult<Vec<Tensor>> {
@@ -201,27 +260,26 @@ fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpRe
         None
     };
     let mut data: Vec<f32> = to_vec(&x);
-    let rows = data.len().checked_div(cols).unwrap_or(0);
+    let cols = cols.max(1);
+    let rows = data.len() / cols;
+    let bias = bias.unwrap_or_else(|| vec![0.0; cols]);
     let mut st = vec![(0f32, 0f32); rows];
-    for (row, s) in data.chunks(cols.max(1)).zip(st.iter_mut()) {
-        *s = match stats {
-            Stats::MeanVar => {
-                let (m, v) = mean_var(row);
-                (m, 1.0 / (v + eps).sqrt())
-            }
-            Stats::Rms => {
-                let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
-                (0.0, 1.0 / (ms as f32 + eps).sqrt())
-            }
-        };
+    let norm = Norm {
+        cols,
+        eps,
+        stats,
+        scale: &scale,
+        bias: &bias,
+    };
+    // Blocks of whole rows, in parallel when the tensor is large.
+    let rows_per_block = ((1 << 14) / cols).max(1);
+    if rayon::current_num_threads() > 1 && data.len() >= 1 << 16 && rows > rows_per_block {
+        data.par_chunks_mut(rows_per_block * cols)
+            .zip(st.par_chunks_mut(rows_per_block))
+            .for_each(|(d, s)| normalize_rows(&norm, d, s));
+    } else {
+        normalize_rows(&norm, &mut data, &mut st);
     }
-    for_rows(&mut data, cols.max(1), |i, row| {
-        let (m, inv) = st.get(i).copied().unwrap_or((0.0, 0.0));
-        for (j, v) in row.iter_mut().enumerate() {
-            let b = bias.as_ref().map_or(0.0, |b| b[j]);
-            *v = (*v - m) * inv * scale[j] + b;
-        }
-    });
     let mut outs = vec![build(&shape, data, xt.dtype())?];
     if stats == Stats::MeanVar && ctx.node.outputs.len() > 1 {
         let stash = if ctx.node.int_or("stash_type", 1)? == 1 {
@@ -258,6 +316,55 @@ mod tests {
         assert_close(&data(&y[1]), &[2.0, 4.0], 1e-6);
         assert_eq!(y[2].shape(), &[2, 1]);
         assert_close(&data(&y[2]), &[k, k / 2.0], 1e-5);
+    }
+
+    /// Row-by-row f64 reference of LayerNormalization / RMSNormalization.
+    fn reference(x: &[f32], cols: usize, g: &[f32], b: &[f32], rms: bool) -> Vec<f32> {
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks(cols) {
+            let n = cols as f64;
+            let mean = if rms {
+                0.0
+            } else {
+                row.iter().map(|&v| v as f64).sum::<f64>() / n
+            };
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let inv = 1.0 / (var + 1e-5).sqrt();
+            for (j, &v) in row.iter().enumerate() {
+                out.push(((v as f64 - mean) * inv * g[j] as f64 + b[j] as f64) as f32);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn last_axes_norms_match_a_row_by_row_reference() {
+        // 640 rows of 130: large enough for the blocked parallel path, and
+        // a row length with a tail after the 8-lane sums.
+        for (rows, cols) in [(640usize, 130usize), (7, 3), (896, 32)] {
+            let x: Vec<f32> = crate::kernels::testutil::rand_vals(rows * cols, 7)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * 4.0 + (i / cols) as f32 * 0.01)
+                .collect();
+            let g: Vec<f32> = (0..cols).map(|j| 0.5 + j as f32 * 0.01).collect();
+            let b: Vec<f32> = (0..cols).map(|j| j as f32 * -0.02).collect();
+            let xt = t(&[rows, cols], x.clone());
+            let (gt, bt) = (t(&[cols], g.clone()), t(&[cols], b.clone()));
+            let n = node("LayerNormalization", vec![]);
+            let y = run(layer_norm, &n, 17, &[Some(&xt), Some(&gt), Some(&bt)]).unwrap();
+            assert_close(&data(&y[0]), &reference(&x, cols, &g, &b, false), 1e-4);
+            let n = node("RMSNormalization", vec![]);
+            let y = run(rms_norm, &n, 23, &[Some(&xt), Some(&gt)]).unwrap();
+            let zero = vec![0.0; cols];
+            assert_close(&data(&y[0]), &reference(&x, cols, &g, &zero, true), 1e-4);
+        }
+        // Empty normalized dims: an empty output, no panic.
+        let x = t(&[2, 0], vec![]);
+        let g = t(&[0], vec![]);
+        let n = node("LayerNormalization", vec![]);
+        let y = run(layer_norm, &n, 17, &[Some(&x), Some(&g)]).unwrap();
+        assert_eq!(y[0].shape(), &[2, 0]);
     }
 
     #[test]

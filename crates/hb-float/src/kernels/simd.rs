@@ -8,14 +8,15 @@
 //! (a few ulp), and it is deterministic: the same input always gives the
 //! same result, whatever the thread count.
 
-/// Defines a function compiled twice: once for the baseline target and once
-/// with AVX2 + FMA enabled (8-wide vectors for the auto-vectorised loops),
-/// picking the second at run time when the CPU has both. The two versions
-/// compute bit-identical results: Rust never contracts `a * b + c` into an
-/// FMA on its own, so only the vector width differs.
+/// Defines a function compiled three times: for the baseline target, with
+/// AVX2 + FMA enabled (8-wide vectors for the auto-vectorised loops) and
+/// with AVX-512 F/BW/DQ/VL (16-wide), picking the widest the CPU has at run
+/// time. The versions compute bit-identical results: Rust never contracts
+/// `a * b + c` into an FMA on its own, and a loop only vectorises where the
+/// code spells out independent lanes, so only the vector width differs.
 ///
-/// The body must be safe code; the one `unsafe` is the call of the
-/// `#[target_feature]` copy, whose only requirement (the CPU supports the
+/// The body must be safe code; the `unsafe` blocks are the calls of the
+/// `#[target_feature]` copies, whose only requirement (the CPU supports the
 /// features) is checked just before.
 #[macro_export]
 #[doc(hidden)]
@@ -25,6 +26,19 @@ macro_rules! multiversion {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                fn widest($($arg: $ty),*) $(-> $ret)? $body
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: `widest` only requires the features just
+                    // detected on the running CPU.
+                    return unsafe { widest($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 fn wide($($arg: $ty),*) $(-> $ret)? $body
                 if std::arch::is_x86_feature_detected!("avx2")
@@ -118,19 +132,19 @@ pub fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
 /// The largest value, ignoring NaN like `f32::max` (−inf for an empty or all-NaN row).
 #[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
+    // `v > a` is false for NaN, so NaN never wins (one compare and blend
+    // per lane, where `f32::max` also tests for NaN).
+    let bigger = |a: f32, v: f32| if v > a { v } else { a };
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a = a.max(v);
+            *a = bigger(*a, v);
         }
     }
-    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for &v in tail {
-        m = m.max(v);
-    }
-    m
+    let m = acc.iter().copied().fold(f32::NEG_INFINITY, bigger);
+    tail.iter().copied().fold(m, bigger)
 }
 
 /// The smallest value, ignoring NaN like `f32::min` (+inf for an empty or all-NaN row).
@@ -194,6 +208,10 @@ mod tests {
         x[37] = f32::NAN;
         assert!(any_nan(&x));
         assert_eq!(max(&x), 1.0, "NaN ignored like f32::max");
+        assert_eq!(max(&[f32::NAN; 21]), f32::NEG_INFINITY, "all NaN");
+        let mut y = vec![f32::NEG_INFINITY; 19];
+        y[18] = -3.0;
+        assert_eq!(max(&y), -3.0, "a maximum in the tail");
         x[3] = f32::NAN;
         x[37] = 1.0;
         assert!(any_nan(&x));
