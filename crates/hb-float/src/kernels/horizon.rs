@@ -497,9 +497,9 @@ impl FakeQuant {
 /// 2^22 to an integer, half to even (the default rounding mode).
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
+crate::multiversion! {
 /// The serial fake-quant loop: `clamp(round_half_even(x / s), lo, hi) · s`,
 /// NaN → `q = 0` (i.e. `−z`), as our `QuantizeLinear` kernel.
-#[inline]
 fn fake_quant_serial(xs: &mut [f32], p: &QParams) {
     let (s, lo, hi) = (p.scale, p.lo, p.hi);
     let nan_v = -(p.zero_point as f32);
@@ -512,11 +512,12 @@ fn fake_quant_serial(xs: &mut [f32], p: &QParams) {
         *x = ((v + ROUND_MAGIC) - ROUND_MAGIC) * s;
     }
 }
+}
 
+crate::multiversion! {
 /// [`fake_quant_serial`] leaving negative mask values (`x ≤ -limit`)
 /// unchanged (`keep_masks = 1`), in one pass; data on the
 /// [`QParams::masked_data`] grid.
-#[inline]
 fn fake_quant_serial_masked(xs: &mut [f32], p: &QParams, limit: f32) {
     let p = p.masked_data();
     let (s, lo, hi) = (p.scale, p.lo, p.hi);
@@ -530,6 +531,7 @@ fn fake_quant_serial_masked(xs: &mut [f32], p: &QParams, limit: f32) {
         let q = ((v + ROUND_MAGIC) - ROUND_MAGIC) * s;
         *x = if x0 <= -limit { x0 } else { q };
     }
+}
 }
 
 /// [`fake_quant_slice`] leaving negative mask values (`x ≤ -limit`)

@@ -124,9 +124,9 @@ impl AbsHistogram {
 
     /// Adds finite values whose largest |x| is `batch_max` (the hot path of
     /// the statistics pass). Bin indices are computed 64 at a time in f32
-    /// (the inverse width is a power of two, so `|x| · 2^−e` is exact and the
-    /// truncation equals the f64 one), which vectorises; then the counters
-    /// are incremented.
+    /// (the inverse width is a power of two, so `|x| · 2^−e` is exact and its
+    /// floor equals the f64 truncation), in vector code only; then the
+    /// counters are incremented.
     #[inline(always)]
     pub fn add_finite(&mut self, xs: &[f32], batch_max: f32) {
         self.cover(batch_max);
@@ -138,8 +138,9 @@ impl AbsHistogram {
             return;
         };
         let last = (self.counts.len() - 1) as u32;
-        if !(-126..=126).contains(&e) {
-            // 2^-e is not a normal f32: the plain f64 path.
+        if !(-126..=126).contains(&e) || last >= 1 << 23 {
+            // 2^-e is not a normal f32, or bin indices do not fit the f32
+            // mantissa: the plain f64 path.
             let inv = 2f64.powi(-e);
             for &x in xs {
                 let a = x.abs();
@@ -149,18 +150,29 @@ impl AbsHistogram {
             return;
         }
         let inv = 2f32.powi(-e);
+        let last_f = last as f32;
+        // Integers in [0, 2^23) plus 2^23 are exact, and their bits are
+        // those of 2^23 plus the integer: a float → int conversion in plain
+        // vector adds (an `as` cast saturates and scalarises).
+        const MAGIC: f32 = 8_388_608.0;
         let mut idx = [0u32; 64];
         let mut zeros = 0u64;
+        // A local slice keeps the counters' address and length in registers
+        // (through `self` they are reloaded after every increment).
+        let counts = &mut self.counts[..];
         for chunk in xs.chunks(64) {
             let mut z = 0u32;
             for (o, &x) in idx.iter_mut().zip(chunk) {
                 let a = x.abs();
                 z += u32::from(a == 0.0);
-                *o = ((a * inv) as u32).min(last);
+                // `min` before `floor`: the same bin as truncating then
+                // capping at `last` (the values are finite and ≥ 0).
+                let bin = (a * inv).min(last_f).floor();
+                *o = (bin + MAGIC).to_bits() - MAGIC.to_bits();
             }
             zeros += u64::from(z);
             for &i in &idx[..chunk.len()] {
-                self.counts[i as usize] += 1;
+                counts[i as usize] += 1;
             }
         }
         self.zeros += zeros;
@@ -312,6 +324,16 @@ mod tests {
         }
         assert_eq!(h.counts(), &want[..]);
         assert_eq!(h.zeros, 2);
+    }
+
+    /// Values on bin edges go up a bin; the maximum (`bins · width`) goes to
+    /// the last bin.
+    #[test]
+    fn bin_edges_and_the_maximum() {
+        let mut h = AbsHistogram::new(8);
+        h.add(&[0.0, 0.5, -1.0, 6.999_999_5, 7.0, -8.0]);
+        assert_eq!(h.width(), 1.0);
+        assert_eq!(h.counts(), &[2, 1, 0, 0, 0, 0, 1, 2]);
     }
 
     #[test]

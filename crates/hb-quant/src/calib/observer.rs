@@ -224,8 +224,8 @@ impl TensorStats {
     /// min/max/sum/mask count is computed (16 lanes, vectorised) and, while
     /// the block is in L1, its data values go into the histogram.
     ///
-    /// Compiled twice (baseline and AVX2, picked at run time, bit-identical
-    /// results: only the vector width differs).
+    /// Compiled three times (baseline, AVX2 and AVX-512, picked at run
+    /// time, bit-identical results: only the vector width differs).
     pub fn observe(&mut self, xs: &[f32], shape: &[usize]) {
         hb_float::multiversion! {
             fn observe_any(st: &mut TensorStats, xs: &[f32], shape: &[usize]) {
