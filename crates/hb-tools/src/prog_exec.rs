@@ -9,7 +9,6 @@ use hb_bpu::engine::Workspace;
 use hb_bpu::program::{pb, Program};
 use hb_tensor::{io, Tensor};
 use std::path::Path;
-use std::time::Instant;
 
 /// The layout of a tensor as model_info prints it.
 fn layout(shape: &[u64]) -> &'static str {
@@ -178,15 +177,15 @@ fn synthetic(l: &Loaded) -> ToolResult<Vec<Tensor>> {
 
 /// `perf`: one warm-up run, then `frames` timed runs. With `profile`, the
 /// engine also times every op and writes a CSV
-/// (`index,node,op,path,total_ms,mean_ms,share`, slowest first) there; the
-/// per-op-type summary is printed.
+/// (`index,node,op,path,total_ms,mean_ms,share`, slowest first) there and
+/// the per-op-type summary is returned with the report.
 pub fn perf(
     path: &Path,
     spec: Option<&str>,
     frames: usize,
     pool: &rayon::ThreadPool,
     profile: Option<&Path>,
-) -> ToolResult<PerfReport> {
+) -> ToolResult<(PerfReport, Option<String>)> {
     let l = Loaded::open(path, false)?;
     let ins = match spec {
         Some(s) => {
@@ -201,42 +200,40 @@ pub fn perf(
     };
     let frames = frames.max(1);
     let mut ws = Workspace::new();
+    let mut summary = None;
     if let Some(csv) = profile {
         pool.install(|| -> ToolResult<()> {
             l.run(&ins, &mut ws)?;
             ws.profile = Some(Vec::new());
-            for _ in 0..frames {
-                l.run(&ins, &mut ws)?;
-            }
-            Ok(())
+            crate::exec::with_busy_helpers(|| -> ToolResult<()> {
+                for _ in 0..frames {
+                    l.run(&ins, &mut ws)?;
+                }
+                Ok(())
+            })
         })?;
-        write_profile(ws.profile.take().unwrap_or_default(), frames, csv)?;
+        summary = Some(write_profile(
+            ws.profile.take().unwrap_or_default(),
+            frames,
+            csv,
+        )?);
     }
-    pool.install(|| -> ToolResult<PerfReport> {
-        l.run(&ins, &mut ws)?;
-        let mut times = Vec::with_capacity(frames);
-        let start = Instant::now();
-        for _ in 0..frames {
-            let t = Instant::now();
+    let report = pool.install(|| {
+        crate::exec::time_frames(frames, || {
             l.run(&ins, &mut ws)?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        let total_ms = start.elapsed().as_secs_f64() * 1e3;
-        times.sort_by(f64::total_cmp);
-        Ok(PerfReport {
-            threads: pool.current_num_threads(),
-            frame_count: frames,
-            total_ms,
-            average_ms: total_ms / frames as f64,
-            median_ms: times[times.len() / 2],
-            fps: frames as f64 / (total_ms / 1e3),
+            Ok(())
         })
-    })
+    })?;
+    Ok((report, summary))
 }
 
-/// Writes the engine's per-op profile as CSV and prints a per-op-type
+/// Writes the engine's per-op profile as CSV and returns a per-op-type
 /// summary.
-fn write_profile(ops: Vec<hb_bpu::engine::OpTime>, frames: usize, csv: &Path) -> ToolResult<()> {
+fn write_profile(
+    ops: Vec<hb_bpu::engine::OpTime>,
+    frames: usize,
+    csv: &Path,
+) -> ToolResult<String> {
     let total: f64 = ops.iter().map(|o| o.seconds).sum::<f64>().max(1e-12);
     let mut rows: Vec<(usize, &hb_bpu::engine::OpTime)> = ops.iter().enumerate().collect();
     rows.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
@@ -262,16 +259,16 @@ fn write_profile(ops: Vec<hb_bpu::engine::OpTime>, frames: usize, csv: &Path) ->
     }
     let mut by: Vec<_> = by.into_iter().collect();
     by.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!(
+    let mut summary = format!(
         "time per op type (op profile written to {}):",
         csv.display()
     );
     for ((op, path), t) in by {
-        println!(
-            "  {op:<24} {path:<9} {:>9.4} ms/frame {:>5.1}%",
+        summary += &format!(
+            "\n  {op:<24} {path:<9} {:>9.4} ms/frame {:>5.1}%",
             t * 1e3 / frames.max(1) as f64,
             100.0 * t / total
         );
     }
-    Ok(())
+    Ok(summary)
 }

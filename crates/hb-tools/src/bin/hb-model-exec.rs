@@ -178,20 +178,26 @@ fn perf_cmd(
     profile_path: Option<PathBuf>,
 ) -> ToolResult<()> {
     let prog = hb_tools::prog::is_program(&common.model_file);
-    let (r, pool) = if prog {
+    let (r, summary) = if prog {
         let pool = thread_pool(common.thread_num)?;
-        let r = hb_tools::prog_exec::perf(
+        hb_tools::prog_exec::perf(
             &common.model_file,
             common.input_file.as_deref(),
             frames,
             &pool,
             profile_path.as_deref(),
-        )?;
-        (r, pool)
+        )?
     } else {
         perf_onnx(&common, frames, profile_path)?
     };
-    let _ = pool;
+    // With --json, stdout is the JSON report alone.
+    if let Some(text) = summary {
+        if json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}\n");
+        }
+    }
     print_perf(&r, json)
 }
 
@@ -199,17 +205,20 @@ fn perf_onnx(
     common: &Common,
     frames: usize,
     profile_path: Option<PathBuf>,
-) -> ToolResult<(hb_tools::exec::PerfReport, rayon::ThreadPool)> {
+) -> ToolResult<(hb_tools::exec::PerfReport, Option<String>)> {
     let (session, samples, pool) = prepare(common)?;
-    if let Some(csv) = profile_path {
-        let summary = hb_tools::exec::profile(&session, &samples[0], frames, &pool, &csv)?;
-        println!(
-            "time per op type (node profile written to {}):\n{summary}",
-            csv.display()
-        );
-    }
-    let r = perf(&session, &samples[0], frames, &pool)?;
-    Ok((r, pool))
+    let summary = match profile_path {
+        Some(csv) => {
+            let by_op = hb_tools::exec::profile(&session, &samples[0], frames, &pool, &csv)?;
+            Some(format!(
+                "time per op type (node profile written to {}):\n{}",
+                csv.display(),
+                by_op.trim_end()
+            ))
+        }
+        None => None,
+    };
+    Ok((perf(&session, &samples[0], frames, &pool)?, summary))
 }
 
 fn print_perf(r: &hb_tools::exec::PerfReport, json: bool) -> ToolResult<()> {

@@ -16,6 +16,7 @@ mod half_model;
 mod lower_pipeline;
 mod moderate_mask;
 mod nms_tail;
+mod perf_threads;
 mod program_bad_input;
 mod recurrent_pipeline;
 mod shape_branch;
