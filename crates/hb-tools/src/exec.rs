@@ -108,10 +108,20 @@ pub fn with_busy_helpers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 }
             });
         }
-        let r = f();
-        done.store(true, Ordering::Release);
-        r
+        // Set on return and on unwinding alike: a panic in `f` must stop
+        // the helpers, or the scope would wait for them forever.
+        let _stop = StopOnDrop(&done);
+        f()
     })
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Runs every sample; all results are computed before anything is written.
@@ -383,5 +393,19 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(one.install(|| with_busy_helpers(|| 8)), 8);
+    }
+
+    #[test]
+    fn a_panic_inside_stops_the_helpers_and_propagates() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| with_busy_helpers(|| -> u32 { panic!("inside") }))
+        }));
+        assert!(r.is_err());
+        // The pool still works afterwards.
+        assert_eq!(pool.install(|| with_busy_helpers(|| 3)), 3);
     }
 }
