@@ -476,6 +476,7 @@ mod avx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::testutil::rand_vals as vals;
 
     /// A 2-D geometry (`[1, h, w]` planes) with symmetric pads.
     fn geom(h: usize, w: usize, k: usize, s: usize, d: usize, pad: usize) -> Geom {
@@ -489,18 +490,6 @@ mod tests {
             pad: [0, pad, pad],
             pad_end: [0, pad, pad],
         }
-    }
-
-    fn vals(n: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]
