@@ -227,7 +227,7 @@ fn collect(
     plan: &Plan,
     data: &dyn SampleSource,
     opts: &Options,
-    binned: bool,
+    needs: Needs,
     n_search: usize,
 ) -> Result<Collected, CalibError> {
     let mut index = HashMap::new();
@@ -245,10 +245,15 @@ fn collect(
         }
     }
     let new_stats = |i: usize| {
-        let s = if binned {
+        let s = if needs.bins {
             TensorStats::new(opts.max_num_bin)
         } else {
             TensorStats::without_histogram(opts.max_num_bin)
+        };
+        let s = if needs.channels {
+            s
+        } else {
+            s.without_channels()
         };
         s.with_mask_limit(mask_limits[i])
     };
@@ -546,8 +551,33 @@ pub struct CalibStats {
     search: Vec<Sample>,
     reference: Vec<Vec<(String, Tensor)>>,
     float_dump: ValueDump,
-    binned: bool,
+    needs: Needs,
     seconds: f64,
+}
+
+/// What of the statistics a config's calibration reads beyond extremes and
+/// counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Needs {
+    /// The |x| histogram's bins: percentile / KL / MSE candidates and the
+    /// layerwise search (which tries every method).
+    bins: bool,
+    /// Per-channel extremes: per-channel candidates, the default search
+    /// (which may add a per-channel candidate) and the layerwise search.
+    channels: bool,
+}
+
+impl Needs {
+    fn of(qc: &QuantConfig) -> Result<Self, CalibError> {
+        let cands = candidates(&qc.model.activation)?;
+        let (_, _, layerwise) = search_settings(qc);
+        Ok(Needs {
+            bins: layerwise.is_some() || cands.iter().any(|c| needs_histogram(c.method)),
+            channels: layerwise.is_some()
+                || is_default_search(&qc.model.activation)
+                || cands.iter().any(|c| c.per_channel),
+        })
+    }
 }
 
 impl CalibStats {
@@ -607,11 +637,7 @@ pub fn collect_statistics(
     }
     let clock = std::time::Instant::now();
     let plan = build_plan(&model.graph, qc)?;
-    let cands = candidates(&qc.model.activation)?;
-    let (_, _, layerwise) = search_settings(qc);
-    // The histogram's bins are needed only by percentile / KL / MSE
-    // candidates (and by the layerwise search, which tries all methods).
-    let binned = layerwise.is_some() || cands.iter().any(|c| needs_histogram(c.method));
+    let needs = Needs::of(qc)?;
     let float_session = Session::new(model)?;
     let n_search = opts.search_samples.clamp(1, data.count());
     let Collected {
@@ -619,13 +645,13 @@ pub fn collect_statistics(
         search,
         reference,
         float_dump,
-    } = collect(&float_session, model, &plan, data, opts, binned, n_search)?;
+    } = collect(&float_session, model, &plan, data, opts, needs, n_search)?;
     Ok(CalibStats {
         stats,
         search,
         reference,
         float_dump,
-        binned,
+        needs,
         seconds: clock.elapsed().as_secs_f64(),
     })
 }
@@ -659,10 +685,16 @@ pub fn calibrate_with(
     let plan = build_plan(&model.graph, qc)?;
     let cands = candidates(&qc.model.activation)?;
     let (metric, target, layerwise) = search_settings(qc);
-    let needs_bins = layerwise.is_some() || cands.iter().any(|c| needs_histogram(c.method));
-    if needs_bins && !collected.binned {
+    let needs = Needs::of(qc)?;
+    if needs.bins && !collected.needs.bins {
         return Err(CalibError::Data(
             "the statistics were collected without histograms, which this config needs".into(),
+        ));
+    }
+    if needs.channels && !collected.needs.channels {
+        return Err(CalibError::Data(
+            "the statistics were collected without per-channel extremes, which this config needs"
+                .into(),
         ));
     }
     let CalibStats {
@@ -1148,5 +1180,93 @@ fn stats_view(s: &Statistics) -> StatsView<'_> {
             .iter()
             .map(|(n, d, st)| (n.as_str(), *d, st))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hb_ir::{Graph, Node, ValueInfo};
+    use std::sync::Arc;
+
+    /// x [1, 4, 3, 3] → 1×1 Conv (2 output channels) → y.
+    fn conv_model() -> Model {
+        let mut g = Graph {
+            name: "g".into(),
+            ..Default::default()
+        };
+        g.inputs
+            .push(ValueInfo::tensor("x", DType::F32, &[1, 4, 3, 3]));
+        g.outputs
+            .push(ValueInfo::tensor("y", DType::F32, &[1, 2, 3, 3]));
+        let w: Vec<f32> = (0..8).map(|i| (i as f32 * 0.7).sin()).collect();
+        g.initializers.insert(
+            "w".into(),
+            Arc::new(Tensor::from_f32(&[2, 4, 1, 1], w).expect("weight")),
+        );
+        g.nodes.push(Node::new("conv", "Conv", &["x", "w"], &["y"]));
+        Model {
+            ir_version: 7,
+            opsets: [(String::new(), 13)].into(),
+            graph: g,
+            ..Default::default()
+        }
+    }
+
+    /// Three samples whose channels have different ranges.
+    struct Samples;
+
+    impl SampleSource for Samples {
+        fn count(&self) -> usize {
+            3
+        }
+        fn load(&self, k: usize) -> Result<Sample, String> {
+            let v: Vec<f32> = (0..36)
+                .map(|i| ((i + 7 * k) as f32 * 0.37).cos() * (1 + i / 9) as f32)
+                .collect();
+            let t = Tensor::from_f32(&[1, 4, 3, 3], v).map_err(|e| e.to_string())?;
+            Ok([("x".to_string(), t)].into())
+        }
+    }
+
+    fn config(types: &[&str], per_channel: &[bool]) -> QuantConfig {
+        let mut qc = QuantConfig::default();
+        qc.model.activation.calibration_type = types.iter().map(|t| t.to_string()).collect();
+        qc.model.activation.per_channel = per_channel.to_vec();
+        qc
+    }
+
+    #[test]
+    fn per_channel_extremes_are_kept_only_when_a_candidate_reads_them() {
+        let needs = |t: &[&str], pc: &[bool]| Needs::of(&config(t, pc)).expect("needs");
+        assert!(!needs(&["max"], &[]).channels);
+        assert!(!needs(&["max"], &[]).bins);
+        assert!(needs(&["max"], &[true]).channels);
+        assert!(needs(&[], &[]).channels);
+        assert!(needs(&["mix"], &[]).channels);
+        assert!(needs(&["kl"], &[]).bins && !needs(&["kl"], &[]).channels);
+    }
+
+    #[test]
+    fn statistics_without_channels_refuse_a_per_channel_config() {
+        let (model, opts) = (conv_model(), Options::default());
+        let plain = config(&["max"], &[]);
+        let stats = collect_statistics(&model, &plain, &Samples, &opts).expect("statistics");
+        assert!(stats.stats.feature.iter().all(|s| !s.has_channels()));
+        calibrate_with(&model, &plain, &stats, &Samples, &opts).expect("same config");
+        let per_channel = config(&["max"], &[true]);
+        let err = calibrate_with(&model, &per_channel, &stats, &Samples, &opts)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("per-channel"), "{err}");
+        // Collected for the per-channel config, the thresholds are per channel.
+        let stats = collect_statistics(&model, &per_channel, &Samples, &opts).expect("statistics");
+        let out = calibrate_with(&model, &per_channel, &stats, &Samples, &opts).expect("calibrate");
+        let feature = out
+            .points
+            .iter()
+            .position(|p| !p.is_weight())
+            .expect("a feature point");
+        assert_eq!(out.thresholds[feature].values.len(), 4);
     }
 }

@@ -52,6 +52,7 @@ pub struct TensorStats {
     pub constant: bool,
     first: Option<Vec<f32>>,
     binned: bool,
+    channels: bool,
 }
 
 /// Up to this many elements, a tensor keeps its first sample to tell
@@ -68,58 +69,158 @@ pub fn activation_channel_axis(rank: usize) -> usize {
     }
 }
 
-/// Plain extremes, sum and zero count of up to 256 values, mask values
-/// included (16 independent lanes in registers, so the loop vectorises).
-struct BlockScan {
-    lo: f32,
-    hi: f32,
-    sum: f64,
-    zeros: u64,
+/// Lane count of the statistics scan (one AVX-512 vector of f32).
+const L: usize = 16;
+
+/// Plain extremes, sums and zero counts of a block of whole 16-value
+/// chunks (at most 256 values), mask values included, kept per lane (16
+/// independent lanes in registers, so the loop vectorises and no
+/// horizontal reduction runs per block).
+struct BlockLanes {
+    lo: [f32; L],
+    hi: [f32; L],
+    sum: [f32; L],
+    zeros: [f32; L],
+}
+
+impl BlockLanes {
+    /// True when the block holds no mask value (NaN makes a lane's sum
+    /// NaN; ±inf and |x| ≥ `MASK_LIMIT` show in the extremes).
+    #[inline(always)]
+    fn clean(&self, neg_limit: f32) -> bool {
+        let mut bad = false;
+        for k in 0..L {
+            bad |= self.sum[k].is_nan()
+                | (self.lo[k] <= neg_limit)
+                | (self.lo[k] <= -MASK_LIMIT)
+                | (self.hi[k] >= MASK_LIMIT);
+        }
+        !bad
+    }
+
+    /// The block's largest |x| (0 for an empty block).
+    #[inline(always)]
+    fn absmax(&self) -> f32 {
+        let mut m = [0f32; L];
+        for (k, m) in m.iter_mut().enumerate() {
+            // With lo ≤ hi, max(|lo|, |hi|) = max(−lo, hi).
+            let (a, b) = (-self.lo[k], self.hi[k]);
+            *m = if self.lo[k] > self.hi[k] {
+                0.0
+            } else if a > b {
+                a
+            } else {
+                b
+            };
+        }
+        m.iter().fold(0f32, |a, &b| if b > a { b } else { a })
+    }
 }
 
 #[inline(always)]
-fn scan_block(block: &[f32]) -> BlockScan {
-    const L: usize = 16;
-    let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
-    let mut sums = [0f32; L];
-    // Zero counts kept as f32 (exact: a lane counts at most 16 values), so
-    // every accumulator is a plain f32 vector: `x < lo ? x : lo` is one
-    // `minps`, the zero test a compare and a masked add.
-    let mut z = [0f32; L];
-    let lanes = block.chunks_exact(L);
-    let tail = lanes.remainder();
-    for c in lanes {
+fn scan_block(block: &[f32]) -> BlockLanes {
+    let mut r = BlockLanes {
+        lo: [f32::INFINITY; L],
+        hi: [f32::NEG_INFINITY; L],
+        sum: [0f32; L],
+        // Zero counts kept as f32 (exact: a lane counts at most 16 values
+        // of a block), so every accumulator is a plain f32 vector: `x < lo ?
+        // x : lo` is one `minps`, the zero test a compare and a masked add.
+        zeros: [0f32; L],
+    };
+    for c in block.chunks_exact(L) {
         let Ok(c) = <&[f32; L]>::try_from(c) else {
             continue;
         };
-        for k in 0..L {
-            let x = c[k];
+        for (k, &x) in c.iter().enumerate() {
             // NaN never wins a compare: it only shows in the sum.
-            lo[k] = if x < lo[k] { x } else { lo[k] };
-            hi[k] = if x > hi[k] { x } else { hi[k] };
-            sums[k] += x;
-            z[k] += if x == 0.0 { 1.0 } else { 0.0 };
+            r.lo[k] = if x < r.lo[k] { x } else { r.lo[k] };
+            r.hi[k] = if x > r.hi[k] { x } else { r.hi[k] };
+            r.sum[k] += x;
+            r.zeros[k] += if x == 0.0 { 1.0 } else { 0.0 };
         }
-    }
-    let mut r = BlockScan {
-        lo: lo.iter().fold(f32::INFINITY, |a, b| a.min(*b)),
-        hi: hi.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)),
-        sum: sums.iter().map(|v| f64::from(*v)).sum(),
-        zeros: z.iter().map(|v| *v as u64).sum(),
-    };
-    for &x in tail {
-        r.lo = if x < r.lo { x } else { r.lo };
-        r.hi = if x > r.hi { x } else { r.hi };
-        r.sum += f64::from(x);
-        r.zeros += u64::from(x == 0.0);
     }
     r
 }
 
-/// [`BlockScan`] over the data values of a block that holds mask values
+/// [`BlockLanes`] over the data values of a block that holds mask values
 /// (NaN, `|x| ≥ MASK_LIMIT`, `x ≤ neg_limit`), with the masks and NaNs
-/// counted: branch-free per lane, so it vectorises like [`scan_block`].
-struct MaskedScan {
+/// counted per lane: branch-free, so it vectorises like [`scan_block`].
+/// A block that is not whole 16-value chunks is padded with NaN; the
+/// padding is taken back out of the counts.
+struct MaskedLanes {
+    data: BlockLanes,
+    masks: [f32; L],
+    nan: [f32; L],
+}
+
+impl MaskedLanes {
+    /// Number of mask values in the block.
+    fn masks(&self) -> u64 {
+        self.masks.iter().map(|&c| c as u64).sum()
+    }
+}
+
+#[inline(always)]
+fn scan_masked_block(block: &[f32], neg_limit: f32) -> MaskedLanes {
+    let mut r = MaskedLanes {
+        data: BlockLanes {
+            lo: [f32::INFINITY; L],
+            hi: [f32::NEG_INFINITY; L],
+            sum: [0f32; L],
+            zeros: [0f32; L],
+        },
+        masks: [0f32; L],
+        nan: [0f32; L],
+    };
+    // Sums and counts as f32 lanes: a lane sees at most 16 values of a
+    // 256-value block, so the counts are exact and the loop is plain f32
+    // compares, blends and adds.
+    let mut lanes_of = |c: &[f32; L]| {
+        let d = &mut r.data;
+        for (k, &x) in c.iter().enumerate() {
+            let is_nan = x.is_nan();
+            let mask = is_nan | (x.abs() >= MASK_LIMIT) | (x <= neg_limit);
+            d.lo[k] = if !mask && x < d.lo[k] { x } else { d.lo[k] };
+            d.hi[k] = if !mask && x > d.hi[k] { x } else { d.hi[k] };
+            d.sum[k] += if mask { 0.0 } else { x };
+            d.zeros[k] += if !mask && x == 0.0 { 1.0 } else { 0.0 };
+            r.masks[k] += if mask { 1.0 } else { 0.0 };
+            r.nan[k] += if is_nan { 1.0 } else { 0.0 };
+        }
+    };
+    let body = block.chunks_exact(L);
+    let tail = body.remainder();
+    for c in body {
+        if let Ok(c) = <&[f32; L]>::try_from(c) {
+            lanes_of(c);
+        }
+    }
+    if !tail.is_empty() {
+        let mut last = [f32::NAN; L];
+        last[..tail.len()].copy_from_slice(tail);
+        lanes_of(&last);
+        for k in tail.len()..L {
+            r.masks[k] -= 1.0;
+            r.nan[k] -= 1.0;
+        }
+    }
+    r
+}
+
+/// Extremes, sums and counts of a tensor's data values, per lane (f64 sums
+/// and counts: exact counts, one reduction per tensor).
+struct RunningLanes {
+    lo: [f32; L],
+    hi: [f32; L],
+    sum: [f64; L],
+    zeros: [f64; L],
+    masks: [f64; L],
+    nan: [f64; L],
+}
+
+/// [`RunningLanes`] reduced over the lanes.
+struct Reduced {
     lo: f32,
     hi: f32,
     sum: f64,
@@ -128,42 +229,55 @@ struct MaskedScan {
     nan: u64,
 }
 
-#[inline(always)]
-fn scan_masked_block(block: &[f32], neg_limit: f32) -> MaskedScan {
-    const L: usize = 8;
-    let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
-    let mut sums = [0f64; L];
-    // Counts as f32 lanes (exact below 2^24), like the extremes: the lane
-    // loop is then plain f32 compares, blends and adds.
-    let (mut z, mut m, mut nan) = ([0f32; L], [0f32; L], [0f32; L]);
-    let mut lane = |k: usize, x: f32| {
-        let is_nan = x.is_nan();
-        let mask = is_nan || x.abs() >= MASK_LIMIT || x <= neg_limit;
-        lo[k] = if !mask && x < lo[k] { x } else { lo[k] };
-        hi[k] = if !mask && x > hi[k] { x } else { hi[k] };
-        sums[k] += if mask { 0.0 } else { f64::from(x) };
-        z[k] += if !mask && x == 0.0 { 1.0 } else { 0.0 };
-        m[k] += if mask { 1.0 } else { 0.0 };
-        nan[k] += if is_nan { 1.0 } else { 0.0 };
-    };
-    let lanes = block.chunks_exact(L);
-    let tail = lanes.remainder();
-    for c in lanes {
-        for (k, &x) in c.iter().enumerate() {
-            lane(k, x);
+impl RunningLanes {
+    fn new() -> Self {
+        RunningLanes {
+            lo: [f32::INFINITY; L],
+            hi: [f32::NEG_INFINITY; L],
+            sum: [0f64; L],
+            zeros: [0f64; L],
+            masks: [0f64; L],
+            nan: [0f64; L],
         }
     }
-    for (k, &x) in tail.iter().enumerate() {
-        lane(k, x);
+
+    #[inline(always)]
+    fn merge(&mut self, b: &BlockLanes) {
+        for k in 0..L {
+            self.lo[k] = if b.lo[k] < self.lo[k] {
+                b.lo[k]
+            } else {
+                self.lo[k]
+            };
+            self.hi[k] = if b.hi[k] > self.hi[k] {
+                b.hi[k]
+            } else {
+                self.hi[k]
+            };
+            self.sum[k] += f64::from(b.sum[k]);
+            self.zeros[k] += f64::from(b.zeros[k]);
+        }
     }
-    let total = |v: &[f32; L]| v.iter().map(|&c| c as u64).sum::<u64>();
-    MaskedScan {
-        lo: lo.iter().fold(f32::INFINITY, |a, b| a.min(*b)),
-        hi: hi.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)),
-        sum: sums.iter().sum(),
-        zeros: total(&z),
-        masks: total(&m),
-        nan: total(&nan),
+
+    #[inline(always)]
+    fn merge_masked(&mut self, m: &MaskedLanes) {
+        self.merge(&m.data);
+        for k in 0..L {
+            self.masks[k] += f64::from(m.masks[k]);
+            self.nan[k] += f64::from(m.nan[k]);
+        }
+    }
+
+    fn reduce(&self) -> Reduced {
+        let count = |v: &[f64; L]| v.iter().map(|&c| c as u64).sum::<u64>();
+        Reduced {
+            lo: self.lo.iter().fold(f32::INFINITY, |a, &b| a.min(b)),
+            hi: self.hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+            sum: self.sum.iter().sum(),
+            zeros: count(&self.zeros),
+            masks: count(&self.masks),
+            nan: count(&self.nan),
+        }
     }
 }
 
@@ -185,6 +299,7 @@ impl TensorStats {
             constant: true,
             first: None,
             binned: true,
+            channels: true,
         }
     }
 
@@ -196,6 +311,21 @@ impl TensorStats {
             binned: false,
             ..TensorStats::new(bins)
         }
+    }
+
+    /// These statistics without the per-channel extremes
+    /// (`channel_absmax` stays empty): for calibrations whose candidates are
+    /// all per-tensor.
+    pub fn without_channels(self) -> Self {
+        TensorStats {
+            channels: false,
+            ..self
+        }
+    }
+
+    /// Whether the per-channel extremes are kept.
+    pub fn has_channels(&self) -> bool {
+        self.channels
     }
 
     /// These statistics with negative values at or below `-limit` counted
@@ -238,67 +368,74 @@ impl TensorStats {
     #[inline(always)]
     fn observe_inline(&mut self, xs: &[f32], shape: &[usize]) {
         let neg_limit = -self.mask_limit;
-        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        let mut sum = 0f64;
-        let (mut masks, mut nan) = (0u64, 0u64);
+        let mut run = RunningLanes::new();
+        // Blocks of 256 values through the plain lane scan; a block holding
+        // a mask value (or the tensor's last < 16 values) through the
+        // masked scan, which skips and counts masks and NaNs. Attention
+        // scores hold masks in most blocks: after a masked block the next
+        // goes straight to the masked scan (same result, one pass).
+        let mut last_masked = false;
         for block in xs.chunks(256) {
-            let b = scan_block(block);
-            // A block without mask values (the usual case): NaN makes the
-            // sum NaN, ±inf and |x| ≥ MASK_LIMIT show in the extremes.
-            let clean =
-                !b.sum.is_nan() && b.lo > neg_limit && b.lo > -MASK_LIMIT && b.hi < MASK_LIMIT;
-            let masked = (!clean).then(|| scan_masked_block(block, neg_limit));
-            let (bl, bh, bs, bm) = match &masked {
-                None => (b.lo, b.hi, b.sum, 0),
-                Some(m) => (m.lo, m.hi, m.sum, m.masks),
-            };
-            lo = lo.min(bl);
-            hi = hi.max(bh);
-            sum += bs;
-            masks += bm;
-            let absmax = if bl <= bh {
-                bl.abs().max(bh.abs())
-            } else {
-                0.0
-            };
-            if bm == 0 {
-                if self.binned {
-                    self.hist.add_finite(block, absmax);
-                } else {
-                    self.hist.add_unbinned(block.len() as u64, absmax, b.zeros);
-                }
-            } else if let (Some(m), false) = (&masked, self.binned) {
-                // Counts are all an unbinned histogram needs.
-                nan += m.nan;
-                self.hist
-                    .add_unbinned(block.len() as u64 - m.masks, absmax, m.zeros);
-            } else {
-                nan += block.iter().filter(|x| x.is_nan()).count() as u64;
-                let mut data = [0f32; 256];
-                let mut n = 0;
-                for &x in block {
-                    if !self.is_mask(x) {
-                        data[n] = x;
-                        n += 1;
+            if !last_masked && block.len() % L == 0 {
+                let b = scan_block(block);
+                if b.clean(neg_limit) {
+                    run.merge(&b);
+                    if self.binned {
+                        // While the block is in L1.
+                        self.hist.add_finite(block, b.absmax());
                     }
-                }
-                if self.binned {
-                    self.hist.add_finite(&data[..n], absmax);
-                } else {
-                    let zeros = data[..n].iter().filter(|x| **x == 0.0).count() as u64;
-                    self.hist.add_unbinned(n as u64, absmax, zeros);
+                    continue;
                 }
             }
+            let m = scan_masked_block(block, neg_limit);
+            run.merge_masked(&m);
+            let masks = m.masks();
+            last_masked = masks > 0;
+            if self.binned {
+                self.bin_data_values(block, m.data.absmax(), masks);
+            }
         }
-        self.min = self.min.min(lo);
-        self.max = self.max.max(hi);
-        self.mask_values += masks;
-        self.nan += nan;
-        self.sum += sum;
-        self.observe_channels(xs, shape);
+        let r = run.reduce();
+        let absmax = if r.lo <= r.hi {
+            r.lo.abs().max(r.hi.abs())
+        } else {
+            0.0
+        };
+        if !self.binned {
+            // Counts and the largest |x| are all an unbinned histogram
+            // needs (its width depends on the largest |x| only).
+            self.hist
+                .add_unbinned(xs.len() as u64 - r.masks, absmax, r.zeros);
+        }
+        self.min = self.min.min(r.lo);
+        self.max = self.max.max(r.hi);
+        self.mask_values += r.masks;
+        self.nan += r.nan;
+        self.sum += r.sum;
+        if self.channels {
+            self.observe_channels(xs, shape);
+        }
         self.observe_constant(xs);
         self.samples += 1;
         self.shape = shape.to_vec();
+    }
+
+    /// Bins the data values of `block` (which holds `masks` mask values),
+    /// whose largest |x| is `absmax`.
+    fn bin_data_values(&mut self, block: &[f32], absmax: f32, masks: u64) {
+        if masks == 0 {
+            self.hist.add_finite(block, absmax);
+            return;
+        }
+        let mut data = [0f32; 256];
+        let mut n = 0;
+        for &x in block {
+            if !self.is_mask(x) {
+                data[n] = x;
+                n += 1;
+            }
+        }
+        self.hist.add_finite(&data[..n], absmax);
     }
 
     #[inline(always)]
@@ -490,7 +627,9 @@ mod tests {
                     _ => (i as f32 * 0.37).sin() * 5.0,
                 })
                 .collect();
-            let m = scan_masked_block(&block, neg_limit);
+            let mut run = RunningLanes::new();
+            run.merge_masked(&scan_masked_block(&block, neg_limit));
+            let m = run.reduce();
             let is_mask = |x: f32| is_mask_value(x) || x <= neg_limit;
             let data: Vec<f32> = block.iter().copied().filter(|&x| !is_mask(x)).collect();
             assert_eq!(m.masks as usize, len - data.len(), "len {len}");
@@ -499,7 +638,53 @@ mod tests {
             assert_eq!(m.lo, data.iter().fold(f32::INFINITY, |a, &b| a.min(b)));
             assert_eq!(m.hi, data.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)));
             let sum: f64 = data.iter().map(|&x| f64::from(x)).sum();
-            assert!((m.sum - sum).abs() <= 1e-9 * (1.0 + sum.abs()), "len {len}");
+            assert!((m.sum - sum).abs() <= 1e-5 * (1.0 + sum.abs()), "len {len}");
+        }
+    }
+
+    /// A long tensor whose masks sit in some blocks only (clean blocks,
+    /// masked blocks, clean blocks right after masked ones, a tail of
+    /// fewer than 16 values) gives the statistics of its data values,
+    /// binned or not.
+    #[test]
+    fn blocks_with_and_without_masks_give_the_data_statistics() {
+        let len = 256 * 9 + 13;
+        let xs: Vec<f32> = (0..len)
+            .map(|i| {
+                let block = i / 256;
+                let masked_block = block == 2 || block == 3 || block == 7 || block == 9;
+                match i % 37 {
+                    0 if masked_block => f32::NEG_INFINITY,
+                    5 if masked_block && block != 9 => f32::MIN,
+                    11 => 0.0,
+                    _ => ((i as f32) * 0.731).sin() * (1.0 + block as f32),
+                }
+            })
+            .collect();
+        let data: Vec<f32> = xs.iter().copied().filter(|x| !is_mask_value(*x)).collect();
+        let mut reference = AbsHistogram::new(128);
+        reference.add(&data);
+        for binned in [true, false] {
+            let mut s = if binned {
+                TensorStats::new(128)
+            } else {
+                TensorStats::without_histogram(128)
+            };
+            s.observe(&xs, &[len]);
+            assert_eq!(s.min, data.iter().fold(f32::INFINITY, |a, &b| a.min(b)));
+            assert_eq!(s.max, data.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)));
+            assert_eq!(s.mask_values as usize, len - data.len());
+            assert_eq!((s.nan, s.count()), (0, data.len() as u64));
+            assert_eq!(s.hist.zeros, reference.zeros);
+            assert_eq!(
+                (s.absmax(), s.hist.width()),
+                (reference.max, reference.width())
+            );
+            if binned {
+                assert_eq!(s.hist, reference);
+            }
+            let sum: f64 = data.iter().map(|&x| f64::from(x)).sum();
+            assert!((s.sum - sum).abs() <= 1e-4 * (1.0 + sum.abs()));
         }
     }
 
