@@ -1255,9 +1255,9 @@ mod tests {
         assert!(stats.stats.feature.iter().all(|s| !s.has_channels()));
         calibrate_with(&model, &plain, &stats, &Samples, &opts).expect("same config");
         let per_channel = config(&["max"], &[true]);
-        let err = calibrate_with(&model, &per_channel, &stats, &Samples, &opts)
-            .err()
-            .expect("refused");
+        let Err(err) = calibrate_with(&model, &per_channel, &stats, &Samples, &opts) else {
+            panic!("statistics without channels calibrated a per-channel config");
+        };
         assert!(err.to_string().contains("per-channel"), "{err}");
         // Collected for the per-channel config, the thresholds are per channel.
         let stats = collect_statistics(&model, &per_channel, &Samples, &opts).expect("statistics");
