@@ -1076,9 +1076,9 @@ pub fn calibrate_with(
 
     // Per-node cosine on the first calibration sample (its float values
     // were kept by the statistics pass).
-    let mut quant_dump = ValueDump::default();
-    Session::new(&calibrated)?.run_with_hook(&search[0], &mut quant_dump)?;
-    let nodes = report::node_rows(model, &plan, &points, &thresholds, float_dump, &quant_dump);
+    let mut cosines = report::NodeCosines::new(float_dump);
+    Session::new(&calibrated)?.run_with_hook(&search[0], &mut cosines)?;
+    let nodes = report::node_rows(model, &plan, &points, &thresholds, &cosines.cosines);
     laps.lap("calibrated model and report");
 
     Ok(CalibOutcome {

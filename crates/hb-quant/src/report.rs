@@ -8,10 +8,9 @@ use crate::config::Placement;
 use crate::pipeline::StatsView;
 use crate::plan::{CalibPoint, Plan};
 use crate::qtype::QType;
-use hb_float::ValueDump;
-use hb_ir::Model;
+use hb_float::{NodeHook, ValueDump};
+use hb_ir::{Model, Node};
 use hb_tensor::{metrics, Tensor};
-use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -197,25 +196,51 @@ fn tensor_cosine(a: &Tensor, b: &Tensor) -> Option<f64> {
     (a.len() == b.len() && !a.is_empty()).then(|| metrics::cosine(&a, &b))
 }
 
-/// The per-node table: float values and fake-quant values of one sample.
+/// A hook for the fake-quant run of the per-node table: as each value is
+/// produced, its cosine against the float value of the same name (from a
+/// [`ValueDump`] of the float run on the same sample) is taken, so the
+/// fake-quant values are never copied.
+pub struct NodeCosines<'a> {
+    float: HashMap<&'a str, &'a Tensor>,
+    /// Cosine per value name (values the float run also produced).
+    pub cosines: HashMap<String, Option<f64>>,
+}
+
+impl<'a> NodeCosines<'a> {
+    /// A hook comparing against the values of `float`.
+    pub fn new(float: &'a ValueDump) -> Self {
+        NodeCosines {
+            float: float
+                .values
+                .iter()
+                .map(|(_, v, t)| (v.as_str(), t))
+                .collect(),
+            cosines: HashMap::new(),
+        }
+    }
+}
+
+impl NodeHook for NodeCosines<'_> {
+    fn after_node(&mut self, _i: usize, node: &Node, outputs: &mut [Tensor]) -> Result<(), String> {
+        // The table reads each node's first output.
+        if let (Some(name), Some(q)) = (node.outputs.first(), outputs.first()) {
+            if let Some(f) = self.float.get(name.as_str()) {
+                self.cosines.insert(name.clone(), tensor_cosine(f, q));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The per-node table: the cosines of one sample's fake-quant values
+/// against its float values, by value name ([`NodeCosines`]).
 pub fn node_rows(
     model: &Model,
     plan: &Plan,
     points: &[CalibPoint],
     thresholds: &[Thresholds],
-    float: &ValueDump,
-    quant: &ValueDump,
+    value_cosines: &HashMap<String, Option<f64>>,
 ) -> Vec<NodeRow> {
-    let fv: HashMap<&str, &Tensor> = float
-        .values
-        .iter()
-        .map(|(_, v, t)| (v.as_str(), t))
-        .collect();
-    let qv: HashMap<&str, &Tensor> = quant
-        .values
-        .iter()
-        .map(|(_, v, t)| (v.as_str(), t))
-        .collect();
     let mut input_th: HashMap<usize, f32> = HashMap::new();
     for (p, t) in points.iter().zip(thresholds) {
         for &(node, input) in &p.consumers {
@@ -232,11 +257,8 @@ pub fn node_rows(
     let cosines: Vec<Option<f64>> = model
         .graph
         .nodes
-        .par_iter()
-        .map(|n| {
-            let o = n.outputs.first()?;
-            tensor_cosine(fv.get(o.as_str())?, qv.get(o.as_str())?)
-        })
+        .iter()
+        .map(|n| *value_cosines.get(n.outputs.first()?.as_str())?)
         .collect();
     model
         .graph

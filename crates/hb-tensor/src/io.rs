@@ -5,7 +5,7 @@ use crate::{DType, Result, Tensor, TensorError};
 use half::f16;
 use ndarray::ArrayD;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 fn io_err(path: &Path, source: std::io::Error) -> TensorError {
@@ -38,6 +38,11 @@ pub struct NpyHeader {
 /// Reads and parses the header of an `.npy` file.
 pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
     let mut f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    parse_npy_header(path, &mut f)
+}
+
+/// Parses an `.npy` header from the start of `f` (`path` names it in errors).
+fn parse_npy_header(path: &Path, f: &mut impl Read) -> Result<NpyHeader> {
     let mut pre = [0u8; 10];
     f.read_exact(&mut pre)
         .map_err(|_| fmt_err(path, "not an .npy file (too short)"))?;
@@ -101,7 +106,7 @@ fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 
 /// The element type named by a numpy `descr` string.
 pub fn dtype_of_descr(descr: &str) -> Option<DType> {
-    let d = descr.trim_start_matches(['<', '|', '=']);
+    let d = descr.trim_start_matches(['<', '>', '|', '=']);
     Some(match d {
         "f4" => DType::F32,
         "f8" => DType::F64,
@@ -120,18 +125,51 @@ pub fn dtype_of_descr(descr: &str) -> Option<DType> {
 }
 
 /// Reads an `.npy` file of any supported element type.
+///
+/// Little-endian (or single-byte) C-order files, what numpy writes on every
+/// common machine, are decoded here from one read of the file; big-endian
+/// and Fortran-order files go through ndarray-npy.
 pub fn read_npy(path: &Path) -> Result<Tensor> {
-    let header = read_npy_header(path)?;
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let header = parse_npy_header(path, &mut &bytes[..])?;
     let dtype = dtype_of_descr(&header.descr)
         .ok_or_else(|| fmt_err(path, format!("unsupported .npy dtype '{}'", header.descr)))?;
-    if dtype == DType::F16 {
-        return read_npy_f16(path, &header);
+    if header.descr.starts_with('>') || header.fortran_order {
+        if dtype == DType::F16 {
+            return Err(fmt_err(
+                path,
+                "big-endian or Fortran-order float16 .npy is not supported",
+            ));
+        }
+        return read_npy_by_crate(path, &bytes, dtype);
     }
-    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-    let reader = BufReader::new(file);
+    let n = header
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_mul(dtype.size_of()))
+        .ok_or_else(|| fmt_err(path, "bad shape in .npy header"))?;
+    let data = bytes
+        .get(header.data_offset..)
+        .and_then(|d| d.get(..n))
+        .ok_or_else(|| {
+            fmt_err(
+                path,
+                format!(
+                    "truncated .npy data: {} bytes after the header, expected {n} for {dtype}{:?}",
+                    bytes.len().saturating_sub(header.data_offset),
+                    header.shape
+                ),
+            )
+        })?;
+    decode_le(path, data, dtype, &header.shape)
+}
+
+/// Big-endian or Fortran-order `.npy` through ndarray-npy.
+fn read_npy_by_crate(path: &Path, bytes: &[u8], dtype: DType) -> Result<Tensor> {
     macro_rules! rd {
         ($t:ty) => {
-            ArrayD::<$t>::read_npy(reader)
+            ArrayD::<$t>::read_npy(bytes)
                 .map(Tensor::from)
                 .map_err(|e| fmt_err(path, e.to_string()))
         };
@@ -150,25 +188,6 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
         DType::Bool => rd!(bool),
         other => Err(fmt_err(path, format!("unsupported .npy dtype {other}"))),
     }
-}
-
-fn read_npy_f16(path: &Path, h: &NpyHeader) -> Result<Tensor> {
-    if h.descr.starts_with('>') || h.fortran_order {
-        return Err(fmt_err(
-            path,
-            "big-endian or Fortran-order float16 .npy is not supported",
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    let n: usize = h.shape.iter().product();
-    let data = bytes
-        .get(h.data_offset..h.data_offset + 2 * n)
-        .ok_or_else(|| fmt_err(path, "truncated .npy data"))?;
-    let v: Vec<f16> = data
-        .chunks_exact(2)
-        .map(|c| f16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    Tensor::from_vec(&h.shape, v)
 }
 
 /// Writes `t` to `path` as `.npy`, atomically (temp file + rename).
@@ -236,11 +255,20 @@ pub fn read_raw(path: &Path, dtype: DType, shape: &[usize]) -> Result<Tensor> {
             ),
         ));
     }
+    decode_le(path, &bytes, dtype, shape)
+}
+
+/// Little-endian elements of `dtype` (exactly `shape`'s count of them).
+fn decode_le(path: &Path, bytes: &[u8], dtype: DType, shape: &[usize]) -> Result<Tensor> {
     macro_rules! le {
         ($t:ty, $w:expr) => {{
             let v: Vec<$t> = bytes
                 .chunks_exact($w)
-                .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")))
+                .map(|c| {
+                    let mut b = [0u8; $w];
+                    b.copy_from_slice(c);
+                    <$t>::from_le_bytes(b)
+                })
                 .collect();
             Tensor::from_vec(shape, v)
         }};
@@ -334,6 +362,64 @@ mod tests {
         std::fs::write(&p, b"hello").unwrap();
         let e = read_npy(&p).unwrap_err().to_string();
         assert!(e.contains("x.npy") && e.contains("not an .npy"), "{e}");
+    }
+
+    /// An `.npy` file as numpy writes it: v1 header padded to 64 bytes.
+    fn npy_bytes(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+        let order = if fortran { "True" } else { "False" };
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
+        h.push_str(&" ".repeat((64 - (10 + h.len() + 1) % 64) % 64));
+        h.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn big_endian_and_fortran_order_npy_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        let be: Vec<u8> = [1.5f32, -2.0, 3.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        std::fs::write(&p, npy_bytes(">f4", false, "(3,)", &be)).unwrap();
+        let want = Tensor::from_vec(&[3], vec![1.5f32, -2.0, 3.0]).unwrap();
+        assert_eq!(read_npy(&p).unwrap(), want);
+        // Fortran order: column-major data of [[1, 2, 3], [4, 5, 6]].
+        let col: Vec<u8> = [1i32, 4, 2, 5, 3, 6]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        std::fs::write(&p, npy_bytes("<i4", true, "(2, 3)", &col)).unwrap();
+        let t = read_npy(&p).unwrap().into_standard_layout();
+        assert_eq!(
+            t,
+            Tensor::from_vec(&[2, 3], vec![1i32, 2, 3, 4, 5, 6]).unwrap()
+        );
+        // Native little-endian with the '=' and '|' prefixes.
+        let le: Vec<u8> = [7u16, 9].iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&p, npy_bytes("=u2", false, "(1, 2)", &le)).unwrap();
+        assert_eq!(
+            read_npy(&p).unwrap(),
+            Tensor::from_vec(&[1, 2], vec![7u16, 9]).unwrap()
+        );
+        std::fs::write(&p, npy_bytes("|u1", false, "()", &[5])).unwrap();
+        assert_eq!(read_npy(&p).unwrap(), Tensor::scalar(5u8));
+    }
+
+    #[test]
+    fn truncated_npy_data_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.npy");
+        std::fs::write(&p, npy_bytes("<f4", false, "(2, 2)", &[0u8; 12])).unwrap();
+        let e = read_npy(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("t.npy") && e.contains("truncated") && e.contains("expected 16"),
+            "{e}"
+        );
     }
 
     #[test]
