@@ -663,8 +663,22 @@ pub fn calibrate(
     data: &dyn SampleSource,
     opts: &Options,
 ) -> Result<CalibOutcome, CalibError> {
+    Ok(calibrate_alongside(model, qc, data, opts, |_| ())?.0)
+}
+
+/// [`calibrate`], running `alongside` on the finished calibration (every
+/// field but the per-node table, which is computed at the same time on
+/// another thread) and returning its result too: e.g. lowering the
+/// calibrated model while the report runs.
+pub fn calibrate_alongside<R: Send>(
+    model: &Model,
+    qc: &QuantConfig,
+    data: &dyn SampleSource,
+    opts: &Options,
+    alongside: impl FnOnce(&CalibOutcome) -> R + Send,
+) -> Result<(CalibOutcome, R), CalibError> {
     let stats = collect_statistics(model, qc, data, opts)?;
-    calibrate_with(model, qc, &stats, data, opts)
+    calibrate_with_alongside(model, qc, &stats, data, opts, alongside)
 }
 
 /// Calibrates `model` under `qc` with the statistics of an earlier pass
@@ -679,6 +693,19 @@ pub fn calibrate_with(
     data: &dyn SampleSource,
     opts: &Options,
 ) -> Result<CalibOutcome, CalibError> {
+    Ok(calibrate_with_alongside(model, qc, collected, data, opts, |_| ())?.0)
+}
+
+/// [`calibrate_with`] with a task run alongside the per-node report (see
+/// [`calibrate_alongside`]).
+pub fn calibrate_with_alongside<R: Send>(
+    model: &Model,
+    qc: &QuantConfig,
+    collected: &CalibStats,
+    data: &dyn SampleSource,
+    opts: &Options,
+    alongside: impl FnOnce(&CalibOutcome) -> R + Send,
+) -> Result<(CalibOutcome, R), CalibError> {
     if data.count() == 0 {
         return Err(CalibError::Data("no calibration samples".into()));
     }
@@ -1074,14 +1101,7 @@ pub fn calibrate_with(
         laps.lap("bias correction");
     }
 
-    // Per-node cosine on the first calibration sample (its float values
-    // were kept by the statistics pass).
-    let mut cosines = report::NodeCosines::new(float_dump);
-    Session::new(&calibrated)?.run_with_hook(&search[0], &mut cosines)?;
-    let nodes = report::node_rows(model, &plan, &points, &thresholds, &cosines.cosines);
-    laps.lap("calibrated model and report");
-
-    Ok(CalibOutcome {
+    let mut outcome = CalibOutcome {
         calibrated,
         plan,
         points,
@@ -1090,12 +1110,33 @@ pub fn calibrate_with(
         chosen,
         metric,
         findings,
-        nodes,
+        nodes: Vec::new(),
         outputs,
         samples: data.count(),
-        timings: laps.list,
+        timings: Vec::new(),
         bias_correction: bias_rows,
-    })
+    };
+    // Per-node cosine on the first calibration sample (its float values
+    // were kept by the statistics pass), while `alongside` runs.
+    let (nodes, beside) = rayon::join(
+        || -> Result<Vec<NodeRow>, CalibError> {
+            let o = &outcome;
+            let mut cosines = report::NodeCosines::new(float_dump);
+            Session::new(&o.calibrated)?.run_with_hook(&search[0], &mut cosines)?;
+            Ok(report::node_rows(
+                model,
+                &o.plan,
+                &o.points,
+                &o.thresholds,
+                &cosines.cosines,
+            ))
+        },
+        || alongside(&outcome),
+    );
+    outcome.nodes = nodes?;
+    laps.lap("calibrated model and report");
+    outcome.timings = laps.list;
+    Ok((outcome, beside))
 }
 
 /// What error compensation does in this calibration: the ec tensors (info)

@@ -10,10 +10,11 @@ use crate::names::file_safe;
 use hb_ir::{Attr, Model, Node, ValueInfo};
 use hb_quant::calibrated::{DOMAIN, PREPROCESS_OP};
 use hb_quant::config::{HbConfig, InputParams};
-use hb_quant::pipeline::{calibrate, CalibOutcome, Options, SampleSource};
+use hb_quant::pipeline::{calibrate_alongside, CalibOutcome, Options, SampleSource};
 use hb_quant::plan::effective_quant_config;
 use hb_quant::report;
 use hb_tensor::io;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -356,8 +357,19 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         search_samples: args.search_samples,
         progress: args.progress,
     };
-    let mut outcome = calibrate(&optimized, &qc, &data, &opts)
-        .map_err(|e| ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())))?;
+    // Lowered to .bc while the per-node report runs, before anything is
+    // written: a model the integer machine cannot take leaves no files,
+    // and the log shows the real placement.
+    let (mut outcome, lowered) = calibrate_alongside(&optimized, &qc, &data, &opts, |o| {
+        crate::calib_bc::lower_quantized(
+            &cfg,
+            &o.calibrated,
+            &o.chosen.to_string(),
+            &qtype_counts(o),
+        )
+    })
+    .map_err(|e| ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())))?;
+    let lowered = lowered?;
     if let Some(f) = layer_norm_fusion(&original, &optimized) {
         outcome.findings.insert(0, f);
     }
@@ -415,27 +427,30 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
         &work,
         t0.elapsed().as_secs_f64(),
     );
-    // Lowered before anything is written: a model the integer machine
-    // cannot take leaves no files, and the log shows the real placement.
-    let lowered = crate::calib_bc::lower_quantized(&cfg, &outcome.calibrated, &summary)?;
-    let mut outcome = outcome;
     hb_quant::report::apply_placement(
         &mut outcome.nodes,
         &art_files[1].1,
         &crate::calib_bc::cpu_placements(&lowered),
     );
-    laps.lap("lower to .bc");
     summary.timings = laps.list.clone();
     let log = render_log(&cfg, &outcome, &summary);
-    write(
-        &work,
-        Artefacts {
-            log,
-            files: art_files,
-            dumps,
+    std::fs::create_dir_all(&work)
+        .map_err(|e| ToolError::input(format!("{}: {e}", work.display())))?;
+    let (written, bc) = rayon::join(
+        || {
+            write(
+                &work,
+                Artefacts {
+                    log,
+                    files: art_files,
+                    dumps,
+                },
+            )
         },
-    )?;
-    crate::calib_bc::write_quantized(&cfg, &lowered, &work, &mut summary)?;
+        || crate::calib_bc::write_quantized(&cfg, &lowered, &work),
+    );
+    written?;
+    summary.artefacts.push(bc?);
     laps.lap("write artefacts");
     summary.seconds = t0.elapsed().as_secs_f64();
     summary.timings = laps.list;
@@ -449,12 +464,7 @@ fn summarize(
     work: &Path,
     seconds: f64,
 ) -> CalibSummary {
-    let mut qtypes = BTreeMap::new();
-    for p in &o.points {
-        let kind = if p.is_weight() { "weight" } else { "feature" };
-        let ec = if p.ec { " ec" } else { "" };
-        *qtypes.entry(format!("{kind} {}{ec}", p.qtype)).or_insert(0) += 1;
-    }
+    let qtypes = qtype_counts(o);
     let mut artefacts: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
     artefacts.push(work.join("hb_calib.log").display().to_string());
     CalibSummary {
@@ -481,6 +491,17 @@ fn summarize(
             .collect(),
         bias_correction: o.bias_correction.clone(),
     }
+}
+
+/// Calibration nodes per kind and qtype (`feature int8`, `weight int8 ec`, ...).
+fn qtype_counts(o: &CalibOutcome) -> BTreeMap<String, usize> {
+    let mut qtypes = BTreeMap::new();
+    for p in &o.points {
+        let kind = if p.is_weight() { "weight" } else { "feature" };
+        let ec = if p.ec { " ec" } else { "" };
+        *qtypes.entry(format!("{kind} {}{ec}", p.qtype)).or_insert(0) += 1;
+    }
+    qtypes
 }
 
 /// The text of `hb_calib.log`.
@@ -611,12 +632,14 @@ fn write(work: &Path, art: Artefacts) -> ToolResult<()> {
         std::fs::create_dir_all(d).map_err(|e| ToolError::input(format!("{}: {e}", d.display())))
     };
     mkdir(work)?;
-    for (path, model) in &art.files {
+    for (path, _) in &art.files {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             mkdir(parent)?;
         }
-        hb_ir::save_model(model, path).map_err(ToolError::input)?;
     }
+    art.files
+        .par_iter()
+        .try_for_each(|(path, model)| hb_ir::save_model(model, path).map_err(ToolError::input))?;
     for (path, t) in &art.dumps {
         if let Some(parent) = path.parent() {
             mkdir(parent)?;

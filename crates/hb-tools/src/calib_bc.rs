@@ -2,24 +2,24 @@
 //! integer program (`<prefix>_quantized_model.bc`), written atomically after
 //! the other artefacts.
 
-use crate::calib::CalibSummary;
 use crate::cli::{ToolError, ToolResult};
 use hb_ir::Model;
 use hb_lower::lower::{lower_model, LowerOptions, Lowered};
 use hb_quant::HbConfig;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// Lowers `calibrated` to the integer program (nothing written yet).
 pub fn lower_quantized(
     cfg: &HbConfig,
     calibrated: &Model,
-    summary: &CalibSummary,
+    method: &str,
+    qtypes: &BTreeMap<String, usize>,
 ) -> ToolResult<Lowered> {
     let prefix = &cfg.model.output_model_file_prefix;
     let mut params = vec![
         ("march".to_string(), cfg.model.march.name().to_string()),
-        ("calibration_method".to_string(), summary.method.clone()),
+        ("calibration_method".to_string(), method.to_string()),
         ("config".to_string(), cfg.path.display().to_string()),
     ];
     if let Some(o) = &cfg.compiler.optimize_level {
@@ -31,7 +31,7 @@ pub fn lower_quantized(
             cfg.model.remove_node_type.join(";"),
         ));
     }
-    for (q, n) in &summary.qtypes {
+    for (q, n) in qtypes {
         params.push((format!("calibration_nodes.{q}"), n.to_string()));
     }
     let opts = LowerOptions {
@@ -58,17 +58,11 @@ pub fn cpu_placements(lowered: &Lowered) -> HashMap<String, String> {
         .collect()
 }
 
-/// Writes `<work>/<prefix>_quantized_model.bc`; records the file in the
-/// summary.
-pub fn write_quantized(
-    cfg: &HbConfig,
-    lowered: &Lowered,
-    work: &Path,
-    summary: &mut CalibSummary,
-) -> ToolResult<()> {
+/// Writes `<work>/<prefix>_quantized_model.bc` (the folder exists);
+/// returns its path.
+pub fn write_quantized(cfg: &HbConfig, lowered: &Lowered, work: &Path) -> ToolResult<String> {
     let prefix = &cfg.model.output_model_file_prefix;
     let path = work.join(format!("{prefix}_quantized_model.bc"));
     hb_bpu::program::save(&lowered.program, &path).map_err(ToolError::input)?;
-    summary.artefacts.push(path.display().to_string());
-    Ok(())
+    Ok(path.display().to_string())
 }
