@@ -20,5 +20,5 @@ pub mod session;
 pub mod shapes;
 
 pub use error::{FloatError, OpError};
-pub use registry::{KernelFn, OpCtx, Registry};
+pub use registry::{InPlaceFn, KernelFn, OpCtx, Registry};
 pub use session::{NodeHook, Session, TimingHook, ValueCache, ValueDump};

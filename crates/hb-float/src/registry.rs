@@ -17,10 +17,20 @@ pub struct OpCtx<'a> {
 /// node output (trailing optional outputs may be left off).
 pub type KernelFn = fn(&OpCtx, &[Option<&Tensor>]) -> OpResult<Vec<Tensor>>;
 
+/// An in-place variant of a kernel: input 0 is handed over by value (the
+/// session does so when this node is its last reader and nothing else
+/// holds it) and `inputs[0]` is `None`. It may reuse input 0's buffer for
+/// the output, or return `Ok(Err(x))` to decline, giving the tensor back
+/// (the session then runs the plain kernel). Results must equal the plain
+/// kernel's.
+pub type InPlaceFn =
+    fn(&OpCtx, Tensor, &[Option<&Tensor>]) -> OpResult<std::result::Result<Vec<Tensor>, Tensor>>;
+
 /// Maps `(domain, op_type)` to kernels. The default domain is `""`.
 #[derive(Clone)]
 pub struct Registry {
     map: HashMap<(String, String), KernelFn>,
+    in_place: HashMap<(String, String), InPlaceFn>,
 }
 
 impl Registry {
@@ -28,6 +38,7 @@ impl Registry {
     pub fn empty() -> Self {
         Registry {
             map: HashMap::new(),
+            in_place: HashMap::new(),
         }
     }
 
@@ -43,12 +54,27 @@ impl Registry {
         self.register_in("", op_type, f);
     }
 
-    /// Registers (or replaces) a kernel for an op in `domain`.
+    /// Registers (or replaces) a kernel for an op in `domain`. A replaced
+    /// kernel's in-place variant is dropped.
     pub fn register_in(&mut self, domain: &str, op_type: &str, f: KernelFn) {
-        self.map.insert(
+        let key = (normalize_domain(domain).to_string(), op_type.to_string());
+        self.in_place.remove(&key);
+        self.map.insert(key, f);
+    }
+
+    /// Registers the in-place variant of an op's kernel (after the kernel).
+    pub fn register_in_place(&mut self, domain: &str, op_type: &str, f: InPlaceFn) {
+        self.in_place.insert(
             (normalize_domain(domain).to_string(), op_type.to_string()),
             f,
         );
+    }
+
+    /// The in-place variant of an op's kernel, if any.
+    pub fn get_in_place(&self, domain: &str, op_type: &str) -> Option<InPlaceFn> {
+        self.in_place
+            .get(&(normalize_domain(domain).to_string(), op_type.to_string()))
+            .copied()
     }
 
     /// The kernel for an op, if any.

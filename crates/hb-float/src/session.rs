@@ -1,12 +1,14 @@
 //! Executes a model's graph node by node.
 
 use crate::error::FloatError;
-use crate::registry::{KernelFn, OpCtx, Registry};
+use crate::registry::{InPlaceFn, KernelFn, OpCtx, Registry};
 use hb_ir::{Graph, Model, Node};
 use hb_tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+#[cfg(test)]
+mod in_place_tests;
 mod resume;
 pub use resume::ValueCache;
 
@@ -47,6 +49,9 @@ impl NodeHook for ValueDump {
 
 struct Step {
     kernel: KernelFn,
+    /// The kernel's in-place variant, when this step is input 0's last
+    /// reader and reads it once.
+    in_place: Option<InPlaceFn>,
     opset: i64,
     inputs: Vec<Option<usize>>,
     outputs: Vec<Option<usize>>,
@@ -146,6 +151,7 @@ impl Session {
             let kernel = registry.get(&n.domain, &n.op_type).expect("checked above");
             steps.push(Step {
                 kernel,
+                in_place: None,
                 opset: model.opset_for(&n.domain),
                 inputs,
                 outputs,
@@ -201,6 +207,15 @@ impl Session {
         for (v, l) in last.iter().enumerate() {
             if let Some(k) = l {
                 steps[*k].frees.push(v);
+            }
+        }
+        for (s, n) in steps.iter_mut().zip(&graph.nodes) {
+            let Some(Some(first)) = s.inputs.first().copied() else {
+                continue;
+            };
+            let read_once = s.inputs.iter().flatten().filter(|&&i| i == first).count() == 1;
+            if read_once && s.frees.contains(&first) {
+                s.in_place = registry.get_in_place(&n.domain, &n.op_type);
             }
         }
         Ok(Session {
@@ -280,20 +295,50 @@ impl Session {
             values[*id] = inputs.get(&v.name).map(|t| Arc::new(t.clone()));
         }
         for (k, (step, node)) in self.steps.iter().zip(&self.graph.nodes).enumerate() {
-            let args: Vec<Option<&Tensor>> = step
-                .inputs
-                .iter()
-                .map(|i| i.and_then(|i| values[i].as_deref()))
-                .collect();
             let ctx = OpCtx {
                 node,
                 opset: step.opset,
             };
-            let mut outs = (step.kernel)(&ctx, &args).map_err(|source| FloatError::Node {
+            let node_err = |source| FloatError::Node {
                 node: node.name.clone(),
                 op: node.qualified_op(),
                 source,
-            })?;
+            };
+            let mut done = None;
+            if let (Some(f), Some(Some(first))) = (step.in_place, step.inputs.first().copied()) {
+                // Input 0 is handed over when nothing else holds it.
+                let owned = match values[first].take().map(Arc::try_unwrap) {
+                    Some(Ok(t)) => Some(t),
+                    Some(Err(shared)) => {
+                        values[first] = Some(shared);
+                        None
+                    }
+                    None => None,
+                };
+                if let Some(x) = owned {
+                    let args: Vec<Option<&Tensor>> = step
+                        .inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(k, i)| i.filter(|_| k > 0).and_then(|i| values[i].as_deref()))
+                        .collect();
+                    match f(&ctx, x, &args).map_err(node_err)? {
+                        Ok(outs) => done = Some(outs),
+                        Err(x) => values[first] = Some(Arc::new(x)),
+                    }
+                }
+            }
+            let mut outs = match done {
+                Some(outs) => outs,
+                None => {
+                    let args: Vec<Option<&Tensor>> = step
+                        .inputs
+                        .iter()
+                        .map(|i| i.and_then(|i| values[i].as_deref()))
+                        .collect();
+                    (step.kernel)(&ctx, &args).map_err(node_err)?
+                }
+            };
             let needed = step
                 .outputs
                 .iter()

@@ -737,6 +737,19 @@ fn hz_calibration(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tenso
     Ok(vec![fq.apply(input(inputs, 0)?)?])
 }
 
+/// [`hz_calibration`] quantizing a float32 input 0 in its own buffer.
+fn hz_calibration_in_place(
+    ctx: &OpCtx,
+    x: Tensor,
+    _inputs: &[Option<&Tensor>],
+) -> OpResult<std::result::Result<Vec<Tensor>, Tensor>> {
+    let Tensor::F32(mut a) = x else {
+        return Ok(Err(x));
+    };
+    FakeQuant::from_node(ctx.node)?.apply_array(&mut a)?;
+    Ok(Ok(vec![Tensor::F32(a)]))
+}
+
 fn hz_preprocess(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     let p = Preprocess::from_node(ctx.node)?;
     Ok(vec![p.apply(input(inputs, 0)?)?])
@@ -746,6 +759,7 @@ fn hz_preprocess(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor
 /// `horizon::HzBiasCorrection`.
 pub fn register(r: &mut Registry) {
     r.register_in(DOMAIN, "HzCalibration", hz_calibration);
+    r.register_in_place(DOMAIN, "HzCalibration", hz_calibration_in_place);
     r.register_in(DOMAIN, "HzPreprocess", hz_preprocess);
     r.register_in(DOMAIN, "HzBiasCorrection", hz_bias_correction);
 }

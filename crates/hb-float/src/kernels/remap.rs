@@ -56,6 +56,23 @@ pub fn reshape_tensor(t: &Tensor, shape: &[usize]) -> OpResult<Tensor> {
     Ok(hb_tensor::map_tensor!(t, a => reshape_arr(a, shape)?))
 }
 
+/// [`reshape_tensor`] of an owned tensor: a standard-layout buffer is
+/// kept (no copy), only the shape changes.
+pub fn reshape_owned(t: Tensor, shape: &[usize]) -> OpResult<Tensor> {
+    let n: usize = shape.iter().product();
+    if n != t.len() {
+        return Err(invalid!(
+            "cannot reshape {:?} ({} elements) to {:?}",
+            t.shape(),
+            t.len(),
+            shape
+        ));
+    }
+    Ok(hb_tensor::map_tensor!(t.into_standard_layout(), a => a
+        .into_shape_with_order(IxDyn(shape))
+        .map_err(|e| invalid!("{e}"))?))
+}
+
 /// Row-major strides of a shape.
 pub fn strides_of(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];

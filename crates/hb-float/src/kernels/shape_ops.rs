@@ -3,7 +3,8 @@
 //! DepthToSpace, SpaceToDepth. All work on every element type.
 
 use super::remap::{
-    axis_of, check_numel, remap_axes, reshape_arr, reshape_tensor, to_dims, to_standard,
+    axis_of, check_numel, remap_axes, reshape_arr, reshape_owned, reshape_tensor, to_dims,
+    to_standard,
 };
 use super::util::{attr_err, broadcast_shapes, input, ints_input, one, opt_input};
 use crate::error::OpResult;
@@ -23,6 +24,11 @@ pub fn register(r: &mut Registry) {
     r.register("Flatten", flatten);
     r.register("Squeeze", squeeze);
     r.register("Unsqueeze", unsqueeze);
+    r.register_in_place("", "Identity", identity_in_place);
+    r.register_in_place("", "Reshape", reshape_in_place);
+    r.register_in_place("", "Flatten", flatten_in_place);
+    r.register_in_place("", "Squeeze", squeeze_in_place);
+    r.register_in_place("", "Unsqueeze", unsqueeze_in_place);
     r.register("Transpose", transpose);
     r.register("Concat", concat);
     r.register("Split", split);
@@ -114,8 +120,8 @@ fn reshape_target(from: &[usize], spec: &[i64], allowzero: bool) -> OpResult<Vec
     Ok(out)
 }
 
-fn reshape(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
-    let x = input(inputs, 0)?;
+/// The output shape of a Reshape of `dims`.
+fn reshape_shape(ctx: &OpCtx, dims: &[usize], inputs: &[Option<&Tensor>]) -> OpResult<Vec<usize>> {
     let spec = match ints_input(inputs, 1)? {
         Some(s) => s,
         None => ctx
@@ -125,21 +131,20 @@ fn reshape(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
             .ok_or_else(|| invalid!("Reshape needs a shape"))?,
     };
     let allowzero = ctx.node.int_or("allowzero", 0).map_err(attr_err)? != 0;
-    let target = reshape_target(x.shape(), &spec, allowzero)?;
-    one(reshape_tensor(x, &target)?)
+    reshape_target(dims, &spec, allowzero)
 }
 
-fn flatten(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
-    let x = input(inputs, 0)?;
-    let r = x.rank() as i64;
+/// The output shape of a Flatten of `dims`.
+fn flatten_shape(ctx: &OpCtx, dims: &[usize], _: &[Option<&Tensor>]) -> OpResult<Vec<usize>> {
+    let r = dims.len() as i64;
     let axis = ctx.node.int_or("axis", 1).map_err(attr_err)?;
     let axis = if axis < 0 { axis + r } else { axis };
     if axis < 0 || axis > r {
         return Err(invalid!("Flatten axis {axis} out of range for rank {r}"));
     }
-    let outer: usize = x.shape()[..axis as usize].iter().product();
-    let inner: usize = x.shape()[axis as usize..].iter().product();
-    one(reshape_tensor(x, &[outer, inner])?)
+    let outer: usize = dims[..axis as usize].iter().product();
+    let inner: usize = dims[axis as usize..].iter().product();
+    Ok(vec![outer, inner])
 }
 
 /// Axes from the `axes` input (opset ≥ 13) or attribute.
@@ -164,9 +169,8 @@ fn norm_axes(axes: &[i64], rank: usize) -> OpResult<Vec<usize>> {
     Ok(out)
 }
 
-fn squeeze(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
-    let x = input(inputs, 0)?;
-    let dims = x.shape();
+/// The output shape of a Squeeze of `dims`.
+fn squeeze_shape(ctx: &OpCtx, dims: &[usize], inputs: &[Option<&Tensor>]) -> OpResult<Vec<usize>> {
     let axes = match axes_arg(ctx, inputs, 1)? {
         Some(a) => norm_axes(&a, dims.len())?,
         None => (0..dims.len()).filter(|&i| dims[i] == 1).collect(),
@@ -174,19 +178,22 @@ fn squeeze(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     if let Some(&a) = axes.iter().find(|&&a| dims[a] != 1) {
         return Err(invalid!("cannot squeeze axis {a} of size {}", dims[a]));
     }
-    let out: Vec<usize> = (0..dims.len())
+    Ok((0..dims.len())
         .filter(|i| !axes.contains(i))
         .map(|i| dims[i])
-        .collect();
-    one(reshape_tensor(x, &out)?)
+        .collect())
 }
 
-fn unsqueeze(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
-    let x = input(inputs, 0)?;
+/// The output shape of an Unsqueeze of `dims`.
+fn unsqueeze_shape(
+    ctx: &OpCtx,
+    dims: &[usize],
+    inputs: &[Option<&Tensor>],
+) -> OpResult<Vec<usize>> {
     let axes = axes_arg(ctx, inputs, 1)?.ok_or_else(|| invalid!("Unsqueeze needs axes"))?;
-    let rank = x.rank() + axes.len();
+    let rank = dims.len() + axes.len();
     let axes = norm_axes(&axes, rank)?;
-    let mut src = x.shape().iter();
+    let mut src = dims.iter();
     let mut out = Vec::with_capacity(rank);
     for i in 0..rank {
         if axes.contains(&i) {
@@ -195,7 +202,45 @@ fn unsqueeze(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
             out.push(*src.next().ok_or_else(|| invalid!("bad unsqueeze axes"))?);
         }
     }
-    one(reshape_tensor(x, &out)?)
+    Ok(out)
+}
+
+/// A kernel computing its output shape from input 0's.
+type ShapeOf = fn(&OpCtx, &[usize], &[Option<&Tensor>]) -> OpResult<Vec<usize>>;
+
+/// Copying kernels and in-place variants (the buffer keeps its data, the
+/// array a new shape) of the reshape-like ops.
+macro_rules! reshape_like {
+    ($plain:ident, $owned:ident, $shape:ident) => {
+        fn $plain(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
+            let x = input(inputs, 0)?;
+            let to: ShapeOf = $shape;
+            one(reshape_tensor(x, &to(ctx, x.shape(), inputs)?)?)
+        }
+
+        fn $owned(
+            ctx: &OpCtx,
+            x: Tensor,
+            inputs: &[Option<&Tensor>],
+        ) -> OpResult<std::result::Result<Vec<Tensor>, Tensor>> {
+            let to: ShapeOf = $shape;
+            let shape = to(ctx, x.shape(), inputs)?;
+            Ok(Ok(vec![reshape_owned(x, &shape)?]))
+        }
+    };
+}
+
+reshape_like!(reshape, reshape_in_place, reshape_shape);
+reshape_like!(flatten, flatten_in_place, flatten_shape);
+reshape_like!(squeeze, squeeze_in_place, squeeze_shape);
+reshape_like!(unsqueeze, unsqueeze_in_place, unsqueeze_shape);
+
+fn identity_in_place(
+    _ctx: &OpCtx,
+    x: Tensor,
+    _inputs: &[Option<&Tensor>],
+) -> OpResult<std::result::Result<Vec<Tensor>, Tensor>> {
+    Ok(Ok(vec![x]))
 }
 
 /// `a` with its axes permuted (perm must be a permutation; checked).

@@ -1,0 +1,112 @@
+//! The in-place kernel variants give what the plain kernels give, and never
+//! touch a value something else still reads.
+
+use super::Session;
+use crate::kernels::horizon::{FakeQuant, FqType};
+use crate::registry::Registry;
+use hb_ir::{Attr, Graph, Model, Node, ValueInfo};
+use hb_tensor::{DType, Tensor};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The standard registry with every in-place variant dropped (plain kernels
+/// registered again).
+fn plain_registry() -> Registry {
+    let standard = Registry::standard();
+    let mut r = Registry::standard();
+    for (domain, op) in standard.ops() {
+        if let Some(f) = standard.get(&domain, &op) {
+            r.register_in(&domain, &op, f);
+        }
+    }
+    r
+}
+
+/// x → Identity → Reshape → HzCalibration → Unsqueeze → Squeeze → Flatten,
+/// with the calibrated value also a graph output (so the Unsqueeze after it
+/// must copy), a Reshape of an initializer (shared, so it is copied) and
+/// `x` read again at the end by an Add.
+fn model() -> Model {
+    let mut g = Graph::default();
+    g.inputs
+        .push(ValueInfo::tensor("x", DType::F32, &[2, 3, 4]));
+    for (name, shape) in [
+        ("f", vec![6, 4]),
+        ("q", vec![6, 4]),
+        ("w2", vec![4, 3]),
+        ("s", vec![2, 3, 4]),
+    ] {
+        g.outputs.push(ValueInfo::tensor(name, DType::F32, &shape));
+    }
+    let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+    g.initializers
+        .insert("w".into(), Arc::new(Tensor::from_f32(&[12], w).expect("w")));
+    g.initializers.insert(
+        "shape".into(),
+        Arc::new(Tensor::from_vec(&[2], vec![6i64, 4]).expect("shape")),
+    );
+    g.initializers.insert(
+        "wshape".into(),
+        Arc::new(Tensor::from_vec(&[2], vec![4i64, 3]).expect("wshape")),
+    );
+    g.initializers.insert(
+        "axes".into(),
+        Arc::new(Tensor::from_vec(&[1], vec![0i64]).expect("axes")),
+    );
+    g.nodes.push(Node::new("id", "Identity", &["x"], &["a"]));
+    g.nodes
+        .push(Node::new("r", "Reshape", &["a", "shape"], &["b"]));
+    g.nodes
+        .push(FakeQuant::feature(FqType::Int8, &[1.5]).to_node("cal", "b", "q"));
+    g.nodes
+        .push(Node::new("u", "Unsqueeze", &["q", "axes"], &["d"]));
+    g.nodes
+        .push(Node::new("sq", "Squeeze", &["d", "axes"], &["e"]));
+    let mut fl = Node::new("fl", "Flatten", &["e"], &["f"]);
+    fl.set_attr("axis", Attr::Int(1));
+    g.nodes.push(fl);
+    g.nodes
+        .push(Node::new("rw", "Reshape", &["w", "wshape"], &["w2"]));
+    g.nodes.push(Node::new("add", "Add", &["x", "x"], &["s"]));
+    Model {
+        ir_version: 8,
+        opsets: [(String::new(), 13), ("horizon".to_string(), 1)].into(),
+        graph: g,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn in_place_variants_match_the_plain_kernels() {
+    let m = model();
+    let x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin() * 2.0).collect();
+    let inputs = HashMap::from([(
+        "x".to_string(),
+        Tensor::from_f32(&[2, 3, 4], x.clone()).expect("x"),
+    )]);
+    let fast = Session::new(&m).expect("session");
+    let plain = Session::with_registry(&m, &plain_registry()).expect("plain session");
+    // The in-place path is taken where it may be and nowhere else.
+    let taken: Vec<&str> = fast
+        .steps
+        .iter()
+        .zip(&m.graph.nodes)
+        .filter(|(s, _)| s.in_place.is_some())
+        .map(|(_, n)| n.name.as_str())
+        .collect();
+    assert_eq!(taken, ["r", "cal", "sq", "fl", "rw"]);
+    assert!(plain.steps.iter().all(|s| s.in_place.is_none()));
+    for _ in 0..2 {
+        let got = fast.run(&inputs).expect("run");
+        assert_eq!(got, plain.run(&inputs).expect("plain run"));
+        let q = FakeQuant::feature(FqType::Int8, &[1.5])
+            .apply(&Tensor::from_f32(&[6, 4], x.clone()).expect("x"))
+            .expect("fake quant");
+        assert_eq!(got[1].1, q);
+        let s: Vec<f32> = x.iter().map(|v| v + v).collect();
+        assert_eq!(got[3].1, Tensor::from_f32(&[2, 3, 4], s).expect("s"));
+    }
+    // The initializer was shared: it is unchanged.
+    let w = m.graph.initializer("w").expect("w").to_f32().expect("f32");
+    assert_eq!(w.shape(), [12]);
+}
