@@ -325,20 +325,23 @@ fn collect(
         .map(work)
         .collect::<Result<_, _>>()?;
     pb.finish_and_clear();
-    let mut feature: Vec<TensorStats> = (0..index.len()).map(new_stats).collect();
-    let mut inputs: Vec<(String, DType, TensorStats)> = input_names
-        .iter()
-        .map(|(n, d)| (n.clone(), *d, TensorStats::new(2048)))
-        .collect();
+    // Merged into the first shard's statistics (fresh ones would allocate
+    // and zero a histogram per tensor only to be replaced).
+    let mut feature: Vec<TensorStats> = Vec::new();
+    let mut input_stats: Vec<TensorStats> = Vec::new();
     let mut dtypes = HashMap::new();
     let mut kept = Vec::new();
     let mut float_dump = ValueDump::default();
-    for sh in shards {
-        for (a, b) in feature.iter_mut().zip(sh.feature) {
-            a.merge(b);
-        }
-        for (a, b) in inputs.iter_mut().zip(sh.inputs) {
-            a.2.merge(b);
+    for (k, sh) in shards.into_iter().enumerate() {
+        if k == 0 {
+            (feature, input_stats) = (sh.feature, sh.inputs);
+        } else {
+            for (a, b) in feature.iter_mut().zip(sh.feature) {
+                a.merge(b);
+            }
+            for (a, b) in input_stats.iter_mut().zip(sh.inputs) {
+                a.merge(b);
+            }
         }
         for (k, v) in sh.dtypes {
             dtypes.entry(k).or_insert(v);
@@ -348,6 +351,11 @@ fn collect(
             float_dump = d;
         }
     }
+    let inputs: Vec<(String, DType, TensorStats)> = input_names
+        .iter()
+        .zip(input_stats)
+        .map(|((n, d), st)| (n.clone(), *d, st))
+        .collect();
     kept.sort_by_key(|k| k.0);
     let (search, reference) = kept.into_iter().map(|(_, s, o)| (s, o)).unzip();
     Ok(Collected {
@@ -685,7 +693,7 @@ pub fn calibrate_alongside<R: Send>(
 /// over `data` ([`collect_statistics`], possibly under another config of
 /// the same model): gives exactly what [`calibrate`] gives. Errors when the
 /// statistics do not cover a tensor `qc` quantizes, or lack the histogram
-/// a method of `qc` needs.
+/// or the per-channel extremes `qc` needs.
 pub fn calibrate_with(
     model: &Model,
     qc: &QuantConfig,

@@ -36,17 +36,18 @@ pub fn std_data<'a, T: Clone>(a: &'a ArrayD<T>) -> Cow<'a, [T]> {
     }
 }
 
+/// Fails unless `from` and `to` hold the same number of elements.
+fn check_reshape(from: &[usize], to: &[usize]) -> OpResult<()> {
+    let (n, m): (usize, usize) = (from.iter().product(), to.iter().product());
+    if n != m {
+        return Err(invalid!("cannot reshape {from:?} ({n} elements) to {to:?}"));
+    }
+    Ok(())
+}
+
 /// `a` (any layout) with a new shape of the same element count.
 pub fn reshape_arr<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> OpResult<ArrayD<T>> {
-    let n: usize = shape.iter().product();
-    if n != a.len() {
-        return Err(invalid!(
-            "cannot reshape {:?} ({} elements) to {:?}",
-            a.shape(),
-            a.len(),
-            shape
-        ));
-    }
+    check_reshape(a.shape(), shape)?;
     let data = std_data(a).into_owned();
     ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| invalid!("{e}"))
 }
@@ -59,15 +60,7 @@ pub fn reshape_tensor(t: &Tensor, shape: &[usize]) -> OpResult<Tensor> {
 /// [`reshape_tensor`] of an owned tensor: a standard-layout buffer is
 /// kept (no copy), only the shape changes.
 pub fn reshape_owned(t: Tensor, shape: &[usize]) -> OpResult<Tensor> {
-    let n: usize = shape.iter().product();
-    if n != t.len() {
-        return Err(invalid!(
-            "cannot reshape {:?} ({} elements) to {:?}",
-            t.shape(),
-            t.len(),
-            shape
-        ));
-    }
+    check_reshape(t.shape(), shape)?;
     Ok(hb_tensor::map_tensor!(t.into_standard_layout(), a => a
         .into_shape_with_order(IxDyn(shape))
         .map_err(|e| invalid!("{e}"))?))

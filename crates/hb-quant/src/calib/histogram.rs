@@ -188,13 +188,13 @@ impl AbsHistogram {
     }
 
     /// Merges another histogram with the same number of bins (exact).
-    pub fn merge(&mut self, other: &AbsHistogram) {
+    pub fn merge(&mut self, other: AbsHistogram) {
         assert_eq!(
             self.bins(),
             other.bins(),
             "histograms must have the same number of bins"
         );
-        let mut o = other.clone();
+        let mut o = other;
         match (self.log2_width, o.log2_width) {
             (_, None) => {}
             (None, Some(e)) => self.coarsen_to(e),
@@ -296,7 +296,7 @@ mod tests {
         for c in data[300..].chunks(91) {
             b.add(c);
         }
-        a.merge(&b);
+        a.merge(b);
         assert_eq!(a, one);
     }
 

@@ -84,6 +84,20 @@ struct BlockLanes {
 }
 
 impl BlockLanes {
+    /// Lanes that have seen nothing. Zero counts are kept as f32 (exact: a
+    /// lane counts at most 16 values of a block), so every accumulator is a
+    /// plain f32 vector: `x < lo ? x : lo` is one `minps`, the zero test a
+    /// compare and a masked add.
+    #[inline(always)]
+    fn empty() -> Self {
+        BlockLanes {
+            lo: [f32::INFINITY; L],
+            hi: [f32::NEG_INFINITY; L],
+            sum: [0f32; L],
+            zeros: [0f32; L],
+        }
+    }
+
     /// True when the block holds no mask value (NaN makes a lane's sum
     /// NaN; ±inf and |x| ≥ `MASK_LIMIT` show in the extremes).
     #[inline(always)]
@@ -119,15 +133,7 @@ impl BlockLanes {
 
 #[inline(always)]
 fn scan_block(block: &[f32]) -> BlockLanes {
-    let mut r = BlockLanes {
-        lo: [f32::INFINITY; L],
-        hi: [f32::NEG_INFINITY; L],
-        sum: [0f32; L],
-        // Zero counts kept as f32 (exact: a lane counts at most 16 values
-        // of a block), so every accumulator is a plain f32 vector: `x < lo ?
-        // x : lo` is one `minps`, the zero test a compare and a masked add.
-        zeros: [0f32; L],
-    };
+    let mut r = BlockLanes::empty();
     for c in block.chunks_exact(L) {
         let Ok(c) = <&[f32; L]>::try_from(c) else {
             continue;
@@ -164,12 +170,7 @@ impl MaskedLanes {
 #[inline(always)]
 fn scan_masked_block(block: &[f32], neg_limit: f32) -> MaskedLanes {
     let mut r = MaskedLanes {
-        data: BlockLanes {
-            lo: [f32::INFINITY; L],
-            hi: [f32::NEG_INFINITY; L],
-            sum: [0f32; L],
-            zeros: [0f32; L],
-        },
+        data: BlockLanes::empty(),
         masks: [0f32; L],
         nan: [0f32; L],
     };
@@ -421,7 +422,9 @@ impl TensorStats {
     }
 
     /// Bins the data values of `block` (which holds `masks` mask values),
-    /// whose largest |x| is `absmax`.
+    /// whose largest |x| is `absmax` (inlined into the multiversioned
+    /// `observe`, so the binning is vector code).
+    #[inline(always)]
     fn bin_data_values(&mut self, block: &[f32], absmax: f32, masks: u64) {
         if masks == 0 {
             self.hist.add_finite(block, absmax);
@@ -538,7 +541,7 @@ impl TensorStats {
         }
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
-        self.hist.merge(&other.hist);
+        self.hist.merge(other.hist);
         self.mask_values += other.mask_values;
         self.nan += other.nan;
         self.sum += other.sum;
