@@ -631,7 +631,7 @@ fn write(work: &Path, art: Artefacts) -> ToolResult<()> {
     let mkdir = |d: &Path| {
         std::fs::create_dir_all(d).map_err(|e| ToolError::input(format!("{}: {e}", d.display())))
     };
-    mkdir(work)?;
+    // `work` itself exists (made before the .bc is written alongside).
     for (path, _) in &art.files {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             mkdir(parent)?;

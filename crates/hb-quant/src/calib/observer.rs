@@ -99,15 +99,14 @@ impl BlockLanes {
     }
 
     /// True when the block holds no mask value (NaN makes a lane's sum
-    /// NaN; ±inf and |x| ≥ `MASK_LIMIT` show in the extremes).
+    /// NaN; ±inf and |x| ≥ `MASK_LIMIT` show in the extremes). `neg_limit`
+    /// is −`mask_limit` ≥ −`MASK_LIMIT` (the limit is capped), so it covers
+    /// the negative side.
     #[inline(always)]
     fn clean(&self, neg_limit: f32) -> bool {
         let mut bad = false;
         for k in 0..L {
-            bad |= self.sum[k].is_nan()
-                | (self.lo[k] <= neg_limit)
-                | (self.lo[k] <= -MASK_LIMIT)
-                | (self.hi[k] >= MASK_LIMIT);
+            bad |= self.sum[k].is_nan() | (self.lo[k] <= neg_limit) | (self.hi[k] >= MASK_LIMIT);
         }
         !bad
     }
