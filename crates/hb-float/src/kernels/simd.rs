@@ -60,7 +60,7 @@ pub const LANES: usize = 16;
 
 /// Adds the lanes pairwise (a fixed tree, so the order is deterministic).
 #[inline(always)]
-fn hsum(mut acc: [f32; LANES]) -> f32 {
+pub(crate) fn hsum(mut acc: [f32; LANES]) -> f32 {
     let mut w = LANES / 2;
     while w > 0 {
         for i in 0..w {
