@@ -17,12 +17,13 @@ pub struct OpCtx<'a> {
 /// node output (trailing optional outputs may be left off).
 pub type KernelFn = fn(&OpCtx, &[Option<&Tensor>]) -> OpResult<Vec<Tensor>>;
 
-/// An in-place variant of a kernel: input 0 is handed over by value (the
+/// An in-place variant of a kernel: an input is handed over by value (the
 /// session does so when this node is its last reader and nothing else
-/// holds it) and `inputs[0]` is `None`. It may reuse input 0's buffer for
-/// the output, or return `Ok(Err(x))` to decline, giving the tensor back
-/// (the session then runs the plain kernel). Results must equal the plain
-/// kernel's.
+/// holds it) and its slot in `inputs` is `None`. Input 0, or for variants
+/// registered with [`Registry::register_in_place_any`] any input. It may
+/// reuse that buffer for the output, or return `Ok(Err(x))` to decline,
+/// giving the tensor back unchanged (the session then tries the next
+/// input or runs the plain kernel). Results must equal the plain kernel's.
 pub type InPlaceFn =
     fn(&OpCtx, Tensor, &[Option<&Tensor>]) -> OpResult<std::result::Result<Vec<Tensor>, Tensor>>;
 
@@ -30,7 +31,7 @@ pub type InPlaceFn =
 #[derive(Clone)]
 pub struct Registry {
     map: HashMap<(String, String), KernelFn>,
-    in_place: HashMap<(String, String), InPlaceFn>,
+    in_place: HashMap<(String, String), (InPlaceFn, bool)>,
 }
 
 impl Registry {
@@ -62,16 +63,27 @@ impl Registry {
         self.map.insert(key, f);
     }
 
-    /// Registers the in-place variant of an op's kernel (after the kernel).
+    /// Registers the in-place variant of an op's kernel (after the
+    /// kernel); it is handed input 0.
     pub fn register_in_place(&mut self, domain: &str, op_type: &str, f: InPlaceFn) {
         self.in_place.insert(
             (normalize_domain(domain).to_string(), op_type.to_string()),
-            f,
+            (f, false),
         );
     }
 
-    /// The in-place variant of an op's kernel, if any.
-    pub fn get_in_place(&self, domain: &str, op_type: &str) -> Option<InPlaceFn> {
+    /// Registers an in-place variant that may be handed any input (e.g.
+    /// `Add(bias, x)` reuses `x`).
+    pub fn register_in_place_any(&mut self, domain: &str, op_type: &str, f: InPlaceFn) {
+        self.in_place.insert(
+            (normalize_domain(domain).to_string(), op_type.to_string()),
+            (f, true),
+        );
+    }
+
+    /// The in-place variant of an op's kernel, if any, and whether it takes
+    /// any input (not only input 0).
+    pub fn get_in_place(&self, domain: &str, op_type: &str) -> Option<(InPlaceFn, bool)> {
         self.in_place
             .get(&(normalize_domain(domain).to_string(), op_type.to_string()))
             .copied()

@@ -49,9 +49,11 @@ impl NodeHook for ValueDump {
 
 struct Step {
     kernel: KernelFn,
-    /// The kernel's in-place variant, when this step is input 0's last
-    /// reader and reads it once.
+    /// The kernel's in-place variant, when this step is the last reader of
+    /// an input it may take (`in_place_slots`) and reads it once.
     in_place: Option<InPlaceFn>,
+    /// The input slots that may be handed over, tried in order.
+    in_place_slots: Vec<usize>,
     opset: i64,
     inputs: Vec<Option<usize>>,
     outputs: Vec<Option<usize>>,
@@ -152,6 +154,7 @@ impl Session {
             steps.push(Step {
                 kernel,
                 in_place: None,
+                in_place_slots: Vec::new(),
                 opset: model.opset_for(&n.domain),
                 inputs,
                 outputs,
@@ -210,12 +213,20 @@ impl Session {
             }
         }
         for (s, n) in steps.iter_mut().zip(&graph.nodes) {
-            let Some(Some(first)) = s.inputs.first().copied() else {
+            let Some((f, any)) = registry.get_in_place(&n.domain, &n.op_type) else {
                 continue;
             };
-            let read_once = s.inputs.iter().flatten().filter(|&&i| i == first).count() == 1;
-            if read_once && s.frees.contains(&first) {
-                s.in_place = registry.get_in_place(&n.domain, &n.op_type);
+            let slots = if any { s.inputs.len() } else { 1 };
+            s.in_place_slots = (0..slots)
+                .filter(|&k| {
+                    s.inputs[k].is_some_and(|v| {
+                        s.frees.contains(&v)
+                            && s.inputs.iter().flatten().filter(|&&i| i == v).count() == 1
+                    })
+                })
+                .collect();
+            if !s.in_place_slots.is_empty() {
+                s.in_place = Some(f);
             }
         }
         Ok(Session {
@@ -281,6 +292,42 @@ impl Session {
         Ok(())
     }
 
+    /// Runs a step's in-place variant on the first input it may take that
+    /// nothing else holds; `None` when there is none or every try declined
+    /// (each declined input is put back unchanged).
+    fn run_in_place(
+        &self,
+        f: InPlaceFn,
+        step: &Step,
+        ctx: &OpCtx,
+        values: &mut [Option<Arc<Tensor>>],
+    ) -> crate::error::OpResult<Option<Vec<Tensor>>> {
+        for &slot in &step.in_place_slots {
+            let Some(id) = step.inputs[slot] else {
+                continue;
+            };
+            let owned = match values[id].take().map(Arc::try_unwrap) {
+                Some(Ok(t)) => t,
+                Some(Err(shared)) => {
+                    values[id] = Some(shared);
+                    continue;
+                }
+                None => continue,
+            };
+            let args: Vec<Option<&Tensor>> = step
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(k, i)| i.filter(|_| k != slot).and_then(|i| values[i].as_deref()))
+                .collect();
+            match f(ctx, owned, &args)? {
+                Ok(outs) => return Ok(Some(outs)),
+                Err(x) => values[id] = Some(Arc::new(x)),
+            }
+        }
+        Ok(None)
+    }
+
     fn run_inner(
         &self,
         inputs: &HashMap<String, Tensor>,
@@ -305,28 +352,10 @@ impl Session {
                 source,
             };
             let mut done = None;
-            if let (Some(f), Some(Some(first))) = (step.in_place, step.inputs.first().copied()) {
-                // Input 0 is handed over when nothing else holds it.
-                let owned = match values[first].take().map(Arc::try_unwrap) {
-                    Some(Ok(t)) => Some(t),
-                    Some(Err(shared)) => {
-                        values[first] = Some(shared);
-                        None
-                    }
-                    None => None,
-                };
-                if let Some(x) = owned {
-                    let args: Vec<Option<&Tensor>> = step
-                        .inputs
-                        .iter()
-                        .enumerate()
-                        .map(|(k, i)| i.filter(|_| k > 0).and_then(|i| values[i].as_deref()))
-                        .collect();
-                    match f(&ctx, x, &args).map_err(node_err)? {
-                        Ok(outs) => done = Some(outs),
-                        Err(x) => values[first] = Some(Arc::new(x)),
-                    }
-                }
+            if let Some(f) = step.in_place {
+                done = self
+                    .run_in_place(f, step, &ctx, &mut values)
+                    .map_err(node_err)?;
             }
             let mut outs = match done {
                 Some(outs) => outs,

@@ -3,7 +3,7 @@
 //! PRelu and Where.
 
 use crate::error::OpResult;
-use crate::kernels::ew::{zip_broadcast, Num};
+use crate::kernels::ew::{zip_broadcast, zip_into, Num};
 use crate::kernels::util::{broadcast_all, broadcast_view, input, one};
 use crate::registry::{KernelFn, OpCtx, Registry};
 use crate::{int_pair, invalid, num_pair, same_pair, unsupported, with_num};
@@ -55,6 +55,46 @@ fn arith_tensors(a: &Tensor, b: &Tensor, op: Arith) -> OpResult<Tensor> {
 
 fn binary_arith(inputs: &[Option<&Tensor>], op: Arith) -> OpResult<Vec<Tensor>> {
     one(arith_tensors(input(inputs, 0)?, input(inputs, 1)?, op)?)
+}
+
+/// The in-place f32 Add/Sub/Mul/Div: the handed-over input (either one)
+/// keeps the result when it has the output's shape; declines otherwise.
+fn arith_in_place(
+    x: Tensor,
+    inputs: &[Option<&Tensor>],
+    op: Arith,
+) -> OpResult<std::result::Result<Vec<Tensor>, Tensor>> {
+    let Tensor::F32(mut a) = x else {
+        return Ok(Err(x));
+    };
+    // The handed-over input's slot is the empty one.
+    let (other, owned_first) = match (
+        inputs.first().copied().flatten(),
+        inputs.get(1).copied().flatten(),
+    ) {
+        (None, Some(b)) => (b, true),
+        (Some(b), None) => (b, false),
+        _ => return Ok(Err(Tensor::F32(a))),
+    };
+    let Tensor::F32(b) = other else {
+        return Ok(Err(Tensor::F32(a)));
+    };
+    let done = match (op, owned_first) {
+        (Arith::Add, true) => zip_into(&mut a, b, f32::nadd),
+        (Arith::Add, false) => zip_into(&mut a, b, |x, y| y.nadd(x)),
+        (Arith::Sub, true) => zip_into(&mut a, b, f32::nsub),
+        (Arith::Sub, false) => zip_into(&mut a, b, |x, y| y.nsub(x)),
+        (Arith::Mul, true) => zip_into(&mut a, b, f32::nmul),
+        (Arith::Mul, false) => zip_into(&mut a, b, |x, y| y.nmul(x)),
+        (Arith::Div, true) => zip_into(&mut a, b, f32::ndiv),
+        (Arith::Div, false) => zip_into(&mut a, b, |x, y| y.ndiv(x)),
+        _ => false,
+    };
+    Ok(if done {
+        Ok(vec![Tensor::F32(a)])
+    } else {
+        Err(Tensor::F32(a))
+    })
 }
 
 /// Folds every present input with `op` (Sum, Max, Min, Mean).
@@ -336,6 +376,51 @@ fn where_op(_: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     one(r.ok_or_else(|| invalid!("Where: X {} and Y {} differ", x.dtype(), y.dtype()))?)
 }
 
+/// The in-place f32 Where with one single-element branch: the handed-over
+/// full branch keeps the result; declines otherwise.
+fn where_in_place(
+    _: &OpCtx,
+    x: Tensor,
+    inputs: &[Option<&Tensor>],
+) -> OpResult<std::result::Result<Vec<Tensor>, Tensor>> {
+    let Tensor::F32(mut a) = x else {
+        return Ok(Err(x));
+    };
+    let (Some(Tensor::Bool(c)), x_owned) = (
+        inputs.first().copied().flatten(),
+        inputs.get(1).is_some_and(|i| i.is_none()),
+    ) else {
+        return Ok(Err(Tensor::F32(a)));
+    };
+    let other = inputs.get(if x_owned { 2 } else { 1 }).copied().flatten();
+    let Some(Tensor::F32(o)) = other else {
+        return Ok(Err(Tensor::F32(a)));
+    };
+    let full = broadcast_all(&[c.shape(), a.shape(), o.shape()]).ok();
+    let (Some(&v), true) = (
+        o.iter().next().filter(|_| o.len() == 1),
+        full.as_deref() == Some(a.shape()),
+    ) else {
+        return Ok(Err(Tensor::F32(a)));
+    };
+    // A bit select, not `if`: in place, `if` compiles to a conditional
+    // store, which does not vectorise.
+    let pick = |keep: bool, x: f32, y: f32| {
+        let m = (keep as u32).wrapping_neg();
+        f32::from_bits((x.to_bits() & m) | (y.to_bits() & !m))
+    };
+    let done = if x_owned {
+        zip_into(&mut a, c, |x, k| pick(k, x, v))
+    } else {
+        zip_into(&mut a, c, |y, k| pick(k, v, y))
+    };
+    Ok(if done {
+        Ok(vec![Tensor::F32(a)])
+    } else {
+        Err(Tensor::F32(a))
+    })
+}
+
 /// Registers the binary kernels.
 pub fn register(r: &mut Registry) {
     let ops: &[(&str, KernelFn)] = &[
@@ -367,10 +452,67 @@ pub fn register(r: &mut Registry) {
     for &(name, f) in ops {
         r.register(name, f);
     }
+    r.register_in_place_any("", "Add", |_, x, i| arith_in_place(x, i, Arith::Add));
+    r.register_in_place_any("", "Sub", |_, x, i| arith_in_place(x, i, Arith::Sub));
+    r.register_in_place_any("", "Mul", |_, x, i| arith_in_place(x, i, Arith::Mul));
+    r.register_in_place_any("", "Div", |_, x, i| arith_in_place(x, i, Arith::Div));
+    r.register_in_place_any("", "Where", where_in_place);
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn in_place_arithmetic_takes_either_operand_and_declines_a_smaller_one() {
+        let a = Tensor::from_f32(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("tensor");
+        let b = Tensor::from_f32(&[3], vec![0.5, 4.0, -2.0]).expect("tensor");
+        for op in [Arith::Add, Arith::Sub, Arith::Mul, Arith::Div] {
+            let plain = binary_arith(&[Some(&a), Some(&b)], op).unwrap_or_default();
+            let Ok(Ok(got)) = arith_in_place(a.clone(), &[None, Some(&b)], op) else {
+                panic!("{op:?}: the full first operand was declined");
+            };
+            assert_eq!(got, plain, "{op:?} a∘b");
+            let plain = binary_arith(&[Some(&b), Some(&a)], op).unwrap_or_default();
+            let Ok(Ok(got)) = arith_in_place(a.clone(), &[Some(&b), None], op) else {
+                panic!("{op:?}: the full second operand was declined");
+            };
+            assert_eq!(got, plain, "{op:?} b∘a");
+            // `b` is smaller than the result: given back unchanged.
+            match arith_in_place(b.clone(), &[None, Some(&a)], op) {
+                Ok(Err(back)) => assert_eq!(back, b),
+                _ => panic!("{op:?}: a smaller operand was not declined"),
+            }
+        }
+    }
+
+    #[test]
+    fn in_place_where_keeps_the_full_branch() {
+        let c = Tensor::from_vec(&[3], vec![true, false, true]).expect("tensor");
+        let x = Tensor::from_f32(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("tensor");
+        let s = Tensor::from_f32(&[1], vec![f32::NEG_INFINITY]).expect("tensor");
+        let ctx_node = hb_ir::Node::new("w", "Where", &[], &["y"]);
+        let ctx = OpCtx {
+            node: &ctx_node,
+            opset: 13,
+        };
+        let plain = where_op(&ctx, &[Some(&c), Some(&x), Some(&s)]).unwrap_or_default();
+        let Ok(Ok(got)) = where_in_place(&ctx, x.clone(), &[Some(&c), None, Some(&s)]) else {
+            panic!("x declined");
+        };
+        assert_eq!(got, plain);
+        let plain = where_op(&ctx, &[Some(&c), Some(&s), Some(&x)]).unwrap_or_default();
+        let Ok(Ok(got)) = where_in_place(&ctx, x.clone(), &[Some(&c), Some(&s), None]) else {
+            panic!("y declined");
+        };
+        assert_eq!(got, plain);
+        // A scalar of higher rank widens the result: declined.
+        let wide = Tensor::from_f32(&[1, 1, 1], vec![0.0]).expect("tensor");
+        assert!(matches!(
+            where_in_place(&ctx, x.clone(), &[Some(&c), None, Some(&wide)]),
+            Ok(Err(_))
+        ));
+    }
+
     use super::*;
 
     fn t32(shape: &[usize], v: Vec<i32>) -> Tensor {

@@ -206,6 +206,86 @@ where
     ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| crate::invalid!("{e}"))
 }
 
+/// `dst = f(dst, b)` elementwise in `dst`'s own buffer, `b` broadcast to
+/// `dst`'s shape: the in-place form of [`zip_broadcast`] (same fast paths,
+/// same results), for a kernel handed its input. `false`, with `dst`
+/// untouched, when `dst` is not in standard layout or its shape is not the
+/// broadcast shape (the result would be larger).
+pub fn zip_into<A, B, F>(dst: &mut ArrayD<A>, b: &ArrayD<B>, f: F) -> bool
+where
+    A: Copy + Sync + Send,
+    B: Copy + Sync + Send,
+    F: Fn(A, B) -> A + Sync + Send,
+{
+    let shape = dst.shape().to_vec();
+    if broadcast_shapes(&shape, b.shape()).ok().as_deref() != Some(&shape[..]) {
+        return false;
+    }
+    let b = b.as_standard_layout();
+    let (Some(sd), Some(sb)) = (dst.as_slice_mut(), b.as_slice()) else {
+        return false;
+    };
+    let n = sd.len();
+    let par = n >= PAR_MIN && rayon::current_num_threads() > 1;
+    if n == 0 {
+    } else if sb.len() == n {
+        let zip = |d: &mut [A], s: &[B]| {
+            for (x, &y) in d.iter_mut().zip(s) {
+                *x = f(*x, y);
+            }
+        };
+        if par {
+            sd.par_chunks_mut(PAR_CHUNK)
+                .zip(sb.par_chunks(PAR_CHUNK))
+                .for_each(|(d, s)| zip(d, s));
+        } else {
+            zip(sd, sb);
+        }
+    } else if sb.len() == 1 {
+        let y = sb[0];
+        let map = |d: &mut [A]| d.iter_mut().for_each(|x| *x = f(*x, y));
+        if par {
+            sd.par_chunks_mut(PAR_CHUNK).for_each(map);
+        } else {
+            map(sd);
+        }
+    } else {
+        let rank = shape.len();
+        let mut dims = collapse(
+            &shape,
+            &bcast_strides(&shape, rank),
+            &bcast_strides(b.shape(), rank),
+        );
+        let inner = dims.pop().unwrap_or(Dim3 { n: 1, sa: 0, sb: 0 });
+        let rows = Rows { outer: dims, inner };
+        let l = inner.n.max(1);
+        let lb = if inner.sb == 0 { 1 } else { l };
+        let fill = |chunk: &mut [A], first_row: usize| {
+            for (k, row) in chunk.chunks_mut(l).enumerate() {
+                let (_, ob) = rows.offsets(first_row + k);
+                match sb.get(ob..ob + lb) {
+                    Some([y]) if lb == 1 => row.iter_mut().for_each(|x| *x = f(*x, *y)),
+                    Some(rb) => {
+                        for (x, &y) in row.iter_mut().zip(rb) {
+                            *x = f(*x, y);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        };
+        let rows_per_chunk = (PAR_CHUNK / l).max(1);
+        if par {
+            sd.par_chunks_mut(rows_per_chunk * l)
+                .enumerate()
+                .for_each(|(c, chunk)| fill(chunk, c * rows_per_chunk));
+        } else {
+            fill(sd, 0);
+        }
+    }
+    true
+}
+
 fn general_zip<A, B, O, F>(
     shape: &[usize],
     ash: &[usize],
@@ -531,6 +611,46 @@ macro_rules! with_num {
 mod tests {
     use super::*;
     use ndarray::ArrayD;
+
+    #[test]
+    fn zip_into_equals_zip_broadcast() {
+        let vals = |n: usize, k: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i as f32 * k).sin() * 3.0) + 0.1).collect()
+        };
+        let cases: [(&[usize], &[usize]); 9] = [
+            (&[64, 14, 32], &[32]),
+            (&[14, 4, 64, 64], &[64, 64]),
+            (&[1, 64, 4, 14, 14], &[1, 1, 4, 14, 14]),
+            (&[2, 3, 4], &[2, 1, 4]),
+            (&[300, 300], &[300, 1]),
+            (&[5], &[1]),
+            (&[300, 300], &[300, 300]),
+            (&[3, 1], &[3, 1]),
+            (&[0, 4], &[4]),
+        ];
+        for (ds, bs) in cases {
+            let n: usize = ds.iter().product();
+            let m: usize = bs.iter().product();
+            let a = arr(ds, vals(n, 0.37));
+            let b = arr(bs, vals(m, 0.11));
+            let want = zip_broadcast(&b, &a, |y: f32, x: f32| y / x).unwrap();
+            let mut got = a.clone();
+            assert!(
+                zip_into(&mut got, &b, |x: f32, y: f32| y / x),
+                "{ds:?} {bs:?}"
+            );
+            assert_eq!(got, want, "{ds:?} {bs:?}");
+        }
+        // A result larger than the destination: declined, untouched.
+        let mut small = arr(&[4], vals(4, 0.3));
+        let before = small.clone();
+        assert!(!zip_into(
+            &mut small,
+            &arr(&[2, 4], vals(8, 0.2)),
+            |x: f32, y: f32| x + y
+        ));
+        assert_eq!(small, before);
+    }
 
     fn arr(shape: &[usize], v: Vec<f32>) -> ArrayD<f32> {
         ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
