@@ -302,14 +302,33 @@ fn permute_rows<T: Clone>(src: &[T], shape: &[usize], perm: &[usize]) -> Option<
     if sl != 1 && total > GATHER_MAX {
         return None;
     }
+    // When the next merged output axis is the input's contiguous one (`q`
+    // elements at stride 1: the `[.., T, D] -> [.., D, T]` key transpose of
+    // attention), its `q` output rows are made together as a small 2-D
+    // transpose: each source run of `q` is read once and scattered.
+    let q = match dims.last() {
+        Some(&(q, 1)) if sl != 1 => {
+            dims.pop();
+            q
+        }
+        _ => 1,
+    };
     let mut out = Vec::with_capacity(total);
     let mut idx = vec![0usize; dims.len()];
     let mut base = 0usize;
-    for _ in 0..total / l {
+    for _ in 0..total / (l * q) {
         if sl == 1 {
             out.extend_from_slice(src.get(base..base + l)?);
         } else {
-            out.extend(src.get(base..)?.iter().step_by(sl).take(l).cloned());
+            let block = src.get(base..base + (l - 1) * sl + q)?;
+            let start = out.len();
+            out.resize(start + q * l, block[0].clone());
+            let dst = out.get_mut(start..)?;
+            for (j, run) in block.chunks(sl).enumerate() {
+                for (i, v) in run.iter().take(q).enumerate() {
+                    dst[i * l + j] = v.clone();
+                }
+            }
         }
         // Odometer over the outer merged axes, keeping `base` in step.
         for (k, (n, st)) in dims.iter().enumerate().rev() {
@@ -654,7 +673,13 @@ mod tests {
     fn row_permute_matches_view() {
         // Every permutation of rank 4 (with size-1 axes and both small and
         // large element counts) against ndarray's permuted view.
-        for shape in [[2, 3, 4, 5], [1, 6, 1, 7], [5, 1, 2, 1], [8, 33, 4, 64]] {
+        for shape in [
+            [2, 3, 4, 5],
+            [1, 6, 1, 7],
+            [5, 1, 2, 1],
+            [3, 14, 4, 8],
+            [8, 33, 4, 64],
+        ] {
             let n: usize = shape.iter().product();
             let a =
                 ArrayD::from_shape_vec(IxDyn(&shape), (0..n as i32).collect::<Vec<_>>()).unwrap();
