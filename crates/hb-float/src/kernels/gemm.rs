@@ -303,23 +303,46 @@ fn narrow_gemm_nr<const NR: usize>(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mu
                 }
             }
         };
+        // Row `i` of A as a slice, when A's rows are contiguous.
+        let row = |i: usize| {
+            (a.cs == 1)
+                .then(|| a.data.get(i * a.rs..i * a.rs + k))
+                .flatten()
+        };
         let mut i = 0;
         while i + NARROW_MR <= m {
-            for (p, q) in ap.chunks_exact_mut(NARROW_MR).enumerate() {
-                for (r, v) in q.iter_mut().enumerate() {
-                    *v = at(i + r, p);
-                }
-            }
             // Four separate accumulators (not an array) stay in registers.
             let (mut c0, mut c1, mut c2, mut c3) = ([0f32; NR], [0f32; NR], [0f32; NR], [0f32; NR]);
-            for (av, bv) in ap.chunks_exact(NARROW_MR).zip(bp.chunks_exact(NR)) {
-                let Ok(bv) = <&[f32; NR]>::try_from(bv) else {
-                    continue;
-                };
-                axpy(&mut c0, av[0], bv);
-                axpy(&mut c1, av[1], bv);
-                axpy(&mut c2, av[2], bv);
-                axpy(&mut c3, av[3], bv);
+            if let (Some(r0), Some(r1), Some(r2), Some(r3)) =
+                (row(i), row(i + 1), row(i + 2), row(i + 3))
+            {
+                // Contiguous rows are read in place (packing them cost more
+                // than the products on attention-sized tiles).
+                let rows = r0.iter().zip(r1).zip(r2).zip(r3);
+                for ((((&x0, &x1), &x2), &x3), bv) in rows.zip(bp.chunks_exact(NR)) {
+                    let Ok(bv) = <&[f32; NR]>::try_from(bv) else {
+                        continue;
+                    };
+                    axpy(&mut c0, x0, bv);
+                    axpy(&mut c1, x1, bv);
+                    axpy(&mut c2, x2, bv);
+                    axpy(&mut c3, x3, bv);
+                }
+            } else {
+                for (p, q) in ap.chunks_exact_mut(NARROW_MR).enumerate() {
+                    for (r, v) in q.iter_mut().enumerate() {
+                        *v = at(i + r, p);
+                    }
+                }
+                for (av, bv) in ap.chunks_exact(NARROW_MR).zip(bp.chunks_exact(NR)) {
+                    let Ok(bv) = <&[f32; NR]>::try_from(bv) else {
+                        continue;
+                    };
+                    axpy(&mut c0, av[0], bv);
+                    axpy(&mut c1, av[1], bv);
+                    axpy(&mut c2, av[2], bv);
+                    axpy(&mut c3, av[3], bv);
+                }
             }
             for (r, acc_r) in [c0, c1, c2, c3].iter().enumerate() {
                 store(c, i + r, acc_r);
