@@ -96,17 +96,20 @@ pub fn softmax_rows(data: &mut [f32], outer: usize, n: usize, inner: usize, log:
         softmax_chunks(data, n, log);
         return;
     }
-    let mut row = vec![0f32; n];
+    // Softmax over a non-last axis (channels of `[N, C, H, W]`): each
+    // `[n, inner]` block is turned into `inner` contiguous rows, done in one
+    // call (one scratch buffer, not one per column), and turned back.
+    let mut rows = vec![0f32; n * inner];
     for block in data.chunks_mut(n * inner) {
-        for j in 0..inner {
-            for (i, r) in row.iter_mut().enumerate() {
-                *r = block.get(i * inner + j).copied().unwrap_or(0.0);
+        for (i, src) in block.chunks(inner).enumerate() {
+            for (j, &v) in src.iter().enumerate() {
+                rows[j * n + i] = v;
             }
-            softmax_chunks(&mut row, n, log);
-            for (i, r) in row.iter().enumerate() {
-                if let Some(v) = block.get_mut(i * inner + j) {
-                    *v = *r;
-                }
+        }
+        softmax_chunks(&mut rows, n, log);
+        for (i, dst) in block.chunks_mut(inner).enumerate() {
+            for (j, v) in dst.iter_mut().enumerate() {
+                *v = rows[j * n + i];
             }
         }
     }
@@ -403,6 +406,29 @@ mod tests {
                     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
                     "n={n}: {a} vs {b}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_last_axis_equals_its_rows_done_one_by_one() {
+        // [outer 2, n 14, inner 5]: every (outer, inner) column as a row.
+        let (outer, n, inner) = (2, 14, 5);
+        let data = masked_rows(n, outer * inner);
+        let mut got = data.clone();
+        softmax_rows(&mut got, outer, n, inner, false);
+        for o in 0..outer {
+            for j in 0..inner {
+                let at = |i: usize| o * n * inner + i * inner + j;
+                let mut row: Vec<f32> = (0..n).map(|i| data[at(i)]).collect();
+                softmax_rows(&mut row, 1, n, 1, false);
+                for (i, want) in row.iter().enumerate() {
+                    let g = got[at(i)];
+                    assert!(
+                        g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                        "({o}, {i}, {j}): {g} vs {want}"
+                    );
+                }
             }
         }
     }
