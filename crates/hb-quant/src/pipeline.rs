@@ -255,7 +255,8 @@ fn collect(
         } else {
             s.without_channels()
         };
-        s.with_mask_limit(mask_limits[i])
+        // Only model inputs are reported as constant across samples.
+        s.with_mask_limit(mask_limits[i]).without_constant_check()
     };
     let input_names: Vec<(String, DType)> = model
         .graph
@@ -1294,6 +1295,38 @@ mod tests {
         assert!(needs(&[], &[]).channels);
         assert!(needs(&["mix"], &[]).channels);
         assert!(needs(&["kl"], &[]).bins && !needs(&["kl"], &[]).channels);
+    }
+
+    /// The same sample again and again.
+    struct Repeated;
+
+    impl SampleSource for Repeated {
+        fn count(&self) -> usize {
+            3
+        }
+        fn load(&self, _k: usize) -> Result<Sample, String> {
+            Samples.load(0)
+        }
+    }
+
+    /// A calibration input identical in every sample is reported (model
+    /// inputs only: feature statistics skip the check and keep no copy of
+    /// the first sample); one that varies is not.
+    #[test]
+    fn a_constant_input_is_reported_and_a_varying_one_is_not() {
+        let (model, opts, qc) = (conv_model(), Options::default(), config(&["max"], &[]));
+        let constant = |data: &dyn SampleSource| {
+            calibrate(&model, &qc, data, &opts)
+                .expect("calibrate")
+                .findings
+                .iter()
+                .any(|f| f.kind == "constant-input")
+        };
+        assert!(constant(&Repeated));
+        assert!(!constant(&Samples));
+        let stats = collect_statistics(&model, &qc, &Repeated, &opts).expect("statistics");
+        assert!(stats.stats.feature.iter().all(|s| !s.constant));
+        assert!(stats.stats.inputs.iter().all(|(_, _, s)| s.constant));
     }
 
     #[test]

@@ -5,12 +5,17 @@
 //! it fits, so earlier counts stay exact. The final width is the smallest
 //! power of two with `max ≤ bins · width`, whatever the order the data came
 //! in: shards merge (by coarsening the finer one) to exactly the histogram of
-//! one pass. Memory is fixed (`bins` counters) however many samples stream in.
+//! one pass. Memory is fixed (`bins` counters) however many samples stream in;
+//! the counters are allocated on the first binned value, so a histogram that
+//! only records counts and extremes ([`AbsHistogram::add_unbinned`]) costs
+//! no memory for them.
 
 /// Histogram of absolute values with power-of-two bin width.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AbsHistogram {
+    /// The bin counters: empty until the first binned value, then `bins`.
     counts: Vec<u64>,
+    bins: usize,
     /// log2 of the bin width; `None` until a non-zero finite value was seen.
     log2_width: Option<i32>,
     /// Largest |x| seen (finite values only).
@@ -28,7 +33,8 @@ impl AbsHistogram {
     pub fn new(bins: usize) -> Self {
         let bins = bins.max(2) & !1;
         AbsHistogram {
-            counts: vec![0; bins],
+            counts: Vec::new(),
+            bins,
             log2_width: None,
             max: 0.0,
             total: 0,
@@ -39,10 +45,10 @@ impl AbsHistogram {
 
     /// Number of bins.
     pub fn bins(&self) -> usize {
-        self.counts.len()
+        self.bins
     }
 
-    /// Bin counts.
+    /// Bin counts (empty when no value was binned yet: all zero).
     pub fn counts(&self) -> &[u64] {
         &self.counts
     }
@@ -54,12 +60,13 @@ impl AbsHistogram {
 
     /// The smallest power-of-two exponent `e` with `m ≤ bins · 2^e`.
     fn exponent_for(&self, m: f32) -> i32 {
-        let need = m as f64 / self.counts.len() as f64;
+        let bins = self.bins as f64;
+        let need = m as f64 / bins;
         let mut e = need.log2().ceil() as i32;
-        while 2f64.powi(e) * (self.counts.len() as f64) < m as f64 {
+        while 2f64.powi(e) * bins < m as f64 {
             e += 1;
         }
-        while e > -149 && 2f64.powi(e - 1) * (self.counts.len() as f64) >= m as f64 {
+        while e > -149 && 2f64.powi(e - 1) * bins >= m as f64 {
             e -= 1;
         }
         e
@@ -112,7 +119,7 @@ impl AbsHistogram {
         // power of two times the bin count, compared in f64).
         let covered = self
             .log2_width
-            .is_some_and(|cur| (m as f64) <= pow2(cur) * self.counts.len() as f64);
+            .is_some_and(|cur| (m as f64) <= pow2(cur) * self.bins as f64);
         if m > 0.0 && !covered {
             let e = self.exponent_for(m);
             if self.log2_width.is_none_or(|cur| e > cur) {
@@ -129,6 +136,9 @@ impl AbsHistogram {
     /// counters are incremented.
     #[inline(always)]
     pub fn add_finite(&mut self, xs: &[f32], batch_max: f32) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; self.bins];
+        }
         self.cover(batch_max);
         self.total += xs.len() as u64;
         let Some(e) = self.log2_width else {
@@ -205,8 +215,12 @@ impl AbsHistogram {
         if o.log2_width.is_some() && self.log2_width.is_none() {
             self.log2_width = o.log2_width;
         }
-        for (c, d) in self.counts.iter_mut().zip(&o.counts) {
-            *c += d;
+        if self.counts.is_empty() {
+            self.counts = o.counts;
+        } else {
+            for (c, d) in self.counts.iter_mut().zip(&o.counts) {
+                *c += d;
+            }
         }
         self.max = self.max.max(o.max);
         self.total += o.total;
@@ -334,6 +348,25 @@ mod tests {
         h.add(&[0.0, 0.5, -1.0, 6.999_999_5, 7.0, -8.0]);
         assert_eq!(h.width(), 1.0);
         assert_eq!(h.counts(), &[2, 1, 0, 0, 0, 0, 1, 2]);
+    }
+
+    /// Counters are allocated by the first binned value only; merging keeps
+    /// whichever side has them.
+    #[test]
+    fn counters_are_allocated_by_the_first_binned_value() {
+        let mut unbinned = AbsHistogram::new(4096);
+        unbinned.add_unbinned(10, 3.0, 1);
+        assert!(unbinned.counts().is_empty());
+        assert_eq!((unbinned.bins(), unbinned.total), (4096, 10));
+        let mut binned = AbsHistogram::new(4096);
+        binned.add(&[0.5, -3.0]);
+        assert_eq!(binned.counts().len(), 4096);
+        let mut empty = AbsHistogram::new(4096);
+        empty.merge(binned.clone());
+        assert_eq!(empty, binned);
+        let mut kept = binned.clone();
+        kept.merge(AbsHistogram::new(4096));
+        assert_eq!(kept, binned);
     }
 
     #[test]

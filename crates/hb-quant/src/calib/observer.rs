@@ -48,7 +48,8 @@ pub struct TensorStats {
     pub sum: f64,
     /// Shape of the last sample.
     pub shape: Vec<usize>,
-    /// Whether every sample so far was identical to the first.
+    /// Whether every sample so far was identical to the first (false when
+    /// the check is off: [`TensorStats::without_constant_check`]).
     pub constant: bool,
     first: Option<Vec<f32>>,
     binned: bool,
@@ -319,6 +320,16 @@ impl TensorStats {
     pub fn without_channels(self) -> Self {
         TensorStats {
             channels: false,
+            ..self
+        }
+    }
+
+    /// These statistics without the check that every sample equals the
+    /// first (`constant` stays false): it keeps a copy of the first sample,
+    /// which only model inputs need (the constant-input finding).
+    pub fn without_constant_check(self) -> Self {
+        TensorStats {
+            constant: false,
             ..self
         }
     }
