@@ -20,7 +20,7 @@ use hb_tensor::{metrics, DType, Tensor};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// One run's inputs by name.
@@ -62,6 +62,16 @@ pub enum CalibError {
     /// Bad calibration data.
     #[error("{0}")]
     Data(String),
+    /// A calibration sample could not be loaded (its message names the
+    /// file: [`SampleSource::load`]). When several are bad, the statistics
+    /// pass reports the first in sample order.
+    #[error("{message}")]
+    Sample {
+        /// The sample's index.
+        index: usize,
+        /// The source's message.
+        message: String,
+    },
     /// The float interpreter failed.
     #[error(transparent)]
     Float(#[from] FloatError),
@@ -213,6 +223,8 @@ struct Shard {
     inputs: Vec<TensorStats>,
     kept: Vec<Kept>,
     dump: Option<ValueDump>,
+    /// The sample this worker failed on, and why (it then stops).
+    failed: Option<(usize, CalibError)>,
 }
 
 /// The statistics pass: samples are taken from a shared counter by one
@@ -221,6 +233,12 @@ struct Shard {
 /// merged at the end (exact: [`TensorStats::merge`]). Memory does not grow
 /// with the number of samples: at any time each worker holds one sample
 /// (plus the first `n_search`, kept for the search).
+///
+/// Samples are read (and checked by the source) here, not in a pass of
+/// their own. A worker that fails on sample k stops and the others take no
+/// new sample; every sample before k was already taken and is finished, so
+/// the error returned is that of the first bad sample in order, as a
+/// sequential pass would report.
 fn collect(
     session: &Session,
     model: &Model,
@@ -267,65 +285,81 @@ fn collect(
     let count = data.count();
     let workers = rayon::current_num_threads().clamp(1, count.max(1));
     let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     let pb = bar(count, "statistics", opts.progress);
-    let work = |_w: usize| -> Result<Shard, CalibError> {
+    let one = |k: usize, shard: &mut Shard| -> Result<(), CalibError> {
+        let sample = data
+            .load(k)
+            .map_err(|message| CalibError::Sample { index: k, message })?;
+        for ((name, _), st) in input_names.iter().zip(shard.inputs.iter_mut()) {
+            if let Some(t) = sample.get(name) {
+                if let Ok(a) = t.to_f32() {
+                    let a = a.as_standard_layout();
+                    if let Some(v) = a.as_slice() {
+                        st.observe(v, a.shape());
+                    }
+                }
+            }
+        }
+        let mut hook = StatsHook {
+            index: &index,
+            stats: &mut shard.feature,
+            dtypes: &mut shard.dtypes,
+        };
+        for (name, t) in &sample {
+            hook.see(name, t);
+        }
+        let outputs = if k == 0 {
+            let mut dump = ValueDump::default();
+            let out = session.run_with_hook(
+                &sample,
+                &mut StatsAndDump {
+                    stats: hook,
+                    dump: &mut dump,
+                },
+            )?;
+            shard.dump = Some(dump);
+            out
+        } else {
+            session.run_with_hook(&sample, &mut hook)?
+        };
+        if k < n_search {
+            shard.kept.push((k, sample, outputs));
+        }
+        pb.inc(1);
+        Ok(())
+    };
+    let work = |_w: usize| -> Shard {
         let mut shard = Shard {
             feature: (0..index.len()).map(new_stats).collect(),
             dtypes: HashMap::new(),
             inputs: input_names.iter().map(|_| TensorStats::new(2048)).collect(),
             kept: Vec::new(),
             dump: None,
+            failed: None,
         };
-        loop {
+        while !stop.load(Ordering::Relaxed) {
             let k = next.fetch_add(1, Ordering::Relaxed);
             if k >= count {
                 break;
             }
-            let sample = data.load(k).map_err(CalibError::Data)?;
-            for ((name, _), st) in input_names.iter().zip(shard.inputs.iter_mut()) {
-                if let Some(t) = sample.get(name) {
-                    if let Ok(a) = t.to_f32() {
-                        let a = a.as_standard_layout();
-                        if let Some(v) = a.as_slice() {
-                            st.observe(v, a.shape());
-                        }
-                    }
-                }
+            if let Err(e) = one(k, &mut shard) {
+                shard.failed = Some((k, e));
+                stop.store(true, Ordering::Relaxed);
+                break;
             }
-            let mut hook = StatsHook {
-                index: &index,
-                stats: &mut shard.feature,
-                dtypes: &mut shard.dtypes,
-            };
-            for (name, t) in &sample {
-                hook.see(name, t);
-            }
-            let outputs = if k == 0 {
-                let mut dump = ValueDump::default();
-                let out = session.run_with_hook(
-                    &sample,
-                    &mut StatsAndDump {
-                        stats: hook,
-                        dump: &mut dump,
-                    },
-                )?;
-                shard.dump = Some(dump);
-                out
-            } else {
-                session.run_with_hook(&sample, &mut hook)?
-            };
-            if k < n_search {
-                shard.kept.push((k, sample, outputs));
-            }
-            pb.inc(1);
         }
-        Ok(shard)
+        shard
     };
-    let shards: Vec<Shard> = (0..workers)
-        .into_par_iter()
-        .map(work)
-        .collect::<Result<_, _>>()?;
+    let mut shards: Vec<Shard> = (0..workers).into_par_iter().map(work).collect();
     pb.finish_and_clear();
+    if let Some((_, e)) = shards
+        .iter_mut()
+        .filter_map(|sh| sh.failed.take())
+        .min_by_key(|(k, _)| *k)
+    {
+        return Err(e);
+    }
     // Merged into the first shard's statistics (fresh ones would allocate
     // and zero a histogram per tensor only to be replaced).
     let mut feature: Vec<TensorStats> = Vec::new();
@@ -1089,7 +1123,10 @@ pub fn calibrate_with_alongside<R: Send>(
         let n = bc.num_sample.max(1).min(data.count());
         let mut samples: Vec<Sample> = search.iter().take(n).cloned().collect();
         for k in samples.len()..n {
-            samples.push(data.load(k).map_err(CalibError::Data)?);
+            samples.push(
+                data.load(k)
+                    .map_err(|message| CalibError::Sample { index: k, message })?,
+            );
         }
         let (corrected, rows) =
             bias_correction(model, &plan, &points, &calibrated, &samples, &bc.metric)?;

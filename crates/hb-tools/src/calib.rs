@@ -294,9 +294,9 @@ pub fn prepare(
         &cfg.calibration.cal_data_type,
         num_samples,
     )?;
+    // Every sample's file is checked (type, shape, finiteness) as the
+    // statistics pass reads it; the first bad one in order is reported.
     laps.lap("load and optimize");
-    data.check_all()?;
-    laps.lap("check calibration data");
     let qc = effective_quant_config(&cfg);
     Ok(Prepared {
         cfg,
@@ -368,7 +368,11 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
             &qtype_counts(o),
         )
     })
-    .map_err(|e| ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())))?;
+    .map_err(|e| match e {
+        // The message names the calibration file.
+        hb_quant::pipeline::CalibError::Sample { message, .. } => ToolError::input(message),
+        e => ToolError::input(format!("{}: {e}", cfg.model.onnx_model.display())),
+    })?;
     let lowered = lowered?;
     if let Some(f) = layer_norm_fusion(&original, &optimized) {
         outcome.findings.insert(0, f);

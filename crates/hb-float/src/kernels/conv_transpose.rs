@@ -209,39 +209,60 @@ fn compute(
     })
 }
 
-/// Output coordinate along dim `d` of input position `i` and kernel offset `k`.
-#[inline]
-fn out_coord(g: &TGeom, d: usize, i: usize, k: usize) -> Option<usize> {
-    let o = (i * g.strides[d] + k * g.dilations[d]) as isize - g.pad[d];
-    (o >= 0 && (o as usize) < g.out[d]).then_some(o as usize)
+/// The input positions `i` in `0..n_in` whose output coordinate
+/// `i·stride + off` lies in `0..n_out` (`off` = kernel offset × dilation −
+/// begin pad): a range, as the coordinate grows with `i`.
+fn valid_inputs(n_in: usize, n_out: usize, stride: usize, off: isize) -> std::ops::Range<usize> {
+    let s = stride.max(1) as isize;
+    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+    let room = n_out as isize - off;
+    let hi = if room > 0 { (room + s - 1) / s } else { 0 };
+    let hi = hi.min(n_in as isize);
+    lo as usize..(hi.max(lo)) as usize
 }
 
-/// Scatter-adds the `K × in_len` columns of one output channel into its plane.
+/// Scatter-adds the `K × in_len` columns of one output channel into its
+/// plane: per kernel tap, the in-range input positions of each dimension
+/// are a range, so each input row adds into the output with a plain loop
+/// (contiguous for stride 1, a fixed step otherwise).
 fn col2im_channel(g: &TGeom, cols: &[f32], plane: &mut [f32]) {
     let il: usize = g.input.iter().product();
     let [kd_n, kh_n, kw_n] = g.kernel;
     let [id_n, ih_n, iw_n] = g.input;
-    let [_, oh_n, ow_n] = g.out;
+    let [od_n, oh_n, ow_n] = g.out;
+    let off = |d: usize, k: usize| (k * g.dilations[d]) as isize - g.pad[d];
+    let sw = g.strides[2].max(1);
     for (k, row) in cols.chunks(il).enumerate() {
         let (kd, kh, kw) = (k / (kh_n * kw_n), (k / kw_n) % kh_n, k % kw_n);
         if kd >= kd_n {
             break;
         }
-        for id in 0..id_n {
-            let Some(od) = out_coord(g, 0, id, kd) else {
-                continue;
-            };
-            for ih in 0..ih_n {
-                let Some(oh) = out_coord(g, 1, ih, kh) else {
+        let (od0, oh0, ow0) = (off(0, kd), off(1, kh), off(2, kw));
+        let ws = valid_inputs(iw_n, ow_n, sw, ow0);
+        if ws.is_empty() {
+            continue;
+        }
+        let len = ws.len();
+        let first_ow = (ws.start * sw) as isize + ow0;
+        for id in valid_inputs(id_n, od_n, g.strides[0], od0) {
+            let od = ((id * g.strides[0]) as isize + od0) as usize;
+            for ih in valid_inputs(ih_n, oh_n, g.strides[1], oh0) {
+                let oh = ((ih * g.strides[1]) as isize + oh0) as usize;
+                let src_at = (id * ih_n + ih) * iw_n + ws.start;
+                let dst_at = (od * oh_n + oh) * ow_n + first_ow as usize;
+                let (Some(src), Some(dst)) = (
+                    row.get(src_at..src_at + len),
+                    plane.get_mut(dst_at..dst_at + (len - 1) * sw + 1),
+                ) else {
                     continue;
                 };
-                let src = (id * ih_n + ih) * iw_n;
-                let dst = (od * oh_n + oh) * ow_n;
-                for iw in 0..iw_n {
-                    if let (Some(ow), Some(&v)) = (out_coord(g, 2, iw, kw), row.get(src + iw)) {
-                        if let Some(o) = plane.get_mut(dst + ow) {
-                            *o += v;
-                        }
+                if sw == 1 {
+                    for (o, &v) in dst.iter_mut().zip(src) {
+                        *o += v;
+                    }
+                } else {
+                    for (o, &v) in dst.iter_mut().step_by(sw).zip(src) {
+                        *o += v;
                     }
                 }
             }
@@ -302,7 +323,18 @@ mod tests {
 
     #[test]
     fn matches_naive_with_groups_strides_pads() {
-        let (xs, ws, g, s, p) = ([2, 4, 3, 5], [4, 3, 3, 2], 2, 2, 1);
+        // (input, weight, group, stride, pad): strided and unit-stride
+        // scatter, pads wider than the kernel's reach on one side.
+        for (xs, ws, g, s, p) in [
+            ([2, 4, 3, 5], [4, 3, 3, 2], 2, 2, 1),
+            ([1, 3, 4, 6], [3, 2, 3, 3], 1, 1, 1),
+            ([1, 2, 5, 4], [2, 2, 4, 5], 1, 3, 2),
+        ] {
+            matches_naive(xs, ws, g, s, p);
+        }
+    }
+
+    fn matches_naive(xs: [usize; 4], ws: [usize; 4], g: usize, s: usize, p: usize) {
         let x = rand_vals(xs.iter().product(), 3);
         let w = rand_vals(ws.iter().product(), 4);
         let n = node(
@@ -321,8 +353,11 @@ mod tests {
         )
         .unwrap();
         // (in - 1) * s + k - 2p
-        let out_hw = [(3 - 1) * 2 + 3 - 2, (5 - 1) * 2 + 2 - 2];
-        assert_eq!(y[0].shape(), &[2, 6, out_hw[0], out_hw[1]]);
+        let out_hw = [
+            (xs[2] - 1) * s + ws[2] - 2 * p,
+            (xs[3] - 1) * s + ws[3] - 2 * p,
+        ];
+        assert_eq!(y[0].shape(), &[xs[0], ws[1] * g, out_hw[0], out_hw[1]]);
         assert_close(&data(&y[0]), &naive(&x, xs, &w, ws, g, s, p, out_hw), 1e-5);
     }
 

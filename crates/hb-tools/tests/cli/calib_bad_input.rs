@@ -207,6 +207,16 @@ fn bad_calibration_data() {
     std::fs::write(c.path("calib/1.npy"), b"\x93NUMPY garbage").unwrap();
     c.fails("1.npy");
 
+    // Samples are checked as the statistics workers read them; with
+    // several bad files the first in order is named, every time.
+    for _ in 0..3 {
+        let c = Case::new();
+        for k in 1..3 {
+            std::fs::write(c.path(&format!("calib/{k}.npy")), b"\x93NUMPY garbage").unwrap();
+        }
+        c.fails("1.npy");
+    }
+
     let c = Case::new();
     for k in 0..3 {
         std::fs::remove_file(c.path(&format!("calib/{k}.npy"))).unwrap();
