@@ -156,8 +156,15 @@ fn max_planes<T: Scalar>(p: &Pooling, x: &[T]) -> Vec<T> {
         .collect();
     let (dil_d, dil_h, dil_w) = (g.dilations[0], g.dilations[1], g.dilations[2]);
     let planar = g.kernel[0] == 1 && g.out[0] == 1 && g.input[0] == 1;
+    let pairs = |r: &[(usize, usize)], dil: usize| {
+        dil == 1 && r.iter().enumerate().all(|(j, &c)| c == (2 * j, 2))
+    };
+    let two_by_two = planar && pairs(&ranges[1], dil_h) && pairs(&ranges[2], dil_w);
     let run = |i: usize, o: &mut [T]| {
         let plane = x.get(i * il..(i + 1) * il).unwrap_or(&[]);
+        if two_by_two && plane.len() == il && max_plane_2x2(plane, iw, g.out[2], o) {
+            return;
+        }
         if planar && plane.len() == il {
             let dense = dil_w == 1
                 && max_plane_2d_dense(plane, iw, dil_h, g.strides[2], &ranges[1], &ranges[2], o);
@@ -224,6 +231,33 @@ fn max_planes<T: Scalar>(p: &Pooling, x: &[T]) -> Vec<T> {
 #[inline]
 fn is_nan<T: PartialOrd>(v: &T) -> bool {
     v.partial_cmp(v).is_none()
+}
+
+/// 2×2 / stride-2 MaxPool of one plane without padding (every window
+/// whole; `out` holds `ow` columns per row), two input rows at a time in a
+/// branch-free loop: the maximum of each column pair in both rows. Returns
+/// false, with `out` partly written, when the plane holds a NaN (the caller
+/// then runs the window walk's NaN rule).
+fn max_plane_2x2<T: Scalar>(plane: &[T], iw: usize, ow: usize, out: &mut [T]) -> bool {
+    let max = |a: T, b: T| if b > a { b } else { a };
+    let mut nan = false;
+    for (r, orow) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+        let (Some(top), Some(bottom)) = (
+            plane.get(2 * r * iw..2 * r * iw + 2 * ow),
+            plane.get((2 * r + 1) * iw..(2 * r + 1) * iw + 2 * ow),
+        ) else {
+            return false;
+        };
+        for ((o, a), b) in orow
+            .iter_mut()
+            .zip(top.chunks_exact(2))
+            .zip(bottom.chunks_exact(2))
+        {
+            nan |= is_nan(&a[0]) | is_nan(&a[1]) | is_nan(&b[0]) | is_nan(&b[1]);
+            *o = max(max(a[0], a[1]), max(b[0], b[1]));
+        }
+    }
+    !nan
 }
 
 /// 2-D MaxPool of one plane, separably: each output row first takes the
