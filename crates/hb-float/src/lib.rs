@@ -20,5 +20,9 @@ pub mod session;
 pub mod shapes;
 
 pub use error::{FloatError, OpError};
+/// [`hb_tensor::multiversion!`], re-exported: `hb_float::multiversion!` and
+/// `crate::multiversion!` keep working.
+#[doc(hidden)]
+pub use hb_tensor::multiversion;
 pub use registry::{InPlaceFn, KernelFn, OpCtx, Registry};
 pub use session::{NodeHook, Session, TimingHook, ValueCache, ValueDump};

@@ -5,6 +5,7 @@
 pub mod dtype;
 pub mod io;
 pub mod metrics;
+pub mod simd;
 pub mod tensor;
 
 pub use dtype::DType;
