@@ -46,18 +46,9 @@ fn cosine_lanes(a: &[f32], b: &[f32]) -> f64 {
         na[k] += x * x;
         nb[k] += y * y;
     }
-    let total = |mut v: [f64; W]| {
-        // A fixed pairwise tree: the same order on every machine.
-        let mut w = W / 2;
-        while w > 0 {
-            for i in 0..w {
-                v[i] += v[i + w];
-            }
-            w /= 2;
-        }
-        v[0]
-    };
-    let (dot, na, nb) = (total(dot), total(na), total(nb));
+    // A fixed pairwise tree: the same order on every machine.
+    use crate::simd::pairwise_sum;
+    let (dot, na, nb) = (pairwise_sum(dot), pairwise_sum(na), pairwise_sum(nb));
     dot / (na.sqrt().max(1e-8) * nb.sqrt().max(1e-8))
 }
 

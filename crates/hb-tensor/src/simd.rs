@@ -48,3 +48,18 @@ macro_rules! multiversion {
         }
     };
 }
+
+/// Adds the lanes of `acc` pairwise, halving the width each step (a fixed
+/// tree, so the order is deterministic); `N` is a power of two.
+#[inline(always)]
+pub fn pairwise_sum<T: Copy + std::ops::AddAssign, const N: usize>(mut acc: [T; N]) -> T {
+    let mut w = N / 2;
+    while w > 0 {
+        for i in 0..w {
+            let v = acc[i + w];
+            acc[i] += v;
+        }
+        w /= 2;
+    }
+    acc[0]
+}

@@ -13,15 +13,8 @@ pub const LANES: usize = 16;
 
 /// Adds the lanes pairwise (a fixed tree, so the order is deterministic).
 #[inline(always)]
-pub(crate) fn hsum(mut acc: [f32; LANES]) -> f32 {
-    let mut w = LANES / 2;
-    while w > 0 {
-        for i in 0..w {
-            acc[i] += acc[i + w];
-        }
-        w /= 2;
-    }
-    acc[0]
+pub(crate) fn hsum(acc: [f32; LANES]) -> f32 {
+    hb_tensor::simd::pairwise_sum(acc)
 }
 
 /// `Σ x`.
