@@ -49,7 +49,14 @@ fn cosine_lanes(a: &[f32], b: &[f32]) -> f64 {
     // A fixed pairwise tree: the same order on every machine.
     use crate::simd::pairwise_sum;
     let (dot, na, nb) = (pairwise_sum(dot), pairwise_sum(na), pairwise_sum(nb));
-    dot / (na.sqrt().max(1e-8) * nb.sqrt().max(1e-8))
+    let (ra, rb) = (na.sqrt(), nb.sqrt());
+    if ra >= 1e-8 && rb >= 1e-8 {
+        // √(‖a‖²·‖b‖²) (no overflow or underflow in f64 for f32 data): for
+        // equal tensors it is exactly their `dot`, so the cosine is exactly 1.
+        dot / (na * nb).sqrt()
+    } else {
+        dot / (ra.max(1e-8) * rb.max(1e-8))
+    }
 }
 
 /// Mean squared error.
@@ -185,8 +192,8 @@ mod tests {
     }
 
     /// The partial-sum cosine equals one running sum in f64 (to rounding)
-    /// for every length around the 8-lane blocks, and stops at the shorter
-    /// input.
+    /// for every length around the lane blocks, is exactly 1 for equal
+    /// inputs, and stops at the shorter input.
     #[test]
     fn cosine_equals_the_running_sum_for_any_length() {
         for n in [1usize, 7, 8, 9, 15, 16, 17, 1001] {
@@ -200,6 +207,9 @@ mod tests {
             }
             let want = dot / (na.sqrt().max(1e-8) * nb.sqrt().max(1e-8));
             assert!((cosine(&a, &b) - want).abs() < 1e-13, "n={n}");
+            // (a is the zero vector for n = 1: cosine 0.)
+            assert_eq!(cosine(&a, &a), if n > 1 { 1.0 } else { 0.0 }, "n={n}");
+            assert_eq!(cosine(&b, &b), 1.0, "n={n}");
             let mut longer = b.clone();
             longer.push(5.0);
             assert_eq!(cosine(&a, &longer), cosine(&a, &b), "n={n}");
