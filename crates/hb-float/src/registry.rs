@@ -43,11 +43,20 @@ impl Registry {
         }
     }
 
-    /// The registry with every built-in kernel.
+    /// The registry with every built-in kernel (a fresh copy, to extend or
+    /// replace kernels in; [`Registry::shared`] to only look them up).
     pub fn standard() -> Self {
         let mut r = Self::empty();
         crate::kernels::register_all(&mut r);
         r
+    }
+
+    /// The standard registry, built once per process: sessions, constant
+    /// folding and lowering look kernels up in it without rebuilding the
+    /// maps (a few hundred entries) each time.
+    pub fn shared() -> &'static Registry {
+        static SHARED: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Registry::standard)
     }
 
     /// Registers (or replaces) a kernel for an op of the default domain.

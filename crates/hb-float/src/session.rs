@@ -75,7 +75,7 @@ pub struct Session {
 impl Session {
     /// Prepares `model` with the standard kernels.
     pub fn new(model: &Model) -> Result<Self, FloatError> {
-        Self::with_registry(model, &Registry::standard())
+        Self::with_registry(model, Registry::shared())
     }
 
     /// Prepares `model` with the given registry. Fails, naming the first

@@ -47,7 +47,7 @@ impl FloatCpu {
     /// Resolves the kernel of every CPU op of `p`; fails naming the first op
     /// without one.
     pub fn new(p: &Program) -> Result<FloatCpu> {
-        let reg = Registry::standard();
+        let reg = Registry::shared();
         let mut ops = Vec::with_capacity(p.ops.len());
         for op in &p.ops {
             let Some(pb::op::Kind::Cpu(c)) = &op.kind else {

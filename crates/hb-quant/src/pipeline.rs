@@ -132,6 +132,11 @@ pub struct CalibOutcome {
     pub timings: Vec<(String, f64)>,
     /// Bias correction per weighted layer (empty when not configured).
     pub bias_correction: Vec<BiasRow>,
+    /// Dtype and shape of the calibrated model's values (inputs, node
+    /// outputs) as the float run of the first sample gave them; the output
+    /// of a calibration node as its input. Tells the lowering the shapes
+    /// without another run.
+    pub value_infos: HashMap<String, (DType, Vec<usize>)>,
 }
 
 struct StatsHook<'a> {
@@ -1161,7 +1166,9 @@ pub fn calibrate_with_alongside<R: Send>(
         samples: data.count(),
         timings: Vec::new(),
         bias_correction: bias_rows,
+        value_infos: HashMap::new(),
     };
+    outcome.value_infos = value_infos(&outcome.calibrated, &search[0], float_dump);
     // Per-node cosine on the first calibration sample (its float values
     // were kept by the statistics pass), while `alongside` runs.
     let (nodes, beside) = rayon::join(
@@ -1183,6 +1190,41 @@ pub fn calibrate_with_alongside<R: Send>(
     laps.lap("calibrated model and report");
     outcome.timings = laps.list;
     Ok((outcome, beside))
+}
+
+/// Dtype and shape of `calibrated`'s values from the float run of
+/// `sample` (`dump`): the inputs, every float node's outputs, and each
+/// calibration node's output as its input (value or initializer).
+fn value_infos(
+    calibrated: &Model,
+    sample: &Sample,
+    dump: &ValueDump,
+) -> HashMap<String, (DType, Vec<usize>)> {
+    let info = |t: &Tensor| (t.dtype(), t.shape().to_vec());
+    let mut out: HashMap<String, (DType, Vec<usize>)> = sample
+        .iter()
+        .map(|(name, t)| (name.clone(), info(t)))
+        .chain(
+            dump.values
+                .iter()
+                .map(|(_, name, t)| (name.clone(), info(t))),
+        )
+        .collect();
+    let g = &calibrated.graph;
+    for n in g
+        .nodes
+        .iter()
+        .filter(|n| crate::calibrated::is_calibration(n))
+    {
+        let (Some(x), Some(y)) = (n.inputs.first(), n.outputs.first()) else {
+            continue;
+        };
+        let known = out.get(x).cloned().or_else(|| g.initializer(x).map(info));
+        if let Some(v) = known {
+            out.insert(y.clone(), v);
+        }
+    }
+    out
 }
 
 /// What error compensation does in this calibration: the ec tensors (info)

@@ -361,12 +361,7 @@ pub fn run(args: &CalibArgs) -> ToolResult<CalibSummary> {
     // written: a model the integer machine cannot take leaves no files,
     // and the log shows the real placement.
     let (mut outcome, lowered) = calibrate_alongside(&optimized, &qc, &data, &opts, |o| {
-        crate::calib_bc::lower_quantized(
-            &cfg,
-            &o.calibrated,
-            &o.chosen.to_string(),
-            &qtype_counts(o),
-        )
+        crate::calib_bc::lower_quantized(&cfg, o)
     })
     .map_err(|e| match e {
         // The message names the calibration file.
@@ -498,7 +493,7 @@ fn summarize(
 }
 
 /// Calibration nodes per kind and qtype (`feature int8`, `weight int8 ec`, ...).
-fn qtype_counts(o: &CalibOutcome) -> BTreeMap<String, usize> {
+pub(crate) fn qtype_counts(o: &CalibOutcome) -> BTreeMap<String, usize> {
     let mut qtypes = BTreeMap::new();
     for p in &o.points {
         let kind = if p.is_weight() { "weight" } else { "feature" };

@@ -3,23 +3,21 @@
 //! the other artefacts.
 
 use crate::cli::{ToolError, ToolResult};
-use hb_ir::Model;
 use hb_lower::lower::{lower_model, LowerOptions, Lowered};
+use hb_quant::pipeline::CalibOutcome;
 use hb_quant::HbConfig;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
-/// Lowers `calibrated` to the integer program (nothing written yet).
-pub fn lower_quantized(
-    cfg: &HbConfig,
-    calibrated: &Model,
-    method: &str,
-    qtypes: &BTreeMap<String, usize>,
-) -> ToolResult<Lowered> {
+/// Lowers the calibration's model to the integer program (nothing
+/// written yet), with the value shapes the calibration already knows.
+pub fn lower_quantized(cfg: &HbConfig, outcome: &CalibOutcome) -> ToolResult<Lowered> {
+    let method = outcome.chosen.to_string();
+    let qtypes = crate::calib::qtype_counts(outcome);
     let prefix = &cfg.model.output_model_file_prefix;
     let mut params = vec![
         ("march".to_string(), cfg.model.march.name().to_string()),
-        ("calibration_method".to_string(), method.to_string()),
+        ("calibration_method".to_string(), method),
         ("config".to_string(), cfg.path.display().to_string()),
     ];
     if let Some(o) = &cfg.compiler.optimize_level {
@@ -31,7 +29,7 @@ pub fn lower_quantized(
             cfg.model.remove_node_type.join(";"),
         ));
     }
-    for (q, n) in qtypes {
+    for (q, n) in &qtypes {
         params.push((format!("calibration_nodes.{q}"), n.to_string()));
     }
     let opts = LowerOptions {
@@ -39,8 +37,9 @@ pub fn lower_quantized(
         march: cfg.model.march.name().to_string(),
         params,
         onnx_input_order: Vec::new(),
+        value_infos: outcome.value_infos.clone(),
     };
-    lower_model(calibrated, &opts).map_err(|e| {
+    lower_model(&outcome.calibrated, &opts).map_err(|e| {
         ToolError::input(format!(
             "{}: lowering to .bc: {e}",
             cfg.model.onnx_model.display()

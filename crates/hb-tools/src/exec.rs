@@ -28,13 +28,13 @@ pub struct SampleResult {
 /// then `Cast`s to the type their input already has removed. Outputs keep
 /// their names.
 pub fn optimize(model: &mut Model) -> Result<(), String> {
-    let registry = hb_float::Registry::standard();
+    let registry = hb_float::Registry::shared();
     // An `If` whose condition the folding decides is replaced by its branch,
     // whose nodes may fold in turn (bounded: one round per nesting level).
     for _ in 0..4 {
         hb_ir::passes::optimize(&mut model.graph).map_err(|e| e.to_string())?;
-        hb_float::fold::fold_constants(model, &registry).map_err(|e| e.to_string())?;
-        hb_float::fold::fold_static_shapes(model, &registry).map_err(|e| e.to_string())?;
+        hb_float::fold::fold_constants(model, registry).map_err(|e| e.to_string())?;
+        hb_float::fold::fold_static_shapes(model, registry).map_err(|e| e.to_string())?;
         hb_ir::passes::fuse_layer_norms(model).map_err(|e| e.to_string())?;
         if hb_float::inline_if::inline_constant_ifs(model) == 0 {
             break;

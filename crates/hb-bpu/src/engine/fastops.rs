@@ -28,36 +28,6 @@ pub(super) struct Tmp {
     acc64: Vec<i64>,
 }
 
-/// Round half to even of an f32: the `1.5 · 2^23` trick where it is exact
-/// (`|v| < 2^22`), else `round_ties_even` (identical results, NaN kept).
-#[inline(always)]
-fn rne_f32(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    if v.abs() < 4_194_304.0 {
-        (v + MAGIC) - MAGIC
-    } else {
-        v.round_ties_even()
-    }
-}
-
-/// [`QuantParams::quantize`] with [`rne_f32`] (bit-identical).
-#[inline(always)]
-fn quantize_fast(p: &QuantParams, x: f32) -> i64 {
-    if p.keep_masks && x <= p.mask_limit {
-        return p.lo;
-    }
-    let v = rne_f32(x / p.scale);
-    if v.is_nan() {
-        return 0i64.clamp(p.lo, p.hi);
-    }
-    let lo = if p.keep_masks {
-        (-p.hi).max(p.lo)
-    } else {
-        p.lo
-    };
-    (v as i64).clamp(lo, p.hi)
-}
-
 /// Quantizes a slice, bit-identical with [`QuantParams::quantize`]
 /// element by element; branch-free (vectorisable) when 0 lies inside the
 /// clamp range, as it does for every feature quantizer.
@@ -77,7 +47,7 @@ pub(super) fn quantize_slice<O: QInt>(p: &QuantParams, x: &[f32], o: &mut [O]) {
         && p.lo >= O::MIN;
     if !simple {
         for (d, &v) in o.iter_mut().zip(x) {
-            *d = O::sat_i64(quantize_fast(p, v));
+            *d = O::sat_i64(p.quantize(v));
         }
         return;
     }

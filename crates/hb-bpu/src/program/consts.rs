@@ -68,16 +68,26 @@ pub fn to_tensor(t: &pb::TensorInfo) -> Result<Tensor> {
     })
 }
 
+/// Little-endian bytes of an array's elements in row-major order (a
+/// contiguous array is read as one slice; no copy of the array is made).
+fn le_bytes<T: Copy, const W: usize>(a: &ArrayD<T>, bytes: impl Fn(T) -> [u8; W]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.len() * W);
+    match a.as_slice() {
+        Some(s) => s.iter().for_each(|&v| out.extend_from_slice(&bytes(v))),
+        None => a.iter().for_each(|&v| out.extend_from_slice(&bytes(v))),
+    }
+    out
+}
+
 macro_rules! to_le {
     ($a:expr) => {
-        $a.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()
+        le_bytes($a, |v| v.to_le_bytes())
     };
 }
 
 /// Encodes a tensor's elements (row-major, little-endian).
 pub fn to_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    let t = t.clone().into_standard_layout();
-    Ok(match &t {
+    Ok(match t {
         Tensor::F32(a) => to_le!(a),
         Tensor::F64(a) => to_le!(a),
         Tensor::I8(a) => to_le!(a),

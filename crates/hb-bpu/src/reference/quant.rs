@@ -6,6 +6,21 @@ use crate::qint::QInt;
 use crate::shape_err;
 use crate::tensor::{split_at_axis, QTensor, TensorRef};
 
+/// Round half to even of an f32, equal to `f32::round_ties_even` for
+/// every input but the sign of a zero result (NaN kept): the `1.5 · 2^23`
+/// trick where it is exact (`|v| < 2^22`; the sum's rounding does the
+/// work), the library call elsewhere. Without SSE4.1 `round_ties_even` is a call to `rintf`, which
+/// dominated weight quantization.
+#[inline(always)]
+pub fn rne_f32(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if v.abs() < 4_194_304.0 {
+        (v + MAGIC) - MAGIC
+    } else {
+        v.round_ties_even()
+    }
+}
+
 /// Value at or below which a float is a mask sentinel (`keep_masks`).
 pub const MASK_LIMIT: f32 = -1e8;
 
@@ -61,7 +76,7 @@ impl QuantParams {
         if self.keep_masks && x <= self.mask_limit {
             return self.lo;
         }
-        let v = (x / self.scale).round_ties_even();
+        let v = rne_f32(x / self.scale);
         if v.is_nan() {
             return 0i64.clamp(self.lo, self.hi);
         }
@@ -200,6 +215,41 @@ pub fn dequantize_high_precision(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rne_equals_the_library_rounding() {
+        let mut vals = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            4_194_303.5,
+            4_194_304.0,
+            4_194_304.5,
+            -4_194_303.5,
+            8_388_607.5,
+            1e9,
+        ];
+        // Every tie and its neighbours below 2^22, and a spread of others.
+        for k in (0..4_194_304i32).step_by(997) {
+            for d in [-0.5f32, -0.49999997, 0.0, 0.49999997, 0.5, 0.50000006] {
+                vals.push(k as f32 + d);
+                vals.push(-(k as f32 + d));
+            }
+        }
+        let mut x = 0x1234_5678u32;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            vals.push(f32::from_bits(x));
+        }
+        for v in vals {
+            let (a, b) = (rne_f32(v), v.round_ties_even());
+            assert!(a == b || (a.is_nan() && b.is_nan()), "{v}: {a} vs {b}");
+        }
+    }
 
     #[test]
     fn rounding_saturation_specials() {

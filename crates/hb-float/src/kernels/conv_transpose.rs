@@ -224,50 +224,128 @@ fn valid_inputs(n_in: usize, n_out: usize, stride: usize, off: isize) -> std::op
 /// Scatter-adds the `K × in_len` columns of one output channel into its
 /// plane: per kernel tap, the in-range input positions of each dimension
 /// are a range, so each input row adds into the output with a plain loop
-/// (contiguous for stride 1, a fixed step otherwise).
+/// (contiguous for stride 1, a fixed step otherwise). With stride 2 along
+/// the width (undilated), two neighbouring taps fill the even and odd
+/// output positions of the same span: they are added together, as one
+/// contiguous interleaved row. Every output element still receives its
+/// contributions in tap order, so the sums are those of tap by tap.
 fn col2im_channel(g: &TGeom, cols: &[f32], plane: &mut [f32]) {
     let il: usize = g.input.iter().product();
-    let [kd_n, kh_n, kw_n] = g.kernel;
-    let [id_n, ih_n, iw_n] = g.input;
-    let [od_n, oh_n, ow_n] = g.out;
-    let off = |d: usize, k: usize| (k * g.dilations[d]) as isize - g.pad[d];
-    let sw = g.strides[2].max(1);
-    for (k, row) in cols.chunks(il).enumerate() {
-        let (kd, kh, kw) = (k / (kh_n * kw_n), (k / kw_n) % kh_n, k % kw_n);
-        if kd >= kd_n {
-            break;
-        }
-        let (od0, oh0, ow0) = (off(0, kd), off(1, kh), off(2, kw));
-        let ws = valid_inputs(iw_n, ow_n, sw, ow0);
-        if ws.is_empty() {
-            continue;
-        }
-        let len = ws.len();
-        let first_ow = (ws.start * sw) as isize + ow0;
-        for id in valid_inputs(id_n, od_n, g.strides[0], od0) {
-            let od = ((id * g.strides[0]) as isize + od0) as usize;
-            for ih in valid_inputs(ih_n, oh_n, g.strides[1], oh0) {
-                let oh = ((ih * g.strides[1]) as isize + oh0) as usize;
-                let src_at = (id * ih_n + ih) * iw_n + ws.start;
-                let dst_at = (od * oh_n + oh) * ow_n + first_ow as usize;
-                let (Some(src), Some(dst)) = (
-                    row.get(src_at..src_at + len),
-                    plane.get_mut(dst_at..dst_at + (len - 1) * sw + 1),
-                ) else {
-                    continue;
-                };
-                if sw == 1 {
-                    for (o, &v) in dst.iter_mut().zip(src) {
-                        *o += v;
-                    }
-                } else {
-                    for (o, &v) in dst.iter_mut().step_by(sw).zip(src) {
-                        *o += v;
-                    }
-                }
+    let kw_n = g.kernel[2];
+    let taps: usize = g.kernel.iter().product();
+    let pairs = g.strides[2] == 2 && g.dilations[2] == 1;
+    let mut k = 0;
+    while k < taps {
+        let (Some(a), Some(b)) = (
+            cols.get(k * il..(k + 1) * il),
+            cols.get((k + 1) * il..(k + 2) * il),
+        ) else {
+            if let Some(a) = cols.get(k * il..(k + 1) * il) {
+                add_tap(g, k, a, plane);
             }
+            k += 1;
+            continue;
+        };
+        if pairs && k % kw_n + 1 < kw_n {
+            add_tap_pair(g, k, a, b, plane);
+            k += 2;
+        } else {
+            add_tap(g, k, a, plane);
+            k += 1;
         }
     }
+}
+
+/// Calls `f(src, dst, ow0)` for every input row `src` (offset in the
+/// input plane) of tap `k` whose output row `dst` (offset in the output
+/// plane) is in range; `ow0` is the tap's width offset (output column of
+/// input column 0).
+fn for_tap_rows(g: &TGeom, k: usize, mut f: impl FnMut(usize, usize, isize)) {
+    let [_, kh_n, kw_n] = g.kernel;
+    let [id_n, ih_n, iw_n] = g.input;
+    let [od_n, oh_n, ow_n] = g.out;
+    let (kd, kh, kw) = (k / (kh_n * kw_n), (k / kw_n) % kh_n, k % kw_n);
+    let off = |d: usize, k: usize| (k * g.dilations[d]) as isize - g.pad[d];
+    let (od0, oh0, ow0) = (off(0, kd), off(1, kh), off(2, kw));
+    for id in valid_inputs(id_n, od_n, g.strides[0], od0) {
+        let od = ((id * g.strides[0]) as isize + od0) as usize;
+        for ih in valid_inputs(ih_n, oh_n, g.strides[1], oh0) {
+            let oh = ((ih * g.strides[1]) as isize + oh0) as usize;
+            f((id * ih_n + ih) * iw_n, (od * oh_n + oh) * ow_n, ow0);
+        }
+    }
+}
+
+/// Adds the column row of tap `k` into the plane.
+fn add_tap(g: &TGeom, k: usize, row: &[f32], plane: &mut [f32]) {
+    let (iw_n, ow_n) = (g.input[2], g.out[2]);
+    let sw = g.strides[2].max(1);
+    for_tap_rows(g, k, |src_row, dst_row, ow0| {
+        let ws = valid_inputs(iw_n, ow_n, sw, ow0);
+        if ws.is_empty() {
+            return;
+        }
+        let len = ws.len();
+        let src_at = src_row + ws.start;
+        let dst_at = dst_row + ((ws.start * sw) as isize + ow0) as usize;
+        let (Some(src), Some(dst)) = (
+            row.get(src_at..src_at + len),
+            plane.get_mut(dst_at..dst_at + (len - 1) * sw + 1),
+        ) else {
+            return;
+        };
+        if sw == 1 {
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o += v;
+            }
+        } else {
+            for (o, &v) in dst.iter_mut().step_by(sw).zip(src) {
+                *o += v;
+            }
+        }
+    });
+}
+
+/// Adds the column rows of taps `k` and `k + 1` (neighbours along the
+/// width, stride 2, undilated) into the plane: where both are in range
+/// they fill one contiguous span, `a` the even and `b` the odd positions.
+fn add_tap_pair(g: &TGeom, k: usize, a: &[f32], b: &[f32], plane: &mut [f32]) {
+    let (iw_n, ow_n) = (g.input[2], g.out[2]);
+    for_tap_rows(g, k, |src_row, dst_row, ow0| {
+        let (Some(a), Some(b), Some(dst)) = (
+            a.get(src_row..src_row + iw_n),
+            b.get(src_row..src_row + iw_n),
+            plane.get_mut(dst_row..dst_row + ow_n),
+        ) else {
+            return;
+        };
+        let (ra, rb) = (
+            valid_inputs(iw_n, ow_n, 2, ow0),
+            valid_inputs(iw_n, ow_n, 2, ow0 + 1),
+        );
+        let both = ra.start.max(rb.start)..ra.end.min(rb.end);
+        let at = |i: usize, off: isize| ((2 * i) as isize + off) as usize;
+        // The ends where only one of the two taps reaches.
+        for i in ra.clone().filter(|i| !both.contains(i)) {
+            dst[at(i, ow0)] += a[i];
+        }
+        for i in rb.clone().filter(|i| !both.contains(i)) {
+            dst[at(i, ow0 + 1)] += b[i];
+        }
+        if both.is_empty() {
+            return;
+        }
+        let start = at(both.start, ow0);
+        let span = &mut dst[start..start + 2 * both.len()];
+        for ((o, &x), &y) in span
+            .chunks_exact_mut(2)
+            .zip(&a[both.clone()])
+            .zip(&b[both.clone()])
+        {
+            o[0] += x;
+            o[1] += y;
+        }
+    });
 }
 
 #[cfg(test)]
@@ -329,6 +407,11 @@ mod tests {
             ([2, 4, 3, 5], [4, 3, 3, 2], 2, 2, 1),
             ([1, 3, 4, 6], [3, 2, 3, 3], 1, 1, 1),
             ([1, 2, 5, 4], [2, 2, 4, 5], 1, 3, 2),
+            // Stride 2: paired taps (kernel 4, no pad: the decoder
+            // upsampling exporters emit), an odd kernel width leaving a
+            // single last tap, pads clipping both ends.
+            ([1, 3, 5, 6], [3, 2, 4, 4], 1, 2, 0),
+            ([1, 2, 4, 5], [2, 3, 3, 5], 1, 2, 2),
         ] {
             matches_naive(xs, ws, g, s, p);
         }
@@ -359,6 +442,42 @@ mod tests {
         ];
         assert_eq!(y[0].shape(), &[xs[0], ws[1] * g, out_hw[0], out_hw[1]]);
         assert_close(&data(&y[0]), &naive(&x, xs, &w, ws, g, s, p, out_hw), 1e-5);
+    }
+
+    #[test]
+    fn paired_taps_give_the_bits_of_tap_by_tap() {
+        for (input, kernel, pad) in [
+            ([1, 5, 6], [1, 4, 4], [0, 0, 0]),
+            ([1, 4, 7], [1, 3, 5], [0, 1, 2]),
+            ([2, 3, 4], [2, 2, 3], [0, 1, 3]),
+            ([1, 3, 3], [1, 2, 6], [0, 0, 4]),
+        ] {
+            let out = [
+                input[0] + kernel[0] - 1,
+                (input[1] - 1) * 2 + kernel[1] - 2 * pad[1] as usize,
+                (input[2] - 1) * 2 + kernel[2] - 2 * pad[2] as usize,
+            ];
+            let g = TGeom {
+                input,
+                out,
+                kernel,
+                strides: [1, 2, 2],
+                dilations: [1, 1, 1],
+                pad,
+            };
+            let il: usize = input.iter().product();
+            let taps: usize = kernel.iter().product();
+            let cols = rand_vals(taps * il, 7);
+            let ol: usize = out.iter().product();
+            let mut paired = rand_vals(ol, 8);
+            let mut single = paired.clone();
+            col2im_channel(&g, &cols, &mut paired);
+            for (k, row) in cols.chunks(il).enumerate() {
+                add_tap(&g, k, row, &mut single);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&paired), bits(&single), "{input:?} {kernel:?} {pad:?}");
+        }
     }
 
     #[test]

@@ -5,27 +5,60 @@ use crate::error::OpResult;
 use crate::invalid;
 use hb_tensor::tensor::Element;
 use hb_tensor::{with_tensor, Tensor};
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArrayD, ArrayView1, ArrayViewD, Axis, Ix2, IxDyn};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// A standard-layout owned copy of `v`, copying row by row (the inner loop
 /// walks the last axis with its stride, no per-element index arithmetic).
+/// Axes that step through memory as one (a slice keeping whole rows, a
+/// batch of one) are merged first, so the rows are as long and as few as
+/// the layout allows.
 pub fn to_standard<T: Clone>(v: ArrayViewD<'_, T>) -> ArrayD<T> {
-    if v.is_standard_layout() || v.ndim() == 0 {
+    if v.is_standard_layout() || v.ndim() == 0 || v.is_empty() {
         return v.to_owned();
     }
     let shape = v.shape().to_vec();
     let mut data = Vec::with_capacity(v.len());
-    for row in v.rows() {
-        match row.as_slice() {
-            Some(s) => data.extend_from_slice(s),
-            None => data.extend(row.iter().cloned()),
+    let mut push_row = |row: ArrayView1<'_, T>| match row.as_slice() {
+        Some(s) => data.extend_from_slice(s),
+        None => data.extend(row.iter().cloned()),
+    };
+    let m = merge_axes(v.clone());
+    if m.ndim() == 2 {
+        // Fixed-rank rows: no per-row index bookkeeping of a dynamic rank.
+        if let Ok(m2) = m.clone().into_dimensionality::<Ix2>() {
+            m2.rows().into_iter().for_each(&mut push_row);
         }
+    } else {
+        m.rows().into_iter().for_each(&mut push_row);
     }
     // The row copy fills the shape exactly; the fallback is never taken.
     ArrayD::from_shape_vec(IxDyn(&shape), data)
         .unwrap_or_else(|_| v.as_standard_layout().into_owned())
+}
+
+/// `v` with every axis merged into the next one where stepping through
+/// both is one step through memory, and axes of length 1 removed (one is
+/// kept): the same elements in the same row-major order, as few axes as
+/// the layout allows.
+fn merge_axes<T>(mut v: ArrayViewD<'_, T>) -> ArrayViewD<'_, T> {
+    let n = v.ndim();
+    let mut into = n - 1;
+    for take in (0..n - 1).rev() {
+        if !v.merge_axes(Axis(take), Axis(into)) {
+            into = take;
+        }
+    }
+    let mut k = 0;
+    while k < v.ndim() {
+        if v.ndim() > 1 && v.len_of(Axis(k)) == 1 {
+            v = v.index_axis_move(Axis(k), 0);
+        } else {
+            k += 1;
+        }
+    }
+    v
 }
 
 /// The elements of `a` in row-major order, borrowed when already contiguous.
@@ -221,4 +254,44 @@ pub fn axis_of(axis: i64, rank: usize) -> OpResult<usize> {
         return Err(invalid!("axis {axis} is out of range for rank {rank}"));
     }
     Ok(a as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{s, Array, SliceInfoElem};
+
+    /// Slices, permutations and broadcasts of one array: the copy equals
+    /// ndarray's own standard-layout copy.
+    #[test]
+    fn to_standard_equals_the_standard_layout_copy() {
+        let a = Array::from_shape_fn(IxDyn(&[2, 3, 6, 7]), |d| {
+            (d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]) as f32
+        });
+        let check = |v: ArrayViewD<'_, f32>| {
+            let want = v.as_standard_layout().into_owned();
+            let got = to_standard(v);
+            assert_eq!(got.shape(), want.shape());
+            assert_eq!(got.as_slice(), want.as_slice());
+        };
+        let slices: Vec<Vec<SliceInfoElem>> = vec![
+            s![.., .., 1..5, ..].as_ref().to_vec(),
+            s![.., .., .., 1..6].as_ref().to_vec(),
+            s![1..2, .., 2..4, 1..6].as_ref().to_vec(),
+            s![.., 1..2, .., ..].as_ref().to_vec(),
+            s![.., .., ..;2, ..].as_ref().to_vec(),
+            s![.., .., .., ..;-3].as_ref().to_vec(),
+            s![.., .., 3..3, ..].as_ref().to_vec(),
+        ];
+        for sl in &slices {
+            check(a.slice(sl.as_slice()));
+        }
+        for perm in [[0, 1, 3, 2], [1, 0, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3]] {
+            check(a.view().permuted_axes(IxDyn(&perm)));
+        }
+        let row = Array::from_shape_fn(IxDyn(&[1, 3, 1, 7]), |d| (d[1] * 10 + d[3]) as f32);
+        check(row.broadcast(IxDyn(&[2, 3, 4, 7])).unwrap());
+        let col = Array::from_shape_fn(IxDyn(&[5]), |d| d[0] as f32);
+        check(col.slice(s![..;2]).into_dyn());
+    }
 }

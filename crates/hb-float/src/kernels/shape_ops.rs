@@ -12,7 +12,7 @@ use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
 use hb_tensor::tensor::Element;
 use hb_tensor::{map_tensor, with_tensor, Tensor};
-use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 
 /// Registers the shape and layout ops.
 pub fn register(r: &mut Registry) {
@@ -408,8 +408,41 @@ fn concat_as<T: Element>(_first: &ArrayD<T>, ts: &[&Tensor], axis: usize) -> OpR
                 .ok_or_else(|| invalid!("Concat inputs have different types"))
         })
         .collect::<OpResult<Vec<_>>>()?;
+    if let Some(out) = concat_contiguous(&views, axis) {
+        return Ok(T::wrap(out));
+    }
     let out = ndarray::concatenate(Axis(axis), &views).map_err(|e| invalid!("Concat: {e}"))?;
     Ok(T::wrap(out))
+}
+
+/// Concat of contiguous row-major inputs that agree on every other axis:
+/// for each index of the axes before `axis`, each input's block is one
+/// slice copy. None for any other case (ndarray's general concatenate).
+fn concat_contiguous<T: Clone>(views: &[ArrayViewD<'_, T>], axis: usize) -> Option<ArrayD<T>> {
+    let first = views.first()?;
+    let mut shape = first.shape().to_vec();
+    shape[axis] = 0;
+    let mut slices = Vec::with_capacity(views.len());
+    for v in views {
+        let (a, b) = (v.shape(), first.shape());
+        if a.len() != b.len() || (0..a.len()).any(|d| d != axis && a[d] != b[d]) {
+            return None;
+        }
+        shape[axis] += a[axis];
+        slices.push(v.as_slice()?);
+    }
+    let outer: usize = shape[..axis].iter().product();
+    let blocks: Vec<usize> = views
+        .iter()
+        .map(|v| v.shape()[axis..].iter().product())
+        .collect();
+    let mut data = Vec::with_capacity(shape.iter().product());
+    for o in 0..outer {
+        for (s, &b) in slices.iter().zip(&blocks) {
+            data.extend_from_slice(s.get(o * b..(o + 1) * b)?);
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&shape), data).ok()
 }
 
 fn concat(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
@@ -645,6 +678,31 @@ fn space_to_depth(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contiguous_concat_equals_the_general_one() {
+        use ndarray::Dimension;
+        let arr = |shape: &[usize], seed: usize| {
+            ndarray::Array::from_shape_fn(IxDyn(shape), |d| {
+                (seed * 1000 + d.slice().iter().fold(0, |a, &x| a * 10 + x)) as f32
+            })
+        };
+        for axis in 0..3 {
+            let mut shapes = [[2, 3, 4], [2, 3, 4], [2, 3, 4]];
+            shapes[1][axis] = 1;
+            shapes[2][axis] = 0;
+            let arrays: Vec<ArrayD<f32>> =
+                shapes.iter().enumerate().map(|(k, s)| arr(s, k)).collect();
+            let views: Vec<ArrayViewD<'_, f32>> = arrays.iter().map(|a| a.view()).collect();
+            let want = ndarray::concatenate(Axis(axis), &views).unwrap();
+            assert_eq!(concat_contiguous(&views, axis), Some(want));
+        }
+        // A transposed input or a mismatched shape is left to the general path.
+        let a = arr(&[2, 3], 0);
+        let t = a.t().into_owned();
+        assert!(concat_contiguous(&[a.view(), a.t()], 0).is_none());
+        assert!(concat_contiguous(&[a.view(), t.view()], 0).is_none());
+    }
 
     #[test]
     fn negative_step_slice_spec() {

@@ -53,6 +53,11 @@ pub struct LowerOptions {
     pub params: Vec<(String, String)>,
     /// The model inputs in the original ONNX order (recorded).
     pub onnx_input_order: Vec<String>,
+    /// Dtype and shape of the model's values as the caller already knows
+    /// them (hb-calib: from its float run of the first sample). When they
+    /// cover every node output, the shape-inference run is skipped; a value
+    /// they miss makes the lowering infer all shapes itself.
+    pub value_infos: HashMap<String, (DType, Vec<usize>)>,
 }
 
 /// Where one node went and why.
@@ -262,14 +267,20 @@ pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
             )));
         }
     }
-    let infos = hb_float::shapes::infer_shapes(&mut m, &HashMap::new())
-        .map_err(|e| LowerError::Model(format!("shape inference: {e}")))?;
-    let mut vinfo = HashMap::new();
-    for v in m.graph.inputs.iter().chain(&infos) {
-        if let (Some(dt), Some(s)) = (v.dtype(), v.fixed_shape()) {
-            vinfo.insert(v.name.clone(), (dt, s));
+    let vinfo = match given_value_infos(&m.graph, &opts.value_infos) {
+        Some(v) => v,
+        None => {
+            let infos = hb_float::shapes::infer_shapes(&mut m, &HashMap::new())
+                .map_err(|e| LowerError::Model(format!("shape inference: {e}")))?;
+            let mut vinfo = HashMap::new();
+            for v in m.graph.inputs.iter().chain(&infos) {
+                if let (Some(dt), Some(s)) = (v.dtype(), v.fixed_shape()) {
+                    vinfo.insert(v.name.clone(), (dt, s));
+                }
+            }
+            vinfo
         }
-    }
+    };
     let mut lw = Lowerer {
         b: Builder::new(),
         g: m.graph.clone(),
@@ -342,6 +353,25 @@ pub fn lower_model(model: &Model, opts: &LowerOptions) -> Result<Lowered> {
 /// Names the omitted outputs that come before a named one (an LSTM's
 /// `['', 'Y_h']`): a CPU op's program outputs are matched to its kernel's
 /// outputs by position, so each of them needs a program value.
+/// The caller's value infos restricted to `g`'s inputs and node outputs,
+/// when they cover every one of them (else None: shapes are inferred).
+fn given_value_infos(
+    g: &Graph,
+    given: &HashMap<String, (DType, Vec<usize>)>,
+) -> Option<HashMap<String, (DType, Vec<usize>)>> {
+    if given.is_empty() {
+        return None;
+    }
+    let names = g.inputs.iter().map(|v| &v.name).chain(
+        g.nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().filter(|o| !o.is_empty())),
+    );
+    names
+        .map(|name| given.get(name).map(|v| (name.clone(), v.clone())))
+        .collect()
+}
+
 fn name_skipped_outputs(g: &mut Graph) {
     for i in 0..g.nodes.len() {
         let Some(last) = g.nodes[i].outputs.iter().rposition(|o| !o.is_empty()) else {

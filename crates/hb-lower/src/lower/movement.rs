@@ -73,7 +73,7 @@ fn take_indices(lw: &Lowerer, n: &Node, data_shape: &[usize]) -> Option<Vec<Tens
         }
     }
     let refs: Vec<Option<&Tensor>> = owned.iter().map(Option::as_ref).collect();
-    let kernel = Registry::standard().get("", &n.op_type)?;
+    let kernel = Registry::shared().get("", &n.op_type)?;
     let opset = lw.opsets.get("").copied().unwrap_or(13);
     let outs = kernel(&OpCtx { node: n, opset }, &refs).ok()?;
     outs.into_iter()

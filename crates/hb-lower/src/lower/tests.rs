@@ -110,3 +110,60 @@ fn a_masked_add_stays_in_float_and_the_softmax_still_masks() {
         .unwrap();
     assert_eq!(producer.op_type, "HzCalibration");
 }
+
+#[test]
+fn given_value_infos_lower_as_inferred_ones_and_a_gap_falls_back() {
+    for model in [output_also_consumed(), masked_scores()] {
+        let plain = lower_model(&model, &LowerOptions::default()).unwrap();
+        let mut probe = model.clone();
+        let infos = hb_float::shapes::infer_shapes(&mut probe, &Default::default()).unwrap();
+        let mut given: std::collections::HashMap<String, (DType, Vec<usize>)> = model
+            .graph
+            .inputs
+            .iter()
+            .chain(&infos)
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    (v.dtype().unwrap(), v.fixed_shape().unwrap()),
+                )
+            })
+            .collect();
+        let with = |given: &std::collections::HashMap<_, _>| {
+            let opts = LowerOptions {
+                value_infos: given.clone(),
+                ..Default::default()
+            };
+            lower_model(&model, &opts).unwrap().program
+        };
+        assert_eq!(with(&given), plain.program);
+        // A value the caller missed: the lowering infers every shape.
+        let last = &model.graph.nodes.last().unwrap().outputs[0];
+        given.remove(last);
+        assert_eq!(with(&given), plain.program);
+        // Shapes given are used as given (the caller vouches for them):
+        // with every node output one axis longer the program differs.
+        given = model
+            .graph
+            .inputs
+            .iter()
+            .chain(&infos)
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    (v.dtype().unwrap(), v.fixed_shape().unwrap()),
+                )
+            })
+            .collect();
+        for n in &model.graph.nodes {
+            given.get_mut(&n.outputs[0]).unwrap().1.push(1);
+        }
+        let opts = LowerOptions {
+            value_infos: given,
+            ..Default::default()
+        };
+        if let Ok(l) = lower_model(&model, &opts) {
+            assert_ne!(l.program, plain.program);
+        }
+    }
+}

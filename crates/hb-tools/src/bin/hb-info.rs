@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         let summary = summarize(
             &args.model.display().to_string(),
             &model,
-            &hb_float::Registry::standard(),
+            hb_float::Registry::shared(),
         );
         let cal = summarize_calibration(&model);
         let calibrated = !cal.nodes.is_empty();

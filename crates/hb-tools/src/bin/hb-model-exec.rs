@@ -108,7 +108,7 @@ fn main() -> ExitCode {
                 render_text(&summarize(
                     &model_file.display().to_string(),
                     &model,
-                    &hb_float::Registry::standard()
+                    hb_float::Registry::shared()
                 ))
             );
             Ok(())

@@ -267,7 +267,7 @@ pub fn compare(
     let g = &cal.model.graph;
     let reference = cal.float_session()?;
     let quant = Session::new(&cal.model)?;
-    let registry = Registry::standard();
+    let registry = Registry::shared();
     let mut float_diff = 0f64;
     let float_session = match float_model {
         Some(m) => Some(Session::new(m)?),
