@@ -15,6 +15,7 @@ pub mod error;
 pub mod fold;
 pub mod inline_if;
 pub mod kernels;
+pub mod probe;
 pub mod registry;
 pub mod session;
 pub mod shapes;

@@ -154,16 +154,19 @@ fn conv_transpose_f32(
     let bias = bias_values(b, cout)?;
     let ol: usize = g.out.iter().product();
     let mut out = vec![0f32; n * cout * ol];
-    compute(
-        &g,
-        cin,
-        cout,
-        group,
-        &contiguous(x),
-        &contiguous(w),
-        &mut out,
-    )?;
-    add_bias(&mut out, bias.as_deref(), ol);
+    // Under shape inference the shape is all that is read.
+    if !crate::probe::skipping_arithmetic() {
+        compute(
+            &g,
+            cin,
+            cout,
+            group,
+            &contiguous(x),
+            &contiguous(w),
+            &mut out,
+        )?;
+        add_bias(&mut out, bias.as_deref(), ol);
+    }
     let mut shape = vec![n, cout];
     shape.extend(out_sp);
     ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid!("{e}"))

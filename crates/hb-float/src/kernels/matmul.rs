@@ -145,7 +145,9 @@ pub fn matmul_f32(plan: &MatMulPlan, a: &ArrayD<f32>, b: &ArrayD<f32>) -> OpResu
     let (m, k, n) = (plan.m, plan.k, plan.n);
     let (ad, bd) = (contiguous(a), contiguous(b));
     let mut out = vec![0f32; plan.count() * m * n];
-    if plan.fold_a {
+    if crate::probe::skipping_arithmetic() {
+        // Shape inference: the shape is all that is read.
+    } else if plan.fold_a {
         let rows = plan.count() * m;
         sgemm(
             1.0,
@@ -242,7 +244,9 @@ fn gemm_op(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         }
         _ => (vec![0f32; m * n], 0.0),
     };
-    sgemm(alpha, am, bm, beta, &mut out)?;
+    if !crate::probe::skipping_arithmetic() {
+        sgemm(alpha, am, bm, beta, &mut out)?;
+    }
     let y = ArrayD::from_shape_vec(IxDyn(&[m, n]), out).map_err(|e| invalid!("{e}"))?;
     one(to_dtype(y, dtype)?)
 }

@@ -1,0 +1,32 @@
+//! Shape-only evaluation. Shape inference runs the graph on zero-filled
+//! inputs and keeps only the shapes; while it does, the heaviest kernels
+//! (Conv, ConvTranspose, MatMul, Gemm) check their inputs and attributes as
+//! always and return a zero-filled output of the shape they would compute,
+//! skipping the arithmetic. Their shapes come from the same code as a real
+//! run's; only the values (meaningless on zero inputs) differ.
+
+use std::cell::Cell;
+
+thread_local! {
+    static SHAPES_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while [`shapes_only`] runs on this thread: a heavy kernel may
+/// leave its (zero-filled) output uncomputed.
+pub fn skipping_arithmetic() -> bool {
+    SHAPES_ONLY.with(Cell::get)
+}
+
+/// Runs `f` with the heavy kernels' arithmetic skipped on this thread (a
+/// session runs its nodes on the calling thread); the previous setting is
+/// restored afterwards, also when `f` panics.
+pub fn shapes_only<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SHAPES_ONLY.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(SHAPES_ONLY.with(|c| c.replace(true)));
+    f()
+}
