@@ -19,6 +19,7 @@ pub mod probe;
 pub mod registry;
 pub mod session;
 pub mod shapes;
+pub mod threads;
 
 pub use error::{FloatError, OpError};
 /// [`hb_tensor::multiversion!`], re-exported: `hb_float::multiversion!` and

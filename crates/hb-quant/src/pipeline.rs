@@ -334,7 +334,7 @@ fn collect(
         pb.inc(1);
         Ok(())
     };
-    let work = |_w: usize| -> Shard {
+    let work_serially = || -> Shard {
         let mut shard = Shard {
             feature: (0..index.len()).map(new_stats).collect(),
             dtypes: HashMap::new(),
@@ -355,6 +355,15 @@ fn collect(
             }
         }
         shard
+    };
+    // One sample per worker: each kernel stays whole on its worker's
+    // thread (hb_float::threads) when there are two or more workers.
+    let work = |_w: usize| -> Shard {
+        if workers > 1 {
+            hb_float::threads::serial_kernels(work_serially)
+        } else {
+            work_serially()
+        }
     };
     let mut shards: Vec<Shard> = (0..workers).into_par_iter().map(work).collect();
     pb.finish_and_clear();
@@ -527,9 +536,17 @@ fn evaluate(
 ) -> Result<(f64, Vec<OutputRow>), CalibError> {
     let mut rows: Vec<OutputRow> = Vec::new();
     let mut score = 0.0;
+    // Samples in parallel, each kernel whole on its thread (when there is
+    // more than one sample to share the threads).
     let runs: Vec<Vec<(String, Tensor)>> = samples
         .par_iter()
-        .map(|s| session.run(s))
+        .map(|s| {
+            if samples.len() > 1 {
+                hb_float::threads::serial_kernels(|| session.run(s))
+            } else {
+                session.run(s)
+            }
+        })
         .collect::<Result<_, _>>()?;
     for (got, r) in runs.into_iter().zip(reference) {
         for (k, ((name, a), (_, b))) in r.iter().zip(&got).enumerate() {
@@ -1175,7 +1192,9 @@ pub fn calibrate_with_alongside<R: Send>(
         || -> Result<Vec<NodeRow>, CalibError> {
             let o = &outcome;
             let mut cosines = report::NodeCosines::new(float_dump);
-            Session::new(&o.calibrated)?.run_with_hook(&search[0], &mut cosines)?;
+            // Beside the lowering: the kernels stay on this thread.
+            let session = Session::new(&o.calibrated)?;
+            hb_float::threads::serial_kernels(|| session.run_with_hook(&search[0], &mut cosines))?;
             Ok(report::node_rows(
                 model,
                 &o.plan,

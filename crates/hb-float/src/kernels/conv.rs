@@ -226,7 +226,7 @@ fn conv_tiles(g: &Geom, w: Mat, x: &[f32], out: &mut [f32]) -> OpResult<()> {
         Ok(res)
     };
     let results: Vec<Vec<f32>> =
-        if tiles > 1 && rayon::current_num_threads() > 1 && m * rows * ol >= 1 << 20 {
+        if tiles > 1 && crate::threads::kernel_threads() > 1 && m * rows * ol >= 1 << 20 {
             (0..tiles)
                 .into_par_iter()
                 .map(run)
@@ -333,7 +333,7 @@ fn depthwise(d: &ConvDims, x: &[f32], w: &[f32], out: &mut [f32]) {
             accumulate_tap(g, plane, kernel_pos(g, k), wv, o);
         }
     };
-    if rayon::current_num_threads() > 1 && out.len() * kl >= 1 << 16 {
+    if crate::threads::kernel_threads() > 1 && out.len() * kl >= 1 << 16 {
         out.par_chunks_mut(ol)
             .enumerate()
             .for_each(|(p, o)| run(p, o));

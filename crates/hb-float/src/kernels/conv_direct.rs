@@ -360,7 +360,7 @@ fn conv2d_with(
         }
     };
     let work = cout * k * ol;
-    if blocks > 1 && rayon::current_num_threads() > 1 && work >= 1 << 20 {
+    if blocks > 1 && crate::threads::kernel_threads() > 1 && work >= 1 << 20 {
         out.par_chunks_mut(mr * ol)
             .enumerate()
             .for_each(|(b, o)| run(b, o));

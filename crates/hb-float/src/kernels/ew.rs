@@ -23,7 +23,7 @@ where
     U: Send,
     F: Fn(T) -> U + Sync + Send,
 {
-    if s.len() >= PAR_MIN && rayon::current_num_threads() > 1 {
+    if s.len() >= PAR_MIN && crate::threads::kernel_threads() > 1 {
         s.par_iter()
             .with_min_len(PAR_CHUNK)
             .map(|&x| f(x))
@@ -185,7 +185,7 @@ where
     let out: Vec<O> = if n == 0 {
         Vec::new()
     } else if sa.len() == n && sb.len() == n {
-        if n >= PAR_MIN && rayon::current_num_threads() > 1 {
+        if n >= PAR_MIN && crate::threads::kernel_threads() > 1 {
             sa.par_iter()
                 .with_min_len(PAR_CHUNK)
                 .zip(sb.par_iter())
@@ -226,7 +226,7 @@ where
         return false;
     };
     let n = sd.len();
-    let par = n >= PAR_MIN && rayon::current_num_threads() > 1;
+    let par = n >= PAR_MIN && crate::threads::kernel_threads() > 1;
     if n == 0 {
     } else if sb.len() == n {
         let zip = |d: &mut [A], s: &[B]| {
@@ -311,7 +311,7 @@ where
     let mut out = vec![O::default(); n];
     let l = rows.inner.n.max(1);
     let rows_per_chunk = (PAR_CHUNK / l).max(1);
-    if n >= PAR_MIN && rayon::current_num_threads() > 1 {
+    if n >= PAR_MIN && crate::threads::kernel_threads() > 1 {
         out.par_chunks_mut(rows_per_chunk * l)
             .enumerate()
             .for_each(|(c, chunk)| rows.fill(chunk, c * rows_per_chunk, sa, sb, f));

@@ -111,7 +111,7 @@ pub fn sgemm(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) -> OpResult<(
     }
     a.check("A")?;
     b.check("B")?;
-    let threads = rayon::current_num_threads();
+    let threads = crate::threads::kernel_threads();
     if threads > 1 && m * k * n >= PAR_WORK && m >= 2 * threads {
         let rows = m.div_ceil(threads * 2).max(1);
         c[..m * n]
@@ -381,7 +381,7 @@ where
         return Ok(());
     }
     let pieces = out.len() / chunk;
-    if pieces > 1 && rayon::current_num_threads() > 1 && work * pieces >= PAR_WORK / 4 {
+    if pieces > 1 && crate::threads::kernel_threads() > 1 && work * pieces >= PAR_WORK / 4 {
         out.par_chunks_mut(chunk)
             .enumerate()
             .try_for_each(|(i, c)| f(i, c))

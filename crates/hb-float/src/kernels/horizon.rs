@@ -467,7 +467,7 @@ impl FakeQuant {
                 }
             }
         };
-        if xs.len() >= PAR_MIN {
+        if xs.len() >= PAR_MIN && crate::threads::kernel_threads() > 1 {
             let chunk = per_outer * (PAR_CHUNK / per_outer).max(1);
             xs.par_chunks_mut(chunk).for_each(go);
         } else {
@@ -537,7 +537,7 @@ fn fake_quant_serial_masked(xs: &mut [f32], p: &QParams, limit: f32) {
 /// [`fake_quant_slice`] leaving negative mask values (`x ≤ -limit`)
 /// unchanged.
 pub fn fake_quant_slice_masked(xs: &mut [f32], p: &QParams, limit: f32) {
-    if xs.len() >= PAR_MIN {
+    if xs.len() >= PAR_MIN && crate::threads::kernel_threads() > 1 {
         xs.par_chunks_mut(PAR_CHUNK)
             .for_each(|c| fake_quant_serial_masked(c, p, limit));
     } else {
@@ -548,7 +548,7 @@ pub fn fake_quant_slice_masked(xs: &mut [f32], p: &QParams, limit: f32) {
 /// Fake-quantizes `xs` in place with one channel's parameters (parallel for
 /// long slices). This is the hot path of calibration and search.
 pub fn fake_quant_slice(xs: &mut [f32], p: &QParams) {
-    if xs.len() >= PAR_MIN {
+    if xs.len() >= PAR_MIN && crate::threads::kernel_threads() > 1 {
         xs.par_chunks_mut(PAR_CHUNK)
             .for_each(|c| fake_quant_serial(c, p));
     } else {
@@ -564,7 +564,7 @@ pub fn round_f16_slice(xs: &mut [f32]) {
             *x = half::f16::from_f32(*x).to_f32();
         }
     };
-    if xs.len() >= PAR_MIN {
+    if xs.len() >= PAR_MIN && crate::threads::kernel_threads() > 1 {
         xs.par_chunks_mut(PAR_CHUNK).for_each(go);
     } else {
         go(xs);

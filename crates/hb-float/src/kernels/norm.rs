@@ -24,7 +24,7 @@ fn for_rows<F: Fn(usize, &mut [f32]) + Sync + Send>(data: &mut [f32], cols: usiz
     if cols == 0 {
         return;
     }
-    if rayon::current_num_threads() > 1 && data.len() >= 1 << 16 && data.len() / cols > 1 {
+    if crate::threads::kernel_threads() > 1 && data.len() >= 1 << 16 && data.len() / cols > 1 {
         data.par_chunks_mut(cols)
             .enumerate()
             .for_each(|(i, r)| f(i, r));
@@ -273,7 +273,7 @@ fn last_axes_norm(ctx: &OpCtx, inputs: &[Option<&Tensor>], stats: Stats) -> OpRe
     };
     // Blocks of whole rows, in parallel when the tensor is large.
     let rows_per_block = ((1 << 14) / cols).max(1);
-    if rayon::current_num_threads() > 1 && data.len() >= 1 << 16 && rows > rows_per_block {
+    if crate::threads::kernel_threads() > 1 && data.len() >= 1 << 16 && rows > rows_per_block {
         data.par_chunks_mut(rows_per_block * cols)
             .zip(st.par_chunks_mut(rows_per_block))
             .for_each(|(d, s)| normalize_rows(&norm, d, s));

@@ -124,7 +124,7 @@ where
     if ol == 0 {
         return out;
     }
-    if rayon::current_num_threads() > 1 && out.len() * p.geom.k_len() >= 1 << 16 {
+    if crate::threads::kernel_threads() > 1 && out.len() * p.geom.k_len() >= 1 << 16 {
         out.par_chunks_mut(ol)
             .enumerate()
             .for_each(|(i, o)| run(i, o));
@@ -217,7 +217,7 @@ fn max_planes<T: Scalar>(p: &Pooling, x: &[T]) -> Vec<T> {
     if ol == 0 {
         return out;
     }
-    if rayon::current_num_threads() > 1 && out.len() * g.k_len() >= 1 << 16 {
+    if crate::threads::kernel_threads() > 1 && out.len() * g.k_len() >= 1 << 16 {
         out.par_chunks_mut(ol)
             .enumerate()
             .for_each(|(i, o)| run(i, o));

@@ -51,7 +51,7 @@ fn reduce_middle<T: Copy + Send + Sync>(
     if inner == 0 {
         return out;
     }
-    if d.len() >= PAR_MIN && outer > 1 {
+    if d.len() >= PAR_MIN && outer > 1 && crate::threads::kernel_threads() > 1 {
         out.par_chunks_mut(inner)
             .enumerate()
             .for_each(|(o, acc)| one_row(o, acc));
@@ -186,7 +186,7 @@ fn reduce_f32_trailing(a: &ArrayD<f32>, axes: &[usize], op: Red) -> Option<OpRes
             }
         },
     };
-    let out: Vec<f32> = if d.len() >= PAR_MIN && rayon::current_num_threads() > 1 {
+    let out: Vec<f32> = if d.len() >= PAR_MIN && crate::threads::kernel_threads() > 1 {
         d.par_chunks(n).map(f).collect()
     } else {
         d.chunks(n).map(f).collect()

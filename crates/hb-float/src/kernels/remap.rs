@@ -174,7 +174,7 @@ pub fn remap_axes<T: Clone + Send + Sync>(
             (None, _) => {}
         }
     };
-    if total >= PAR_THRESHOLD {
+    if total >= PAR_THRESHOLD && crate::threads::kernel_threads() > 1 {
         out.par_chunks_mut(row_len).enumerate().for_each(fill_row);
     } else {
         out.chunks_mut(row_len).enumerate().for_each(fill_row);

@@ -399,7 +399,7 @@ pub fn interp_axis(
             }
         }
     };
-    if out.len() >= 1 << 14 {
+    if out.len() >= 1 << 14 && crate::threads::kernel_threads() > 1 {
         out.par_chunks_mut(m * inner).enumerate().for_each(block);
     } else {
         out.chunks_mut(m * inner).enumerate().for_each(block);

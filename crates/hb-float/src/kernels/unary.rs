@@ -98,7 +98,7 @@ fn map_f32_in_place(t: &Tensor, f: fn(&mut [f32])) -> Option<Tensor> {
         Some(s) => s.to_vec(),
         None => a.iter().copied().collect(),
     };
-    if v.len() >= crate::kernels::ew::PAR_MIN && rayon::current_num_threads() > 1 {
+    if v.len() >= crate::kernels::ew::PAR_MIN && crate::threads::kernel_threads() > 1 {
         v.par_chunks_mut(1 << 14).for_each(f);
     } else {
         f(&mut v);
