@@ -176,22 +176,33 @@ fn quantize_weight(wc: &WeightCal, axis: usize) -> std::result::Result<QWeight, 
         };
         (t, per.iter().map(|p| p.scale).collect())
     };
-    let q64 = t.to_i64_vec().map_err(|e| e.to_string())?;
-    let mut abs_sums = vec![0f64; c];
-    for o in 0..outer {
-        for k in 0..c {
-            let base = (o * c + k) * inner;
-            abs_sums[k] += q64[base..base + inner]
-                .iter()
-                .map(|v| v.unsigned_abs() as f64)
-                .sum::<f64>();
-        }
+    let abs_sums = match &t {
+        Tensor::I8(a) => channel_abs_sums(a.as_slice(), outer, c, inner),
+        Tensor::I16(a) => channel_abs_sums(a.as_slice(), outer, c, inner),
+        _ => None,
     }
+    .ok_or("quantized weight not contiguous")?;
     Ok(QWeight {
         t,
         scales,
         abs_sums,
     })
+}
+
+/// Per output channel `k`, the sum of `|q|` over the weight's elements of
+/// that channel (`q` row-major, `[outer, c, inner]`): exact integer sums.
+fn channel_abs_sums<T: Copy + Into<i64>>(
+    q: Option<&[T]>,
+    outer: usize,
+    c: usize,
+    inner: usize,
+) -> Option<Vec<f64>> {
+    let q = q?;
+    let mut sums = vec![0i64; c];
+    for (i, chunk) in q.chunks(inner.max(1)).enumerate().take(outer * c) {
+        sums[i % c] += chunk.iter().map(|&v| v.into().abs()).sum::<i64>();
+    }
+    Some(sums.into_iter().map(|v| v as f64).collect())
 }
 
 fn max_abs(dt: DType) -> f64 {
