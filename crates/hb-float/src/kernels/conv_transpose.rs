@@ -154,8 +154,9 @@ fn conv_transpose_f32(
     let bias = bias_values(b, cout)?;
     let ol: usize = g.out.iter().product();
     let mut out = vec![0f32; n * cout * ol];
-    // Under shape inference the shape is all that is read.
-    if !crate::probe::skipping_arithmetic() {
+    if crate::probe::skipping_arithmetic() {
+        out.fill(crate::probe::FILL);
+    } else {
         compute(
             &g,
             cin,

@@ -146,7 +146,7 @@ pub fn matmul_f32(plan: &MatMulPlan, a: &ArrayD<f32>, b: &ArrayD<f32>) -> OpResu
     let (ad, bd) = (contiguous(a), contiguous(b));
     let mut out = vec![0f32; plan.count() * m * n];
     if crate::probe::skipping_arithmetic() {
-        // Shape inference: the shape is all that is read.
+        out.fill(crate::probe::FILL);
     } else if plan.fold_a {
         let rows = plan.count() * m;
         sgemm(
@@ -244,7 +244,9 @@ fn gemm_op(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
         }
         _ => (vec![0f32; m * n], 0.0),
     };
-    if !crate::probe::skipping_arithmetic() {
+    if crate::probe::skipping_arithmetic() {
+        out.fill(crate::probe::FILL);
+    } else {
         sgemm(alpha, am, bm, beta, &mut out)?;
     }
     let y = ArrayD::from_shape_vec(IxDyn(&[m, n]), out).map_err(|e| invalid!("{e}"))?;
