@@ -28,12 +28,5 @@ pub fn skipping_arithmetic() -> bool {
 /// session runs its nodes on the calling thread); the previous setting is
 /// restored afterwards, also when `f` panics.
 pub fn shapes_only<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            SHAPES_ONLY.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(SHAPES_ONLY.with(|c| c.replace(true)));
-    f()
+    crate::threads::with_flag_set(&SHAPES_ONLY, f)
 }

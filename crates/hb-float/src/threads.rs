@@ -5,6 +5,7 @@
 //! and core instead of handing pieces to a pool that is busy anyway.
 
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 thread_local! {
     static SERIAL: Cell<bool> = const { Cell::new(false) };
@@ -24,13 +25,19 @@ pub fn kernel_threads() -> usize {
 /// intra-op split); the previous setting is restored afterwards, also when
 /// `f` panics.
 pub fn serial_kernels<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
+    with_flag_set(&SERIAL, f)
+}
+
+/// Runs `f` with the thread-local `flag` set, restoring its previous value
+/// afterwards, also when `f` panics.
+pub(crate) fn with_flag_set<R>(flag: &'static LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(&'static LocalKey<Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            SERIAL.with(|c| c.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(SERIAL.with(|c| c.replace(true)));
+    let _restore = Restore(flag, flag.with(|c| c.replace(true)));
     f()
 }
 

@@ -117,18 +117,21 @@ fn given_value_infos_lower_as_inferred_ones_and_a_gap_falls_back() {
         let plain = lower_model(&model, &LowerOptions::default()).unwrap();
         let mut probe = model.clone();
         let infos = hb_float::shapes::infer_shapes(&mut probe, &Default::default()).unwrap();
-        let mut given: std::collections::HashMap<String, (DType, Vec<usize>)> = model
-            .graph
-            .inputs
-            .iter()
-            .chain(&infos)
-            .map(|v| {
-                (
-                    v.name.clone(),
-                    (v.dtype().unwrap(), v.fixed_shape().unwrap()),
-                )
-            })
-            .collect();
+        let inferred = || -> std::collections::HashMap<String, (DType, Vec<usize>)> {
+            model
+                .graph
+                .inputs
+                .iter()
+                .chain(&infos)
+                .map(|v| {
+                    (
+                        v.name.clone(),
+                        (v.dtype().unwrap(), v.fixed_shape().unwrap()),
+                    )
+                })
+                .collect()
+        };
+        let mut given = inferred();
         let with = |given: &std::collections::HashMap<_, _>| {
             let opts = LowerOptions {
                 value_infos: given.clone(),
@@ -143,18 +146,7 @@ fn given_value_infos_lower_as_inferred_ones_and_a_gap_falls_back() {
         assert_eq!(with(&given), plain.program);
         // Shapes given are used as given (the caller vouches for them):
         // with every node output one axis longer the program differs.
-        given = model
-            .graph
-            .inputs
-            .iter()
-            .chain(&infos)
-            .map(|v| {
-                (
-                    v.name.clone(),
-                    (v.dtype().unwrap(), v.fixed_shape().unwrap()),
-                )
-            })
-            .collect();
+        given = inferred();
         for n in &model.graph.nodes {
             given.get_mut(&n.outputs[0]).unwrap().1.push(1);
         }
