@@ -154,21 +154,17 @@ fn kl_divergence(
 fn kl_fast_divergences(bins: &[f64], tail: &[f64], levels: usize) -> Vec<Option<f64>> {
     let n = bins.len();
     let mut sum = vec![0f64; n + 1];
-    let mut nonzero = vec![0usize; n + 1];
+    // Non-zero bin counts as f64 (exact: below 2^53).
+    let mut nonzero = vec![0f64; n + 1];
     let mut blnb = vec![0f64; n + 1];
     for j in 0..n {
         let b = bins[j];
         sum[j + 1] = sum[j] + b;
-        nonzero[j + 1] = nonzero[j] + usize::from(b != 0.0);
+        nonzero[j + 1] = nonzero[j] + f64::from(u8::from(b != 0.0));
         blnb[j + 1] = blnb[j] + if b > 0.0 { b * b.ln() } else { 0.0 };
     }
     let xlnx = |x: f64| if x > 0.0 { x * x.ln() } else { 0.0 };
-    // Per level of the current candidate: its mass, and its mass and
-    // non-zero bin count as the ratio whose log is taken (mass 0 and ratio
-    // 1 / 1 for a level with no non-zero bin: it adds nothing).
-    let mut mass = vec![0f64; levels];
-    let mut num = vec![1f64; levels];
-    let mut den = vec![1f64; levels];
+    let mut terms = LevelTerms::new(levels);
     (levels..=n)
         .map(|i| {
             let q_total = sum[i];
@@ -181,29 +177,9 @@ fn kl_fast_divergences(bins: &[f64], tail: &[f64], levels: usize) -> Vec<Option<
                 return Some(f64::INFINITY);
             }
             let plnp = blnb[i - 1] + xlnx(last);
-            // Level l spans bins [ceil(l·i/levels), ceil((l+1)·i/levels)):
-            // the quotient and remainder of l·i / levels are stepped in
-            // integers (no division per level).
-            let (step_q, step_r) = (i / levels, i % levels);
-            let (mut q, mut r, mut a) = (0usize, 0usize, 0usize);
-            for ((m, u), d) in mass.iter_mut().zip(num.iter_mut()).zip(den.iter_mut()) {
-                q += step_q;
-                r += step_r;
-                if r >= levels {
-                    r -= levels;
-                    q += 1;
-                }
-                let b = (q + usize::from(r != 0)).min(i);
-                let nz = nonzero[b] - nonzero[a];
-                let s = sum[b] - sum[a];
-                (*m, *u, *d) = if nz == 0 {
-                    (0.0, 1.0, 1.0)
-                } else {
-                    (s, s, nz as f64)
-                };
-                a = b;
-            }
-            let mut plnq = mass_log_ratio(&mass, &num, &den);
+            terms.fill(i, &sum, &nonzero);
+            let LevelTerms { mass, num, den, .. } = &terms;
+            let mut plnq = mass_log_ratio(mass, num, den);
             // The tail is folded into bin i − 1, which is in the last level.
             if bins[i - 1] != 0.0 {
                 plnq += tail[i] * (num[levels - 1] / den[levels - 1]).ln();
@@ -211,6 +187,101 @@ fn kl_fast_divergences(bins: &[f64], tail: &[f64], levels: usize) -> Vec<Option<
             Some((plnp - plnq) / p_total + (q_total / p_total).ln())
         })
         .collect()
+}
+
+/// The level terms of one KL candidate (see [`kl_fast_divergences`]).
+struct LevelTerms {
+    /// Each level's mass (0 for a level without a non-zero bin).
+    mass: Vec<f64>,
+    /// Numerator and denominator of the ratio whose log is taken: the
+    /// level's mass and non-zero bin count (1 / 1 for an empty level: it
+    /// adds nothing).
+    num: Vec<f64>,
+    den: Vec<f64>,
+    /// The prefix sums at each level's end: `at_sum[l + 1] = sum[end_l]`
+    /// (`at_sum[0] = sum[0] = 0`), likewise `at_nonzero`.
+    at_sum: Vec<f64>,
+    at_nonzero: Vec<f64>,
+}
+
+impl LevelTerms {
+    /// Buffers for `levels` levels.
+    fn new(levels: usize) -> Self {
+        LevelTerms {
+            mass: vec![0.0; levels],
+            num: vec![1.0; levels],
+            den: vec![1.0; levels],
+            at_sum: vec![0.0; levels + 1],
+            at_nonzero: vec![0.0; levels + 1],
+        }
+    }
+
+    /// The terms of candidate end bin `i` from the prefix sums of the bins
+    /// and of their non-zero flags (see [`level_terms`]).
+    fn fill(&mut self, i: usize, sum: &[f64], nonzero: &[f64]) {
+        let LevelTerms {
+            mass,
+            num,
+            den,
+            at_sum,
+            at_nonzero,
+        } = self;
+        level_terms(i, sum, nonzero, mass, num, den, at_sum, at_nonzero);
+    }
+}
+
+hb_float::multiversion! {
+/// [`LevelTerms::fill`] (vector code: the level ends, their prefix sums
+/// and the differences). Level `l` spans bins
+/// `[ceil(l·i/levels), ceil((l+1)·i/levels))`; its sum and non-zero count
+/// are differences of the prefix sums at its two ends.
+#[allow(clippy::too_many_arguments)]
+fn level_terms(
+    i: usize,
+    sum: &[f64],
+    nonzero: &[f64],
+    mass: &mut [f64],
+    num: &mut [f64],
+    den: &mut [f64],
+    at_sum: &mut [f64],
+    at_nonzero: &mut [f64],
+) {
+    let levels = mass.len();
+    let (sum, nonzero) = (&sum[..=i], &nonzero[..=i]);
+    let ends = at_sum[1..].iter_mut().zip(&mut at_nonzero[1..]);
+    if levels.is_power_of_two() {
+        // ceil(x / levels) is a shift (the int8 case: 128 levels).
+        let shift = levels.trailing_zeros();
+        for (l, (s, z)) in ends.enumerate() {
+            let b = (((l + 1) * i + levels - 1) >> shift).min(i);
+            (*s, *z) = (sum[b], nonzero[b]);
+        }
+    } else {
+        // The quotient and remainder of (l+1)·i / levels, stepped in
+        // integers (no division per level).
+        let (step_q, step_r) = (i / levels, i % levels);
+        let (mut q, mut r) = (0usize, 0usize);
+        for (s, z) in ends {
+            q += step_q;
+            r += step_r;
+            if r >= levels {
+                r -= levels;
+                q += 1;
+            }
+            let b = (q + usize::from(r != 0)).min(i);
+            (*s, *z) = (sum[b], nonzero[b]);
+        }
+    }
+    let spans = at_sum[1..]
+        .iter()
+        .zip(&at_sum[..levels])
+        .zip(at_nonzero[1..].iter().zip(&at_nonzero[..levels]));
+    let terms = mass.iter_mut().zip(num.iter_mut()).zip(den.iter_mut());
+    for (((m, u), d), ((s1, s0), (z1, z0))) in terms.zip(spans) {
+        let (s, nz) = (s1 - s0, z1 - z0);
+        (*m, *u, *d) = if nz == 0.0 { (0.0, 1.0, 1.0) } else { (s, s, nz) };
+    }
+}
 }
 
 /// `Σ mass[l] · ln(num[l] / den[l])`, in 8 running sums added in a fixed
@@ -287,9 +358,9 @@ fn ln_positive(x: f64) -> f64 {
     let e = ((bits >> 52) as i64 - 1023 + i64::from(big)) as f64;
     let s = (m - 1.0) / (m + 1.0);
     let z = s * s;
-    let mut p = 1.0 / 21.0;
+    let mut p: f64 = 1.0 / 21.0;
     for k in (0..10).rev() {
-        p = p * z + 1.0 / (2 * k + 1) as f64;
+        p = p.mul_add(z, 1.0 / (2 * k + 1) as f64);
     }
     e * LN2_HI + (e * LN2_LO + 2.0 * s * p)
 }
@@ -390,15 +461,18 @@ mod tests {
         for i in (0..n).rev() {
             tail[i] = tail[i + 1] + bins[i];
         }
-        let fast = kl_fast_divergences(&bins, &tail, 128);
-        let mut s = KlScratch::new(n, 128);
-        for i in 128..=n {
-            let direct = kl_divergence(&bins, &tail, i, 128, &mut s);
-            match (direct, fast[i - 128]) {
-                (Some(d), Some(f)) if d.is_finite() => {
-                    assert!((d - f).abs() < 1e-11, "i={i}: {d} vs {f}")
+        // 128 levels find the level ends by a shift, 100 by integer steps.
+        for levels in [128, 100] {
+            let fast = kl_fast_divergences(&bins, &tail, levels);
+            let mut s = KlScratch::new(n, levels);
+            for i in levels..=n {
+                let direct = kl_divergence(&bins, &tail, i, levels, &mut s);
+                match (direct, fast[i - levels]) {
+                    (Some(d), Some(f)) if d.is_finite() => {
+                        assert!((d - f).abs() < 1e-11, "{levels} levels, i={i}: {d} vs {f}")
+                    }
+                    (d, f) => assert_eq!(d, f, "{levels} levels, i={i}"),
                 }
-                (d, f) => assert_eq!(d, f, "i={i}"),
             }
         }
     }
