@@ -180,13 +180,7 @@ mod tests {
         c.set_attr("to", Attr::Int(to));
         g.nodes.push(c);
         g.nodes.push(Node::new("s", "Sigmoid", &["b"], &["y"]));
-        let mut m = Model {
-            ir_version: 8,
-            graph: g,
-            ..Default::default()
-        };
-        m.opsets.insert(String::new(), 13);
-        m
+        crate::kernels::testutil::model_of(g, 13)
     }
 
     #[test]
@@ -220,12 +214,7 @@ mod tests {
         let mut c = Node::new("c", "Cast", &["a"], &["y"]);
         c.set_attr("to", Attr::Int(i64::from(DType::F16.onnx_code())));
         g.nodes.push(c);
-        let mut m = Model {
-            ir_version: 8,
-            graph: g,
-            ..Default::default()
-        };
-        m.opsets.insert(String::new(), 13);
+        let mut m = crate::kernels::testutil::model_of(g, 13);
         let x = Tensor::from_f32(&[1, 4], vec![1.0, 2.0, 3.0, 4.0])
             .unwrap()
             .cast(DType::F16)

@@ -281,13 +281,7 @@ mod tests {
         g.nodes.push(Node::new("sqrt", "Sqrt", &["df"], &["scale"]));
         g.nodes
             .push(Node::new("div", "Div", &["r", "scale"], &["y"]));
-        let mut m = Model {
-            ir_version: 8,
-            graph: g,
-            ..Default::default()
-        };
-        m.opsets.insert(String::new(), 17);
-        m
+        crate::kernels::testutil::model_of(g, 17)
     }
 
     fn run(m: &Model) -> Tensor {

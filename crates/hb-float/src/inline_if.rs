@@ -198,13 +198,7 @@ mod tests {
         iff.set_attr("then_branch", Attr::Graph(Box::new(then_g)));
         iff.set_attr("else_branch", Attr::Graph(Box::new(else_g)));
         g.nodes.push(iff);
-        let mut m = Model {
-            ir_version: 8,
-            graph: g,
-            ..Default::default()
-        };
-        m.opsets.insert(String::new(), 17);
-        m
+        crate::kernels::testutil::model_of(g, 17)
     }
 
     fn run(m: &Model) -> Vec<f32> {

@@ -97,13 +97,7 @@ mod tests {
         let mut gemm = Node::new("gemm", "Gemm", &["p", "g", "c"], &["y"]);
         gemm.set_attr("transB", Attr::Int(1));
         g.nodes.extend([conv, up, flat, mm, gemm]);
-        let mut m = Model {
-            ir_version: 8,
-            graph: g,
-            ..Default::default()
-        };
-        m.opsets.insert(String::new(), 17);
-        m
+        crate::kernels::testutil::model_of(g, 17)
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::error::OpResult;
 use crate::registry::{KernelFn, OpCtx};
-use hb_ir::{Attr, Node};
+use hb_ir::{Attr, Graph, Model, Node};
 use hb_tensor::Tensor;
 
 /// A node of `op` with the given attributes.
@@ -64,4 +64,16 @@ pub fn data(t: &Tensor) -> Vec<f32> {
 /// An ints attribute.
 pub fn ints(v: &[i64]) -> Attr {
     Attr::Ints(v.to_vec())
+}
+
+/// A test model of `graph` (IR version 8) importing the standard domain
+/// at `opset`.
+pub fn model_of(graph: Graph, opset: i64) -> Model {
+    let mut m = Model {
+        ir_version: 8,
+        graph,
+        ..Default::default()
+    };
+    m.opsets.insert(String::new(), opset);
+    m
 }

@@ -68,12 +68,9 @@ fn model() -> Model {
     g.nodes
         .push(Node::new("rw", "Reshape", &["w", "wshape"], &["w2"]));
     g.nodes.push(Node::new("add", "Add", &["x", "x"], &["s"]));
-    Model {
-        ir_version: 8,
-        opsets: [(String::new(), 13), ("horizon".to_string(), 1)].into(),
-        graph: g,
-        ..Default::default()
-    }
+    let mut m = crate::kernels::testutil::model_of(g, 13);
+    m.opsets.insert("horizon".to_string(), 1);
+    m
 }
 
 #[test]
@@ -158,12 +155,7 @@ fn arith_model() -> Model {
     ] {
         g.nodes.push(Node::new(name, op, ins, &[out]));
     }
-    Model {
-        ir_version: 8,
-        opsets: [(String::new(), 13)].into(),
-        graph: g,
-        ..Default::default()
-    }
+    crate::kernels::testutil::model_of(g, 13)
 }
 
 #[test]

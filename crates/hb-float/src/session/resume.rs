@@ -262,12 +262,7 @@ mod tests {
         g.nodes.push(Node::new("r", "Relu", &["h"], &["hr"]));
         g.nodes.push(Node::new("a", "Abs", &["x"], &["ax"]));
         g.nodes.push(Node::new("s", "Add", &["hr", "ax"], &["y"]));
-        let mut m = Model {
-            ir_version: 8,
-            graph: g,
-            ..Default::default()
-        };
-        m.opsets.insert(String::new(), 13);
+        let mut m = crate::kernels::testutil::model_of(g, 13);
         m.opsets.insert("horizon".into(), 1);
         m
     }
