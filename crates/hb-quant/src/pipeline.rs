@@ -527,27 +527,58 @@ fn consumer_name(model: &Model, p: &CalibPoint) -> String {
         .unwrap_or_else(|| p.tensor.clone())
 }
 
+/// Per-value cosines of sample 0's fake-quant run against its float run
+/// (the per-node table), by value name.
+type NodeCosineMap = HashMap<String, Option<f64>>;
+
+/// A scored candidate: its score, its per-output rows and (when measured)
+/// its per-node cosines on sample 0.
+type Evaluated = (Scored, Vec<OutputRow>, Option<NodeCosineMap>);
+
 /// Per-output metrics of one model against float over samples (means).
+/// With `node_float` (sample 0's float values), sample 0's run also
+/// measures every node's cosine for the per-node table.
 fn evaluate(
     session: &Session,
     samples: &[Sample],
     reference: &[Vec<(String, Tensor)>],
     metric: &str,
-) -> Result<(f64, Vec<OutputRow>), CalibError> {
+    node_float: Option<&ValueDump>,
+) -> Result<(f64, Vec<OutputRow>, Option<NodeCosineMap>), CalibError> {
     let mut rows: Vec<OutputRow> = Vec::new();
     let mut score = 0.0;
     // Samples in parallel, each kernel whole on its thread (when there is
     // more than one sample to share the threads).
-    let runs: Vec<Vec<(String, Tensor)>> = samples
+    type Run = (Vec<(String, Tensor)>, Option<NodeCosineMap>);
+    let run = |k: usize, s: &Sample| -> Result<Run, FloatError> {
+        match node_float.filter(|_| k == 0) {
+            Some(float) => {
+                let mut cosines = report::NodeCosines::new(float);
+                let out = session.run_with_hook(s, &mut cosines)?;
+                Ok((out, Some(cosines.cosines)))
+            }
+            None => Ok((session.run(s)?, None)),
+        }
+    };
+    let runs: Vec<Run> = samples
         .par_iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(k, s)| {
             if samples.len() > 1 {
-                hb_float::threads::serial_kernels(|| session.run(s))
+                hb_float::threads::serial_kernels(|| run(k, s))
             } else {
-                session.run(s)
+                run(k, s)
             }
         })
         .collect::<Result<_, _>>()?;
+    let mut node_cosines = None;
+    let runs: Vec<Vec<(String, Tensor)>> = runs
+        .into_iter()
+        .map(|(out, cos)| {
+            node_cosines = node_cosines.take().or(cos);
+            out
+        })
+        .collect();
     for (got, r) in runs.into_iter().zip(reference) {
         for (k, ((name, a), (_, b))) in r.iter().zip(&got).enumerate() {
             let (Ok(a), Ok(b)) = (a.to_f32(), b.to_f32()) else {
@@ -578,7 +609,7 @@ fn evaluate(
         score += row.metric;
     }
     score /= rows.len().max(1) as f64;
-    Ok((score, rows))
+    Ok((score, rows, node_cosines))
 }
 
 fn better(metric: &str, a: f64, b: f64) -> bool {
@@ -910,19 +941,23 @@ pub fn calibrate_with_alongside<R: Send>(
             .collect()
     };
 
-    let score_one = |c: &Candidate| -> Result<(Scored, Vec<OutputRow>), CalibError> {
+    // Each candidate's run of sample 0 also measures the per-node cosines,
+    // so the report need not run the chosen model again.
+    let score_one = |c: &Candidate| -> Result<Evaluated, CalibError> {
         let m = insert_calibration(model, &points, &thresholds_for(c, &points))?;
         let s = Session::new(&m)?;
-        let (score, rows) = evaluate(&s, search, reference, &metric)?;
+        let (score, rows, node_cosines) =
+            evaluate(&s, search, reference, &metric, Some(float_dump))?;
         Ok((
             Scored {
                 candidate: *c,
                 score,
             },
             rows,
+            node_cosines,
         ))
     };
-    let score_all = |cs: &[Candidate]| -> Result<Vec<(Scored, Vec<OutputRow>)>, CalibError> {
+    let score_all = |cs: &[Candidate]| -> Result<Vec<Evaluated>, CalibError> {
         let pb = bar(cs.len(), "search", opts.progress && cs.len() > 1);
         let r = match target {
             // modelwise_search.similarity: candidates in order (samples in
@@ -952,53 +987,72 @@ pub fn calibrate_with_alongside<R: Send>(
         pb.finish_and_clear();
         r
     };
-    let mut scored = score_all(&cands)?;
-    let best_of = |v: &[(Scored, Vec<OutputRow>)]| -> usize {
-        let mut best = 0;
-        for (i, (s, _)) in v.iter().enumerate() {
-            if better(&metric, s.score, v[best].0.score) {
-                best = i;
+    // With one candidate and nothing after the choice that reads scores (no
+    // modelwise target, no layerwise search, no bias correction), the
+    // calibrated model is known now: it is scored for the report while
+    // `alongside` takes it (below), not in a search phase of its own.
+    let decided = cands.len() == 1
+        && target.is_none()
+        && layerwise.is_none()
+        && qc.model.weight.bias_correction.is_none()
+        && !is_default_search(&qc.model.activation);
+    let mut scored: Vec<Evaluated> = Vec::new();
+    let (chosen, mut outputs, mut node_cosines) = if decided {
+        (cands[0], Vec::new(), None)
+    } else {
+        scored = score_all(&cands)?;
+        let best_of = |v: &[Evaluated]| -> usize {
+            let mut best = 0;
+            for (i, (s, _, _)) in v.iter().enumerate() {
+                if better(&metric, s.score, v[best].0.score) {
+                    best = i;
+                }
             }
-        }
-        best
-    };
-    let mut best = best_of(&scored);
-    let target_met = target.is_some_and(|t| reaches(&metric, scored[best].0.score, t));
-    if let Some(t) = target {
-        let msg = if target_met {
-            format!(
-                "{metric} target {t} reached by candidate '{}' ({:.6}) after {} of {} candidates; the others were not scored",
-                scored[best].0.candidate,
-                scored[best].0.score,
-                scored.len(),
-                cands.len()
-            )
-        } else {
-            format!(
-                "{metric} target {t} not reached by any of the {} candidates; best '{}' ({:.6})",
-                cands.len(),
-                scored[best].0.candidate,
-                scored[best].0.score
-            )
+            best
         };
-        findings.push(Finding::info("modelwise-search", msg));
-    }
-    if is_default_search(&qc.model.activation)
-        && !target_met
-        && !scored[best].0.candidate.per_channel
-        && !scored[best].0.candidate.asymmetric
-        && metric == "cosine-similarity"
-        && scored[best].0.score < 0.995
-    {
-        let mut pc = scored[best].0.candidate;
-        pc.per_channel = true;
-        let extra = score_all(&[pc])?;
-        scored.extend(extra);
-        best = best_of(&scored);
-    }
-    let chosen = scored[best].0.candidate;
-    let mut outputs = scored[best].1.clone();
-    laps.lap("search");
+        let mut best = best_of(&scored);
+        let target_met = target.is_some_and(|t| reaches(&metric, scored[best].0.score, t));
+        if let Some(t) = target {
+            let msg = if target_met {
+                format!(
+                    "{metric} target {t} reached by candidate '{}' ({:.6}) after {} of {} candidates; the others were not scored",
+                    scored[best].0.candidate,
+                    scored[best].0.score,
+                    scored.len(),
+                    cands.len()
+                )
+            } else {
+                format!(
+                    "{metric} target {t} not reached by any of the {} candidates; best '{}' ({:.6})",
+                    cands.len(),
+                    scored[best].0.candidate,
+                    scored[best].0.score
+                )
+            };
+            findings.push(Finding::info("modelwise-search", msg));
+        }
+        if is_default_search(&qc.model.activation)
+            && !target_met
+            && !scored[best].0.candidate.per_channel
+            && !scored[best].0.candidate.asymmetric
+            && metric == "cosine-similarity"
+            && scored[best].0.score < 0.995
+        {
+            let mut pc = scored[best].0.candidate;
+            pc.per_channel = true;
+            let extra = score_all(&[pc])?;
+            scored.extend(extra);
+            best = best_of(&scored);
+        }
+        laps.lap("search");
+        // The node cosines are valid while the calibrated model is the chosen
+        // candidate's.
+        (
+            scored[best].0.candidate,
+            scored[best].1.clone(),
+            scored[best].2.take(),
+        )
+    };
 
     // Layerwise search ("mix" or layerwise_search): per-activation
     // sensitivity, then the sensitive ones get their own best candidate (and
@@ -1015,7 +1069,8 @@ pub fn calibrate_with_alongside<R: Send>(
             .par_iter()
             .map(|&i| {
                 let m = insert_calibration(model, &points[i..=i], &base[i..=i])?;
-                let (score, _) = evaluate(&Session::new(&m)?, search, reference, &ls.metric)?;
+                let (score, ..) =
+                    evaluate(&Session::new(&m)?, search, reference, &ls.metric, None)?;
                 pb.inc(1);
                 Ok((i, score))
             })
@@ -1066,7 +1121,8 @@ pub fn calibrate_with_alongside<R: Send>(
                     th[i] = feature_th(&points[i], c);
                     sanitize(&mut th[i]);
                     let m = insert_calibration(model, &points, &th)?;
-                    let (score, rows) = evaluate(&Session::new(&m)?, search, reference, &metric)?;
+                    let (score, rows, _) =
+                        evaluate(&Session::new(&m)?, search, reference, &metric, None)?;
                     Ok((*c, score, rows))
                 })
                 .collect::<Result<_, CalibError>>()?;
@@ -1088,6 +1144,8 @@ pub fn calibrate_with_alongside<R: Send>(
         }
     }
     if layerwise.is_some() {
+        // Points may have taken other candidates or qtypes.
+        node_cosines = None;
         laps.lap("layerwise search");
     }
     for line in layerwise_report {
@@ -1163,7 +1221,15 @@ pub fn calibrate_with_alongside<R: Send>(
         ));
         if kept > 0 {
             calibrated = corrected;
-            outputs = evaluate(&Session::new(&calibrated)?, search, reference, &metric)?.1;
+            let (_, rows, cosines) = evaluate(
+                &Session::new(&calibrated)?,
+                search,
+                reference,
+                &metric,
+                Some(float_dump),
+            )?;
+            outputs = rows;
+            node_cosines = cosines;
         }
         bias_rows = rows;
         laps.lap("bias correction");
@@ -1174,7 +1240,7 @@ pub fn calibrate_with_alongside<R: Send>(
         plan,
         points,
         thresholds,
-        scores: scored.into_iter().map(|(s, _)| s).collect(),
+        scores: scored.into_iter().map(|(s, ..)| s).collect(),
         chosen,
         metric,
         findings,
@@ -1187,25 +1253,47 @@ pub fn calibrate_with_alongside<R: Send>(
     };
     outcome.value_infos = value_infos(&outcome.calibrated, &search[0], float_dump);
     // Per-node cosine on the first calibration sample (its float values
-    // were kept by the statistics pass), while `alongside` runs.
-    let (nodes, beside) = rayon::join(
-        || -> Result<Vec<NodeRow>, CalibError> {
+    // were kept by the statistics pass), while `alongside` runs. The
+    // search's run of the chosen candidate measured them unless the model
+    // changed after it (layerwise search).
+    type Report = (Option<(f64, Vec<OutputRow>)>, Vec<NodeRow>);
+    let (report, beside) = rayon::join(
+        || -> Result<Report, CalibError> {
             let o = &outcome;
-            let mut cosines = report::NodeCosines::new(float_dump);
-            // Beside the lowering: the kernels stay on this thread.
-            let session = Session::new(&o.calibrated)?;
-            hb_float::threads::serial_kernels(|| session.run_with_hook(&search[0], &mut cosines))?;
-            Ok(report::node_rows(
-                model,
-                &o.plan,
-                &o.points,
-                &o.thresholds,
-                &cosines.cosines,
-            ))
+            let mut scored_here = None;
+            if decided {
+                let session = Session::new(&o.calibrated)?;
+                let (score, rows, cosines) =
+                    evaluate(&session, search, reference, &o.metric, Some(float_dump))?;
+                scored_here = Some((score, rows));
+                node_cosines = cosines;
+            }
+            let cosines = match node_cosines {
+                Some(c) => c,
+                None => {
+                    let mut cosines = report::NodeCosines::new(float_dump);
+                    // Beside the lowering: the kernels stay on this thread.
+                    let session = Session::new(&o.calibrated)?;
+                    hb_float::threads::serial_kernels(|| {
+                        session.run_with_hook(&search[0], &mut cosines)
+                    })?;
+                    cosines.cosines
+                }
+            };
+            let rows = report::node_rows(model, &o.plan, &o.points, &o.thresholds, &cosines);
+            Ok((scored_here, rows))
         },
         || alongside(&outcome),
     );
-    outcome.nodes = nodes?;
+    let (scored_here, nodes) = report?;
+    if let Some((score, rows)) = scored_here {
+        outcome.scores = vec![Scored {
+            candidate: chosen,
+            score,
+        }];
+        outcome.outputs = rows;
+    }
+    outcome.nodes = nodes;
     laps.lap("calibrated model and report");
     outcome.timings = laps.list;
     Ok((outcome, beside))
