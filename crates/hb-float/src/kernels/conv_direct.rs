@@ -20,6 +20,7 @@
 //! then one FMA per input channel and tap), so all give bit-identical
 //! results.
 
+use crate::kernels::scratch::Scratch;
 use crate::kernels::spatial::Geom;
 use rayon::prelude::*;
 
@@ -81,7 +82,7 @@ fn has_avx2_fma() -> bool {
 
 /// Padded, phase-split copy of the input channels of one group.
 struct Padded {
-    data: Vec<f32>,
+    data: Scratch,
     /// Padded rows.
     hp: usize,
     /// Floats per phase row (slots).
@@ -101,16 +102,19 @@ impl Padded {
         let len = wp
             .div_ceil(sw)
             .max(ow.div_ceil(DW_V) * DW_V + (kw - 1) * dw / sw);
-        let mut data = vec![0f32; cin * hp * sw * len];
+        // The thread's scratch memory (warm, no page faults), zeroed for
+        // the padding.
+        let mut data = Scratch::take(cin * hp * sw * len);
+        data.fill(0.0);
         let il = ih * iw;
+        if sw == 1 {
+            copy_rows(x, [cin, ih, iw], hp, len, [g.pad[1], g.pad[2]], &mut data);
+            return Padded { data, hp, len, sw };
+        }
         for c in 0..cin {
             let plane = &x[c * il..(c + 1) * il];
             for (r, src) in plane.chunks_exact(iw.max(1)).enumerate() {
                 let row = &mut data[((c * hp + r + g.pad[1]) * sw) * len..][..sw * len];
-                if sw == 1 {
-                    row[g.pad[2]..g.pad[2] + iw].copy_from_slice(src);
-                    continue;
-                }
                 // Column i + pad goes to phase (i + pad) % sw, slot (i + pad) / sw.
                 if sw == 2 && iw >= 2 {
                     split_pairs(src, g.pad[2], len, row);
@@ -128,6 +132,32 @@ impl Padded {
         }
         Padded { data, hp, len, sw }
     }
+}
+
+crate::multiversion! {
+/// The stride-1 case of [`Padded::new`]: row `r` of channel `c` of `x`
+/// (`[cin, ih, iw]` planes) goes to padded row `c·hp + r + pad[0]`
+/// (rows of `len`) at column `pad[1]`. Whole 16-float blocks are
+/// fixed-size copies, inlined as vector moves, where a copy of run-time
+/// length would call `memcpy` for every short row.
+fn copy_rows(x: &[f32], dims: [usize; 3], hp: usize, len: usize, pad: [usize; 2], data: &mut [f32]) {
+    let [cin, ih, iw] = dims;
+    for c in 0..cin {
+        for r in 0..ih {
+            let src = &x[(c * ih + r) * iw..][..iw];
+            let at = (c * hp + r + pad[0]) * len + pad[1];
+            let dst = &mut data[at..at + iw];
+            let mut d = dst.chunks_exact_mut(16);
+            let mut s = src.chunks_exact(16);
+            for (d, s) in d.by_ref().zip(s.by_ref()) {
+                d.copy_from_slice(s);
+            }
+            for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+                *d = *s;
+            }
+        }
+    }
+}
 }
 
 crate::multiversion! {

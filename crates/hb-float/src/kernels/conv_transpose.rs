@@ -6,6 +6,7 @@ use crate::invalid;
 use crate::kernels::conv::{add_bias, bias_values, check_group};
 use crate::kernels::floatio::{contiguous, f32_of, to_dtype};
 use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
+use crate::kernels::scratch::with_scratch;
 use crate::kernels::spatial::{to3, WindowAttrs, SD};
 use crate::kernels::util::{input, one, opt_input};
 use crate::registry::{OpCtx, Registry};
@@ -188,28 +189,30 @@ fn compute(
     let ol: usize = g.out.iter().product();
     let rows = cout_g * kl;
     for_each_chunk(out, cout * ol, cin * rows * il, |b, out_b| {
-        let mut col = vec![0f32; rows * il];
-        for gi in 0..group {
-            let xg = x
-                .get((b * cin + gi * cin_g) * il..(b * cin + (gi + 1) * cin_g) * il)
-                .unwrap_or(&[]);
-            let wg = w
-                .get(gi * cin_g * rows..(gi + 1) * cin_g * rows)
-                .unwrap_or(&[]);
-            sgemm(
-                1.0,
-                Mat::row_major(wg, cin_g, rows).t(),
-                Mat::row_major(xg, cin_g, il),
-                0.0,
-                &mut col,
-            )?;
-            let og = &mut out_b[gi * cout_g * ol..(gi + 1) * cout_g * ol];
-            for (co, plane) in og.chunks_mut(ol).enumerate() {
-                let rows_c = col.get(co * kl * il..(co + 1) * kl * il).unwrap_or(&[]);
-                col2im_channel(g, rows_c, plane);
+        // sgemm with beta 0 overwrites the columns: stale values are fine.
+        with_scratch(rows * il, |col| {
+            for gi in 0..group {
+                let xg = x
+                    .get((b * cin + gi * cin_g) * il..(b * cin + (gi + 1) * cin_g) * il)
+                    .unwrap_or(&[]);
+                let wg = w
+                    .get(gi * cin_g * rows..(gi + 1) * cin_g * rows)
+                    .unwrap_or(&[]);
+                sgemm(
+                    1.0,
+                    Mat::row_major(wg, cin_g, rows).t(),
+                    Mat::row_major(xg, cin_g, il),
+                    0.0,
+                    col,
+                )?;
+                let og = &mut out_b[gi * cout_g * ol..(gi + 1) * cout_g * ol];
+                for (co, plane) in og.chunks_mut(ol).enumerate() {
+                    let rows_c = col.get(co * kl * il..(co + 1) * kl * il).unwrap_or(&[]);
+                    col2im_channel(g, rows_c, plane);
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     })
 }
 

@@ -14,6 +14,7 @@ pub mod quant;
 pub mod reduce;
 pub mod remap;
 pub mod resize;
+pub mod scratch;
 pub mod shape_ops;
 pub mod simd;
 pub mod unary;

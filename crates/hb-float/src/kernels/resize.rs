@@ -9,6 +9,7 @@
 use super::remap::{axis_of, check_numel, remap_tensor, to_dims};
 use super::util::{attr_err, input, one, opt_input};
 use crate::error::OpResult;
+use crate::kernels::scratch::Scratch;
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
 use hb_tensor::Tensor;
@@ -339,31 +340,44 @@ impl TapTable {
     }
 }
 
-/// Writes `dst = sum_q w[q] * src_row(idx[q])` for contiguous rows of `inner`.
+/// Writes `dst = sum_q w[q] * src_row(idx[q])` for contiguous rows of
+/// `inner` (taps after the first with weight 0 are skipped). Two taps,
+/// the linear case, take one pass: `w0·a + w1·b` rounds as the two passes
+/// `d = w0·a; d += w1·b` did (no fused multiply-add).
 fn combine_rows(dst: &mut [f32], s: &[f32], inner: usize, idx: &[usize], w: &[f32]) {
-    let first = &s[idx[0] * inner..(idx[0] + 1) * inner];
-    dst.iter_mut().zip(first).for_each(|(d, r)| *d = w[0] * r);
+    let row = |i: usize| &s[i * inner..(i + 1) * inner];
+    if let ([i0, i1], [w0, w1]) = (idx, w) {
+        if *w1 != 0.0 {
+            let (w0, w1) = (*w0, *w1);
+            for ((d, a), b) in dst.iter_mut().zip(row(*i0)).zip(row(*i1)) {
+                *d = w0 * a + w1 * b;
+            }
+            return;
+        }
+    }
+    dst.iter_mut()
+        .zip(row(idx[0]))
+        .for_each(|(d, r)| *d = w[0] * r);
     for (&i, &wq) in idx.iter().zip(w).skip(1).filter(|t| *t.1 != 0.0) {
-        let row = &s[i * inner..(i + 1) * inner];
-        dst.iter_mut().zip(row).for_each(|(d, r)| *d += wq * r);
+        dst.iter_mut().zip(row(i)).for_each(|(d, r)| *d += wq * r);
     }
 }
 
-/// Interpolates `src` (row-major `shape`) along `axis` with a tap table.
-pub fn interp_axis(
+/// Interpolates `src` (row-major `shape`) along `axis` with a tap table
+/// into `out` (every element written).
+fn interp_axis_into(
     src: &[f32],
     shape: &[usize],
     axis: usize,
     taps: &TapTable,
     extrapolation: f32,
-) -> Vec<f32> {
-    let outer: usize = shape[..axis].iter().product();
+    out: &mut [f32],
+) {
     let n = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
     let m = taps.len();
-    let mut out = vec![0f32; outer * m * inner];
     if out.is_empty() {
-        return out;
+        return;
     }
     let block = |(o, chunk): (usize, &mut [f32])| {
         let s = &src[o * n * inner..(o + 1) * n * inner];
@@ -404,26 +418,43 @@ pub fn interp_axis(
     } else {
         out.chunks_mut(m * inner).enumerate().for_each(block);
     }
-    out
 }
 
 /// Linear / cubic resize of a float32 array in row-major order.
 fn interpolate(x: &Tensor, specs: &[AxisSpec], p: &Params) -> OpResult<Tensor> {
     let xf = x.to_f32_cow()?;
     let mut shape = xf.shape().to_vec();
-    let mut data: Vec<f32> = super::remap::std_data(&xf).into_owned();
-    for axis in (0..specs.len()).rev() {
+    // The input is read in place; each interpolated axis but the last
+    // writes into scratch memory, the last into the output.
+    let input = super::remap::std_data(&xf);
+    let moving: Vec<usize> = (0..specs.len())
+        .rev()
+        .filter(|&a| !specs[a].is_identity(p))
+        .collect();
+    let mut held: Option<Scratch> = None;
+    let mut out: Option<Vec<f32>> = None;
+    for (k, &axis) in moving.iter().enumerate() {
         let sp = &specs[axis];
-        if sp.is_identity(p) {
-            continue;
-        }
         if sp.in_len == 0 {
             return Err(invalid!("cannot interpolate an empty axis"));
         }
         let taps = sp.tap_table(p);
-        data = interp_axis(&data, &shape, axis, &taps, p.extrapolation);
-        shape[axis] = sp.out_len;
+        let mut next_shape = shape.clone();
+        next_shape[axis] = sp.out_len;
+        let len: usize = next_shape.iter().product();
+        let src: &[f32] = held.as_deref().unwrap_or(&input);
+        if k + 1 == moving.len() {
+            let mut o = vec![0f32; len];
+            interp_axis_into(src, &shape, axis, &taps, p.extrapolation, &mut o);
+            out = Some(o);
+        } else {
+            let mut buf = Scratch::take(len);
+            interp_axis_into(src, &shape, axis, &taps, p.extrapolation, &mut buf);
+            held = Some(buf);
+        }
+        shape = next_shape;
     }
+    let data = out.unwrap_or_else(|| input.into_owned());
     let y = Tensor::from_vec(&shape, data)?;
     Ok(if x.dtype() == y.dtype() {
         y
@@ -571,6 +602,43 @@ fn upsample(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `src` interpolated along `axis` into a new array.
+    fn interp_axis(
+        src: &[f32],
+        shape: &[usize],
+        axis: usize,
+        taps: &TapTable,
+        extrapolation: f32,
+    ) -> Vec<f32> {
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        let mut out = vec![0f32; outer * taps.len() * inner];
+        interp_axis_into(src, shape, axis, taps, extrapolation, &mut out);
+        out
+    }
+
+    #[test]
+    fn two_tap_rows_round_as_two_passes() {
+        let s: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        for (idx, w) in [
+            ([0, 2], [0.3f32, 0.7f32]),
+            ([1, 1], [0.25, 0.75]),
+            ([2, 0], [1.0, 0.0]),
+        ] {
+            let mut got = vec![0f32; 32];
+            combine_rows(&mut got, &s, 32, &idx, &w);
+            for (k, g) in got.iter().enumerate() {
+                let mut d = w[0] * s[idx[0] * 32 + k];
+                if w[1] != 0.0 {
+                    d += w[1] * s[idx[1] * 32 + k];
+                }
+                assert_eq!(g.to_bits(), d.to_bits());
+            }
+        }
+    }
 
     fn params(mode: Mode, ctm: Ctm) -> Params {
         Params {
