@@ -627,9 +627,10 @@ pub(super) fn try_fast(
                     return Ok(false);
                 }
             }
-            Kernel::Take => {
+            Kernel::Take { runs } => {
                 // Data movement resolved at lowering (Split, Slice, Gather
-                // with constant indices, ...): `y[i] = x[idx[i]]`.
+                // with constant indices, ...): `y[i] = x[idx[i]]`, or the
+                // concatenation of (start, length) runs of `x`.
                 let (Some(Some(xi)), Some(Some(ii))) = (op.inputs.first(), op.inputs.get(1)) else {
                     return Ok(false);
                 };
@@ -642,13 +643,19 @@ pub(super) fn try_fast(
                     return Ok(false);
                 };
                 let ix = ix.as_slice().ok_or("take indices layout")?;
-                if ix.len() != n {
+                let len = if *runs {
+                    ix.chunks_exact(2).map(|r| r[1]).sum::<i64>()
+                } else {
+                    ix.len() as i64
+                };
+                if len != n as i64 {
                     return Ok(false);
                 }
+                let r = *runs;
                 match (x0(0)?, &mut buf) {
-                    (V::I8(x), Buf::I8(o)) => take_into(x, ix, o.get_mut(..n).ok_or("slot")?)?,
-                    (V::I16(x), Buf::I16(o)) => take_into(x, ix, o.get_mut(..n).ok_or("slot")?)?,
-                    (V::I32(x), Buf::I32(o)) => take_into(x, ix, o.get_mut(..n).ok_or("slot")?)?,
+                    (V::I8(x), Buf::I8(o)) => take_any(x, ix, r, o.get_mut(..n).ok_or("slot")?)?,
+                    (V::I16(x), Buf::I16(o)) => take_any(x, ix, r, o.get_mut(..n).ok_or("slot")?)?,
+                    (V::I32(x), Buf::I32(o)) => take_any(x, ix, r, o.get_mut(..n).ok_or("slot")?)?,
                     _ => return Ok(false),
                 }
             }
@@ -1075,6 +1082,32 @@ pub(super) fn try_fast(
 }
 
 /// `y[i] = x[idx[i]]`; an index outside `x` is an error.
+/// [`take_runs_into`] when `runs`, else [`take_into`].
+fn take_any<T: Copy>(x: &[T], idx: &[i64], runs: bool, y: &mut [T]) -> R<()> {
+    if runs {
+        take_runs_into(x, idx, y)
+    } else {
+        take_into(x, idx, y)
+    }
+}
+
+/// `y` = the concatenation of `x[start..start + len]` over the
+/// `(start, len)` pairs of `runs`, which cover `y` exactly.
+fn take_runs_into<T: Copy>(x: &[T], runs: &[i64], y: &mut [T]) -> R<()> {
+    let mut at = 0;
+    for r in runs.chunks_exact(2) {
+        let (Ok(start), Ok(len)) = (usize::try_from(r[0]), usize::try_from(r[1])) else {
+            return Err("take run is negative".into());
+        };
+        let src = x.get(start..start + len).ok_or("take run out of range")?;
+        y.get_mut(at..at + len)
+            .ok_or("take runs overrun the output")?
+            .copy_from_slice(src);
+        at += len;
+    }
+    Ok(())
+}
+
 fn take_into<T: Copy>(x: &[T], idx: &[i64], y: &mut [T]) -> R<()> {
     for (d, &i) in y.iter_mut().zip(idx) {
         *d = *usize::try_from(i)

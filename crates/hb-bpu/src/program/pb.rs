@@ -450,7 +450,14 @@ pub struct TransposeOp {
 /// y\[i\] = x\[indices[i]\]: data movement resolved at lowering (Slice, Gather with
 /// constant indices, Split, Expand, Tile, DepthToSpace, ...). inputs: x, indices (const).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct TakeOp {}
+pub struct TakeOp {
+    /// The indices as runs: input 1 is an \[R, 2\] tensor of (source start,
+    /// length) pairs and y is the concatenation of x\[start .. start + length\]
+    /// over the runs in order (a Slice or Split copies whole rows this way,
+    /// in a table about row-length times smaller than one index per element).
+    #[prost(bool, tag = "1")]
+    pub runs: bool,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Attribute {
     #[prost(string, tag = "1")]

@@ -200,8 +200,12 @@ pub enum Kernel {
     Reshape,
     /// Transpose.
     Transpose(Vec<usize>),
-    /// `y[i] = x[idx[i]]`.
-    Take,
+    /// `y[i] = x[idx[i]]`; with `runs`, the indices are (start, length)
+    /// runs of consecutive sources (`pb::TakeOp::runs`).
+    Take {
+        /// Input 1 holds `[R, 2]` runs instead of one index per element.
+        runs: bool,
+    },
     /// A float op run by the host.
     Cpu,
 }
@@ -652,7 +656,7 @@ fn build(p: &Program, op: &pb::Op, po: &PreparedOp) -> Built {
             }
             Kernel::Transpose(perm)
         }
-        K::Take(_) => Kernel::Take,
+        K::Take(t) => Kernel::Take { runs: t.runs },
         K::Cpu(_) => Kernel::Cpu,
     };
     let mut post = Vec::new();

@@ -363,7 +363,8 @@ pub fn run_op(
         ))?,
         Kernel::Reshape => x()?.reshape(&oshape).map_err(|e| e.to_string())?,
         Kernel::Transpose(perm) => transpose(x()?, perm)?,
-        Kernel::Take => take(x()?, need(inputs, 1)?, &oshape)?,
+        Kernel::Take { runs: false } => take(x()?, need(inputs, 1)?, &oshape)?,
+        Kernel::Take { runs: true } => take(x()?, &run_indices(need(inputs, 1)?)?, &oshape)?,
     };
     let mut y = y;
     if y.shape() != &oshape[..] {
@@ -443,6 +444,30 @@ pub fn transpose(t: &Tensor, perm: &[usize]) -> OpRes<Tensor> {
     Ok(with_tensor!(t, a => Element::wrap(
         a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()
     )))
+}
+
+/// The element indices of `[R, 2]` (start, length) runs
+/// ([`crate::program::pb::TakeOp::runs`]): `start, start + 1, …` per run.
+pub fn run_indices(runs: &Tensor) -> OpRes<Tensor> {
+    let Tensor::I64(a) = runs else {
+        return Err(format!("take runs of type {}", runs.dtype()));
+    };
+    if a.ndim() != 2 || a.shape()[1] != 2 {
+        return Err(format!(
+            "take runs of shape {:?}, expected [R, 2]",
+            a.shape()
+        ));
+    }
+    let mut ix: Vec<i64> = Vec::new();
+    for r in a.outer_iter() {
+        let (start, len) = (r[0], r[1]);
+        if start < 0 || len < 0 {
+            return Err(format!("take run ({start}, {len}) is negative"));
+        }
+        ix.extend(start..start + len);
+    }
+    let n = ix.len();
+    Tensor::from_vec(&[n], ix).map_err(|e| e.to_string())
 }
 
 /// `y[i] = x.flat[idx[i]]`, shaped `shape`.

@@ -85,6 +85,36 @@ fn take_indices(lw: &Lowerer, n: &Node, data_shape: &[usize]) -> Option<Vec<Tens
         .collect()
 }
 
+/// The constant of a `Take` with index map `idx` (one source index per
+/// output element) and whether it is in runs form (`pb::TakeOp::runs`):
+/// `[R, 2]` (start, length) runs of consecutive sources when they average
+/// at least 4 elements (a Slice or Split copying rows), else `idx` itself.
+pub(crate) fn take_table(idx: &Tensor) -> (Tensor, bool) {
+    let Tensor::I64(a) = idx else {
+        return (idx.clone(), false);
+    };
+    let flat: Vec<i64> = a.iter().copied().collect();
+    let mut runs: Vec<i64> = Vec::new();
+    for (k, &i) in flat.iter().enumerate() {
+        let n = runs.len();
+        if k > 0 && n >= 2 && runs[n - 2] + runs[n - 1] == i {
+            runs[n - 1] += 1;
+        } else {
+            runs.extend([i, 1]);
+        }
+        if 2 * runs.len() > flat.len() {
+            // Runs average under 4 elements (gathers, transposes,
+            // broadcasts of single values): the plain indices.
+            return (idx.clone(), false);
+        }
+    }
+    let r = runs.len() / 2;
+    match Tensor::from_vec(&[r, 2], runs) {
+        Ok(t) => (t, true),
+        Err(_) => (idx.clone(), false),
+    }
+}
+
 /// Lowers a passive op on quantized data (None), or says why it runs on
 /// the CPU in float.
 pub(crate) fn lower_passive(lw: &mut Lowerer, n: &Node) -> Placed {
@@ -143,11 +173,13 @@ pub(crate) fn lower_passive(lw: &mut Lowerer, n: &Node) -> Placed {
                 let Some(ix) = idx.get(k) else {
                     return Ok(Some("kernel gave fewer outputs".into()));
                 };
-                let iid = lw.b.constant(&format!("{}.indices{k}", n.name), ix, None)?;
+                let (table, runs) = take_table(ix);
+                let iid =
+                    lw.b.constant(&format!("{}.indices{k}", n.name), &table, None)?;
                 emit_like(
                     lw,
                     n,
-                    Kind::Take(pb::TakeOp {}),
+                    Kind::Take(pb::TakeOp { runs }),
                     &n.op_type,
                     xid,
                     &q,
@@ -293,4 +325,42 @@ fn lower_where(lw: &mut Lowerer, n: &Node) -> Placed {
     );
     lw.set_quant(&out, qy, yid);
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_table;
+    use hb_tensor::Tensor;
+
+    fn indices(v: Vec<i64>) -> Tensor {
+        let n = v.len();
+        Tensor::from_vec(&[n], v).unwrap()
+    }
+
+    #[test]
+    fn row_copies_become_runs_that_expand_to_the_same_indices() {
+        // Slice of columns 1..5 of a 3 x 6 plane, then a whole-block Split.
+        let slice: Vec<i64> = (0..3)
+            .flat_map(|r| (1..5).map(move |c| r * 6 + c))
+            .collect();
+        let (t, runs) = take_table(&indices(slice.clone()));
+        assert!(runs);
+        assert_eq!(t.shape(), &[3, 2]);
+        let back = hb_bpu::program::refexec::run_indices(&t).unwrap();
+        assert_eq!(back.to_i64_vec().unwrap(), slice);
+        let (t, runs) = take_table(&indices((40..100).collect()));
+        assert!(runs);
+        assert_eq!(t.to_i64_vec().unwrap(), vec![40, 60]);
+    }
+
+    #[test]
+    fn scattered_indices_stay_plain() {
+        // A transpose of a 4 x 4 plane: every run is one element long.
+        let tr: Vec<i64> = (0..4)
+            .flat_map(|c| (0..4).map(move |r| r * 4 + c))
+            .collect();
+        let (t, runs) = take_table(&indices(tr.clone()));
+        assert!(!runs);
+        assert_eq!(t.to_i64_vec().unwrap(), tr);
+    }
 }

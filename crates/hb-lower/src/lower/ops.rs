@@ -240,8 +240,9 @@ fn scale_by_const(
             return Ok(None);
         };
         let idx = Tensor::I64(b.as_standard_layout().into_owned());
+        let (table, runs) = super::movement::take_table(&idx);
         let iid =
-            lw.b.constant(&format!("{}.broadcast", n.name), &idx, None)?;
+            lw.b.constant(&format!("{}.broadcast", n.name), &table, None)?;
         let tid = lw.qvalue(&format!("{}_broadcast", n.name), qx, &oshape);
         lw.b.op(
             &format!("{}_Broadcast", n.name),
@@ -250,7 +251,7 @@ fn scale_by_const(
             &[tid],
             false,
             qx.qtype(),
-            Kind::Take(pb::TakeOp {}),
+            Kind::Take(pb::TakeOp { runs }),
         );
         tid
     } else {

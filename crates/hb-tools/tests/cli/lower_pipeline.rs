@@ -81,6 +81,24 @@ fn pipeline(fixture: &str, model: &str, qc: &str) -> (f64, f64) {
         assert!((a - b).abs() <= 0.2 + 1e-9, "accuracy {a} vs {b}");
     }
     let bpu = bc.ops.iter().filter(|o| o.placement == 1).count();
+    if fixture == "seg_head" {
+        // Its Slices and Split copy rows: their index maps are stored as
+        // runs, which the fast engine below copies run by run.
+        let take_runs = bc
+            .ops
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o.kind,
+                    Some(hb_bpu::program::pb::op::Kind::Take(t)) if t.runs
+                )
+            })
+            .count();
+        assert!(
+            take_runs >= 2,
+            "{fixture}: {take_runs} Take ops in runs form"
+        );
+    }
     // int16 calibrations are symmetric, so the program runs on the BPU (an
     // asymmetric int16 choice of the default search used to send every op
     // to the CPU).
