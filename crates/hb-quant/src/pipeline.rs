@@ -612,6 +612,18 @@ fn evaluate(
     Ok((score, rows, node_cosines))
 }
 
+/// Index of the best-scoring entry of `scored` under `metric` (the first
+/// of equals).
+fn best_index(metric: &str, scored: &[Evaluated]) -> usize {
+    let mut best = 0;
+    for (i, (s, ..)) in scored.iter().enumerate() {
+        if better(metric, s.score, scored[best].0.score) {
+            best = i;
+        }
+    }
+    best
+}
+
 fn better(metric: &str, a: f64, b: f64) -> bool {
     if a.is_nan() {
         return false;
@@ -1001,16 +1013,7 @@ pub fn calibrate_with_alongside<R: Send>(
         (cands[0], Vec::new(), None)
     } else {
         scored = score_all(&cands)?;
-        let best_of = |v: &[Evaluated]| -> usize {
-            let mut best = 0;
-            for (i, (s, _, _)) in v.iter().enumerate() {
-                if better(&metric, s.score, v[best].0.score) {
-                    best = i;
-                }
-            }
-            best
-        };
-        let mut best = best_of(&scored);
+        let mut best = best_index(&metric, &scored);
         let target_met = target.is_some_and(|t| reaches(&metric, scored[best].0.score, t));
         if let Some(t) = target {
             let msg = if target_met {
@@ -1042,7 +1045,7 @@ pub fn calibrate_with_alongside<R: Send>(
             pc.per_channel = true;
             let extra = score_all(&[pc])?;
             scored.extend(extra);
-            best = best_of(&scored);
+            best = best_index(&metric, &scored);
         }
         laps.lap("search");
         // The node cosines are valid while the calibrated model is the chosen
