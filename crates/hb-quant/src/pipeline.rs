@@ -571,14 +571,8 @@ fn evaluate(
             }
         })
         .collect::<Result<_, _>>()?;
-    let mut node_cosines = None;
-    let runs: Vec<Vec<(String, Tensor)>> = runs
-        .into_iter()
-        .map(|(out, cos)| {
-            node_cosines = node_cosines.take().or(cos);
-            out
-        })
-        .collect();
+    let (runs, cosines): (Vec<_>, Vec<_>) = runs.into_iter().unzip();
+    let node_cosines = cosines.into_iter().flatten().next();
     for (got, r) in runs.into_iter().zip(reference) {
         for (k, ((name, a), (_, b))) in r.iter().zip(&got).enumerate() {
             let (Ok(a), Ok(b)) = (a.to_f32(), b.to_f32()) else {

@@ -85,34 +85,29 @@ fn take_indices(lw: &Lowerer, n: &Node, data_shape: &[usize]) -> Option<Vec<Tens
         .collect()
 }
 
-/// The constant of a `Take` with index map `idx` (one source index per
-/// output element) and whether it is in runs form (`pb::TakeOp::runs`):
-/// `[R, 2]` (start, length) runs of consecutive sources when they average
-/// at least 4 elements (a Slice or Split copying rows), else `idx` itself.
-pub(crate) fn take_table(idx: &Tensor) -> (Tensor, bool) {
+/// The runs form (`pb::TakeOp::runs`) of a `Take` index map `idx` (one
+/// source index per output element): an `[R, 2]` table of (start, length)
+/// runs of consecutive sources when they average at least 4 elements (a
+/// Slice or Split copying rows); None when `idx` itself is the better
+/// constant (gathers, transposes, broadcasts of single values).
+pub(crate) fn take_runs(idx: &Tensor) -> Option<Tensor> {
     let Tensor::I64(a) = idx else {
-        return (idx.clone(), false);
+        return None;
     };
-    let flat: Vec<i64> = a.iter().copied().collect();
     let mut runs: Vec<i64> = Vec::new();
-    for (k, &i) in flat.iter().enumerate() {
+    for &i in a.iter() {
         let n = runs.len();
-        if k > 0 && n >= 2 && runs[n - 2] + runs[n - 1] == i {
+        if n >= 2 && runs[n - 2] + runs[n - 1] == i {
             runs[n - 1] += 1;
         } else {
             runs.extend([i, 1]);
         }
-        if 2 * runs.len() > flat.len() {
-            // Runs average under 4 elements (gathers, transposes,
-            // broadcasts of single values): the plain indices.
-            return (idx.clone(), false);
+        if 2 * runs.len() > a.len() {
+            return None;
         }
     }
     let r = runs.len() / 2;
-    match Tensor::from_vec(&[r, 2], runs) {
-        Ok(t) => (t, true),
-        Err(_) => (idx.clone(), false),
-    }
+    Tensor::from_vec(&[r, 2], runs).ok()
 }
 
 /// Lowers a passive op on quantized data (None), or says why it runs on
@@ -173,13 +168,16 @@ pub(crate) fn lower_passive(lw: &mut Lowerer, n: &Node) -> Placed {
                 let Some(ix) = idx.get(k) else {
                     return Ok(Some("kernel gave fewer outputs".into()));
                 };
-                let (table, runs) = take_table(ix);
+                let runs = take_runs(ix);
+                let table = runs.as_ref().unwrap_or(ix);
                 let iid =
-                    lw.b.constant(&format!("{}.indices{k}", n.name), &table, None)?;
+                    lw.b.constant(&format!("{}.indices{k}", n.name), table, None)?;
                 emit_like(
                     lw,
                     n,
-                    Kind::Take(pb::TakeOp { runs }),
+                    Kind::Take(pb::TakeOp {
+                        runs: runs.is_some(),
+                    }),
                     &n.op_type,
                     xid,
                     &q,
@@ -329,7 +327,7 @@ fn lower_where(lw: &mut Lowerer, n: &Node) -> Placed {
 
 #[cfg(test)]
 mod tests {
-    use super::take_table;
+    use super::take_runs;
     use hb_tensor::Tensor;
 
     fn indices(v: Vec<i64>) -> Tensor {
@@ -343,13 +341,11 @@ mod tests {
         let slice: Vec<i64> = (0..3)
             .flat_map(|r| (1..5).map(move |c| r * 6 + c))
             .collect();
-        let (t, runs) = take_table(&indices(slice.clone()));
-        assert!(runs);
+        let t = take_runs(&indices(slice.clone())).unwrap();
         assert_eq!(t.shape(), &[3, 2]);
         let back = hb_bpu::program::refexec::run_indices(&t).unwrap();
         assert_eq!(back.to_i64_vec().unwrap(), slice);
-        let (t, runs) = take_table(&indices((40..100).collect()));
-        assert!(runs);
+        let t = take_runs(&indices((40..100).collect())).unwrap();
         assert_eq!(t.to_i64_vec().unwrap(), vec![40, 60]);
     }
 
@@ -359,8 +355,6 @@ mod tests {
         let tr: Vec<i64> = (0..4)
             .flat_map(|c| (0..4).map(move |r| r * 4 + c))
             .collect();
-        let (t, runs) = take_table(&indices(tr.clone()));
-        assert!(!runs);
-        assert_eq!(t.to_i64_vec().unwrap(), tr);
+        assert!(take_runs(&indices(tr)).is_none());
     }
 }

@@ -240,9 +240,10 @@ fn scale_by_const(
             return Ok(None);
         };
         let idx = Tensor::I64(b.as_standard_layout().into_owned());
-        let (table, runs) = super::movement::take_table(&idx);
+        let runs = super::movement::take_runs(&idx);
+        let table = runs.as_ref().unwrap_or(&idx);
         let iid =
-            lw.b.constant(&format!("{}.broadcast", n.name), &table, None)?;
+            lw.b.constant(&format!("{}.broadcast", n.name), table, None)?;
         let tid = lw.qvalue(&format!("{}_broadcast", n.name), qx, &oshape);
         lw.b.op(
             &format!("{}_Broadcast", n.name),
@@ -251,7 +252,9 @@ fn scale_by_const(
             &[tid],
             false,
             qx.qtype(),
-            Kind::Take(pb::TakeOp { runs }),
+            Kind::Take(pb::TakeOp {
+                runs: runs.is_some(),
+            }),
         );
         tid
     } else {
