@@ -4,11 +4,11 @@
 
 use crate::error::OpResult;
 use crate::invalid;
-use crate::kernels::conv_direct;
 use crate::kernels::floatio::{contiguous, f32_of, to_dtype, to_vec};
 use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
 use crate::kernels::spatial::{Geom, WindowAttrs};
 use crate::kernels::util::{input, one, opt_input};
+use crate::kernels::{conv_direct, winograd};
 use crate::registry::{OpCtx, Registry};
 use hb_tensor::Tensor;
 use ndarray::{ArrayD, IxDyn};
@@ -124,9 +124,14 @@ pub fn conv_f32(
         depthwise(&d, &xd, &wd, &mut out);
         add_bias(&mut out, bias.as_deref(), geom.out_len());
     } else {
-        let direct = !is_pointwise(&geom)
-            && conv_direct::applicable(&geom, cin / group)
-            && conv_direct_all(&d, &xd, &wd, bias.as_deref(), &mut out);
+        let (cin_g, cout_g) = (cin / group, cout / group);
+        let direct = if winograd::applicable(&geom, cin_g, cout_g) {
+            for_each_group(&d, &xd, &wd, bias.as_deref(), &mut out, winograd::conv3x3)
+        } else {
+            !is_pointwise(&geom)
+                && conv_direct::applicable(&geom, cin_g)
+                && for_each_group(&d, &xd, &wd, bias.as_deref(), &mut out, conv_direct::conv2d)
+        };
         if !direct {
             conv_gemm(&d, &xd, &wd, &mut out)?;
             add_bias(&mut out, bias.as_deref(), geom.out_len());
@@ -137,15 +142,21 @@ pub fn conv_f32(
     ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid!("{e}"))
 }
 
-/// Every batch item and group through the direct kernel (bias included);
-/// false when the kernel declined the geometry (the caller then uses GEMM).
-#[doc(hidden)]
-pub fn conv_direct_all(
+/// A kernel computing one group of one batch item, bias included:
+/// `(geometry, input planes, weights, bias, input channels, output planes)`,
+/// false when it declines the geometry.
+type GroupKernel = fn(&Geom, &[f32], &[f32], Option<&[f32]>, usize, &mut [f32]) -> bool;
+
+/// Every batch item and group through `kernel` (the direct or the
+/// Winograd kernel); false when the kernel declined the geometry (the
+/// caller then uses GEMM).
+fn for_each_group(
     d: &ConvDims,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
+    kernel: GroupKernel,
 ) -> bool {
     let g = &d.geom;
     let (cin_g, cout_g) = (d.cin / d.group, d.cout / d.group);
@@ -157,7 +168,7 @@ pub fn conv_direct_all(
             let xg = &x[c0 * il..(c0 + cin_g) * il];
             let wg = &w[gi * cout_g * wl..(gi + 1) * cout_g * wl];
             let bg = bias.map(|bv| &bv[gi * cout_g..(gi + 1) * cout_g]);
-            if !conv_direct::conv2d(g, xg, wg, bg, cin_g, og) {
+            if !kernel(g, xg, wg, bg, cin_g, og) {
                 return false;
             }
         }

@@ -28,14 +28,14 @@ use rayon::prelude::*;
 /// fit the 16 ymm registers of AVX2; a 4 × 3 tile spilled and ran 2× slower).
 const MR: usize = 4;
 /// 8-wide output segments per register tile.
-const NR: usize = 2;
+pub(super) const NR: usize = 2;
 /// Vector width.
 const V: usize = 8;
 /// Vector width of the AVX-512 tile.
-const V_WIDE: usize = 16;
+pub(super) const V_WIDE: usize = 16;
 /// Output channels per AVX-512 register tile (8 × 2 accumulators of 16
 /// plus two loads and a broadcast fit the 32 zmm registers).
-const MR_WIDE: usize = 8;
+pub(super) const MR_WIDE: usize = 8;
 
 /// True when [`conv2d`] can run this geometry on this CPU and is expected to
 /// beat im2col + GEMM: a 2-D (or 1-D) window, at least a few output
@@ -58,7 +58,8 @@ fn dense(ow: usize, v: usize) -> bool {
     ow > 0 && 4 * ow >= 3 * ow.div_ceil(v) * v
 }
 
-fn has_avx512() -> bool {
+/// True when the running CPU has AVX-512F.
+pub(super) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -165,7 +166,7 @@ crate::multiversion! {
 /// (`row[0..len]` even padded columns, `row[len..2·len]` odd ones), the
 /// input's column `i` being padded column `i + pad`: a pairwise
 /// de-interleave the compiler vectorises.
-fn split_pairs(src: &[f32], pad: usize, len: usize, row: &mut [f32]) {
+pub(super) fn split_pairs(src: &[f32], pad: usize, len: usize, row: &mut [f32]) {
     let (even, odd) = row.split_at_mut(len.min(row.len()));
     // Input columns 0, 2, … land on phase pad % 2 at slot (i + pad) / 2.
     let (first, second) = if pad.is_multiple_of(2) { (even, odd) } else { (odd, even) };
@@ -403,7 +404,7 @@ fn conv2d_with(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx {
+pub(super) mod avx {
     use super::{MR_WIDE, NR, V_WIDE};
     use std::arch::x86_64::*;
 

@@ -39,6 +39,7 @@ pub mod softmax;
 pub mod spatial;
 #[cfg(test)]
 pub mod testutil;
+pub mod winograd;
 
 use crate::registry::Registry;
 
