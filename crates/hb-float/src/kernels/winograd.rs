@@ -97,8 +97,8 @@ pub fn conv3x3(
 /// Transformed weights of the last kernels seen by this thread, with the
 /// weights they came from: a model runs the same convolutions sample
 /// after sample, and transforming costs about a fifth of the products.
-/// An entry is used only when its weights are equal, value for value, to
-/// the call's (the address only picks the candidate).
+/// An entry is used only when its weights are equal, bit for bit, to the
+/// call's (the address only picks the candidate).
 struct WeightCache {
     entries: Vec<(usize, Vec<f32>, std::sync::Arc<Vec<f32>>)>,
     floats: usize,
@@ -120,7 +120,7 @@ fn cached_weights(w: &[f32], cin: usize, cout: usize) -> std::sync::Arc<Vec<f32>
         c.borrow()
             .entries
             .iter()
-            .find(|(k, src, _)| *k == key && src.as_slice() == w)
+            .find(|(k, src, _)| *k == key && bytes(src) == bytes(w))
             .map(|e| e.2.clone())
     });
     if let Some(u) = hit {
@@ -135,12 +135,23 @@ fn cached_weights(w: &[f32], cin: usize, cout: usize) -> std::sync::Arc<Vec<f32>
             c.floats = 0;
         }
         if size <= CACHE_FLOATS {
-            c.entries.retain(|(k, _, _)| *k != key);
+            // An older entry at the same address held other weights.
+            if let Some(i) = c.entries.iter().position(|e| e.0 == key) {
+                let (_, src, old) = c.entries.swap_remove(i);
+                c.floats -= src.len() + old.len();
+            }
             c.entries.push((key, w.to_vec(), u.clone()));
             c.floats += size;
         }
     });
     u
+}
+
+/// The bytes of `v` (compared with `memcmp`; `-0.0` and `0.0` differ).
+fn bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte is a valid u8; the length
+    // is the slice's size in bytes.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 /// `U[ξ][co][ci] = (G g Gᵀ)[ξ]` of every 3×3 kernel `g = w[co][ci]`, with
@@ -658,6 +669,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn weights_changed_in_place_are_transformed_again() {
+        if !conv_direct::has_avx512() {
+            return;
+        }
+        let g = geom(16, 16, [1, 1, 1, 1]);
+        let (cin, cout) = (32, 16);
+        let x = vals(cin * 256, 4);
+        let mut wt = vals(cout * cin * 9, 5);
+        let mut before = vec![0f32; cout * g.out_len()];
+        assert!(conv3x3(&g, &x, &wt, None, cin, &mut before));
+        // Same buffer, same address, one weight changed (kernel 0, tap 4).
+        wt[4] += 1.0;
+        let mut after = vec![0f32; cout * g.out_len()];
+        assert!(conv3x3(&g, &x, &wt, None, cin, &mut after));
+        let want = naive(&g, &x, &wt, &vec![0.0; cout], cin);
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        assert!(after
+            .iter()
+            .zip(&want)
+            .all(|(&o, &e)| (o as f64 - e).abs() <= 1e-5 * scale));
+        assert!(before[..256] != after[..256]);
     }
 
     #[test]
