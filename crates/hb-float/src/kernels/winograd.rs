@@ -19,7 +19,10 @@
 //!
 //! The sums differ from the direct window's by float rounding (the
 //! transforms reassociate them): relative error ~1e-6 of the output's
-//! magnitude, checked against the direct kernel in the tests.
+//! magnitude, checked against an f64 window sum in the tests. A non-finite
+//! input value spreads further than in the direct window: the transforms
+//! subtract it from itself, so all four outputs of each tile whose 4×4
+//! patch holds it become NaN.
 
 use crate::kernels::conv_direct::{self, MR_WIDE, NR, V_WIDE};
 use crate::kernels::scratch::Scratch;
