@@ -20,9 +20,10 @@
 //! The sums differ from the direct window's by float rounding (the
 //! transforms reassociate them): relative error ~1e-6 of the output's
 //! magnitude, checked against an f64 window sum in the tests. A non-finite
-//! input value spreads further than in the direct window: the transforms
-//! subtract it from itself, so all four outputs of each tile whose 4×4
-//! patch holds it become NaN.
+//! input value spreads further than in the direct window: the output
+//! transform adds and subtracts infinite products, so the four outputs of
+//! each tile whose 4×4 patch holds it may be NaN where the direct window
+//! gives ±inf or, for outputs whose window misses it, a finite value.
 
 use crate::kernels::conv_direct::{self, MR_WIDE, NR, V_WIDE};
 use crate::kernels::scratch::Scratch;
