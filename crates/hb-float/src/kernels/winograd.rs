@@ -86,6 +86,9 @@ pub fn conv3x3(
     let u = cached_weights(&w[..cout * cin * 9], cin, cout);
     let plan = Plan::new(g, cin);
     // Output channels per worker, a multiple of the register tile's 8.
+    // Each worker pads and transforms the whole input itself (a fifth of
+    // the work at seg_head's sizes, done in parallel) rather than waiting
+    // for one shared V that would not stay in L2.
     let workers = crate::threads::kernel_threads().min(cout.div_ceil(MR_WIDE));
     if workers > 1 && cout * cin * 9 * ol >= 1 << 20 {
         let per = cout.div_ceil(workers).div_ceil(MR_WIDE) * MR_WIDE;
