@@ -21,7 +21,7 @@ pub fn save_model(model: &Model, path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         io(e)
     })?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    hb_tensor::io::replace_file(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)
     })
