@@ -520,14 +520,21 @@ mod avx {
             // SAFETY (of the masked load): only lanes inside `src` are read.
             _mm512_maskz_loadu_ps(mask, src.as_ptr().wrapping_offset(first))
         };
-        // All even chunks first: the last may run into the odd half,
-        // which the odd chunks then write.
-        for (idx, at) in [(even, 0), (odd, half)] {
-            for ch in 0..row.div_ceil(32) {
-                let (lo, hi) = (load(32 * ch), load(32 * ch + 16));
-                _mm512_storeu_ps(out.add(at + 16 * ch), _mm512_permutex2var_ps(lo, idx, hi));
+        // Each 32 columns are loaded once for both halves. Only the last
+        // even chunk runs past the even half, into the first odd chunk's
+        // 16 floats (`16·⌈row / 32⌉ < half + 16`): that one is stored last.
+        let mut odd_first = _mm512_setzero_ps();
+        for ch in 0..row.div_ceil(32) {
+            let (lo, hi) = (load(32 * ch), load(32 * ch + 16));
+            _mm512_storeu_ps(out.add(16 * ch), _mm512_permutex2var_ps(lo, even, hi));
+            let odds = _mm512_permutex2var_ps(lo, odd, hi);
+            if ch == 0 {
+                odd_first = odds;
+            } else {
+                _mm512_storeu_ps(out.add(half + 16 * ch), odds);
             }
         }
+        _mm512_storeu_ps(out.add(half), odd_first);
     }
 
     /// `dst[2c] = a[k + c]`, `dst[2c + 1] = b[k + c]` for `2c + 1 < dst.len()`
@@ -646,6 +653,45 @@ mod tests {
             }
         }
         o
+    }
+
+    #[test]
+    fn split_row_puts_even_padded_columns_first_then_odd_ones() {
+        if !conv_direct::has_avx512() {
+            return;
+        }
+        let cases: [(usize, usize, usize); 5] = [
+            (5, 1, 4),
+            (32, 1, 17),
+            (31, 0, 16),
+            (40, 2, 22),
+            (64, 1, 33),
+        ];
+        for (iw, pl, half) in cases {
+            let src: Vec<f32> = (0..iw).map(|k| k as f32 + 1.0).collect();
+            let row = 2 * half;
+            let padded: Vec<f32> = (0..row)
+                .map(|q| {
+                    q.checked_sub(pl)
+                        .and_then(|i| src.get(i))
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .collect();
+            let mut dst = vec![f32::NAN; row + 32];
+            // SAFETY: AVX-512F checked; `dst` has 32 floats of slack.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx::split_row(&src, pl, row, &mut dst, half)
+            };
+            let want: Vec<f32> = padded
+                .iter()
+                .step_by(2)
+                .chain(padded.iter().skip(1).step_by(2))
+                .copied()
+                .collect();
+            assert_eq!(&dst[..row], &want[..], "iw {iw}, pl {pl}, half {half}");
+        }
     }
 
     #[test]
