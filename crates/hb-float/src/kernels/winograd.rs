@@ -228,6 +228,9 @@ struct Plan {
     /// Floats between two positions ξ of `V`: `cin·block_len` plus 16, so
     /// the 16 stores of one tile's transform do not fall in one cache set.
     xi_stride: usize,
+    /// Offset of each input channel's row in a position ξ of `V`
+    /// (`c·block_len`), as the product tile reads them.
+    offs: Vec<usize>,
 }
 
 impl Plan {
@@ -251,6 +254,7 @@ impl Plan {
             rows_per_block,
             block_len,
             xi_stride: cin * block_len + V_WIDE,
+            offs: (0..cin).map(|c| c * block_len).collect(),
         }
     }
 
@@ -349,7 +353,6 @@ impl Plan {
         let ol = self.oh * self.ow;
         let planes = out.len() / ol;
         let cout = u.len() / (XI * self.cin);
-        let offs: Vec<usize> = (0..self.cin).map(|c| c * self.block_len).collect();
         let mut m = [[[0f32; V_WIDE]; MR_WIDE * NR]; XI];
         let zero = [0f32; MR_WIDE];
         for b0 in (0..planes).step_by(MR_WIDE) {
@@ -374,10 +377,10 @@ impl Plan {
                     // SAFETY: AVX-512F (checked by `applicable`); reads of
                     // 16 floats at `offs[c] + at (+16)` end at most at
                     // `15·xi_stride + cin·block_len < v.len()`; every weight row holds
-                    // `cin = offs.len()` values.
+                    // `cin = self.offs.len()` values.
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
-                        conv_direct::avx::tile16::<false>(v, &offs, &wrows, &zero, &base, mx);
+                        conv_direct::avx::tile16::<false>(v, &self.offs, &wrows, &zero, &base, mx);
                     }
                 }
                 for r in 0..rows {
