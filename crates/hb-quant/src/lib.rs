@@ -11,6 +11,7 @@
 //! - [`calib`]: streaming statistics, thresholds, candidates.
 //! - [`pipeline`]: one calibration run (statistics, search, calibrated model).
 //! - [`bias`]: bias correction of the weighted layers.
+//! - [`fused`]: Relu / Clip inputs quantized with their output's thresholds.
 //! - [`calibrated`]: HzCalibration nodes in and out of a model.
 //! - [`report`]: the per-node / per-output tables and the traps met.
 //! - [`qdq`]: export of a calibrated model to QuantizeLinear /
@@ -20,6 +21,7 @@ pub mod bias;
 pub mod calib;
 pub mod calibrated;
 pub mod config;
+pub mod fused;
 pub mod guards;
 pub mod masks;
 pub mod ops;

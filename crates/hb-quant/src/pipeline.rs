@@ -11,6 +11,7 @@ use crate::calib::candidate::{
 use crate::calib::observer::TensorStats;
 use crate::calibrated::insert_calibration;
 use crate::config::QuantConfig;
+use crate::fused::SharedPoint;
 use crate::plan::{build_plan, ec_ignored, CalibPoint, Plan, PlanError, TensorKind};
 use crate::qtype::QType;
 use crate::report::{self, Finding, NodeRow, OutputRow};
@@ -933,8 +934,12 @@ pub fn calibrate_with_alongside<R: Send>(
         }
         feature_thresholds_from(&stats.feature[i], c, cache.get(i, c.method, p.qtype))
     };
-    let thresholds_for = |c: &Candidate, pts: &[CalibPoint]| -> Vec<Thresholds> {
-        pts.iter()
+    // A Relu / Clip input takes its output's thresholds (one quantization
+    // for the fused pair, docs/quantization.md "Fused activations").
+    let mut shared = crate::fused::shared_points(&model.graph, &points);
+    let thresholds_for = |c: &Candidate, pts: &[CalibPoint], shared: &[SharedPoint]| {
+        let mut th: Vec<Thresholds> = pts
+            .iter()
             .enumerate()
             .map(|(i, p)| {
                 let mut t = match weight_th.get(&i) {
@@ -944,13 +949,15 @@ pub fn calibrate_with_alongside<R: Send>(
                 sanitize(&mut t);
                 t
             })
-            .collect()
+            .collect();
+        crate::fused::apply(shared, &mut th);
+        th
     };
 
     // Each candidate's run of sample 0 also measures the per-node cosines,
     // so the report need not run the chosen model again.
     let score_one = |c: &Candidate| -> Result<Evaluated, CalibError> {
-        let m = insert_calibration(model, &points, &thresholds_for(c, &points))?;
+        let m = insert_calibration(model, &points, &thresholds_for(c, &points, &shared))?;
         let s = Session::new(&m)?;
         let (score, rows, node_cosines) =
             evaluate(&s, search, reference, &metric, Some(float_dump))?;
@@ -1057,7 +1064,7 @@ pub fn calibrate_with_alongside<R: Send>(
     let mut per_point: Vec<Candidate> = vec![chosen; points.len()];
     let mut layerwise_report = Vec::new();
     if let Some(ls) = &layerwise {
-        let base = thresholds_for(&chosen, &points);
+        let base = thresholds_for(&chosen, &points, &shared);
         let feature_ids: Vec<usize> = (0..points.len())
             .filter(|i| !points[*i].is_weight())
             .collect();
@@ -1102,6 +1109,7 @@ pub fn calibrate_with_alongside<R: Send>(
             for &i in &sensitive {
                 points[i].qtype = q;
             }
+            shared = crate::fused::shared_points(&model.graph, &points);
         }
         let all: Vec<Candidate> = if cands.len() > 1 {
             cands.clone()
@@ -1109,7 +1117,7 @@ pub fn calibrate_with_alongside<R: Send>(
             crate::calib::candidate::default_candidates()
         };
         fill(&all, &points);
-        let mut current: Vec<Thresholds> = thresholds_for(&chosen, &points);
+        let mut current: Vec<Thresholds> = thresholds_for(&chosen, &points, &shared);
         for &i in &sensitive {
             let tries: Vec<(Candidate, f64, Vec<OutputRow>)> = all
                 .par_iter()
@@ -1117,6 +1125,7 @@ pub fn calibrate_with_alongside<R: Send>(
                     let mut th = current.clone();
                     th[i] = feature_th(&points[i], c);
                     sanitize(&mut th[i]);
+                    crate::fused::apply(&shared, &mut th);
                     let m = insert_calibration(model, &points, &th)?;
                     let (score, rows, _) =
                         evaluate(&Session::new(&m)?, search, reference, &metric, None)?;
@@ -1132,6 +1141,7 @@ pub fn calibrate_with_alongside<R: Send>(
             per_point[i] = tries[b].0;
             current[i] = feature_th(&points[i], &tries[b].0);
             sanitize(&mut current[i]);
+            crate::fused::apply(&shared, &mut current);
             outputs = tries[b].2.clone();
             let s_i = sens.iter().find(|x| x.0 == i).map_or(f64::NAN, |x| x.1);
             layerwise_report.push(format!(
@@ -1169,6 +1179,7 @@ pub fn calibrate_with_alongside<R: Send>(
         }
         thresholds.push(raw);
     }
+    crate::fused::apply(&shared, &mut thresholds);
     report::trap_findings(
         model,
         &points,
