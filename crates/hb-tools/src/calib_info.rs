@@ -1,6 +1,7 @@
 //! `hb-info CALIBRATED -c inputs`: how far the calibrated model's outputs
-//! (every calibration switch ON) are from float (every switch OFF), and a
-//! summary of its calibration nodes.
+//! (its switches as they are: ON nodes fake-quantize, OFF nodes stay float,
+//! as `hb-debugger edit` left them) are from float (every switch OFF), and
+//! a summary of its calibration nodes.
 
 use crate::cli::ToolResult;
 use crate::inputs::Sample;
@@ -57,13 +58,12 @@ pub fn summarize_calibration(model: &Model) -> CalibrationSummary {
     }
 }
 
-/// Runs `model` with calibration ON and OFF on every sample and compares outputs.
+/// Runs `model` as it is (each node's switch) and with every switch OFF
+/// (float) on every sample and compares outputs.
 pub fn compare(model: &Model, samples: &[Sample]) -> ToolResult<Vec<OutputComparison>> {
-    let mut on = model.clone();
-    set_switch(&mut on, true);
     let mut off = model.clone();
     set_switch(&mut off, false);
-    let (s_on, s_off) = (Session::new(&on)?, Session::new(&off)?);
+    let (s_on, s_off) = (Session::new(model)?, Session::new(&off)?);
     let mut rows: Vec<OutputComparison> = Vec::new();
     for s in samples {
         let (a, b) = (s_off.run(s)?, s_on.run(s)?);

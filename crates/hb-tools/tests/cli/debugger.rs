@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use crate::common::fixtures;
@@ -431,6 +431,39 @@ fn edit_round_trip() {
     let n = mb.graph.nodes.iter().find(|n| n.name == target).unwrap();
     assert_eq!(n.get_floats("thresholds").unwrap().unwrap(), vec![2.5]);
     assert_eq!(n.string_or("switch", "ON").unwrap(), "OFF");
+}
+
+/// hb-info's similarity of an edited model follows its switches: every
+/// node OFF is the float model (cosine 1, no error), one node OFF differs
+/// from every node ON.
+#[test]
+fn hb_info_compares_the_model_as_edited() {
+    let m = calibrated("resnet_tiny");
+    let test = fixtures().join("resnet_tiny/test");
+    let dir = tempfile::tempdir().unwrap();
+    let info = |model: &Path| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_hb-info"))
+            .args([s(model), "-c", s(&test), "--json"])
+            .output()
+            .unwrap();
+        json_of(&out)["comparison"][0].clone()
+    };
+    let edit = |out: &Path, args: &[&str]| {
+        let mut a = vec!["edit", s(&m), "-o", s(out)];
+        a.extend_from_slice(args);
+        json_of(&dbg(&[a.as_slice(), &["--json"]].concat()));
+    };
+    let (all_off, one_off) = (dir.path().join("off.onnx"), dir.path().join("one.onnx"));
+    edit(
+        &all_off,
+        &["--all-features", "--all-weights", "--switch", "off"],
+    );
+    edit(&one_off, &["--op-type", "Gemm", "--switch", "off"]);
+    let (on, off, one) = (info(&m), info(&all_off), info(&one_off));
+    assert_eq!(off["cosine"].as_f64(), Some(1.0), "{off}");
+    assert_eq!(off["chebyshev"].as_f64(), Some(0.0), "{off}");
+    assert!(on["cosine"].as_f64().unwrap() < 1.0, "{on}");
+    assert_ne!(one["l1"], on["l1"], "{one} vs {on}");
 }
 
 fn fails(args: &[&str], needle: &str, never: &[&Path]) {
