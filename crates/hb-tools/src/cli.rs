@@ -51,10 +51,7 @@ fn one_line(s: &str) -> String {
 
 /// Runs a tool body: prints errors as one line, maps them (and panics) to
 /// exit codes, and ends the process (see [`exit_now`]).
-pub fn run_tool(
-    tool: &str,
-    body: impl FnOnce() -> ToolResult<()> + std::panic::UnwindSafe,
-) -> ! {
+pub fn run_tool(tool: &str, body: impl FnOnce() -> ToolResult<()> + std::panic::UnwindSafe) -> ! {
     std::panic::set_hook(Box::new(|_| {}));
     let code = match std::panic::catch_unwind(body) {
         Ok(Ok(())) => 0,

@@ -389,12 +389,18 @@ pub fn render(r: &VerifyReport, all_nodes: bool) -> String {
             );
         } else {
             t += &format!(
-                "  output {}: cosine {:.6}  L1 {:.6e}  L2 {:.6e}  Chebyshev {:.6e}{}\n",
+                "  output {}: cosine {:.6}  L1 {:.6e}  L2 {:.6e}  Chebyshev {:.6e}{}{}\n",
                 c.name,
                 c.cosine,
                 c.l1,
                 c.l2,
                 c.chebyshev,
+                // Each metric's worst sample (hb-info -c gives means).
+                if r.samples > 1 {
+                    "  (worst sample each)"
+                } else {
+                    ""
+                },
                 if c.ok { "" } else { "  (below --min-cosine)" }
             );
         }
