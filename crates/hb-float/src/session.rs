@@ -21,26 +21,50 @@ pub trait NodeHook {
         node: &Node,
         outputs: &mut [Tensor],
     ) -> Result<(), String>;
+
+    /// Called once node `index`'s outputs are stored (after
+    /// [`NodeHook::after_node`]): shared handles to them, `None` for an
+    /// unnamed output. Keeping a handle costs no copy; the session then
+    /// computes ops that would have overwritten that value in place into a
+    /// new buffer instead.
+    fn after_store(
+        &mut self,
+        _index: usize,
+        _node: &Node,
+        _outputs: &[Option<&Arc<Tensor>>],
+    ) -> Result<(), String> {
+        Ok(())
+    }
 }
 
-/// A hook that keeps a copy of every produced value (for `--dump-intermediate`).
+/// A hook that keeps every produced value (for `--dump-intermediate`, the
+/// per-node report): shared with the run, not copied.
 #[derive(Default)]
 pub struct ValueDump {
     /// `(node name, value name, tensor)` in execution order.
-    pub values: Vec<(String, String, Tensor)>,
+    pub values: Vec<(String, String, Arc<Tensor>)>,
 }
 
 impl NodeHook for ValueDump {
     fn after_node(
         &mut self,
         _index: usize,
-        node: &Node,
-        outputs: &mut [Tensor],
+        _node: &Node,
+        _outputs: &mut [Tensor],
     ) -> Result<(), String> {
-        for (name, t) in node.outputs.iter().zip(outputs.iter()) {
-            if !name.is_empty() {
+        Ok(())
+    }
+
+    fn after_store(
+        &mut self,
+        _index: usize,
+        node: &Node,
+        outputs: &[Option<&Arc<Tensor>>],
+    ) -> Result<(), String> {
+        for (name, t) in node.outputs.iter().zip(outputs) {
+            if let (false, Some(t)) = (name.is_empty(), t) {
                 self.values
-                    .push((node.name.clone(), name.clone(), t.clone()));
+                    .push((node.name.clone(), name.clone(), Arc::clone(t)));
             }
         }
         Ok(())
@@ -392,6 +416,14 @@ impl Session {
                 if let Some(o) = o {
                     values[*o] = Some(Arc::new(t));
                 }
+            }
+            if let Some(h) = hook.as_deref_mut() {
+                let stored: Vec<Option<&Arc<Tensor>>> = step
+                    .outputs
+                    .iter()
+                    .map(|o| o.and_then(|o| values[o].as_ref()))
+                    .collect();
+                h.after_store(k, node, &stored).map_err(FloatError::Hook)?;
             }
             for f in &step.frees {
                 values[*f] = None;

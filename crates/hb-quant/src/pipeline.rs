@@ -181,8 +181,16 @@ struct StatsAndDump<'a, 'b> {
 
 impl NodeHook for StatsAndDump<'_, '_> {
     fn after_node(&mut self, i: usize, node: &Node, outputs: &mut [Tensor]) -> Result<(), String> {
-        self.stats.after_node(i, node, outputs)?;
-        self.dump.after_node(i, node, outputs)
+        self.stats.after_node(i, node, outputs)
+    }
+
+    fn after_store(
+        &mut self,
+        i: usize,
+        node: &Node,
+        outputs: &[Option<&std::sync::Arc<Tensor>>],
+    ) -> Result<(), String> {
+        self.dump.after_store(i, node, outputs)
     }
 }
 

@@ -213,7 +213,7 @@ impl<'a> NodeCosines<'a> {
             float: float
                 .values
                 .iter()
-                .map(|(_, v, t)| (v.as_str(), t))
+                .map(|(_, v, t)| (v.as_str(), &**t))
                 .collect(),
             cosines: HashMap::new(),
         }

@@ -16,7 +16,7 @@ pub struct SampleResult {
     /// `(output name, tensor)` in graph order.
     pub outputs: Vec<(String, Tensor)>,
     /// `(node name, value name, tensor)` in execution order, when dumping.
-    pub intermediates: Vec<(String, String, Tensor)>,
+    pub intermediates: Vec<(String, String, std::sync::Arc<Tensor>)>,
 }
 
 /// The float graph passes run before execution (as ONNX Runtime's default

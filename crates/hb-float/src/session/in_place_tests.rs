@@ -209,3 +209,32 @@ fn broadcast_arithmetic_in_place_matches_the_plain_kernels() {
         .expect("f32");
     assert_eq!(c0.iter().copied().collect::<Vec<_>>(), [3.0]);
 }
+
+/// A [`ValueDump`](crate::ValueDump) shares the values it keeps with the
+/// run: the in-place variants then leave them alone (each dumped value is
+/// what the plain kernels produced), and the run's outputs are unchanged.
+#[test]
+fn dumped_values_are_shared_and_never_overwritten_in_place() {
+    let m = arith_model();
+    let x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.41).cos() * 1.5).collect();
+    let y: Vec<f32> = (0..12).map(|i| 0.75 + i as f32 * 0.125).collect();
+    let inputs = HashMap::from([
+        ("x".to_string(), Tensor::from_f32(&[2, 3, 4], x).expect("x")),
+        ("y".to_string(), Tensor::from_f32(&[3, 4], y).expect("y")),
+    ]);
+    let fast = Session::new(&m).expect("session");
+    let plain = Session::with_registry(&m, &plain_registry()).expect("plain session");
+    let (mut shared, mut reference) = (crate::ValueDump::default(), crate::ValueDump::default());
+    let got = fast.run_with_hook(&inputs, &mut shared).expect("run");
+    let want = plain
+        .run_with_hook(&inputs, &mut reference)
+        .expect("plain run");
+    assert_eq!(got, want);
+    let names: Vec<&str> = shared.values.iter().map(|v| v.1.as_str()).collect();
+    assert_eq!(names, ["a", "b", "d", "e", "f", "g", "h"]);
+    for ((_, name, a), (_, _, b)) in shared.values.iter().zip(&reference.values) {
+        assert_eq!(**a, **b, "dumped '{name}'");
+    }
+    // Without a dump the same run still computes in place and agrees.
+    assert_eq!(fast.run(&inputs).expect("run"), want);
+}

@@ -244,7 +244,11 @@ fn program_dump(p: &Loaded, s: &crate::inputs::Sample) -> ToolResult<HashMap<Str
 fn dump(session: &Session, s: &crate::inputs::Sample) -> ToolResult<HashMap<String, Tensor>> {
     let mut d = ValueDump::default();
     session.run_with_hook(s, &mut d)?;
-    let mut m: HashMap<String, Tensor> = d.values.into_iter().map(|(_, v, t)| (v, t)).collect();
+    let mut m: HashMap<String, Tensor> = d
+        .values
+        .into_iter()
+        .map(|(_, v, t)| (v, std::sync::Arc::unwrap_or_clone(t)))
+        .collect();
     for (k, v) in s {
         m.insert(k.clone(), v.clone());
     }
