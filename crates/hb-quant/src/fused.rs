@@ -16,6 +16,7 @@
 //! twice.
 
 use crate::calib::candidate::Thresholds;
+use crate::ops::MOVES_VALUES;
 use crate::plan::{CalibPoint, TensorKind};
 use hb_ir::Graph;
 
@@ -24,20 +25,6 @@ use hb_ir::Graph;
 /// their negative outputs are the inputs scaled down, so the input needs a
 /// wider range than the output.
 const CLAMPS: &[&str] = &["Relu", "Clip"];
-
-/// Ops between the activation and the point that quantizes its output
-/// which keep values and the quantizer valid: they reshape, permute or
-/// select, never compute.
-const KEEPS_VALUES: &[&str] = &[
-    "Reshape",
-    "Transpose",
-    "Squeeze",
-    "Unsqueeze",
-    "Flatten",
-    "Slice",
-    "Gather",
-    "Identity",
-];
 
 /// One activation whose input point takes the thresholds of its output's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +43,8 @@ pub struct SharedPoint {
 /// The activation input points of `points` that share their output's
 /// thresholds: a feature point read only by one Relu or Clip (input 0) and
 /// by nothing else, not a model input, whose activation output reaches a
-/// feature point of the same qtype through single-consumer
-/// [`KEEPS_VALUES`] ops (no model output, no other reader on the way).
+/// feature point of the same qtype through single-reader, single-output
+/// value-moving ops (Reshape, Transpose, Flatten, Slice, Gather, ...) (no model output, no other reader on the way).
 /// Ordered so that applying them in turn also serves chains (Relu → Relu).
 pub fn shared_points(graph: &Graph, points: &[CalibPoint]) -> Vec<SharedPoint> {
     let mut found = Vec::new();
@@ -102,7 +89,7 @@ pub fn shared_points(graph: &Graph, points: &[CalibPoint]) -> Vec<SharedPoint> {
             };
             let n = &graph.nodes[next];
             if graph.is_output(&value)
-                || !KEEPS_VALUES.contains(&n.op_type.as_str())
+                || !MOVES_VALUES.contains(&n.op_type.as_str())
                 || n.inputs.first() != Some(&value)
                 || n.outputs.len() != 1
             {

@@ -204,8 +204,9 @@ pub fn divisor_statistics(graph: &Graph) -> HashSet<String> {
 /// HardSigmoid in [0, 1], Softmax in [0, 1], Tanh and Erf in [-1, 1]).
 const BOUNDED: &[&str] = &["Sigmoid", "HardSigmoid", "Softmax", "Tanh", "Erf"];
 
-/// Ops that only move or select values: a bounded tensor stays bounded.
-const MOVES_VALUES: &[&str] = &[
+/// Ops that only move or select values: a bounded tensor stays bounded,
+/// and a quantizer valid for the input is valid for the output.
+pub(crate) const MOVES_VALUES: &[&str] = &[
     "Reshape",
     "Transpose",
     "Squeeze",
