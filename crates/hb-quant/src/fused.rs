@@ -113,8 +113,10 @@ pub fn shared_points(graph: &Graph, points: &[CalibPoint]) -> Vec<SharedPoint> {
     found
 }
 
-/// Copies each shared point's output thresholds onto its input point.
-pub fn apply(shared: &[SharedPoint], thresholds: &mut [Thresholds]) {
+/// Copies each shared point's output thresholds onto its input point;
+/// returns the input points that took them.
+pub fn apply(shared: &[SharedPoint], thresholds: &mut [Thresholds]) -> Vec<usize> {
+    let mut applied = Vec::new();
     for s in shared {
         let out = &thresholds[s.output];
         let per_channel = out.values.len() > if out.asymmetric { 2 } else { 1 };
@@ -124,7 +126,9 @@ pub fn apply(shared: &[SharedPoint], thresholds: &mut [Thresholds]) {
         let mut t = out.clone();
         t.method = format!("{} (shared with the {} output)", out.method, s.op);
         thresholds[s.input] = t;
+        applied.push(s.input);
     }
+    applied
 }
 
 #[cfg(test)]
@@ -205,7 +209,7 @@ mod tests {
             th(9.0, "max"),
             th(6.0, "max"),
         ];
-        apply(&shared, &mut t);
+        assert_eq!(apply(&shared, &mut t), [3, 1]);
         assert_eq!(t[1].values, [3.5]);
         assert_eq!(t[1].method, "kl:1024 (shared with the Relu output)");
         assert_eq!(t[3].values, [6.0]);
@@ -250,7 +254,7 @@ mod tests {
             op: "Relu".into(),
             direct: false,
         };
-        apply(std::slice::from_ref(&via_reshape), &mut t);
+        assert!(apply(std::slice::from_ref(&via_reshape), &mut t).is_empty());
         assert_eq!(t[0].values, [5.0]);
         apply(
             &[SharedPoint {

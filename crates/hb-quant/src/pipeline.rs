@@ -958,7 +958,7 @@ pub fn calibrate_with_alongside<R: Send>(
                 t
             })
             .collect();
-        crate::fused::apply(shared, &mut th);
+        let _ = crate::fused::apply(shared, &mut th);
         th
     };
 
@@ -1133,7 +1133,7 @@ pub fn calibrate_with_alongside<R: Send>(
                     let mut th = current.clone();
                     th[i] = feature_th(&points[i], c);
                     sanitize(&mut th[i]);
-                    crate::fused::apply(&shared, &mut th);
+                    let _ = crate::fused::apply(&shared, &mut th);
                     let m = insert_calibration(model, &points, &th)?;
                     let (score, rows, _) =
                         evaluate(&Session::new(&m)?, search, reference, &metric, None)?;
@@ -1149,7 +1149,7 @@ pub fn calibrate_with_alongside<R: Send>(
             per_point[i] = tries[b].0;
             current[i] = feature_th(&points[i], &tries[b].0);
             sanitize(&mut current[i]);
-            crate::fused::apply(&shared, &mut current);
+            let _ = crate::fused::apply(&shared, &mut current);
             outputs = tries[b].2.clone();
             let s_i = sens.iter().find(|x| x.0 == i).map_or(f64::NAN, |x| x.1);
             layerwise_report.push(format!(
@@ -1187,7 +1187,19 @@ pub fn calibrate_with_alongside<R: Send>(
         }
         thresholds.push(raw);
     }
-    crate::fused::apply(&shared, &mut thresholds);
+    let fused = crate::fused::apply(&shared, &mut thresholds);
+    if !fused.is_empty() {
+        let mut names: Vec<&str> = fused.iter().map(|&i| points[i].tensor.as_str()).collect();
+        names.sort_unstable();
+        findings.push(Finding::info(
+            "fused-activation",
+            format!(
+                "{} Relu / Clip input(s) take their output's thresholds (the fused pair is one quantization): {}",
+                names.len(),
+                names.join(", ")
+            ),
+        ));
+    }
     report::trap_findings(
         model,
         &points,
@@ -1529,6 +1541,61 @@ mod tests {
         let stats = collect_statistics(&model, &qc, &Repeated, &opts).expect("statistics");
         assert!(stats.stats.feature.iter().all(|s| !s.constant));
         assert!(stats.stats.inputs.iter().all(|(_, _, s)| s.constant));
+    }
+
+    /// x → Conv → y → Relu → a → Conv → z: `y` takes `a`'s thresholds, the
+    /// log says so, and the pair is one quantization — switching `y`'s
+    /// calibration node OFF changes no output bit, while `y` on a grid of
+    /// its own (twice the range) does.
+    #[test]
+    fn a_relu_input_shares_the_relu_output_quantizer() {
+        let mut model = conv_model();
+        let g = &mut model.graph;
+        g.nodes[0].outputs = vec!["y1".into()];
+        g.nodes.push(Node::new("relu", "Relu", &["y1"], &["a"]));
+        let w2: Vec<f32> = vec![0.8, -0.3, 0.5, 1.1];
+        g.initializers.insert(
+            "w2".into(),
+            Arc::new(Tensor::from_f32(&[2, 2, 1, 1], w2).expect("w2")),
+        );
+        g.nodes
+            .push(Node::new("conv2", "Conv", &["a", "w2"], &["y"]));
+        let out = calibrate(
+            &model,
+            &config(&["max"], &[]),
+            &Samples,
+            &Options::default(),
+        )
+        .expect("calibrate");
+        let at = |t: &str| {
+            out.points
+                .iter()
+                .position(|p| !p.is_weight() && p.tensor == t)
+                .expect("point")
+        };
+        let (y1, a) = (&out.thresholds[at("y1")], &out.thresholds[at("a")]);
+        assert_eq!(y1.values, a.values);
+        assert_eq!(y1.method, "max (shared with the Relu output)");
+        assert!(out.findings.iter().any(|f| f.kind == "fused-activation"
+            && f.message.contains("1 Relu / Clip input(s)")
+            && f.message.contains("y1")));
+        let with_y1 = |switch: &str, scale: f32| {
+            let mut m = out.calibrated.clone();
+            let n = m
+                .graph
+                .nodes
+                .iter_mut()
+                .find(|n| n.op_type == "HzCalibration" && n.inputs[0] == "y1")
+                .expect("calibration node of y1");
+            n.set_attr("switch", hb_ir::Attr::String(switch.into()));
+            n.set_attr("thresholds", hb_ir::Attr::Floats(vec![a.values[0] * scale]));
+            let s = Session::new(&m).expect("session");
+            (0..3)
+                .map(|k| s.run(&Samples.load(k).expect("sample")).expect("run"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(with_y1("ON", 1.0), with_y1("OFF", 1.0));
+        assert_ne!(with_y1("ON", 2.0), with_y1("OFF", 1.0));
     }
 
     #[test]
