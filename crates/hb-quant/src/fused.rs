@@ -2,11 +2,14 @@
 //! Gemm + Clip, Add + Relu, ...).
 //!
 //! The integer machine computes such a pair as one op whose result is
-//! requantized once, at the activation's output scale (ONNX Runtime's QDQ
-//! quantizer and TensorRT do the same: no separate scale between a Conv and
-//! its ReLU). The calibrated model keeps a calibration node on the
-//! activation's input; giving it the thresholds of the activation's output
-//! makes the pair exactly one quantization: a value on the output's grid
+//! requantized once, at the activation's output scale. TensorRT fuses
+//! Conv + ReLU the same way, and ONNX Runtime's QDQ quantizer, with its
+//! default asymmetric activations, removes the Relu / Clip and quantizes
+//! the producer's output with the activation output's range (with
+//! symmetric ones it keeps two quantizers). The calibrated model keeps a
+//! calibration node on the activation's input; giving it the thresholds of
+//! the activation's output makes the pair exactly one quantization: a
+//! value on the output's grid
 //! passes Relu / Clip and the output's quantizer unchanged, and a value
 //! below the grid's range is clipped where the activation would clip it
 //! anyway. Without it the input is rounded on a grid of its own first,
