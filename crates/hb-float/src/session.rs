@@ -31,7 +31,7 @@ pub trait NodeHook {
         &mut self,
         _index: usize,
         _node: &Node,
-        _outputs: &[Option<&Arc<Tensor>>],
+        _outputs: &[Option<Arc<Tensor>>],
     ) -> Result<(), String> {
         Ok(())
     }
@@ -59,7 +59,7 @@ impl NodeHook for ValueDump {
         &mut self,
         _index: usize,
         node: &Node,
-        outputs: &[Option<&Arc<Tensor>>],
+        outputs: &[Option<Arc<Tensor>>],
     ) -> Result<(), String> {
         for (name, t) in node.outputs.iter().zip(outputs) {
             if let (false, Some(t)) = (name.is_empty(), t) {
@@ -365,6 +365,7 @@ impl Session {
         for (id, v) in self.input_ids.iter().zip(&self.graph.inputs) {
             values[*id] = inputs.get(&v.name).map(|t| Arc::new(t.clone()));
         }
+        let mut stored: Vec<Option<Arc<Tensor>>> = Vec::new();
         for (k, (step, node)) in self.steps.iter().zip(&self.graph.nodes).enumerate() {
             let ctx = OpCtx {
                 node,
@@ -418,12 +419,16 @@ impl Session {
                 }
             }
             if let Some(h) = hook.as_deref_mut() {
-                let stored: Vec<Option<&Arc<Tensor>>> = step
-                    .outputs
-                    .iter()
-                    .map(|o| o.and_then(|o| values[o].as_ref()))
-                    .collect();
-                h.after_store(k, node, &stored).map_err(FloatError::Hook)?;
+                // One buffer for the run; emptied before the next step so
+                // its handles never block an in-place kernel.
+                stored.extend(
+                    step.outputs
+                        .iter()
+                        .map(|o| o.and_then(|o| values[o].clone())),
+                );
+                let r = h.after_store(k, node, &stored);
+                stored.clear();
+                r.map_err(FloatError::Hook)?;
             }
             for f in &step.frees {
                 values[*f] = None;

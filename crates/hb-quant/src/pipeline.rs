@@ -188,7 +188,7 @@ impl NodeHook for StatsAndDump<'_, '_> {
         &mut self,
         i: usize,
         node: &Node,
-        outputs: &[Option<&std::sync::Arc<Tensor>>],
+        outputs: &[Option<std::sync::Arc<Tensor>>],
     ) -> Result<(), String> {
         self.dump.after_store(i, node, outputs)
     }

@@ -158,17 +158,28 @@ fn arith_model() -> Model {
     crate::kernels::testutil::model_of(g, 13)
 }
 
+/// The inputs of [`arith_model`]: `x` [2, 3, 4] and `y` [3, 4].
+fn arith_inputs(x: Vec<f32>, y: Vec<f32>) -> HashMap<String, Tensor> {
+    HashMap::from([
+        ("x".to_string(), Tensor::from_f32(&[2, 3, 4], x).expect("x")),
+        ("y".to_string(), Tensor::from_f32(&[3, 4], y).expect("y")),
+    ])
+}
+
+/// Sessions of `m` with and without the in-place variants.
+fn fast_and_plain(m: &Model) -> (Session, Session) {
+    let fast = Session::new(m).expect("session");
+    let plain = Session::with_registry(m, &plain_registry()).expect("plain session");
+    (fast, plain)
+}
+
 #[test]
 fn broadcast_arithmetic_in_place_matches_the_plain_kernels() {
     let m = arith_model();
     let x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin() * 2.0).collect();
     let y: Vec<f32> = (0..12).map(|i| 0.5 + i as f32 * 0.25).collect();
-    let inputs = HashMap::from([
-        ("x".to_string(), Tensor::from_f32(&[2, 3, 4], x).expect("x")),
-        ("y".to_string(), Tensor::from_f32(&[3, 4], y).expect("y")),
-    ]);
-    let fast = Session::new(&m).expect("session");
-    let plain = Session::with_registry(&m, &plain_registry()).expect("plain session");
+    let inputs = arith_inputs(x, y);
+    let (fast, plain) = fast_and_plain(&m);
     let slots: Vec<(&str, Vec<usize>)> = fast
         .steps
         .iter()
@@ -218,12 +229,8 @@ fn dumped_values_are_shared_and_never_overwritten_in_place() {
     let m = arith_model();
     let x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.41).cos() * 1.5).collect();
     let y: Vec<f32> = (0..12).map(|i| 0.75 + i as f32 * 0.125).collect();
-    let inputs = HashMap::from([
-        ("x".to_string(), Tensor::from_f32(&[2, 3, 4], x).expect("x")),
-        ("y".to_string(), Tensor::from_f32(&[3, 4], y).expect("y")),
-    ]);
-    let fast = Session::new(&m).expect("session");
-    let plain = Session::with_registry(&m, &plain_registry()).expect("plain session");
+    let inputs = arith_inputs(x, y);
+    let (fast, plain) = fast_and_plain(&m);
     let (mut shared, mut reference) = (crate::ValueDump::default(), crate::ValueDump::default());
     let got = fast.run_with_hook(&inputs, &mut shared).expect("run");
     let want = plain
