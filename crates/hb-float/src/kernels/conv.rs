@@ -8,7 +8,7 @@ use crate::kernels::floatio::{contiguous, f32_of, to_dtype, to_vec};
 use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
 use crate::kernels::spatial::{Geom, WindowAttrs};
 use crate::kernels::util::{input, one, opt_input};
-use crate::kernels::{conv_direct, winograd};
+use crate::kernels::{conv_direct, conv_pointwise, winograd};
 use crate::registry::{OpCtx, Registry};
 use hb_tensor::Tensor;
 use ndarray::{ArrayD, IxDyn};
@@ -125,7 +125,9 @@ pub fn conv_f32(
         add_bias(&mut out, bias.as_deref(), geom.out_len());
     } else {
         let (cin_g, cout_g) = (cin / group, cout / group);
-        let direct = if winograd::applicable(&geom, cin_g, cout_g) {
+        let direct = if is_pointwise(&geom) && conv_pointwise::available() {
+            for_each_group(&d, &xd, &wd, bias.as_deref(), &mut out, pointwise_group)
+        } else if winograd::applicable(&geom, cin_g, cout_g) {
             for_each_group(&d, &xd, &wd, bias.as_deref(), &mut out, winograd::conv3x3)
         } else {
             !is_pointwise(&geom)
@@ -174,6 +176,18 @@ fn for_each_group(
         }
     }
     true
+}
+
+/// [`conv_pointwise::conv1x1`] as a [`GroupKernel`].
+fn pointwise_group(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    cin: usize,
+    out: &mut [f32],
+) -> bool {
+    conv_pointwise::conv1x1(x, w, bias, cin, g.out_len(), out)
 }
 
 /// True when the conv reads its input directly as the GEMM right operand.
@@ -480,6 +494,42 @@ mod tests {
             )
             .unwrap();
             let (want, shape) = naive(&x, xs, &w, ws, g, [1, 2], [2, 1], [1, 0, 2, 1]);
+            assert_eq!(y[0].shape(), &shape);
+            assert_close(&data(&y[0]), &want, 1e-5);
+        }
+    }
+
+    #[test]
+    fn wide_depthwise_rows_match_naive() {
+        // Rows of ≥ 128 outputs (two or more four-vector steps) plus a masked
+        // tail; strides, dilation, 5×5 and 3×3 windows, uneven pads.
+        for (h, w, k, s, d, p) in [
+            (5, 150, 3, 1, 1, 1),
+            (6, 291, 3, 2, 1, 1),
+            (4, 200, 5, 1, 2, 3),
+        ] {
+            let (c, pi) = (3, p as i64);
+            let xs = [1, c, h, w];
+            let ws = [c, 1, k, k];
+            let x = rand_vals(xs.iter().product(), 11);
+            let wt = rand_vals(ws.iter().product(), 12);
+            let n = node(
+                "Conv",
+                vec![
+                    ("group", Attr::Int(c as i64)),
+                    ("pads", ints(&[pi, pi, pi, pi])),
+                    ("dilations", ints(&[d as i64, d as i64])),
+                    ("strides", ints(&[s as i64, s as i64])),
+                ],
+            );
+            let y = run(
+                conv,
+                &n,
+                17,
+                &[Some(&t(&xs, x.clone())), Some(&t(&ws, wt.clone()))],
+            )
+            .unwrap();
+            let (want, shape) = naive(&x, xs, &wt, ws, c, [s, s], [d, d], [p, p, p, p]);
             assert_eq!(y[0].shape(), &shape);
             assert_close(&data(&y[0]), &want, 1e-5);
         }

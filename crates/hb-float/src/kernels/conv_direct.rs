@@ -214,8 +214,24 @@ pub fn depthwise2d(g: &Geom, x: &[f32], w: &[f32], out: &mut [f32]) {
             (off, w.get(t).copied().unwrap_or(0.0))
         })
         .collect();
+    let fast = has_avx512();
     for (oh, orow) in out.chunks_mut(ow.max(1)).enumerate().take(oh_n) {
         let base = oh * g.strides[1] * row_len;
+        if fast && ow > 0 {
+            // Every read `base + off + col + 16` stays inside the padded
+            // plane: its phase rows hold `ow.div_ceil(16)·16` slots plus
+            // the widest tap offset (see `Padded::new`).
+            let reach = base + taps.iter().map(|t| t.0).max().unwrap_or(0) + ow.div_ceil(DW_V) * DW_V;
+            if reach <= p.data.len() {
+                // SAFETY: AVX-512F is present; reads checked just above,
+                // `orow` holds `ow` values.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    avx::depthwise_row(p.data[base..].as_ptr(), &taps, orow.as_mut_ptr(), ow)
+                };
+                continue;
+            }
+        }
         // DW_V outputs at a time stay in registers across all taps.
         let mut col = 0;
         for seg in orow.chunks_mut(DW_V) {
@@ -500,6 +516,51 @@ pub(super) mod avx {
         for r in 0..MR_WIDE {
             _mm512_storeu_ps(acc[r * NR].as_mut_ptr(), c0[r]);
             _mm512_storeu_ps(acc[r * NR + 1].as_mut_ptr(), c1[r]);
+        }
+    }
+
+    /// Lane mask of the first `n` (≤ 16) lanes.
+    fn mask(n: usize) -> __mmask16 {
+        if n >= V_WIDE {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// One output row of a depthwise channel:
+    /// `out[i] += Σ_t w_t · x[off_t + i]` for `i < n`, taps `(off_t, w_t)`
+    /// in order (fused multiply-adds), four vectors of 16 columns at a
+    /// time so four independent chains hide the FMA latency.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `x[off_t + i]` is readable for every tap
+    /// and every `i < n.div_ceil(16)·16`; `out[..n]` is writable.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn depthwise_row(x: *const f32, taps: &[(usize, f32)], out: *mut f32, n: usize) {
+        let mut i = 0;
+        while i + 4 * V_WIDE <= n {
+            let o = out.add(i);
+            let mut a: [__m512; 4] = std::array::from_fn(|k| _mm512_loadu_ps(o.add(k * V_WIDE)));
+            for &(off, w) in taps {
+                let (wv, src) = (_mm512_set1_ps(w), x.add(off + i));
+                for (k, acc) in a.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(wv, _mm512_loadu_ps(src.add(k * V_WIDE)), *acc);
+                }
+            }
+            for (k, acc) in a.iter().enumerate() {
+                _mm512_storeu_ps(o.add(k * V_WIDE), *acc);
+            }
+            i += 4 * V_WIDE;
+        }
+        while i < n {
+            let m = mask(n - i);
+            let mut acc = _mm512_maskz_loadu_ps(m, out.add(i));
+            for &(off, w) in taps {
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(w), _mm512_loadu_ps(x.add(off + i)), acc);
+            }
+            _mm512_mask_storeu_ps(out.add(i), m, acc);
+            i += V_WIDE;
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod util;
 pub mod attention;
 pub mod conv;
 pub mod conv_direct;
+pub mod conv_pointwise;
 pub mod conv_transpose;
 pub mod detection;
 pub mod einsum;
