@@ -520,7 +520,7 @@ pub(super) mod avx {
     }
 
     /// Lane mask of the first `n` (≤ 16) lanes.
-    fn mask(n: usize) -> __mmask16 {
+    pub(in crate::kernels) fn mask(n: usize) -> __mmask16 {
         if n >= V_WIDE {
             0xffff
         } else {

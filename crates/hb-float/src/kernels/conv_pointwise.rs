@@ -121,16 +121,8 @@ struct Block {
 #[cfg(target_arch = "x86_64")]
 mod avx {
     use super::{Block, MR_WIDE, V_WIDE};
+    use crate::kernels::conv_direct::avx::mask;
     use std::arch::x86_64::*;
-
-    /// Lane mask of the first `n` (≤ 16) lanes.
-    fn mask(n: usize) -> __mmask16 {
-        if n >= V_WIDE {
-            0xffff
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
 
     /// `out[r·out_stride + i] = bias[r] + Σ_c w[r][c] · x[c·x_stride + i]`
     /// for `r < blk.rows` and `i < n` (≤ 32): bias first, then one FMA
