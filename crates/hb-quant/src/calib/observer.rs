@@ -169,25 +169,35 @@ impl MaskedLanes {
 
 #[inline(always)]
 fn scan_masked_block(block: &[f32], neg_limit: f32) -> MaskedLanes {
-    let mut r = MaskedLanes {
-        data: BlockLanes::empty(),
-        masks: [0f32; L],
-        nan: [0f32; L],
-    };
     // Sums and counts as f32 lanes: a lane sees at most 16 values of a
     // 256-value block, so the counts are exact and the loop is plain f32
-    // compares, blends and adds.
+    // compares, blends and adds. The accumulators are locals (not fields
+    // of the returned value) and a mask value enters the extremes as ±inf
+    // and the sum as +0: every update is then a plain min/max/add, which
+    // stays in registers (conditional updates of fields compiled to masked
+    // stores to the stack, each stalling the next iteration's load).
+    let mut lo = [f32::INFINITY; L];
+    let mut hi = [f32::NEG_INFINITY; L];
+    let mut sum = [0f32; L];
+    let mut zeros = [0f32; L];
+    let mut masks = [0f32; L];
+    let mut nan = [0f32; L];
+    const ONE: u32 = 0x3f80_0000; // 1.0f32
     let mut lanes_of = |c: &[f32; L]| {
-        let d = &mut r.data;
         for (k, &x) in c.iter().enumerate() {
             let is_nan = x.is_nan();
             let mask = is_nan | (x.abs() >= MASK_LIMIT) | (x <= neg_limit);
-            d.lo[k] = if !mask && x < d.lo[k] { x } else { d.lo[k] };
-            d.hi[k] = if !mask && x > d.hi[k] { x } else { d.hi[k] };
-            d.sum[k] += if mask { 0.0 } else { x };
-            d.zeros[k] += if !mask && x == 0.0 { 1.0 } else { 0.0 };
-            r.masks[k] += if mask { 1.0 } else { 0.0 };
-            r.nan[k] += if is_nan { 1.0 } else { 0.0 };
+            let low = if mask { f32::INFINITY } else { x };
+            let high = if mask { f32::NEG_INFINITY } else { x };
+            lo[k] = if low < lo[k] { low } else { lo[k] };
+            hi[k] = if high > hi[k] { high } else { hi[k] };
+            // Bit masks, not branches: `x` or +0 for the sum, 1 or 0 for
+            // the counts.
+            let data = u32::from(!mask).wrapping_neg();
+            sum[k] += f32::from_bits(x.to_bits() & data);
+            zeros[k] += f32::from_bits(ONE & data & u32::from(x == 0.0).wrapping_neg());
+            masks[k] += f32::from_bits(ONE & !data);
+            nan[k] += f32::from_bits(ONE & u32::from(is_nan).wrapping_neg());
         }
     };
     let body = block.chunks_exact(L);
@@ -202,11 +212,15 @@ fn scan_masked_block(block: &[f32], neg_limit: f32) -> MaskedLanes {
         last[..tail.len()].copy_from_slice(tail);
         lanes_of(&last);
         for k in tail.len()..L {
-            r.masks[k] -= 1.0;
-            r.nan[k] -= 1.0;
+            masks[k] -= 1.0;
+            nan[k] -= 1.0;
         }
     }
-    r
+    MaskedLanes {
+        data: BlockLanes { lo, hi, sum, zeros },
+        masks,
+        nan,
+    }
 }
 
 /// Extremes, sums and counts of a tensor's data values, per lane (f64 sums
