@@ -6,6 +6,7 @@
 use crate::error::OpResult;
 use crate::invalid;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Work (m·k·n multiply-adds) below which a product runs on one thread.
 const PAR_WORK: usize = 1 << 21;
@@ -152,11 +153,29 @@ fn kernel(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
         narrow_gemm(alpha, a, b, beta, c);
         return;
     }
-    // With beta == 0 matrixmultiply overwrites `c` without reading it.
-    // SAFETY: `check` proved every element of `a` and `b` lies inside their
-    // slices (rows_from keeps that: it only drops leading rows), and `c`
-    // holds exactly m·n elements with row stride n; the three do not alias
-    // (`c` is a unique borrow).
+    // SAFETY: `c` is a unique borrow of exactly m·n initialized elements.
+    unsafe { packed_product(alpha, a, b, beta, c.as_mut_ptr(), c.len()) }
+}
+
+/// True when [`kernel`] hands the product to matrixmultiply (which, with
+/// `beta == 0`, writes every element of C without reading it).
+fn takes_packed_path(a: &Mat, b: &Mat) -> bool {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    m > 1 && k > 0 && n > NARROW_N
+}
+
+/// matrixmultiply's `c = alpha·a·b + beta·c`, `c` row-major with row
+/// stride `b.cols`.
+///
+/// # Safety
+/// `a` and `b` passed [`Mat::check`] (every element they address lies in
+/// their slices); `c` points to `len ≥ a.rows · b.cols` writable elements
+/// that nothing else accesses during the call, initialized unless `beta`
+/// is 0 (matrixmultiply then only writes C).
+unsafe fn packed_product(alpha: f32, a: Mat, b: Mat, beta: f32, c: *mut f32, len: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    debug_assert!(len >= m * n);
+    // SAFETY: as the caller promises.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -170,11 +189,85 @@ fn kernel(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
             b.rs as isize,
             b.cs as isize,
             beta,
-            c.as_mut_ptr(),
+            c,
             n as isize,
             1,
         );
     }
+}
+
+/// `c = alpha·a·b` where `c` (`a.rows × b.cols`, row-major) need not be
+/// initialized; every element is written. Products that take
+/// matrixmultiply's path are written straight into `c`; the small and
+/// narrow ones (whose kernels take an `&mut [f32]`) see it zeroed first.
+/// A fresh output thus skips the zeroing pass (for attention scores that
+/// pass cost as much as a tenth of a transformer's forward).
+pub fn sgemm_uninit(alpha: f32, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>]) -> OpResult<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        return Err(invalid!(
+            "gemm: inner dims differ ({m}x{k} · {}x{n})",
+            b.rows
+        ));
+    }
+    if c.len() < m * n {
+        return Err(invalid!(
+            "gemm: output holds {} elements, needs {}",
+            c.len(),
+            m * n
+        ));
+    }
+    a.check("A")?;
+    b.check("B")?;
+    let c = &mut c[..m * n];
+    if !takes_packed_path(&a, &b) {
+        return sgemm(alpha, a, b, 0.0, init_zeroed(c));
+    }
+    let threads = crate::threads::kernel_threads();
+    // SAFETY (both calls): `a` and `b` are checked (rows_from only drops
+    // leading rows); each `ci` is a unique borrow of r·n elements, written
+    // but not read with beta 0.
+    if threads > 1 && m * k * n >= PAR_WORK && m >= 2 * threads {
+        let rows = m.div_ceil(threads * 2).max(1);
+        c.par_chunks_mut(rows * n).enumerate().for_each(|(i, ci)| {
+            let r = ci.len() / n;
+            let ar = a.rows_from(i * rows, r);
+            unsafe { packed_product(alpha, ar, b, 0.0, ci.as_mut_ptr().cast(), ci.len()) }
+        });
+    } else {
+        unsafe { packed_product(alpha, a, b, 0.0, c.as_mut_ptr().cast(), c.len()) }
+    }
+    Ok(())
+}
+
+/// Writes 0 to every element and returns the slice as initialized.
+pub fn init_zeroed(c: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    for x in c.iter_mut() {
+        x.write(0.0);
+    }
+    // SAFETY: every element was just written; MaybeUninit<f32> and f32
+    // have the same layout.
+    unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// A vector of `len` elements left uninitialized, for [`sgemm_uninit`].
+pub fn uninit_vec(len: usize) -> Vec<MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: the capacity is `len`, and MaybeUninit needs no
+    // initialization.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The vector as f32 values.
+///
+/// # Safety
+/// Every element of `v` was written.
+pub unsafe fn assume_init_vec(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: same layout and allocation; the caller promises every
+    // element is initialized.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
 }
 
 /// `c = alpha·x + beta·c` (`c` overwritten when `beta == 0`).
@@ -373,9 +466,9 @@ fn scale(c: &mut [f32], beta: f32) {
 
 /// Runs `f(i, chunk)` over the `chunk`-sized pieces of `out`, in parallel
 /// when there are several and `work` (per piece) is large enough.
-pub fn for_each_chunk<F>(out: &mut [f32], chunk: usize, work: usize, f: F) -> OpResult<()>
+pub fn for_each_chunk<T: Send, F>(out: &mut [T], chunk: usize, work: usize, f: F) -> OpResult<()>
 where
-    F: Fn(usize, &mut [f32]) -> OpResult<()> + Sync + Send,
+    F: Fn(usize, &mut [T]) -> OpResult<()> + Sync + Send,
 {
     if chunk == 0 {
         return Ok(());
@@ -467,6 +560,49 @@ mod tests {
                 let mut c = vec![f32::NAN; m * n];
                 sgemm(1.0, am, bm, 0.0, &mut c).unwrap();
                 assert_eq!(c, naive(am, bm), "{m}x{k}x{n} {ta} {tb}");
+            }
+        }
+    }
+
+    /// `sgemm_uninit` writes every element on each path (small, narrow,
+    /// packed, k = 0, row-split over threads): its output, started from
+    /// NaN garbage, equals `sgemm`'s with beta 0.
+    #[test]
+    fn uninit_output_is_fully_written_on_every_path() {
+        for (m, k, n) in [
+            (0, 4, 9),
+            (1, 40, 30),
+            (50, 37, 1),
+            (9, 46, 8),
+            (3, 0, 12),
+            (33, 70, 65),
+            (256, 128, 200),
+        ] {
+            let av: Vec<f32> = (0..m * k).map(|x| ((x * 7 % 13) as f32) - 6.0).collect();
+            let bv: Vec<f32> = (0..k * n).map(|x| ((x * 5 % 11) as f32) * 0.25).collect();
+            let (am, bm) = (Mat::row_major(&av, m, k), Mat::row_major(&bv, k, n));
+            let mut want = vec![f32::NAN; m * n];
+            sgemm(1.5, am, bm, 0.0, &mut want).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            for serial in [true, false] {
+                let mut c = uninit_vec(m * n);
+                for x in c.iter_mut() {
+                    x.write(f32::NAN);
+                }
+                pool.install(|| {
+                    if serial {
+                        crate::threads::serial_kernels(|| sgemm_uninit(1.5, am, bm, &mut c))
+                    } else {
+                        sgemm_uninit(1.5, am, bm, &mut c)
+                    }
+                })
+                .unwrap();
+                // SAFETY: every element was written (NaN, then the product).
+                let got = unsafe { assume_init_vec(c) };
+                assert_eq!(got, want, "{m}x{k}x{n} serial {serial}");
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::error::OpResult;
 use crate::kernels::floatio::{contiguous, f32_of, to_dtype};
-use crate::kernels::gemm::{for_each_chunk, sgemm, Mat};
+use crate::kernels::gemm::{assume_init_vec, for_each_chunk, sgemm, sgemm_uninit, uninit_vec, Mat};
 use crate::kernels::util::{broadcast_shapes, broadcast_view, input, one, opt_input};
 use crate::registry::{OpCtx, Registry};
 use crate::{invalid, unsupported};
@@ -144,16 +144,18 @@ fn matmul(_ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
 pub fn matmul_f32(plan: &MatMulPlan, a: &ArrayD<f32>, b: &ArrayD<f32>) -> OpResult<ArrayD<f32>> {
     let (m, k, n) = (plan.m, plan.k, plan.n);
     let (ad, bd) = (contiguous(a), contiguous(b));
-    let mut out = vec![0f32; plan.count() * m * n];
+    // Not zeroed first: every element is written by the product.
+    let mut out = uninit_vec(plan.count() * m * n);
     if crate::probe::skipping_arithmetic() {
-        out.fill(crate::probe::FILL);
+        out.iter_mut().for_each(|x| {
+            x.write(crate::probe::FILL);
+        });
     } else if plan.fold_a {
         let rows = plan.count() * m;
-        sgemm(
+        sgemm_uninit(
             1.0,
             Mat::row_major(&ad, rows, k),
             Mat::row_major(&bd, k, n),
-            0.0,
             &mut out,
         )?;
     } else {
@@ -161,9 +163,12 @@ pub fn matmul_f32(plan: &MatMulPlan, a: &ArrayD<f32>, b: &ArrayD<f32>) -> OpResu
             let (ao, bo) = (plan.a_off[i], plan.b_off[i]);
             let am = Mat::row_major(ad.get(ao..).unwrap_or(&[]), m, k);
             let bm = Mat::row_major(bd.get(bo..).unwrap_or(&[]), k, n);
-            sgemm(1.0, am, bm, 0.0, c)
+            sgemm_uninit(1.0, am, bm, c)
         })?;
     }
+    // SAFETY: the fill or the products wrote every element (an error
+    // returned above before any read).
+    let out = unsafe { assume_init_vec(out) };
     ArrayD::from_shape_vec(IxDyn(&plan.out_shape), out).map_err(|e| invalid!("{e}"))
 }
 
