@@ -96,6 +96,16 @@ impl<'a> Mat<'a> {
 /// (leading dimension `b.cols`). When `beta == 0`, `c` is overwritten
 /// (NaNs in it are ignored). Splits large products over rayon threads.
 pub fn sgemm(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) -> OpResult<()> {
+    let (m, k, n) = checked_dims(&a, &b, c.len())?;
+    over_row_pieces(&mut c[..m * n], m, k, n, |r0, rows, ci| {
+        kernel(alpha, a.rows_from(r0, rows), b, beta, ci)
+    });
+    Ok(())
+}
+
+/// Checks a product's shapes, the output's length and both views; returns
+/// `(m, k, n)`.
+fn checked_dims(a: &Mat, b: &Mat, c_len: usize) -> OpResult<(usize, usize, usize)> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
         return Err(invalid!(
@@ -103,29 +113,36 @@ pub fn sgemm(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) -> OpResult<(
             b.rows
         ));
     }
-    if c.len() < m * n {
+    if c_len < m * n {
         return Err(invalid!(
-            "gemm: output holds {} elements, needs {}",
-            c.len(),
+            "gemm: output holds {c_len} elements, needs {}",
             m * n
         ));
     }
     a.check("A")?;
     b.check("B")?;
+    Ok((m, k, n))
+}
+
+/// Runs `f(first_row, rows, piece)` over row blocks of the `m × n`
+/// row-major output `c`: split over the kernel threads when the product
+/// is large enough, else one call for the whole.
+fn over_row_pieces<T: Send>(
+    c: &mut [T],
+    m: usize,
+    k: usize,
+    n: usize,
+    f: impl Fn(usize, usize, &mut [T]) + Sync,
+) {
     let threads = crate::threads::kernel_threads();
     if threads > 1 && m * k * n >= PAR_WORK && m >= 2 * threads {
         let rows = m.div_ceil(threads * 2).max(1);
-        c[..m * n]
-            .par_chunks_mut(rows * n)
+        c.par_chunks_mut(rows * n)
             .enumerate()
-            .for_each(|(i, ci)| {
-                let r = ci.len() / n;
-                kernel(alpha, a.rows_from(i * rows, r), b, beta, ci);
-            });
+            .for_each(|(i, ci)| f(i * rows, ci.len() / n, ci));
     } else {
-        kernel(alpha, a, b, beta, &mut c[..m * n]);
+        f(0, m, c);
     }
-    Ok(())
 }
 
 /// One product on the calling thread (views already checked).
@@ -203,40 +220,26 @@ unsafe fn packed_product(alpha: f32, a: Mat, b: Mat, beta: f32, c: *mut f32, len
 /// A fresh output thus skips the zeroing pass (for attention scores that
 /// pass cost as much as a tenth of a transformer's forward).
 pub fn sgemm_uninit(alpha: f32, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>]) -> OpResult<()> {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k {
-        return Err(invalid!(
-            "gemm: inner dims differ ({m}x{k} · {}x{n})",
-            b.rows
-        ));
-    }
-    if c.len() < m * n {
-        return Err(invalid!(
-            "gemm: output holds {} elements, needs {}",
-            c.len(),
-            m * n
-        ));
-    }
-    a.check("A")?;
-    b.check("B")?;
+    let (m, k, n) = checked_dims(&a, &b, c.len())?;
     let c = &mut c[..m * n];
     if !takes_packed_path(&a, &b) {
         return sgemm(alpha, a, b, 0.0, init_zeroed(c));
     }
-    let threads = crate::threads::kernel_threads();
-    // SAFETY (both calls): `a` and `b` are checked (rows_from only drops
-    // leading rows); each `ci` is a unique borrow of r·n elements, written
-    // but not read with beta 0.
-    if threads > 1 && m * k * n >= PAR_WORK && m >= 2 * threads {
-        let rows = m.div_ceil(threads * 2).max(1);
-        c.par_chunks_mut(rows * n).enumerate().for_each(|(i, ci)| {
-            let r = ci.len() / n;
-            let ar = a.rows_from(i * rows, r);
-            unsafe { packed_product(alpha, ar, b, 0.0, ci.as_mut_ptr().cast(), ci.len()) }
-        });
-    } else {
-        unsafe { packed_product(alpha, a, b, 0.0, c.as_mut_ptr().cast(), c.len()) }
-    }
+    over_row_pieces(c, m, k, n, |r0, rows, ci| {
+        // SAFETY: `a` and `b` are checked (rows_from only drops leading
+        // rows); `ci` is a unique borrow of rows·n elements, written but
+        // not read with beta 0.
+        unsafe {
+            packed_product(
+                alpha,
+                a.rows_from(r0, rows),
+                b,
+                0.0,
+                ci.as_mut_ptr().cast(),
+                ci.len(),
+            )
+        }
+    });
     Ok(())
 }
 
