@@ -499,6 +499,40 @@ mod tests {
         }
     }
 
+    /// Runs a 2-D Conv (no bias; square strides and dilations, the same pad
+    /// on every side) on random data and checks it against [`naive`].
+    fn check_square_conv(
+        xs: [usize; 4],
+        ws: [usize; 4],
+        group: usize,
+        [s, d, p]: [usize; 3],
+        seeds: [u64; 2],
+        tol: f32,
+    ) {
+        let x = rand_vals(xs.iter().product(), seeds[0]);
+        let w = rand_vals(ws.iter().product(), seeds[1]);
+        let (pi, si, di) = (p as i64, s as i64, d as i64);
+        let n = node(
+            "Conv",
+            vec![
+                ("group", Attr::Int(group as i64)),
+                ("pads", ints(&[pi, pi, pi, pi])),
+                ("dilations", ints(&[di, di])),
+                ("strides", ints(&[si, si])),
+            ],
+        );
+        let y = run(
+            conv,
+            &n,
+            17,
+            &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))],
+        )
+        .unwrap();
+        let (want, shape) = naive(&x, xs, &w, ws, group, [s, s], [d, d], [p, p, p, p]);
+        assert_eq!(y[0].shape(), &shape, "{xs:?} {ws:?}");
+        assert_close(&data(&y[0]), &want, tol);
+    }
+
     #[test]
     fn wide_depthwise_rows_match_naive() {
         // Rows of ≥ 128 outputs (two or more four-vector steps) plus a masked
@@ -508,30 +542,8 @@ mod tests {
             (6, 291, 3, 2, 1, 1),
             (4, 200, 5, 1, 2, 3),
         ] {
-            let (c, pi) = (3, p as i64);
-            let xs = [1, c, h, w];
-            let ws = [c, 1, k, k];
-            let x = rand_vals(xs.iter().product(), 11);
-            let wt = rand_vals(ws.iter().product(), 12);
-            let n = node(
-                "Conv",
-                vec![
-                    ("group", Attr::Int(c as i64)),
-                    ("pads", ints(&[pi, pi, pi, pi])),
-                    ("dilations", ints(&[d as i64, d as i64])),
-                    ("strides", ints(&[s as i64, s as i64])),
-                ],
-            );
-            let y = run(
-                conv,
-                &n,
-                17,
-                &[Some(&t(&xs, x.clone())), Some(&t(&ws, wt.clone()))],
-            )
-            .unwrap();
-            let (want, shape) = naive(&x, xs, &wt, ws, c, [s, s], [d, d], [p, p, p, p]);
-            assert_eq!(y[0].shape(), &shape);
-            assert_close(&data(&y[0]), &want, 1e-5);
+            let c = 3;
+            check_square_conv([1, c, h, w], [c, 1, k, k], c, [s, d, p], [11, 12], 1e-5);
         }
     }
 
@@ -539,29 +551,7 @@ mod tests {
     fn multi_tile_im2col_matches_naive() {
         // rows·positions exceed one im2col tile, and tiles end mid-line.
         for (c, h, s, d, p) in [(16, 40, 1, 1, 1), (16, 37, 2, 2, 2), (9, 61, 1, 3, 0)] {
-            let xs = [1, c, h, h + 3];
-            let ws = [5, c, 3, 3];
-            let x = rand_vals(xs.iter().product(), 3);
-            let w = rand_vals(ws.iter().product(), 4);
-            let pi = p as i64;
-            let n = node(
-                "Conv",
-                vec![
-                    ("pads", ints(&[pi, pi, pi, pi])),
-                    ("dilations", ints(&[d as i64, d as i64])),
-                    ("strides", ints(&[s as i64, s as i64])),
-                ],
-            );
-            let y = run(
-                conv,
-                &n,
-                17,
-                &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))],
-            )
-            .unwrap();
-            let (want, shape) = naive(&x, xs, &w, ws, 1, [s, s], [d, d], [p, p, p, p]);
-            assert_eq!(y[0].shape(), &shape);
-            assert_close(&data(&y[0]), &want, 1e-4);
+            check_square_conv([1, c, h, h + 3], [5, c, 3, 3], 1, [s, d, p], [3, 4], 1e-4);
         }
     }
 

@@ -244,7 +244,7 @@ pub fn sgemm_uninit(alpha: f32, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>]) -> O
 }
 
 /// Writes 0 to every element and returns the slice as initialized.
-pub fn init_zeroed(c: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+fn init_zeroed(c: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     for x in c.iter_mut() {
         x.write(0.0);
     }
