@@ -49,9 +49,12 @@ fn one_line(s: &str) -> String {
         .join("; ")
 }
 
-/// Runs a tool body: prints errors as one line, maps them (and panics) to
-/// exit codes, and ends the process (see [`exit_now`]).
+/// Runs a tool body under the binaries' heap policy
+/// ([`crate::heap::keep_freed_memory`]): prints errors as one line, maps
+/// them (and panics) to exit codes, and ends the process (see
+/// [`exit_now`]).
 pub fn run_tool(tool: &str, body: impl FnOnce() -> ToolResult<()> + std::panic::UnwindSafe) -> ! {
+    crate::heap::keep_freed_memory();
     std::panic::set_hook(Box::new(|_| {}));
     let code = match std::panic::catch_unwind(body) {
         Ok(Ok(())) => 0,
@@ -76,12 +79,10 @@ pub fn run_tool(tool: &str, body: impl FnOnce() -> ToolResult<()> + std::panic::
 }
 
 /// Ends the process with `code` once stdout and stderr are flushed, without
-/// the exit-time destructors: mimalloc's would purge every heap page
-/// (madvise calls, each a TLB shootdown while the worker threads live;
-/// about 0.7 ms of a 25 ms hb-calib run), work the kernel does anyway when
-/// it takes the address space back. Files are complete by then: every
-/// artefact is written, renamed into place and closed before the
-/// body returns.
+/// the exit-time handlers and destructors: tearing the heap and the worker
+/// pool down is work the kernel does anyway when it takes the address
+/// space back. Files are complete by then: every artefact is written,
+/// renamed into place and closed before the body returns.
 fn exit_now(code: u8) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod compile_tool;
 pub mod debugger;
 pub mod exec;
+pub mod heap;
 pub mod info;
 pub mod inputs;
 pub mod names;
@@ -17,9 +18,3 @@ pub mod prog;
 pub mod prog_exec;
 pub mod prog_info;
 pub mod verifier;
-
-/// Every hbkit binary uses mimalloc: the interpreter frees and reallocates
-/// large activation buffers on every run, which glibc serves with fresh
-/// zero-filled pages (a third of the time on small CNNs).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
