@@ -2,28 +2,39 @@
 
 use crate::attr::Attr;
 use crate::graph::{Dim, Graph, Model, Node, ValueInfo};
+use crate::write_sink::WriteSink;
 use crate::{IrError, Result};
 use bytes::Bytes;
 use hb_onnx_proto as pb;
+use hb_tensor::TensorError;
 use hb_tensor::{with_tensor, Tensor};
 use prost::Message;
 use std::path::Path;
+use std::sync::Arc;
 
-/// Serializes `model` to `path` atomically (temp file + rename).
+/// Serializes `model` to `path` atomically (temp file + rename). The
+/// encoding streams into the file (no buffer the size of the model) and
+/// the initializers' data is shared with the model, not copied.
 pub fn save_model(model: &Model, path: &Path) -> Result<()> {
-    let bytes = model_to_proto(model).encode_to_vec();
-    let tmp = hb_tensor::io::temp_path(path);
-    let io = |e| IrError::Io {
+    let proto = model_to_proto(model);
+    let io = |source| IrError::Io {
         path: path.display().to_string(),
-        source: e,
+        source,
     };
-    std::fs::write(&tmp, &bytes).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })?;
-    hb_tensor::io::replace_file(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
+    hb_tensor::io::write_atomic(path, |w| {
+        let mut sink = WriteSink::new(w);
+        proto.encode(&mut sink).map_err(|e| TensorError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        sink.finish().map_err(|source| TensorError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    })
+    .map_err(|e| match e {
+        TensorError::Io { source, .. } => io(source),
+        other => io(std::io::Error::other(other.to_string())),
     })
 }
 
@@ -65,7 +76,7 @@ pub fn graph_to_proto(g: &Graph) -> pb::GraphProto {
         initializer: g
             .initializers
             .iter()
-            .map(|(n, t)| tensor_to_proto(n, t))
+            .map(|(n, t)| initializer_to_proto(n, t))
             .collect(),
         input: g.inputs.iter().map(value_info_to_proto).collect(),
         output: g.outputs.iter().map(value_info_to_proto).collect(),
@@ -168,6 +179,87 @@ pub fn tensor_to_proto(name: &str, t: &Tensor) -> pb::TensorProto {
     let raw = with_tensor!(t, a => le_bytes(a));
     p.raw_data = Some(Bytes::from(raw));
     p
+}
+
+/// An initializer's protobuf form. Its raw data shares the tensor's
+/// memory when the host is little-endian and the tensor is contiguous
+/// numbers (the layout ONNX's `raw_data` has); otherwise it is copied as
+/// by [`tensor_to_proto`].
+fn initializer_to_proto(name: &str, t: &Arc<Tensor>) -> pb::TensorProto {
+    match SharedData::new(t) {
+        Some(data) => pb::TensorProto {
+            name: Some(name.to_string()),
+            dims: t.shape().iter().map(|&d| d as i64).collect(),
+            data_type: Some(t.dtype().onnx_code()),
+            raw_data: Some(Bytes::from_owner(data)),
+            ..Default::default()
+        },
+        None => tensor_to_proto(name, t),
+    }
+}
+
+/// A tensor whose elements are viewed as their little-endian bytes.
+struct SharedData(Arc<Tensor>);
+
+impl SharedData {
+    /// `Some` when [`element_bytes`] can view `t`.
+    fn new(t: &Arc<Tensor>) -> Option<Self> {
+        element_bytes(t).map(|_| SharedData(t.clone()))
+    }
+}
+
+impl AsRef<[u8]> for SharedData {
+    fn as_ref(&self) -> &[u8] {
+        // `new` checked that the view exists; an empty slice is unreachable.
+        element_bytes(&self.0).unwrap_or_default()
+    }
+}
+
+/// The elements of a contiguous numeric tensor as bytes, on a
+/// little-endian host (`None` for bool and string tensors, non-contiguous
+/// layouts and big-endian hosts).
+fn element_bytes(t: &Tensor) -> Option<&[u8]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    match t {
+        Tensor::F32(a) => numeric_bytes(a.as_slice()?),
+        Tensor::F64(a) => numeric_bytes(a.as_slice()?),
+        Tensor::F16(a) => numeric_bytes(a.as_slice()?),
+        Tensor::BF16(a) => numeric_bytes(a.as_slice()?),
+        Tensor::I8(a) => numeric_bytes(a.as_slice()?),
+        Tensor::I16(a) => numeric_bytes(a.as_slice()?),
+        Tensor::I32(a) => numeric_bytes(a.as_slice()?),
+        Tensor::I64(a) => numeric_bytes(a.as_slice()?),
+        Tensor::U8(a) => numeric_bytes(a.as_slice()?),
+        Tensor::U16(a) => numeric_bytes(a.as_slice()?),
+        Tensor::U32(a) => numeric_bytes(a.as_slice()?),
+        Tensor::U64(a) => numeric_bytes(a.as_slice()?),
+        Tensor::Bool(_) | Tensor::Str(_) => None,
+    }
+}
+
+/// Numbers whose in-memory bytes are their ONNX `raw_data` bytes on a
+/// little-endian host: no padding, every byte initialised.
+trait Numeric: LeBytes {}
+impl Numeric for f32 {}
+impl Numeric for f64 {}
+impl Numeric for half::f16 {}
+impl Numeric for half::bf16 {}
+impl Numeric for i8 {}
+impl Numeric for i16 {}
+impl Numeric for i32 {}
+impl Numeric for i64 {}
+impl Numeric for u8 {}
+impl Numeric for u16 {}
+impl Numeric for u32 {}
+impl Numeric for u64 {}
+
+fn numeric_bytes<T: Numeric>(s: &[T]) -> Option<&[u8]> {
+    // SAFETY: `Numeric` types are plain numbers (no padding, no invalid
+    // bit patterns when read as bytes); the byte slice covers exactly
+    // `s`'s memory and borrows it for the same lifetime.
+    Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) })
 }
 
 /// Little-endian bytes of any array (bool and string handled by the caller).
