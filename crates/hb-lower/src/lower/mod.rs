@@ -41,6 +41,7 @@ use hb_float::kernels::horizon::{FakeQuant, FqType, MASK_LIMIT};
 use hb_ir::{Attr, Graph, Model, Node};
 use hb_tensor::{DType, Tensor};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What the lowering is told about the model.
 #[derive(Debug, Clone, Default)]
@@ -177,8 +178,8 @@ pub(crate) fn model_err(n: &Node, msg: impl std::fmt::Display) -> LowerError {
 /// A weight as its calibration node describes it.
 #[derive(Debug, Clone)]
 pub(crate) struct WeightCal {
-    /// The float weight.
-    pub w: Tensor,
+    /// The float weight (shared with the graph's initializer).
+    pub w: Arc<Tensor>,
     /// Its quantizer.
     pub fq: FakeQuant,
     /// Error compensation (`ec = 1`).
@@ -401,6 +402,12 @@ impl Lowerer {
     /// The constant value of `v`, if it is an initializer.
     pub fn constant(&self, v: &str) -> Option<Tensor> {
         self.g.initializer(v).cloned()
+    }
+
+    /// The initializer `v`, shared rather than copied (weights: the whole
+    /// model's data passes through here).
+    pub fn constant_shared(&self, v: &str) -> Option<Arc<Tensor>> {
+        self.g.initializers.get(v).cloned()
     }
 
     /// The host value of `v` (a program tensor id), dequantizing or adding
@@ -693,7 +700,7 @@ impl Lowerer {
         let fq = FakeQuant::from_node(n).map_err(|e| model_err(n, e))?;
         let (x, y) = (n.inputs[0].clone(), n.outputs[0].clone());
         if fq.is_weight {
-            if let Some(w) = self.constant(&x) {
+            if let Some(w) = self.constant_shared(&x) {
                 let ec = n.int_or("ec", 0).unwrap_or(0) != 0;
                 self.weights.insert(y.clone(), WeightCal { w, fq, ec });
                 // The fake-quantized weight is also available as a constant
