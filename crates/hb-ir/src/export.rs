@@ -2,10 +2,10 @@
 
 use crate::attr::Attr;
 use crate::graph::{Dim, Graph, Model, Node, ValueInfo};
-use crate::write_sink::WriteSink;
 use crate::{IrError, Result};
 use bytes::Bytes;
 use hb_onnx_proto as pb;
+use hb_tensor::write_sink::WriteSink;
 use hb_tensor::TensorError;
 use hb_tensor::{with_tensor, Tensor};
 use prost::Message;

@@ -16,7 +16,6 @@ pub mod graph;
 pub mod import;
 pub mod passes;
 pub mod topo;
-mod write_sink;
 
 pub use attr::Attr;
 pub use export::{model_to_proto, save_model};

@@ -7,6 +7,7 @@ pub mod io;
 pub mod metrics;
 pub mod simd;
 pub mod tensor;
+pub mod write_sink;
 
 pub use dtype::DType;
 pub use tensor::Tensor;

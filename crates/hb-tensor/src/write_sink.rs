@@ -16,7 +16,7 @@ const BUFFER: usize = 64 << 10;
 
 /// A [`BufMut`] over a writer. Write errors are kept (the first one) and
 /// returned by [`WriteSink::finish`]; after one, later bytes are dropped.
-pub(crate) struct WriteSink<'a> {
+pub struct WriteSink<'a> {
     out: &'a mut dyn Write,
     buf: Vec<u8>,
     error: Option<std::io::Error>,
@@ -24,7 +24,7 @@ pub(crate) struct WriteSink<'a> {
 
 impl<'a> WriteSink<'a> {
     /// A sink writing to `out`.
-    pub(crate) fn new(out: &'a mut dyn Write) -> Self {
+    pub fn new(out: &'a mut dyn Write) -> Self {
         WriteSink {
             out,
             buf: Vec::with_capacity(BUFFER),
@@ -33,7 +33,7 @@ impl<'a> WriteSink<'a> {
     }
 
     /// Writes what is buffered and returns the first write error, if any.
-    pub(crate) fn finish(mut self) -> std::io::Result<()> {
+    pub fn finish(mut self) -> std::io::Result<()> {
         self.flush();
         self.error.map_or(Ok(()), Err)
     }

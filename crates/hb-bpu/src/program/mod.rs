@@ -126,13 +126,18 @@ pub fn magic_of(kind: pb::ProgramKind) -> &'static [u8; 8] {
 
 /// Header + protobuf payload.
 pub fn encode(p: &Program) -> Vec<u8> {
-    let body = p.encode_to_vec();
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(magic_of(p.kind()));
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&body);
+    let mut out = header(p).to_vec();
+    out.extend_from_slice(&p.encode_to_vec());
     out
+}
+
+/// The file header of `p`: magic, format version, payload length.
+fn header(p: &Program) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(magic_of(p.kind()));
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(p.encoded_len() as u32).to_le_bytes());
+    h
 }
 
 /// Parses and validates a program file's bytes (`path` names it in errors).
@@ -197,15 +202,19 @@ pub fn load(path: &Path) -> Result<Program> {
     decode(&bytes, &path.display().to_string())
 }
 
-/// Writes a program atomically (temp file + rename).
+/// Writes a program atomically (temp file + rename), the bytes of
+/// [`encode`] streamed into the file rather than built in memory first.
 pub fn save(p: &Program, path: &Path) -> Result<()> {
-    let bytes = encode(p);
+    let io = |source| hb_tensor::TensorError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     hb_tensor::io::write_atomic(path, |w| {
-        w.write_all(&bytes)
-            .map_err(|source| hb_tensor::TensorError::Io {
-                path: path.display().to_string(),
-                source,
-            })
+        w.write_all(&header(p)).map_err(io)?;
+        let mut sink = hb_tensor::write_sink::WriteSink::new(w);
+        p.encode(&mut sink)
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        sink.finish().map_err(io)
     })
     .map_err(|e| ProgramError::Format {
         path: path.display().to_string(),

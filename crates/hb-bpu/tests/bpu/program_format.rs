@@ -179,3 +179,29 @@ fn wrong_inputs_are_errors() {
     assert!(interp.run(&[bad_type], &NoCpu).is_err());
     assert!(interp.run(&[], &NoCpu).is_err());
 }
+
+/// `save` streams the file: its bytes are exactly `encode`'s, also with a
+/// constant larger than the writer's 64 KiB buffer, and it loads back.
+#[test]
+fn save_writes_the_bytes_of_encode() {
+    let mut p = small();
+    p.tensors.push(pb::TensorInfo {
+        name: "big".into(),
+        dtype: DType::I8.onnx_code(),
+        shape: vec![100_000],
+        is_const: true,
+        data: (0..100_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into(),
+        ..Default::default()
+    });
+    let dir = std::env::temp_dir().join(format!("hb_bpu_save_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.bc");
+    hb_bpu::program::save(&p, &path).unwrap();
+    let written = std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(written, encode(&p));
+    assert_eq!(decode(&written, "p.bc").unwrap(), p);
+}
