@@ -9,6 +9,17 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
+/// `g` as an IR-8 model of the default domain at opset 13.
+fn opset13_model(g: Graph) -> Model {
+    let mut m = Model {
+        ir_version: 8,
+        graph: g,
+        ..Default::default()
+    };
+    m.opsets.insert(String::new(), 13);
+    m
+}
+
 #[test]
 fn fixture_models_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,12 +51,7 @@ fn model_over_100_mb_loads() {
     g.initializers
         .insert("w".into(), Arc::new(Tensor::from_vec(&[n], data).unwrap()));
     g.nodes.push(Node::new("add", "Add", &["x", "w"], &["y"]));
-    let mut m = Model {
-        ir_version: 8,
-        graph: g,
-        ..Default::default()
-    };
-    m.opsets.insert(String::new(), 13);
+    let m = opset13_model(g);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("big.onnx");
     save_model(&m, &p).unwrap();
@@ -113,12 +119,7 @@ fn streamed_save_matches_the_copying_encoder_for_every_dtype() {
     init("transposed", Tensor::F32(square));
     g.nodes.push(Node::new("id", "Identity", &["f32"], &["y"]));
     g.outputs.push(ValueInfo::tensor("y", DType::F32, &[n]));
-    let mut m = Model {
-        ir_version: 8,
-        graph: g,
-        ..Default::default()
-    };
-    m.opsets.insert(String::new(), 13);
+    let m = opset13_model(g);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("all.onnx");
     save_model(&m, &p).unwrap();
