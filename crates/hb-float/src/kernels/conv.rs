@@ -473,52 +473,43 @@ mod tests {
     #[test]
     fn depthwise_and_groups_match_naive() {
         for (c, m, g) in [(4, 4, 4), (4, 6, 2), (3, 2, 1)] {
-            let xs = [2, c, 7, 6];
-            let ws = [m, c / g, 3, 3];
-            let x = rand_vals(xs.iter().product(), 1);
-            let w = rand_vals(ws.iter().product(), 2);
-            let n = node(
-                "Conv",
-                vec![
-                    ("group", Attr::Int(g as i64)),
-                    ("pads", ints(&[1, 0, 2, 1])),
-                    ("dilations", ints(&[2, 1])),
-                    ("strides", ints(&[1, 2])),
-                ],
-            );
-            let y = run(
-                conv,
-                &n,
-                17,
-                &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))],
-            )
-            .unwrap();
-            let (want, shape) = naive(&x, xs, &w, ws, g, [1, 2], [2, 1], [1, 0, 2, 1]);
-            assert_eq!(y[0].shape(), &shape);
-            assert_close(&data(&y[0]), &want, 1e-5);
+            let window = Window {
+                strides: [1, 2],
+                dilations: [2, 1],
+                pads: [1, 0, 2, 1],
+            };
+            check_conv([2, c, 7, 6], [m, c / g, 3, 3], g, window, [1, 2], 1e-5);
         }
     }
 
-    /// Runs a 2-D Conv (no bias; square strides and dilations, the same pad
-    /// on every side) on random data and checks it against [`naive`].
-    fn check_square_conv(
+    /// A 2-D Conv window: strides, dilations and ONNX pads
+    /// `[top, left, bottom, right]`.
+    struct Window {
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pads: [usize; 4],
+    }
+
+    /// Runs a 2-D Conv (no bias) on random data and checks it against
+    /// [`naive`].
+    fn check_conv(
         xs: [usize; 4],
         ws: [usize; 4],
         group: usize,
-        [s, d, p]: [usize; 3],
+        window: Window,
         seeds: [u64; 2],
         tol: f32,
     ) {
         let x = rand_vals(xs.iter().product(), seeds[0]);
         let w = rand_vals(ws.iter().product(), seeds[1]);
-        let (pi, si, di) = (p as i64, s as i64, d as i64);
+        let as_ints = |v: &[usize]| ints(&v.iter().map(|&a| a as i64).collect::<Vec<_>>());
         let n = node(
             "Conv",
             vec![
                 ("group", Attr::Int(group as i64)),
-                ("pads", ints(&[pi, pi, pi, pi])),
-                ("dilations", ints(&[di, di])),
-                ("strides", ints(&[si, si])),
+                ("pads", as_ints(&window.pads)),
+                ("dilations", as_ints(&window.dilations)),
+                ("strides", as_ints(&window.strides)),
             ],
         );
         let y = run(
@@ -528,9 +519,36 @@ mod tests {
             &[Some(&t(&xs, x.clone())), Some(&t(&ws, w.clone()))],
         )
         .unwrap();
-        let (want, shape) = naive(&x, xs, &w, ws, group, [s, s], [d, d], [p, p, p, p]);
+        let (want, shape) = naive(
+            &x,
+            xs,
+            &w,
+            ws,
+            group,
+            window.strides,
+            window.dilations,
+            window.pads,
+        );
         assert_eq!(y[0].shape(), &shape, "{xs:?} {ws:?}");
         assert_close(&data(&y[0]), &want, tol);
+    }
+
+    /// [`check_conv`] with square strides and dilations and the same pad on
+    /// every side.
+    fn check_square_conv(
+        xs: [usize; 4],
+        ws: [usize; 4],
+        group: usize,
+        [s, d, p]: [usize; 3],
+        seeds: [u64; 2],
+        tol: f32,
+    ) {
+        let window = Window {
+            strides: [s, s],
+            dilations: [d, d],
+            pads: [p; 4],
+        };
+        check_conv(xs, ws, group, window, seeds, tol);
     }
 
     #[test]
