@@ -50,11 +50,13 @@ fn one_line(s: &str) -> String {
 }
 
 /// Runs a tool body under the binaries' heap policy
-/// ([`crate::heap::keep_freed_memory`]): prints errors as one line, maps
+/// ([`crate::heap::keep_freed_memory`], huge pages with
+/// [`crate::heap::advise_huge_pages_everywhere`]): prints errors as one line, maps
 /// them (and panics) to exit codes, and ends the process (see
 /// [`exit_now`]).
 pub fn run_tool(tool: &str, body: impl FnOnce() -> ToolResult<()> + std::panic::UnwindSafe) -> ! {
     crate::heap::keep_freed_memory();
+    crate::heap::advise_huge_pages_everywhere();
     std::panic::set_hook(Box::new(|_| {}));
     let code = match std::panic::catch_unwind(body) {
         Ok(Ok(())) => 0,

@@ -64,9 +64,14 @@ pub fn fix_dynamic_inputs(model: &mut Model, samples: &[crate::inputs::Sample]) 
     }
 }
 
-/// Builds a rayon pool with `threads` threads (None = all cores).
+/// Builds a rayon pool with `threads` threads (None = all cores), whose
+/// threads advise huge pages for their heaps as the global pool's do
+/// ([`crate::heap::advise_huge_pages_everywhere`]).
 pub fn thread_pool(threads: Option<usize>) -> ToolResult<rayon::ThreadPool> {
     let mut b = rayon::ThreadPoolBuilder::new();
+    if crate::heap::huge_pages_wanted() {
+        b = b.start_handler(|_| crate::heap::advise_huge_pages());
+    }
     if let Some(n) = threads {
         if n == 0 {
             return Err(ToolError::input("--thread-num must be at least 1"));
