@@ -148,36 +148,65 @@ pub fn remap_axes<T: Clone + Send + Sync>(
     let outer_shape = &out_shape[..rank - 1];
     // The last axis without fill entries (the common case) as plain offsets.
     let dense_last: Option<Vec<usize>> = offs[rank - 1].iter().copied().collect();
-    let fill_row = |(r, row): (usize, &mut [T])| {
-        // Decompose the row number into the outer output index.
-        let mut rem = r;
-        let mut base = Some(0usize);
+    let rows = total / row_len;
+    let parallel = total >= PAR_THRESHOLD && crate::threads::kernel_threads() > 1;
+    let rows_per_chunk = if parallel {
+        rows.div_ceil(4 * crate::threads::kernel_threads())
+    } else {
+        rows
+    };
+    // Rows in order, a chunk at a time: the chunk's first row number is
+    // decomposed into the outer output index once, then an odometer
+    // advances it. A row reading the same source row as the one before
+    // (nearest upsampling repeats rows) is a copy of that row.
+    let fill_chunk = |(c, chunk): (usize, &mut [T])| {
+        let mut idx = vec![0usize; rank - 1];
+        let mut rem = c * rows_per_chunk;
         for k in (0..rank - 1).rev() {
-            let i = rem % outer_shape[k];
+            idx[k] = rem % outer_shape[k];
             rem /= outer_shape[k];
-            base = base.zip(offs[k][i]).map(|(b, o)| b + o);
         }
-        match (base, &dense_last) {
-            (Some(b), Some(last)) => {
-                let src = &data[b..];
-                for (v, &o) in row.iter_mut().zip(last) {
-                    *v = src[o].clone();
-                }
+        let mut previous: Option<usize> = None;
+        for r in 0..chunk.len() / row_len {
+            let base = idx
+                .iter()
+                .zip(&offs)
+                .try_fold(0usize, |b, (&i, o)| o[i].map(|o| b + o));
+            next_index(&mut idx, outer_shape);
+            let Some(b) = base else {
+                previous = None;
+                continue;
+            };
+            let (done, rest) = chunk.split_at_mut(r * row_len);
+            let row = &mut rest[..row_len];
+            if previous == Some(b) {
+                row.clone_from_slice(&done[(r - 1) * row_len..]);
+                continue;
             }
-            (Some(b), None) => {
-                for (v, m) in row.iter_mut().zip(&offs[rank - 1]) {
-                    if let Some(o) = m {
-                        *v = data[b + o].clone();
+            previous = Some(b);
+            match &dense_last {
+                Some(last) => {
+                    let src = &data[b..];
+                    for (v, &o) in row.iter_mut().zip(last) {
+                        *v = src[o].clone();
+                    }
+                }
+                None => {
+                    for (v, m) in row.iter_mut().zip(&offs[rank - 1]) {
+                        if let Some(o) = m {
+                            *v = data[b + o].clone();
+                        }
                     }
                 }
             }
-            (None, _) => {}
         }
     };
-    if total >= PAR_THRESHOLD && crate::threads::kernel_threads() > 1 {
-        out.par_chunks_mut(row_len).enumerate().for_each(fill_row);
+    if parallel {
+        out.par_chunks_mut(rows_per_chunk * row_len)
+            .enumerate()
+            .for_each(fill_chunk);
     } else {
-        out.chunks_mut(row_len).enumerate().for_each(fill_row);
+        fill_chunk((0, &mut out[..]));
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(|e| invalid!("{e}"))
 }
@@ -293,5 +322,57 @@ mod tests {
         check(row.broadcast(IxDyn(&[2, 3, 4, 7])).unwrap());
         let col = Array::from_shape_fn(IxDyn(&[5]), |d| d[0] as f32);
         check(col.slice(s![..;2]).into_dyn());
+    }
+
+    /// Nearest-upsampling maps (repeated source rows), fill entries on
+    /// outer and last axes, small and large (parallel) outputs: every
+    /// element equals the per-element definition.
+    #[test]
+    fn remap_axes_equals_the_per_element_definition() {
+        type Maps = Vec<Vec<Option<usize>>>;
+        let cases: Vec<(Vec<usize>, Maps)> = vec![
+            (
+                vec![2, 3, 4],
+                vec![
+                    vec![Some(1), Some(0)],
+                    (0..7).map(|o| Some(o * 3 / 7)).collect(),
+                    (0..8).map(|o| Some(o / 2)).collect(),
+                ],
+            ),
+            (
+                vec![3, 5],
+                vec![
+                    vec![None, Some(0), Some(0), Some(2), None],
+                    vec![None, Some(4), Some(4), Some(1), None, Some(0)],
+                ],
+            ),
+            (
+                vec![4, 64, 64],
+                vec![
+                    (0..4).map(Some).collect(),
+                    (0..128).map(|o| (o < 127).then_some(o / 2)).collect(),
+                    (0..160).map(|o| Some(o * 64 / 160)).collect(),
+                ],
+            ),
+        ];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for (shape, maps) in &cases {
+            let a: ArrayD<f32> = Array::from_shape_fn(IxDyn(shape), |d| {
+                ndarray::Dimension::slice(&d)
+                    .iter()
+                    .fold(0.0f32, |acc, &i| acc * 97.0 + i as f32)
+            });
+            let got = pool.install(|| remap_axes(&a, maps, &-1.0f32)).unwrap();
+            let out_shape: Vec<usize> = maps.iter().map(Vec::len).collect();
+            assert_eq!(got.shape(), out_shape.as_slice());
+            for (o, v) in got.indexed_iter() {
+                let src: Option<Vec<usize>> = (0..maps.len()).map(|k| maps[k][o[k]]).collect();
+                let want = src.map_or(-1.0f32, |i| a[IxDyn(&i)]);
+                assert_eq!(v.to_bits(), want.to_bits(), "{shape:?} at {o:?}");
+            }
+        }
     }
 }

@@ -296,6 +296,78 @@ pub struct TapTable {
     idx: Vec<usize>,
     w: Vec<f32>,
     extrapolate: Vec<bool>,
+    /// The same taps split by tap when there are two (linear).
+    two: Option<TwoTaps>,
+}
+
+/// Two-tap rows as four parallel columns (32-bit indices), the form the
+/// vector units gather from; extrapolated positions read index 0 with
+/// weight 0 and are overwritten by the caller.
+struct TwoTaps {
+    i0: Vec<u32>,
+    i1: Vec<u32>,
+    w0: Vec<f32>,
+    w1: Vec<f32>,
+    /// One past the largest index.
+    end: usize,
+}
+
+impl TwoTaps {
+    fn of(t: &TapTable) -> Option<Self> {
+        if t.k != 2 {
+            return None;
+        }
+        let mut two = TwoTaps {
+            i0: Vec::with_capacity(t.len()),
+            i1: Vec::with_capacity(t.len()),
+            w0: Vec::with_capacity(t.len()),
+            w1: Vec::with_capacity(t.len()),
+            end: 0,
+        };
+        for j in 0..t.len() {
+            let (idx, w) = t.row(j);
+            let (i, w) = if t.extrapolate[j] {
+                ([0, 0], [0.0, 0.0])
+            } else {
+                ([idx[0], idx[1]], [w[0], w[1]])
+            };
+            two.i0.push(u32::try_from(i[0]).ok()?);
+            two.i1.push(u32::try_from(i[1]).ok()?);
+            two.w0.push(w[0]);
+            two.w1.push(w[1]);
+            two.end = two.end.max(i[0] + 1).max(i[1] + 1);
+        }
+        Some(two)
+    }
+
+    /// True when every index is inside `s`.
+    fn fits(&self, s: &[f32]) -> bool {
+        self.end <= s.len()
+    }
+
+    /// `d[j] = w0[j]·s[i0[j]] + w1[j]·s[i1[j]]` (two roundings, no fused
+    /// multiply-add, as the general path). The caller checked [`Self::fits`].
+    #[inline(always)]
+    fn gather(&self, s: &[f32], d: &mut [f32]) {
+        let n = d.len().min(self.i0.len());
+        let (i0, i1, w0, w1) = (&self.i0[..n], &self.i1[..n], &self.w0[..n], &self.w1[..n]);
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if super::conv_direct::has_avx512() && s.len() <= i32::MAX as usize {
+            // SAFETY: AVX-512F was just detected; the indices are in `s`
+            // (`fits`) and below i32::MAX, the slices hold `n` values.
+            done = unsafe { gather16(s, i0, i1, w0, w1, &mut d[..n]) };
+        }
+        for j in done..n {
+            // SAFETY: every index is below `self.end` <= `s.len()`
+            // (`fits`), and `j < n`, the length of all five slices.
+            unsafe {
+                let a = *s.get_unchecked(*i0.get_unchecked(j) as usize);
+                let b = *s.get_unchecked(*i1.get_unchecked(j) as usize);
+                *d.get_unchecked_mut(j) = *w0.get_unchecked(j) * a + *w1.get_unchecked(j) * b;
+            }
+        }
+    }
 }
 
 impl TapTable {
@@ -313,6 +385,7 @@ impl TapTable {
             idx: vec![0; rows.len() * k],
             w: vec![0.0; rows.len() * k],
             extrapolate: rows.iter().map(Option::is_none).collect(),
+            two: None,
         };
         for (j, row) in rows.iter().enumerate() {
             for (q, &(i, w)) in row.iter().flatten().enumerate() {
@@ -320,6 +393,7 @@ impl TapTable {
                 t.w[j * k + q] = w;
             }
         }
+        t.two = TwoTaps::of(&t);
         t
     }
 
@@ -340,10 +414,46 @@ impl TapTable {
     }
 }
 
+/// [`TwoTaps::gather`] 16 outputs at a time with AVX-512 gathers; returns
+/// how many outputs it wrote (a multiple of 16, the rest is the caller's).
+///
+/// # Safety
+/// AVX-512F must be available; every index must be inside `s` and below
+/// `i32::MAX`; `i0`, `i1`, `w0`, `w1` must be at least as long as `d`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather16(
+    s: &[f32],
+    i0: &[u32],
+    i1: &[u32],
+    w0: &[f32],
+    w1: &[f32],
+    d: &mut [f32],
+) -> usize {
+    use std::arch::x86_64::*;
+    let full = d.len() / 16 * 16;
+    let mut j = 0;
+    while j < full {
+        let ia = _mm512_loadu_si512(i0.as_ptr().add(j).cast());
+        let ib = _mm512_loadu_si512(i1.as_ptr().add(j).cast());
+        let a = _mm512_i32gather_ps::<4>(ia, s.as_ptr().cast());
+        let b = _mm512_i32gather_ps::<4>(ib, s.as_ptr().cast());
+        // Two products and a sum, rounded each (no fused multiply-add).
+        let v = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_loadu_ps(w0.as_ptr().add(j)), a),
+            _mm512_mul_ps(_mm512_loadu_ps(w1.as_ptr().add(j)), b),
+        );
+        _mm512_storeu_ps(d.as_mut_ptr().add(j), v);
+        j += 16;
+    }
+    full
+}
+
 /// Writes `dst = sum_q w[q] * src_row(idx[q])` for contiguous rows of
 /// `inner` (taps after the first with weight 0 are skipped). Two taps,
 /// the linear case, take one pass: `w0·a + w1·b` rounds as the two passes
 /// `d = w0·a; d += w1·b` did (no fused multiply-add).
+#[inline(always)]
 fn combine_rows(dst: &mut [f32], s: &[f32], inner: usize, idx: &[usize], w: &[f32]) {
     let row = |i: usize| &s[i * inner..(i + 1) * inner];
     if let ([i0, i1], [w0, w1]) = (idx, w) {
@@ -363,26 +473,22 @@ fn combine_rows(dst: &mut [f32], s: &[f32], inner: usize, idx: &[usize], w: &[f3
     }
 }
 
-/// Interpolates `src` (row-major `shape`) along `axis` with a tap table
-/// into `out` (every element written).
-fn interp_axis_into(
-    src: &[f32],
-    shape: &[usize],
-    axis: usize,
-    taps: &TapTable,
-    extrapolation: f32,
-    out: &mut [f32],
-) {
-    let n = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let m = taps.len();
-    if out.is_empty() {
-        return;
-    }
-    let block = |(o, chunk): (usize, &mut [f32])| {
-        let s = &src[o * n * inner..(o + 1) * n * inner];
+crate::multiversion! {
+    /// One outer block of [`interp_axis_into`]: `s` holds the block's `n`
+    /// source rows of `inner` values, `chunk` receives its `taps.len()`
+    /// interpolated rows.
+    fn interp_block(s: &[f32], inner: usize, taps: &TapTable, extrapolation: f32, chunk: &mut [f32]) {
         if inner == 1 && taps.k == 2 {
             // Linear along the contiguous axis: two taps per output.
+            if let Some(two) = &taps.two {
+                if two.fits(s) {
+                    two.gather(s, chunk);
+                    for (d, _) in chunk.iter_mut().zip(&taps.extrapolate).filter(|x| *x.1) {
+                        *d = extrapolation;
+                    }
+                    return;
+                }
+            }
             let pairs = taps.idx.chunks_exact(2).zip(taps.w.chunks_exact(2));
             for ((d, (i, w)), &ex) in chunk.iter_mut().zip(pairs).zip(&taps.extrapolate) {
                 *d = if ex {
@@ -412,6 +518,33 @@ fn interp_axis_into(
                 combine_rows(dst, s, inner, idx, w);
             }
         }
+    }
+}
+
+/// Interpolates `src` (row-major `shape`) along `axis` with a tap table
+/// into `out` (every element written).
+fn interp_axis_into(
+    src: &[f32],
+    shape: &[usize],
+    axis: usize,
+    taps: &TapTable,
+    extrapolation: f32,
+    out: &mut [f32],
+) {
+    let n = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let m = taps.len();
+    if out.is_empty() {
+        return;
+    }
+    let block = |(o, chunk): (usize, &mut [f32])| {
+        interp_block(
+            &src[o * n * inner..(o + 1) * n * inner],
+            inner,
+            taps,
+            extrapolation,
+            chunk,
+        )
     };
     if out.len() >= 1 << 14 && crate::threads::kernel_threads() > 1 {
         out.par_chunks_mut(m * inner).enumerate().for_each(block);
@@ -636,6 +769,37 @@ mod tests {
                     d += w[1] * s[idx[1] * 32 + k];
                 }
                 assert_eq!(g.to_bits(), d.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn vector_two_tap_gather_matches_the_scalar_taps_bit_for_bit() {
+        // 8 -> 37 along the contiguous axis: two 16-wide gathers and a
+        // scalar tail per row; 3 rows; every coordinate mode's taps.
+        let src: Vec<f32> = (0..24)
+            .map(|i| ((i * 29 % 31) as f32 - 15.0) / 3.0)
+            .collect();
+        for ctm in [
+            Ctm::HalfPixel,
+            Ctm::PytorchHalfPixel,
+            Ctm::AlignCorners,
+            Ctm::Asymmetric,
+        ] {
+            let taps = spec(8, 37).tap_table(&params(Mode::Linear, ctm));
+            assert!(taps.two.is_some());
+            let got = interp_axis(&src, &[3, 8], 1, &taps, 0.0);
+            for r in 0..3 {
+                let s = &src[r * 8..(r + 1) * 8];
+                for j in 0..37 {
+                    let (i, w) = taps.row(j);
+                    let want = w[0] * s[i[0]] + w[1] * s[i[1]];
+                    assert_eq!(
+                        got[r * 37 + j].to_bits(),
+                        want.to_bits(),
+                        "{ctm:?} row {r} j {j}"
+                    );
+                }
             }
         }
     }
