@@ -10,9 +10,12 @@
 //! sizes, neighbours coalesced), which touches fewer pages than a
 //! size-class allocator such as mimalloc, whose per-size pages and arena
 //! set-up cost the short runs more (docs/benchmarks.md, session 27).
-//! [`advise_huge_pages_everywhere`] then asks for 2 MiB transparent huge
-//! pages on the heaps, so the pages a run does touch fault 512 at a time
-//! (session 28; off with the environment variable [`NO_HUGE_PAGES_ENV`]).
+//! With the environment variable [`HUGE_PAGES_ENV`] set,
+//! [`advise_huge_pages_everywhere`] also asks for 2 MiB transparent huge
+//! pages on the heaps, so the pages a run touches fault 512 at a time.
+//! That is opt-in: it made seg_head's whole command ~10 % faster run after
+//! run, but ~40 % slower right after another big process (ORT) had run on
+//! this VM (docs/benchmarks.md, session 28).
 
 /// Buffers up to this size come from the heap, not their own `mmap`
 /// (glibc's largest accepted value on 64-bit targets: half its 64 MiB
@@ -40,9 +43,9 @@ pub fn keep_freed_memory() {
     }
 }
 
-/// Setting this environment variable (to any value) turns the huge-page
-/// advice of [`advise_huge_pages`] off.
-pub const NO_HUGE_PAGES_ENV: &str = "HB_NO_HUGE_PAGES";
+/// Setting this environment variable to `1` turns the huge-page advice of
+/// [`advise_huge_pages_everywhere`] on.
+pub const HUGE_PAGES_ENV: &str = "HB_HUGE_PAGES";
 
 /// Size of a transparent huge page on x86-64 and most aarch64 kernels.
 const HUGE_PAGE: usize = 2 << 20;
@@ -51,18 +54,20 @@ const HUGE_PAGE: usize = 2 << 20;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MADV_COLLAPSE: libc::c_int = 25;
 
-/// True unless [`NO_HUGE_PAGES_ENV`] is set.
+/// True when [`HUGE_PAGES_ENV`] is `1`.
 pub fn huge_pages_wanted() -> bool {
-    std::env::var_os(NO_HUGE_PAGES_ENV).is_none()
+    std::env::var_os(HUGE_PAGES_ENV).is_some_and(|v| v == "1")
 }
 
 /// Asks the kernel to back the calling thread's malloc heap with 2 MiB
 /// transparent huge pages (`madvise(MADV_HUGEPAGE)`; the system default
 /// `madvise` mode gives them only to advised memory). A run's activation
-/// buffers then cost one page fault per 2 MiB instead of one per 4 KiB:
-/// 2 000 faults become 250 on seg_head and the whole command is ~10 %
-/// faster (docs/benchmarks.md, session 28). glibc does the same with its
-/// `glibc.malloc.hugetlb=1` tunable, which a program cannot set for itself.
+/// buffers then cost one page fault per 2 MiB instead of one per 4 KiB
+/// (2 000 faults become 211 on seg_head), but every 2 MiB touched is
+/// zeroed, and fresh huge pages cost more where the host backs guest
+/// memory lazily (docs/benchmarks.md, session 28). glibc does the same with
+/// its `glibc.malloc.hugetlb=1` tunable, which a program cannot set for
+/// itself.
 ///
 /// The heap is found from a fresh allocation (its mapping in
 /// `/proc/self/maps`: the main thread's `[heap]`, or a worker's arena);
@@ -119,8 +124,8 @@ pub fn heap_mapping(maps: &str, addr: usize) -> Option<(usize, usize)> {
 }
 
 /// [`advise_huge_pages`] on the calling thread and on each thread of
-/// rayon's global pool (built here, with that as its start handler), unless
-/// [`NO_HUGE_PAGES_ENV`] is set. Other pools take the same start handler
+/// rayon's global pool (built here, with that as its start handler), when
+/// [`HUGE_PAGES_ENV`] is `1`. Other pools take the same start handler
 /// ([`crate::exec::thread_pool`]).
 pub fn advise_huge_pages_everywhere() {
     if !huge_pages_wanted() {
