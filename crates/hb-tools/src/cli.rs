@@ -50,7 +50,7 @@ fn one_line(s: &str) -> String {
 }
 
 /// Runs a tool body under the binaries' heap policy
-/// ([`crate::heap::keep_freed_memory`], huge pages with
+/// ([`crate::heap::keep_freed_memory`]; huge pages with `HB_HUGE_PAGES=1`,
 /// [`crate::heap::advise_huge_pages_everywhere`]): prints errors as one line, maps
 /// them (and panics) to exit codes, and ends the process (see
 /// [`exit_now`]).

@@ -64,9 +64,9 @@ pub fn fix_dynamic_inputs(model: &mut Model, samples: &[crate::inputs::Sample]) 
     }
 }
 
-/// Builds a rayon pool with `threads` threads (None = all cores), whose
-/// threads advise huge pages for their heaps as the global pool's do
-/// ([`crate::heap::advise_huge_pages_everywhere`]).
+/// Builds a rayon pool with `threads` threads (None = all cores); with
+/// `HB_HUGE_PAGES=1` its threads advise huge pages for their heaps, as the
+/// global pool's do ([`crate::heap::advise_huge_pages_everywhere`]).
 pub fn thread_pool(threads: Option<usize>) -> ToolResult<rayon::ThreadPool> {
     let mut b = rayon::ThreadPoolBuilder::new();
     if crate::heap::huge_pages_wanted() {
