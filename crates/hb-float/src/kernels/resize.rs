@@ -296,8 +296,6 @@ pub struct TapTable {
     idx: Vec<usize>,
     w: Vec<f32>,
     extrapolate: Vec<bool>,
-    /// The same taps split by tap when there are two (linear).
-    two: Option<TwoTaps>,
 }
 
 /// Two-tap rows as four parallel columns (32-bit indices), the form the
@@ -385,7 +383,6 @@ impl TapTable {
             idx: vec![0; rows.len() * k],
             w: vec![0.0; rows.len() * k],
             extrapolate: rows.iter().map(Option::is_none).collect(),
-            two: None,
         };
         for (j, row) in rows.iter().enumerate() {
             for (q, &(i, w)) in row.iter().flatten().enumerate() {
@@ -393,7 +390,6 @@ impl TapTable {
                 t.w[j * k + q] = w;
             }
         }
-        t.two = TwoTaps::of(&t);
         t
     }
 
@@ -476,30 +472,25 @@ fn combine_rows(dst: &mut [f32], s: &[f32], inner: usize, idx: &[usize], w: &[f3
 crate::multiversion! {
     /// One outer block of [`interp_axis_into`]: `s` holds the block's `n`
     /// source rows of `inner` values, `chunk` receives its `taps.len()`
-    /// interpolated rows.
-    fn interp_block(s: &[f32], inner: usize, taps: &TapTable, extrapolation: f32, chunk: &mut [f32]) {
-        if inner == 1 && taps.k == 2 {
-            // Linear along the contiguous axis: two taps per output.
-            if let Some(two) = &taps.two {
-                if two.fits(s) {
-                    two.gather(s, chunk);
-                    for (d, _) in chunk.iter_mut().zip(&taps.extrapolate).filter(|x| *x.1) {
-                        *d = extrapolation;
-                    }
-                    return;
-                }
-            }
-            let pairs = taps.idx.chunks_exact(2).zip(taps.w.chunks_exact(2));
-            for ((d, (i, w)), &ex) in chunk.iter_mut().zip(pairs).zip(&taps.extrapolate) {
-                *d = if ex {
-                    extrapolation
-                } else {
-                    w[0] * s[i[0]] + w[1] * s[i[1]]
-                };
-            }
-            return;
-        }
+    /// interpolated rows. `two` is the two-tap gather of `taps` for the
+    /// pass along the contiguous axis (None: each output's taps in turn).
+    fn interp_block(
+        s: &[f32],
+        inner: usize,
+        taps: &TapTable,
+        two: Option<&TwoTaps>,
+        extrapolation: f32,
+        chunk: &mut [f32],
+    ) {
         if inner == 1 {
+            // Along the contiguous axis: linear rows as a vector gather.
+            if let Some(two) = two.filter(|t| t.fits(s)) {
+                two.gather(s, chunk);
+                for (d, _) in chunk.iter_mut().zip(&taps.extrapolate).filter(|x| *x.1) {
+                    *d = extrapolation;
+                }
+                return;
+            }
             for (j, d) in chunk.iter_mut().enumerate() {
                 let (idx, w) = taps.row(j);
                 *d = if taps.extrapolate[j] {
@@ -537,11 +528,14 @@ fn interp_axis_into(
     if out.is_empty() {
         return;
     }
+    // The vector gather's columns, for the pass along the contiguous axis.
+    let two = if inner == 1 { TwoTaps::of(taps) } else { None };
     let block = |(o, chunk): (usize, &mut [f32])| {
         interp_block(
             &src[o * n * inner..(o + 1) * n * inner],
             inner,
             taps,
+            two.as_ref(),
             extrapolation,
             chunk,
         )
@@ -787,7 +781,7 @@ mod tests {
             Ctm::Asymmetric,
         ] {
             let taps = spec(8, 37).tap_table(&params(Mode::Linear, ctm));
-            assert!(taps.two.is_some());
+            assert!(TwoTaps::of(&taps).is_some());
             let got = interp_axis(&src, &[3, 8], 1, &taps, 0.0);
             for r in 0..3 {
                 let s = &src[r * 8..(r + 1) * 8];
